@@ -1,0 +1,126 @@
+"""Admission and settlement of calls over a CounterStore: the enforcement loop.
+
+admit: plan the counters -> snapshot -> decide -> reserve atomically (re-deciding on a lost
+race) ; settle: price the actual usage exactly -> move holds to spend -> report the alert
+thresholds that settled spend crossed (each once per budget, scope and period).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from costwarden.core.decision import REQUESTS, TOKENS, CallRequest, Decision, crossed_thresholds, decide
+from costwarden.core.denials import budget_denial, rate_denial
+from costwarden.core.policy import Policy
+from costwarden.core.scopes import BudgetCheck, Plan, plan_for
+from costwarden.counters.base import Conflict, CounterStore, Reservation
+
+RESERVATION_TTL_S = 3600.0  # a call still open after this long is settled at its estimate
+MAX_ATTEMPTS = 8  # lost reservation races before refusing (only under extreme contention)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A call allowed in: its decision, its reservation and when it was admitted."""
+
+    id: str
+    request: CallRequest
+    decision: Decision
+    reservation: Reservation
+    plan: Plan
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """Settled spend on a budget crossed one of its alert thresholds."""
+
+    check: BudgetCheck
+    fraction: Decimal
+    spent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    cost_nanos: int
+    overrun_tokens: int
+    crossings: tuple[Crossing, ...]
+
+
+class Admission:
+    """Admit, settle and release calls for one policy (swappable on reload) and one store."""
+
+    def __init__(self, policy: Policy, store: CounterStore, clock: Callable[[], datetime] = utc_now,
+                 reservation_ttl_s: float = RESERVATION_TTL_S) -> None:
+        self.policy = policy
+        self.store = store
+        self.clock = clock
+        self.reservation_ttl_s = reservation_ttl_s
+
+    async def admit(self, call_id: str, request: CallRequest) -> Admitted | Decision:
+        """An ``Admitted`` call holding its reservation, or the refusing ``Decision``."""
+        policy = self.policy
+        now = self.clock()
+        stamp = now.timestamp()
+        plan = plan_for(policy, request.caller, now)
+        conflict: Conflict | None = None
+        decision: Decision | None = None
+        for _ in range(MAX_ATTEMPTS):
+            snapshot = await self.store.snapshot(plan.windows, plan.flag_keys, stamp)
+            decision = decide(policy, request, plan, snapshot.usage, snapshot.flags, now)
+            if decision.new_flags:
+                await self.store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
+            if not decision.allowed:
+                return decision
+            held = await self.store.reserve(call_id, decision.holds, stamp + self.reservation_ttl_s)
+            if isinstance(held, Reservation):
+                return Admitted(call_id, request, decision, held, plan, now)
+            conflict = held
+        assert decision is not None and conflict is not None
+        return _lost_race(decision, plan, conflict, policy)
+
+    async def settle(self, admitted: Admitted, input_tokens: int, output_tokens: int,
+                     cached_input_tokens: int = 0) -> Settled:
+        """Charge the actual usage (priced exactly, cached input as cached) and free the rest."""
+        model = admitted.decision.model
+        assert model is not None
+        cost = model.cost(input_tokens, output_tokens, cached_input_tokens)
+        tokens = input_tokens + output_tokens
+        amounts = [1 if h.unit == REQUESTS else tokens if h.unit == TOKENS else cost
+                   for h in admitted.reservation.holds]
+        moved = await self.store.settle(admitted.reservation, amounts)
+        crossings = await self._crossings(admitted, moved)
+        overrun = max(0, input_tokens - admitted.request.input_tokens)
+        return Settled(cost, overrun, crossings)
+
+    async def release(self, admitted: Admitted) -> None:
+        """Free the holds of a call that will not be charged."""
+        await self.store.release(admitted.reservation)
+
+    async def _crossings(self, admitted: Admitted, moved: list[tuple[int, int]]) -> tuple[Crossing, ...]:
+        found: list[Crossing] = []
+        for check, (before, after) in zip(admitted.plan.budgets, moved, strict=False):
+            for fraction in crossed_thresholds(check.budget, before, after):
+                key = f"alert|{check.window.key}|{fraction}"
+                if await self.store.claim(key, check.window.end.timestamp() + 86400, self.clock().timestamp()):
+                    found.append(Crossing(check, fraction, after))
+        return tuple(found)
+
+
+def _lost_race(decision: Decision, plan: Plan, conflict: Conflict, policy: Policy) -> Decision:
+    """Refuse a call whose reservation kept losing races for the last room of a limit."""
+    index = conflict.index
+    if index < len(plan.budgets):
+        denial = budget_denial(plan.budgets[index], conflict.used, policy.timezone, "")
+        return Decision(decision.requested, denial=denial, shadow=decision.shadow)
+
+    check = plan.limits[index - len(plan.budgets)]
+    return Decision(decision.requested, denial=rate_denial(check, conflict.used, decision.holds[index].amount, 1),
+                    shadow=decision.shadow)

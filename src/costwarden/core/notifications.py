@@ -1,0 +1,78 @@
+"""Alert notifications as values: what happened, to which budget, and a sentence to act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from costwarden.core.denials import amount, budget_name
+from costwarden.core.money import format_usd
+from costwarden.core.scopes import BudgetCheck
+
+KINDS = ("threshold", "exhausted", "action", "forecast", "breaker")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One alert; ``payload()`` is the JSON webhook body of SPEC section 2."""
+
+    kind: str
+    department: str | None
+    scope: str
+    budget_index: int
+    period: str
+    threshold: Decimal | None
+    spent: int
+    limit: int
+    unit: str
+    period_start: datetime
+    period_end: datetime
+    text: str
+
+    @property
+    def dedupe_key(self) -> str:
+        return f"{self.kind}|{self.scope}|{self.budget_index}|{self.period}|{self.period_start.isoformat()}|{self.threshold}"
+
+    def payload(self) -> dict[str, object]:
+        money = self.unit == "usd"
+        return {
+            "kind": self.kind,
+            "department": self.department,
+            "scope": self.scope,
+            "budget": {"index": self.budget_index, "period": self.period},
+            "threshold": float(self.threshold) if self.threshold is not None else None,
+            "spent_usd": format_usd(self.spent) if money else None,
+            "limit_usd": format_usd(self.limit) if money else None,
+            "spent_tokens": None if money else self.spent,
+            "limit_tokens": None if money else self.limit,
+            "period_start": self.period_start.isoformat(),
+            "period_end": self.period_end.isoformat(),
+            "text": self.text,
+        }
+
+
+def _subject(check: BudgetCheck) -> str:
+    scope = check.scope
+    return scope.department if scope.kind == "department" and scope.department else scope.label
+
+
+def _reset_day(check: BudgetCheck, tz: ZoneInfo) -> str:
+    period = check.budget.period
+    if period.is_calendar:
+        return f"it resets {check.window.end.astimezone(tz):%Y-%m-%d}"
+    return f"spend leaves the rolling window {period.text} after it was made"
+
+
+def threshold_notification(check: BudgetCheck, fraction: Decimal, spent: int, tz: ZoneInfo) -> Notification:
+    """'MARKETING has reached 80% of its $1,000.00 monthly budget ($812.40 spent); it resets 2026-12-01.'"""
+    budget = check.budget
+    percent = f"{(fraction * 100).normalize():f}%"
+    verb = "spent" if budget.unit == "usd" else "used"
+    text = (f"{_subject(check)} has reached {percent} of its {budget_name(budget)} "
+            f"({amount(budget.unit, spent)} {verb}); {_reset_day(check, tz)}.")
+    kind = "breaker" if check.scope.kind == "key" and budget.period.kind == "rolling" else "threshold"
+    start = check.window.start if budget.period.is_calendar else check.window.end - timedelta(seconds=budget.period.seconds)
+    return Notification(kind, check.scope.department, check.scope.id, check.index, budget.period.text, fraction,
+                        spent, budget.limit, budget.unit, start, check.window.end, text)

@@ -1,0 +1,133 @@
+"""The policy model: who may spend what, on which models, at what rate.
+
+These are plain immutable values built by ``costwarden.policy`` from the YAML file; the core
+never parses text. Budget limits are integers: nano-dollars, or tokens when ``unit == "tokens"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from costwarden.core.catalog import Catalog
+from costwarden.core.periods import Period
+
+ALERT, REJECT, DOWNGRADE, RESTRICT = "alert", "reject", "downgrade", "restrict_tiers"
+UNATTRIBUTED = "UNATTRIBUTED"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a budget does to a call that does not fit: alert, reject, downgrade or restrict_tiers."""
+
+    kind: str
+    tiers: frozenset[int] = frozenset()
+
+    def describe(self) -> str:
+        if self.kind == RESTRICT:
+            return f"restrict to tier {', '.join(map(str, sorted(self.tiers)))}"
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A limit per period on one scope, with alert thresholds and an action."""
+
+    limit: int
+    period: Period
+    action: Action
+    unit: str = "usd"  # usd (nano-dollars) | tokens
+    alert_at: tuple[Decimal, ...] = ()
+    enforce: bool = True
+
+    @property
+    def is_hard(self) -> bool:
+        """Whether the store must refuse a reservation that would overrun the limit."""
+        return self.enforce and self.action.kind in (REJECT, DOWNGRADE)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Tokens and requests per sliding minute."""
+
+    tpm: int | None = None
+    rpm: int | None = None
+    enforce: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The budgets and rate limits that apply to one scope."""
+
+    budgets: tuple[Budget, ...] = ()
+    limits: RateLimits | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.budgets) or self.limits is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    id: str
+    name: str
+    rules: Rules = Rules()
+    notify: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Department:
+    """A unit of accountability: its rights, budgets, limits, teams and per-key/per-user templates."""
+
+    id: str
+    name: str
+    rules: Rules = Rules()
+    tiers: frozenset[int] = frozenset({1, 2, 3})
+    models: frozenset[str] | None = None
+    notify: tuple[str, ...] = ()
+    teams: Mapping[str, Team] = field(default_factory=dict)
+    per_key: Rules = Rules()
+    per_user: Rules = Rules()
+    cost_center: str = ""
+    gl_account: str = ""
+
+    def may_use(self, model_id: str, tier: int) -> bool:
+        """Tier rights and the optional allow-list."""
+        return tier in self.tiers and (self.models is None or model_id in self.models)
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where a provider's calls go. The API key is read from ``api_key_env`` at start-up."""
+
+    name: str
+    type: str  # openai | anthropic
+    base_url: str
+    api_key_env: str | None = None
+    timeout_s: Decimal = Decimal(600)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    header: str = "X-Department-ID"
+    require: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A validated policy. ``source`` is the YAML text it was loaded from (stored for audit)."""
+
+    catalog: Catalog
+    departments: Mapping[str, Department]
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    upstreams: Mapping[str, Upstream] = field(default_factory=dict)
+    attribution: Attribution = Attribution()
+    organization: Rules = Rules()
+    organization_notify: tuple[str, ...] = ()
+    version: int = 1
+    source: str = ""
+
+    @property
+    def timezone_name(self) -> str:
+        return self.timezone.key

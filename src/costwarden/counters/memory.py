@@ -1,0 +1,134 @@
+"""In-process counters: exact, atomic under one event loop (no await inside an operation)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from costwarden.core.decision import Hold
+from costwarden.core.periods import Window
+from costwarden.counters.base import Conflict, Reservation, Snapshot
+
+
+class _Counter:
+    """One counter: per-bucket [spent, reserved], with running totals over the live buckets."""
+
+    __slots__ = ("buckets", "end", "low", "reserved", "span", "spent")
+
+    def __init__(self, span: int, end: float) -> None:
+        self.buckets: dict[int, list[int]] = {}
+        self.spent = 0
+        self.reserved = 0
+        self.span = span
+        self.end = end
+        self.low = 0  # no bucket below this one is held
+
+    def advance(self, bucket: int) -> None:
+        """Forget buckets that have left a rolling window ending at ``bucket``."""
+        oldest = bucket - self.span + 1
+        if oldest <= self.low:
+            return
+        for b in [b for b in self.buckets if b < oldest]:
+            spent, reserved = self.buckets.pop(b)
+            self.spent -= spent
+            self.reserved -= reserved
+        self.low = oldest
+
+    def cell(self, bucket: int) -> list[int] | None:
+        return self.buckets.get(bucket)
+
+    def add(self, bucket: int, spent: int, reserved: int) -> None:
+        cell = self.buckets.get(bucket)
+        if cell is None:
+            cell = self.buckets[bucket] = [0, 0]
+        cell[0] += spent
+        cell[1] += reserved
+        self.spent += spent
+        self.reserved += reserved
+
+
+class MemoryCounterStore:
+    """The embedded CounterStore. State is lost with the process; the ledger rebuilds it."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, _Counter] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._flags: dict[str, float] = {}
+
+    def _counter(self, window: Window) -> _Counter:
+        counter = self._counters.get(window.key)
+        if counter is None:
+            counter = self._counters[window.key] = _Counter(window.span, window.end.timestamp())
+        counter.advance(window.bucket)
+        return counter
+
+    async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
+        usage = []
+        for window in windows:
+            counter = self._counter(window)
+            usage.append((counter.spent, counter.reserved))
+        flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now)
+        return Snapshot(usage, flags)
+
+    async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
+        counters = [self._counter(h.window) for h in holds]
+        for index, (hold, counter) in enumerate(zip(holds, counters, strict=True)):
+            used = counter.spent + counter.reserved
+            if hold.limit is not None and used + hold.amount > hold.limit:
+                return Conflict(index, used)
+        for hold, counter in zip(holds, counters, strict=True):
+            counter.add(hold.window.bucket, 0, hold.amount)
+        reservation = Reservation(reservation_id, tuple(holds), expires_at)
+        self._reservations[reservation_id] = reservation
+        return reservation
+
+    async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
+        if self._reservations.pop(reservation.id, None) is None:
+            return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
+        return self._apply(reservation, amounts)
+
+    def _apply(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
+        moved = []
+        for hold, amount in zip(reservation.holds, amounts, strict=True):
+            counter = self._counter(hold.window)
+            before = counter.spent
+            if counter.cell(hold.window.bucket) is not None or hold.window.span == 1:
+                counter.add(hold.window.bucket, amount, -hold.amount)
+            moved.append((before, counter.spent))
+        return moved
+
+    async def release(self, reservation: Reservation) -> None:
+        if self._reservations.pop(reservation.id, None) is not None:
+            self._apply(reservation, [0] * len(reservation.holds))
+
+    async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
+        for key, expires_at in flags:
+            self._flags[key] = max(expires_at, self._flags.get(key, 0.0))
+
+    async def claim(self, key: str, expires_at: float, now: float) -> bool:
+        if self._flags.get(key, 0.0) > now:
+            return False
+        self._flags[key] = expires_at
+        return True
+
+    async def expire(self, now: float) -> list[Reservation]:
+        stale = [r for r in self._reservations.values() if r.expires_at <= now]
+        for reservation in stale:
+            del self._reservations[reservation.id]
+            self._apply(reservation, [h.amount for h in reservation.holds])
+        for key in [k for k, c in self._counters.items() if c.end < now and c.span == 1 and not c.reserved]:
+            del self._counters[key]
+        for key in [k for k, until in self._flags.items() if until <= now]:
+            del self._flags[key]
+        return stale
+
+    async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
+        for window, amount in spend:
+            self._counter(window).add(window.bucket, amount, 0)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._counters.clear()
+        self._reservations.clear()
+        self._flags.clear()
