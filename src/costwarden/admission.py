@@ -15,11 +15,12 @@ from decimal import Decimal
 from costwarden.core.decision import REQUESTS, TOKENS, CallRequest, Decision, crossed_thresholds, decide
 from costwarden.core.denials import budget_denial, rate_denial
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import BudgetCheck, Plan, plan_for
+from costwarden.core.scopes import BudgetCheck, Caller, Plan, plan_for
 from costwarden.counters.base import Conflict, CounterStore, Reservation
 
 RESERVATION_TTL_S = 3600.0  # a call still open after this long is settled at its estimate
 MAX_ATTEMPTS = 8  # lost reservation races before refusing (only under extreme contention)
+PLAN_CACHE_SIZE = 100_000  # callers whose plans are kept (cleared wholesale when full)
 
 
 def utc_now() -> datetime:
@@ -59,17 +60,37 @@ class Admission:
 
     def __init__(self, policy: Policy, store: CounterStore, clock: Callable[[], datetime] = utc_now,
                  reservation_ttl_s: float = RESERVATION_TTL_S) -> None:
-        self.policy = policy
         self.store = store
         self.clock = clock
         self.reservation_ttl_s = reservation_ttl_s
+        self._plans: dict[Caller, Plan] = {}
+        self.policy = policy
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        """Swap the policy (a reload); plans made under the old one are dropped."""
+        self._policy = policy
+        self._plans = {}
+
+    def plan(self, caller: Caller, now: datetime) -> Plan:
+        """The counter plan of ``caller`` at ``now``, reused until one of its windows moves."""
+        plan = self._plans.get(caller)
+        if plan is None or now.timestamp() >= plan.valid_until:
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            plan = self._plans[caller] = plan_for(self._policy, caller, now)
+        return plan
 
     async def admit(self, call_id: str, request: CallRequest) -> Admitted | Decision:
         """An ``Admitted`` call holding its reservation, or the refusing ``Decision``."""
         policy = self.policy
         now = self.clock()
         stamp = now.timestamp()
-        plan = plan_for(policy, request.caller, now)
+        plan = self.plan(request.caller, now)
         conflict: Conflict | None = None
         decision: Decision | None = None
         for _ in range(MAX_ATTEMPTS):
@@ -107,6 +128,8 @@ class Admission:
     async def _crossings(self, admitted: Admitted, moved: list[tuple[int, int]]) -> tuple[Crossing, ...]:
         found: list[Crossing] = []
         for check, (before, after) in zip(admitted.plan.budgets, moved, strict=False):
+            if not check.budget.alert_at or after == before:
+                continue
             for fraction in crossed_thresholds(check.budget, before, after):
                 key = f"alert|{check.window.key}|{fraction}"
                 if await self.store.claim(key, check.window.end.timestamp() + 86400, self.clock().timestamp()):

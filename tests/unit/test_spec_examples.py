@@ -78,8 +78,8 @@ async def test_hr_is_rejected_at_200(governor: Governor, clock: FakeClock) -> No
     await spend(governor, clock, "HR", "200")
     with pytest.raises(errors.BudgetExceeded) as refused:
         await call(governor, "HR")
-    assert "Department HR has spent $200.00 of its $200.00 monthly budget; it resets 2026-12-01 00:00 America/New_York." \
-        == refused.value.message
+    assert refused.value.message \
+        == "Department HR has spent $200.00 of its $200.00 monthly budget; it resets 2026-12-01 00:00 America/New_York."
     assert refused.value.headers["x-should-retry"] == "false"
 
 

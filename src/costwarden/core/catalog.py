@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from costwarden.core.money import Price, cost_nanos
+from costwarden.core.money import Price
 
 TIERS = (1, 2, 3)
 
@@ -28,13 +28,11 @@ class ModelSpec:
     as_of: str = ""
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> int:
-        """Exact cost in nano-dollars; ``input_tokens`` includes the cached ones."""
-        cached_price = self.cached_input if self.cached_input is not None else self.input
-        return cost_nanos(
-            (input_tokens - cached_input_tokens, self.input),
-            (cached_input_tokens, cached_price),
-            (output_tokens, self.output),
-        )
+        """Exact cost in nano-dollars, rounded up once; ``input_tokens`` includes the cached ones."""
+        cached = self.cached_input if self.cached_input is not None else self.input
+        picos = ((input_tokens - cached_input_tokens) * self.input.picos_per_token
+                 + cached_input_tokens * cached.picos_per_token + output_tokens * self.output.picos_per_token)
+        return -((-picos) // 1000)
 
     @property
     def price_version(self) -> str:

@@ -150,19 +150,15 @@ def _active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
     return tiers
 
 
-def _need(unit: str, model: ModelSpec, input_tokens: int, output_tokens: int) -> int:
-    if unit == TOKENS:
-        return input_tokens + output_tokens
-    return model.cost(input_tokens, output_tokens)
-
-
 def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, policy: Policy) -> _Fit:
     bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
     fit = _Fit(output_tokens=bound)
+    worst_tokens = call.input_tokens + bound * call.choices
+    worst_cost = model.cost(call.input_tokens, bound * call.choices)
     for i, check in enumerate(plan.budgets):
         budget = check.budget
         room = budget.limit - used[i]
-        if _need(budget.unit, model, call.input_tokens, bound * call.choices) <= room:
+        if (worst_tokens if budget.unit == TOKENS else worst_cost) <= room:
             continue
         kind = budget.action.kind
         if kind == ALERT:
@@ -245,25 +241,34 @@ def _check_limits(limits: tuple[LimitCheck, ...], used: list[int], tokens: int,
                   shadow: list[str]) -> tuple[RateInfo | None, Denial | None]:
     if not limits:
         return None, None
-    info = RateInfo()
+    tightest: dict[str, tuple[LimitCheck, int]] = {}  # metric -> (check, remaining after this call)
+    denial: Denial | None = None
     for check, now_used in zip(limits, used, strict=True):
         need = 1 if check.metric == "rpm" else tokens
         room = check.limit - now_used
-        reset = min(60, ceil_div(60 * max(now_used + need, 0), check.limit))
-        if check.metric == "rpm" and (info.remaining_requests is None or room - need < info.remaining_requests):
-            info = RateInfo(check.limit, max(room - need, 0), reset, info.limit_tokens, info.remaining_tokens,
-                            info.reset_tokens_s)
-        if check.metric == "tpm" and (info.remaining_tokens is None or room - need < info.remaining_tokens):
-            info = RateInfo(info.limit_requests, info.remaining_requests, info.reset_requests_s, check.limit,
-                            max(room - need, 0), reset)
-        if need <= room:
+        best = tightest.get(check.metric)
+        if best is None or room - need < best[1]:
+            tightest[check.metric] = (check, room - need)
+        if need <= room or denial is not None:
             continue
         if not check.enforce:
             shadow.append(f"would rate-limit: {check.scope.id} {check.metric}")
             continue
         wait = max(1, min(60, ceil_div(60 * (need - room), check.limit)))
-        return info, rate_denial(check, now_used, need, wait)
-    return info, None
+        denial = rate_denial(check, now_used, need, wait)
+    return _rate_info(tightest), denial
+
+
+def _rate_info(tightest: dict[str, tuple[LimitCheck, int]]) -> RateInfo:
+    """Headers for the tightest limit of each kind; reset is when a steady refill would restore it."""
+    fields: dict[str, int | None] = {}
+    for metric, kind in (("rpm", "requests"), ("tpm", "tokens")):
+        if metric in tightest:
+            check, remaining = tightest[metric]
+            fields[f"limit_{kind}"] = check.limit
+            fields[f"remaining_{kind}"] = max(remaining, 0)
+            fields[f"reset_{kind}_s"] = min(60, ceil_div(60 * (check.limit - max(remaining, 0)), check.limit))
+    return RateInfo(**fields)  # type: ignore[arg-type]
 
 
 def crossed_thresholds(budget: Budget, before: int, after: int) -> list[Decimal]:

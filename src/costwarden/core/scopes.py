@@ -56,18 +56,17 @@ class LimitCheck:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """Every counter a call touches. ``windows`` orders budgets first, then limits."""
+    """Every counter a call touches. ``windows`` orders budgets first, then limits.
+
+    A plan holds until ``valid_until`` (epoch seconds): the first instant a calendar window ends
+    or a rolling window moves to its next bucket, so callers may reuse it until then.
+    """
 
     budgets: tuple[BudgetCheck, ...]
     limits: tuple[LimitCheck, ...]
-
-    @property
-    def windows(self) -> tuple[Window, ...]:
-        return tuple(c.window for c in self.budgets) + tuple(c.window for c in self.limits)
-
-    @property
-    def flag_keys(self) -> tuple[str, ...]:
-        return tuple(c.flag_key for c in self.budgets if c.budget.action.kind == RESTRICT)
+    windows: tuple[Window, ...]
+    flag_keys: tuple[str, ...]
+    valid_until: float
 
 
 def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
@@ -100,4 +99,17 @@ def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
             if limit is not None:
                 window = RATE_PERIOD.window(f"r|{scope.id}|{metric}", now, policy.timezone)
                 limits.append(LimitCheck(scope, metric, limit, rate.enforce, window))
-    return Plan(tuple(budgets), tuple(limits))
+    windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
+    flags = tuple(c.flag_key for c in budgets if c.budget.action.kind == RESTRICT)
+    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, now))
+
+
+def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime) -> float:
+    until = now.timestamp() + 3600.0
+    for check in budgets:
+        period = check.budget.period
+        edge = check.window.end.timestamp() if period.is_calendar else (check.window.bucket + 1) * period.bucket_seconds
+        until = min(until, edge)
+    for limit in limits:
+        until = min(until, (limit.window.bucket + 1) * RATE_PERIOD.bucket_seconds)
+    return until

@@ -33,9 +33,6 @@ class _Counter:
             self.reserved -= reserved
         self.low = oldest
 
-    def cell(self, bucket: int) -> list[int] | None:
-        return self.buckets.get(bucket)
-
     def add(self, bucket: int, spent: int, reserved: int) -> None:
         cell = self.buckets.get(bucket)
         if cell is None:
@@ -51,14 +48,16 @@ class MemoryCounterStore:
 
     def __init__(self) -> None:
         self._counters: dict[str, _Counter] = {}
-        self._reservations: dict[str, Reservation] = {}
+        # each open reservation with the counters it holds on, so settling needs no lookups
+        self._reservations: dict[str, tuple[Reservation, list[_Counter]]] = {}
         self._flags: dict[str, float] = {}
 
     def _counter(self, window: Window) -> _Counter:
         counter = self._counters.get(window.key)
         if counter is None:
             counter = self._counters[window.key] = _Counter(window.span, window.end.timestamp())
-        counter.advance(window.bucket)
+        if window.span > 1:
+            counter.advance(window.bucket)
         return counter
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
@@ -78,27 +77,36 @@ class MemoryCounterStore:
         for hold, counter in zip(holds, counters, strict=True):
             counter.add(hold.window.bucket, 0, hold.amount)
         reservation = Reservation(reservation_id, tuple(holds), expires_at)
-        self._reservations[reservation_id] = reservation
+        self._reservations[reservation_id] = (reservation, counters)
         return reservation
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
-        if self._reservations.pop(reservation.id, None) is None:
+        held = self._reservations.pop(reservation.id, None)
+        if held is None:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
-        return self._apply(reservation, amounts)
+        return self._apply(*held, amounts)
 
-    def _apply(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
+    @staticmethod
+    def _apply(reservation: Reservation, counters: list[_Counter], amounts: Sequence[int]) -> list[tuple[int, int]]:
         moved = []
-        for hold, amount in zip(reservation.holds, amounts, strict=True):
-            counter = self._counter(hold.window)
+        for hold, counter, amount in zip(reservation.holds, counters, amounts, strict=True):
+            window = hold.window
+            if window.span > 1:
+                counter.advance(window.bucket)
             before = counter.spent
-            if counter.cell(hold.window.bucket) is not None or hold.window.span == 1:
-                counter.add(hold.window.bucket, amount, -hold.amount)
+            cell = counter.buckets.get(window.bucket)
+            if cell is not None:  # None: the bucket already left its rolling window
+                cell[0] += amount
+                cell[1] -= hold.amount
+                counter.spent += amount
+                counter.reserved -= hold.amount
             moved.append((before, counter.spent))
         return moved
 
     async def release(self, reservation: Reservation) -> None:
-        if self._reservations.pop(reservation.id, None) is not None:
-            self._apply(reservation, [0] * len(reservation.holds))
+        held = self._reservations.pop(reservation.id, None)
+        if held is not None:
+            self._apply(*held, [0] * len(reservation.holds))
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         for key, expires_at in flags:
@@ -111,15 +119,15 @@ class MemoryCounterStore:
         return True
 
     async def expire(self, now: float) -> list[Reservation]:
-        stale = [r for r in self._reservations.values() if r.expires_at <= now]
-        for reservation in stale:
+        stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
+        for reservation, counters in stale:
             del self._reservations[reservation.id]
-            self._apply(reservation, [h.amount for h in reservation.holds])
+            self._apply(reservation, counters, [h.amount for h in reservation.holds])
         for key in [k for k, c in self._counters.items() if c.end < now and c.span == 1 and not c.reserved]:
             del self._counters[key]
         for key in [k for k, until in self._flags.items() if until <= now]:
             del self._flags[key]
-        return stale
+        return [reservation for reservation, _ in stale]
 
     async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
         for window, amount in spend:

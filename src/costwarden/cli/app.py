@@ -1,0 +1,25 @@
+"""The ``costwarden`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from costwarden.cli import demo, keys, ledger, policy, serve
+
+app = typer.Typer(
+    name="costwarden",
+    help="An LLM gateway that attributes, prices, budgets and records every call per department.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(policy.app, name="policy")
+app.add_typer(keys.keys_app, name="keys")
+app.add_typer(keys.tokens_app, name="tokens")
+app.add_typer(ledger.app, name="ledger")
+app.command("serve")(serve.serve)
+app.command("mock-upstream")(serve.mock_upstream)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,140 @@
+"""costwarden keys create|list|revoke and costwarden tokens create|list|revoke"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from costwarden.cli.common import DbOption, PolicyOption, console, fail, open_ledger, policy_for, run
+
+keys_app = typer.Typer(help="Virtual API keys (cw-...), bound to a department.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Admin API tokens with a role (admin, finance, manager).", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def create(
+    department: Annotated[str | None, typer.Option(help="Bind the key to this department (else calls must send X-Department-ID).")] = None,
+    team: Annotated[str | None, typer.Option(help="Bind the key to a team of the department.")] = None,
+    user: Annotated[str | None, typer.Option(help="Bind the key to a user or service account.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label to recognise the key by.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    db: DbOption = None,
+    policy: PolicyOption = None,
+) -> None:
+    """Create a key and print its secret once (it is stored only as a hash)."""
+
+    async def work() -> None:
+        ledger = await open_ledger(db)
+        try:
+            dept = department.upper() if department else None
+            known = await policy_for(ledger, policy)
+            if dept is not None and known is not None and dept not in known.departments:
+                raise fail(f"unknown department {dept!r}; the policy has {', '.join(sorted(known.departments))}")
+            record, secret = await ledger.create_key(dept, team, user, name)
+        finally:
+            await ledger.close()
+        if as_json:
+            typer.echo(orjson.dumps({"id": record.id, "key": secret, "department": record.department,
+                                     "team": record.team, "user": record.user, "name": record.name,
+                                     "prefix": record.prefix, "created_at": record.created_at.isoformat()}).decode())
+            return
+        console.print(f"Created key {record.id} for {record.department or 'any department (send X-Department-ID)'}.")
+        console.print("Secret (shown once, store it now):")
+        typer.echo(secret)
+
+    run(work)
+
+
+@keys_app.command("list")
+def list_keys(
+    department: Annotated[str | None, typer.Option(help="Only this department's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    db: DbOption = None,
+) -> None:
+    """List keys (never their secrets)."""
+
+    async def work() -> None:
+        ledger = await open_ledger(db)
+        try:
+            records = await ledger.list_keys(department.upper() if department else None)
+        finally:
+            await ledger.close()
+        if as_json:
+            for r in records:
+                typer.echo(orjson.dumps({"id": r.id, "prefix": r.prefix, "department": r.department, "team": r.team,
+                                         "user": r.user, "name": r.name, "created_at": r.created_at.isoformat(),
+                                         "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None}).decode())
+            return
+        table = Table("id", "prefix", "department", "team", "user", "name", "created", "status")
+        for r in records:
+            table.add_row(r.id, r.prefix, r.department or "-", r.team or "-", r.user or "-", r.name or "-",
+                          f"{r.created_at:%Y-%m-%d %H:%M}", "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d}")
+        console.print(table)
+
+    run(work)
+
+
+@keys_app.command("revoke")
+def revoke(ref: Annotated[str, typer.Argument(help="Key id, display prefix or secret.")], db: DbOption = None) -> None:
+    """Revoke a key; running servers refuse it within 5 seconds."""
+
+    async def work() -> None:
+        ledger = await open_ledger(db)
+        try:
+            record = await ledger.revoke_key(ref)
+        finally:
+            await ledger.close()
+        if record is None:
+            raise fail(f"no key matches {ref!r}")
+        console.print(f"Revoked key {record.id} ({record.department or 'unbound'}).")
+
+    run(work)
+
+
+@tokens_app.command("create")
+def create_token(
+    role: Annotated[str, typer.Option(help="admin, finance or manager.")],
+    department: Annotated[str | None, typer.Option(help="The department a manager manages.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Create an admin API token and print its secret once."""
+
+    async def work() -> None:
+        ledger = await open_ledger(db)
+        try:
+            record, secret = await ledger.create_token(role, department.upper() if department else None, name)
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+        finally:
+            await ledger.close()
+        if as_json:
+            typer.echo(orjson.dumps({"id": record.id, "token": secret, "role": record.role,
+                                     "department": record.department, "name": record.name}).decode())
+            return
+        console.print(f"Created {record.role} token {record.id}. Secret (shown once):")
+        typer.echo(secret)
+
+    run(work)
+
+
+@tokens_app.command("revoke")
+def revoke_token(ref: Annotated[str, typer.Argument(help="Token id, display prefix or secret.")],
+                 db: DbOption = None) -> None:
+    """Revoke an admin token."""
+
+    async def work() -> None:
+        ledger = await open_ledger(db)
+        try:
+            record = await ledger.revoke_token(ref)
+        finally:
+            await ledger.close()
+        if record is None:
+            raise fail(f"no token matches {ref!r}")
+        console.print(f"Revoked token {record.id}.")
+
+    run(work)

@@ -1,0 +1,1 @@
+"""The HTTP adapter: app factory, gateway routes, admin routes, error rendering."""

@@ -1,0 +1,182 @@
+"""The policy file's schema (SPEC section 2) as pydantic models.
+
+Every model forbids unknown keys. The top level keeps its sections untyped so that each model
+entry, upstream and department is validated on its own: one broken department does not hide the
+mistakes of the others, and cross-checks still run on everything that did validate.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
+
+from costwarden.core.catalog import TIERS
+from costwarden.core.money import usd_to_nanos
+from costwarden.policy.fields import (
+    ActionField,
+    BaseUrl,
+    Code,
+    EmptyIfNull,
+    EnvName,
+    Flag,
+    Fraction,
+    HeaderName,
+    IsoDate,
+    Name,
+    NonEmptyText,
+    NonNegativeWhole,
+    NotifyTarget,
+    PeriodField,
+    PositiveAmount,
+    PositiveWhole,
+    PriceValue,
+    ScopeId,
+    Text,
+    Tier,
+    TimezoneField,
+    whole,
+)
+from costwarden.policy.problems import FieldProblem
+
+SUPPORTED_VERSION = 1
+
+
+def _version(value: object) -> int:
+    if whole(value) != SUPPORTED_VERSION:
+        raise ValueError(f"unsupported version {value}: this costwarden reads version {SUPPORTED_VERSION}")
+    return SUPPORTED_VERSION
+
+
+Version = Annotated[int, PlainValidator(_version)]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BudgetSpec(Spec):
+    """``{limit, period, action, alert_at, unit, enforce}``; limit is USD unless unit is tokens."""
+
+    limit: PositiveAmount
+    period: PeriodField
+    action: ActionField
+    alert_at: list[Fraction] = []
+    unit: Literal["usd", "tokens"] = "usd"
+    enforce: Flag = True
+
+    @model_validator(mode="after")
+    def _exact_limit(self) -> BudgetSpec:
+        self.amount()
+        return self
+
+    def amount(self) -> int:
+        """The limit in its unit's integers: nano-dollars, or tokens."""
+        if self.unit == "tokens":
+            if self.limit != self.limit.to_integral_value():
+                raise FieldProblem("limit", f"a token limit must be a whole number of tokens (got {self.limit})")
+            return int(self.limit)
+        try:
+            return usd_to_nanos(self.limit)
+        except ValueError:
+            raise FieldProblem("limit", f"{self.limit} USD is finer than a nano-dollar (1e-9 USD)") from None
+
+
+class LimitsSpec(Spec):
+    """Tokens and requests per minute."""
+
+    tpm: PositiveWhole | None = None
+    rpm: PositiveWhole | None = None
+    enforce: Flag = True
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> LimitsSpec:
+        if self.tpm is None and self.rpm is None:
+            raise ValueError("set tpm, rpm or both")
+        return self
+
+
+class RulesSpec(Spec):
+    """Budgets and limits of one scope (also the per_key / per_user templates)."""
+
+    budgets: list[BudgetSpec] = []
+    limits: LimitsSpec | None = None
+
+
+class OrganizationSpec(RulesSpec):
+    notify: list[NotifyTarget] = []
+
+
+class TeamSpec(RulesSpec):
+    name: NonEmptyText | None = None
+    notify: list[NotifyTarget] = []
+
+
+class DepartmentSpec(RulesSpec):
+    name: NonEmptyText | None = None
+    tiers: list[Tier] = list(TIERS)
+    models: list[Text] | None = None
+    notify: list[NotifyTarget] = []
+    teams: Annotated[dict[ScopeId, Annotated[TeamSpec, EmptyIfNull]], EmptyIfNull] = {}
+    per_key: RulesSpec | None = None
+    per_user: RulesSpec | None = None
+    cost_center: Code = ""
+    gl_account: Code = ""
+
+
+class ModelEntrySpec(Spec):
+    """A catalog entry. In a policy every field is optional: known models are overridden field by
+    field; a new model needs provider, tier, input and output (checked when merging)."""
+
+    provider: Name | None = None
+    kind: Literal["chat", "embedding"] | None = None
+    tier: Tier | None = None
+    input: PriceValue | None = None
+    cached_input: PriceValue | None = None
+    output: PriceValue | None = None
+    context_window: PositiveWhole | None = None
+    max_output: NonNegativeWhole | None = None
+    downgrade_to: Text | None = None
+    source: Text | None = None
+    as_of: IsoDate | None = None
+
+
+class UpstreamSpec(Spec):
+    """Where one provider's calls go; the key is read from the environment variable named."""
+
+    type: Literal["openai", "anthropic"]
+    base_url: BaseUrl
+    api_key_env: EnvName | None = None
+    timeout_s: PositiveAmount | None = None
+
+
+class AttributionSpec(Spec):
+    header: HeaderName = "X-Department-ID"
+    require: Flag = True
+
+
+class DocumentSpec(Spec):
+    """The top level. Sections stay untyped here and are validated entry by entry."""
+
+    version: Version = SUPPORTED_VERSION
+    timezone: TimezoneField = ZoneInfo("UTC")
+    models: Annotated[dict[str, Any], EmptyIfNull] = {}
+    upstreams: Annotated[dict[str, Any], EmptyIfNull] | None = None
+    attribution: Any = None
+    organization: Any = None
+    departments: Annotated[dict[str, Any], EmptyIfNull] = {}
+
+
+__all__ = [
+    "AttributionSpec",
+    "BudgetSpec",
+    "DepartmentSpec",
+    "DocumentSpec",
+    "LimitsSpec",
+    "ModelEntrySpec",
+    "OrganizationSpec",
+    "RulesSpec",
+    "TeamSpec",
+    "UpstreamSpec",
+]

@@ -1,0 +1,52 @@
+"""Rebuild budget counters from the ledger (after a restart, the ledger is the truth)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from costwarden.core.periods import Period, Window
+from costwarden.core.policy import Policy
+from costwarden.core.scopes import Caller, plan_for
+from costwarden.counters.base import CounterStore
+from costwarden.ledger import Ledger
+
+_CALLER = ("department", "team", "key_id", "user")
+
+
+def _periods(policy: Policy) -> dict[str, Period]:
+    rules = [policy.organization]
+    for dept in policy.departments.values():
+        rules += [dept.rules, dept.per_key, dept.per_user, *(t.rules for t in dept.teams.values())]
+    return {b.period.text: b.period for r in rules for b in r.budgets}
+
+
+async def rebuild_counters(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime) -> int:
+    """Load the settled spend of every current budget window; returns the number of counter cells loaded.
+
+    Each ledger row group (department, team, key, user) is added to every window its calls fall in,
+    exactly as admission would have counted them, so org and department totals come out right.
+    """
+    loads: list[tuple[Window, int]] = []
+    for text, period in _periods(policy).items():
+        since, _ = period.bounds(now, policy.timezone)
+        bucket = period.bucket_seconds if not period.is_calendar else None
+        rows = await ledger.totals(since, None, group_by=list(_CALLER), bucket_seconds=bucket)
+        for row in rows:
+            department = row["department"]
+            if not isinstance(department, str) or department not in policy.departments:
+                continue
+            caller = Caller(department, *(_text(row[name]) for name in _CALLER[1:]))
+            for check in plan_for(policy, caller, now).budgets:
+                if check.budget.period.text != text:
+                    continue
+                budget = check.budget
+                amount = int(row["cost_nanos"]) if budget.unit == "usd" else int(row["input_tokens"]) + int(row["output_tokens"])
+                window = check.window if bucket is None else dataclasses.replace(check.window, bucket=int(row["bucket"]))
+                loads.append((window, amount))
+    await store.load(loads)
+    return len(loads)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
