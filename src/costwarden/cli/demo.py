@@ -92,9 +92,11 @@ async def _create_keys(db_url: str) -> DemoKeys:
         for dept in DEMO_DEPARTMENTS:
             _, secret = await ledger.create_key(dept, name=f"demo {dept.lower()}")
             bound[dept] = secret
+        devs = [(await ledger.create_key("ENGINEERING", user=f"dev{i}", name=f"demo developer {i}"))[1]
+                for i in range(1, 5)]
         _, agent = await ledger.create_key("ENGINEERING", name="demo agent loop")
         _, desk = await ledger.create_key("SUPPORT", team="TIER1-DESK", name="demo tier-1 desk")
         _, unbound = await ledger.create_key(None, name="demo unbound")
     finally:
         await ledger.close()
-    return DemoKeys(bound, agent, desk, unbound)
+    return DemoKeys(bound, devs, agent, desk, unbound)

@@ -18,6 +18,7 @@ from costwarden.cli.common import console, fail
 @dataclass(frozen=True, slots=True)
 class DemoKeys:
     bound: dict[str, str]
+    developers: list[str]  # ENGINEERING spreads its work over several keys, each under the breaker
     agent: str
     desk: str
     unbound: str
@@ -52,12 +53,19 @@ def _chat(model: str, text: str, output: int, stream: bool = False) -> dict[str,
 
 
 def plan_traffic(keys: DemoKeys, calls: int) -> list[Planned]:
-    """A repeatable mix: each department's behaviour shows within the first few dozen calls."""
+    """A repeatable mix: each department's behaviour shows within the first few dozen calls.
+
+    MARKETING passes 80% of its soft budget; ENGINEERING's developers pass the $0.40 that
+    restricts it to tier 1 (gpt-4o is then served as gpt-4o-mini) while its agent loop trips the
+    per-key breaker; HR is clamped then refused; SALES bursts past 30 requests per minute;
+    SUPPORT asks for tier-3 models and gets tier 1, and its tier-1 desk exhausts its team budget.
+    """
     k = keys.bound
+    rounds = -(-calls // 10)
     script = [
         Planned("MARKETING", k["MARKETING"], "/v1/chat/completions", _chat("gpt-4o", "Write a product launch post.", 2500), {}),
-        Planned("ENGINEERING", k["ENGINEERING"], "/v1/chat/completions", _chat("gpt-4o", "Review this diff.", 2500), {}),
-        Planned("ENGINEERING", keys.agent, "/v1/chat/completions", _chat("gpt-4o-mini", "Agent step: plan next action.", 6000), {}),
+        Planned("ENGINEERING", "", "/v1/chat/completions", _chat("gpt-4o", "Review this diff.", 1500), {}),
+        Planned("ENGINEERING", keys.agent, "/v1/chat/completions", _chat("gpt-4o-mini", "Agent step: plan next action.", 16000), {}),
         Planned("HR", k["HR"], "/v1/chat/completions", _chat("gpt-4o-mini", "Summarize this policy.", 7000), {}),
         Planned("SALES", k["SALES"], "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [
             {"role": "user", "content": "Draft a personal note to the customer.\n#mock output_tokens=600"}]}, {}),
@@ -68,7 +76,14 @@ def plan_traffic(keys: DemoKeys, calls: int) -> list[Planned]:
         Planned("MARKETING", keys.unbound, "/v1/chat/completions", _chat("gpt-4o-mini", "Tagline ideas.", 200),
                 {"X-Department-ID": "MARKETING", "X-Tags": "project=launch,feature=copy"}),
     ]
-    return [script[i % len(script)] for i in range(calls)]
+    planned = []
+    for i in range(calls):
+        step = script[i % len(script)]
+        if not step.key:  # the developers take turns, so that no single key trips the breaker
+            step = Planned(step.department, keys.developers[(i // len(script)) * len(keys.developers) // rounds],
+                           step.path, step.body, step.headers)
+        planned.append(step)
+    return planned
 
 
 def _wait_for_key(client: httpx.Client, key: str) -> None:
@@ -84,7 +99,7 @@ def _wait_for_key(client: httpx.Client, key: str) -> None:
 def send_traffic(gateway_url: str, keys: DemoKeys, calls: int) -> list[Outcome]:
     outcomes = []
     with httpx.Client(base_url=gateway_url, timeout=60) as client, Progress(console=console) as progress:
-        _wait_for_key(client, keys.unbound)
+        _wait_for_key(client, keys.bound["SALES"])
         task = progress.add_task("sending synthetic traffic", total=calls)
         for planned in plan_traffic(keys, calls):
             headers = {"Authorization": f"Bearer {planned.key}", **planned.headers}
@@ -105,8 +120,8 @@ def print_summary(outcomes: list[Outcome]) -> None:
     by_dept: dict[str, list[Outcome]] = defaultdict(list)
     for outcome in outcomes:
         by_dept[outcome.department].append(outcome)
-    table = Table("department", "calls", "served", "downgraded", "clamped", "rate-limited", "over budget",
-                  "not allowed", "cost (USD)", title="What the gateway did")
+    table = Table("dept", "calls", "ok", "downgraded", "clamped", "429 rate", "429 budget", "403 tier",
+                  "USD", title="What the gateway did", min_width=100)
     total = Decimal(0)
     for dept, items in sorted(by_dept.items()):
         codes = Counter(o.code for o in items)
@@ -115,9 +130,9 @@ def print_summary(outcomes: list[Outcome]) -> None:
         table.add_row(dept, str(len(items)), str(sum(o.status < 400 for o in items)),
                       str(sum(o.downgraded for o in items)), str(sum(o.clamped for o in items)),
                       str(codes["rate_limit_exceeded"]), str(codes["budget_exceeded"]),
-                      str(codes["model_not_allowed"]), f"{cost:f}")
-    table.add_row("total", str(len(outcomes)), "", "", "", "", "", "", f"{total:f}", style="bold")
-    console.print(table)
+                      str(codes["model_not_allowed"]), f"{cost:.4f}")
+    table.add_row("total", str(len(outcomes)), "", "", "", "", "", "", f"{total:.4f}", style="bold")
+    console.print(table, width=max(console.width, 100))
 
 
 def print_guide(gateway_url: str, keys: DemoKeys) -> None:
