@@ -1,0 +1,301 @@
+"""The usage ledger: one object per database URL, async, safe to share by every request.
+
+Writes go through the database's single writer thread (see ``writer.py``); reads run on a small
+reader pool in worker threads. Every backend exception leaves this class as StorageError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from costwarden.core.events import InflightCall, Rejection, UsageEvent
+from costwarden.errors import StorageError
+from costwarden.ledger import audit, credentials, queries
+from costwarden.ledger.audit import AlertRecord, PolicyVersion
+from costwarden.ledger.credentials import KeyRecord, TokenRecord
+from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url, storage_error
+from costwarden.ledger.migrations import migrate
+from costwarden.ledger.queries import TotalsRow, WhereValue
+from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, rejection_row, utc
+from costwarden.ledger.schema import inflight, rejections, usage_events
+from costwarden.ledger.writer import Job, Waiter, Write, Writer, insert_ignoring_duplicates
+
+T = TypeVar("T")
+PAGE = 1000
+
+
+def _now(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else utc(now)
+
+
+class Ledger:
+    """Append-only usage ledger plus keys, tokens, policy versions, alerts and closed periods."""
+
+    def __init__(self, url: str, writer_engine: Engine, reader_engine: Engine) -> None:
+        self.url = url
+        self._writer_engine = writer_engine
+        self._reader_engine = reader_engine
+        self._writer = Writer(writer_engine)
+
+    @classmethod
+    async def open(cls, url: str = DEFAULT_URL) -> Ledger:
+        """Open the database at ``url``, bringing its schema up to date first."""
+        parsed = normalize_url(url)
+        writer_engine, reader_engine = create_engines(parsed)
+        try:
+            await asyncio.to_thread(migrate, writer_engine)
+        except SQLAlchemyError as exc:
+            writer_engine.dispose()
+            reader_engine.dispose()
+            raise storage_error(exc, f"opening {parsed.render_as_string(hide_password=True)}") from exc
+        except BaseException:
+            writer_engine.dispose()
+            reader_engine.dispose()
+            raise
+        return cls(url, writer_engine, reader_engine)
+
+    async def close(self) -> None:
+        """Write everything queued, then release the database."""
+        await self._writer.close()
+        self._writer_engine.dispose()
+        self._reader_engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._writer_engine.dialect.name
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def begin(self, call: InflightCall) -> None:
+        """Queue the write-ahead row of a call about to be forwarded; does not wait."""
+        self._writer.put(Write("inflight", inflight_row(call)))
+
+    async def record(self, event: UsageEvent) -> None:
+        """Append ``event``; returns once it is committed. An existing id is left as it is."""
+        await self._writer.submit(Write("event", event_row(event), Waiter()))
+
+    async def record_many(self, events: Sequence[UsageEvent]) -> None:
+        """Append many events (an import); returns once all are committed."""
+        writes = [Write("event", event_row(e), Waiter()) for e in events]
+        for write in writes:
+            self._writer.put(write)
+        await asyncio.gather(*[w.waiter.future for w in writes if w.waiter is not None])
+
+    async def record_rejection(self, rejection: Rejection) -> None:
+        """Append a refused call; returns once it is committed. An existing id is left as it is."""
+        await self._writer.submit(Write("rejection", rejection_row(rejection), Waiter()))
+
+    async def recover_interrupted(self, now: datetime, older_than: datetime | None = None) -> list[UsageEvent]:
+        """Settle every write-ahead row that has no final event at its estimate, as an
+        ``interrupted`` event finished at ``now``; returns those events.
+
+        Run at start-up. With replicas sharing one database, pass ``older_than`` (now minus the
+        longest a call may run) so that calls still in flight on another replica are left alone.
+        """
+        at, cutoff = utc(now), None if older_than is None else utc(older_than)
+
+        def recover(conn: Connection) -> list[UsageEvent]:
+            query = select(inflight).order_by(inflight.c.admitted_at, inflight.c.id)
+            if cutoff is not None:
+                query = query.where(inflight.c.admitted_at < cutoff)
+            rows = list(conn.execute(query).mappings())
+            if not rows:
+                return []
+            ids = [row["id"] for row in rows]
+            settled = set(conn.execute(select(usage_events.c.id).where(usage_events.c.id.in_(ids))).scalars())
+            events = [interrupted_event(row, at) for row in rows if row["id"] not in settled]
+            if events:
+                conn.execute(insert_ignoring_duplicates(conn, usage_events), [event_row(e) for e in events])
+            conn.execute(delete(inflight).where(inflight.c.id.in_(ids)))
+            return events
+
+        result: list[UsageEvent] = await self._write(recover)
+        return result
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def totals(self, since: datetime | None, until: datetime | None, group_by: Sequence[str] = (),
+                     where: Mapping[str, WhereValue] | None = None,
+                     bucket_seconds: int | None = None) -> list[TotalsRow]:
+        """Exact sums of events admitted in [since, until), per group.
+
+        ``group_by``: department, team, key_id, user, model_served, model_requested, provider,
+        endpoint, status, decision, price_version, day (UTC date), tag:<name>. ``where`` maps
+        the same names to a value, None (absent) or a list of values. With ``bucket_seconds``
+        each row also has ``bucket`` = floor(epoch(admitted_at) / bucket_seconds).
+        """
+        return await self._read(
+            lambda conn: queries.totals(conn, since, until, group_by, where, bucket_seconds)
+        )
+
+    async def rejection_totals(self, since: datetime | None, until: datetime | None,
+                               group_by: Sequence[str] = (),
+                               where: Mapping[str, WhereValue] | None = None) -> list[TotalsRow]:
+        """Refused calls counted per group (in ``requests``); group by department, team, key_id,
+        user, model_requested, endpoint, code, day or tag:<name>."""
+        return await self._read(
+            lambda conn: queries.totals(conn, since, until, group_by, where, None, table=rejections)
+        )
+
+    async def iter_events(self, since: datetime | None = None, until: datetime | None = None,
+                          department: str | None = None,
+                          include_rejections: bool = False) -> AsyncIterator[UsageEvent | Rejection]:
+        """Events in admission order, then (if asked) rejections in time order; paged, so any
+        size streams in bounded memory."""
+        where: dict[str, WhereValue] | None = None if department is None else {"department": department}
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = await self._read(partial(queries.event_page, since=since, until=until, where=where,
+                                            after=after, limit=PAGE))
+            for event in page:
+                yield event
+            if len(page) < PAGE:
+                break
+            after = (page[-1].admitted_at, page[-1].id)
+        after = None
+        while include_rejections:
+            refused = await self._read(partial(queries.rejection_page, since=since, until=until, where=where,
+                                               after=after, limit=PAGE))
+            for rejection in refused:
+                yield rejection
+            if len(refused) < PAGE:
+                break
+            after = (refused[-1].at, refused[-1].id)
+
+    async def list_events(self, since: datetime | None = None, until: datetime | None = None,
+                          where: Mapping[str, WhereValue] | None = None, limit: int = 100,
+                          offset: int = 0) -> list[UsageEvent]:
+        """A page of events, newest first (for the admin API)."""
+        return await self._read(lambda conn: queries.recent_events(conn, since, until, where, limit, offset))
+
+    async def count_events(self) -> int:
+        """How many usage events the ledger holds."""
+        return await self._read(lambda conn: queries.count(conn, usage_events))
+
+    async def count_rejections(self) -> int:
+        """How many refused calls the ledger holds."""
+        return await self._read(lambda conn: queries.count(conn, rejections))
+
+    async def count_inflight(self) -> int:
+        """How many write-ahead rows are waiting for their final event."""
+        return await self._read(lambda conn: queries.count(conn, inflight))
+
+    async def ping(self) -> None:
+        """Raise StorageError unless the database answers (for /readyz)."""
+        await self._read(lambda conn: conn.execute(select(1)).scalar())
+
+    # -- keys and admin tokens -------------------------------------------------------------
+
+    async def create_key(self, department: str | None, team: str | None = None, user: str | None = None,
+                         name: str | None = None, now: datetime | None = None) -> tuple[KeyRecord, str]:
+        """A new virtual key; returns its record and its secret (shown once, never stored)."""
+        secret, at = credentials.new_secret(credentials.KEY_PREFIX), _now(now)
+        record: KeyRecord = await self._write(
+            lambda conn: credentials.insert_key(conn, secret, department, team, user, name, at)
+        )
+        return record, secret
+
+    async def list_keys(self, department: str | None = None, include_revoked: bool = True) -> list[KeyRecord]:
+        """Keys in creation order, optionally of one department only."""
+        return await self._read(lambda conn: credentials.list_keys(conn, department, include_revoked))
+
+    async def load_keys(self) -> dict[str, KeyRecord]:
+        """Active keys by the SHA-256 of their secret (polled by servers every few seconds)."""
+        keys = await self._read(lambda conn: credentials.list_keys(conn, None, False))
+        return {key.secret_hash: key for key in keys}
+
+    async def revoke_key(self, ref: str, now: datetime | None = None) -> KeyRecord | None:
+        """Revoke a key by id, display prefix or secret; None if no key matches."""
+        at = _now(now)
+        result: KeyRecord | None = await self._write(lambda conn: credentials.revoke_key(conn, ref, at))
+        return result
+
+    async def create_token(self, role: str, department: str | None = None, name: str | None = None,
+                           now: datetime | None = None) -> tuple[TokenRecord, str]:
+        """A new admin token (role admin, finance, or manager of ``department``) and its secret."""
+        credentials.check_role(role, department)
+        secret, at = credentials.new_secret(credentials.TOKEN_PREFIX), _now(now)
+        record: TokenRecord = await self._write(
+            lambda conn: credentials.insert_token(conn, secret, role, department, name, at)
+        )
+        return record, secret
+
+    async def list_tokens(self, include_revoked: bool = True) -> list[TokenRecord]:
+        """Admin tokens in creation order."""
+        return await self._read(lambda conn: credentials.list_tokens(conn, include_revoked))
+
+    async def load_tokens(self) -> dict[str, TokenRecord]:
+        """Active admin tokens by the SHA-256 of their secret."""
+        tokens = await self._read(lambda conn: credentials.list_tokens(conn, False))
+        return {token.secret_hash: token for token in tokens}
+
+    async def revoke_token(self, ref: str, now: datetime | None = None) -> TokenRecord | None:
+        """Revoke an admin token by id, display prefix or secret; None if none matches."""
+        at = _now(now)
+        result: TokenRecord | None = await self._write(lambda conn: credentials.revoke_token(conn, ref, at))
+        return result
+
+    # -- policy versions, alerts, closed periods -------------------------------------------
+
+    async def store_policy(self, yaml_text: str, now: datetime | None = None) -> int:
+        """Keep a loaded policy file for audit; returns its version id (the latest one's when
+        the text is unchanged)."""
+        at = _now(now)
+        version: int = await self._write(lambda conn: audit.store_policy(conn, yaml_text, at))
+        return version
+
+    async def latest_policy(self) -> str | None:
+        """The text of the policy most recently stored, if any."""
+        version = await self.latest_policy_version()
+        return None if version is None else version.yaml
+
+    async def latest_policy_version(self) -> PolicyVersion | None:
+        """The policy most recently stored, with its id, time and hash."""
+        return await self._read(audit.latest_policy)
+
+    async def record_alert(self, alert: AlertRecord) -> bool:
+        """Record an alert; False (and nothing written) if its dedupe key was recorded before."""
+        inserted: bool = await self._write(lambda conn: audit.insert_alert(conn, alert))
+        return inserted
+
+    async def list_alerts(self, since: datetime | None = None, department: str | None = None,
+                          kind: str | None = None, limit: int = 100) -> list[AlertRecord]:
+        """Alerts, newest first."""
+        return await self._read(lambda conn: audit.list_alerts(conn, since, department, kind, limit))
+
+    async def close_period(self, period: str, now: datetime | None = None) -> bool:
+        """Close billing period ``YYYY-MM``; False if it was closed already."""
+        at = _now(now)
+        closed: bool = await self._write(lambda conn: audit.close_period(conn, period, at))
+        return closed
+
+    async def closed_periods(self) -> dict[str, datetime]:
+        """Closed billing periods and when each was closed."""
+        return await self._read(audit.list_closed_periods)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[Connection], Any]) -> Any:
+        return await self._writer.submit(Job(fn, Waiter()))
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.to_thread(self._read_sync, fn)
+
+    def _read_sync(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            with self._reader_engine.connect() as conn:
+                return fn(conn)
+        except SQLAlchemyError as exc:
+            raise storage_error(exc, "reading the ledger") from exc
+
+
+__all__ = ["Ledger", "StorageError"]

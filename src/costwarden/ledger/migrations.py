@@ -1,0 +1,80 @@
+"""A small, numbered migration runner with an applied-migrations table.
+
+``migrate(engine)`` runs at every open, under a lock (BEGIN IMMEDIATE on SQLite, an advisory
+transaction lock on PostgreSQL) so that several processes opening one database at once apply each
+step exactly once. A fresh database gets the current schema from ``schema.py`` in one go and every
+step is recorded as applied (as Alembic's "create_all, then stamp head"); an older database gets
+the steps it lacks, in order. A new step therefore only has to transform the previous schema into
+the current one: append a ``Step(n + 1, ...)`` whose function runs the ALTERs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Connection, Engine
+
+from costwarden.errors import StorageError
+from costwarden.ledger.schema import APP_TABLES, metadata, schema_migrations
+
+# Any constant shared by every costwarden process; it names the migration lock on PostgreSQL.
+_PG_LOCK_KEY = 0x636F_7374_7761_72
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One numbered, named schema change."""
+
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _initial_schema(conn: Connection) -> None:
+    metadata.create_all(conn, tables=list(APP_TABLES), checkfirst=True)
+
+
+STEPS: tuple[Step, ...] = (Step(1, "initial schema", _initial_schema),)
+
+
+def migrate(engine: Engine, now: datetime | None = None) -> list[int]:
+    """Bring the database's schema up to date; returns the versions applied by this call."""
+    at = now or datetime.now(UTC)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        schema_migrations.create(conn, checkfirst=True)
+        applied = set(conn.execute(select(schema_migrations.c.version)).scalars())
+        known = {step.version for step in STEPS}
+        if applied - known:
+            raise StorageError(
+                f"the database's schema is at version {max(applied)}, newer than this costwarden "
+                f"knows ({max(known)}): upgrade costwarden"
+            )
+        if not applied and not _has_app_tables(conn):
+            metadata.create_all(conn, tables=list(APP_TABLES))
+            pending = list(STEPS)
+        else:
+            pending = [step for step in STEPS if step.version not in applied]
+            for step in pending:
+                step.apply(conn)
+        if pending:
+            conn.execute(
+                schema_migrations.insert(),
+                [{"version": s.version, "name": s.name, "applied_at": at} for s in pending],
+            )
+        return [step.version for step in pending]
+
+
+def applied_versions(engine: Engine) -> list[int]:
+    """The versions recorded as applied, in order."""
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(schema_migrations.c.version)).scalars())
+
+
+def _has_app_tables(conn: Connection) -> bool:
+    existing = set(inspect(conn).get_table_names())
+    return any(table.name in existing for table in APP_TABLES)

@@ -1,0 +1,207 @@
+"""Every SQL table of costwarden, as SQLAlchemy Core tables that work on SQLite and PostgreSQL.
+
+Conventions: money is BIGINT nano-dollars; times are UTC (``timestamptz`` on PostgreSQL, ISO text
+on SQLite, always read back as aware UTC datetimes); tags and shadow decisions are JSON text so
+that both backends can group by a tag with their JSON functions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime; SQLite stores it as naive UTC text that sorts in time order."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: the ledger stores aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw text from a SQLite expression
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String, nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("admitted_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+    Column("department", String, nullable=False),
+    Column("team", String),
+    Column("key_id", String),
+    Column("user", String),
+    Column("model_requested", String, nullable=False),
+    Column("model_served", String, nullable=False),
+    Column("provider", String, nullable=False),
+    Column("endpoint", String, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("estimate_nanos", BigInteger, nullable=False),
+    Column("price_version", String, nullable=False),
+    Column("decision", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("latency_ms", BigInteger, nullable=False),
+    Column("overrun_tokens", BigInteger, nullable=False),
+    Column("interrupted", Boolean, nullable=False),
+    Column("shadow", Text, nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Index("ix_usage_events_admitted_at", "admitted_at"),
+    Index("ix_usage_events_department_admitted_at", "department", "admitted_at"),
+)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("department", String),
+    Column("team", String),
+    Column("key_id", String),
+    Column("user", String),
+    Column("model_requested", String),
+    Column("endpoint", String, nullable=False),
+    Column("code", String, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("shadow", Text, nullable=False),
+    Index("ix_rejections_at", "at"),
+    Index("ix_rejections_department_at", "department", "at"),
+)
+
+# Write-ahead rows of calls being forwarded; deleted when the call's final event is written.
+inflight = Table(
+    "inflight",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("admitted_at", UTCDateTime, nullable=False),
+    Column("department", String, nullable=False),
+    Column("team", String),
+    Column("key_id", String),
+    Column("user", String),
+    Column("model_requested", String, nullable=False),
+    Column("model_served", String, nullable=False),
+    Column("provider", String, nullable=False),
+    Column("endpoint", String, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("estimate_input_tokens", BigInteger, nullable=False),
+    Column("estimate_output_tokens", BigInteger, nullable=False),
+    Column("estimate_nanos", BigInteger, nullable=False),
+    Column("price_version", String, nullable=False),
+    Column("decision", String, nullable=False),
+    Column("stream", Boolean, nullable=False),
+)
+
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("loaded_at", UTCDateTime, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("yaml", Text, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("hash", String(64), nullable=False, unique=True),  # sha256 of the secret, never the secret
+    Column("prefix", String, nullable=False),
+    Column("department", String),  # NULL: unbound, calls must name their department
+    Column("team", String),
+    Column("user", String),
+    Column("name", String),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("prefix", String, nullable=False),
+    Column("role", String, nullable=False),  # admin | finance | manager
+    Column("department", String),  # the managed department, for role manager
+    Column("name", String),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("department", String),
+    Column("scope", String, nullable=False),
+    Column("budget_index", Integer),
+    Column("period_start", UTCDateTime),
+    Column("threshold", String),  # exact decimal text, e.g. "0.8"
+    Column("text", Text, nullable=False),
+    Column("dedupe_key", String, nullable=False, unique=True),
+    Index("ix_alerts_at", "at"),
+)
+
+closed_periods = Table(
+    "closed_periods",
+    metadata,
+    Column("period", String(7), primary_key=True),  # YYYY-MM
+    Column("closed_at", UTCDateTime, nullable=False),
+)
+
+# The tables the application owns, in creation order (schema_migrations is the runner's own).
+APP_TABLES = (
+    usage_events,
+    rejections,
+    inflight,
+    policy_versions,
+    api_keys,
+    admin_tokens,
+    alerts,
+    closed_periods,
+)

@@ -1,0 +1,68 @@
+"""The SPEC example policy's actions, seen through HTTP headers and the ledger."""
+
+from __future__ import annotations
+
+import httpx
+
+from gateway_fixtures import Gateway
+
+
+def call(gw: Gateway, key: str, model: str, text: str = "hi", path: str = "/v1/chat/completions",
+         **extra: object) -> httpx.Response:
+    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return httpx.post(f"{gw.url}{path}", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_engineering_is_downgraded_after_its_first_budget(gateway: Gateway) -> None:
+    first = call(gateway, gateway.keys["ENGINEERING"], "gpt-4o")
+    assert first.status_code == 200 and "x-costwarden-downgraded-from" not in first.headers
+    # one call whose upstream reports 2 billion input tokens: $5,000 of gpt-4o input
+    huge = call(gateway, gateway.keys["ENGINEERING"], "gpt-4o", "#mock input_tokens=2000000000 output_tokens=1")
+    assert huge.status_code == 200
+    after = call(gateway, gateway.keys["ENGINEERING-AGENT"], "gpt-4o", max_tokens=100)
+    assert after.status_code == 200
+    assert after.headers["x-costwarden-downgraded-from"] == "gpt-4o"
+    assert after.json()["model"].startswith("gpt-4o-mini")
+    events = gateway.ledger_query(lambda ledger: ledger.list_events(limit=10))
+    overrun = next(e for e in events if e.id == huge.headers["x-request-id"])
+    assert overrun.overrun_tokens > 0  # more input reported than estimated is recorded, not hidden
+    served = next(e for e in events if e.id == after.headers["x-request-id"])
+    assert (served.model_requested, served.model_served, served.decision) == ("gpt-4o", "gpt-4o-mini", "downgrade")
+    # the key that spent $5,000 in an hour is now stopped by the per-key breaker
+    breaker = call(gateway, gateway.keys["ENGINEERING"], "gpt-4o-mini")
+    assert breaker.status_code == 429 and breaker.json()["error"]["code"] == "budget_exceeded"
+    assert "Key " in breaker.json()["error"]["message"] and "rolling 1h" in breaker.json()["error"]["message"]
+
+
+def test_support_gets_tier_1_models_only(gateway: Gateway) -> None:
+    reply = call(gateway, gateway.keys["SUPPORT"], "gpt-4o")
+    assert reply.status_code == 200 and reply.headers["x-costwarden-downgraded-from"] == "gpt-4o"
+    claude = httpx.post(f"{gateway.url}/v1/messages", headers={"x-api-key": gateway.keys["SUPPORT"]}, timeout=30,
+                        json={"model": "claude-opus-4-1", "max_tokens": 50, "messages": [{"role": "user", "content": "x"}]})
+    assert claude.status_code == 200 and claude.json()["model"].startswith("claude-haiku-4-5")
+
+
+def test_hr_output_is_clamped_near_its_limit(gateway: Gateway) -> None:
+    # $199.999... spent via one reported-usage call, then a call whose worst case no longer fits
+    spend = call(gateway, gateway.keys["HR"], "gpt-4o-mini", "#mock input_tokens=1333326666 output_tokens=1",
+                 max_tokens=1)
+    assert spend.status_code == 200
+    clamped = call(gateway, gateway.keys["HR"], "gpt-4o-mini", max_tokens=16_000)
+    assert clamped.status_code == 200, clamped.text
+    bound = int(clamped.headers["x-costwarden-max-tokens-clamped"])
+    assert 64 <= bound < 16_000
+    refused = call(gateway, gateway.keys["HR"], "gpt-4o", max_tokens=16_000, n=100)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["message"].startswith("Department HR has spent $")
+    assert refused.headers["x-should-retry"] == "false"
+
+
+def test_rate_limit_headers(gateway: Gateway) -> None:
+    reply = call(gateway, gateway.keys["SALES"], "gpt-4o-mini", max_tokens=10)
+    assert reply.headers["x-ratelimit-limit-requests"] == "60"
+    assert reply.headers["x-ratelimit-remaining-requests"] == "59"
+    assert reply.headers["x-ratelimit-limit-tokens"] == "20000"
+    assert int(reply.headers["x-ratelimit-remaining-tokens"]) < 20000
+    assert reply.headers["x-ratelimit-reset-requests"].endswith("s")
+    remaining = reply.headers["x-costwarden-budget-remaining-usd"]
+    assert remaining.startswith("19999.99")  # only the organization's $20,000 budget applies to SALES
