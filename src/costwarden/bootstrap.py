@@ -18,7 +18,7 @@ from costwarden.ledger import Ledger
 from costwarden.metrics import Metrics
 from costwarden.observer import CallObserver
 from costwarden.policy import load_policy, parse_policy
-from costwarden.providers import UpstreamPool
+from costwarden.providers import ENDPOINTS, UpstreamPool
 from costwarden.rebuild import rebuild_counters
 from costwarden.runtime import Runtime
 from costwarden.service import GatewayService
@@ -71,6 +71,9 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
             log.info("rebuilt %d counter cells from the ledger", cells)
         keys = KeyDirectory(lambda: _load_keys(ledger), settings.key_refresh_s)
         await keys.start()
+        estimator = ENDPOINTS["/v1/chat/completions"].estimator
+        log.info("input tokens estimated with %s", "tiktoken" if estimator.uses_tiktoken else
+                 "the conservative byte rule (no tiktoken encoding on disk)")
         metrics = Metrics()
         pool = UpstreamPool(policy.upstreams, upstream_keys(policy, settings.environ))
         alerts = AlertDispatcher(ledger, SmtpSettings.from_env(settings.environ))
@@ -85,7 +88,7 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
 
 async def stop_runtime(runtime: Runtime) -> None:
     await runtime.keys.stop()
-    await runtime.observer.drain()
+    await runtime.observer.stop()
     await runtime.pool.aclose()
     await runtime.admission.store.close()
     await runtime.ledger.close()

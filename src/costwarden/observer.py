@@ -18,6 +18,8 @@ class AlertSink(Protocol):
 
     async def drain(self) -> None: ...
 
+    async def stop(self) -> None: ...
+
 
 class CallObserver:
     def __init__(self, metrics: Metrics, alerts: AlertSink, admission: Admission) -> None:
@@ -46,3 +48,7 @@ class CallObserver:
 
     async def drain(self) -> None:
         await self.alerts.drain()
+
+    async def stop(self) -> None:
+        """Deliver what is queued (bounded), then close the channels."""
+        await self.alerts.stop()

@@ -335,12 +335,12 @@ def test_bad_notify_target() -> None:
     assert problems_of("""\
         departments:
           HR:
-            notify: ["mailto:hr@example.com", "slack:#hr", "log:"]
+            notify: ["mailto:hr@example.com", "slack:#hr", "log:", "mailto:"]
     """) == [
-        "departments.HR.notify[1]: unknown notify target 'slack:#hr': use mailto:, https://, http:// "
-        "or log: (line 3)",
-        "departments.HR.notify[2]: unknown notify target 'log:': use mailto:, https://, http:// "
-        "or log: (line 3)",
+        "departments.HR.notify[1]: unknown notify target 'slack:#hr': use mailto:ADDRESS, https://URL, "
+        "http://URL or log: (line 3)",
+        "departments.HR.notify[3]: unknown notify target 'mailto:': use mailto:ADDRESS, https://URL, "
+        "http://URL or log: (line 3)",
     ]
 
 
@@ -427,8 +427,8 @@ def test_every_problem_is_reported_at_once_in_file_order() -> None:
         "departments.hr.budgets[0].limit: must be > 0 (line 7)",
         "departments.SALES.models[0]: unknown model 'nope' (not in the bundled catalog or the policy's "
         "models) (line 9)",
-        "departments.SALES.notify[0]: unknown notify target 'slack': use mailto:, https://, http:// "
-        "or log: (line 10)",
+        "departments.SALES.notify[0]: unknown notify target 'slack': use mailto:ADDRESS, https://URL, "
+        "http://URL or log: (line 10)",
         "departments.SALES.limits.tpm: must be a whole number (got the number 1.5) (line 11)",
     ]
 

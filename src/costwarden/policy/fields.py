@@ -129,8 +129,8 @@ def _action(value: object) -> Action:
 
 def _notify(value: object) -> str:
     text = _text(value)
-    if not text.startswith(NOTIFY_SCHEMES) or text in NOTIFY_SCHEMES:
-        raise ValueError(f"unknown notify target {text!r}: use mailto:, https://, http:// or log:")
+    if not text.startswith(NOTIFY_SCHEMES) or (text in NOTIFY_SCHEMES and text != "log:"):
+        raise ValueError(f"unknown notify target {text!r}: use mailto:ADDRESS, https://URL, http://URL or log:")
     return text
 
 

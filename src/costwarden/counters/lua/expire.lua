@@ -1,0 +1,19 @@
+-- Settle reservations whose deadline is at or before `now` at their reserved amounts.
+-- KEYS: reservations hash, deadlines zset. ARGV: now (epoch seconds), most to settle.
+-- Returns the records of the reservations settled. Counter keys come from the records, so this
+-- script needs every key on one server (a standalone Redis, or one hash slot).
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local now = now_ms()
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[2], id)
+  local record = redis.call('HGET', KEYS[1], id)
+  if record then
+    redis.call('HDEL', KEYS[1], id)
+    for _, hold in ipairs(cjson.decode(record).h) do
+      apply(hold.k, hold.b, hold.n, hold.a, hold.a, hold.t, now)
+    end
+    out[#out + 1] = record
+  end
+end
+return out

@@ -1,0 +1,10 @@
+-- Add settled spend to the bucket each window names.
+-- KEYS: one counter per entry. ARGV per entry: bucket, span, amount, keep-until ms.
+local now = now_ms()
+for i = 1, #KEYS do
+  local a = (i - 1) * 4
+  advance(KEYS[i], ARGV[a + 1], ARGV[a + 2])
+  add(KEYS[i], 's:' .. ARGV[a + 1], 'S', ARGV[a + 3])
+  keep(KEYS[i], ARGV[a + 4], now)
+end
+return 0

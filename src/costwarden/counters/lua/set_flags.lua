@@ -1,0 +1,12 @@
+-- Set flags, keeping the later expiry when a flag is set already.
+-- KEYS: flag keys. ARGV per flag: expires_at (epoch seconds), the same in milliseconds.
+local now = now_ms()
+for i = 1, #KEYS do
+  local at = ARGV[2 * i - 1]
+  local current = redis.call('GET', KEYS[i])
+  if not current or tonumber(at) > tonumber(string.match(current, '^[^|]*')) then
+    redis.call('SET', KEYS[i], at)
+    keep(KEYS[i], ARGV[2 * i], now)
+  end
+end
+return 0

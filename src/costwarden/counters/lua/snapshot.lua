@@ -1,0 +1,14 @@
+-- Spent and reserved totals per counter, and the stored value of each flag.
+-- KEYS: n counters, then the flags. ARGV: n, then bucket and span per counter.
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 1, n do
+  advance(KEYS[i], ARGV[2 * i], ARGV[2 * i + 1])
+  local spent, reserved = totals(KEYS[i])
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
+end
+for i = n + 1, #KEYS do
+  out[#out + 1] = redis.call('GET', KEYS[i]) or ''
+end
+return out

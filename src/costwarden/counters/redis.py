@@ -1,0 +1,218 @@
+"""Shared counters in Redis, for any number of gateway replicas.
+
+Every operation that reads or writes several counters is one Lua script (``lua/``), so a
+reservation is checked and held on all its counters atomically. A counter is one hash per window
+key; reservations live in one hash (id -> record) and one sorted set (id by deadline). Decisions
+use the times the caller passes; key expiry only collects garbage. Money crosses the wire as
+decimal strings, so counters are exact up to 2**63 nano-dollars.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from costwarden.core.decision import Hold
+from costwarden.core.periods import Window
+from costwarden.counters.base import Conflict, Reservation, Snapshot
+from costwarden.counters.scripts import Scripts
+from costwarden.errors import StorageError
+
+LOAD_BATCH = 500  # windows per load script, so a rebuild never blocks the server for long
+EXPIRE_BATCH = 500  # reservations per expire script
+
+
+class RedisCounterStore:
+    """The shared CounterStore on Redis (6.2 or later; a standalone server or one hash slot)."""
+
+    def __init__(self, client: Redis, *, key_prefix: str = "cw:") -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._scripts = Scripts.register(client)
+        self._reservations = f"{key_prefix}reservations"
+        self._deadlines = f"{key_prefix}deadlines"
+
+    @classmethod
+    def from_url(cls, url: str, *, key_prefix: str = "cw:", max_connections: int = 64) -> RedisCounterStore:
+        """A store on ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
+
+        Calls wait for one of ``max_connections`` connections rather than opening one per call.
+        A dropped connection is retried twice, quickly: the scripts are safe to run again.
+        """
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=5, decode_responses=True,
+            socket_connect_timeout=5, socket_timeout=10, retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        )
+        return cls(Redis.from_pool(pool), key_prefix=key_prefix)
+
+    def _key(self, window: Window) -> str:
+        return f"{self._prefix}c:{window.key}"
+
+    def _flag(self, key: str) -> str:
+        return f"{self._prefix}f:{key}"
+
+    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except RedisError as exc:
+            raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+
+    async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
+        """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
+        keys = [self._key(w) for w in windows] + [self._flag(k) for k in flag_keys]
+        args = [str(len(windows))]
+        for window in windows:
+            args += [str(window.bucket), str(window.span)]
+        out = await self._run(self._scripts.snapshot, keys, args)
+        usage = [(int(out[2 * i]), int(out[2 * i + 1])) for i in range(len(windows))]
+        values = out[2 * len(windows):]
+        flags = frozenset(k for k, v in zip(flag_keys, values, strict=True) if v and _flag_until(v) > now)
+        return Snapshot(usage, flags)
+
+    async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
+        """Hold every amount at once, or none: each hold with a limit must still fit under it.
+
+        Reserving an id that is still held changes nothing (a retried call) and returns it.
+        """
+        reservation = Reservation(reservation_id, tuple(holds), expires_at)
+        keys = [self._reservations, self._deadlines] + [self._key(h.window) for h in holds]
+        args = [reservation_id, repr(float(expires_at)), self._record(reservation)]
+        for hold in holds:
+            limit = "" if hold.limit is None else str(hold.limit)
+            args += [str(hold.window.bucket), str(hold.window.span), str(hold.amount), limit,
+                     str(_keep_until_ms(hold.window, expires_at))]
+        out = await self._run(self._scripts.reserve, keys, args)
+        if out[0] == "conflict":
+            return Conflict(int(out[1]), int(out[2]) + int(out[3]))
+        return reservation
+
+    async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
+        """Replace each hold by its actual amount; returns settled spend (before, after) per hold.
+
+        Only the first settle (or release, or expiry) of a reservation counts; later ones
+        return zeros.
+        """
+        if len(amounts) != len(reservation.holds):
+            raise ValueError(f"settle needs {len(reservation.holds)} amounts, got {len(amounts)}")
+        out = await self._settle(reservation, amounts)
+        if not out:
+            return [(0, 0)] * len(reservation.holds)
+        return [(int(out[1 + 2 * i]), int(out[2 + 2 * i])) for i in range(len(reservation.holds))]
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop the holds of a call that will not be charged."""
+        await self._settle(reservation, [0] * len(reservation.holds))
+
+    async def _settle(self, reservation: Reservation, amounts: Sequence[int]) -> Any:
+        keys = [self._reservations, self._deadlines] + [self._key(h.window) for h in reservation.holds]
+        args = [reservation.id]
+        for hold, amount in zip(reservation.holds, amounts, strict=True):
+            args += [str(hold.window.bucket), str(hold.window.span), str(hold.amount), str(amount),
+                     str(_keep_until_ms(hold.window, reservation.expires_at))]
+        return await self._run(self._scripts.settle, keys, args)
+
+    async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
+        """Set flags (key, expires_at epoch seconds); a flag keeps its later expiry."""
+        if not flags:
+            return
+        args: list[str] = []
+        for _, expires_at in flags:
+            args += [repr(float(expires_at)), str(_ms(expires_at))]
+        await self._run(self._scripts.set_flags, [self._flag(k) for k, _ in flags], args)
+
+    async def claim(self, key: str, expires_at: float, now: float) -> bool:
+        """Set ``key`` if it is not set at ``now``; True for the first caller only."""
+        token = uuid.uuid4().hex
+        args = [repr(float(expires_at)), repr(float(now)), str(_ms(expires_at)), token]
+        return bool(await self._run(self._scripts.claim, [self._flag(key)], args))
+
+    async def expire(self, now: float) -> list[Reservation]:
+        """Settle reservations whose deadline passed at their reserved amounts; return them."""
+        settled: list[Reservation] = []
+        while True:
+            args = [repr(float(now)), str(EXPIRE_BATCH)]
+            records = await self._run(self._scripts.expire, [self._reservations, self._deadlines], args)
+            settled += [_reservation(record) for record in records]
+            if len(records) < EXPIRE_BATCH:
+                return settled
+
+    async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
+        """Add settled spend to the bucket each window names (rebuilding counters from the ledger)."""
+        batch: list[tuple[Window, int]] = []
+        for entry in spend:
+            batch.append(entry)
+            if len(batch) == LOAD_BATCH:
+                await self._load(batch)
+                batch = []
+        if batch:
+            await self._load(batch)
+
+    async def _load(self, batch: Sequence[tuple[Window, int]]) -> None:
+        args: list[str] = []
+        for window, amount in batch:
+            args += [str(window.bucket), str(window.span), str(amount), str(_keep_until_ms(window))]
+        await self._run(self._scripts.load, [self._key(w) for w, _ in batch], args)
+
+    async def ping(self) -> None:
+        """Raise StorageError when the store cannot be reached."""
+        try:
+            await self._client.ping()
+        except RedisError as exc:
+            raise StorageError(f"the counter store (Redis) cannot be reached: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _record(self, reservation: Reservation) -> str:
+        """The reservation as stored: counter fields for the expire script (strings, so that
+        amounts stay exact in Lua) and the whole hold, to hand back from ``expire``."""
+        holds = [{
+            "k": self._key(h.window), "b": str(h.window.bucket), "n": str(h.window.span), "a": str(h.amount),
+            "t": str(_keep_until_ms(h.window, reservation.expires_at)), "w": h.window.key,
+            "s": h.window.start.isoformat(), "e": h.window.end.isoformat(),
+            "l": None if h.limit is None else str(h.limit), "u": h.unit,
+        } for h in reservation.holds]
+        return json.dumps({"id": reservation.id, "x": reservation.expires_at, "h": holds})
+
+
+def _reservation(record: str) -> Reservation:
+    data = json.loads(record)
+    holds = tuple(
+        Hold(
+            Window(h["w"], int(h["b"]), int(h["n"]), datetime.fromisoformat(h["s"]), datetime.fromisoformat(h["e"])),
+            int(h["a"]), None if h["l"] is None else int(h["l"]), h["u"],
+        )
+        for h in data["h"]
+    )
+    return Reservation(data["id"], holds, data["x"])
+
+
+def _keep_until_ms(window: Window, deadline: float | None = None) -> int:
+    """When a counter's data stops mattering: the window's end, and for a rolling window one
+    window length more (its newest bucket stays live that long); an open reservation's deadline."""
+    until = window.end.timestamp()
+    if window.span > 1:
+        length = (window.end - window.start).total_seconds()
+        until += length + length / window.span
+    if deadline is not None:
+        until = max(until, deadline)
+    return _ms(until)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _flag_until(value: str) -> float:
+    """The expiry stored in a flag (``<expires_at>`` or ``<expires_at>|<claim token>``)."""
+    return float(value.partition("|")[0])
