@@ -46,7 +46,10 @@ class CounterStore(Protocol):
         ...
 
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
-        """Hold every amount at once, or none: each hold with a limit must still fit under it."""
+        """Hold every amount at once, or none: each hold with a limit must still fit under it.
+
+        Reserving an id that is still held returns that reservation unchanged (safe to retry).
+        """
         ...
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:

@@ -69,6 +69,9 @@ class MemoryCounterStore:
         return Snapshot(usage, flags)
 
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
+        held = self._reservations.get(reservation_id)
+        if held is not None:
+            return held[0]  # a retried reserve of an id still held changes nothing
         counters = [self._counter(h.window) for h in holds]
         for index, (hold, counter) in enumerate(zip(holds, counters, strict=True)):
             used = counter.spent + counter.reserved
@@ -81,6 +84,8 @@ class MemoryCounterStore:
         return reservation
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
+        if len(amounts) != len(reservation.holds):
+            raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
@@ -123,7 +128,7 @@ class MemoryCounterStore:
         for reservation, counters in stale:
             del self._reservations[reservation.id]
             self._apply(reservation, counters, [h.amount for h in reservation.holds])
-        for key in [k for k, c in self._counters.items() if c.end < now and c.span == 1 and not c.reserved]:
+        for key in [k for k, c in self._counters.items() if _finished(c, now)]:
             del self._counters[key]
         for key in [k for k, until in self._flags.items() if until <= now]:
             del self._flags[key]
@@ -140,3 +145,10 @@ class MemoryCounterStore:
         self._counters.clear()
         self._reservations.clear()
         self._flags.clear()
+
+
+def _finished(counter: _Counter, now: float) -> bool:
+    """A calendar counter past its period, or a rolling one whose buckets have all left."""
+    if counter.reserved:
+        return False
+    return counter.end < now if counter.span == 1 else not counter.buckets
