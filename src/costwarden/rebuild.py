@@ -41,8 +41,8 @@ async def rebuild_counters(policy: Policy, store: CounterStore, ledger: Ledger, 
                 if check.budget.period.text != text:
                     continue
                 budget = check.budget
-                amount = int(row["cost_nanos"]) if budget.unit == "usd" else int(row["input_tokens"]) + int(row["output_tokens"])
-                window = check.window if bucket is None else dataclasses.replace(check.window, bucket=int(row["bucket"]))
+                amount = row.cost_nanos if budget.unit == "usd" else row.input_tokens + row.output_tokens
+                window = check.window if row.bucket is None else dataclasses.replace(check.window, bucket=row.bucket)
                 loads.append((window, amount))
     await store.load(loads)
     return len(loads)

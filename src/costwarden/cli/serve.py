@@ -30,13 +30,15 @@ def serve(
 
 
 def run_server(settings: Settings) -> None:
-    common = {"host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
-              "access_log": False, "log_level": "info", "timeout_graceful_shutdown": 30}
+    """uvicorn with uvloop and httptools; several workers start from an import string."""
     if settings.workers > 1:
         settings_to_environment(settings)
-        uvicorn.run("costwarden.http.app:app_from_environment", factory=True, workers=settings.workers, **common)
+        uvicorn.run("costwarden.http.app:app_from_environment", factory=True, workers=settings.workers,
+                    host=settings.host, port=settings.port, loop="uvloop", http="httptools", access_log=False,
+                    timeout_graceful_shutdown=30)
     else:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                    access_log=False, timeout_graceful_shutdown=30)
 
 
 def mock_upstream(

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
@@ -132,7 +133,7 @@ def print_summary(outcomes: list[Outcome]) -> None:
                       str(codes["rate_limit_exceeded"]), str(codes["budget_exceeded"]),
                       str(codes["model_not_allowed"]), f"{cost:.4f}")
     table.add_row("total", str(len(outcomes)), "", "", "", "", "", "", f"{total:.4f}", style="bold")
-    console.print(table, width=max(console.width, 100))
+    Console(width=max(console.width, 110)).print(table)  # never squeeze department names
 
 
 def print_guide(gateway_url: str, keys: DemoKeys) -> None:
@@ -148,4 +149,5 @@ def print_guide(gateway_url: str, keys: DemoKeys) -> None:
 print(c.chat.completions.create(model='gpt-4o-mini', messages=[{{'role': 'user', 'content': 'hi'}}]))"
 
 An unbound key needs a department header: -H 'Authorization: Bearer {keys.unbound}' -H 'X-Department-ID: HR'
-The ledger: costwarden ledger export --format csv      Metrics: {gateway_url}/metrics""", highlight=False)
+The ledger: costwarden ledger export --format csv      Metrics: {gateway_url}/metrics""", highlight=False,
+                  soft_wrap=True)  # no hard line breaks inside commands meant to be copied

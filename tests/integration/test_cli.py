@@ -1,0 +1,125 @@
+"""The costwarden command, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from costwarden.cli import app
+from gateway_fixtures import EXAMPLE, Gateway
+from servers import bound_socket
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_policy_check_summarizes_a_good_file() -> None:
+    code, out = cli("policy", "check", str(EXAMPLE))
+    assert code == 0
+    assert "MARKETING" in out and "$1,000.00 monthly" in out and "OK" in out
+
+
+def test_policy_check_lists_every_error_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ndepartments:\n  HR:\n    budgets:\n      - {limit: -5, period: hourly, action: reject}\n"
+                   "    tiers: [4]\n    colour: blue\n")
+    code, out = cli("policy", "check", str(bad))
+    assert code == 1
+    assert "departments.HR.budgets[0].limit" in out and "(line 5)" in out
+    assert "period" in out and "tiers" in out and "colour" in out
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/k.db"
+    code, out = cli("keys", "create", "--department", "sales", "--name", "crm", "--json", "--db", db)
+    assert code == 0
+    created = json.loads(out)
+    assert created["key"].startswith("cw-") and len(created["key"]) >= 35 and created["department"] == "SALES"
+    code, out = cli("keys", "list", "--json", "--db", db)
+    listed = [json.loads(line) for line in out.splitlines()]
+    assert [k["id"] for k in listed] == [created["id"]] and created["key"] not in out
+    code, out = cli("keys", "revoke", created["id"], "--db", db)
+    assert code == 0
+    code, out = cli("keys", "revoke", "nope", "--db", db)
+    assert code == 1 and "no key matches" in out
+
+
+def test_keys_create_checks_the_department_against_the_policy(tmp_path: Path) -> None:
+    code, out = cli("keys", "create", "--department", "LEGAL", "--policy", str(EXAMPLE), "--db",
+                    f"sqlite:///{tmp_path}/k.db")
+    assert code == 1 and "unknown department 'LEGAL'" in out
+
+
+def test_cli_key_changes_reach_a_running_server_within_5_seconds(gateway: Gateway) -> None:
+    code, out = cli("keys", "create", "--department", "HR", "--json", "--db", gateway.db_url)
+    key = json.loads(out)
+    headers = {"Authorization": f"Bearer {key['key']}"}
+
+    def status_within_5s(expected: int) -> int:
+        deadline = time.monotonic() + 5
+        status = 0
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code
+            if status == expected:
+                break
+            time.sleep(0.1)
+        return status
+
+    assert status_within_5s(200) == 200
+    cli("keys", "revoke", key["id"], "--db", gateway.db_url)
+    assert status_within_5s(401) == 401
+
+
+def test_ledger_export_and_import(gateway: Gateway, tmp_path: Path) -> None:
+    for text in ("one", "two", "three"):
+        httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {gateway.keys['SALES']}"},
+                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+    httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {gateway.keys['SALES']}"},
+               json={"model": "gpt-17", "messages": [{"role": "user", "content": "x"}]})
+    result = runner.invoke(app, ["ledger", "export", "--format", "csv", "--db", gateway.db_url])
+    assert result.exit_code == 0 and "exported 4 records" in result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted(r["record"] for r in rows) == ["event", "event", "event", "rejection"]
+    assert all("e" not in r["cost_usd"].lower() for r in rows)
+    jsonl = tmp_path / "usage.jsonl"
+    assert cli("ledger", "export", "--output", str(jsonl), "--db", gateway.db_url)[0] == 0
+    copy = f"sqlite:///{tmp_path}/copy.db"
+    code, out = cli("ledger", "import", str(jsonl), "--db", copy)
+    assert code == 0 and "imported 3 events and 1 refused calls" in out
+    assert cli("ledger", "import", str(jsonl), "--db", copy)[0] == 0  # idempotent by event id
+    exported = runner.invoke(app, ["ledger", "export", "--db", copy]).stdout
+    assert len(exported.splitlines()) == 4
+
+
+def test_ledger_export_refuses_bad_input(tmp_path: Path) -> None:
+    code, out = cli("ledger", "export", "--since", "yesterday", "--db", f"sqlite:///{tmp_path}/x.db")
+    assert code == 1 and "--since" in out
+    code, out = cli("ledger", "export", "--format", "xml", "--db", f"sqlite:///{tmp_path}/x.db")
+    assert code == 1 and "unknown format" in out
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    ports = []
+    for _ in range(2):
+        sock = bound_socket()
+        ports.append(sock.getsockname()[1])
+        sock.close()
+    done = subprocess.run([sys.executable, "-m", "costwarden", "demo", "--exit", "--calls", "60",
+                           "--port", str(ports[0]), "--mock-port", str(ports[1])],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "What the gateway did" in done.stdout and "MARKETING" in done.stdout
+    assert "Bearer cw-" in done.stdout
+    assert (tmp_path / "costwarden.db").exists()
