@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
-from gateway_fixtures import Gateway
+from gateway_fixtures import Gateway, start_gateway
 
 
 def call(gw: Gateway, key: str, model: str, text: str = "hi", path: str = "/v1/chat/completions",
@@ -66,3 +68,24 @@ def test_rate_limit_headers(gateway: Gateway) -> None:
     assert reply.headers["x-ratelimit-reset-requests"].endswith("s")
     remaining = reply.headers["x-costwarden-budget-remaining-usd"]
     assert remaining.startswith("19999.99")  # only the organization's $20,000 budget applies to SALES
+
+
+OPEN_POLICY = """
+version: 1
+upstreams:
+  openai:    {type: openai,    base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+  anthropic: {type: anthropic, base_url: https://api.anthropic.com, api_key_env: ANTHROPIC_API_KEY}
+attribution: {require: false}
+departments: {SALES: {}, MARKETING: {}, ENGINEERING: {}, HR: {}, SUPPORT: {teams: {TIER1-DESK: {}}}}
+"""
+
+
+def test_calls_without_a_department_are_unattributed_when_allowed(tmp_path: Path, mock_url: str) -> None:
+    for gw in start_gateway(tmp_path, mock_url, OPEN_POLICY):
+        reply = call(gw, gw.unbound, "gpt-4o-mini")
+        assert reply.status_code == 200
+        assert reply.headers["x-costwarden-department"] == "UNATTRIBUTED"
+        named = httpx.post(f"{gw.url}/v1/chat/completions", timeout=30,
+                           headers={"Authorization": f"Bearer {gw.unbound}", "X-Department-ID": "hr"},
+                           json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+        assert named.headers["x-costwarden-department"] == "HR"

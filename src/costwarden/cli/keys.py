@@ -138,3 +138,29 @@ def revoke_token(ref: Annotated[str, typer.Argument(help="Token id, display pref
         console.print(f"Revoked token {record.id}.")
 
     run(work)
+
+
+@tokens_app.command("list")
+def list_tokens(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+                db: DbOption = None) -> None:
+    """List admin tokens (never their secrets)."""
+
+    async def work() -> None:
+        ledger = await open_ledger(db)
+        try:
+            records = await ledger.list_tokens()
+        finally:
+            await ledger.close()
+        if as_json:
+            for r in records:
+                typer.echo(orjson.dumps({"id": r.id, "prefix": r.prefix, "role": r.role, "department": r.department,
+                                         "name": r.name, "created_at": r.created_at.isoformat(),
+                                         "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None}).decode())
+            return
+        table = Table("id", "prefix", "role", "department", "name", "created", "status")
+        for r in records:
+            table.add_row(r.id, r.prefix, r.role, r.department or "-", r.name or "-", f"{r.created_at:%Y-%m-%d %H:%M}",
+                          "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d}")
+        console.print(table)
+
+    run(work)

@@ -12,6 +12,7 @@ from typing import Any
 
 from costwarden.core.catalog import Catalog
 from costwarden.core.policy import (
+    UNATTRIBUTED,
     Attribution,
     Budget,
     Department,
@@ -103,6 +104,9 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
     org_rules = _rules(organization) if organization else Rules()
     if top is None or organization is None or attribution is None:
         return None
+    if not attribution.require and UNATTRIBUTED not in departments:
+        # calls that name no department are charged here, and shown as such in every report
+        departments[UNATTRIBUTED] = Department(UNATTRIBUTED, "Unattributed")
     return Policy(
         catalog=catalog,
         departments=departments,
