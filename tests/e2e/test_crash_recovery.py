@@ -28,7 +28,8 @@ ADMIN = "admin-secret-for-tests"
 
 
 class GatewayProcess:
-    def __init__(self, policy: Path, db_url: str, port: int) -> None:
+    def __init__(self, policy: Path, db_url: str, port: int, log: Path) -> None:
+        self.log = log
         self.args = [sys.executable, "-m", "costwarden", "serve", "--policy", str(policy), "--db", db_url,
                      "--port", str(port)]
         self.url = f"http://127.0.0.1:{port}"
@@ -37,11 +38,12 @@ class GatewayProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.process.stderr.read().decode() if self.process.stderr else ''}")
+                raise RuntimeError(f"gateway exited: {self.log.read_text()}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
@@ -78,7 +80,7 @@ def crashable(tmp_path: Path, mock_url: str) -> Iterator[tuple[GatewayProcess, d
     sock = bound_socket()
     port = sock.getsockname()[1]
     sock.close()
-    gateway = GatewayProcess(policy, db_url, port)
+    gateway = GatewayProcess(policy, db_url, port, tmp_path / "gateway.log")
     gateway.start()
     try:
         yield gateway, keys

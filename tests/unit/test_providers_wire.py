@@ -520,13 +520,26 @@ def test_auto_mode_never_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path: An
         TokenEstimator(use_tiktoken=True)
 
 
-@pytest.mark.skipif(cached_encoding(__import__("os").environ) is None, reason="no tiktoken encoding cached")
-def test_real_tiktoken_estimate_is_near_and_above() -> None:
-    estimator = TokenEstimator(use_tiktoken=True)
+def test_real_tiktoken_library_with_a_local_encoding() -> None:
+    """tiktoken itself (not a stand-in), with a byte-level BPE built here: no file is downloaded."""
+    import tiktoken
+
+    ranks = {bytes([i]): i for i in range(256)}
+    for word in (b"the", b" quick", b" brown", b" fox", b" jumps", b" over", b" lazy", b" dog", b"."):
+        for end in range(2, len(word) + 1):
+            ranks.setdefault(word[:end], len(ranks))
+    encoding = tiktoken.Encoding("local-test", pat_str=r"""'s|'t| ?\w+| ?[^\s\w]+|\s+""",
+                                 mergeable_ranks=ranks, special_tokens={})
+    estimator = TokenEstimator(encoding=encoding)
+    assert estimator.uses_tiktoken
     chat = build_endpoints(estimator)["/v1/chat/completions"]
-    text = "The quick brown fox jumps over the lazy dog. " * 40
-    estimate = chat.estimate_input_tokens({"messages": [{"role": "user", "content": text}]})
-    assert 400 <= estimate <= 3 + 4 + len(text) // 3
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    body = {"messages": [{"role": "user", "content": text}]}
+    counted = len(encoding.encode(text))
+    estimate = chat.estimate_input_tokens(body)
+    assert estimate >= counted + 4 + 3  # the text, the message and the request overheads
+    assert estimate <= (counted + 4 + 3) * 1.05 + 1 or estimate <= -(-len(text) // 4) * 1.05 + 8
+    assert estimate >= count_input_tokens(body, "/v1/chat/completions")
 
 
 texts = st.text(max_size=300)

@@ -1,0 +1,65 @@
+"""Admission over the memory store: the hard cap under 1,000 concurrent admissions, and exact pricing."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clock import FakeClock
+from costwarden.admission import Admission, Admitted
+from costwarden.core.catalog import ModelSpec
+from costwarden.core.decision import CallRequest
+from costwarden.core.money import Price, cost_nanos
+from costwarden.core.scopes import Caller
+from costwarden.counters import MemoryCounterStore
+from costwarden.policy import parse_policy
+
+# gpt-4o-mini, 1,000 input + 50 output tokens: 150,000 + 30,000 nano-dollars = $0.00018 a call
+POLICY = """
+version: 1
+departments:
+  HR:
+    budgets: [{limit: 0.0018, period: monthly, action: reject}]
+"""
+
+
+async def test_1000_concurrent_admissions_admit_exactly_what_fits() -> None:
+    admission = Admission(parse_policy(POLICY), MemoryCounterStore(), FakeClock())
+    request = CallRequest(Caller("HR"), "gpt-4o-mini", 1000, 50)  # 50 < 64: nothing can be clamped in
+    outcomes = await asyncio.gather(*(admission.admit(f"c{i}", request) for i in range(1000)))
+    admitted = [o for o in outcomes if isinstance(o, Admitted)]
+    assert len(admitted) == 10
+    # settle each below its worst case ($0.00015 of $0.00018): the unused room opens up again
+    await asyncio.gather(*(admission.settle(a, 1000, 0) for a in admitted))
+    later = await asyncio.gather(*(admission.admit(f"d{i}", request) for i in range(100)))
+    assert sum(isinstance(o, Admitted) for o in later) == 1  # 10 x $0.00015 settled leaves $0.0003: one more
+
+
+async def test_released_calls_free_their_room() -> None:
+    admission = Admission(parse_policy(POLICY), MemoryCounterStore(), FakeClock())
+    request = CallRequest(Caller("HR"), "gpt-4o-mini", 1000, 50)
+    first = [await admission.admit(f"c{i}", request) for i in range(10)]
+    assert all(isinstance(o, Admitted) for o in first)
+    assert not isinstance(await admission.admit("x", request), Admitted)
+    for outcome in first:
+        assert isinstance(outcome, Admitted)
+        await admission.release(outcome)
+    assert isinstance(await admission.admit("y", request), Admitted)
+
+
+prices = st.decimals(min_value=0, max_value=100, places=6, allow_nan=False, allow_infinity=False)
+counts = st.integers(min_value=0, max_value=10**8)
+
+
+@given(prices, prices, prices, counts, counts, counts)
+def test_model_cost_equals_the_reference_pricing(p_in: Decimal, p_cached: Decimal, p_out: Decimal, n_in: int,
+                                                 n_cached: int, n_out: int) -> None:
+    n_in += n_cached  # input_tokens includes the cached ones
+    model = ModelSpec("m", "openai", 1, Price(p_in), Price(p_out), Price(p_cached))
+    expected = cost_nanos((n_in - n_cached, Price(p_in)), (n_cached, Price(p_cached)), (n_out, Price(p_out)))
+    assert model.cost(n_in, n_out, n_cached) == expected
+    exact = (Decimal(n_in - n_cached) * p_in + Decimal(n_cached) * p_cached + Decimal(n_out) * p_out) / 10**6
+    assert Decimal(expected) / 10**9 - exact < Decimal("1e-9")
