@@ -72,7 +72,9 @@ def mock_url() -> Iterator[str]:
 
 
 def start_gateway(tmp: Path, mock_url: str, policy_yaml: str | None = None, **settings: object) -> Iterator[Gateway]:
-    db_url = f"sqlite:///{tmp}/ledger.db"
+    """A gateway on a fresh SQLite ledger in ``tmp`` (or ``db_url=``), with a key per department."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    db_url = str(settings.pop("db_url", None) or f"sqlite:///{tmp}/ledger.db")
     keys: dict[str, str] = {}
 
     async def make_keys() -> str:
