@@ -21,5 +21,5 @@ def check(path: Annotated[str, typer.Argument(help="The policy YAML file.")]) ->
     except errors.PolicyError as exc:
         err_console.print(exc.message, highlight=False, markup=False)
         raise typer.Exit(1) from exc
-    console.print(summarize(policy), highlight=False, markup=False)
+    console.print(summarize(policy), highlight=False, markup=False, soft_wrap=True)
     console.print(f"{path}: OK", style="green")
