@@ -20,6 +20,15 @@ from servers import serving
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "policy.yaml"
 T = TypeVar("T")
+# The head of a test policy: upstreams (pointed at the mock by policy_text) and the departments
+# every test gateway has keys for. Tests append what they exercise.
+UPSTREAMS = """
+version: 1
+upstreams:
+  openai:    {type: openai,    base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+  anthropic: {type: anthropic, base_url: https://api.anthropic.com, api_key_env: ANTHROPIC_API_KEY}
+"""
+PLAIN_DEPARTMENTS = "  SALES: {}\n  MARKETING: {}\n  ENGINEERING: {}\n  SUPPORT: {teams: {TIER1-DESK: {}}}\n"
 DEPARTMENTS = ("MARKETING", "ENGINEERING", "HR", "SALES", "SUPPORT")
 
 

@@ -64,6 +64,7 @@ def test_keys_create_checks_the_department_against_the_policy(tmp_path: Path) ->
 
 def test_cli_key_changes_reach_a_running_server_within_5_seconds(gateway: Gateway) -> None:
     code, out = cli("keys", "create", "--department", "HR", "--json", "--db", gateway.db_url)
+    assert code == 0
     key = json.loads(out)
     headers = {"Authorization": f"Bearer {key['key']}"}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway_fixtures import Gateway, start_gateway
+from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, Gateway, start_gateway
 
 
 def call(gw: Gateway, key: str, model: str, text: str = "hi", path: str = "/v1/chat/completions",
@@ -70,14 +70,7 @@ def test_rate_limit_headers(gateway: Gateway) -> None:
     assert remaining.startswith("19999.99")  # only the organization's $20,000 budget applies to SALES
 
 
-OPEN_POLICY = """
-version: 1
-upstreams:
-  openai:    {type: openai,    base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
-  anthropic: {type: anthropic, base_url: https://api.anthropic.com, api_key_env: ANTHROPIC_API_KEY}
-attribution: {require: false}
-departments: {SALES: {}, MARKETING: {}, ENGINEERING: {}, HR: {}, SUPPORT: {teams: {TIER1-DESK: {}}}}
-"""
+OPEN_POLICY = UPSTREAMS + "attribution: {require: false}\ndepartments:\n  HR: {}\n" + PLAIN_DEPARTMENTS
 
 
 def test_calls_without_a_department_are_unattributed_when_allowed(tmp_path: Path, mock_url: str) -> None:

@@ -11,23 +11,15 @@ import httpx
 import pytest
 
 from costwarden.core.money import usd_to_nanos
-from gateway_fixtures import Gateway, start_gateway
+from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, Gateway, start_gateway
 
 # gpt-4o-mini: a call of ~10 input tokens and 1,000 output costs about $0.0006, so the HR budget
 # of $0.012 fits about 20 worst cases; 300 arrive at once.
-CAP_POLICY = """
-version: 1
-upstreams:
-  openai:    {type: openai,    base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
-  anthropic: {type: anthropic, base_url: https://api.anthropic.com, api_key_env: ANTHROPIC_API_KEY}
+CAP_POLICY = UPSTREAMS + """
 departments:
   HR:
     budgets: [{limit: 0.012, period: monthly, action: reject}]
-  SALES: {}
-  MARKETING: {}
-  ENGINEERING: {}
-  SUPPORT: {teams: {TIER1-DESK: {}}}
-"""
+""" + PLAIN_DEPARTMENTS
 LIMIT = usd_to_nanos("0.012")
 
 

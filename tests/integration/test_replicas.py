@@ -11,21 +11,13 @@ import httpx
 import redis
 
 from costwarden.core.money import usd_to_nanos
-from gateway_fixtures import Gateway, start_gateway
+from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, Gateway, start_gateway
 
-POLICY = """
-version: 1
-upstreams:
-  openai:    {type: openai,    base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
-  anthropic: {type: anthropic, base_url: https://api.anthropic.com, api_key_env: ANTHROPIC_API_KEY}
+POLICY = UPSTREAMS + """
 departments:
   HR:
     budgets: [{limit: 0.012, period: monthly, alert_at: [0.5], action: reject}]
-  SALES: {}
-  MARKETING: {}
-  ENGINEERING: {}
-  SUPPORT: {teams: {TIER1-DESK: {}}}
-"""
+""" + PLAIN_DEPARTMENTS
 replica = contextmanager(start_gateway)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import orjson
@@ -9,6 +10,20 @@ import typer
 from rich.table import Table
 
 from costwarden.cli.common import DbOption, PolicyOption, console, fail, open_ledger, policy_for, run
+from costwarden.ledger.credentials import KeyRecord, TokenRecord
+
+
+def _status(record: KeyRecord | TokenRecord) -> str:
+    return "active" if record.revoked_at is None else f"revoked {record.revoked_at:%Y-%m-%d}"
+
+
+def _listing(record: KeyRecord | TokenRecord) -> dict[str, object]:
+    """A key or token as JSON-ready fields (never its secret or hash)."""
+    fields = {name: getattr(record, name) for name in ("id", "prefix", "role", "department", "team", "user", "name")
+              if hasattr(record, name)}
+    return {**fields, "created_at": record.created_at.isoformat(),
+            "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None}
+
 
 keys_app = typer.Typer(help="Virtual API keys (cw-...), bound to a department.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Admin API tokens with a role (admin, finance, manager).", no_args_is_help=True)
@@ -62,17 +77,7 @@ def list_keys(
             records = await ledger.list_keys(department.upper() if department else None)
         finally:
             await ledger.close()
-        if as_json:
-            for r in records:
-                typer.echo(orjson.dumps({"id": r.id, "prefix": r.prefix, "department": r.department, "team": r.team,
-                                         "user": r.user, "name": r.name, "created_at": r.created_at.isoformat(),
-                                         "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None}).decode())
-            return
-        table = Table("id", "prefix", "department", "team", "user", "name", "created", "status")
-        for r in records:
-            table.add_row(r.id, r.prefix, r.department or "-", r.team or "-", r.user or "-", r.name or "-",
-                          f"{r.created_at:%Y-%m-%d %H:%M}", "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d}")
-        console.print(table)
+        _print_records(records, as_json, ("id", "prefix", "department", "team", "user", "name"))
 
     run(work)
 
@@ -151,16 +156,19 @@ def list_tokens(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
             records = await ledger.list_tokens()
         finally:
             await ledger.close()
-        if as_json:
-            for r in records:
-                typer.echo(orjson.dumps({"id": r.id, "prefix": r.prefix, "role": r.role, "department": r.department,
-                                         "name": r.name, "created_at": r.created_at.isoformat(),
-                                         "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None}).decode())
-            return
-        table = Table("id", "prefix", "role", "department", "name", "created", "status")
-        for r in records:
-            table.add_row(r.id, r.prefix, r.role, r.department or "-", r.name or "-", f"{r.created_at:%Y-%m-%d %H:%M}",
-                          "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d}")
-        console.print(table)
+        _print_records(records, as_json, ("id", "prefix", "role", "department", "name"))
 
     run(work)
+
+
+def _print_records(records: Sequence[KeyRecord | TokenRecord], as_json: bool, columns: tuple[str, ...]) -> None:
+    """JSON lines, or a table with ``columns``, creation time and status."""
+    if as_json:
+        for record in records:
+            typer.echo(orjson.dumps(_listing(record)).decode())
+        return
+    table = Table(*columns, "created", "status")
+    for record in records:
+        table.add_row(*(str(getattr(record, c) or "-") for c in columns), f"{record.created_at:%Y-%m-%d %H:%M}",
+                      _status(record))
+    console.print(table)
