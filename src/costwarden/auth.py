@@ -8,12 +8,14 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from costwarden import errors
 from costwarden.core.policy import UNATTRIBUTED, Policy
 from costwarden.core.scopes import Caller
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 
 
@@ -48,18 +50,30 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or None
 
 
-class KeyDirectory:
-    """Active keys by hash, refreshed from the ledger so CLI changes reach servers within seconds."""
+@dataclass(frozen=True, slots=True)
+class AdminIdentity:
+    """Who holds an admin API token: ``admin`` and ``finance`` see everything, a ``manager`` only
+    ``department``."""
 
-    def __init__(self, load: Callable[[], Awaitable[Mapping[str, KeyIdentity]]], refresh_s: float = 2.0) -> None:
+    id: str
+    role: str
+    department: str | None = None
+
+
+class _Directory(Generic[T]):
+    """Secrets by hash, re-read from the ledger so CLI changes reach servers within seconds."""
+
+    _what = "credentials"
+
+    def __init__(self, load: Callable[[], Awaitable[Mapping[str, T]]], refresh_s: float = 2.0) -> None:
         self._load = load
         self._refresh_s = refresh_s
-        self._keys: Mapping[str, KeyIdentity] = {}
+        self._known: Mapping[str, T] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._keys = await self._load()
-        self._task = asyncio.create_task(self._refresh_forever(), name="key-refresh")
+        self._known = await self._load()
+        self._task = asyncio.create_task(self._refresh_forever(), name=f"{type(self).__name__}-refresh")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -70,20 +84,48 @@ class KeyDirectory:
         while True:
             await asyncio.sleep(self._refresh_s)
             try:
-                self._keys = await self._load()
+                self._known = await self._load()
             except errors.StorageError:
-                log.warning("could not refresh API keys; keeping the %d known", len(self._keys), exc_info=True)
+                log.warning("could not refresh %s; keeping the %d known", self._what, len(self._known), exc_info=True)
+
+    def _lookup(self, secret: str) -> T | None:
+        return self._known.get(key_hash(secret))
+
+
+class KeyDirectory(_Directory[KeyIdentity]):
+    """Active virtual keys by hash."""
+
+    _what = "API keys"
 
     def authenticate(self, headers: Mapping[str, str]) -> KeyIdentity:
         secret = bearer(headers)
         if secret is None:
             raise errors.AuthenticationFailed(
                 "No API key. Send your costwarden key as 'Authorization: Bearer cw-...' or 'x-api-key: cw-...'.")
-        identity = self._keys.get(key_hash(secret))
+        identity = self._lookup(secret)
         if identity is None:
             raise errors.AuthenticationFailed(
                 "Invalid API key: it is unknown or was revoked. Ask your costwarden admin for a key "
                 "(costwarden keys create --department ...).")
+        return identity
+
+
+class TokenDirectory(_Directory[AdminIdentity]):
+    """Active admin API tokens by hash (the bootstrap token included, when the loader adds it)."""
+
+    _what = "admin tokens"
+
+    def authenticate(self, headers: Mapping[str, str]) -> AdminIdentity:
+        secret = bearer(headers)
+        if secret is None:
+            raise errors.AuthenticationFailed(
+                "No admin token. Send it as 'Authorization: Bearer tok-...' (or the bootstrap token "
+                "set in COSTWARDEN_ADMIN_TOKEN).", code="invalid_admin_token")
+        identity = self._lookup(secret)
+        if identity is None:
+            raise errors.AuthenticationFailed(
+                "Invalid admin token: it is unknown or was revoked. Ask an admin for one "
+                "(costwarden tokens create --role ...).", code="invalid_admin_token")
         return identity
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from costwarden.admission import Admission
-from costwarden.auth import KeyDirectory
+from costwarden.auth import KeyDirectory, TokenDirectory
 from costwarden.ledger import Ledger
 from costwarden.metrics import Metrics
 from costwarden.observer import CallObserver
@@ -24,3 +25,8 @@ class Runtime:
     service: GatewayService
     metrics: Metrics
     observer: CallObserver
+    tokens: TokenDirectory
+    policy_version: int = 0  # the ledger's id of the policy in force
+    # Pools replaced by a policy reload: calls still in flight use them, so they close at stop.
+    retired_pools: list[UpstreamPool] = field(default_factory=list)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

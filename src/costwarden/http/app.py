@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from costwarden.admission import utc_now
 from costwarden.bootstrap import running
 from costwarden.core.policy import Policy
+from costwarden.http.admin import admin_mount
 from costwarden.http.gateway import gateway_routes
 from costwarden.http.health import health_routes
 from costwarden.settings import Settings, settings_from_environment
@@ -26,7 +27,7 @@ def create_app(settings: Settings, policy: Policy | None = None,
             app.state.runtime = runtime
             yield
 
-    return Starlette(routes=[*gateway_routes(), *health_routes()], lifespan=lifespan)
+    return Starlette(routes=[*gateway_routes(), *health_routes(), admin_mount()], lifespan=lifespan)
 
 
 def app_from_environment() -> Starlette:

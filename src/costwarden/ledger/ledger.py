@@ -177,6 +177,12 @@ class Ledger:
         """A page of events, newest first (for the admin API)."""
         return await self._read(lambda conn: queries.recent_events(conn, since, until, where, limit, offset))
 
+    async def list_rejections(self, since: datetime | None = None, until: datetime | None = None,
+                              where: Mapping[str, WhereValue] | None = None, limit: int = 100,
+                              offset: int = 0) -> list[Rejection]:
+        """A page of refused calls, newest first (for the admin API)."""
+        return await self._read(lambda conn: queries.recent_rejections(conn, since, until, where, limit, offset))
+
     async def count_events(self) -> int:
         """How many usage events the ledger holds."""
         return await self._read(lambda conn: queries.count(conn, usage_events))

@@ -179,6 +179,14 @@ def recent_events(conn: Connection, since: datetime | None, until: datetime | No
     return [event_from_row(row) for row in conn.execute(query.limit(limit).offset(offset)).mappings()]
 
 
+def recent_rejections(conn: Connection, since: datetime | None, until: datetime | None,
+                      where: Mapping[str, WhereValue] | None, limit: int, offset: int) -> list[Rejection]:
+    """Refused calls newest first, for paged listings."""
+    query = _filters(conn, _window(select(rejections), rejections, since, until), rejections, where)
+    query = query.order_by(rejections.c.at.desc(), rejections.c.id.desc())
+    return [rejection_from_row(row) for row in conn.execute(query.limit(limit).offset(offset)).mappings()]
+
+
 def _after(query: Select[Any], table: Table, after: tuple[datetime, str] | None) -> Select[Any]:
     if after is None:
         return query

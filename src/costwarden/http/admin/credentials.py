@@ -1,0 +1,119 @@
+"""Virtual keys (admins, and managers for their department) and admin tokens (admins only).
+
+A secret is in the answer to its creation only; the ledger keeps its hash. Servers pick up new
+and revoked credentials within seconds (their directories re-read the ledger).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costwarden.http.admin.access import (
+    ADMIN,
+    EVERYONE,
+    KEY_KEEPERS,
+    MANAGER,
+    check_key_department,
+    known_department,
+    visible_department,
+)
+from costwarden.http.admin.api import AdminCall, NotFound, Operation
+from costwarden.http.admin.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyOut,
+    KeyQuery,
+    NoBody,
+    NoQuery,
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    TokenOut,
+    TokenQuery,
+)
+from costwarden.ledger import KeyRecord, TokenRecord
+
+
+async def list_keys(call: AdminCall[KeyQuery, NoBody]) -> KeyList:
+    department = visible_department(call.who, call.query.department)
+    records = await call.runtime.ledger.list_keys(department, call.query.include_revoked)
+    return KeyList(keys=[_key(r) for r in records])
+
+
+async def create_key(call: AdminCall[NoQuery, KeyCreate]) -> KeyCreated:
+    body = call.body
+    department = body.department
+    if department is None and call.who.role == MANAGER:
+        department = call.who.department
+    check_key_department(call.who, department)
+    if department is not None:
+        known_department(call.runtime.admission.policy, department)
+    record, secret = await call.runtime.ledger.create_key(department, body.team, body.user, body.name)
+    return KeyCreated(**_key(record).model_dump(), key=secret)
+
+
+async def revoke_key(call: AdminCall[NoQuery, NoBody]) -> KeyOut:
+    key_id = call.path["key_id"]
+    ledger = call.runtime.ledger
+    record = next((k for k in await ledger.list_keys() if k.id == key_id), None)
+    if record is None:
+        raise NotFound(f"No key with id {key_id!r}. GET /admin/v1/keys lists them.", param="key_id")
+    check_key_department(call.who, record.department)
+    revoked = await ledger.revoke_key(record.id)
+    assert revoked is not None
+    return _key(revoked)
+
+
+async def list_tokens(call: AdminCall[TokenQuery, NoBody]) -> TokenList:
+    records = await call.runtime.ledger.list_tokens(call.query.include_revoked)
+    return TokenList(tokens=[_token(r) for r in records])
+
+
+async def create_token(call: AdminCall[NoQuery, TokenCreate]) -> TokenCreated:
+    body = call.body
+    if body.department is not None:
+        known_department(call.runtime.admission.policy, body.department)
+    record, secret = await call.runtime.ledger.create_token(body.role, body.department, body.name)
+    return TokenCreated(**_token(record).model_dump(), token=secret)
+
+
+async def revoke_token(call: AdminCall[NoQuery, NoBody]) -> TokenOut:
+    token_id = call.path["token_id"]
+    ledger = call.runtime.ledger
+    record = next((t for t in await ledger.list_tokens() if t.id == token_id), None)
+    if record is None:
+        raise NotFound(f"No admin token with id {token_id!r} (the bootstrap token lives in "
+                       "COSTWARDEN_ADMIN_TOKEN and cannot be revoked here).", param="token_id")
+    revoked = await ledger.revoke_token(record.id)
+    assert revoked is not None
+    return _token(revoked)
+
+
+def _key(r: KeyRecord) -> KeyOut:
+    return KeyOut(id=r.id, prefix=r.prefix, department=r.department, team=r.team, user=r.user, name=r.name,
+                  created_at=r.created_at, revoked_at=r.revoked_at, active=r.active)
+
+
+def _token(r: TokenRecord) -> TokenOut:
+    return TokenOut(id=r.id, prefix=r.prefix, role=r.role, department=r.department, name=r.name,
+                    created_at=r.created_at, revoked_at=r.revoked_at, active=r.active)
+
+
+OPERATIONS: list[Operation[Any, Any]] = [
+    Operation("GET", "/keys", "List keys", EVERYONE, list_keys, KeyQuery, NoBody, KeyList,
+              description="Virtual keys, never their secrets. A manager sees its department's keys only."),
+    Operation("POST", "/keys", "Create a key", KEY_KEEPERS, create_key, NoQuery, KeyCreate, KeyCreated, 201,
+              description="A new virtual key; the answer holds its secret, shown this once. A manager creates "
+                          "keys of its own department only (the default); only an admin creates unbound keys."),
+    Operation("DELETE", "/keys/{key_id}", "Revoke a key", KEY_KEEPERS, revoke_key, NoQuery, NoBody, KeyOut,
+              description="Calls with the key are refused within seconds on every server. Revoking twice keeps "
+                          "the first revocation time."),
+    Operation("GET", "/tokens", "List admin tokens", (ADMIN,), list_tokens, TokenQuery, NoBody, TokenList,
+              description="Admin API tokens, never their secrets."),
+    Operation("POST", "/tokens", "Create an admin token", (ADMIN,), create_token, NoQuery, TokenCreate,
+              TokenCreated, 201, description="A new admin API token with a role; the answer holds its secret, "
+                                             "shown this once. A manager token names its department."),
+    Operation("DELETE", "/tokens/{token_id}", "Revoke an admin token", (ADMIN,), revoke_token, NoQuery, NoBody,
+              TokenOut),
+]

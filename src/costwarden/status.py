@@ -1,0 +1,115 @@
+"""Budget status: every budget's limit, settled spend, reservations, room and forecast, read live
+from the counter store (the numbers admission decides on), for the admin API and the dashboard.
+
+Pure but for the one snapshot read: the policy, a snapshot function and ``now`` come in, values
+come out; rendering is the caller's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+from costwarden.core.money import NANOS_PER_USD
+from costwarden.core.periods import Window
+from costwarden.core.policy import RESTRICT, Budget, Policy
+from costwarden.core.scopes import BudgetCheck, Caller, Scope, plan_for
+from costwarden.counters.base import Snapshot
+
+SnapshotFn = Callable[[Sequence[Window], Sequence[str], float], Awaitable[Snapshot]]
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One budget of one scope in its current period. Amounts are in the budget's unit:
+    nano-dollars, or tokens when ``budget.unit == "tokens"``."""
+
+    caller: Caller  # a caller the budget applies to (its team or key id name team and key scopes)
+    check: BudgetCheck
+    spent: int
+    reserved: int
+    restricted: bool  # a restrict_tiers budget tripped for this period
+    forecast: Decimal | None  # USD rounded to cents, or whole tokens; calendar periods only
+
+    @property
+    def scope(self) -> Scope:
+        return self.check.scope
+
+    @property
+    def budget(self) -> Budget:
+        return self.check.budget
+
+    @property
+    def remaining(self) -> int:
+        """The room left for new calls (never below zero, as in the gateway's header)."""
+        return max(0, self.budget.limit - self.spent - self.reserved)
+
+    @property
+    def utilization_pct(self) -> Decimal:
+        """Settled spend as a percentage of the limit, with two decimals."""
+        if self.budget.limit <= 0:
+            return Decimal("0.00")
+        return (Decimal(self.spent * 100) / self.budget.limit).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def status_checks(policy: Policy, now: datetime, keys: Iterable[tuple[str, str]] = (),
+                  department: str | None = None) -> list[tuple[Caller, BudgetCheck]]:
+    """The budget checks to report, widest scope first: the organization's (unless one ``department``
+    is asked for), each department's, its teams', and the per-key budgets of ``keys``, given as
+    (key id, department) pairs of active keys."""
+    checks: list[tuple[Caller, BudgetCheck]] = []
+    if department is None and policy.departments:
+        first = next(iter(policy.departments))
+        checks += _of_kind(policy, Caller(first), now, "organization")
+    by_department: dict[str, list[str]] = {}
+    for key_id, dept_id in keys:
+        by_department.setdefault(dept_id, []).append(key_id)
+    for dept in policy.departments.values():
+        if department is not None and dept.id != department:
+            continue
+        checks += _of_kind(policy, Caller(dept.id), now, "department")
+        for team in dept.teams:
+            checks += _of_kind(policy, Caller(dept.id, team), now, "team")
+        if dept.per_key.budgets:
+            for key_id in by_department.get(dept.id, ()):
+                checks += _of_kind(policy, Caller(dept.id, key_id=key_id), now, "key")
+    return checks
+
+
+async def budget_status(policy: Policy, snapshot: SnapshotFn, now: datetime,
+                        keys: Iterable[tuple[str, str]] = (), department: str | None = None) -> list[BudgetStatus]:
+    """Status of the budgets ``status_checks`` picks, from one snapshot of the counters at ``now``."""
+    checks = status_checks(policy, now, keys, department)
+    flag_keys = [c.flag_key for _, c in checks if c.budget.action.kind == RESTRICT]
+    read = await snapshot([c.window for _, c in checks], flag_keys, now.timestamp())
+    return [BudgetStatus(caller, check, spent, reserved,
+                         check.budget.action.kind == RESTRICT and check.flag_key in read.flags,
+                         forecast(check, spent, now))
+            for (caller, check), (spent, reserved) in zip(checks, read.usage, strict=True)]
+
+
+def forecast(check: BudgetCheck, spent: int, now: datetime) -> Decimal | None:
+    """Spend projected linearly to the end of a calendar period from the spend so far (None for
+    rolling windows, which have no end): USD rounded half-even to cents, or whole tokens."""
+    if not check.budget.period.is_calendar:
+        return None
+    start, end = check.window.start, check.window.end
+    total = _micros(end - start)
+    elapsed = min(max(_micros(now - start), 0), total)
+    with localcontext() as ctx:
+        ctx.prec = 60  # nano-dollars times microseconds exceed the default 28 digits
+        projected = Decimal(spent) if elapsed == 0 else Decimal(spent * total) / Decimal(elapsed)
+        if check.budget.unit == "usd":
+            return (projected / NANOS_PER_USD).quantize(CENT, rounding=ROUND_HALF_EVEN)
+        return projected.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+
+
+def _of_kind(policy: Policy, caller: Caller, now: datetime, kind: str) -> list[tuple[Caller, BudgetCheck]]:
+    return [(caller, check) for check in plan_for(policy, caller, now).budgets if check.scope.kind == kind]
+
+
+def _micros(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
