@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
 
 from costwarden import errors
 from costwarden.admission import Admission, utc_now
 from costwarden.alerts import AlertDispatcher, SmtpSettings
 from costwarden.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenDirectory, key_hash
-from costwarden.core.periods import Window
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import Caller, scopes_of
 from costwarden.counters import open_store
-from costwarden.counters.base import CounterStore
 from costwarden.ledger import Ledger
 from costwarden.metrics import Metrics
 from costwarden.observer import CallObserver
@@ -114,84 +109,6 @@ async def _load_tokens(ledger: Ledger, bootstrap: str | None) -> dict[str, Admin
     if bootstrap:
         tokens[key_hash(bootstrap)] = AdminIdentity("bootstrap", "admin")
     return tokens
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyChange:
-    """What a reload did."""
-
-    version: int
-    previous_version: int
-    changed: bool
-    upstreams_rebuilt: bool = False
-    counters_loaded: int = 0
-
-
-async def apply_policy(runtime: Runtime, policy: Policy) -> PolicyChange:
-    """Swap a validated policy in (a reload): store it as a new version, rebuild the upstream pool
-    when its upstreams changed, and load from the ledger the counters of budgets it adds."""
-    async with runtime.reload_lock:
-        old, previous = runtime.admission.policy, runtime.policy_version
-        if policy.source == old.source:
-            return PolicyChange(previous, previous, changed=False)
-        version = await runtime.ledger.store_policy(policy.source)
-        rebuilt = dict(policy.upstreams) != dict(old.upstreams)
-        if rebuilt:
-            pool = UpstreamPool(policy.upstreams, upstream_keys(policy, runtime.settings.environ))
-            runtime.retired_pools.append(runtime.pool)
-            runtime.pool = runtime.service.pool = pool
-        runtime.admission.policy = policy
-        runtime.policy_version = version
-        loaded = await _load_added_budgets(runtime, old, policy, version)
-        return PolicyChange(version, previous, True, rebuilt, loaded)
-
-
-@dataclass(slots=True)
-class _Gathered:
-    """Stands in for a CounterStore to collect what ``rebuild_counters`` would load."""
-
-    loads: list[tuple[Window, int]] = field(default_factory=list)
-
-    async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
-        self.loads.extend(spend)
-
-
-async def _load_added_budgets(runtime: Runtime, old: Policy, new: Policy, version: int) -> int:
-    """Counters are keyed by scope, budget index, period and unit (see ``plan_for``): a budget whose
-    limit or action changed keeps its counter, but one the old policy lacked starts empty and must
-    be loaded with this period's spend, once per policy version however many replicas reload it."""
-    known = _budget_slots(old)
-    if _budget_slots(new) <= known:
-        return 0
-    store, now = runtime.admission.store, runtime.admission.clock()
-    if not await store.claim(f"{LOADED_MARK}|policy-{version}", now.timestamp() + 366 * 86400, now.timestamp()):
-        return 0
-    gathered = _Gathered()
-    await rebuild_counters(new, cast(CounterStore, gathered), runtime.ledger, now)
-    added = [(window, amount) for window, amount in gathered.loads if _slot(window.key) not in known]
-    await store.load(added)
-    return len(added)
-
-
-def _budget_slots(policy: Policy) -> set[tuple[str, int, str, str]]:
-    """(scope template, index, period, unit) of every budget; key and user scopes by department."""
-    slots: set[tuple[str, int, str, str]] = set()
-    for dept in policy.departments.values():
-        for team in (None, *dept.teams):
-            for scope in scopes_of(policy, Caller(dept.id, team, key_id="", user="")):
-                slots.update((_template(scope.id), i, b.period.text, b.unit) for i, b in enumerate(scope.rules.budgets))
-    return slots
-
-
-def _slot(window_key: str) -> tuple[str, int, str, str]:
-    # b|<scope id>|<index>|<period>|<unit>[@<start date>]; a scope id may itself hold '|' or '@'
-    head, index, period, unit = window_key.rsplit("|", 3)
-    return _template(head.removeprefix("b|")), int(index), period, unit.partition("@")[0]
-
-
-def _template(scope_id: str) -> str:
-    kind, _, rest = scope_id.partition(":")
-    return f"{kind}:{rest.partition('/')[0]}" if kind in ("key", "user") else scope_id
 
 
 @asynccontextmanager

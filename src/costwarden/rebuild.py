@@ -7,7 +7,7 @@ from datetime import datetime
 
 from costwarden.core.periods import Period, Window
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import Caller, plan_for
+from costwarden.core.scopes import BudgetCheck, Caller, plan_for
 from costwarden.counters.base import CounterStore
 from costwarden.ledger import Ledger
 
@@ -22,12 +22,19 @@ def _periods(policy: Policy) -> dict[str, Period]:
 
 
 async def rebuild_counters(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime) -> int:
-    """Load the settled spend of every current budget window; returns the number of counter cells loaded.
+    """Load the settled spend of every current budget window; returns the number of counter cells loaded."""
+    loads = [(window, amount) for _, window, amount in await ledger_spend(policy, ledger, now)]
+    await store.load(loads)
+    return len(loads)
+
+
+async def ledger_spend(policy: Policy, ledger: Ledger, now: datetime) -> list[tuple[BudgetCheck, Window, int]]:
+    """The settled spend of every current budget window, as the ledger has it.
 
     Each ledger row group (department, team, key, user) is added to every window its calls fall in,
     exactly as admission would have counted them, so org and department totals come out right.
     """
-    loads: list[tuple[Window, int]] = []
+    loads: list[tuple[BudgetCheck, Window, int]] = []
     for text, period in _periods(policy).items():
         since, _ = period.bounds(now, policy.timezone)
         bucket = period.bucket_seconds if not period.is_calendar else None
@@ -43,9 +50,8 @@ async def rebuild_counters(policy: Policy, store: CounterStore, ledger: Ledger, 
                 budget = check.budget
                 amount = row.cost_nanos if budget.unit == "usd" else row.input_tokens + row.output_tokens
                 window = check.window if row.bucket is None else dataclasses.replace(check.window, bucket=row.bucket)
-                loads.append((window, amount))
-    await store.load(loads)
-    return len(loads)
+                loads.append((check, window, amount))
+    return loads
 
 
 def _text(value: object) -> str | None:

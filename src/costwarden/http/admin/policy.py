@@ -7,7 +7,7 @@ import hashlib
 from typing import Any
 
 from costwarden import errors
-from costwarden.bootstrap import apply_policy
+from costwarden.reload import apply_policy
 from costwarden.core.policy import Policy
 from costwarden.http.admin.access import ADMIN, ORGANIZATION
 from costwarden.http.admin.api import AdminCall, Operation
