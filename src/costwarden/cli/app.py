@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from costwarden.cli import demo, keys, ledger, policy, serve
+from costwarden.cli import close, demo, keys, ledger, policy, report, serve
 
 app = typer.Typer(
     name="costwarden",
@@ -16,9 +16,11 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(keys.tokens_app, name="tokens")
 app.add_typer(ledger.app, name="ledger")
+app.add_typer(report.app, name="report")
 app.command("serve")(serve.serve)
 app.command("mock-upstream")(serve.mock_upstream)
 app.command("demo")(demo.demo)
+app.command("close")(close.close)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url,
 from costwarden.ledger.migrations import migrate
 from costwarden.ledger.queries import TotalsRow, WhereValue
 from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, rejection_row, utc
-from costwarden.ledger.schema import inflight, rejections, usage_events
+from costwarden.ledger.schema import closed_periods, inflight, rejections, statements, usage_events
 from costwarden.ledger.writer import Job, Waiter, Write, Writer, insert_ignoring_duplicates
 
 T = TypeVar("T")
@@ -287,6 +287,31 @@ class Ledger:
     async def closed_periods(self) -> dict[str, datetime]:
         """Closed billing periods and when each was closed."""
         return await self._read(audit.list_closed_periods)
+
+    async def freeze_statement(self, period: str, body: str, now: datetime | None = None) -> datetime | None:
+        """Close billing period ``YYYY-MM`` (unless it is closed already) and store its statement
+        ``body``, in one transaction. Returns the period's close time, or None (and nothing is
+        written) when a statement of the period is stored already: a frozen statement never changes."""
+        at = _now(now)
+
+        def freeze(conn: Connection) -> datetime | None:
+            audit.close_period(conn, period, at)
+            closed_at: datetime = conn.execute(
+                select(closed_periods.c.closed_at).where(closed_periods.c.period == period)
+            ).scalar_one()
+            stored = conn.execute(
+                insert_ignoring_duplicates(conn, statements)
+                .values(period=period, closed_at=closed_at, body=body)
+                .returning(statements.c.period)
+            ).first()
+            return closed_at if stored is not None else None
+
+        result: datetime | None = await self._write(freeze)
+        return result
+
+    async def frozen_statement(self, period: str) -> tuple[datetime, str] | None:
+        """The statement stored when ``period`` was closed, with its close time; None if there is none."""
+        return await self._read(lambda conn: queries.frozen_statement(conn, period))
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from costwarden.errors import StorageError
-from costwarden.ledger.schema import APP_TABLES, metadata, schema_migrations
+from costwarden.ledger.schema import APP_TABLES, metadata, schema_migrations, statements
 
 # Any constant shared by every costwarden process; it names the migration lock on PostgreSQL.
 _PG_LOCK_KEY = 0x636F_7374_7761_72
@@ -37,7 +37,14 @@ def _initial_schema(conn: Connection) -> None:
     metadata.create_all(conn, tables=list(APP_TABLES), checkfirst=True)
 
 
-STEPS: tuple[Step, ...] = (Step(1, "initial schema", _initial_schema),)
+def _frozen_statements(conn: Connection) -> None:
+    statements.create(conn, checkfirst=True)
+
+
+STEPS: tuple[Step, ...] = (
+    Step(1, "initial schema", _initial_schema),
+    Step(2, "frozen chargeback statements", _frozen_statements),
+)
 
 
 def migrate(engine: Engine, now: datetime | None = None) -> list[int]:

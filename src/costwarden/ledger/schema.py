@@ -194,6 +194,16 @@ closed_periods = Table(
     Column("closed_at", UTCDateTime, nullable=False),
 )
 
+# The chargeback statement of a closed period, frozen at its close (JSON text, see
+# costwarden.reports.codec); later usage for the period is posted as corrections elsewhere.
+statements = Table(
+    "statements",
+    metadata,
+    Column("period", String(7), primary_key=True),  # YYYY-MM
+    Column("closed_at", UTCDateTime, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
 # The tables the application owns, in creation order (schema_migrations is the runner's own).
 APP_TABLES = (
     usage_events,
@@ -204,4 +214,5 @@ APP_TABLES = (
     admin_tokens,
     alerts,
     closed_periods,
+    statements,
 )

@@ -1,0 +1,163 @@
+"""Statements from the ledger: live ones for open periods, frozen ones for closed periods.
+
+A period is closed by storing its statement (``close``). The ledger is append-only, so usage that
+arrives for a closed period later (an interrupted call settled on restart, an import, a stream that
+finished after the close) is exactly the difference between the ledger's totals for the period now
+and what was billed for it: the frozen statement's usage plus the corrections already posted in
+later closed statements. That difference is posted, per day, department, model and price, as
+correction lines of the next open period; the closed statement is never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import date, datetime
+
+from costwarden.core.catalog import Catalog
+from costwarden.core.periods import month_bounds
+from costwarden.core.policy import Policy
+from costwarden.errors import InvalidRequest
+from costwarden.ledger import Ledger
+from costwarden.reports import codec
+from costwarden.reports.chargeback import compute_statement, department_infos
+from costwarden.reports.shared import SharedCosts
+from costwarden.reports.statement import Counts, Statement, Usage, UsageKey
+
+GROUPS = ("day", "department", "model_served", "provider", "price_version")
+
+
+class PeriodClosed(InvalidRequest):
+    """The period's statement is frozen and cannot be recomputed or closed again."""
+
+    code = "period_closed"
+
+
+def period_bounds(period: str, policy: Policy) -> tuple[datetime, datetime]:
+    """The UTC instants bounding billing period ``YYYY-MM`` in the policy's timezone."""
+    try:
+        return month_bounds(period, policy.timezone)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+
+
+def previous_period(period: str) -> str:
+    """``2026-01`` -> ``2025-12``."""
+    year, month = int(period[:4]), int(period[5:7])
+    return f"{year - 1}-12" if month == 1 else f"{year}-{month - 1:02d}"
+
+
+def next_period(period: str) -> str:
+    """``2026-12`` -> ``2027-01``."""
+    year, month = int(period[:4]), int(period[5:7])
+    return f"{year + 1}-01" if month == 12 else f"{year}-{month + 1:02d}"
+
+
+async def period_usage(ledger: Ledger, start: datetime, end: datetime, catalog: Catalog) -> list[Usage]:
+    """The ledger's usage in [start, end) per UTC day, department, model, provider and price version."""
+    rows = await ledger.totals(start, end, group_by=GROUPS)
+    usage = []
+    for row in rows:
+        model = str(row.groups["model_served"])
+        day = row.groups["day"]
+        assert isinstance(day, date)
+        spec = catalog.get(model)
+        usage.append(Usage(
+            day=day, department=str(row.groups["department"]), model=model,
+            provider=str(row.groups["provider"]), price_version=str(row.groups["price_version"] or ""),
+            counts=Counts(row.requests, row.input_tokens, row.cached_input_tokens, row.output_tokens, row.cost_nanos),
+            tier=spec.tier if spec is not None else None,
+        ))
+    return usage
+
+
+async def frozen_statement(ledger: Ledger, period: str) -> Statement | None:
+    """The statement stored when ``period`` was closed, or None."""
+    stored = await ledger.frozen_statement(period)
+    if stored is None:
+        return None
+    closed_at, body = stored
+    try:
+        statement = codec.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"the frozen statement of {period} cannot be read: {exc}") from exc
+    return replace(statement, closed_at=closed_at)
+
+
+async def live_statement(ledger: Ledger, policy: Policy, period: str, shared: SharedCosts,
+                         invoice_nanos: int | None, now: datetime) -> Statement:
+    """The statement of ``period`` computed from the ledger now, with the corrections of closed
+    periods posted to it when it is open."""
+    start, end = period_bounds(period, policy)
+    closed = await ledger.closed_periods()
+    usage = await period_usage(ledger, start, end, policy.catalog)
+    corrections = [] if period in closed else await pending_corrections(ledger, period, closed, policy.catalog)
+    refused = await ledger.rejection_totals(start, end, group_by=("department",))
+    rejections = {str(row.groups["department"]): row.requests for row in refused if row.groups["department"]}
+    statement = compute_statement(period, policy.timezone_name, start, end, department_infos(policy), usage,
+                                  rejections, shared, now, corrections, invoice_nanos)
+    # A period closed without a stored statement (through the ledger alone) is computed live, as closed.
+    return replace(statement, closed_at=closed.get(period))
+
+
+async def pending_corrections(ledger: Ledger, period: str, closed: Mapping[str, datetime],
+                              catalog: Catalog) -> list[Usage]:
+    """Usage of the closed periods just before ``period`` that their statements did not bill.
+
+    ``period`` is the next open period of every closed period in the unbroken run of closed periods
+    that ends just before it; later statements of that run may have posted corrections already.
+    """
+    corrections: list[Usage] = []
+    later: list[Statement] = []  # frozen statements between the closed period and ``period``
+    earlier = previous_period(period)
+    while earlier in closed:
+        frozen = await frozen_statement(ledger, earlier)
+        if frozen is not None:
+            billed = [*frozen.usage, *(row for s in later for row in s.corrections if row.corrects == earlier)]
+            live = await period_usage(ledger, frozen.start, frozen.end, catalog)
+            corrections += _difference(live, billed, earlier)
+            later.append(frozen)
+        earlier = previous_period(earlier)
+    return sorted(corrections, key=lambda row: (row.corrects or "", row.key))
+
+
+def _difference(live: Sequence[Usage], billed: Sequence[Usage], corrects: str) -> list[Usage]:
+    """Per ledger group, what the ledger holds now beyond what was billed."""
+    owed: dict[UsageKey, Counts] = defaultdict(Counts)
+    rows: dict[UsageKey, Usage] = {}
+    for row in live:
+        owed[row.key] = owed[row.key] + row.counts
+        rows[row.key] = row
+    for row in billed:
+        owed[row.key] = owed[row.key] - row.counts
+        rows.setdefault(row.key, row)
+    return [replace(rows[key], counts=counts, corrects=corrects) for key, counts in owed.items() if counts]
+
+
+async def close(ledger: Ledger, policy: Policy, period: str, shared: SharedCosts, invoice_nanos: int | None,
+                now: datetime) -> Statement:
+    """Close ``period``: compute its statement and store it, frozen. Refuses a period that has not
+    ended yet, or whose statement is frozen already (PeriodClosed)."""
+    _, end = period_bounds(period, policy)
+    existing = await frozen_statement(ledger, period)
+    if existing is not None:
+        raise PeriodClosed(f"{period} was closed on {_when(existing.closed_at)}; its statement is frozen")
+    if end > now:
+        raise InvalidRequest(f"{period} has not ended: it ends {end.astimezone(policy.timezone):%Y-%m-%d %H:%M} "
+                             f"{policy.timezone_name}; a period can be closed once it has ended")
+    closed_at = (await ledger.closed_periods()).get(period, now)
+    statement = await live_statement(ledger, policy, period, shared, invoice_nanos, now)
+    statement = replace(statement, closed_at=closed_at)
+    stored_at = await ledger.freeze_statement(period, codec.dumps(statement), now)
+    if stored_at is None:  # closed by someone else meanwhile
+        raise PeriodClosed(f"{period} was closed meanwhile; its statement is frozen")
+    return replace(statement, closed_at=stored_at)
+
+
+def _when(at: datetime | None) -> str:
+    return "an unknown date" if at is None else f"{at:%Y-%m-%d %H:%M} UTC"
+
+
+__all__ = ["PeriodClosed", "close", "frozen_statement", "live_statement", "next_period", "pending_corrections", "period_bounds",
+           "period_usage", "previous_period"]

@@ -1,0 +1,187 @@
+"""The values of a chargeback statement: ledger usage, department lines, and the statement.
+
+These are plain immutable values. ``chargeback.compute_statement`` builds them from ledger totals;
+renderers read them; a closed period's statement is stored and read back as is (``codec``).
+Money is integers: nano-dollars for ledger amounts, cents for the rounded figures of the lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from costwarden.reports.shared import SharedCosts
+
+USAGE, CORRECTION = "usage", "correction"
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Requests, tokens and exact cost (nano-dollars) of a set of calls."""
+
+    requests: int = 0
+    input_tokens: int = 0  # all input tokens, cached ones included
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nanos: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.requests + other.requests, self.input_tokens + other.input_tokens,
+                      self.cached_input_tokens + other.cached_input_tokens,
+                      self.output_tokens + other.output_tokens, self.cost_nanos + other.cost_nanos)
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(self.requests - other.requests, self.input_tokens - other.input_tokens,
+                      self.cached_input_tokens - other.cached_input_tokens,
+                      self.output_tokens - other.output_tokens, self.cost_nanos - other.cost_nanos)
+
+    def __bool__(self) -> bool:
+        return any((self.requests, self.input_tokens, self.cached_input_tokens, self.output_tokens, self.cost_nanos))
+
+    @staticmethod
+    def total(items: Iterable[Counts]) -> Counts:
+        result = Counts()
+        for item in items:
+            result = result + item
+        return result
+
+
+UsageKey = tuple[date, str, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One ledger group: the calls of one UTC day, department, model and price version.
+
+    ``corrects`` names the closed period the calls belong to when they are posted late, as a
+    correction, in a later statement.
+    """
+
+    day: date
+    department: str
+    model: str
+    provider: str
+    price_version: str
+    counts: Counts
+    tier: int | None = None
+    corrects: str | None = None
+
+    @property
+    def key(self) -> UsageKey:
+        return (self.day, self.department, self.model, self.provider, self.price_version)
+
+
+@dataclass(frozen=True, slots=True)
+class DepartmentInfo:
+    """What a statement line says about its department (from the policy, or the ledger alone)."""
+
+    id: str
+    name: str
+    cost_center: str = ""
+    gl_account: str = ""
+    budget_nanos: int | None = None  # the limit of its first monthly USD budget
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """A department's usage of one model on a statement line."""
+
+    model: str
+    provider: str
+    tier: int | None
+    counts: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a statement: a department's usage of the period, or a correction line
+    (``corrects`` set) posting usage of an earlier, closed period. Figures in cents."""
+
+    department: DepartmentInfo
+    usage: Counts
+    models: tuple[ModelUsage, ...]
+    usage_cents: int
+    shared_cents: int
+    variance_cents: int
+    share_bp: int  # share of the statement's usage cost in basis points (1/100 of a percent)
+    rejected: int = 0
+    utilization_bp: int | None = None  # usage / budget in basis points
+    corrects: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return USAGE if self.corrects is None else CORRECTION
+
+    @property
+    def total_cents(self) -> int:
+        return self.usage_cents + self.shared_cents + self.variance_cents
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """The chargeback statement of one billing period (a calendar month in ``timezone``).
+
+    ``usage`` holds every ledger group of the period (unattributed calls included) and
+    ``corrections`` the late usage of closed periods posted here: the FOCUS export is made of them,
+    and a later statement compares them with the ledger to find usage that arrived after the close.
+    """
+
+    period: str
+    timezone: str
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    shared: SharedCosts
+    method_applied: str  # the method used: proportional falls back to even when there is no usage
+    lines: tuple[Line, ...]
+    unattributed: Counts
+    usage: tuple[Usage, ...]
+    corrections: tuple[Usage, ...] = ()
+    invoice_nanos: int | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def usage_counts(self) -> Counts:
+        """The lines' usage (departments' own and corrections), unattributed calls excluded."""
+        return Counts.total(line.usage for line in self.lines)
+
+    @property
+    def ledger_nanos(self) -> int:
+        """Everything the ledger charged that this statement bills: lines plus unattributed."""
+        return self.usage_counts.cost_nanos + self.unattributed.cost_nanos
+
+    @property
+    def shared_nanos(self) -> int:
+        """Shared costs before rounding: the named items and unattributed spend."""
+        return self.shared.items_nanos + self.unattributed.cost_nanos
+
+    @property
+    def variance_nanos(self) -> int | None:
+        """Invoice total minus (usage + shared costs), exact; None without an invoice."""
+        if self.invoice_nanos is None:
+            return None
+        return self.invoice_nanos - self.usage_counts.cost_nanos - self.shared_nanos
+
+    @property
+    def usage_cents(self) -> int:
+        return sum(line.usage_cents for line in self.lines)
+
+    @property
+    def shared_cents(self) -> int:
+        return sum(line.shared_cents for line in self.lines)
+
+    @property
+    def variance_cents(self) -> int:
+        return sum(line.variance_cents for line in self.lines)
+
+    @property
+    def total_cents(self) -> int:
+        return sum(line.total_cents for line in self.lines)
+
+    @property
+    def rejected(self) -> int:
+        return sum(line.rejected for line in self.lines)
+
+
+__all__ = ["CORRECTION", "USAGE", "Counts", "DepartmentInfo", "Line", "ModelUsage", "Statement", "Usage", "UsageKey"]
