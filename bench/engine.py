@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -65,7 +66,8 @@ def main() -> None:
     asyncio.run(run(2_000))  # warm up
     elapsed, admitted = asyncio.run(run(args.calls))
     rate = args.calls / elapsed
-    print(f"engine: {args.calls:,} admit+settle pairs in {elapsed:.2f} s on one core")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"engine: {args.calls:,} admit+settle pairs in {elapsed:.2f} s on one core (load average {load})")
     print(f"engine: {rate:,.0f} admissions+settlements per second ({admitted:,} admitted), "
           f"{1e6 / rate:.1f} us per pair; goal >= 100,000/s: ratio {rate / 100_000:.2f}")
 

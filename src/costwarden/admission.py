@@ -12,22 +12,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from costwarden.core.decision import REQUESTS, TOKENS, CallRequest, Decision, crossed_thresholds, decide
+from costwarden.core.decision import TOKENS, USD, CallRequest, Decision, decide
 from costwarden.core.denials import budget_denial, rate_denial
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import BudgetCheck, Caller, Plan, plan_for
+from costwarden.core.scopes import BudgetCheck, Caller, Plan, Planner
 from costwarden.counters.base import Conflict, CounterStore, Reservation
 
 RESERVATION_TTL_S = 3600.0  # a call still open after this long is settled at its estimate
 MAX_ATTEMPTS = 8  # lost reservation races before refusing (only under extreme contention)
-PLAN_CACHE_SIZE = 100_000  # callers whose plans are kept (cleared wholesale when full)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+# Made for every call: plain slotted dataclasses (see core/decision.py); treat them as immutable.
+
+
+@dataclass(slots=True)
 class Admitted:
     """A call allowed in: its decision, its reservation and when it was admitted."""
 
@@ -39,7 +41,7 @@ class Admitted:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Crossing:
     """Settled spend on a budget crossed one of its alert thresholds."""
 
@@ -48,7 +50,7 @@ class Crossing:
     spent: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settled:
     cost_nanos: int
     overrun_tokens: int
@@ -63,7 +65,7 @@ class Admission:
         self.store = store
         self.clock = clock
         self.reservation_ttl_s = reservation_ttl_s
-        self._plans: dict[Caller, Plan] = {}
+        self._planner = Planner(policy)
         self.policy = policy
 
     @property
@@ -74,33 +76,29 @@ class Admission:
     def policy(self, policy: Policy) -> None:
         """Swap the policy (a reload); plans made under the old one are dropped."""
         self._policy = policy
-        self._plans = {}
+        if self._planner.policy is not policy:
+            self._planner = Planner(policy)
 
     def plan(self, caller: Caller, now: datetime) -> Plan:
         """The counter plan of ``caller`` at ``now``, reused until one of its windows moves."""
-        plan = self._plans.get(caller)
-        if plan is None or now.timestamp() >= plan.valid_until:
-            if len(self._plans) >= PLAN_CACHE_SIZE:
-                self._plans.clear()
-            plan = self._plans[caller] = plan_for(self._policy, caller, now)
-        return plan
+        return self._planner.plan(caller, now, now.timestamp())
 
     async def admit(self, call_id: str, request: CallRequest) -> Admitted | Decision:
         """An ``Admitted`` call holding its reservation, or the refusing ``Decision``."""
-        policy = self.policy
+        policy, store = self._policy, self.store
         now = self.clock()
         stamp = now.timestamp()
-        plan = self.plan(request.caller, now)
+        plan = self._planner.plan(request.caller, now, stamp)
         conflict: Conflict | None = None
         decision: Decision | None = None
         for _ in range(MAX_ATTEMPTS):
-            snapshot = await self.store.snapshot(plan.windows, plan.flag_keys, stamp)
+            snapshot = await store.snapshot(plan.windows, plan.flag_keys, stamp)
             decision = decide(policy, request, plan, snapshot.usage, snapshot.flags, now)
             if decision.new_flags:
-                await self.store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
-            if not decision.allowed:
+                await store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
+            if decision.denial is not None:
                 return decision
-            held = await self.store.reserve(call_id, decision.holds, stamp + self.reservation_ttl_s)
+            held = await store.reserve(call_id, decision.holds, stamp + self.reservation_ttl_s)
             if isinstance(held, Reservation):
                 return Admitted(call_id, request, decision, held, plan, now)
             conflict = held
@@ -114,10 +112,9 @@ class Admission:
         assert model is not None
         cost = model.cost(input_tokens, output_tokens, cached_input_tokens)
         tokens = input_tokens + output_tokens
-        amounts = [1 if h.unit == REQUESTS else tokens if h.unit == TOKENS else cost
-                   for h in admitted.reservation.holds]
+        amounts = [cost if h.unit == USD else tokens if h.unit == TOKENS else 1 for h in admitted.reservation.holds]
         moved = await self.store.settle(admitted.reservation, amounts)
-        crossings = await self._crossings(admitted, moved)
+        crossings = await self._crossings(admitted, moved) if _crossed(admitted.plan, moved) else ()
         overrun = max(0, input_tokens - admitted.request.input_tokens)
         return Settled(cost, overrun, crossings)
 
@@ -127,14 +124,25 @@ class Admission:
 
     async def _crossings(self, admitted: Admitted, moved: list[tuple[int, int]]) -> tuple[Crossing, ...]:
         found: list[Crossing] = []
-        for check, (before, after) in zip(admitted.plan.budgets, moved, strict=False):
-            if not check.budget.alert_at or after == before:
-                continue
-            for fraction in crossed_thresholds(check.budget, before, after):
-                key = f"alert|{check.window.key}|{fraction}"
-                if await self.store.claim(key, check.window.end.timestamp() + 86400, self.clock().timestamp()):
-                    found.append(Crossing(check, fraction, after))
+        for index, check, levels in admitted.plan.alerting:
+            before, after = moved[index]
+            for level, fraction in levels:  # crossed_thresholds(), on levels computed once per plan
+                if before < level <= after:
+                    key = f"alert|{check.window.key}|{fraction}"
+                    if await self.store.claim(key, check.window.end.timestamp() + 86400, self.clock().timestamp()):
+                        found.append(Crossing(check, fraction, after))
         return tuple(found)
+
+
+def _crossed(plan: Plan, moved: list[tuple[int, int]]) -> bool:
+    """Whether settled spend crossed any alert level (the usual answer, no, without a coroutine)."""
+    for index, _, levels in plan.alerting:
+        before, after = moved[index]
+        if before != after:
+            for level, _ in levels:
+                if before < level <= after:
+                    return True
+    return False
 
 
 def _lost_race(decision: Decision, plan: Plan, conflict: Conflict, policy: Policy) -> Decision:

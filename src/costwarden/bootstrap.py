@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -82,6 +83,10 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
         await alerts.start()
         observer = CallObserver(metrics, alerts, admission)
         service = GatewayService(admission, ledger, pool, observer, clock)
+        # Everything built so far lives as long as the process: take it out of the collector's
+        # generations, so that full collections under load stay short (p99 latency).
+        gc.collect()
+        gc.freeze()
         return Runtime(settings, admission, ledger, pool, keys, service, metrics, observer, tokens, version)
     except BaseException:
         await ledger.close()

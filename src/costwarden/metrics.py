@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from costwarden.admission import Settled
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.money import nanos_to_usd
 
+FLUSH_EVERY = 1000  # events whose metrics are held at most before they are applied
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -28,22 +31,57 @@ class Metrics:
                                  registry=self.registry)
         self.latency = Histogram("costwarden_call_duration_seconds", "Call duration through the gateway",
                                  ["department", "model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Increments are held and applied in bulk (prometheus_client takes a lock per increment):
+        # at every render, and every FLUSH_EVERY events so that nothing grows without a scrape.
+        self._counts: dict[Any, float] = {}
+        self._observations: dict[Any, list[float]] = {}
+        self._held = 0
 
     def on_event(self, event: UsageEvent, settled: Settled | None) -> None:
         dept, model = event.department, event.model_served
-        self.calls.labels(dept, model, event.status).inc()
-        self.decisions.labels(dept, event.decision).inc()
+        self._add(self._child(self.calls, dept, model, event.status), 1)
+        self._add(self._child(self.decisions, dept, event.decision), 1)
         for kind, count in (("input", event.input_tokens - event.cached_input_tokens),
                             ("cached_input", event.cached_input_tokens), ("output", event.output_tokens)):
             if count:
-                self.tokens.labels(dept, model, kind).inc(count)
+                self._add(self._child(self.tokens, dept, model, kind), count)
         if event.cost_nanos:
-            self.cost.labels(dept, model).inc(float(nanos_to_usd(event.cost_nanos)))
-        self.latency.labels(dept, model).observe(event.latency_ms / 1000)
+            cost = event.cost_nanos / 1e9 if event.cost_nanos < 2**53 else float(nanos_to_usd(event.cost_nanos))
+            self._add(self._child(self.cost, dept, model), cost)  # the same double as float(Decimal)
+        observations = self._observations.setdefault(self._child(self.latency, dept, model), [])
+        observations.append(event.latency_ms / 1000)
+        self._held += 1
+        if self._held >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the increments held since the last flush (``render`` does it first)."""
+        counts, self._counts = self._counts, {}
+        observations, self._observations = self._observations, {}
+        self._held = 0
+        for child, amount in counts.items():
+            child.inc(amount)
+        for child, values in observations.items():
+            for value in values:
+                child.observe(value)
+
+    def _add(self, child: Any, amount: float) -> None:
+        self._counts[child] = self._counts.get(child, 0) + amount
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: every call looks up five or six series, and
+        prometheus_client validates and locks on each look-up."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def on_rejection(self, rejection: Rejection) -> None:
         self.rejections.labels(rejection.department or "", rejection.code).inc()
         self.decisions.labels(rejection.department or "", "reject").inc()
 
     def render(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)

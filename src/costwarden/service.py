@@ -9,8 +9,9 @@ of its response.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -91,11 +92,14 @@ class GatewayService:
         self.pool = pool
         self.observer = observer
         self.clock = clock
+        # Call ids need to be unique, not secret: 128 bits from a generator seeded once from the
+        # OS, since uuid4() reads the OS random source on every call (about 20 us here).
+        self._ids = random.Random(os.urandom(32))
 
     async def call(self, endpoint: Endpoint, payload: dict[str, Any], who: Attribution,
                    client_headers: Mapping[str, str]) -> Reply | Streaming:
         """Admit, forward and meter one call; raises a CostwardenError for refusals."""
-        call_id = f"req_{uuid.uuid4().hex}"
+        call_id = f"req_{self._ids.getrandbits(128):032x}"
         policy = self.admission.policy
         model_id = payload["model"]
         spec = policy.catalog.get(model_id)
@@ -200,10 +204,10 @@ class GatewayService:
         decision = call.admitted.decision
         headers = {"x-request-id": call.id, "x-costwarden-department": call.who.caller.department}
         if event is not None:
-            headers["x-costwarden-cost-usd"] = format_usd(event.cost_nanos)
+            headers["x-costwarden-cost-usd"] = _usd(event.cost_nanos)
         if decision.remaining_nanos is not None:
             refund = decision.estimate_nanos - (event.cost_nanos if event is not None else decision.estimate_nanos)
-            headers["x-costwarden-budget-remaining-usd"] = format_usd(max(0, decision.remaining_nanos + refund))
+            headers["x-costwarden-budget-remaining-usd"] = _usd(max(0, decision.remaining_nanos + refund))
         if decision.downgraded_from:
             headers["x-costwarden-downgraded-from"] = decision.downgraded_from
         if decision.clamped:
@@ -220,6 +224,14 @@ class GatewayService:
                     headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
                     headers[f"x-ratelimit-reset-{kind}"] = f"{reset}s"
         return headers
+
+
+def _usd(nanos: int) -> str:
+    """``format_usd`` for the amounts of every response's headers, without a Decimal."""
+    if nanos < 0:
+        return format_usd(nanos)
+    whole, fraction = divmod(nanos, 1_000_000_000)
+    return f"{whole}.{fraction:09d}".rstrip("0").rstrip(".") if fraction else str(whole)
 
 
 def _check_wire(endpoint: Endpoint, model: str, upstream_type: str) -> None:

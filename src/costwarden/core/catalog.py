@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from costwarden.core.money import Price
 
@@ -26,19 +26,25 @@ class ModelSpec:
     kind: str = "chat"  # chat | embedding
     source: str = ""
     as_of: str = ""
+    # Derived once from the fields above: every call is priced (twice) and labelled with them.
+    _picos: tuple[int, int, int] = field(init=False, repr=False, compare=False)  # input, cached, output
+    price_version: str = field(init=False, repr=False, compare=False)
+    """A short label of the prices in force, stored on every ledger event."""
+
+    def __post_init__(self) -> None:
+        cached = self.cached_input if self.cached_input is not None else self.input
+        picos = (self.input.picos_per_token, cached.picos_per_token, self.output.picos_per_token)
+        cached_label = self.cached_input.usd_per_million if self.cached_input is not None else "-"
+        label = f"{self.input.usd_per_million}/{cached_label}/{self.output.usd_per_million}@{self.as_of or 'policy'}"
+        object.__setattr__(self, "_picos", picos)
+        object.__setattr__(self, "price_version", label)
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> int:
         """Exact cost in nano-dollars, rounded up once; ``input_tokens`` includes the cached ones."""
-        cached = self.cached_input if self.cached_input is not None else self.input
-        picos = ((input_tokens - cached_input_tokens) * self.input.picos_per_token
-                 + cached_input_tokens * cached.picos_per_token + output_tokens * self.output.picos_per_token)
+        per_input, per_cached, per_output = self._picos
+        picos = ((input_tokens - cached_input_tokens) * per_input + cached_input_tokens * per_cached
+                 + output_tokens * per_output)
         return -((-picos) // 1000)
-
-    @property
-    def price_version(self) -> str:
-        """A short label of the prices in force, stored on every ledger event."""
-        cached = self.cached_input.usd_per_million if self.cached_input is not None else "-"
-        return f"{self.input.usd_per_million}/{cached}/{self.output.usd_per_million}@{self.as_of or 'policy'}"
 
 
 class Catalog(Mapping[str, ModelSpec]):
@@ -46,9 +52,16 @@ class Catalog(Mapping[str, ModelSpec]):
 
     def __init__(self, models: Mapping[str, ModelSpec]) -> None:
         self._models = dict(models)
+        self._chains: dict[str, tuple[ModelSpec, ...]] = {}  # filled on use: the catalog never changes
 
     def __getitem__(self, model_id: str) -> ModelSpec:
         return self._models[model_id]
+
+    def get(self, model_id: str, default: ModelSpec | None = None) -> ModelSpec | None:  # type: ignore[override]
+        return self._models.get(model_id, default)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._models
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._models)
@@ -58,6 +71,9 @@ class Catalog(Mapping[str, ModelSpec]):
 
     def chain(self, model_id: str) -> tuple[ModelSpec, ...]:
         """The model followed by its ``downgrade_to`` chain (cycles are refused at load)."""
+        cached = self._chains.get(model_id)
+        if cached is not None:
+            return cached
         chain: list[ModelSpec] = []
         seen: set[str] = set()
         current: str | None = model_id
@@ -66,6 +82,8 @@ class Catalog(Mapping[str, ModelSpec]):
             spec = self._models[current]
             chain.append(spec)
             current = spec.downgrade_to
+        if model_id in self._models:  # unknown ids are not kept: the cache stays as small as the catalog
+            self._chains[model_id] = tuple(chain)
         return tuple(chain)
 
     def downgrade_cycle(self, model_id: str) -> list[str] | None:

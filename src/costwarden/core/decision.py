@@ -19,13 +19,18 @@ from costwarden.core.denials import Denial, budget_denial, rate_denial, rights_d
 from costwarden.core.money import ceil_div
 from costwarden.core.periods import Window
 from costwarden.core.policy import ALERT, DOWNGRADE, REJECT, RESTRICT, Budget, Policy
-from costwarden.core.scopes import BudgetCheck, Caller, LimitCheck, Plan
+from costwarden.core.scopes import BudgetCheck, Caller, Plan
 
 MIN_CLAMPED_OUTPUT = 64  # a clamped call must still be able to say something useful
 USD, TOKENS, REQUESTS = "usd", "tokens", "requests"
 
 
-@dataclass(frozen=True, slots=True)
+# The values below are made once or more per call, so they are plain slotted dataclasses: a
+# frozen one sets each field through object.__setattr__, which made up a large share of the
+# admission hot path. Treat them as immutable all the same.
+
+
+@dataclass(slots=True)
 class CallRequest:
     """What is known of a call before it is sent."""
 
@@ -36,7 +41,7 @@ class CallRequest:
     choices: int = 1  # completions asked for at once (OpenAI ``n``): each may use the whole bound
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hold:
     """An amount to reserve on one counter; ``limit`` is re-checked atomically when set."""
 
@@ -46,7 +51,7 @@ class Hold:
     unit: str  # usd | tokens | requests
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateInfo:
     """The tightest rate limits for ``x-ratelimit-*`` headers."""
 
@@ -58,7 +63,7 @@ class RateInfo:
     reset_tokens_s: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     requested: str
     model: ModelSpec | None = None
@@ -103,7 +108,15 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
         return Decision(call.model, denial=Denial(errors.ModelNotFound, _unknown_model(policy, call.model)))
     dept = policy.departments[call.caller.department]
     used = [spent + reserved for spent, reserved in usage]
-    allowed_tiers = _active_restriction(plan, flags)
+    allowed_tiers = _active_restriction(plan, flags) if plan.restricting else None
+    if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
+            and call.input_tokens <= requested.context_window:
+        # The usual call: the model asked for is allowed and its worst case fits every budget.
+        # This is what the general loop below concludes for it, without its bookkeeping.
+        bound = requested.max_output if call.output_tokens is None else min(call.output_tokens, requested.max_output)
+        worst_cost = _worst_cost_if_fits(plan, used, requested, call, bound)
+        if worst_cost is not None:
+            return _admit(policy, call, plan, used, requested, bound, [], [], requested.id, now, worst_cost)
     shadow: list[str] = []
     new_flags: list[BudgetCheck] = []
     last_move: BudgetCheck | None = None
@@ -143,11 +156,21 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
 
 def _active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
     tiers: frozenset[int] | None = None
-    for check in plan.budgets:
-        action = check.budget.action
-        if action.kind == RESTRICT and check.budget.enforce and check.flag_key in flags:
+    for check in plan.restricting:
+        if check.flag_key in flags:
+            action = check.budget.action
             tiers = action.tiers if tiers is None else tiers & action.tiers
     return tiers
+
+
+def _worst_cost_if_fits(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, bound: int) -> int | None:
+    """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
+    worst_tokens = call.input_tokens + bound * call.choices
+    worst_cost = model.cost(call.input_tokens, bound * call.choices)
+    for (limit, in_tokens, _), now_used in zip(plan.budget_terms, used, strict=False):
+        if (worst_tokens if in_tokens else worst_cost) > limit - now_used:
+            return None
+    return worst_cost
 
 
 def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, policy: Policy) -> _Fit:
@@ -202,73 +225,82 @@ def _output_that_fits(unit: str, room: int, model: ModelSpec, input_tokens: int)
 
 def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model: ModelSpec,
            output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
-           now: datetime) -> Decision:
+           now: datetime, estimate: int | None = None) -> Decision:
+    """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``estimate``
+    is its worst-case cost when already known."""
     tokens = call.input_tokens + output_tokens * call.choices
-    rate, rate_denied = _check_limits(plan.limits, used[len(plan.budgets):], tokens, shadow)
+    count = len(plan.budget_terms)
+    rate, rate_denied = _check_limits(plan, used, count, tokens, shadow)
     if rate_denied is not None:
         return Decision(call.model, denial=rate_denied, shadow=tuple(shadow), rate=rate)
-    estimate = model.cost(call.input_tokens, output_tokens * call.choices)
+    if estimate is None:
+        estimate = model.cost(call.input_tokens, output_tokens * call.choices)
+    windows = plan.windows
     holds: list[Hold] = []
     remaining: int | None = None
-    for i, check in enumerate(plan.budgets):
-        budget = check.budget
-        amount = tokens if budget.unit == TOKENS else estimate
-        holds.append(Hold(check.window, amount, budget.limit if budget.is_hard else None, budget.unit))
-        if budget.unit == USD:
-            room = budget.limit - used[i] - amount
-            remaining = room if remaining is None else min(remaining, room)
-    for limit in plan.limits:
-        amount = 1 if limit.metric == "rpm" else tokens
-        unit = REQUESTS if limit.metric == "rpm" else TOKENS
-        holds.append(Hold(limit.window, amount, limit.limit if limit.enforce else None, unit))
+    for i, (limit, in_tokens, hard) in enumerate(plan.budget_terms):
+        if in_tokens:
+            holds.append(Hold(windows[i], tokens, hard, TOKENS))
+            continue
+        holds.append(Hold(windows[i], estimate, hard, USD))
+        room = limit - used[i] - estimate
+        if remaining is None or room < remaining:
+            remaining = room
+    for i, (_, rpm, enforced) in enumerate(plan.limit_terms, count):
+        holds.append(Hold(windows[i], 1, enforced, REQUESTS) if rpm else Hold(windows[i], tokens, enforced, TOKENS))
     requested_bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
     return Decision(
-        requested=requested,
-        model=model,
-        output_tokens=output_tokens,
-        estimate_nanos=estimate,
-        clamped=output_tokens < requested_bound,
-        downgraded_from=requested if model.id != requested else None,
-        holds=tuple(holds),
-        new_flags=tuple((c.flag_key, c.window.end) for c in new_flags),
-        shadow=tuple(shadow),
-        remaining_nanos=None if remaining is None else max(remaining, 0),
-        rate=rate,
+        requested,
+        model,
+        output_tokens,
+        estimate,
+        output_tokens < requested_bound,
+        requested if model.id != requested else None,
+        tuple(holds),
+        tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else (),
+        tuple(shadow) if shadow else (),
+        None,
+        None if remaining is None else max(remaining, 0),
+        rate,
     )
 
 
-def _check_limits(limits: tuple[LimitCheck, ...], used: list[int], tokens: int,
+def _check_limits(plan: Plan, used: list[int], offset: int, tokens: int,
                   shadow: list[str]) -> tuple[RateInfo | None, Denial | None]:
-    if not limits:
+    """The rate headers (the tightest limit of each kind, remaining after this call) and the
+    denial of the first enforced limit the call does not fit in, if any."""
+    if not plan.limit_terms:
         return None, None
-    tightest: dict[str, tuple[LimitCheck, int]] = {}  # metric -> (check, remaining after this call)
+    # the tightest limit of each kind: its limit and what remains after this call
+    rpm_limit = tpm_limit = None
+    rpm_left = tpm_left = 0
     denial: Denial | None = None
-    for check, now_used in zip(limits, used, strict=True):
-        need = 1 if check.metric == "rpm" else tokens
-        room = check.limit - now_used
-        best = tightest.get(check.metric)
-        if best is None or room - need < best[1]:
-            tightest[check.metric] = (check, room - need)
-        if need <= room or denial is not None:
-            continue
-        if not check.enforce:
-            shadow.append(f"would rate-limit: {check.scope.id} {check.metric}")
-            continue
-        wait = max(1, min(60, ceil_div(60 * (need - room), check.limit)))
-        denial = rate_denial(check, now_used, need, wait)
-    return _rate_info(tightest), denial
-
-
-def _rate_info(tightest: dict[str, tuple[LimitCheck, int]]) -> RateInfo:
-    """Headers for the tightest limit of each kind; reset is when a steady refill would restore it."""
-    fields: dict[str, int | None] = {}
-    for metric, kind in (("rpm", "requests"), ("tpm", "tokens")):
-        if metric in tightest:
-            check, remaining = tightest[metric]
-            fields[f"limit_{kind}"] = check.limit
-            fields[f"remaining_{kind}"] = max(remaining, 0)
-            fields[f"reset_{kind}_s"] = min(60, ceil_div(60 * (check.limit - max(remaining, 0)), check.limit))
-    return RateInfo(**fields)  # type: ignore[arg-type]
+    for i, (limit, rpm, _) in enumerate(plan.limit_terms):
+        need = 1 if rpm else tokens
+        room = limit - used[offset + i]
+        if rpm:
+            if rpm_limit is None or room - need < rpm_left:
+                rpm_limit, rpm_left = limit, room - need
+        elif tpm_limit is None or room - need < tpm_left:
+            tpm_limit, tpm_left = limit, room - need
+        if need > room and denial is None:
+            check = plan.limits[i]
+            if not check.enforce:
+                shadow.append(f"would rate-limit: {check.scope.id} {check.metric}")
+                continue
+            wait = max(1, min(60, ceil_div(60 * (need - room), check.limit)))
+            denial = rate_denial(check, used[offset + i], need, wait)
+    # reset: when a steady refill would restore the limit
+    info = RateInfo()
+    if rpm_limit is not None:
+        rpm_left = max(rpm_left, 0)
+        info.limit_requests, info.remaining_requests = rpm_limit, rpm_left
+        info.reset_requests_s = min(60, -((rpm_left - rpm_limit) * 60 // rpm_limit))
+    if tpm_limit is not None:
+        tpm_left = max(tpm_left, 0)
+        info.limit_tokens, info.remaining_tokens = tpm_limit, tpm_left
+        info.reset_tokens_s = min(60, -((tpm_left - tpm_limit) * 60 // tpm_limit))
+    return info, denial
 
 
 def crossed_thresholds(budget: Budget, before: int, after: int) -> list[Decimal]:

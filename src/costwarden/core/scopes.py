@@ -1,14 +1,22 @@
-"""Which counters a call is checked against: its scopes, their budgets and their rate limits."""
+"""Which counters a call is checked against: its scopes, their budgets and their rate limits.
+
+``plan_for`` builds the plan of one call. ``Planner`` gives the same plans on the hot path: it
+keeps each caller's plan until one of its windows moves and shares calendar windows (whose
+computation, in the policy's timezone, is the costly part) between callers and rebuilds.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from costwarden.core.periods import Period, Window
 from costwarden.core.policy import RESTRICT, Budget, Policy, Rules
 
 RATE_PERIOD = Period(text="1m", kind="rolling", seconds=60)
+PLAN_CACHE_SIZE = 100_000  # callers whose plans a Planner keeps (cleared wholesale when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +67,8 @@ class Plan:
     """Every counter a call touches. ``windows`` orders budgets first, then limits.
 
     A plan holds until ``valid_until`` (epoch seconds): the first instant a calendar window ends
-    or a rolling window moves to its next bucket, so callers may reuse it until then.
+    or a rolling window moves to its next bucket, so callers may reuse it until then. The fields
+    after ``valid_until`` are derived from the checks once, for the admission hot path.
     """
 
     budgets: tuple[BudgetCheck, ...]
@@ -67,6 +76,37 @@ class Plan:
     windows: tuple[Window, ...]
     flag_keys: tuple[str, ...]
     valid_until: float
+    # per budget: (limit, counted in tokens, limit the store re-checks or None for a soft budget)
+    budget_terms: tuple[tuple[int, bool, int | None], ...] = field(init=False, repr=False, compare=False)
+    # per limit: (limit, counts requests (rpm), limit the store re-checks or None in shadow mode)
+    limit_terms: tuple[tuple[int, bool, int | None], ...] = field(init=False, repr=False, compare=False)
+    # enforced restrict_tiers budgets, whose flags may narrow the tiers served
+    restricting: tuple[BudgetCheck, ...] = field(init=False, repr=False, compare=False)
+    # budgets with alert thresholds: (index, check, ((spend level, fraction), ...)); a level is the
+    # least whole amount at or above limit * fraction, so integer spend crosses it exactly when
+    # it crosses the fraction
+    alerting: tuple[tuple[int, BudgetCheck, tuple[tuple[int, Decimal], ...]], ...] = field(
+        init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        terms = tuple((c.budget.limit, c.budget.unit == "tokens", c.budget.limit if c.budget.is_hard else None)
+                      for c in self.budgets)
+        limit_terms = tuple((c.limit, c.metric == "rpm", c.limit if c.enforce else None) for c in self.limits)
+        restricting = tuple(c for c in self.budgets if c.budget.action.kind == RESTRICT and c.budget.enforce)
+        alerting = tuple((i, c, alert_levels(c.budget)) for i, c in enumerate(self.budgets) if c.budget.alert_at)
+        object.__setattr__(self, "budget_terms", terms)
+        object.__setattr__(self, "limit_terms", limit_terms)
+        object.__setattr__(self, "restricting", restricting)
+        object.__setattr__(self, "alerting", alerting)
+
+
+def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
+    """(ceil(limit * fraction), fraction) per alert threshold, computed exactly."""
+    levels = []
+    for fraction in budget.alert_at:
+        numerator, denominator = fraction.as_integer_ratio()
+        levels.append((-((-budget.limit * numerator) // denominator), fraction))
+    return tuple(levels)
 
 
 def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
@@ -84,24 +124,84 @@ def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
     return tuple(scopes)
 
 
-def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
-    """Build the counter plan of a call at ``now``."""
-    budgets: list[BudgetCheck] = []
-    limits: list[LimitCheck] = []
+@dataclass(frozen=True, slots=True)
+class _Skeleton:
+    """What a caller's plan holds at every instant: its checks without their windows."""
+
+    budgets: tuple[tuple[Scope, int, Budget, str], ...]  # scope, index, budget, counter key base
+    limits: tuple[tuple[Scope, str, int, bool, str], ...]  # scope, metric, limit, enforce, key base
+
+
+def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
+    budgets: list[tuple[Scope, int, Budget, str]] = []
+    limits: list[tuple[Scope, str, int, bool, str]] = []
     for scope in scopes_of(policy, caller):
         for index, budget in enumerate(scope.rules.budgets):
-            base = f"b|{scope.id}|{index}|{budget.period.text}|{budget.unit}"
-            budgets.append(BudgetCheck(scope, index, budget, budget.period.window(base, now, policy.timezone)))
+            budgets.append((scope, index, budget, f"b|{scope.id}|{index}|{budget.period.text}|{budget.unit}"))
         rate = scope.rules.limits
         if rate is None:
             continue
         for metric, limit in (("rpm", rate.rpm), ("tpm", rate.tpm)):
             if limit is not None:
-                window = RATE_PERIOD.window(f"r|{scope.id}|{metric}", now, policy.timezone)
-                limits.append(LimitCheck(scope, metric, limit, rate.enforce, window))
+                limits.append((scope, metric, limit, rate.enforce, f"r|{scope.id}|{metric}"))
+    return _Skeleton(tuple(budgets), tuple(limits))
+
+
+def _plan(skeleton: _Skeleton, budgets: list[BudgetCheck], now: datetime, tz: ZoneInfo) -> Plan:
+    limits = [LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
+              for scope, metric, limit, enforce, base in skeleton.limits]
     windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
     flags = tuple(c.flag_key for c in budgets if c.budget.action.kind == RESTRICT)
     return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, now))
+
+
+def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
+    """Build the counter plan of a call at ``now``."""
+    skeleton = _skeleton(policy, caller)
+    tz = policy.timezone
+    budgets = [BudgetCheck(scope, index, budget, budget.period.window(base, now, tz))
+               for scope, index, budget, base in skeleton.budgets]
+    return _plan(skeleton, budgets, now, tz)
+
+
+class Planner:
+    """Plans for one policy, equal to ``plan_for``'s, each kept until one of its windows moves."""
+
+    def __init__(self, policy: Policy, max_callers: int = PLAN_CACHE_SIZE) -> None:
+        self.policy = policy
+        self._max_callers = max_callers
+        # keyed by the caller's fields: hashing a tuple of strings is cheaper than a dataclass
+        self._plans: dict[tuple[str, str | None, str | None, str | None], Plan] = {}
+        self._skeletons: dict[Caller, _Skeleton] = {}
+        # calendar budget checks by counter key base (which names the scope and the budget), shared
+        # by every caller in that scope
+        self._calendar: dict[str, BudgetCheck] = {}
+
+    def plan(self, caller: Caller, now: datetime, stamp: float) -> Plan:
+        """The plan of ``caller`` at ``now`` (``stamp`` is ``now.timestamp()``)."""
+        key = (caller.department, caller.team, caller.key_id, caller.user)
+        plan = self._plans.get(key)
+        if plan is not None and stamp < plan.valid_until:
+            return plan
+        if len(self._plans) >= self._max_callers:
+            self._plans.clear()
+            self._skeletons.clear()
+            self._calendar.clear()
+        skeleton = self._skeletons.get(caller)
+        if skeleton is None:
+            skeleton = self._skeletons[caller] = _skeleton(self.policy, caller)
+        tz = self.policy.timezone
+        budgets = []
+        for scope, index, budget, base in skeleton.budgets:
+            if not budget.period.is_calendar:
+                budgets.append(BudgetCheck(scope, index, budget, budget.period.window(base, now, tz)))
+                continue
+            check = self._calendar.get(base)
+            if check is None or not check.window.start <= now < check.window.end:
+                check = self._calendar[base] = BudgetCheck(scope, index, budget, budget.period.window(base, now, tz))
+            budgets.append(check)
+        plan = self._plans[key] = _plan(skeleton, budgets, now, tz)
+        return plan
 
 
 def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime) -> float:

@@ -8,11 +8,13 @@ from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
 from costwarden.counters.base import Conflict, Reservation, Snapshot
 
+_NO_FLAGS: frozenset[str] = frozenset()
+
 
 class _Counter:
     """One counter: per-bucket [spent, reserved], with running totals over the live buckets."""
 
-    __slots__ = ("buckets", "end", "low", "reserved", "span", "spent")
+    __slots__ = ("buckets", "end", "reserved", "span", "spent", "top")
 
     def __init__(self, span: int, end: float) -> None:
         self.buckets: dict[int, list[int]] = {}
@@ -20,18 +22,20 @@ class _Counter:
         self.reserved = 0
         self.span = span
         self.end = end
-        self.low = 0  # no bucket below this one is held
+        # The newest bucket the window was advanced to: a window at a later bucket must call
+        # advance() first (one comparison on the hot path; calendar windows stay at bucket 0).
+        self.top = span - 1
 
     def advance(self, bucket: int) -> None:
         """Forget buckets that have left a rolling window ending at ``bucket``."""
-        oldest = bucket - self.span + 1
-        if oldest <= self.low:
+        if bucket <= self.top:
             return
+        oldest = bucket - self.span + 1
         for b in [b for b in self.buckets if b < oldest]:
             spent, reserved = self.buckets.pop(b)
             self.spent -= spent
             self.reserved -= reserved
-        self.low = oldest
+        self.top = bucket
 
     def add(self, bucket: int, spent: int, reserved: int) -> None:
         cell = self.buckets.get(bucket)
@@ -56,15 +60,22 @@ class MemoryCounterStore:
         counter = self._counters.get(window.key)
         if counter is None:
             counter = self._counters[window.key] = _Counter(window.span, window.end.timestamp())
-        if window.span > 1:
-            counter.advance(window.bucket)
+        counter.advance(window.bucket)
         return counter
 
+    # snapshot, reserve and settle run on every call: _counter() and _Counter.add() are inlined,
+    # and advance() is only called when the window moved past the counter's newest bucket.
+
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
+        counters = self._counters
         usage = []
         for window in windows:
-            counter = self._counter(window)
+            counter = counters.get(window.key)
+            if counter is None or window.bucket > counter.top:
+                counter = self._counter(window)
             usage.append((counter.spent, counter.reserved))
+        if not flag_keys:
+            return Snapshot(usage, _NO_FLAGS)
         flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now)
         return Snapshot(usage, flags)
 
@@ -72,13 +83,24 @@ class MemoryCounterStore:
         held = self._reservations.get(reservation_id)
         if held is not None:
             return held[0]  # a retried reserve of an id still held changes nothing
-        counters = [self._counter(h.window) for h in holds]
-        for index, (hold, counter) in enumerate(zip(holds, counters, strict=True)):
-            used = counter.spent + counter.reserved
-            if hold.limit is not None and used + hold.amount > hold.limit:
-                return Conflict(index, used)
+        all_counters = self._counters
+        counters: list[_Counter] = []
+        for hold in holds:
+            window = hold.window
+            counter = all_counters.get(window.key)
+            if counter is None or window.bucket > counter.top:
+                counter = self._counter(window)
+            if hold.limit is not None and counter.spent + counter.reserved + hold.amount > hold.limit:
+                return Conflict(len(counters), counter.spent + counter.reserved)
+            counters.append(counter)
         for hold, counter in zip(holds, counters, strict=True):
-            counter.add(hold.window.bucket, 0, hold.amount)
+            amount = hold.amount
+            cell = counter.buckets.get(hold.window.bucket)
+            if cell is None:
+                counter.buckets[hold.window.bucket] = [0, amount]
+            else:
+                cell[1] += amount
+            counter.reserved += amount
         reservation = Reservation(reservation_id, tuple(holds), expires_at)
         self._reservations[reservation_id] = (reservation, counters)
         return reservation
@@ -95,15 +117,15 @@ class MemoryCounterStore:
     def _apply(reservation: Reservation, counters: list[_Counter], amounts: Sequence[int]) -> list[tuple[int, int]]:
         moved = []
         for hold, counter, amount in zip(reservation.holds, counters, amounts, strict=True):
-            window = hold.window
-            if window.span > 1:
-                counter.advance(window.bucket)
+            bucket = hold.window.bucket
+            if bucket > counter.top:
+                counter.advance(bucket)
             before = counter.spent
-            cell = counter.buckets.get(window.bucket)
+            cell = counter.buckets.get(bucket)
             if cell is not None:  # None: the bucket already left its rolling window
                 cell[0] += amount
                 cell[1] -= hold.amount
-                counter.spent += amount
+                counter.spent = before + amount
                 counter.reserved -= hold.amount
             moved.append((before, counter.spent))
         return moved

@@ -1,13 +1,20 @@
-"""Gateway routes: parse, authenticate, attribute, call the service, render."""
+"""Gateway routes: parse, authenticate, attribute, call the service, render.
+
+The proxied paths are raw ASGI handlers rather than Starlette request/response endpoints: a call
+through the gateway is mostly plumbing, and Starlette's Request, Headers and Response objects
+were a measurable share of it. Errors are still rendered by ``http.errors``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from costwarden import errors
 from costwarden.auth import attribute
@@ -18,21 +25,62 @@ from costwarden.runtime import Runtime
 from costwarden.service import Reply
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    too_large = errors.RequestTooLarge(
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived: there is no one to answer."""
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers by lower-case name; the first of repeated headers wins (as Starlette's
+    ``Headers.get``). ASGI servers hand header names over in lower case already."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
+
+
+def _too_large(limit: int) -> errors.RequestTooLarge:
+    return errors.RequestTooLarge(
         f"The request body is larger than this gateway's limit of {limit // (1024 * 1024)} MB "
         "(--max-body-mb). Send less input or ask the operator to raise the limit.")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of a Starlette request, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def receive_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The body read straight from ASGI ``receive``, refused with 413 as soon as it passes
+    ``limit`` bytes (``declared``: the content-length header); ClientGone if the client left."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk  # the usual case: one message
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -45,24 +93,43 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _proxy(endpoint: Endpoint) -> Any:
-    anthropic = endpoint.wire == "anthropic"
+def reply_start(reply: Reply) -> dict[str, Any]:
+    """The ``http.response.start`` message of a complete reply (content-length included)."""
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()
+           if name != "content-length"]
+    if not (reply.status < 200 or reply.status in (204, 304)):
+        raw.append((b"content-length", str(len(reply.body)).encode()))
+    return {"type": "http.response.start", "status": reply.status, "headers": raw}
 
-    async def handle(request: Request) -> Response | MeteredStream:
-        runtime: Runtime = request.app.state.runtime
+
+class ProxyHandler:
+    """The ASGI handler of one proxied endpoint."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.anthropic = endpoint.wire == "anthropic"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime: Runtime = scope["app"].state.runtime
+        endpoint = self.endpoint
+        headers = header_map(scope["headers"])
         try:
-            identity = runtime.keys.authenticate(request.headers)
-            payload = parse_json(await read_body(request, runtime.settings.max_body_bytes))
+            identity = runtime.keys.authenticate(headers)
+            body = await receive_body(receive, headers.get("content-length"), runtime.settings.max_body_bytes)
+            payload = parse_json(body)
             endpoint.validate(payload)
-            who = attribute(runtime.admission.policy, identity, request.headers, payload)
-            result = await runtime.service.call(endpoint, payload, who, request.headers)
+            who = attribute(runtime.admission.policy, identity, headers, payload)
+            result = await runtime.service.call(endpoint, payload, who, headers)
         except errors.CostwardenError as exc:
-            return error_response(exc, anthropic=anthropic)
+            await error_response(exc, anthropic=self.anthropic)(scope, receive, send)
+            return
+        except ClientGone:
+            return
         if isinstance(result, Reply):
-            return Response(result.body, status_code=result.status, headers=result.headers)
-        return MeteredStream(result)
-
-    return handle
+            await send(reply_start(result))
+            await send({"type": "http.response.body", "body": result.body})
+            return
+        await MeteredStream(result)(scope, receive, send)
 
 
 async def list_models(request: Request) -> Response:
@@ -89,6 +156,6 @@ async def list_models(request: Request) -> Response:
 
 
 def gateway_routes() -> list[Route]:
-    routes = [Route(path, _proxy(endpoint), methods=["POST"]) for path, endpoint in ENDPOINTS.items()]
+    routes = [Route(path, ProxyHandler(endpoint), methods=["POST"]) for path, endpoint in ENDPOINTS.items()]
     routes.append(Route("/v1/models", list_models, methods=["GET"]))
     return routes

@@ -7,6 +7,7 @@ cost) at once, and it always settles and records the call before the terminal ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -74,10 +75,8 @@ class MeteredStream:
             await s.resources.aclose()
         if status == events.CLIENT_DISCONNECT:
             return
-        try:
+        with contextlib.suppress(_ClientGone):
             await _send_body(send, s.tap.finish(), more=False)
-        except _ClientGone:
-            pass
 
 
 async def _send_body(send: Send, body: bytes, *, more: bool) -> None:

@@ -1,12 +1,16 @@
 """The usage ledger: one object per database URL, async, safe to share by every request.
 
-Writes go through the database's single writer thread (see ``writer.py``); reads run on a small
-reader pool in worker threads. Every backend exception leaves this class as StorageError.
+Writes go through the database's single writer thread (see ``writer.py``); on SQLite the usage
+rows of the hot path go to a writer process instead, one per event loop that writes them, started
+on first use. Reads run on a small reader pool in worker threads. Every backend exception leaves
+this class as StorageError.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -26,10 +30,11 @@ from costwarden.ledger.migrations import migrate
 from costwarden.ledger.queries import TotalsRow, WhereValue
 from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, rejection_row, utc
 from costwarden.ledger.schema import closed_periods, inflight, rejections, statements, usage_events
-from costwarden.ledger.writer import Job, Waiter, Write, Writer, insert_ignoring_duplicates
+from costwarden.ledger.writer import ChildWriter, Job, Waiter, Write, Writer, insert_ignoring_duplicates
 
 T = TypeVar("T")
 PAGE = 1000
+log = logging.getLogger(__name__)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -44,6 +49,9 @@ class Ledger:
         self._writer_engine = writer_engine
         self._reader_engine = reader_engine
         self._writer = Writer(writer_engine)
+        self._child_path = _sqlite_file(writer_engine)
+        self._child: ChildWriter | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, url: str = DEFAULT_URL) -> Ledger:
@@ -64,6 +72,12 @@ class Ledger:
 
     async def close(self) -> None:
         """Write everything queued, then release the database."""
+        self._closed = True
+        if self._child is not None:
+            if _running_loop() is self._child.loop:
+                await self._child.close()
+            else:  # its loop is gone or elsewhere: its process ends with this one
+                log.warning("ledger closed outside the event loop that wrote its usage rows")
         await self._writer.close()
         self._writer_engine.dispose()
         self._reader_engine.dispose()
@@ -77,22 +91,40 @@ class Ledger:
 
     def begin(self, call: InflightCall) -> None:
         """Queue the write-ahead row of a call about to be forwarded; does not wait."""
-        self._writer.put(Write("inflight", inflight_row(call)))
+        self._put(Write("inflight", inflight_row(call)))
 
     async def record(self, event: UsageEvent) -> None:
         """Append ``event``; returns once it is committed. An existing id is left as it is."""
-        await self._writer.submit(Write("event", event_row(event), Waiter()))
+        write = Write("event", event_row(event), Waiter())
+        self._put(write)
+        await write.waiter.future  # type: ignore[union-attr]
 
     async def record_many(self, events: Sequence[UsageEvent]) -> None:
         """Append many events (an import); returns once all are committed."""
         writes = [Write("event", event_row(e), Waiter()) for e in events]
         for write in writes:
-            self._writer.put(write)
+            self._put(write)
         await asyncio.gather(*[w.waiter.future for w in writes if w.waiter is not None])
 
     async def record_rejection(self, rejection: Rejection) -> None:
         """Append a refused call; returns once it is committed. An existing id is left as it is."""
-        await self._writer.submit(Write("rejection", rejection_row(rejection), Waiter()))
+        write = Write("rejection", rejection_row(rejection), Waiter())
+        self._put(write)
+        await write.waiter.future  # type: ignore[union-attr]
+
+    def _put(self, write: Write) -> None:
+        """Queue a hot-path row: to this loop's writer process on SQLite, else to the thread."""
+        if self._closed:
+            raise StorageError("ledger is closed")
+        loop = _running_loop() if self._child_path is not None else None
+        if loop is not None:
+            if self._child is None:
+                self._child = ChildWriter(self._child_path, self._writer_engine.dialect, loop,  # type: ignore[arg-type]
+                                          self._writer.put)
+            if self._child.loop is loop and self._child.usable:
+                self._child.put(write)
+                return
+        self._writer.put(write)
 
     async def recover_interrupted(self, now: datetime, older_than: datetime | None = None) -> list[UsageEvent]:
         """Settle every write-ahead row that has no final event at its estimate, as an
@@ -316,6 +348,8 @@ class Ledger:
     # -- plumbing --------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[Connection], Any]) -> Any:
+        if self._child is not None and _running_loop() is self._child.loop:
+            await self._child.drain()  # rows queued before this write land before it
         return await self._writer.submit(Job(fn, Waiter()))
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
@@ -327,6 +361,22 @@ class Ledger:
                 return fn(conn)
         except SQLAlchemyError as exc:
             raise storage_error(exc, "reading the ledger") from exc
+
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    """The absolute path of a plain SQLite database file (no URL options), else None."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.query:
+        return None
+    return os.path.abspath(url.database)
 
 
 __all__ = ["Ledger", "StorageError"]

@@ -22,6 +22,8 @@ def utc(value: datetime) -> datetime:
 
 
 def dump_tags(tags: Mapping[str, str]) -> str:
+    if not tags:
+        return "{}"  # most calls carry no tags: skip the encoder on the hot path
     return json.dumps(dict(tags), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -31,6 +33,8 @@ def load_tags(text: str) -> dict[str, str]:
 
 
 def dump_shadow(shadow: tuple[str, ...]) -> str:
+    if not shadow:
+        return "[]"
     return json.dumps(list(shadow), separators=(",", ":"), ensure_ascii=False)
 
 

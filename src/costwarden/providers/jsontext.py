@@ -17,8 +17,14 @@ class _Raw:
     """Collects Decimal values and hands the encoder unique placeholder strings for them."""
 
     def __init__(self) -> None:
-        self.nonce = secrets.token_hex(8)
+        self._nonce = ""  # drawn on the first Decimal: most bodies have none, and it costs a syscall
         self.values: list[str] = []
+
+    @property
+    def nonce(self) -> str:
+        if not self._nonce:
+            self._nonce = secrets.token_hex(8)
+        return self._nonce
 
     def default(self, value: object) -> str:
         if isinstance(value, Decimal):

@@ -41,6 +41,9 @@ class Event:
 
 def parse_event(raw: bytes) -> Event:
     """Read the ``event`` and ``data`` fields of one raw event (comments and ids are ignored)."""
+    if raw.startswith(b"data: ") and raw.endswith(b"\n\n") and raw.find(b"\n") == len(raw) - 2:
+        # The usual event, one data line: what the general reading below gives for it.
+        return Event(raw, None, raw[6:-2].decode("utf-8", "replace"))
     name: str | None = None
     data: list[str] = []
     text = raw.decode("utf-8", "replace")
