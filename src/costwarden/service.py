@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -31,6 +31,7 @@ from costwarden.core.money import format_usd
 from costwarden.providers import Endpoint, StreamingReply, StreamTap, UpstreamPool, Usage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta")
 
 
@@ -82,6 +83,7 @@ class _Call:
     provider: str
     stream: bool
     started: float = field(default_factory=time.perf_counter)
+    closed: bool = False  # its reservation is settled or released and its event recorded
 
 
 class GatewayService:
@@ -119,8 +121,21 @@ class GatewayService:
                                     stream=call.stream)
         forward = {k: v for k in FORWARDED_HEADERS if (v := client_headers.get(k))}
         if call.stream:
-            return await self._stream(call, prepared.body, prepared.client_wants_usage, forward)
-        return await self._unary(call, prepared.body, forward)
+            return await self._guarded(call, self._stream(call, prepared.body, prepared.client_wants_usage, forward))
+        return await self._guarded(call, self._unary(call, prepared.body, forward))
+
+    async def _guarded(self, call: _Call, work: Awaitable[T]) -> T:
+        """A failure of the gateway itself still frees the call's reservation and records its event."""
+        try:
+            return await work
+        except errors.CostwardenError:
+            raise
+        except Exception as exc:  # the service's edge: nothing may leak a reservation or lose an event
+            log.exception("call %s failed inside the gateway", call.id)
+            if not call.closed:
+                await self._close(call, None, events.GATEWAY_ERROR, 500)
+            raise errors.CostwardenError(
+                f"The gateway failed on this call ({call.id}); it was not charged. Retry it.") from exc
 
     async def _unary(self, call: _Call, body: bytes, forward: dict[str, str]) -> Reply:
         try:
@@ -174,6 +189,7 @@ class GatewayService:
 
     async def _close(self, call: _Call, usage: Usage | None, status: str, http_status: int) -> UsageEvent:
         """Settle (or release) the reservation and make the event durable."""
+        call.closed = True
         admitted = call.admitted
         settled: Settled | None = None
         if usage is None:

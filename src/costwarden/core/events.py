@@ -13,6 +13,7 @@ UPSTREAM_UNREACHABLE = "upstream_unreachable"  # connection failed or timed out
 CLIENT_DISCONNECT = "client_disconnect"  # the client went away before the end
 STREAM_CUT = "stream_cut"  # the upstream stream ended early
 INTERRUPTED = "interrupted"  # in flight during a crash; settled at its estimate on restart
+GATEWAY_ERROR = "gateway_error"  # the gateway itself failed on the call; not charged
 
 
 @dataclass(frozen=True, slots=True)

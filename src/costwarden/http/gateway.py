@@ -7,6 +7,7 @@ were a measurable share of it. Errors are still rendered by ``http.errors``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +28,8 @@ from costwarden.service import Reply
 
 class ClientGone(Exception):
     """The client disconnected before its request body arrived: there is no one to answer."""
+
+log = logging.getLogger(__name__)
 
 
 def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -124,6 +127,11 @@ class ProxyHandler:
             await error_response(exc, anthropic=self.anthropic)(scope, receive, send)
             return
         except ClientGone:
+            return
+        except Exception:  # the outermost edge: answer in the API's error shape, never a bare 500 page
+            log.exception("unexpected failure on %s", endpoint.path)
+            failure = errors.CostwardenError("The gateway failed on this request; it was not charged. Retry it.")
+            await error_response(failure, anthropic=self.anthropic)(scope, receive, send)
             return
         if isinstance(result, Reply):
             await send(reply_start(result))
