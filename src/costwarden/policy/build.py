@@ -7,7 +7,6 @@ are validated entry by entry, so a mistake in one department does not hide those
 from __future__ import annotations
 
 import os
-from pathlib import Path as FilePath
 from typing import Any
 
 from costwarden.core.catalog import Catalog
@@ -36,7 +35,7 @@ from costwarden.policy.schema import (
     RulesSpec,
     UpstreamSpec,
 )
-from costwarden.policy.yamlnodes import YamlSyntaxError, parse_yaml
+from costwarden.policy.yamlnodes import UnreadableFile, YamlSyntaxError, parse_yaml, read_text
 
 
 def default_upstreams() -> dict[str, Upstream]:
@@ -53,15 +52,9 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read and validate a policy file; raises PolicyError listing every problem."""
     name = os.fspath(path)
     try:
-        text = FilePath(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise PolicyError([f"file not found: {name}"], source=name) from None
-    except IsADirectoryError:
-        raise PolicyError([f"{name} is a directory, not a policy file"], source=name) from None
-    except UnicodeDecodeError as exc:
-        raise PolicyError([f"not UTF-8 text (byte {exc.start})"], source=name) from None
-    except OSError as exc:
-        raise PolicyError([f"cannot read {name}: {exc.strerror}"], source=name) from None
+        text = read_text(path, "policy file")
+    except UnreadableFile as exc:
+        raise PolicyError([str(exc)], source=name) from None
     return parse_policy(text, source=name)
 
 

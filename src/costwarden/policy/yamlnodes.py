@@ -8,6 +8,8 @@ key and list item records its 1-based line under its path; duplicate keys are re
 
 from __future__ import annotations
 
+import os
+import pathlib
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -166,3 +168,22 @@ def _make_number(value: str, source: str) -> Number:
     number = Number(value)
     number.source = source
     return number
+
+
+class UnreadableFile(Exception):
+    """A configuration file that cannot be read as text; the message says why."""
+
+
+def read_text(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of a configuration file (a BOM is dropped), or UnreadableFile naming the problem."""
+    name = os.fspath(path)
+    try:
+        return pathlib.Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UnreadableFile(f"file not found: {name}") from None
+    except IsADirectoryError:
+        raise UnreadableFile(f"{name} is a directory, not a {what}") from None
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {name}: {exc.strerror}") from None

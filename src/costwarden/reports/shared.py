@@ -17,14 +17,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path as FilePath
 from typing import Any
 
 from costwarden.core.money import NANOS_PER_USD
 from costwarden.errors import InvalidRequest
 from costwarden.policy.fields import SCOPE_ID
 from costwarden.policy.problems import Path, Problem, Problems, describe
-from costwarden.policy.yamlnodes import YamlSyntaxError, parse_yaml
+from costwarden.policy.yamlnodes import UnreadableFile, YamlSyntaxError, parse_yaml, read_text
 
 PROPORTIONAL, EVEN, FIXED = "proportional", "even", "fixed"
 METHODS = (PROPORTIONAL, EVEN, FIXED)
@@ -67,15 +66,9 @@ def load_shared_costs(path: str | os.PathLike[str]) -> SharedCosts:
     """Read and validate a shared-costs file; raises SharedCostsError listing every problem."""
     name = os.fspath(path)
     try:
-        text = FilePath(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SharedCostsError([f"file not found: {name}"], source=name) from None
-    except IsADirectoryError:
-        raise SharedCostsError([f"{name} is a directory, not a shared-costs file"], source=name) from None
-    except UnicodeDecodeError as exc:
-        raise SharedCostsError([f"not UTF-8 text (byte {exc.start})"], source=name) from None
-    except OSError as exc:
-        raise SharedCostsError([f"cannot read {name}: {exc.strerror}"], source=name) from None
+        text = read_text(path, "shared-costs file")
+    except UnreadableFile as exc:
+        raise SharedCostsError([str(exc)], source=name) from None
     return parse_shared_costs(text, source=name)
 
 
