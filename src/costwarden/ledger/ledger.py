@@ -24,13 +24,15 @@ from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.errors import StorageError
 from costwarden.ledger import audit, credentials, queries
 from costwarden.ledger.audit import AlertRecord, PolicyVersion
+from costwarden.ledger.child import ChildWriter
 from costwarden.ledger.credentials import KeyRecord, TokenRecord
 from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url, storage_error
 from costwarden.ledger.migrations import migrate
 from costwarden.ledger.queries import TotalsRow, WhereValue
 from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, rejection_row, utc
 from costwarden.ledger.schema import closed_periods, inflight, rejections, statements, usage_events
-from costwarden.ledger.writer import ChildWriter, Job, Waiter, Write, Writer, insert_ignoring_duplicates
+from costwarden.ledger.writer import Writer
+from costwarden.ledger.writes import Job, Waiter, Write, insert_ignoring_duplicates
 
 T = TypeVar("T")
 PAGE = 1000

@@ -1,0 +1,140 @@
+"""SQLite writes without SQLAlchemy on the hot path: statements prepared once per table, with
+SQLAlchemy's own bind processors, so that the rows stored are the same as through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.schema import Table
+
+from costwarden.ledger.schema import inflight, rejections, usage_events
+from costwarden.ledger.writes import MAX_ROWS_PER_STATEMENT, Row, Write, partition
+
+log = logging.getLogger(__name__)
+
+
+# -- SQLite statements ------------------------------------------------------------------------------
+
+
+class SqliteStatements:
+    """The driver-level statements (SQL, parameters) of a batch of writes: ``_write_batch``'s
+    effect, with one multi-row statement per table in the usual batch."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._inserts: dict[tuple[str, tuple[str, ...]], _Insert] = {}
+        with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+            self._max_variables = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+    def batch(self, writes: list[Write]) -> list[Statement]:
+        ahead, events, stale, refused = partition(writes)
+        statements: list[Statement] = []
+        if ahead:
+            self._insert(statements, inflight, ahead)
+        if events:
+            self._insert(statements, usage_events, events)
+        for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
+            statements.append((f"DELETE FROM inflight WHERE id IN ({', '.join('?' * size)})", part, size))
+        if refused:
+            self._insert(statements, rejections, refused)
+        return statements
+
+    def _insert(self, out: list[Statement], table: Table, rows: list[Row]) -> None:
+        keys = tuple(rows[0])
+        insert = self._inserts.get((table.name, keys))
+        if insert is None:
+            insert = self._inserts[(table.name, keys)] = _Insert(table, keys, self._dialect)
+        values = [insert.values(row) for row in rows]
+        for part, size in _parts(values, self._max_rows(len(keys))):
+            out.append((insert.sql_for(size), part, size))
+
+    def _max_rows(self, columns: int) -> int:
+        return max(1, min(MAX_ROWS_PER_STATEMENT, self._max_variables // columns))
+
+
+# A statement for the driver: its SQL for ``size`` rows of parameters, and the rows, fewer than
+# ``size`` when the last one is to be repeated (see ``_parts``); ``parameters()`` flattens them.
+Statement = tuple[str, list[list[Any]], int]
+
+
+def _parts(rows: list[list[Any]], most: int) -> Iterator[tuple[list[list[Any]], int]]:
+    """``rows`` in consecutive parts of at most ``most``, each to be padded with copies of its
+    last row to a power of two: a handful of statement texts serve every batch (the driver keeps
+    them prepared) and a batch takes one statement per table. The statements using this are
+    idempotent per row (INSERT ... ON CONFLICT DO NOTHING, DELETE ... IN), so the copies change
+    nothing. Each statement step releases and re-takes the interpreter lock."""
+    most = 1 << (most.bit_length() - 1)
+    for start in range(0, len(rows), most):
+        part = rows[start:start + most]
+        yield part, 1 << (len(part) - 1).bit_length()
+
+
+def parameters(rows: list[list[Any]], size: int) -> list[Any]:
+    """The flat parameters of a statement: ``rows``, the last repeated up to ``size`` rows."""
+    return [value for row in rows + [rows[-1]] * (size - len(rows)) for value in row]
+
+
+class _Insert:
+    """INSERT ... ON CONFLICT DO NOTHING of ``keys`` into ``table`` for the sqlite3 driver, and
+    the bind processors SQLAlchemy would apply to those columns (UTC times as text, booleans)."""
+
+    def __init__(self, table: Table, keys: tuple[str, ...], dialect: Dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        columns = [table.c[key] for key in keys]
+        self._head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) VALUES "
+        self._row = f"({', '.join('?' for _ in columns)})"
+        self._sql: dict[int, str] = {}
+        self.keys = keys
+        processors = [_faster(c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns]
+        self.processors = [(i, p) for i, p in enumerate(processors) if p is not None]
+
+    def sql_for(self, rows: int) -> str:
+        """The statement inserting ``rows`` rows at once."""
+        sql = self._sql.get(rows)
+        if sql is None:
+            sql = self._sql[rows] = f"{self._head}{', '.join([self._row] * rows)} ON CONFLICT DO NOTHING"
+        return sql
+
+    def values(self, row: Row) -> list[Any]:
+        values = [row[key] for key in self.keys]
+        for index, process in self.processors:
+            values[index] = process(values[index])
+        return values
+
+
+_SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+
+def _utc_text(value: Any) -> Any:
+    """An aware UTC datetime as SQLite stores it through SQLAlchemy: naive UTC text."""
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (value.year, value.month, value.day, value.hour,  # noqa: UP031
+                                                    value.minute, value.second, value.microsecond)
+
+
+def _faster(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A UTC time processor that skips SQLAlchemy's general one (a type decorator, then a
+    dictionary format) when it gives the same text for sample times; anything else as it is."""
+    if process is None:
+        return None
+    try:
+        same = all(process(sample) == _utc_text(sample) for sample in _SAMPLES)
+    except Exception:  # not a processor of times
+        same = False
+    if not same:
+        return process
+
+    def utc_text(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return _utc_text(value)
+        return process(value)  # other zones, naive times (refused there), None
+
+    return utc_text
+
+
+# -- SQLite usage rows in a child process --------------------------------------------------------------
