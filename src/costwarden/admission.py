@@ -126,7 +126,7 @@ class Admission:
         found: list[Crossing] = []
         for index, check, levels in admitted.plan.alerting:
             before, after = moved[index]
-            for level, fraction in levels:  # crossed_thresholds(), on levels computed once per plan
+            for level, fraction in levels:  # alert levels computed once per plan
                 if before < level <= after:
                     key = f"alert|{check.window.key}|{fraction}"
                     if await self.store.claim(key, check.window.end.timestamp() + 86400, self.clock().timestamp()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -74,7 +75,7 @@ OPEN_POLICY = UPSTREAMS + "attribution: {require: false}\ndepartments:\n  HR: {}
 
 
 def test_calls_without_a_department_are_unattributed_when_allowed(tmp_path: Path, mock_url: str) -> None:
-    for gw in start_gateway(tmp_path, mock_url, OPEN_POLICY):
+    with contextmanager(start_gateway)(tmp_path, mock_url, OPEN_POLICY) as gw:
         reply = call(gw, gw.unbound, "gpt-4o-mini")
         assert reply.status_code == 200
         assert reply.headers["x-costwarden-department"] == "UNATTRIBUTED"

@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
 from costwarden import errors
 from costwarden.core.catalog import ModelSpec
 from costwarden.core.denials import Denial, budget_denial, rate_denial, rights_denial
 from costwarden.core.money import ceil_div
 from costwarden.core.periods import Window
-from costwarden.core.policy import ALERT, DOWNGRADE, REJECT, RESTRICT, Budget, Policy
+from costwarden.core.policy import ALERT, DOWNGRADE, REJECT, RESTRICT, Policy
 from costwarden.core.scopes import BudgetCheck, Caller, Plan
 
 MIN_CLAMPED_OUTPUT = 64  # a clamped call must still be able to say something useful
@@ -105,7 +104,7 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
     """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``."""
     requested = policy.catalog.get(call.model)
     if requested is None:
-        return Decision(call.model, denial=Denial(errors.ModelNotFound, _unknown_model(policy, call.model)))
+        return Decision(call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
     dept = policy.departments[call.caller.department]
     used = [spent + reserved for spent, reserved in usage]
     allowed_tiers = _active_restriction(plan, flags) if plan.restricting else None
@@ -113,7 +112,7 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
             and call.input_tokens <= requested.context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
         # This is what the general loop below concludes for it, without its bookkeeping.
-        bound = requested.max_output if call.output_tokens is None else min(call.output_tokens, requested.max_output)
+        bound = _output_bound(requested, call)
         worst_cost = _worst_cost_if_fits(plan, used, requested, call, bound)
         if worst_cost is not None:
             return _admit(policy, call, plan, used, requested, bound, [], [], requested.id, now, worst_cost)
@@ -174,7 +173,7 @@ def _worst_cost_if_fits(plan: Plan, used: list[int], model: ModelSpec, call: Cal
 
 
 def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, policy: Policy) -> _Fit:
-    bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
+    bound = _output_bound(model, call)
     fit = _Fit(output_tokens=bound)
     worst_tokens = call.input_tokens + bound * call.choices
     worst_cost = model.cost(call.input_tokens, bound * call.choices)
@@ -248,7 +247,7 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
             remaining = room
     for i, (_, rpm, enforced) in enumerate(plan.limit_terms, count):
         holds.append(Hold(windows[i], 1, enforced, REQUESTS) if rpm else Hold(windows[i], tokens, enforced, TOKENS))
-    requested_bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
+    requested_bound = _output_bound(model, call)
     return Decision(
         requested,
         model,
@@ -303,11 +302,11 @@ def _check_limits(plan: Plan, used: list[int], offset: int, tokens: int,
     return info, denial
 
 
-def crossed_thresholds(budget: Budget, before: int, after: int) -> list[Decimal]:
-    """The alert fractions whose level settled spend crossed going from ``before`` to ``after``."""
-    return [f for f in budget.alert_at if before < budget.limit * f <= after]
+def _output_bound(model: ModelSpec, call: CallRequest) -> int:
+    """The output bound a call's worst case assumes: the client's, capped at what the model can produce."""
+    return model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
 
 
-def _unknown_model(policy: Policy, model: str) -> str:
+def _unknown_model(model: str) -> str:
     return (f"The model {model!r} does not exist in this gateway's catalog. "
             "GET /v1/models lists the models your department may use.")

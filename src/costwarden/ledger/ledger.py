@@ -35,6 +35,7 @@ from costwarden.ledger.writer import Writer
 from costwarden.ledger.writes import Job, Waiter, Write, insert_ignoring_duplicates
 
 T = TypeVar("T")
+R = TypeVar("R")
 PAGE = 1000
 log = logging.getLogger(__name__)
 
@@ -186,24 +187,24 @@ class Ledger:
         """Events in admission order, then (if asked) rejections in time order; paged, so any
         size streams in bounded memory."""
         where: dict[str, WhereValue] | None = None if department is None else {"department": department}
+        async for event in self._pages(queries.event_page, since, until, where, lambda e: (e.admitted_at, e.id)):
+            yield event
+        if include_rejections:
+            async for rejection in self._pages(queries.rejection_page, since, until, where, lambda r: (r.at, r.id)):
+                yield rejection
+
+    async def _pages(self, page_query: Callable[..., list[R]], since: datetime | None, until: datetime | None,
+                     where: Mapping[str, WhereValue] | None,
+                     position: Callable[[R], tuple[datetime, str]]) -> AsyncIterator[R]:
+        """Every row of a paged query, in its order, fetching PAGE rows at a time after the last one seen."""
         after: tuple[datetime, str] | None = None
         while True:
-            page = await self._read(partial(queries.event_page, since=since, until=until, where=where,
-                                            after=after, limit=PAGE))
-            for event in page:
-                yield event
+            page = await self._read(partial(page_query, since=since, until=until, where=where, after=after, limit=PAGE))
+            for row in page:
+                yield row
             if len(page) < PAGE:
-                break
-            after = (page[-1].admitted_at, page[-1].id)
-        after = None
-        while include_rejections:
-            refused = await self._read(partial(queries.rejection_page, since=since, until=until, where=where,
-                                               after=after, limit=PAGE))
-            for rejection in refused:
-                yield rejection
-            if len(refused) < PAGE:
-                break
-            after = (refused[-1].at, refused[-1].id)
+                return
+            after = position(page[-1])
 
     async def list_events(self, since: datetime | None = None, until: datetime | None = None,
                           where: Mapping[str, WhereValue] | None = None, limit: int = 100,

@@ -62,6 +62,27 @@ def _check_prompts(value: Any, field: str) -> None:
                          param=field)
 
 
+# Content part types that carry text or an image, per API; any other part counts by its JSON.
+_CHAT_TEXT, _CHAT_IMAGE = ("text",), "image_url"
+_RESPONSES_TEXT, _RESPONSES_IMAGE = ("input_text", "output_text", "text"), "input_image"
+
+
+def tally_content(content: Any, tally: InputTally, text_kinds: tuple[str, ...], image_kind: str) -> None:
+    """Count a message's content: a string, or a list of typed parts."""
+    if isinstance(content, str) or content is None:
+        tally.text(content)
+        return
+    for part in content if isinstance(content, list) else [content]:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in text_kinds:
+            tally.text(part.get("text"))
+        elif kind == "refusal":
+            tally.text(part.get("refusal"))
+        elif kind == image_kind:
+            tally.image()
+        else:
+            tally.structured(part)  # audio, files and anything newer, by their JSON
+
 class ChatCompletions(Endpoint):
     path, wire, kind = "/v1/chat/completions", "openai", "chat"
     output_fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens")
@@ -89,29 +110,13 @@ class ChatCompletions(Endpoint):
             if not isinstance(message, dict):
                 tally.structured(message)
                 continue
-            self._tally_content(message.get("content"), tally)
+            tally_content(message.get("content"), tally, _CHAT_TEXT, _CHAT_IMAGE)
             for key, value in message.items():
                 if key == "name":
                     tally.text(value)
                 elif key not in ("role", "content"):
                     tally.structured(value)  # tool_calls, function_call, audio, ...
         tally_tools(body, tally)
-
-    @staticmethod
-    def _tally_content(content: Any, tally: InputTally) -> None:
-        if isinstance(content, str) or content is None:
-            tally.text(content)
-            return
-        for part in content if isinstance(content, list) else [content]:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                tally.text(part.get("text"))
-            elif kind == "refusal":
-                tally.text(part.get("refusal"))
-            elif kind == "image_url":
-                tally.image()
-            else:
-                tally.structured(part)  # audio, files and anything newer, by their JSON
 
     def output_multiplier(self, body: Mapping[str, Any]) -> int:
         n = body.get("n")
@@ -215,26 +220,10 @@ class Responses(Endpoint):
         for item in [items] if isinstance(items, str) else items if isinstance(items, list) else ():
             tally.message()
             if isinstance(item, dict) and (item.get("type") in (None, "message")):
-                self._tally_content(item.get("content"), tally)
+                tally_content(item.get("content"), tally, _RESPONSES_TEXT, _RESPONSES_IMAGE)
             else:
                 tally.text(item)  # function calls and outputs, reasoning items: by their JSON
         tally_tools(body, tally)
-
-    @staticmethod
-    def _tally_content(content: Any, tally: InputTally) -> None:
-        if isinstance(content, str) or content is None:
-            tally.text(content)
-            return
-        for part in content if isinstance(content, list) else [content]:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in ("input_text", "output_text", "text"):
-                tally.text(part.get("text"))
-            elif kind == "refusal":
-                tally.text(part.get("refusal"))
-            elif kind == "input_image":
-                tally.image()
-            else:
-                tally.structured(part)
 
     def usage_from_response(self, payload: Mapping[str, Any]) -> Usage | None:
         return responses_usage(payload.get("usage"))
