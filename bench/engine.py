@@ -13,10 +13,10 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 
-from costwarden.admission import Admission, Admitted
 from costwarden.core.decision import CallRequest
 from costwarden.core.scopes import Caller
 from costwarden.counters import MemoryCounterStore
+from costwarden.engine.admission import Admission, Admitted
 from costwarden.policy import parse_policy
 
 POLICY = """

@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from costwarden.app.settings import Settings
 from costwarden.http.app import create_app
 from costwarden.ledger import Ledger
 from costwarden.mock_upstream import create_app as create_mock
 from costwarden.policy import parse_policy
-from costwarden.settings import Settings
 from servers import serving
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "policy.yaml"

@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clock import FakeClock
-from costwarden.admission import Admission, Admitted
 from costwarden.core.catalog import ModelSpec
 from costwarden.core.decision import CallRequest
 from costwarden.core.money import Price, cost_nanos
 from costwarden.core.scopes import Caller
 from costwarden.counters import MemoryCounterStore
+from costwarden.engine.admission import Admission, Admitted
 from costwarden.policy import parse_policy
 
 # gpt-4o-mini, 1,000 input + 50 output tokens: 150,000 + 30,000 nano-dollars = $0.00018 a call

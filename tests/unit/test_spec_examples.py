@@ -10,7 +10,7 @@ from clock import FakeClock
 from costwarden import errors
 from costwarden.core.money import usd_to_nanos
 from costwarden.core.scopes import Caller, plan_for
-from costwarden.governor import Governor
+from costwarden.engine.governor import Governor
 from costwarden.policy import load_policy, parse_policy
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "policy.yaml"

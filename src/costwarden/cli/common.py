@@ -11,10 +11,10 @@ import typer
 from rich.console import Console
 
 from costwarden import errors
+from costwarden.app.settings import db_url_from_env
 from costwarden.core.policy import Policy
 from costwarden.ledger import Ledger
 from costwarden.policy import load_policy, parse_policy
-from costwarden.settings import db_url_from_env
 
 T = TypeVar("T")
 console = Console()

@@ -18,12 +18,12 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from costwarden.app.settings import load_settings
 from costwarden.cli.common import DbOption, console, fail, open_ledger, run
 from costwarden.cli.traffic import DemoKeys, print_guide, print_summary, send_traffic
 from costwarden.http.app import create_app
 from costwarden.mock_upstream import make_server
 from costwarden.policy import parse_policy
-from costwarden.settings import load_settings
 
 DEMO_DEPARTMENTS = ("MARKETING", "ENGINEERING", "HR", "SALES", "SUPPORT")
 

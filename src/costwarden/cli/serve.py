@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from costwarden.app.settings import Settings, load_settings, settings_to_environment
 from costwarden.cli.common import DbOption, fail
 from costwarden.http.app import create_app
-from costwarden.settings import Settings, load_settings, settings_to_environment
 
 
 def serve(

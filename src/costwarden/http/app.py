@@ -8,13 +8,13 @@ from datetime import datetime
 
 from starlette.applications import Starlette
 
-from costwarden.admission import utc_now
-from costwarden.bootstrap import running
+from costwarden.app.bootstrap import running
+from costwarden.app.settings import Settings, settings_from_environment
 from costwarden.core.policy import Policy
+from costwarden.engine.admission import utc_now
 from costwarden.http.admin import admin_mount
 from costwarden.http.gateway import gateway_routes
 from costwarden.http.health import health_routes
-from costwarden.settings import Settings, settings_from_environment
 
 
 def create_app(settings: Settings, policy: Policy | None = None,

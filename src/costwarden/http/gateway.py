@@ -18,12 +18,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from costwarden import errors
-from costwarden.auth import attribute
+from costwarden.app.auth import attribute
+from costwarden.app.runtime import Runtime
+from costwarden.app.service import Reply
 from costwarden.http.errors import error_response
 from costwarden.http.streaming import MeteredStream
 from costwarden.providers import ENDPOINTS, Endpoint
-from costwarden.runtime import Runtime
-from costwarden.service import Reply
 
 
 class ClientGone(Exception):

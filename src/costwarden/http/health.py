@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from costwarden import errors
-from costwarden.runtime import Runtime
+from costwarden.app.runtime import Runtime
 
 
 async def healthz(request: Request) -> Response:

@@ -13,8 +13,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from costwarden.app.service import Streaming
 from costwarden.core import events
-from costwarden.service import Streaming
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ reads its department and manages that department's keys."""
 from __future__ import annotations
 
 from costwarden import errors
-from costwarden.auth import AdminIdentity
+from costwarden.app.auth import AdminIdentity
 from costwarden.core.policy import Policy
 
 ADMIN, FINANCE, MANAGER = "admin", "finance", "manager"

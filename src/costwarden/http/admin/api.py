@@ -18,11 +18,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from costwarden import errors
-from costwarden.auth import AdminIdentity
+from costwarden.app.auth import AdminIdentity
+from costwarden.app.runtime import Runtime
 from costwarden.http.admin.schemas import ErrorBody, ErrorDetail, NoBody
 from costwarden.http.errors import error_response
 from costwarden.http.gateway import read_body
-from costwarden.runtime import Runtime
 
 Q = TypeVar("Q", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)

@@ -7,6 +7,7 @@ from typing import Any
 from costwarden import errors
 from costwarden.core.money import format_usd
 from costwarden.core.policy import RESTRICT
+from costwarden.engine.status import BudgetStatus, budget_status
 from costwarden.http.admin.access import EVERYONE, known_department, visible_department
 from costwarden.http.admin.api import AdminCall, Operation
 from costwarden.http.admin.schemas import (
@@ -20,7 +21,6 @@ from costwarden.http.admin.schemas import (
     SpendTotals,
 )
 from costwarden.ledger import TotalsRow
-from costwarden.status import BudgetStatus, budget_status
 
 # group_by names of the API -> the ledger's dimensions (a team is only unique within its department)
 _GROUPS = {"department": ("department",), "team": ("department", "team"), "model": ("model_served",),

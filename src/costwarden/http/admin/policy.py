@@ -7,13 +7,13 @@ import hashlib
 from typing import Any
 
 from costwarden import errors
+from costwarden.app.reload import apply_policy
 from costwarden.core.policy import Policy
 from costwarden.http.admin.access import ADMIN, ORGANIZATION
 from costwarden.http.admin.api import AdminCall, Operation
 from costwarden.http.admin.schemas import NoBody, NoQuery, PolicyOut, PolicyReloaded
 from costwarden.http.gateway import read_body
 from costwarden.policy import load_policy, parse_policy, summarize
-from costwarden.reload import apply_policy
 
 
 async def show_policy(call: AdminCall[NoQuery, NoBody]) -> PolicyOut:

@@ -10,20 +10,20 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from costwarden import errors
-from costwarden.admission import Admission, utc_now
 from costwarden.alerts import AlertDispatcher, SmtpSettings
-from costwarden.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenDirectory, key_hash
+from costwarden.app.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenDirectory, key_hash
+from costwarden.app.metrics import Metrics
+from costwarden.app.observer import CallObserver
+from costwarden.app.runtime import Runtime
+from costwarden.app.service import GatewayService
+from costwarden.app.settings import Settings
 from costwarden.core.policy import Policy
 from costwarden.counters import open_store
+from costwarden.engine.admission import Admission, utc_now
+from costwarden.engine.rebuild import rebuild_counters
 from costwarden.ledger import Ledger
-from costwarden.metrics import Metrics
-from costwarden.observer import CallObserver
 from costwarden.policy import load_policy, parse_policy
 from costwarden.providers import ENDPOINTS, UpstreamPool
-from costwarden.rebuild import rebuild_counters
-from costwarden.runtime import Runtime
-from costwarden.service import GatewayService
-from costwarden.settings import Settings
 
 log = logging.getLogger(__name__)
 SWEEP_S = 30.0

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from costwarden.admission import Admission, Settled
+from costwarden.app.metrics import Metrics
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.notifications import Notification, threshold_notification
-from costwarden.metrics import Metrics
+from costwarden.engine.admission import Admission, Settled
 
 
 class AlertSink(Protocol):

@@ -20,11 +20,11 @@ from datetime import datetime
 from pathlib import Path
 
 from costwarden import errors
-from costwarden.admission import Admission, Admitted, Settled, utc_now
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.policy import Policy
 from costwarden.core.scopes import Caller
 from costwarden.counters import CounterStore, MemoryCounterStore
+from costwarden.engine.admission import Admission, Admitted, Settled, utc_now
 
 
 class GovernedCall:

@@ -22,12 +22,12 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from costwarden import errors
-from costwarden.admission import Admission, Admitted, Settled
-from costwarden.auth import Attribution
+from costwarden.app.auth import Attribution
 from costwarden.core import events
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.money import format_usd
+from costwarden.engine.admission import Admission, Admitted, Settled
 from costwarden.providers import Endpoint, StreamingReply, StreamTap, UpstreamPool, Usage
 
 log = logging.getLogger(__name__)

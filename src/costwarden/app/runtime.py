@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from costwarden.admission import Admission
-from costwarden.auth import KeyDirectory, TokenDirectory
+from costwarden.app.auth import KeyDirectory, TokenDirectory
+from costwarden.app.metrics import Metrics
+from costwarden.app.observer import CallObserver
+from costwarden.app.service import GatewayService
+from costwarden.app.settings import Settings
+from costwarden.engine.admission import Admission
 from costwarden.ledger import Ledger
-from costwarden.metrics import Metrics
-from costwarden.observer import CallObserver
 from costwarden.providers import UpstreamPool
-from costwarden.service import GatewayService
-from costwarden.settings import Settings
 
 
 @dataclass(slots=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from costwarden.bootstrap import LOADED_MARK, upstream_keys
+from costwarden.app.bootstrap import LOADED_MARK, upstream_keys
+from costwarden.app.runtime import Runtime
 from costwarden.core.policy import Policy
 from costwarden.core.scopes import BudgetCheck, Caller, scopes_of
+from costwarden.engine.rebuild import ledger_spend
 from costwarden.providers import UpstreamPool
-from costwarden.rebuild import ledger_spend
-from costwarden.runtime import Runtime
 
 Slot = tuple[str, int, str, str]  # scope template, budget index, period, unit: what names a counter
 

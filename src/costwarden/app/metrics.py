@@ -6,9 +6,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from costwarden.admission import Settled
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.money import nanos_to_usd
+from costwarden.engine.admission import Settled
 
 FLUSH_EVERY = 1000  # events whose metrics are held at most before they are applied
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

@@ -1,0 +1,1 @@
+"""The running application: settings, wiring (bootstrap), the gateway service, reloads, auth, metrics."""

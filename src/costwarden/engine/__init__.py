@@ -1,0 +1,1 @@
+"""The enforcement engine over the ports: admission, the library façade, rebuilds, budget status."""
