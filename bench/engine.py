@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from costwarden.core.decision import CallRequest
-from costwarden.core.scopes import Caller
+from costwarden.core.scopes import Caller, Planner
 from costwarden.counters import MemoryCounterStore
 from costwarden.engine.admission import Admission, Admitted
 from costwarden.policy import parse_policy
@@ -46,13 +46,14 @@ class Clock:
 
 
 async def run(calls: int) -> tuple[float, int]:
-    admission = Admission(parse_policy(POLICY), MemoryCounterStore(), Clock())
+    admission = Admission(MemoryCounterStore(), Clock())
+    planner = Planner(parse_policy(POLICY))
     requests = [CallRequest(Caller(f"DEPT{i % 5}", key_id=f"key{i % 50}"), "gpt-4o-mini", 800, 400)
                 for i in range(100)]
     admitted = 0
     start = time.perf_counter()
     for i in range(calls):
-        outcome = await admission.admit(str(i), requests[i % 100])
+        outcome = await admission.admit(str(i), requests[i % 100], planner)
         if isinstance(outcome, Admitted):
             admitted += 1
             await admission.settle(outcome, 800, 200)

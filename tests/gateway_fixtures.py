@@ -80,8 +80,10 @@ def mock_url() -> Iterator[str]:
         yield url
 
 
-def start_gateway(tmp: Path, mock_url: str, policy_yaml: str | None = None, **settings: object) -> Iterator[Gateway]:
-    """A gateway on a fresh SQLite ledger in ``tmp`` (or ``db_url=``), with a key per department."""
+def start_gateway(tmp: Path, mock_url: str, policy_yaml: str | None = None, *,
+                  server: dict[str, Any] | None = None, **settings: object) -> Iterator[Gateway]:
+    """A gateway on a fresh SQLite ledger in ``tmp`` (or ``db_url=``), with a key per department;
+    ``server`` holds extra uvicorn options."""
     tmp.mkdir(parents=True, exist_ok=True)
     db_url = str(settings.pop("db_url", None) or f"sqlite:///{tmp}/ledger.db")
     keys: dict[str, str] = {}
@@ -99,9 +101,9 @@ def start_gateway(tmp: Path, mock_url: str, policy_yaml: str | None = None, **se
 
     unbound = asyncio.run(make_keys())
     policy = parse_policy(policy_text(mock_url, policy_yaml))
-    env = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test"}
+    env = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test", **settings.pop("environ", {})}  # type: ignore[dict-item]
     config = Settings(db_url=db_url, environ=env, **settings)  # type: ignore[arg-type]
-    with serving(create_app(config, policy)) as url:
+    with serving(create_app(config, policy), **(server or {})) as url:
         running = Gateway(url, mock_url, db_url, keys, unbound)
         try:
             yield running

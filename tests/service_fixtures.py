@@ -160,6 +160,60 @@ def postgres_database(postgres_url: str) -> Iterator[str]:
         _admin_execute(postgres_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+class PostgresServer:
+    """A PostgreSQL cluster of one test's own that the test may stop as a crash would (``pg_ctl
+    stop -m immediate``: SIGQUIT to the postmaster) and start again on the same port and data."""
+
+    def __init__(self, bindir: Path, base: Path, as_user: dict[str, Any]) -> None:
+        self.bindir, self.base, self.as_user, self.port = bindir, base, as_user, free_port()
+        self.data, self.log = base / "data", base / "postgres.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/costwarden"
+
+    def create(self) -> None:
+        if self.as_user:
+            os.chown(self.base, self.as_user["user"], self.as_user["group"])
+        subprocess.run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                        "-E", "UTF8", "--locale=C", "--no-sync"], check=True, capture_output=True, **self.as_user)
+        self.start()
+        subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                        "costwarden"], check=True, capture_output=True)
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log_file:
+            if self.as_user:
+                os.chown(self.log, self.as_user["user"], self.as_user["group"])
+            self.process = subprocess.Popen(
+                [str(self.bindir / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.base}",
+                 "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=100"],
+                stdout=log_file, stderr=subprocess.STDOUT, **self.as_user,
+            )
+        wait_until(lambda: _pg_isready(self.bindir, self.port), "PostgreSQL", self.process, self.log)
+
+    def stop_immediately(self) -> None:
+        """Immediate shutdown: connections are cut, nothing is flushed; the next start recovers."""
+        assert self.process is not None
+        stop(self.process, signal.SIGQUIT)
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL cluster for one test, which it may stop and start again."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        missing_service("PostgreSQL (initdb)")
+    base = Path(tempfile.mkdtemp(prefix="costwarden-pg-"))
+    server = PostgresServer(bindir, base, _pg_user())
+    try:
+        server.create()
+        yield server
+    finally:
+        if server.process is not None:
+            stop(server.process, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # -- Redis ----------------------------------------------------------------------------------------
 
 
@@ -194,6 +248,54 @@ def redis_url() -> Iterator[str]:
         finally:
             stop(server)
     finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class RedisServer:
+    """A Redis server of one test's own, without persistence, that the test may restart (empty)
+    or kill -9 and start again on the same port."""
+
+    def __init__(self, binary: str, base: Path) -> None:
+        self.binary, self.base, self.port = binary, base, free_port()
+        self.log = base / "redis.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.base)],
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: _redis_ping(self.port), "redis-server", self.process, self.log)
+
+    def kill(self) -> None:
+        """kill -9: the server and everything in it are gone."""
+        assert self.process is not None
+        stop(self.process, signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop and start again: without persistence it comes back empty."""
+        assert self.process is not None
+        stop(self.process)
+        self.start()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh Redis server for one test, which it may restart or kill."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_service("redis-server")
+    base = Path(tempfile.mkdtemp(prefix="costwarden-redis-"))
+    server = RedisServer(binary, base)
+    try:
+        server.start()
+        yield server
+    finally:
+        if server.process is not None:
+            stop(server.process)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -3,22 +3,36 @@ renders them (OpenAI shape, or Anthropic shape on /v1/messages) and the CLI prin
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from costwarden.core.decision import RateInfo
+
 
 class CostwardenError(Exception):
-    """Base of every error costwarden raises on purpose."""
+    """Base of every error costwarden raises on purpose.
+
+    It carries data only; the HTTP edge (``http.errors``) turns it into a response with headers.
+    """
 
     status = 500
     type = "api_error"
     code: str | None = "internal_error"
+    should_retry: bool | None = None  # said to SDKs as x-should-retry when not None
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 retry_after: int | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.param = param
-        self.headers = headers or {}
+        self.retry_after = retry_after  # seconds until a retry can succeed
+        self.headers = headers or {}  # protocol headers the answer needs (e.g. allow)
+        # set by the gateway service for a call it refused, so that the answer names it
+        self.request_id: str | None = None
+        self.department: str | None = None
+        self.rate: RateInfo | None = None  # the caller's rate limits, for x-ratelimit-* headers
 
 
 class InvalidRequest(CostwardenError):
@@ -67,6 +81,7 @@ class RateLimited(CostwardenError):
 
 class BudgetExceeded(CostwardenError):
     status, type, code = 429, "insufficient_quota", "budget_exceeded"
+    should_retry = False  # retrying cannot help before the budget's period ends
 
 
 class UpstreamError(CostwardenError):
@@ -91,3 +106,11 @@ class StorageError(CostwardenError):
     """A counter store or ledger backend failed; wraps the backend's own exception."""
 
     status, type, code = 503, "api_error", "storage_unavailable"
+    should_retry = True
+
+
+class ConfigurationError(CostwardenError):
+    """A setting a command cannot run with (a bad policy, URL or SMTP setting); the CLI prints its
+    message as one line and exits non-zero."""
+
+    code = "configuration_error"

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from costwarden.core.decision import Hold
+from costwarden.core.kinds import Unit
 from costwarden.core.periods import Period, Window
-from costwarden.counters import Conflict, CounterStore, Reservation, open_store
+from costwarden.counters import Conflict, CounterStore, Reservation, StoreEmptied, open_store
 from costwarden.counters.redis import RedisCounterStore
 from costwarden.errors import StorageError
 from service_fixtures import free_port
@@ -45,8 +46,9 @@ async def store_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[CounterStore]:
-    opened = open_store(store_url)
+async def unbuilt(store_url: str) -> AsyncIterator[CounterStore]:
+    """A store of each backend as a gateway opens it: empty, with no generation marker."""
+    opened = open_store(store_url, replica="one")
     try:
         yield opened
     finally:
@@ -54,10 +56,18 @@ async def store(store_url: str) -> AsyncIterator[CounterStore]:
 
 
 @pytest.fixture
+async def store(unbuilt: CounterStore) -> CounterStore:
+    """An empty store of each backend, built (from an empty ledger)."""
+    await unbuilt.replace([], "build-1")
+    return unbuilt
+
+
+@pytest.fixture
 async def replicas(redis_url: str) -> AsyncIterator[list[RedisCounterStore]]:
     """Two Redis stores on one empty server, as two gateway replicas."""
     url = await flushed(redis_url)
-    pair = [RedisCounterStore.from_url(url), RedisCounterStore.from_url(url)]
+    pair = [RedisCounterStore.from_url(url, replica="a"), RedisCounterStore.from_url(url, replica="b")]
+    await pair[0].replace([], "build-1")
     try:
         yield pair
     finally:
@@ -75,7 +85,7 @@ def rolling(base: str, bucket: int, span: int = 3) -> Window:
 
 
 def hold(window: Window, amount: int, limit: int | None = None) -> Hold:
-    return Hold(window, amount, limit, "usd")
+    return Hold(window, amount, limit, Unit.USD)
 
 
 async def reserved(store: CounterStore, rid: str, holds: list[Hold], expires_at: float = T + 600) -> Reservation:
@@ -99,7 +109,7 @@ async def test_reserve_settle_release_arithmetic(store: CounterStore) -> None:
     org, rate = monthly(), rolling("rpm", 100)
     holds = [hold(org, 300, 1000), hold(rate, 40)]
     first = await reserved(store, "a", holds, T + 30)
-    assert first == Reservation("a", tuple(holds), T + 30)
+    assert first == Reservation("a", tuple(holds), T + 30, "one")
     assert await usage(store, org, rate) == [(0, 300), (0, 40)]
     second = await reserved(store, "b", [hold(org, 200, 1000), hold(rate, 10)])
     assert await usage(store, org, rate) == [(0, 500), (0, 50)]
@@ -159,6 +169,33 @@ async def test_rolling_window_forgets_buckets_as_the_index_advances(store: Count
     assert (await store.reserve("c", [hold(rolling("k", 107), 98, 100)], T)) == Conflict(0, 3)
 
 
+async def test_buckets_name_when_each_part_of_a_window_leaves(store: CounterStore) -> None:
+    assert await store.buckets([rolling("never", 100), monthly("never")]) == [[], []]
+    await store.load([(rolling("k", 100), 5), (rolling("k", 102), 2)])
+    held = await reserved(store, "a", [hold(rolling("k", 101), 7, 100), hold(rolling("other", 101), 4)])
+    # spent and reserved together, oldest first; another counter's buckets stay apart
+    assert await store.buckets([rolling("k", 102), rolling("other", 102)]) == [[(100, 5), (101, 7), (102, 2)],
+                                                                                [(101, 4)]]
+    assert await store.buckets([rolling("k", 103)]) == [[(101, 7), (102, 2)]]  # bucket 100 left
+    await store.settle(held, [3, 0])
+    assert await store.buckets([rolling("k", 103), rolling("other", 103)]) == [[(101, 3), (102, 2)], []]
+    big = 2**62 + 1  # exact past a double's precision
+    await store.load([(rolling("k", 104), big)])
+    assert await store.buckets([rolling("k", 104)]) == [[(102, 2), (104, big)]]
+    assert await store.buckets([rolling("k", 200)]) == [[]]
+    assert await usage(store, rolling("k", 200)) == [(0, 0)]
+
+
+async def test_a_refused_reservation_takes_no_room_in_any_window(store: CounterStore) -> None:
+    rpm, tpm = rolling("rpm", 100, 60), rolling("tpm", 100, 60)
+    for i in range(3):
+        await reserved(store, f"a{i}", [hold(rpm, 1, 3), hold(tpm, 10, 100)])
+    for attempt in range(5):  # a client retrying against a full window
+        assert await store.reserve(f"b{attempt}", [hold(tpm, 10, 100), hold(rpm, 1, 3)], T) == Conflict(1, 3)
+    assert await usage(store, rpm, tpm) == [(0, 3), (0, 30)]
+    assert await store.buckets([rpm, tpm]) == [[(100, 3)], [(100, 30)]]
+
+
 async def test_calendar_windows_are_counted_apart(store: CounterStore) -> None:
     november, december = monthly("ENG", NOW), monthly("ENG", NOW + timedelta(days=30))
     assert november.key != december.key
@@ -208,6 +245,56 @@ async def test_load_adds_settled_spend(store: CounterStore) -> None:
     await store.load([])
     assert await usage(store, org, rate) == [(8, 0), (7, 0)]
     assert await store.reserve("a", [hold(org, 3, 10)], T) == Conflict(0, 8)
+
+
+async def test_an_unbuilt_store_refuses_to_count_until_replaced(unbuilt: CounterStore) -> None:
+    org = monthly()
+    assert await unbuilt.marker() is None
+    for operation in (lambda: unbuilt.snapshot([org], [], T), lambda: unbuilt.reserve("a", [hold(org, 1, 10)], T),
+                      lambda: unbuilt.load([(org, 1)]), lambda: unbuilt.expire(T),
+                      lambda: unbuilt.buckets([rolling("k", 100)])):
+        with pytest.raises(StoreEmptied):
+            await operation()
+    assert await unbuilt.replace([(org, 7)], "build-2") == 0
+    assert await unbuilt.marker() == "build-2"
+    assert await usage(unbuilt, org) == [(7, 0)]
+
+
+async def test_replace_sets_the_ledger_figures_never_adds(store: CounterStore) -> None:
+    org, team, rate = monthly(), monthly("team"), rolling("tpm", 100)
+    await store.load([(org, 500), (team, 40), (rolling("tpm", 99), 3), (rate, 9)])
+    held = await reserved(store, "a", [hold(org, 30, 1000), hold(rate, 2)])
+    await store.replace([(org, 120), (rolling("tpm", 99), 4)], "build-2")
+    assert await usage(store, org, team, rate) == [(120, 30), (0, 0), (4, 2)]
+    assert await store.settle(held, [10, 1]) == [(120, 130), (4, 5)]  # reservations survive a rebuild
+    assert await usage(store, org, rate) == [(130, 0), (5, 0)]
+    await store.replace([(org, 130), (rolling("tpm", 99), 4), (rate, 1)], "build-3")
+    assert await usage(store, org, rate) == [(130, 0), (5, 0)]
+
+
+async def test_a_correction_replaces_only_counters_that_did_not_move(store: CounterStore) -> None:
+    org, team = monthly(), monthly("team")
+    await store.load([(org, 500), (team, 40)])
+    skipped = await store.replace([(org, 450), (team, 45)], "ignored", expected={org.key: 500, team.key: 39})
+    assert skipped == 1
+    assert await usage(store, org, team) == [(450, 0), (40, 0)]
+    assert await store.marker() == "build-1"
+
+
+async def test_leases_name_the_replicas_whose_reservations_are_orphaned(store: CounterStore) -> None:
+    org = monthly()
+    assert store.replica == "one"
+    await store.renew_lease(T + 10)
+    first = await reserved(store, "a", [hold(org, 30, 1000)])
+    assert first.owner == "one"
+    assert await store.expired_leases(T + 5) == []
+    assert await store.expired_leases(T + 11) == ["one"]
+    assert await store.owned_by("one") == [first]
+    assert await store.owned_by("other") == []
+    await store.settle(first, [30])
+    assert await store.owned_by("one") == []
+    await store.end_lease("one")
+    assert await store.expired_leases(T + 11) == []
 
 
 async def test_money_stays_exact_past_float_precision(store: CounterStore) -> None:
@@ -350,7 +437,8 @@ async def test_redis_keys_expire_and_reads_create_none(redis_url: str, replicas:
     client = Redis.from_url(redis_url, decode_responses=True)
     try:
         await store.snapshot([monthly("never"), rolling("never", 100)], ["never"], T)
-        assert await client.keys("*") == []
+        await store.buckets([monthly("never"), rolling("never", 100)])
+        assert await client.keys("*") == ["cw:generation"]  # the marker alone: it never expires
         await reserved(store, "a", [hold(monthly(), 1), hold(rolling("tpm", 100), 1)])
         await store.set_flags([("restrict:ENG", T + 60)])
         await store.claim("alert:ENG", T + 60, T)
@@ -358,6 +446,31 @@ async def test_redis_keys_expire_and_reads_create_none(redis_url: str, replicas:
             assert await client.pttl(key) > 0, key
     finally:
         await client.aclose()
+
+
+@pytest.mark.service
+async def test_an_emptied_server_is_detected_and_a_rebuild_keeps_calls_in_flight(
+        redis_url: str, replicas: list[RedisCounterStore]) -> None:
+    one, two = replicas
+    org = monthly()
+    await one.load([(org, 100)])
+    flying = await reserved(one, "flying", [hold(org, 50, 1000)])
+    assert await usage(two, org) == [(100, 50)]
+    client = Redis.from_url(redis_url)
+    try:
+        await client.flushdb()  # a restart without persistence
+    finally:
+        await client.aclose()
+    for replica in replicas:
+        with pytest.raises(StoreEmptied):
+            await usage(replica, org)
+        with pytest.raises(StoreEmptied):
+            await replica.settle(flying, [40])
+    await two.replace([(org, 100)], "build-2")  # the other replica rebuilds from the ledger
+    assert await usage(two, org) == [(100, 0)]
+    assert await usage(one, org) == [(100, 50)]  # replica one held its call again on seeing the build
+    assert await one.settle(flying, [40]) == [(100, 140)]
+    assert await usage(two, org) == [(140, 0)]
 
 
 async def test_redis_errors_become_storage_errors() -> None:

@@ -200,10 +200,14 @@ def test_statement_sums_reconcile_to_the_ledger_to_the_cent(ledger_url: str, pol
     assert sum(Decimal(r["share_pct"]) for r in rows) == Decimal("100.00")
     for row in rows:
         assert cents(row["total_cost_usd"]) == sum(cents(row[c]) for c in ("usage_cost_usd", "shared_cost_usd"))
-    focus = rows_of(report(db, policy_file, "--period", "2026-10", "--format", "focus"))
+    everything = rows_of(report(db, policy_file, "--period", "2026-10", "--format", "focus"))
+    focus = [r for r in everything if r["ChargeCategory"] == "Usage"]
     assert sum(usd_to_nanos(r["BilledCost"]) for r in focus) == ledger_total.cost_nanos
-    assert sum(int(r["ConsumedQuantity"]) for r in focus if r["x_TokenType"] != "output") == ledger_total.input_tokens
-    assert sum(int(r["ConsumedQuantity"]) for r in focus if r["x_TokenType"] == "output") == ledger_total.output_tokens
+    assert sum(Decimal(r["ConsumedQuantity"]) for r in focus if r["x_TokenType"] != "output") == ledger_total.input_tokens
+    assert sum(Decimal(r["ConsumedQuantity"]) for r in focus if r["x_TokenType"] == "output") == ledger_total.output_tokens
+    # with the allocated shared costs (which hold the unattributed usage), the rows tie to the statement
+    statement_cents = Decimal(sum(cents(r["total_cost_usd"]) for r in rows))
+    assert abs(sum(Decimal(r["BilledCost"]) for r in everything) * 100 - statement_cents) < 1
     document = json.loads(report(db, policy_file, "--period", "2026-10", "--format", "json"))
     assert usd_to_nanos(document["totals"]["ledger_cost_usd"]) == attributed
     assert usd_to_nanos(document["shared_costs"]["unattributed"]["cost_usd"]) == unattributed.cost_nanos
@@ -294,29 +298,38 @@ def test_table_for_people(october: str, policy_file: str) -> None:
 
 
 def test_focus_rows_have_the_mandatory_columns_and_add_up_to_the_ledger(october: str, policy_file: str) -> None:
-    rows = rows_of(report(october, policy_file, "--period", "2026-10", "--format", "focus"))
+    everything = rows_of(report(october, policy_file, "--period", "2026-10", "--format", "focus"))
+    rows = [r for r in everything if r["ChargeCategory"] == "Usage"]
+    # the unattributed $1.00 leaves its usage rows and is allocated as shared costs, to the cent
+    adjustments = [r for r in everything if r["ChargeCategory"] == "Adjustment"]
+    assert sum(usd_to_nanos(r["BilledCost"]) for r in adjustments) == 0
+    assert {r["ChargeDescription"].split(",")[0] for r in adjustments} == {
+        "Unattributed usage moved to shared costs", "Shared costs allocated (proportional)"}
     assert set(MANDATORY) <= set(rows[0]) and {"x_DepartmentId", "x_DepartmentName", "x_CostCenter", "x_Model",
                                                  "x_Tier", "x_TokenType"} <= set(rows[0])
     for row in rows:
         assert all(row[column] for column in MANDATORY if column != "ChargeClass")
         assert (row["ServiceCategory"], row["ConsumedUnit"], row["ChargeCategory"], row["BillingCurrency"]) == (
             "AI and Machine Learning", "Tokens", "Usage", "USD")
-        assert (row["BillingPeriodStart"], row["BillingPeriodEnd"]) == ("2026-10-01T04:00:00Z", "2026-11-01T04:00:00Z")
+        # billing periods are the providers' UTC months; charge periods the statement's
+        month = row["ChargePeriodStart"][:7]
+        assert row["BillingPeriodStart"] == f"{month}-01T00:00:00Z"
         assert row["BillingPeriodStart"] <= row["ChargePeriodStart"] < row["ChargePeriodEnd"] <= row["BillingPeriodEnd"]
+        assert "2026-10-01T04:00:00Z" <= row["ChargePeriodStart"] < row["ChargePeriodEnd"] <= "2026-11-01T04:00:00Z"
         assert "e" not in row["BilledCost"].lower() and "e" not in row["ListCost"].lower()
     assert sum(usd_to_nanos(r["BilledCost"]) for r in rows) == 7_250_000_001 + 1_000_000_000
     engineering = {r["x_TokenType"]: r for r in rows if r["x_DepartmentId"] == "ENGINEERING"
                    and r["ChargePeriodStart"] == "2026-10-10T00:00:00Z"}
     assert {t: (r["BilledCost"], r["ConsumedQuantity"], r["PricingQuantity"], r["ListUnitPrice"])
             for t, r in engineering.items()} == {
-        "input": ("2", "800000", "0.8", "2.5"), "cached_input": ("0.25", "200000", "0.2", "1.25"),
-        "output": ("1", "100000", "0.1", "10")}
+        "input": ("2.0", "800000.0", "0.8", "2.5"), "cached_input": ("0.25", "200000.0", "0.2", "1.25"),
+        "output": ("1.0", "100000.0", "0.1", "10.0")}
     assert engineering["input"]["x_DepartmentName"] == "Engineering" and engineering["input"]["x_CostCenter"] == "CC-100"
     assert engineering["input"]["x_Tier"] == "3" and engineering["input"]["x_Model"] == "gpt-4o"
     assert engineering["input"]["ProviderName"] == "OpenAI" and engineering["input"]["PricingUnit"] == "1000000 Tokens"
     hr = [r for r in rows if r["x_DepartmentId"] == "HR"]  # 1 input + 1 output token, charged one nanodollar
     assert [(r["x_TokenType"], r["BilledCost"], r["ListCost"], r["ListUnitPrice"]) for r in hr] == [
-        ("input", "0", "0.0000000001", "0.0001"), ("output", "0.000000001", "0.0000000003", "0.0003")]
+        ("input", "0.0", "0.0000000001", "0.0001"), ("output", "0.000000001", "0.0000000003", "0.0003")]
     legacy = next(r for r in rows if r["x_DepartmentId"] == "LEGACY")  # clipped to the billing period
     assert (legacy["ChargePeriodStart"], legacy["ChargePeriodEnd"]) == ("2026-11-01T00:00:00Z", "2026-11-01T04:00:00Z")
 
@@ -364,7 +377,7 @@ def test_close_freezes_the_statement_and_late_usage_is_a_correction(ledger_url: 
     assert {r["x_DepartmentId"] for r in corrections} == {"HR", "UNATTRIBUTED"}
     assert all(r["ChargePeriodStart"].startswith("2026-09-") for r in corrections)
     assert sum(usd_to_nanos(r["BilledCost"]) for r in corrections) == 600_000_000
-    assert sum(usd_to_nanos(r["BilledCost"]) for r in focus) == 750_000_000
+    assert sum(usd_to_nanos(r["BilledCost"]) for r in focus if r["ChargeCategory"] == "Usage") == 750_000_000
 
     # Closing October posts the corrections in its frozen statement; later September usage goes to November.
     assert cli("close", "--period", "2026-10", "--db", db, "--policy", policy_file)[0] == 0

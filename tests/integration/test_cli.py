@@ -98,8 +98,9 @@ def test_ledger_export_and_import(gateway: Gateway, tmp_path: Path) -> None:
     assert cli("ledger", "export", "--output", str(jsonl), "--db", gateway.db_url)[0] == 0
     copy = f"sqlite:///{tmp_path}/copy.db"
     code, out = cli("ledger", "import", str(jsonl), "--db", copy)
-    assert code == 0 and "imported 3 events and 1 refused calls" in out
-    assert cli("ledger", "import", str(jsonl), "--db", copy)[0] == 0  # idempotent by event id
+    assert code == 0 and "imported 3 new events and 1 new refused calls" in out
+    code, out = cli("ledger", "import", str(jsonl), "--db", copy)  # idempotent by event id
+    assert code == 0 and "imported 0 new events" in out and "3 events and 1 refused calls were already present" in out
     exported = runner.invoke(app, ["ledger", "export", "--db", copy]).stdout
     assert len(exported.splitlines()) == 4
 

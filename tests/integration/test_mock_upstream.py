@@ -8,13 +8,15 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import httpx
 import httpx2
 import openai
+import orjson
 import pytest
+from pydantic import BaseModel, Field
 
 from costwarden.mock_upstream import count_input_tokens, create_app, make_server
 
@@ -161,7 +163,8 @@ def test_chat_usage_follows_the_counting_rule(oai: openai.OpenAI, base_url: str)
     assert result.usage.prompt_tokens_details is not None
     assert result.usage.prompt_tokens_details.cached_tokens == 0
     assert stats(base_url)["models"]["gpt-4o"] == {
-        "requests": 1, "input_tokens": expected, "cached_input_tokens": 0, "output_tokens": DEFAULT}
+        "requests": 1, "input_tokens": expected, "cached_input_tokens": 0, "output_tokens": DEFAULT,
+        "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0}
 
 
 def test_chat_output_limit_truncates(oai: openai.OpenAI) -> None:
@@ -520,11 +523,385 @@ def test_stats_per_model_and_reset(oai: openai.OpenAI, ant: anthropic.Anthropic,
     ant.messages.create(model="claude-haiku-4-5", max_tokens=4, messages=[{"role": "user", "content": "abcd"}])
     current = stats(base_url)
     assert current["models"] == {
-        "claude-haiku-4-5": {"requests": 1, "input_tokens": 7, "cached_input_tokens": 0, "output_tokens": 4},
-        "gpt-4o": {"requests": 2, "input_tokens": 14, "cached_input_tokens": 0, "output_tokens": 5},
+        "claude-haiku-4-5": {"requests": 1, "input_tokens": 7, "cached_input_tokens": 0, "output_tokens": 4,
+                             "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0},
+        "gpt-4o": {"requests": 2, "input_tokens": 14, "cached_input_tokens": 0, "output_tokens": 5,
+                   "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0},
     }
     assert (current["requests"], current["input_tokens"], current["output_tokens"]) == (3, 21, 9)
     zeroed = httpx.post(base_url + "/mock/reset").json()
     assert zeroed == {"requests": 0, "input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0,
+                      "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0,
                       "errors": 0, "streams_cut": 0, "models": {}}
     assert stats(base_url) == zeroed
+
+
+# --- prompt caching -----------------------------------------------------------------------
+
+
+def advance(base_url: str, seconds: float) -> None:
+    """Move the mock's cache clock forward."""
+    assert httpx.post(base_url + "/mock/clock", json={"advance_s": seconds}).status_code == 200
+
+
+def cache_figures(usage: Any) -> tuple[int, int, int, int, int]:
+    """input, cache read, cache creation, its 5-minute part and its 1-hour part."""
+    creation = usage.cache_creation
+    return (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens,
+            creation.ephemeral_5m_input_tokens, creation.ephemeral_1h_input_tokens)
+
+
+def test_anthropic_cache_is_written_then_read_until_its_ttl(ant: anthropic.Anthropic, base_url: str) -> None:
+    system: Any = [{"type": "text", "text": "s" * 8000, "cache_control": {"type": "ephemeral"}}]
+    messages: Any = [{"role": "user", "content": "Hi"}]
+    total = count_input_tokens({"system": system, "messages": messages}, "messages")
+    prefix = 3 + 3 + 2000  # the request's overhead, then the system block up to its breakpoint
+
+    def call() -> tuple[int, int, int, int, int]:
+        return cache_figures(ant.messages.create(model="claude-sonnet-4-6", max_tokens=4, system=system,
+                                                 messages=messages).usage)
+
+    assert call() == (total - prefix, 0, prefix, prefix, 0)
+    assert call() == (total - prefix, prefix, 0, 0, 0)
+    advance(base_url, 200)
+    assert call()[1] == prefix  # a read renews the entry's five minutes...
+    advance(base_url, 200)
+    assert call()[1] == prefix  # ...so 400 s after the write it is still there
+    advance(base_url, 301)
+    assert call() == (total - prefix, 0, prefix, prefix, 0)
+    served = stats(base_url)
+    assert (served["cache_write_5m_tokens"], served["cached_input_tokens"]) == (2 * prefix, 3 * prefix)
+    assert served["input_tokens"] == 5 * total and served["cache_write_1h_tokens"] == 0
+
+
+def test_anthropic_one_hour_and_five_minute_breakpoints(ant: anthropic.Anthropic, base_url: str) -> None:
+    system: Any = [{"type": "text", "text": "s" * 8000, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    question = {"type": "text", "text": "q" * 2000, "cache_control": {"type": "ephemeral"}}
+    messages: Any = [{"role": "user", "content": [question, {"type": "text", "text": "and then?"}]}]
+    long_prefix = 3 + 3 + 2000
+    short_prefix = long_prefix + 3 + 500
+
+    def call() -> tuple[int, int, int, int, int]:
+        return cache_figures(ant.messages.create(model="claude-opus-4-6", max_tokens=4, system=system,
+                                                 messages=messages).usage)
+
+    total = count_input_tokens({"system": system, "messages": messages}, "messages")
+    assert call() == (total - short_prefix, 0, short_prefix, short_prefix - long_prefix, long_prefix)
+    assert call()[:3] == (total - short_prefix, short_prefix, 0)
+    advance(base_url, 301)  # the 5-minute entry is gone, the hour's is not
+    assert call() == (total - short_prefix, long_prefix, short_prefix - long_prefix, short_prefix - long_prefix, 0)
+    advance(base_url, 3600)
+    assert call()[1:] == (0, short_prefix, short_prefix - long_prefix, long_prefix)
+    served = stats(base_url)
+    assert served["cache_write_1h_tokens"] == 2 * long_prefix
+    assert served["cache_write_5m_tokens"] == 3 * (short_prefix - long_prefix)
+
+
+def test_anthropic_cache_minimum_and_moving_breakpoint(ant: anthropic.Anthropic) -> None:
+    def turn(model: str, messages: Any) -> tuple[int, int, int, int, int]:
+        return cache_figures(ant.messages.create(model=model, max_tokens=4, messages=messages).usage)
+
+    first: Any = {"role": "user", "content": [{"type": "text", "text": "u" * 6000, "cache_control": {"type": "ephemeral"}}]}
+    prefix = 3 + 3 + 1500  # between the two minimums: 1,024 for most models, 2,048 for haiku
+    assert turn("claude-haiku-4-5", [first])[1:3] == (0, 0)
+    assert turn("claude-haiku-4-5", [first])[1:3] == (0, 0)
+    assert turn("claude-sonnet-4-6", [first])[1:3] == (0, prefix)
+    # the next turn moves the breakpoint to its last message; the earlier prefix is still found
+    plain_first = {"role": "user", "content": [{"type": "text", "text": "u" * 6000}]}
+    later: Any = [plain_first, {"role": "assistant", "content": "tok tok"},
+                  {"role": "user", "content": [{"type": "text", "text": "more", "cache_control": {"type": "ephemeral"}}]}]
+    whole = count_input_tokens({"messages": later}, "messages")
+    assert turn("claude-sonnet-4-6", later)[:3] == (0, prefix, whole - prefix)
+    assert turn("claude-sonnet-4-6", later)[:3] == (0, whole, 0)
+
+
+def long_chat(system: str, user: str = "Hi") -> list[Any]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def test_openai_caches_prompt_prefixes_automatically(oai: openai.OpenAI, base_url: str) -> None:
+    shared = "p" * 6000
+
+    def cached(messages: list[Any], **extra: Any) -> int:
+        usage = oai.chat.completions.create(model="gpt-4o", messages=messages, max_tokens=1, **extra).usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        return usage.prompt_tokens_details.cached_tokens or 0
+
+    first = long_chat(shared + "A" * 2000)
+    total = count_input_tokens({"messages": first}, "chat")
+    assert total == 3 + (3 + 2000) + (3 + 1)
+    assert cached(first) == 0
+    assert cached(first) == total // 128 * 128 == 1920
+    # a prompt that shares 6,000 characters of its first block: 3 + 3 + 1500 tokens, in steps of 128
+    assert cached(long_chat(shared + "B" * 2000)) == 1408
+    assert cached(first, prompt_cache_key="tenant-2") == 0  # a separate cache
+    assert cached(long_chat("short")) == 0 and cached(long_chat("short")) == 0  # under 1,024 tokens
+    advance(base_url, 601)  # ten minutes unused: gone
+    assert cached(first) == 0
+    assert stats(base_url)["cached_input_tokens"] == 1920 + 1408
+
+
+def test_openai_responses_report_cached_input(oai: openai.OpenAI) -> None:
+    text = "r" * 8000
+    assert oai.responses.create(model="gpt-4.1", input=text).usage.input_tokens_details.cached_tokens == 0  # type: ignore[union-attr]
+    usage = oai.responses.create(model="gpt-4.1", input=text).usage
+    assert usage is not None
+    assert usage.input_tokens_details.cached_tokens == usage.input_tokens // 128 * 128 > 0
+
+
+def test_cached_directive_overrides_automatic_caching(oai: openai.OpenAI) -> None:
+    messages = long_chat("p" * 8000, "#mock cached=0")
+    oai.chat.completions.create(model="gpt-4o", messages=messages)
+    usage = oai.chat.completions.create(model="gpt-4o", messages=messages).usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 0
+
+
+# --- stored and hidden input --------------------------------------------------------------
+
+
+def test_previous_response_and_conversation_carry_stored_input(oai: openai.OpenAI, base_url: str) -> None:
+    first = oai.responses.create(model="gpt-4.1", input="hello")
+    assert first.usage is not None
+    context = first.usage.input_tokens + first.usage.output_tokens
+    second = oai.responses.create(model="gpt-4.1", input="more", previous_response_id=first.id)
+    assert second.usage is not None
+    assert second.usage.input_tokens == context + count_input_tokens({"input": "more"}, "responses")
+    assert second.previous_response_id == first.id
+    with pytest.raises(openai.BadRequestError, match="not found"):
+        oai.responses.create(model="gpt-4.1", input="x", previous_response_id="resp_unknown")
+    unstored = oai.responses.create(model="gpt-4.1", input="x", store=False)
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.create(model="gpt-4.1", input="x", previous_response_id=unstored.id)
+    visible = count_input_tokens({"input": "q #mock stored_tokens=100000"}, "responses")
+    forced = oai.responses.create(model="gpt-4.1", input="q #mock stored_tokens=100000",
+                                  previous_response_id="resp_elsewhere")
+    assert forced.usage is not None and forced.usage.input_tokens == 100_000 + visible
+    turns = [oai.responses.create(model="gpt-4.1", input="turn", conversation="conv_1") for _ in range(3)]
+    each = count_input_tokens({"input": "turn"}, "responses")
+    assert [t.usage.input_tokens for t in turns if t.usage] == [each, 2 * each + 16, 3 * each + 32]
+    served = stats(base_url)
+    assert served["input_tokens"] == sum(r.usage.input_tokens for r in (first, second, unstored, forced, *turns)
+                                         if r.usage)
+
+
+def test_media_parts_add_input_tokens(oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:
+    parts: Any = [{"type": "text", "text": "look #mock media_tokens=700"},
+                  {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                  {"type": "file", "file": {"file_id": "file-abc"}}]
+    messages: Any = [{"role": "user", "content": parts}]
+    visible = count_input_tokens({"messages": messages}, "chat")
+    usage = oai.chat.completions.create(model="gpt-4o", messages=messages).usage
+    assert usage is not None and usage.prompt_tokens == visible + 2 * 700
+    items: Any = [{"role": "user", "content": [{"type": "input_text", "text": "see #mock media_tokens=50"},
+                                               {"type": "input_file", "file_id": "file-1"},
+                                               {"type": "input_image", "image_url": "https://example.com/b.png"}]}]
+    response = oai.responses.create(model="gpt-4.1", input=items)
+    assert response.usage is not None
+    assert response.usage.input_tokens == count_input_tokens({"input": items}, "responses") + 100
+    content: Any = [{"type": "document", "source": {"type": "url", "url": "https://example.com/c.pdf"}},
+                    {"type": "text", "text": "#mock media_tokens=9"}]
+    counted = ant.messages.count_tokens(model="claude-sonnet-4-6", messages=[{"role": "user", "content": content}])
+    assert counted.input_tokens == count_input_tokens({"messages": [{"role": "user", "content": content}]},
+                                                      "messages") + 9
+
+
+async def test_media_tokens_per_instance() -> None:
+    transport = httpx.ASGITransport(app=create_app(media_tokens=85))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}
+    async with httpx.AsyncClient(transport=transport, base_url="http://mock") as client:
+        response = await client.post("/v1/chat/completions", headers={"x-api-key": "k"}, json=body)
+    assert response.json()["usage"]["prompt_tokens"] == count_input_tokens(body, "chat") + 85
+
+
+# --- service tiers, n, structured output, tools, thinking -----------------------------------
+
+
+def test_service_tier_is_echoed(oai: openai.OpenAI) -> None:
+    hi: Any = [{"role": "user", "content": "hi"}]
+    tiers: Any = (("flex", "flex"), ("priority", "priority"), ("auto", "default"), (None, "default"))
+    for asked, reported in tiers:
+        assert oai.chat.completions.create(model="o3-mini", messages=hi, service_tier=asked).service_tier == reported
+    chunks = list(oai.chat.completions.create(model="gpt-4o", messages=hi, stream=True, service_tier="priority"))
+    assert {chunk.service_tier for chunk in chunks} == {"priority"}
+    assert oai.responses.create(model="gpt-4.1", input="hi", service_tier="flex").service_tier == "flex"
+
+
+def test_n_choices_unary_and_streamed(oai: openai.OpenAI, base_url: str) -> None:
+    hi: Any = [{"role": "user", "content": "hi"}]
+    result = oai.chat.completions.create(model="gpt-4o", messages=hi, n=3, max_tokens=5)
+    assert [c.index for c in result.choices] == [0, 1, 2]
+    assert all(c.message.content == TOK * 5 and c.finish_reason == "length" for c in result.choices)
+    assert result.usage is not None and result.usage.completion_tokens == 15
+    texts = ["", ""]
+    usage = None
+    for chunk in oai.chat.completions.create(model="gpt-4o", messages=hi, n=2, stream=True,
+                                             stream_options={"include_usage": True}):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+        usage = chunk.usage or usage
+    assert texts == [TOK * DEFAULT] * 2
+    assert usage is not None and usage.completion_tokens == 2 * DEFAULT
+    assert stats(base_url)["output_tokens"] == 15 + 2 * DEFAULT
+
+
+class Forecast(BaseModel):
+    city: str
+    days: list[Day]
+    unit: Literal["celsius", "fahrenheit"]
+
+
+class Day(BaseModel):
+    day: int = Field(ge=1, le=7)
+    high: float
+    summary: str | None
+
+
+Forecast.model_rebuild()
+
+
+def test_structured_output_fits_the_schema(oai: openai.OpenAI, base_url: str) -> None:
+    hi: Any = [{"role": "user", "content": "Forecast for Paris?"}]
+    parsed = oai.chat.completions.parse(model="gpt-4o", messages=hi, response_format=Forecast)
+    forecast = parsed.choices[0].message.parsed
+    assert isinstance(forecast, Forecast) and forecast.unit == "celsius" and forecast.days[0].day == 1
+    content = parsed.choices[0].message.content
+    assert content is not None and parsed.usage is not None
+    assert parsed.usage.completion_tokens == -(-len(content) // 4)
+    with oai.chat.completions.stream(model="gpt-4o", messages=hi, response_format=Forecast) as stream:
+        streamed = stream.get_final_completion().choices[0].message.parsed
+    assert streamed == forecast
+    plain = oai.chat.completions.create(model="gpt-4o", messages=hi, response_format={"type": "json_object"})
+    assert isinstance(json_loads(plain.choices[0].message.content), dict)
+    answer = oai.responses.parse(model="gpt-4.1", input="Forecast?", text_format=Forecast)
+    assert answer.output_parsed == forecast
+    assert answer.usage is not None
+    served = stats(base_url)
+    assert served["output_tokens"] == 2 * parsed.usage.completion_tokens + (
+        plain.usage.completion_tokens if plain.usage else 0) + answer.usage.output_tokens
+
+
+def json_loads(text: str | None) -> Any:
+    assert text is not None
+    return orjson.loads(text)
+
+
+WEATHER_TOOL: Any = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+    "required": ["city", "days"], "additionalProperties": False}}}
+OTHER_TOOL: Any = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+                   "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"]}}}
+
+
+def test_openai_tool_calls_unary_and_streamed(oai: openai.OpenAI, base_url: str) -> None:
+    hi: Any = [{"role": "user", "content": "Weather in Paris?"}]
+    result = oai.chat.completions.create(model="gpt-4o", messages=hi, tools=[WEATHER_TOOL, OTHER_TOOL])
+    choice = result.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json_loads(call.function.arguments) == {"city": "tok", "days": 1}
+    assert result.usage is not None and result.usage.completion_tokens == -(-len(call.function.arguments) // 4)
+    fragments: list[str] = []
+    with oai.chat.completions.stream(model="gpt-4o", messages=hi, tools=[WEATHER_TOOL, OTHER_TOOL],
+                                     tool_choice={"type": "function", "function": {"name": "get_time"}}) as stream:
+        for event in stream:
+            if event.type == "tool_calls.function.arguments.delta" and event.arguments_delta:
+                fragments.append(event.arguments_delta)  # the first chunk names the call, with ""
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert calls is not None and calls[0].function.name == "get_time"
+    assert calls[0].function.arguments == "".join(fragments) == '{"zone":"UTC"}' and len(fragments) == 4
+    assert final.choices[0].finish_reason == "stop"  # a tool forced by name ends as "stop"
+    none = oai.chat.completions.create(model="gpt-4o", messages=hi, tools=[WEATHER_TOOL], tool_choice="none")
+    assert none.choices[0].message.content == TOK * DEFAULT
+    answered: Any = [*hi, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    after = oai.chat.completions.create(model="gpt-4o", messages=answered, tools=[WEATHER_TOOL])
+    assert after.choices[0].message.content == TOK * DEFAULT  # the agent loop ends
+    assert stats(base_url)["output_tokens"] == (result.usage.completion_tokens + len(fragments) + 2 * DEFAULT)
+
+
+def test_responses_function_call_unary_and_streamed(oai: openai.OpenAI) -> None:
+    tool: Any = {"type": "function", "name": "get_weather", "strict": True,
+                 "parameters": WEATHER_TOOL["function"]["parameters"]}
+    result = oai.responses.create(model="gpt-4.1", input="Weather?", tools=[tool])
+    item = result.output[0]
+    assert item.type == "function_call" and item.name == "get_weather"
+    assert json_loads(item.arguments) == {"city": "tok", "days": 1}
+    deltas = []
+    with oai.responses.stream(model="gpt-4.1", input="Weather?", tools=[tool]) as stream:
+        for event in stream:
+            if event.type == "response.function_call_arguments.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert "".join(deltas) == item.arguments
+    assert final.output[0].type == "function_call" and final.usage is not None
+    assert final.usage.output_tokens == len(deltas)
+
+
+ANTHROPIC_TOOL: Any = {"name": "get_weather", "description": "Weather", "input_schema": {
+    "type": "object", "properties": {"city": {"type": "string", "minLength": 5}}, "required": ["city"]}}
+
+
+def test_anthropic_tool_use_unary_and_streamed(ant: anthropic.Anthropic, base_url: str) -> None:
+    hi: Any = [{"role": "user", "content": "Weather in Paris?"}]
+    message = ant.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=hi, tools=[ANTHROPIC_TOOL])
+    block = message.content[0]
+    assert message.stop_reason == "tool_use" and block.type == "tool_use"
+    assert block.name == "get_weather" and block.input == {"city": "tokkk"}
+    assert message.usage.output_tokens == -(-len('{"city":"tokkk"}') // 4)
+    partials = []
+    with ant.messages.stream(model="claude-sonnet-4-6", max_tokens=100, messages=hi, tools=[ANTHROPIC_TOOL],
+                             tool_choice={"type": "any"}) as stream:
+        for event in stream:
+            if event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                partials.append(event.delta.partial_json)
+        final = stream.get_final_message()
+    assert "".join(partials) == '{"city":"tokkk"}'
+    assert final.content[0].type == "tool_use" and final.content[0].input == {"city": "tokkk"}
+    assert final.stop_reason == "tool_use" and final.usage.output_tokens == len(partials)
+    result: Any = [*hi, {"role": "assistant", "content": [block.model_dump()]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}]}]
+    after = ant.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=result, tools=[ANTHROPIC_TOOL])
+    assert after.content[0].type == "text" and after.stop_reason == "end_turn"
+    assert stats(base_url)["output_tokens"] == 2 * len(partials) + DEFAULT
+
+
+def test_anthropic_extended_thinking(ant: anthropic.Anthropic, base_url: str) -> None:
+    hi: Any = [{"role": "user", "content": "Think, then answer."}]
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    message = ant.messages.create(model="claude-sonnet-4-6", max_tokens=2048, thinking=thinking, messages=hi)
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    first = message.content[0]
+    assert first.type == "thinking" and first.thinking == "hmm " * 32 and first.signature
+    assert message.usage.output_tokens == 32 + DEFAULT
+    kinds: list[str] = []
+    with ant.messages.stream(model="claude-sonnet-4-6", max_tokens=2048, thinking=thinking,
+                             messages=[{"role": "user", "content": "#mock thinking_tokens=5 output_tokens=3"}]) as stream:
+        for event in stream:
+            if event.type == "content_block_delta":
+                kinds.append(event.delta.type)
+        final = stream.get_final_message()
+    assert kinds == ["thinking_delta"] * 5 + ["signature_delta"] + ["text_delta"] * 3
+    assert final.content[0].type == "thinking" and final.content[0].thinking == "hmm " * 5
+    assert final.content[0].signature and final.usage.output_tokens == 8
+    with pytest.raises(anthropic.BadRequestError, match="budget_tokens"):
+        ant.messages.create(model="claude-sonnet-4-6", max_tokens=2048, messages=hi,
+                            thinking={"type": "enabled", "budget_tokens": 100})
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+        ant.messages.create(model="claude-sonnet-4-6", max_tokens=1024, messages=hi, thinking=thinking)
+    assert stats(base_url)["output_tokens"] == 32 + DEFAULT + 8
+
+
+def test_structured_output_cut_by_the_limit(oai: openai.OpenAI, base_url: str) -> None:
+    hi: Any = [{"role": "user", "content": "hi"}]
+    result = oai.chat.completions.create(model="gpt-4o", messages=hi, tools=[WEATHER_TOOL], max_tokens=2)
+    choice = result.choices[0]
+    assert choice.finish_reason == "length" and choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.arguments == '{"city":'  # two 4-character tokens
+    assert stats(base_url)["output_tokens"] == 2

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import uvicorn
 
+from costwarden.core.kinds import UpstreamType
 from costwarden.core.policy import Upstream
 from costwarden.errors import UpstreamError, UpstreamTimeout
 from costwarden.mock_upstream import count_input_tokens, create_app
@@ -79,7 +80,7 @@ class EchoApp:
 
 
 def upstream(name: str, kind: str, base_url: str, timeout_s: str = "30") -> Upstream:
-    return Upstream(name=name, type=kind, base_url=base_url, timeout_s=Decimal(timeout_s))
+    return Upstream(name=name, type=UpstreamType(kind), base_url=base_url, timeout_s=Decimal(timeout_s))
 
 
 @asynccontextmanager
@@ -171,7 +172,7 @@ async def test_an_error_answer_can_be_read_from_a_stream(mock_port: int) -> None
     async with pool_for(openai) as pool, pool.stream("openai", "/v1/chat/completions", orjson.dumps(body),
                                                       {}) as reply:
         assert reply.status == 429
-        error = json.loads(await reply.read())
+        error = json.loads(b"".join([chunk async for chunk in reply.chunks]))
     assert error["error"]["code"] == "rate_limit_exceeded"
 
 
@@ -271,3 +272,18 @@ async def test_an_unknown_upstream_is_named() -> None:
     async with pool_for(upstream("one", "openai", "http://127.0.0.1:9/v1")) as pool:
         with pytest.raises(UpstreamError, match=r"'two'.*known: one"):
             await pool.post("two", "/v1/chat/completions", b"{}", {})
+
+
+async def test_a_slow_consumer_is_not_an_upstream_timeout(mock_port: int) -> None:
+    # ~900 KB of stream: reading pauses at the high-water mark while the consumer dawdles for
+    # longer than the read timeout; the silence is the client's own, so the call must go on.
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "#mock output_tokens=5000"}]}
+    slow_reader = upstream("openai", "openai", f"http://127.0.0.1:{mock_port}/v1", timeout_s="0.3")
+    received = 0
+    async with pool_for(slow_reader) as pool, pool.stream("openai", "/v1/chat/completions", orjson.dumps(body),
+                                                          {}) as reply:
+        async for chunk in reply.chunks:
+            if not received:
+                await asyncio.sleep(0.8)  # the scenario itself: a consumer slower than the timeout
+            received += len(chunk)
+    assert received > 5000 * 150

@@ -12,7 +12,7 @@ from clock import FakeClock
 from costwarden.core.catalog import ModelSpec
 from costwarden.core.decision import CallRequest
 from costwarden.core.money import Price, cost_nanos
-from costwarden.core.scopes import Caller
+from costwarden.core.scopes import Caller, Planner
 from costwarden.counters import MemoryCounterStore
 from costwarden.engine.admission import Admission, Admitted
 from costwarden.policy import parse_policy
@@ -27,27 +27,29 @@ departments:
 
 
 async def test_1000_concurrent_admissions_admit_exactly_what_fits() -> None:
-    admission = Admission(parse_policy(POLICY), MemoryCounterStore(), FakeClock())
+    admission = Admission(MemoryCounterStore(), FakeClock())
+    planner = Planner(parse_policy(POLICY))
     request = CallRequest(Caller("HR"), "gpt-4o-mini", 1000, 50)  # 50 < 64: nothing can be clamped in
-    outcomes = await asyncio.gather(*(admission.admit(f"c{i}", request) for i in range(1000)))
+    outcomes = await asyncio.gather(*(admission.admit(f"c{i}", request, planner) for i in range(1000)))
     admitted = [o for o in outcomes if isinstance(o, Admitted)]
     assert len(admitted) == 10
     # settle each below its worst case ($0.00015 of $0.00018): the unused room opens up again
     await asyncio.gather(*(admission.settle(a, 1000, 0) for a in admitted))
-    later = await asyncio.gather(*(admission.admit(f"d{i}", request) for i in range(100)))
+    later = await asyncio.gather(*(admission.admit(f"d{i}", request, planner) for i in range(100)))
     assert sum(isinstance(o, Admitted) for o in later) == 1  # 10 x $0.00015 settled leaves $0.0003: one more
 
 
 async def test_released_calls_free_their_room() -> None:
-    admission = Admission(parse_policy(POLICY), MemoryCounterStore(), FakeClock())
+    admission = Admission(MemoryCounterStore(), FakeClock())
+    planner = Planner(parse_policy(POLICY))
     request = CallRequest(Caller("HR"), "gpt-4o-mini", 1000, 50)
-    first = [await admission.admit(f"c{i}", request) for i in range(10)]
+    first = [await admission.admit(f"c{i}", request, planner) for i in range(10)]
     assert all(isinstance(o, Admitted) for o in first)
-    assert not isinstance(await admission.admit("x", request), Admitted)
+    assert not isinstance(await admission.admit("x", request, planner), Admitted)
     for outcome in first:
         assert isinstance(outcome, Admitted)
         await admission.release(outcome)
-    assert isinstance(await admission.admit("y", request), Admitted)
+    assert isinstance(await admission.admit("y", request, planner), Admitted)
 
 
 prices = st.decimals(min_value=0, max_value=100, places=6, allow_nan=False, allow_infinity=False)

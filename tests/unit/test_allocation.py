@@ -18,7 +18,7 @@ from costwarden.reports.allocation import allocate, apportion, cents_to_text, na
 from costwarden.reports.chargeback import compute_statement
 from costwarden.reports.focus import CACHED_INPUT, INPUT, OUTPUT, parse_price_version, split_cost
 from costwarden.reports.shared import SharedCosts, SharedCostsError, SharedItem, parse_shared_costs, parse_usd
-from costwarden.reports.statement import Counts, DepartmentInfo, Usage
+from costwarden.reports.statement import Counts, DepartmentInfo, UsageRow
 
 amounts = st.integers(min_value=-(10**15), max_value=10**15)
 weight_lists = st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=30).filter(any)
@@ -99,8 +99,8 @@ usage_rows = st.lists(
 item_amounts = st.lists(st.integers(min_value=-(10**11), max_value=10**13), max_size=3)
 
 
-def make_usage(department: str, cost: int, day: int = 1, model: str = "m", corrects: str | None = None) -> Usage:
-    return Usage(date(2026, 10, day), department, model, "openai", "1/-/2@x",
+def make_usage(department: str, cost: int, day: int = 1, model: str = "m", corrects: str | None = None) -> UsageRow:
+    return UsageRow(date(2026, 10, day), department, model, "openai", "1/-/2@x",
                  Counts(1, 10, 0, 5, cost), tier=1, corrects=corrects)
 
 
@@ -190,7 +190,7 @@ def test_split_adds_up_exactly_to_the_ledger_cost(input_price: Decimal, cached_p
     charged = [(inp + cached, cached, out, spec.cost(inp + cached, out, cached)) for inp, cached, out in events]
     counts = Counts(len(charged), sum(c[0] for c in charged), sum(c[1] for c in charged),
                     sum(c[2] for c in charged), sum(c[3] for c in charged))
-    usage = Usage(date(2026, 10, 1), "ENG", "m", "openai", spec.price_version, counts)
+    usage = UsageRow(date(2026, 10, 1), "ENG", "m", "openai", spec.price_version, counts)
     split = {charge.token_type: charge for charge in split_cost(usage)}
     assert sum(charge.billed_nanos for charge in split.values()) == counts.cost_nanos
     uncached = counts.input_tokens - counts.cached_input_tokens
@@ -206,7 +206,7 @@ def test_price_versions() -> None:
     assert parse_price_version("0.15/0.075/0.60@2025-08-07") == (Price("0.15"), Price("0.075"), Price("0.60"))
     assert parse_price_version("3/-/15@policy") == (Price(3), Price(3), Price(15))
     assert parse_price_version("") is None and parse_price_version("a/b/c@x") is None
-    unknown = split_cost(Usage(date(2026, 10, 1), "ENG", "m", "openai", "p1", Counts(1, 10, 2, 3, 999)))
+    unknown = split_cost(UsageRow(date(2026, 10, 1), "ENG", "m", "openai", "p1", Counts(1, 10, 2, 3, 999)))
     assert [(c.token_type, c.tokens, c.billed_nanos, c.price) for c in unknown] == [
         (INPUT, 8, 0, None), (CACHED_INPUT, 2, 0, None), (OUTPUT, 3, 999, None)]
 

@@ -9,16 +9,23 @@ import pytest
 import yaml
 
 from costwarden.core.catalog import Catalog, ModelSpec
+from costwarden.core.model_ids import is_snapshot_of
+from costwarden.core.money import Price
+from costwarden.core.pricing import Prices, ServiceTier
+from costwarden.errors import PolicyError
 from costwarden.policy import bundled_catalog, parse_policy
 from costwarden.policy.catalog_file import bundled_catalog_text
 
 REQUIRED = [
-    "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini",
-    "gpt-5", "gpt-5-mini", "gpt-5-nano", "text-embedding-3-small", "text-embedding-3-large",
-    "claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5", "claude-3-5-haiku", "claude-sonnet-4",
-    "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash",
-    "gemini-embedding-001",
+    "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o1", "o3", "o3-mini", "o4-mini",
+    "gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "gpt-5.4", "gpt-5.4-mini", "gpt-5.4-nano", "gpt-5.5",
+    "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002",
+    "claude-opus-4-1", "claude-opus-4", "claude-opus-4-5", "claude-sonnet-4-5", "claude-haiku-4-5",
+    "claude-3-5-haiku", "claude-sonnet-4", "claude-3-7-sonnet", "claude-3-5-sonnet", "claude-3-haiku",
+    "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite",
+    "gemini-1.5-pro", "gemini-1.5-flash", "gemini-embedding-001",
 ]
+PRICE_FIELDS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "audio")
 OFFICIAL_PAGES = {
     "openai": "https://platform.openai.com/docs/pricing",
     "anthropic": "https://docs.anthropic.com/en/docs/about-claude/pricing",
@@ -35,10 +42,11 @@ def catalog() -> Catalog:
 def raw_prices() -> dict[str, dict[str, str]]:
     """Each entry's price scalars exactly as written in the file (read by PyYAML's composer)."""
     root = yaml.compose(bundled_catalog_text(), Loader=yaml.SafeLoader)
+    assert root is not None
     models = dict((key.value, value) for key, value in root.value)["models"]
     return {
         key.value: {field.value: scalar.value for field, scalar in entry.value
-                    if field.value in ("input", "cached_input", "output")}
+                    if field.value in PRICE_FIELDS}
         for key, entry in models.value
     }
 
@@ -64,7 +72,7 @@ def test_prices_are_the_exact_decimals_written_in_the_file(
 ) -> None:
     for model_id, written in raw_prices.items():
         spec = catalog[model_id]
-        read = {"input": spec.input, "output": spec.output, "cached_input": spec.cached_input}
+        read = {name: getattr(spec, name) for name in PRICE_FIELDS}
         for field, text in written.items():
             price = read[field]
             assert price is not None
@@ -134,3 +142,78 @@ def test_a_policy_without_models_or_upstreams_gets_the_whole_catalog(catalog: Ca
     policy = parse_policy("version: 1\n")
     assert set(policy.catalog) == set(catalog)
     assert policy.catalog["gemini-2.5-pro"] == catalog["gemini-2.5-pro"]
+
+
+def test_anthropic_cache_writes_are_one_and_a_quarter_and_two_times_input(catalog: Catalog) -> None:
+    for spec in specs(catalog):
+        if spec.provider != "anthropic" or spec.id == "claude-3-haiku":  # published as $0.30 and $0.50
+            continue
+        for prices in filter(None, (spec.pricing.standard, spec.pricing.long_context)):
+            assert prices.cache_write_5m == Price(prices.input.usd_per_million * Decimal("1.25")), spec.id
+            assert prices.cache_write_1h == Price(prices.input.usd_per_million * 2), spec.id
+            assert prices.cached_input is not None and prices.cached_input.usd_per_million < prices.input.usd_per_million
+
+
+def _all(prices: Prices) -> list[Price]:
+    return [price for price in (prices.input, prices.cached_input, prices.cache_write_5m, prices.cache_write_1h,
+                                prices.output, prices.audio, prices.image) if price is not None]
+
+
+def test_long_context_prices_are_higher_and_fit_the_window(catalog: Catalog) -> None:
+    long_models = [spec for spec in specs(catalog) if spec.pricing.long_context is not None]
+    assert {"claude-sonnet-4-5", "gemini-2.5-pro", "gpt-5.4"} <= {spec.id for spec in long_models}
+    for spec in long_models:
+        long = spec.pricing.long_context
+        assert long is not None and spec.long_context_above is not None
+        # Sonnet 4 / 4.5 reach it only where a policy raises the window to Anthropic's 1M beta.
+        assert 0 < spec.long_context_above <= spec.context_window, spec.id
+        assert long.input.usd_per_million > spec.input.usd_per_million, spec.id
+        assert long.output.usd_per_million > spec.output.usd_per_million, spec.id
+
+
+def test_service_tiers_are_priced_as_the_providers_bill_them(catalog: Catalog) -> None:
+    for spec in specs(catalog):
+        standard = _all(spec.pricing.standard)
+        for tier in spec.service_tiers:
+            prices = _all(tier.standard)
+            if tier.tier is ServiceTier.BATCH:  # half price at all three providers
+                assert prices == [Price(p.usd_per_million / 2) for p in standard], spec.id
+            elif tier.tier is ServiceTier.FLEX:
+                assert tier.standard.input.usd_per_million < spec.input.usd_per_million, spec.id
+            elif tier.tier is ServiceTier.PRIORITY:
+                assert tier.standard.input.usd_per_million > spec.input.usd_per_million, spec.id
+        if spec.provider in ("anthropic", "google"):
+            assert spec.pricing.offers(ServiceTier.BATCH), spec.id
+
+
+def test_every_name_belongs_to_one_entry_and_snapshots_follow_the_naming_rule(catalog: Catalog) -> None:
+    assert catalog.conflicts == []
+    for spec in specs(catalog):
+        for snapshot in spec.snapshots:
+            assert is_snapshot_of(snapshot, spec.id, spec.provider), (spec.id, snapshot)
+        for name in spec.names:
+            assert catalog.resolve(name) is spec, name
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{service_tiers: {turbo: {multiplier: 0.5}}}", "service_tiers.turbo: Input should be 'standard', 'flex'"),
+    ("{service_tiers: {standard: {multiplier: 0.5}}}", "service_tiers: standard prices are the entry's own"),
+    ("{service_tiers: {batch: {}}}", "service_tiers.batch: give a multiplier, prices, or both"),
+    ("{service_tiers: {batch: {multiplier: 0.3333333}}}", "service_tiers: a multiplier gives price 0.833333250 per 1M tokens has more than six decimals"),
+    ("{tool_calls: {teleport: 3}}", "tool_calls.teleport: Input should be 'web_search'"),
+    ("{long_context: {above: 1000, input: 5}}", "long_context.output: is required"),
+])
+def test_a_policys_billing_dimensions_are_validated(entry: str, message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(f"version: 1\nmodels:\n  gpt-4o: {entry}\n")
+    assert f"models.gpt-4o.{message}" in caught.value.message
+
+
+def test_a_policy_prices_new_dimensions_of_a_known_model() -> None:
+    policy = parse_policy("version: 1\nmodels:\n  gpt-4o:\n    service_tiers: {flex: {multiplier: 0.5}}\n"
+                          "    tool_calls: {file_search: 2.00}\n")
+    gpt4o = policy.catalog["gpt-4o"]
+    assert gpt4o.pricing.offers(ServiceTier.FLEX) and gpt4o.pricing.offers(ServiceTier.PRIORITY)  # both kept
+    fees = {fee.tool.value: fee.usd_per_thousand for fee in gpt4o.tool_fees}
+    assert fees == {"file_search": Decimal("2.00"), "web_search": Decimal("25.00")}
+    assert gpt4o.source == "" and gpt4o.as_of == ""  # new prices, no bundled provenance

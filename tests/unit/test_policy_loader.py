@@ -164,7 +164,7 @@ def test_summary_reads_like_the_policy(example: Policy) -> None:
     text = summarize(example)
     for expected in (
         "timezone: America/New_York",
-        "models: 17 (5 anthropic, 12 openai)",
+        "models: 42 (17 anthropic, 25 openai)",  # the bundled catalog, less google (no upstream)
         "budget: $20,000.00 monthly, action reject",
         "MARKETING: Marketing",
         "budget: $1,000.00 monthly, alert at 80%, action alert",

@@ -14,12 +14,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from costwarden.alerts.channels import ALERT_LOGGER, Channels, channel_kind, describe
 from costwarden.alerts.failures import DeliveryFailed
 from costwarden.alerts.mail import SmtpSettings
+from costwarden.clock import utc_now
 from costwarden.core.notifications import Notification
 from costwarden.errors import StorageError
 from costwarden.ledger import AlertRecord
@@ -32,10 +33,6 @@ class AlertLog(Protocol):
     """Where alerts are recorded once (the Ledger)."""
 
     async def record_alert(self, alert: AlertRecord) -> bool: ...
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -64,7 +61,7 @@ class AlertDispatcher:
     def __init__(self, ledger: AlertLog, smtp: SmtpSettings | None = None, *, queue_size: int = 1000,
                  concurrency: int = 8, delivery_timeout_s: float = 30.0, webhook_timeout_s: float = 5.0,
                  webhook_attempts: int = 3, backoff_s: float = 0.5,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self.counters = DeliveryCounters()
         self._ledger = ledger
         self._channels = Channels(smtp, webhook_timeout_s=webhook_timeout_s, webhook_attempts=webhook_attempts,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -11,11 +10,17 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from costwarden import errors
-from costwarden.core.policy import UNATTRIBUTED, Policy
+from costwarden.core.policy import UNATTRIBUTED, Department, Policy, TeamAttribution
 from costwarden.core.scopes import Caller
+from costwarden.ledger.credentials import hash_secret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Attribution bounds (SPEC section 10): what one call may add to the ledger and to the counters.
+MAX_ID_CHARS = 128  # X-User-ID, X-Team-ID, the department header, the body's user id
+MAX_TAGS = 32
+MAX_TAG_CHARS = 64  # each tag's name and each value
+_MAX_TAGS_HEADER = MAX_TAGS * (2 * MAX_TAG_CHARS + 8)  # room for MAX_TAGS valid tags, '=', commas and spaces
 _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 
 
@@ -33,11 +38,6 @@ class KeyIdentity:
 class Attribution:
     caller: Caller
     tags: Mapping[str, str] = field(default_factory=dict)
-
-
-def key_hash(secret: str) -> str:
-    """The only form in which a key is stored."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:
@@ -89,7 +89,7 @@ class _Directory(Generic[T]):
                 log.warning("could not refresh %s; keeping the %d known", self._what, len(self._known), exc_info=True)
 
     def _lookup(self, secret: str) -> T | None:
-        return self._known.get(key_hash(secret))
+        return self._known.get(hash_secret(secret))
 
 
 class KeyDirectory(_Directory[KeyIdentity]):
@@ -130,29 +130,63 @@ class TokenDirectory(_Directory[AdminIdentity]):
 
 
 def attribute(policy: Policy, key: KeyIdentity, headers: Mapping[str, str], body: Mapping[str, object]) -> Attribution:
-    """Department, team, user and tags of a call, checked against its key and the policy."""
-    named = headers.get(policy.attribution.header.lower())
-    named = named.strip().upper() if named else None
+    """Department, team, user and tags of a call, checked against its key and the policy.
+
+    Every value is bounded and checked before anything is stored or counted under it, so that
+    hostile input can neither grow memory and the ledger nor skip a team's budgets.
+    """
+    department = _department(policy, key, headers)
+    team = _team(policy, policy.departments[department], key, headers)
+    user = key.user or _bounded(_header(headers, "x-user-id"), "X-User-ID") or _body_user(body)
+    return Attribution(Caller(department, team, key.id, user), parse_tags(headers.get("x-tags")))
+
+
+def _department(policy: Policy, key: KeyIdentity, headers: Mapping[str, str]) -> str:
+    header = policy.attribution.header
+    named = _bounded(_header(headers, header.lower()), header)
+    named = named.upper() if named else None
     if key.department is not None:
         if named is not None and named != key.department:
             raise errors.DepartmentMismatch(
                 f"This key belongs to department {key.department}, but the call names {named}. "
-                f"Drop the {policy.attribution.header} header or use a key of {named}.")
+                f"Drop the {header} header or use a key of {named}.")
         department = key.department
     elif named is not None:
         department = named
     elif policy.attribution.require:
         raise errors.DepartmentRequired(
             f"This key is not bound to a department, so every call must name one in the "
-            f"{policy.attribution.header} header (one of {', '.join(sorted(policy.departments))}).")
+            f"{header} header (one of {', '.join(sorted(policy.departments))}).")
     else:
         department = UNATTRIBUTED
     if department not in policy.departments:
         raise errors.UnknownDepartment(
             f"Unknown department {department!r}. Known departments: {', '.join(sorted(policy.departments))}.")
-    team = key.team or _header(headers, "x-team-id")
-    user = key.user or _header(headers, "x-user-id") or _body_user(body)
-    return Attribution(Caller(department, team, key.id, user), parse_tags(headers.get("x-tags")))
+    return department
+
+
+def _team(policy: Policy, dept: Department, key: KeyIdentity, headers: Mapping[str, str]) -> str | None:
+    """The call's team: the key's, else X-Team-ID; it must be a team of the department."""
+    named = _bounded(_header(headers, "x-team-id"), "X-Team-ID")
+    team = key.team or (named.upper() if named else None)
+    if team is None:
+        with_rules = dept.teams_with_rules if policy.attribution.team == TeamAttribution.REQUIRED else ()
+        if with_rules:
+            raise errors.InvalidRequest(
+                f"Department {dept.id} has team budgets, so every call must name its team in the X-Team-ID "
+                f"header (one of {', '.join(with_rules)}), or use a key bound to a team.",
+                code="team_required", param="X-Team-ID")
+        return None
+    if team not in dept.teams:
+        known = f"its teams are {', '.join(sorted(dept.teams))}" if dept.teams else "it has no teams"
+        if key.team is not None:
+            message = (f"This key is bound to team {team!r}, which department {dept.id} does not have in the "
+                       f"policy in force ({known}). Ask your costwarden admin for a key of an existing team.")
+        else:
+            message = (f"Unknown team {team!r} in department {dept.id}: {known}. Send one of them in "
+                       "X-Team-ID, or drop the header.")
+        raise errors.InvalidRequest(message, code="unknown_team", param="X-Team-ID")
+    return team
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -160,15 +194,25 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value.strip() or None if value else None
 
 
+def _bounded(value: str | None, name: str) -> str | None:
+    """``value`` unless it is longer than MAX_ID_CHARS (then a 400 naming ``name``)."""
+    if value is not None and len(value) > MAX_ID_CHARS:
+        raise errors.InvalidRequest(
+            f"{name} is {len(value):,} characters long; the limit is {MAX_ID_CHARS}. Send a short, stable "
+            "id (a user name, an employee number, or a hash of a longer one).", param=name)
+    return value
+
+
 def _body_user(body: Mapping[str, object]) -> str | None:
+    """OpenAI's ``user`` field, or Anthropic's ``metadata.user_id``."""
     user = body.get("user")
     if isinstance(user, str) and user:
-        return user[:128]
+        return _bounded(user, "user")
     metadata = body.get("metadata")
     if isinstance(metadata, Mapping):
         user_id = metadata.get("user_id")
         if isinstance(user_id, str) and user_id:
-            return user_id[:128]
+            return _bounded(user_id, "metadata.user_id")
     return None
 
 
@@ -176,12 +220,23 @@ def parse_tags(header: str | None) -> dict[str, str]:
     """``project=atlas,feature=search`` -> {'project': 'atlas', 'feature': 'search'}."""
     if not header:
         return {}
+    if len(header) > _MAX_TAGS_HEADER:
+        raise errors.InvalidRequest(
+            f"X-Tags is {len(header):,} characters long; at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} "
+            "characters each are accepted, e.g. 'project=atlas,feature=search'.", param="X-Tags")
+    parts = header.split(",")
+    if len(parts) > MAX_TAGS:
+        raise errors.InvalidRequest(
+            f"X-Tags has {len(parts)} entries; at most {MAX_TAGS} are accepted. Keep the tags you report on.",
+            param="X-Tags")
     tags: dict[str, str] = {}
-    for part in header.split(","):
+    for part in parts:
         name, sep, value = part.strip().partition("=")
         if not sep or not _TAG.match(name) or not _TAG.match(value):
+            shown = part.strip() if len(part) <= 2 * MAX_TAG_CHARS + 1 else part.strip()[:MAX_TAG_CHARS] + "..."
             raise errors.InvalidRequest(
-                f"Bad X-Tags entry {part.strip()!r}: use key=value pairs separated by commas, e.g. "
-                "'project=atlas,feature=search' (letters, digits and _ . : / - only).", param="X-Tags")
+                f"Bad X-Tags entry {shown!r}: use key=value pairs separated by commas, e.g. "
+                f"'project=atlas,feature=search' (letters, digits and _ . : / - only, at most {MAX_TAG_CHARS} "
+                "characters each).", param="X-Tags")
         tags[name] = value
     return tags

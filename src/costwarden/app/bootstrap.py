@@ -1,47 +1,63 @@
-"""The only place that names concrete adapters: builds a Runtime from Settings."""
+"""The only place that names concrete adapters: builds a Runtime from Settings.
+
+Every adapter can be handed in instead (a store, a ledger, an upstream client factory, an alert
+sink, a clock), which is how tests drive the real service over fakes or over servers they run.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from costwarden import errors
 from costwarden.alerts import AlertDispatcher, SmtpSettings
-from costwarden.app.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenDirectory, key_hash
+from costwarden.app.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenDirectory
+from costwarden.app.generation import UpstreamFactory, generation_of
 from costwarden.app.metrics import Metrics
-from costwarden.app.observer import CallObserver
+from costwarden.app.observer import AlertSink, CallObserver
+from costwarden.app.reload import follow_policy
 from costwarden.app.runtime import Runtime
 from costwarden.app.service import GatewayService
 from costwarden.app.settings import Settings
+from costwarden.app.upkeep import CounterUpkeep, UpkeepTimes, ensure_built
+from costwarden.clock import utc_now
+from costwarden.core.kinds import Role
 from costwarden.core.policy import Policy
-from costwarden.counters import open_store
-from costwarden.engine.admission import Admission, utc_now
-from costwarden.engine.rebuild import rebuild_counters
+from costwarden.counters import CounterStore, open_store
+from costwarden.engine.admission import Admission
 from costwarden.ledger import Ledger
-from costwarden.policy import load_policy, parse_policy
+from costwarden.ledger.credentials import hash_secret
+from costwarden.policy import env_names, load_policy, parse_policy
 from costwarden.providers import ENDPOINTS, UpstreamPool
 
 log = logging.getLogger(__name__)
-SWEEP_S = 30.0
-LOADED_MARK = "costwarden|counters-loaded"
+STARTUP_REBUILD_TRIES = 20  # half-second waits for another replica's rebuild at start-up
+
+
+async def policy_for(ledger: Ledger, path: str | None) -> Policy | None:
+    """The policy file at ``path`` when given, else the policy most recently loaded by a server on
+    this database, else None."""
+    if path:
+        return load_policy(path)
+    stored = await ledger.latest_policy_version()
+    return parse_policy(stored.yaml, source=f"stored policy version {stored.id}") if stored else None
 
 
 async def resolve_policy(settings: Settings, ledger: Ledger) -> Policy:
     """``--policy P`` when given, else the policy most recently loaded by a server on this database."""
-    if settings.policy_path:
-        return load_policy(settings.policy_path)
-    stored = await ledger.latest_policy_version()
-    if stored is None:
+    policy = await policy_for(ledger, settings.policy_path)
+    if policy is None:
         raise errors.PolicyError(["no --policy given and this database has no stored policy yet"],
                                  source="costwarden")
-    return parse_policy(stored.yaml, source=f"stored policy version {stored.id}")
+    return policy
 
 
 def upstream_keys(policy: Policy, environ: Mapping[str, str]) -> dict[str, str]:
+    """Each upstream's API key, read from the variable the policy names for it."""
     keys = {}
     for name, upstream in policy.upstreams.items():
         key = environ.get(upstream.api_key_env or "", "")
@@ -51,15 +67,27 @@ def upstream_keys(policy: Policy, environ: Mapping[str, str]) -> dict[str, str]:
     return keys
 
 
+def pool_factory(settings: Settings) -> UpstreamFactory:
+    """Pooled HTTP clients for a policy's upstreams, keys from the server's environment."""
+    return lambda policy: UpstreamPool(policy.upstreams, upstream_keys(policy, settings.environ))
+
+
 async def start_runtime(settings: Settings, policy: Policy | None = None,
-                        clock: Callable[[], datetime] = utc_now) -> Runtime:
-    ledger = await Ledger.open(settings.db_url)
+                        clock: Callable[[], datetime] = utc_now, *,
+                        ledger: Ledger | None = None, store: CounterStore | None = None,
+                        upstreams_for: UpstreamFactory | None = None,
+                        alerts: AlertSink | None = None) -> Runtime:
+    """Open (or take) every adapter, recover from the last stop, and wire the service."""
+    ledger = ledger or await Ledger.open(settings.db_url, spool_dir=settings.spool_dir,
+                                         when_down=settings.ledger_down)
     try:
         policy = policy or await resolve_policy(settings, ledger)
+        if settings.upstream_env is None:  # reloads may name only what the start-up policy names
+            settings = replace(settings, upstream_env=tuple(sorted(env_names(policy))))
         version = await ledger.store_policy(policy.source)
-        store = open_store(settings.redis_url)
+        store = store or open_store(settings.redis_url)
         await store.ping()
-        admission = Admission(policy, store, clock)
+        admission = Admission(store, clock)
         now = clock()
         # With shared counters other replicas may have calls in flight: only rows older than any
         # reservation can live are certainly orphaned.
@@ -67,27 +95,26 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
         interrupted = await ledger.recover_interrupted(now, older_than=older_than)
         if interrupted:
             log.warning("settled %d calls interrupted by the last stop at their estimates", len(interrupted))
-        if await store.claim(LOADED_MARK, now.timestamp() + 10 * 365 * 86400, now.timestamp()):
-            cells = await rebuild_counters(policy, store, ledger, now)
-            log.info("rebuilt %d counter cells from the ledger", cells)
+        await _built(policy, store, ledger, clock)
         keys = KeyDirectory(lambda: _load_keys(ledger), settings.key_refresh_s)
         await keys.start()
         tokens = TokenDirectory(lambda: _load_tokens(ledger, settings.admin_token), settings.key_refresh_s)
         await tokens.start()
-        estimator = ENDPOINTS["/v1/chat/completions"].estimator
-        log.info("input tokens estimated with %s", "tiktoken" if estimator.uses_tiktoken else
-                 "the conservative byte rule (no tiktoken encoding on disk)")
+        endpoints = dict(ENDPOINTS)
+        # The tokenizers load in about half a second: at start-up, not inside the first call.
+        await asyncio.to_thread(endpoints["/v1/chat/completions"].estimator.warm_up)
+        log.info("input tokens counted with the bundled OpenAI tokenizers; other providers' by the byte rule")
         metrics = Metrics()
-        pool = UpstreamPool(policy.upstreams, upstream_keys(policy, settings.environ))
-        alerts = AlertDispatcher(ledger, SmtpSettings.from_env(settings.environ))
-        await alerts.start()
-        observer = CallObserver(metrics, alerts, admission)
-        service = GatewayService(admission, ledger, pool, observer, clock)
-        # Everything built so far lives as long as the process: take it out of the collector's
-        # generations, so that full collections under load stay short (p99 latency).
-        gc.collect()
-        gc.freeze()
-        return Runtime(settings, admission, ledger, pool, keys, service, metrics, observer, tokens, version)
+        if alerts is None:
+            dispatcher = AlertDispatcher(ledger, SmtpSettings.from_env(settings.environ))
+            await dispatcher.start()
+            alerts = dispatcher
+        observer = CallObserver(metrics, alerts)
+        upstreams_for = upstreams_for or pool_factory(settings)
+        generation = generation_of(policy, version, upstreams_for)
+        service = GatewayService(admission, ledger, observer, clock)
+        return Runtime(settings, admission, ledger, keys, service, metrics, observer, tokens, generation,
+                       endpoints, upstreams_for)
     except BaseException:
         await ledger.close()
         raise
@@ -97,8 +124,8 @@ async def stop_runtime(runtime: Runtime) -> None:
     await runtime.keys.stop()
     await runtime.tokens.stop()
     await runtime.observer.stop()
-    for pool in (*runtime.retired_pools, runtime.pool):
-        await pool.aclose()
+    for upstreams in (*runtime.retired, runtime.generation.upstreams):
+        await upstreams.aclose()
     await runtime.admission.store.close()
     await runtime.ledger.close()
 
@@ -112,31 +139,37 @@ async def _load_tokens(ledger: Ledger, bootstrap: str | None) -> dict[str, Admin
     tokens = {digest: AdminIdentity(record.id, record.role, record.department)
               for digest, record in (await ledger.load_tokens()).items()}
     if bootstrap:
-        tokens[key_hash(bootstrap)] = AdminIdentity("bootstrap", "admin")
+        tokens[hash_secret(bootstrap)] = AdminIdentity("bootstrap", Role.ADMIN)
     return tokens
 
 
 @asynccontextmanager
 async def running(settings: Settings, policy: Policy | None = None,
-                  clock: Callable[[], datetime] = utc_now) -> AsyncIterator[Runtime]:
-    """Start a runtime with its background sweeps; stop it on exit."""
-    runtime = await start_runtime(settings, policy, clock)
-    sweeper = asyncio.create_task(_sweep(runtime), name="reservation-sweep")
+                  clock: Callable[[], datetime] = utc_now, *,
+                  ledger: Ledger | None = None, store: CounterStore | None = None,
+                  upstreams_for: UpstreamFactory | None = None,
+                  alerts: AlertSink | None = None) -> AsyncIterator[Runtime]:
+    """Start a runtime with its background tasks (reservation sweep, policy follower); stop it on exit."""
+    runtime = await start_runtime(settings, policy, clock, ledger=ledger, store=store,
+                                  upstreams_for=upstreams_for, alerts=alerts)
+    upkeep = CounterUpkeep(runtime.admission, runtime.ledger, lambda: runtime.policy, runtime.metrics.set_drift,
+                           UpkeepTimes.of(runtime.settings))
+    tasks = [asyncio.create_task(upkeep.run(), name="counter-upkeep"),
+             asyncio.create_task(follow_policy(runtime), name="policy-follower")]
     try:
         yield runtime
     finally:
-        sweeper.cancel()
-        await asyncio.gather(sweeper, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await stop_runtime(runtime)
 
 
-async def _sweep(runtime: Runtime) -> None:
-    while True:
-        await asyncio.sleep(SWEEP_S)
-        try:
-            stale = await runtime.admission.store.expire(runtime.admission.clock().timestamp())
-        except errors.StorageError:
-            log.warning("reservation sweep failed", exc_info=True)
-            continue
-        if stale:
-            log.warning("settled %d stale reservations at their estimates", len(stale))
+async def _built(policy: Policy, store: CounterStore, ledger: Ledger, clock: Callable[[], datetime]) -> None:
+    """Start on built counters: rebuild an emptied store by replacement, or wait (a little) for
+    the replica that is rebuilding it; the upkeep task goes on trying if that takes longer."""
+    for _ in range(STARTUP_REBUILD_TRIES):
+        if await ensure_built(policy, store, ledger, clock()):
+            return
+        await asyncio.sleep(0.5)
+    log.warning("another replica is still rebuilding the counter store; hard-checked calls wait for it")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.money import nanos_to_usd
 from costwarden.engine.admission import Settled
+from costwarden.engine.status import BudgetStatus
 
 FLUSH_EVERY = 1000  # events whose metrics are held at most before they are applied
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -31,6 +34,19 @@ class Metrics:
                                  registry=self.registry)
         self.latency = Histogram("costwarden_call_duration_seconds", "Call duration through the gateway",
                                  ["department", "model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.counter_drift = Gauge("costwarden_counter_drift_nanodollars",
+                                   "Settled spend on a budget counter minus the ledger's, confirmed by the "
+                                   "reconciler (tokens for a token budget); 0 when healthy", ["budget"],
+                                   registry=self.registry)
+        budget_labels = ["scope", "index", "period"]  # the budget's scope id, its place in the scope's list
+        self.budget_spent = Gauge("costwarden_budget_spent_usd", "Settled spend of a USD budget in its current "
+                                  "period, read from the counters at scrape time", budget_labels,
+                                  registry=self.registry)
+        self.budget_limit = Gauge("costwarden_budget_limit_usd", "Limit of a USD budget", budget_labels,
+                                  registry=self.registry)
+        self.budget_utilization = Gauge("costwarden_budget_utilization", "Settled spend over the limit of a "
+                                        "budget (1 = exhausted), USD and token budgets", budget_labels,
+                                        registry=self.registry)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # Increments are held and applied in bulk (prometheus_client takes a lock per increment):
         # at every render, and every FLUSH_EVERY events so that nothing grows without a scrape.
@@ -81,6 +97,30 @@ class Metrics:
     def on_rejection(self, rejection: Rejection) -> None:
         self.rejections.labels(rejection.department or "", rejection.code).inc()
         self.decisions.labels(rejection.department or "", "reject").inc()
+
+    def set_drift(self, drift: Mapping[str, int]) -> None:
+        """Publish the reconciler's last figures, one series per budget counter it checked."""
+        self.counter_drift.clear()  # counters of past periods leave with their period
+        for budget, amount in drift.items():
+            self.counter_drift.labels(budget).set(amount)
+
+    def set_budgets(self, statuses: Iterable[BudgetStatus]) -> None:
+        """Publish one series per budget of the organization, its departments and teams (per-key and
+        per-user budgets are left out: one series per key or user would grow without bound)."""
+        self.clear_budgets()  # budgets a reload removed leave with it
+        for status in statuses:
+            budget = status.budget
+            labels = (status.scope.id, str(status.check.index), budget.period.text)
+            if budget.unit == "usd":
+                self.budget_spent.labels(*labels).set(float(nanos_to_usd(status.spent)))
+                self.budget_limit.labels(*labels).set(float(nanos_to_usd(budget.limit)))
+            share = Fraction(status.spent, budget.limit) if budget.limit > 0 else Fraction(0)
+            self.budget_utilization.labels(*labels).set(float(share))
+
+    def clear_budgets(self) -> None:
+        """Drop the budget series (the counters could not be read: no stale figures)."""
+        for gauge in (self.budget_spent, self.budget_limit, self.budget_utilization):
+            gauge.clear()
 
     def render(self) -> bytes:
         self.flush()

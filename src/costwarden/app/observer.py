@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from costwarden.app.metrics import Metrics
+from costwarden.app.ports import NotifyTargets
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.notifications import Notification, threshold_notification
-from costwarden.engine.admission import Admission, Settled
+from costwarden.engine.admission import Settled
 
 
 class AlertSink(Protocol):
@@ -22,29 +23,23 @@ class AlertSink(Protocol):
 
 
 class CallObserver:
-    def __init__(self, metrics: Metrics, alerts: AlertSink, admission: Admission) -> None:
+    """Metrics for every call; threshold alerts to the targets of the call's policy."""
+
+    def __init__(self, metrics: Metrics, alerts: AlertSink) -> None:
         self.metrics = metrics
         self.alerts = alerts
-        self.admission = admission
 
-    def on_event(self, event: UsageEvent, settled: Settled | None) -> None:
+    def on_event(self, event: UsageEvent, settled: Settled | None, notify: NotifyTargets) -> None:
         self.metrics.on_event(event, settled)
         if settled is None or not settled.crossings:
             return
-        policy = self.admission.policy
         for crossing in settled.crossings:
-            note = threshold_notification(crossing.check, crossing.fraction, crossing.spent, policy.timezone)
-            self.alerts.submit(note, self._targets(note.department))
+            check = crossing.check
+            note = threshold_notification(check, crossing.fraction, crossing.spent, notify.timezone)
+            self.alerts.submit(note, notify.targets(note.department))
 
     def on_rejection(self, rejection: Rejection) -> None:
         self.metrics.on_rejection(rejection)
-
-    def _targets(self, department: str | None) -> tuple[str, ...]:
-        policy = self.admission.policy
-        if department is None:
-            return policy.organization_notify
-        dept = policy.departments.get(department)
-        return dept.notify if dept is not None else ()
 
     async def drain(self) -> None:
         await self.alerts.drain()

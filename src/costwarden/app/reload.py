@@ -1,15 +1,23 @@
-"""Swapping a policy into a running gateway (admin reload)."""
+"""Swapping a policy into a running gateway: an admin reload here, or one made on another worker
+or replica, which every process picks up from the ledger within seconds (``follow_policy``)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
-from costwarden.app.bootstrap import LOADED_MARK, upstream_keys
+from costwarden import errors
+from costwarden.app.generation import generation_of
 from costwarden.app.runtime import Runtime
+from costwarden.core.audit import SERVER_ROLE, Actor, AuditAction, policy_entries
 from costwarden.core.policy import Policy
 from costwarden.core.scopes import BudgetCheck, Caller, scopes_of
-from costwarden.engine.rebuild import ledger_spend
-from costwarden.providers import UpstreamPool
+from costwarden.engine.rebuild import LOADED_MARK, ledger_spend
+from costwarden.policy import env_problems, parse_policy
+
+log = logging.getLogger(__name__)
+FOLLOW_S = 2.0  # how often a process looks for a policy stored by another one (SPEC §10: within 5 s)
 
 Slot = tuple[str, int, str, str]  # scope template, budget index, period, unit: what names a counter
 
@@ -23,25 +31,83 @@ class PolicyChange:
     changed: bool
     upstreams_rebuilt: bool = False
     counters_loaded: int = 0
+    previous: Policy | None = None  # the policy replaced, when changed (for the audit log)
 
 
 async def apply_policy(runtime: Runtime, policy: Policy) -> PolicyChange:
     """Swap a validated policy in (a reload): store it as a new version, rebuild the upstream pool
-    when its upstreams changed, and load from the ledger the counters of budgets it adds."""
+    when its upstreams changed, and load from the ledger the counters of budgets it adds. A policy
+    naming an API key variable outside the server's allow-list is refused (PolicyError)."""
+    # The admin API must not be able to send the server's secrets to a host of its choosing.
+    problems = env_problems(policy, runtime.settings.upstream_env or ())
+    if problems:
+        raise errors.PolicyError(problems, source="the policy")
     async with runtime.reload_lock:
-        old, previous = runtime.admission.policy, runtime.policy_version
+        old, previous = runtime.policy, runtime.policy_version
         if policy.source == old.source:
             return PolicyChange(previous, previous, changed=False)
         version = await runtime.ledger.store_policy(policy.source)
-        rebuilt = dict(policy.upstreams) != dict(old.upstreams)
-        if rebuilt:
-            pool = UpstreamPool(policy.upstreams, upstream_keys(policy, runtime.settings.environ))
-            runtime.retired_pools.append(runtime.pool)
-            runtime.pool = runtime.service.pool = pool
-        runtime.admission.policy = policy
-        runtime.policy_version = version
-        loaded = await _load_added_budgets(runtime, old, policy, version)
-        return PolicyChange(version, previous, True, rebuilt, loaded)
+        return await _swap(runtime, policy, version)
+
+
+async def _swap(runtime: Runtime, policy: Policy, version: int) -> PolicyChange:
+    """Put ``policy`` in force as one new generation (under ``reload_lock``)."""
+    current = runtime.generation
+    generation = generation_of(policy, version, runtime.upstreams_for, previous=current)
+    rebuilt = generation.upstreams is not current.upstreams
+    if rebuilt:
+        runtime.retired.append(current.upstreams)
+    runtime.generation = generation
+    loaded = await _load_added_budgets(runtime, current.policy, policy, version)
+    return PolicyChange(version, current.version, True, rebuilt, loaded, current.policy)
+
+
+async def follow_policy(runtime: Runtime, interval_s: float = FOLLOW_S) -> None:
+    """Forever: take in a policy version that another worker or replica stored."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await adopt_latest(runtime)
+        except errors.CostwardenError:
+            log.warning("could not check for a newer policy; keeping version %d", runtime.policy_version,
+                        exc_info=True)
+
+
+async def adopt_latest(runtime: Runtime) -> PolicyChange | None:
+    """Adopt the policy most recently stored in the ledger if it is not the one in force."""
+    stored = await runtime.ledger.latest_policy_version()
+    if stored is None or stored.id == runtime.policy_version:
+        return None
+    async with runtime.reload_lock:
+        if stored.id == runtime.policy_version:
+            return None
+        if stored.yaml == runtime.policy.source:  # the same text stored again: nothing changes
+            runtime.generation = generation_of(runtime.policy, stored.id, runtime.upstreams_for,
+                                               previous=runtime.generation)
+            return None
+        policy = parse_policy(stored.yaml, source=f"stored policy version {stored.id}")
+        problems = env_problems(policy, runtime.settings.upstream_env or ())
+        if problems:
+            # Another replica may allow variables this one does not: its policy is not taken here,
+            # so that no replica sends a secret it was not allowed to (SPEC §10).
+            if stored.id not in runtime.refused_versions:
+                runtime.refused_versions.add(stored.id)
+                log.error("not adopting policy version %d: %s", stored.id, "; ".join(problems))
+            return None
+        log.info("adopting policy version %d stored by another process", stored.id)
+        change = await _swap(runtime, policy, stored.id)
+    await _audit_adoption(runtime, change, policy)
+    return change
+
+
+async def _audit_adoption(runtime: Runtime, change: PolicyChange, policy: Policy) -> None:
+    """Record the adoption once for all processes (none when an admin reload stored the version:
+    that reload has its own entries)."""
+    if change.previous is None:
+        return
+    entries = policy_entries(change.previous, policy, runtime.admission.clock(), Actor("server", SERVER_ROLE),
+                             AuditAction.POLICY_ADOPTED, change.previous_version, change.version)
+    await runtime.ledger.record_audit(entries, once=f"{AuditAction.POLICY_ADOPTED}|{change.version}")
 
 
 async def _load_added_budgets(runtime: Runtime, old: Policy, new: Policy, version: int) -> int:

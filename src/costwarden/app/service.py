@@ -17,47 +17,45 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from costwarden import errors
 from costwarden.app.auth import Attribution
-from costwarden.core import events
+from costwarden.app.generation import Generation
+from costwarden.app.ports import Observer, UsageLedger
+from costwarden.core.catalog import Catalog, ModelSpec
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
+from costwarden.core.kinds import CallStatus, UpstreamType
 from costwarden.core.money import format_usd
-from costwarden.engine.admission import Admission, Admitted, Settled
-from costwarden.providers import Endpoint, StreamingReply, StreamTap, UpstreamPool, Usage
+from costwarden.core.pricing import service_tier_of
+from costwarden.engine.admission import Admission, Admitted, Billed, Settled
+from costwarden.providers import Endpoint, StreamingReply, StreamTap, Usage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta")
-
-
-class UsageLedger(Protocol):
-    """The part of the ledger the hot path writes to."""
-
-    def begin(self, call: InflightCall) -> None: ...
-
-    async def record(self, event: UsageEvent) -> None: ...
-
-    async def record_rejection(self, rejection: Rejection) -> None: ...
-
-
-class Observer(Protocol):
-    """Metrics and alerts: told about every event; must never block or fail a call."""
-
-    def on_event(self, event: UsageEvent, settled: Settled | None) -> None: ...
-
-    def on_rejection(self, rejection: Rejection) -> None: ...
 
 
 @dataclass(slots=True)
-class Reply:
+class Receipt:
+    """What the HTTP edge needs to describe a call in its response headers."""
+
+    id: str
+    department: str
+    decision: Decision
+    cost_nanos: int | None  # None while a stream's cost is not known yet
+
+
+@dataclass(slots=True)
+class Answer:
+    """A complete answer to pass to the client."""
+
     status: int
-    headers: dict[str, str]
+    content_type: str
     body: bytes
+    receipt: Receipt
 
 
 @dataclass(slots=True)
@@ -65,10 +63,11 @@ class Streaming:
     """A metered stream for the HTTP edge to pump: feed chunks through ``tap``, then ``finish``."""
 
     status: int
-    headers: dict[str, str]
+    content_type: str
+    receipt: Receipt
     reply: StreamingReply
     tap: StreamTap
-    finish: Callable[[str], Awaitable[None]]
+    finish: Callable[[CallStatus], Awaitable[None]]
     resources: AsyncExitStack
 
 
@@ -80,49 +79,66 @@ class _Call:
     endpoint: Endpoint
     who: Attribution
     admitted: Admitted
+    generation: Generation
     provider: str
     stream: bool
+    sent: str  # the model id as the client sent it
     started: float = field(default_factory=time.perf_counter)
     closed: bool = False  # its reservation is settled or released and its event recorded
 
 
 class GatewayService:
-    def __init__(self, admission: Admission, ledger: UsageLedger, pool: UpstreamPool, observer: Observer,
+    """Admits, forwards and meters calls; holds no policy (each call brings its ``Generation``)."""
+
+    def __init__(self, admission: Admission, ledger: UsageLedger, observer: Observer,
                  clock: Callable[[], datetime]) -> None:
         self.admission = admission
         self.ledger = ledger
-        self.pool = pool
         self.observer = observer
         self.clock = clock
         # Call ids need to be unique, not secret: 128 bits from a generator seeded once from the
         # OS, since uuid4() reads the OS random source on every call (about 20 us here).
         self._ids = random.Random(os.urandom(32))
 
-    async def call(self, endpoint: Endpoint, payload: dict[str, Any], who: Attribution,
-                   client_headers: Mapping[str, str]) -> Reply | Streaming:
-        """Admit, forward and meter one call; raises a CostwardenError for refusals."""
+    async def call(self, generation: Generation, endpoint: Endpoint, payload: dict[str, Any], who: Attribution,
+                   client_headers: Mapping[str, str]) -> Answer | Streaming:
+        """Admit, forward and meter one call under ``generation``; raises a CostwardenError for
+        refusals. ``client_headers``: the upstream client forwards the ones its upstream takes."""
         call_id = f"req_{self._ids.getrandbits(128):032x}"
-        policy = self.admission.policy
+        policy = generation.policy
         model_id = payload["model"]
-        spec = policy.catalog.get(model_id)
+        # A snapshot, alias or prefixed id is admitted, priced and recorded as its catalog entry.
+        spec = policy.catalog.resolve(model_id) if isinstance(model_id, str) else None
         if spec is not None:
             _check_wire(endpoint, spec.id, policy.upstreams[spec.provider].type)
-        request = CallRequest(who.caller, model_id, endpoint.estimate_input_tokens(payload),
-                              endpoint.requested_output_tokens(payload), endpoint.output_multiplier(payload))
-        outcome = await self.admission.admit(call_id, request)
+        estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)
+        request = CallRequest(who.caller, spec.id if spec is not None else model_id,
+                              estimate.tokens if spec is None else estimate.reserve(spec.context_window),
+                              endpoint.requested_output_tokens(payload), endpoint.output_multiplier(payload),
+                              input_floor=estimate.floor)
+        self.ledger.check_accepting()  # refused here, before anything is reserved or forwarded
+        outcome = await self.admission.admit(call_id, request, generation.planner)
         if isinstance(outcome, Decision):
             raise await self._refuse(call_id, endpoint, who, outcome)
         decision = outcome.decision
         assert decision.model is not None
         upstream = policy.upstreams[decision.model.provider]
-        call = _Call(call_id, endpoint, who, outcome, upstream.name, endpoint.wants_stream(payload))
-        self.ledger.begin(_inflight(call))
-        prepared = endpoint.prepare(payload, model=decision.model.id, output_bound=_bound_to_send(request, decision),
-                                    stream=call.stream)
-        forward = {k: v for k in FORWARDED_HEADERS if (v := client_headers.get(k))}
+        call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, endpoint.wants_stream(payload),
+                     str(model_id))
+        # From here on the call holds a reservation: every failure must reach _close (see _guarded).
+        return await self._guarded(call, self._forward(call, payload, request, client_headers))
+
+    async def _forward(self, call: _Call, payload: dict[str, Any], request: CallRequest,
+                       client_headers: Mapping[str, str]) -> Answer | Streaming:
+        decision = call.admitted.decision
+        assert decision.model is not None
+        self.ledger.begin(_inflight(call, self.admission.store.replica))
+        prepared = call.endpoint.prepare(payload, model=_upstream_model(call.generation.policy.catalog, payload["model"],
+                                                                        decision.model),
+                                         output_bound=_bound_to_send(request, decision), stream=call.stream)
         if call.stream:
-            return await self._guarded(call, self._stream(call, prepared.body, prepared.client_wants_usage, forward))
-        return await self._guarded(call, self._unary(call, prepared.body, forward))
+            return await self._stream(call, prepared.body, prepared.client_wants_usage, client_headers)
+        return await self._unary(call, prepared.body, client_headers)
 
     async def _guarded(self, call: _Call, work: Awaitable[T]) -> T:
         """A failure of the gateway itself still frees the call's reservation and records its event."""
@@ -133,73 +149,80 @@ class GatewayService:
         except Exception as exc:  # the service's edge: nothing may leak a reservation or lose an event
             log.exception("call %s failed inside the gateway", call.id)
             if not call.closed:
-                await self._close(call, None, events.GATEWAY_ERROR, 500)
+                await self._close(call, None, CallStatus.GATEWAY_ERROR, 500)
             raise errors.CostwardenError(
                 f"The gateway failed on this call ({call.id}); it was not charged. Retry it.") from exc
 
-    async def _unary(self, call: _Call, body: bytes, forward: dict[str, str]) -> Reply:
+    async def _unary(self, call: _Call, body: bytes, forward: Mapping[str, str]) -> Answer:
         try:
-            reply = await self.pool.post(call.provider, call.endpoint.path, body, forward)
+            reply = await call.generation.upstreams.post(call.provider, call.endpoint.path, body, forward)
         except errors.UpstreamError as exc:
-            await self._close(call, None, events.UPSTREAM_UNREACHABLE, exc.status)
+            await self._close(call, None, CallStatus.UPSTREAM_UNREACHABLE, exc.status)
             raise
-        usage = _usage_of(call.endpoint, reply.body)
+        usage = _trusted(call, _usage_of(call.endpoint, reply.body), ok=reply.status < 300)
         if usage is None and reply.status < 300:
             usage = _estimated(call)  # a 2xx without usage is charged its estimate, never nothing
-        event = await self._close(call, usage, events.OK if reply.status < 300 else events.UPSTREAM_ERROR,
+        event = await self._close(call, usage, CallStatus.OK if reply.status < 300 else CallStatus.UPSTREAM_ERROR,
                                   reply.status)
-        headers = self._headers(call, event)
-        headers["content-type"] = reply.headers.get("content-type", "application/json")
-        return Reply(reply.status, headers, reply.body)
+        return Answer(reply.status, reply.headers.get("content-type", "application/json"), reply.body,
+                      _receipt(call, event))
 
-    async def _stream(self, call: _Call, body: bytes, wants_usage: bool, forward: dict[str, str]) -> Reply | Streaming:
+    async def _stream(self, call: _Call, body: bytes, wants_usage: bool,
+                      forward: Mapping[str, str]) -> Answer | Streaming:
         resources = AsyncExitStack()
         try:
-            reply = await resources.enter_async_context(self.pool.stream(call.provider, call.endpoint.path, body, forward))
+            reply = await resources.enter_async_context(
+                call.generation.upstreams.stream(call.provider, call.endpoint.path, body, forward))
         except errors.UpstreamError as exc:
             await resources.aclose()
-            await self._close(call, None, events.UPSTREAM_UNREACHABLE, exc.status)
+            await self._close(call, None, CallStatus.UPSTREAM_UNREACHABLE, exc.status)
             raise
         if reply.status >= 300:
             content = b"".join([chunk async for chunk in reply.chunks])
             await resources.aclose()
-            event = await self._close(call, _usage_of(call.endpoint, content), events.UPSTREAM_ERROR, reply.status)
-            headers = self._headers(call, event)
-            headers["content-type"] = reply.headers.get("content-type", "application/json")
-            return Reply(reply.status, headers, content)
-        model = call.admitted.decision.model
-        assert model is not None
-
+            event = await self._close(call, _usage_of(call.endpoint, content), CallStatus.UPSTREAM_ERROR,
+                                      reply.status)
+            return Answer(reply.status, reply.headers.get("content-type", "application/json"), content,
+                          _receipt(call, event))
         def usage_extra(usage: Usage) -> Mapping[str, object]:
-            cost = model.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
-            return {"cost": Decimal(format_usd(cost))}
+            priced = self.admission.price(call.admitted, usage.input_tokens, usage.output_tokens,
+                                          usage.cached_input_tokens, billed=billed(usage))
+            return {"cost": Decimal(format_usd(priced.cost_nanos))}
 
         tap = call.endpoint.stream_tap(client_wants_usage=wants_usage, usage_extra=usage_extra)
 
-        async def finish(status: str) -> None:
-            usage = tap.usage
-            if status != events.OK or usage is None:
-                usage = _partial(call, usage, tap.produced_output_tokens) if status != events.OK else _estimated(call)
+        async def finish(status: CallStatus) -> None:
+            usage = _trusted(call, tap.usage, ok=status == CallStatus.OK)
+            if status != CallStatus.OK or usage is None:
+                usage = (_partial(call, usage, tap.produced_output_tokens) if status != CallStatus.OK
+                         else _estimated(call))
             await self._close(call, usage, status, reply.status)
 
-        headers = self._headers(call, None)
-        headers["content-type"] = reply.headers.get("content-type", "text/event-stream")
-        headers["cache-control"] = "no-cache"
-        return Streaming(reply.status, headers, reply, tap, finish, resources)
+        return Streaming(reply.status, reply.headers.get("content-type", "text/event-stream"),
+                         _receipt(call, None), reply, tap, finish, resources)
 
-    async def _close(self, call: _Call, usage: Usage | None, status: str, http_status: int) -> UsageEvent:
+    async def _close(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> UsageEvent:
         """Settle (or release) the reservation and make the event durable."""
         call.closed = True
         admitted = call.admitted
         settled: Settled | None = None
-        if usage is None:
-            await self.admission.release(admitted)
-        else:
-            settled = await self.admission.settle(admitted, usage.input_tokens, usage.output_tokens,
-                                                  usage.cached_input_tokens)
+        try:
+            if usage is None:
+                await self.admission.release(admitted)
+            else:
+                settled = await self.admission.settle(admitted, usage.input_tokens, usage.output_tokens,
+                                                      usage.cached_input_tokens, billed=billed(usage))
+        except errors.StorageError:
+            # The counter store failed after the upstream answered. The event is the truth and is
+            # recorded all the same; the store's hold lapses and the counters are put right from
+            # the ledger (SPEC §10), so the client is never failed for it.
+            log.warning("call %s: could not settle its counters; recording its event", call.id, exc_info=True)
+            if usage is not None:
+                settled = self.admission.price(admitted, usage.input_tokens, usage.output_tokens,
+                                               usage.cached_input_tokens, billed=billed(usage))
         event = _event(call, usage, settled, status, http_status, self.clock())
         await self.ledger.record(event)
-        self.observer.on_event(event, settled)
+        self.observer.on_event(event, settled, call.generation)
         return event
 
     async def _refuse(self, call_id: str, endpoint: Endpoint, who: Attribution,
@@ -213,44 +236,28 @@ class GatewayService:
                               user=caller.user, tags=who.tags, shadow=decision.shadow)
         await self.ledger.record_rejection(rejection)
         self.observer.on_rejection(rejection)
-        exc.headers.update({"x-request-id": call_id, "x-costwarden-department": caller.department})
+        exc.request_id, exc.department, exc.rate = call_id, caller.department, decision.rate
         return exc
 
-    def _headers(self, call: _Call, event: UsageEvent | None) -> dict[str, str]:
-        decision = call.admitted.decision
-        headers = {"x-request-id": call.id, "x-costwarden-department": call.who.caller.department}
-        if event is not None:
-            headers["x-costwarden-cost-usd"] = _usd(event.cost_nanos)
-        if decision.remaining_nanos is not None:
-            refund = decision.estimate_nanos - (event.cost_nanos if event is not None else decision.estimate_nanos)
-            headers["x-costwarden-budget-remaining-usd"] = _usd(max(0, decision.remaining_nanos + refund))
-        if decision.downgraded_from:
-            headers["x-costwarden-downgraded-from"] = decision.downgraded_from
-        if decision.clamped:
-            headers["x-costwarden-max-tokens-clamped"] = str(decision.output_tokens)
-        if decision.shadow:
-            headers["x-costwarden-shadow"] = "; ".join(decision.shadow)
-        rate = decision.rate
-        if rate is not None:
-            for kind, limit, remaining, reset in (
-                    ("requests", rate.limit_requests, rate.remaining_requests, rate.reset_requests_s),
-                    ("tokens", rate.limit_tokens, rate.remaining_tokens, rate.reset_tokens_s)):
-                if limit is not None:
-                    headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-                    headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-                    headers[f"x-ratelimit-reset-{kind}"] = f"{reset}s"
-        return headers
+
+def billed(usage: Usage) -> Billed:
+    """How the provider bills ``usage``: by token type, service tier and server-side tool calls."""
+    return Billed(usage.by_type(), service_tier_of(usage.service_tier), usage.tool_calls or None)
 
 
-def _usd(nanos: int) -> str:
-    """``format_usd`` for the amounts of every response's headers, without a Decimal."""
-    if nanos < 0:
-        return format_usd(nanos)
-    whole, fraction = divmod(nanos, 1_000_000_000)
-    return f"{whole}.{fraction:09d}".rstrip("0").rstrip(".") if fraction else str(whole)
+def _receipt(call: _Call, event: UsageEvent | None) -> Receipt:
+    return Receipt(call.id, call.who.caller.department, call.admitted.decision,
+                   None if event is None else event.cost_nanos)
 
 
-def _check_wire(endpoint: Endpoint, model: str, upstream_type: str) -> None:
+def _upstream_model(catalog: Catalog, sent: object, served: ModelSpec) -> str:
+    """The model id to send upstream: the client's own (less a provider prefix) when the entry it
+    names is served, else the id of the entry served instead (a downgrade)."""
+    resolution = catalog.resolution(sent) if isinstance(sent, str) else None
+    return resolution.upstream_id if resolution is not None and resolution.spec.id == served.id else served.id
+
+
+def _check_wire(endpoint: Endpoint, model: str, upstream_type: UpstreamType) -> None:
     if endpoint.wire == "anthropic" and upstream_type != "anthropic":
         raise errors.InvalidRequest(
             f"{model} is served by an OpenAI-compatible upstream; call POST /v1/chat/completions for it.",
@@ -275,6 +282,14 @@ def _usage_of(endpoint: Endpoint, body: bytes) -> Usage | None:
     return endpoint.usage_from_response(payload) if isinstance(payload, dict) else None
 
 
+def _trusted(call: _Call, usage: Usage | None, *, ok: bool) -> Usage | None:
+    """Malformed usage (negative, non-numeric counts) is treated as missing: a finished call is
+    charged its estimate, still marked ``malformed`` for its event; anything else as reporting none."""
+    if usage is None or not usage.malformed:
+        return usage
+    return replace(_estimated(call), malformed=True) if ok else None
+
+
 def _estimated(call: _Call) -> Usage:
     request = call.admitted.request
     return Usage(request.input_tokens, 0, call.admitted.decision.output_tokens * request.choices)
@@ -287,7 +302,7 @@ def _partial(call: _Call, reported: Usage | None, produced: int) -> Usage:
     return Usage(call.admitted.request.input_tokens, 0, produced)
 
 
-def _inflight(call: _Call) -> InflightCall:
+def _inflight(call: _Call, replica: str) -> InflightCall:
     admitted, caller = call.admitted, call.who.caller
     decision = admitted.decision
     assert decision.model is not None
@@ -297,10 +312,11 @@ def _inflight(call: _Call) -> InflightCall:
         estimate_input_tokens=admitted.request.input_tokens,
         estimate_output_tokens=decision.output_tokens * admitted.request.choices,
         estimate_nanos=decision.estimate_nanos, price_version=decision.model.price_version, team=caller.team,
-        key_id=caller.key_id, user=caller.user, tags=call.who.tags, decision=decision.label, stream=call.stream)
+        key_id=caller.key_id, user=caller.user, tags=call.who.tags, decision=decision.label, stream=call.stream,
+        replica=replica, model_sent=call.sent)
 
 
-def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: str, http_status: int,
+def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: CallStatus, http_status: int,
            now: datetime) -> UsageEvent:
     admitted, caller = call.admitted, call.who.caller
     decision = admitted.decision
@@ -315,4 +331,8 @@ def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: st
         estimate_nanos=decision.estimate_nanos, price_version=decision.model.price_version,
         decision=decision.label, status=status, http_status=http_status,
         latency_ms=int((time.perf_counter() - call.started) * 1000),
-        overrun_tokens=settled.overrun_tokens if settled else 0, shadow=decision.shadow, stream=call.stream)
+        overrun_tokens=settled.overrun_tokens if settled else 0, shadow=decision.shadow, stream=call.stream,
+        model_sent=call.sent, cache_write_5m_tokens=usage.cache_write_5m_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens, reasoning_tokens=usage.reasoning_tokens,
+        audio_input_tokens=usage.audio_input_tokens, service_tier=usage.service_tier or "",
+        tool_calls=usage.tool_calls, usage_malformed=usage.malformed)

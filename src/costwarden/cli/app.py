@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from costwarden.cli import close, demo, keys, ledger, policy, report, serve
+from costwarden.cli import catalog, close, demo, keys, ledger, policy, report, serve, simulate
 
 app = typer.Typer(
     name="costwarden",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(policy.app, name="policy")
+app.add_typer(catalog.app, name="catalog")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(keys.tokens_app, name="tokens")
 app.add_typer(ledger.app, name="ledger")
@@ -21,6 +22,8 @@ app.command("serve")(serve.serve)
 app.command("mock-upstream")(serve.mock_upstream)
 app.command("demo")(demo.demo)
 app.command("close")(close.close)
+app.command("reopen")(close.reopen)
+app.command("simulate")(simulate.simulate_command)
 
 
 def main() -> None:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from costwarden import errors
 from costwarden.app.settings import db_url_from_env
-from costwarden.core.policy import Policy
+from costwarden.core.audit import CLI_ROLE, Actor, AuditAction, AuditEntry
 from costwarden.ledger import Ledger
-from costwarden.policy import load_policy, parse_policy
 
 T = TypeVar("T")
 console = Console()
@@ -29,11 +32,10 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())  # type: ignore[arg-type]
     except errors.PolicyError as exc:
-        err_console.print(f"[red]{exc.message}[/red]", highlight=False)
+        err_console.print(Text(exc.message, style="red"), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
     except errors.CostwardenError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-        raise typer.Exit(1) from exc
+        raise fail(exc.message) from exc
 
 
 async def open_ledger(db: str | None) -> Ledger:
@@ -41,15 +43,26 @@ async def open_ledger(db: str | None) -> Ledger:
     return await Ledger.open(db_url_from_env(db))
 
 
-async def policy_for(ledger: Ledger, path: str | None) -> Policy | None:
-    """``--policy`` when given, else the latest stored policy, else None."""
-    if path:
-        return load_policy(path)
-    version = await ledger.latest_policy_version()
-    return parse_policy(version.yaml, source=f"stored policy version {version.id}") if version else None
-
-
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print ``error: message`` on one line of stderr (never wrapped at the terminal's width, and
+    with any [brackets] in the message shown as they are); the caller raises the returned Exit."""
+    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     sys.stderr.flush()
     return typer.Exit(1)
+
+
+def cli_actor() -> Actor:
+    """Who the audit log names for a change made on the command line: the operating-system user."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no password-database entry (some containers)
+        user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return Actor(user, CLI_ROLE)
+
+
+async def audit(ledger: Ledger, action: AuditAction, target: str | None, department: str | None,
+                detail: Mapping[str, object]) -> None:
+    """Append one audit entry for a change made on the command line now."""
+    entry = AuditEntry(datetime.now(UTC), cli_actor(), action, target=target, department=department,
+                       detail=detail)
+    await ledger.record_audit([entry])

@@ -72,9 +72,12 @@ def demo(
     console.print(f"ledger: {settings.db_url}   mock upstream: {mock_url}   gateway: {gateway_url}")
     with background(mock, "mock upstream"), background(gateway, "gateway"):
         keys = run(lambda: _create_keys(settings.db_url))
+        admin_token = run(lambda: _create_admin_token(settings.db_url))
         outcomes = send_traffic(gateway_url, keys, calls)
         print_summary(outcomes)
         print_guide(gateway_url, keys)
+        console.print(f"\nDashboard: {gateway_url}/dashboard/ (sign in with this admin token: {admin_token})",
+                      style="bold", soft_wrap=True)
         if exit_after:
             return
         console.print("\nThe gateway keeps running. Press Ctrl-C to stop.", style="bold")
@@ -100,3 +103,13 @@ async def _create_keys(db_url: str) -> DemoKeys:
     finally:
         await ledger.close()
     return DemoKeys(bound, devs, agent, desk, unbound)
+
+
+async def _create_admin_token(db_url: str) -> str:
+    """An admin token for the dashboard (servers pick up new tokens within seconds)."""
+    ledger = await open_ledger(db_url)
+    try:
+        _, secret = await ledger.create_token("admin", None, "demo dashboard")
+    finally:
+        await ledger.close()
+    return secret

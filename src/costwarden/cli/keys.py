@@ -9,7 +9,10 @@ import orjson
 import typer
 from rich.table import Table
 
-from costwarden.cli.common import DbOption, PolicyOption, console, fail, open_ledger, policy_for, run
+from costwarden.app.bootstrap import policy_for
+from costwarden.cli.common import DbOption, PolicyOption, audit, console, fail, open_ledger, run
+from costwarden.core.audit import AuditAction
+from costwarden.core.policy import Policy
 from costwarden.ledger.credentials import KeyRecord, TokenRecord
 
 
@@ -45,10 +48,10 @@ def create(
         ledger = await open_ledger(db)
         try:
             dept = department.upper() if department else None
-            known = await policy_for(ledger, policy)
-            if dept is not None and known is not None and dept not in known.departments:
-                raise fail(f"unknown department {dept!r}; the policy has {', '.join(sorted(known.departments))}")
-            record, secret = await ledger.create_key(dept, team, user, name)
+            bound_team = team.upper() if team else None
+            _check_scope(await policy_for(ledger, policy), dept, bound_team)
+            record, secret = await ledger.create_key(dept, bound_team, user, name)
+            await audit(ledger, AuditAction.KEY_CREATED, record.id, record.department, _key_detail(record))
         finally:
             await ledger.close()
         if as_json:
@@ -90,6 +93,8 @@ def revoke(ref: Annotated[str, typer.Argument(help="Key id, display prefix or se
         ledger = await open_ledger(db)
         try:
             record = await ledger.revoke_key(ref)
+            if record is not None:
+                await audit(ledger, AuditAction.KEY_REVOKED, record.id, record.department, _key_detail(record))
         finally:
             await ledger.close()
         if record is None:
@@ -106,13 +111,17 @@ def create_token(
     name: Annotated[str | None, typer.Option(help="A label.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     db: DbOption = None,
+    policy: PolicyOption = None,
 ) -> None:
     """Create an admin API token and print its secret once."""
 
     async def work() -> None:
         ledger = await open_ledger(db)
         try:
-            record, secret = await ledger.create_token(role, department.upper() if department else None, name)
+            dept = department.upper() if department else None
+            _check_scope(await policy_for(ledger, policy), dept, None)
+            record, secret = await ledger.create_token(role, dept, name)
+            await audit(ledger, AuditAction.TOKEN_CREATED, record.id, record.department, _token_detail(record))
         except ValueError as exc:
             raise fail(str(exc)) from exc
         finally:
@@ -136,6 +145,8 @@ def revoke_token(ref: Annotated[str, typer.Argument(help="Token id, display pref
         ledger = await open_ledger(db)
         try:
             record = await ledger.revoke_token(ref)
+            if record is not None:
+                await audit(ledger, AuditAction.TOKEN_REVOKED, record.id, record.department, _token_detail(record))
         finally:
             await ledger.close()
         if record is None:
@@ -159,6 +170,31 @@ def list_tokens(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         _print_records(records, as_json, ("id", "prefix", "role", "department", "name"))
 
     run(work)
+
+
+def _key_detail(record: KeyRecord) -> dict[str, object]:
+    return {"prefix": record.prefix, "team": record.team, "user": record.user, "name": record.name}
+
+
+def _token_detail(record: TokenRecord) -> dict[str, object]:
+    return {"prefix": record.prefix, "role": record.role, "name": record.name}
+
+
+def _check_scope(known: Policy | None, department: str | None, team: str | None) -> None:
+    """Refuse a department (or a team of it) the policy does not have. Without any policy (a
+    database no server has used yet) there is nothing to check against."""
+    if known is None:
+        return
+    if department is not None and department not in known.departments:
+        raise fail(f"unknown department {department!r}; the policy has {', '.join(sorted(known.departments))}")
+    if team is None:
+        return
+    if department is None:
+        raise fail("--team needs --department: a team belongs to one department")
+    teams = known.departments[department].teams
+    if team not in teams:
+        has = f"its teams are {', '.join(sorted(teams))}" if teams else "it has no teams"
+        raise fail(f"unknown team {team!r} in department {department}; {has}")
 
 
 def _print_records(records: Sequence[KeyRecord | TokenRecord], as_json: bool, columns: tuple[str, ...]) -> None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated
 
 import typer
 
-from costwarden.cli.common import DbOption, console, err_console, fail, open_ledger, run
-from costwarden.core.events import UsageEvent
-from costwarden.ledger.export import read_jsonl, write_export
+from costwarden.app.bootstrap import policy_for
+from costwarden.cli.common import DbOption, PolicyOption, console, err_console, fail, open_ledger, run
+from costwarden.ledger.export import (
+    ImportRefused,
+    ImportResult,
+    checked_records,
+    import_records,
+    write_export,
+)
+from costwarden.policy import bundled_catalog
 
 app = typer.Typer(help="Export and import the usage ledger.", no_args_is_help=True)
 
@@ -59,38 +66,30 @@ def export(
 def import_(
     path: Annotated[Path, typer.Argument(help="A JSON Lines export (costwarden ledger export).")],
     db: DbOption = None,
+    policy: PolicyOption = None,
 ) -> None:
-    """Load a JSON Lines export; records already present (same id) are left as they are."""
-
-    async def work() -> tuple[int, int]:
-        ledger = await open_ledger(db)
-        events = rejections = 0
-        try:
-            with path.open(encoding="utf-8") as source:
-                batch: list[UsageEvent] = []
-                for record in _records(source):
-                    if isinstance(record, UsageEvent):
-                        batch.append(record)
-                        events += 1
-                        if len(batch) >= 1000:
-                            await ledger.record_many(batch)
-                            batch = []
-                    else:
-                        await ledger.record_rejection(record)
-                        rejections += 1
-                await ledger.record_many(batch)
-        finally:
-            await ledger.close()
-        return events, rejections
-
+    """Load a JSON Lines export, re-pricing every event from the policy's catalog (the bundled
+    catalog when the database has no policy and none is given). A file with a negative,
+    inconsistent or unknown-model record is refused whole, listing each with its line; records
+    already present (same id) are left as they are."""
     if not path.exists():
         raise fail(f"{path} does not exist")
-    events, rejections = run(work)
-    console.print(f"imported {events} events and {rejections} refused calls from {path}")
 
+    async def work() -> ImportResult:
+        ledger = await open_ledger(db)
+        try:
+            known = await policy_for(ledger, policy)
+            catalog = known.catalog if known is not None else bundled_catalog()
+            with path.open(encoding="utf-8") as source:
+                try:
+                    records, repriced = checked_records(source, catalog)
+                except ImportRefused as exc:
+                    raise fail(str(exc)) from exc
+            return await import_records(ledger, records, repriced)
+        finally:
+            await ledger.close()
 
-def _records(source: TextIO):  # type: ignore[no-untyped-def]
-    try:
-        yield from read_jsonl(source)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    done = run(work)
+    console.print(f"imported {done.events_new} new events and {done.rejections_new} new refused calls from "
+                  f"{path}; {done.events_present} events and {done.rejections_present} refused calls were already "
+                  f"present; {done.repriced} events re-priced from the catalog", highlight=False, soft_wrap=True)

@@ -1,13 +1,20 @@
-"""The model catalog: what each model costs, which tier it is, and where it downgrades to."""
+"""The model catalog: what each model costs, which tier it is, and where it downgrades to.
+
+A call may name a model by its id, a snapshot or alias of it, or with a provider prefix
+(SPEC section 9); ``Catalog.resolve`` finds the one entry whose prices and rights apply.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from costwarden.core.model_ids import base_ids, follows_rule, split_prefix
 from costwarden.core.money import Price
+from costwarden.core.pricing import Charge, Prices, Pricing, ServiceTier, TierPrices, TokenType, ToolFee
 
 TIERS = (1, 2, 3)
+RESOLVED_CACHE_SIZE = 4096  # ids that are not entries, resolved or not; bounded against junk ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +33,22 @@ class ModelSpec:
     kind: str = "chat"  # chat | embedding
     source: str = ""
     as_of: str = ""
+    cache_write_5m: Price | None = None  # unset: the input price
+    cache_write_1h: Price | None = None
+    audio: Price | None = None
+    image: Price | None = None
+    long_context_above: int | None = None  # prompt tokens above which ``long_context`` applies
+    long_context: Prices | None = None  # to the whole call, as Anthropic and Google bill it
+    service_tiers: tuple[TierPrices, ...] = ()
+    tool_fees: tuple[ToolFee, ...] = ()
+    snapshots: tuple[str, ...] = ()  # dated ids of this model at the same prices
+    aliases: tuple[str, ...] = ()  # other names (``-latest``, ``-0``, a policy's own)
     # Derived once from the fields above: every call is priced (twice) and labelled with them.
     _picos: tuple[int, int, int] = field(init=False, repr=False, compare=False)  # input, cached, output
     price_version: str = field(init=False, repr=False, compare=False)
     """A short label of the prices in force, stored on every ledger event."""
+    pricing: Pricing = field(init=False, repr=False, compare=False)
+    """Every price of the model, with a rate table per service tier and context size."""
 
     def __post_init__(self) -> None:
         cached = self.cached_input if self.cached_input is not None else self.input
@@ -38,21 +57,66 @@ class ModelSpec:
         label = f"{self.input.usd_per_million}/{cached_label}/{self.output.usd_per_million}@{self.as_of or 'policy'}"
         object.__setattr__(self, "_picos", picos)
         object.__setattr__(self, "price_version", label)
+        standard = Prices(self.input, self.output, self.cached_input, self.cache_write_5m, self.cache_write_1h,
+                          self.audio, self.image)
+        object.__setattr__(self, "pricing", Pricing(standard, self.long_context_above, self.long_context,
+                                                    self.service_tiers, self.tool_fees))
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> int:
-        """Exact cost in nano-dollars, rounded up once; ``input_tokens`` includes the cached ones."""
+        """Exact cost in nano-dollars, rounded up once; ``input_tokens`` includes the cached ones.
+
+        A prompt above the model's long-context threshold is priced at the long-context rates,
+        so that a worst-case estimate is never below the bill."""
+        if self.long_context_above is not None and input_tokens > self.long_context_above:
+            return self.pricing.charge({TokenType.INPUT: input_tokens - cached_input_tokens,
+                                        TokenType.CACHED_INPUT: cached_input_tokens,
+                                        TokenType.OUTPUT: output_tokens}).nanos
         per_input, per_cached, per_output = self._picos
         picos = ((input_tokens - cached_input_tokens) * per_input + cached_input_tokens * per_cached
                  + output_tokens * per_output)
         return -((-picos) // 1000)
 
+    def charge(self, tokens: Mapping[TokenType, int], tier: ServiceTier = ServiceTier.STANDARD,
+               tool_calls: Mapping[str, int] | None = None) -> Charge:
+        """The exact cost of a call by token type, service tier and tool calls (``Pricing.charge``)."""
+        return self.pricing.charge(tokens, tier, tool_calls)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every id this entry answers to: its own, its snapshots and its aliases."""
+        return (self.id, *self.snapshots, *self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The entry a model id resolves to, and the id to send upstream (the one sent, less a
+    provider prefix)."""
+
+    spec: ModelSpec
+    upstream_id: str
+
 
 class Catalog(Mapping[str, ModelSpec]):
-    """An immutable mapping of model id to ModelSpec, with downgrade chains."""
+    """An immutable mapping of model id to ModelSpec, with downgrade chains.
+
+    The mapping holds entries by their own ids only; ``resolve`` also accepts snapshots, aliases
+    and provider prefixes.
+    """
 
     def __init__(self, models: Mapping[str, ModelSpec]) -> None:
         self._models = dict(models)
         self._chains: dict[str, tuple[ModelSpec, ...]] = {}  # filled on use: the catalog never changes
+        self._names: dict[str, ModelSpec] = {}
+        self.conflicts: list[tuple[str, str, str]] = []
+        """(name, entry that keeps it, entry refused it): a name two entries claim goes to the first."""
+        for spec in self._models.values():
+            for name in (*spec.snapshots, *spec.aliases):
+                owner = self._models.get(name) or self._names.get(name)
+                if owner is not None and owner is not spec:
+                    self.conflicts.append((name, owner.id, spec.id))
+                else:
+                    self._names[name] = spec
+        self._resolved: dict[str, Resolution | None] = {}
 
     def __getitem__(self, model_id: str) -> ModelSpec:
         return self._models[model_id]
@@ -68,6 +132,53 @@ class Catalog(Mapping[str, ModelSpec]):
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def resolve(self, model_id: str) -> ModelSpec | None:
+        """The entry a model id names (an id, snapshot, alias or prefixed id), or None."""
+        spec = self._models.get(model_id)
+        if spec is not None:
+            return spec
+        found = self.resolution(model_id)
+        return found.spec if found is not None else None
+
+    def resolution(self, model_id: str) -> Resolution | None:
+        """The entry ``model_id`` resolves to and the id to forward upstream, or None."""
+        spec = self._models.get(model_id)
+        if spec is not None:
+            return Resolution(spec, model_id)
+        try:
+            return self._resolved[model_id]
+        except KeyError:
+            pass
+        found = self._find(model_id)
+        if len(self._resolved) >= RESOLVED_CACHE_SIZE:
+            del self._resolved[next(iter(self._resolved))]  # the oldest first: ids in use come back
+        self._resolved[model_id] = found
+        return found
+
+    def _find(self, model_id: str) -> Resolution | None:
+        spec = self._named(model_id)
+        if spec is not None:
+            return Resolution(spec, model_id)
+        prefixed = split_prefix(model_id)
+        if prefixed is None:
+            return None
+        provider, rest = prefixed
+        spec = self._named(rest)
+        if spec is None or spec.provider != provider:
+            return None
+        return Resolution(spec, rest)
+
+    def _named(self, name: str) -> ModelSpec | None:
+        """An entry by id, snapshot or alias, else by its provider's naming rule."""
+        spec = self._models.get(name) or self._names.get(name)
+        if spec is not None:
+            return spec
+        for base, rule_provider in base_ids(name):
+            spec = self._models.get(base) or self._names.get(base)
+            if spec is not None and follows_rule(rule_provider, spec.provider):
+                return spec
+        return None
 
     def chain(self, model_id: str) -> tuple[ModelSpec, ...]:
         """The model followed by its ``downgrade_to`` chain (cycles are refused at load)."""

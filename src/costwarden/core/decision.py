@@ -11,17 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import assert_never
 
 from costwarden import errors
 from costwarden.core.catalog import ModelSpec
 from costwarden.core.denials import Denial, budget_denial, rate_denial, rights_denial
-from costwarden.core.money import ceil_div
+from costwarden.core.kinds import ActionKind, Unit
 from costwarden.core.periods import Window
-from costwarden.core.policy import ALERT, DOWNGRADE, REJECT, RESTRICT, Policy
-from costwarden.core.scopes import BudgetCheck, Caller, Plan
+from costwarden.core.policy import DOWNGRADE, Policy
+from costwarden.core.scopes import RATE_PERIOD, BudgetCheck, Caller, LimitCheck, Plan
+from costwarden.core.sliding import leaves_at, restored_at, room_at, seconds_until
 
 MIN_CLAMPED_OUTPUT = 64  # a clamped call must still be able to say something useful
-USD, TOKENS, REQUESTS = "usd", "tokens", "requests"
+USD, TOKENS, REQUESTS = Unit.USD, Unit.TOKENS, Unit.REQUESTS
 
 
 # The values below are made once or more per call, so they are plain slotted dataclasses: a
@@ -38,6 +40,14 @@ class CallRequest:
     input_tokens: int
     output_tokens: int | None  # the client's bound (max_tokens...), None when it gave none
     choices: int = 1  # completions asked for at once (OpenAI ``n``): each may use the whole bound
+    # A proven lower bound of the input that must fit the context window; None: ``input_tokens``.
+    # The window is judged on it, so that an over-estimate never refuses a call (SPEC §9).
+    input_floor: int | None = None
+
+    @property
+    def window_tokens(self) -> int:
+        """The input tokens held against the model's context window."""
+        return self.input_tokens if self.input_floor is None else self.input_floor
 
 
 @dataclass(slots=True)
@@ -47,12 +57,14 @@ class Hold:
     window: Window
     amount: int
     limit: int | None
-    unit: str  # usd | tokens | requests
+    unit: Unit
 
 
 @dataclass(slots=True)
 class RateInfo:
-    """The tightest rate limits for ``x-ratelimit-*`` headers."""
+    """The tightest rate limit of each kind, for the rate-limit headers: its limit, what remains
+    (after this call when it is admitted), and when its window is fully restored, both as whole
+    seconds from the decision (rounded up) and as the instant (epoch seconds)."""
 
     limit_requests: int | None = None
     remaining_requests: int | None = None
@@ -60,9 +72,11 @@ class RateInfo:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens_s: int = 0
+    reset_requests_at: int = 0
+    reset_tokens_at: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Decision:
     requested: str
     model: ModelSpec | None = None
@@ -76,6 +90,10 @@ class Decision:
     denial: Denial | None = None
     remaining_nanos: int | None = None
     rate: RateInfo | None = None
+    # A rate limit refused the call and its retry time was judged without the window's buckets
+    # (as if all its use were in the newest): ``with_buckets`` makes it exact. On such a refusal,
+    # ``output_tokens`` is the output bound the call was judged with.
+    needs_buckets: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -100,22 +118,24 @@ class _Fit:
 
 
 def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],
-           flags: Set[str], now: datetime) -> Decision:
-    """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``."""
+           flags: Set[str], now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None = None) -> Decision:
+    """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``; ``buckets``,
+    when given, the non-empty buckets of each rate window of ``plan.limits``, oldest first, as
+    (bucket, spent + reserved), from which a rate refusal tells exactly when to retry."""
     requested = policy.catalog.get(call.model)
     if requested is None:
-        return Decision(call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
+        return Decision(requested=call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
     dept = policy.departments[call.caller.department]
     used = [spent + reserved for spent, reserved in usage]
     allowed_tiers = _active_restriction(plan, flags) if plan.restricting else None
     if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
-            and call.input_tokens <= requested.context_window:
+            and call.window_tokens <= requested.context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
         # This is what the general loop below concludes for it, without its bookkeeping.
         bound = _output_bound(requested, call)
         worst_cost = _worst_cost_if_fits(plan, used, requested, call, bound)
         if worst_cost is not None:
-            return _admit(policy, call, plan, used, requested, bound, [], [], requested.id, now, worst_cost)
+            return _admit(policy, call, plan, used, requested, bound, [], [], requested.id, now, buckets, worst_cost)
     shadow: list[str] = []
     new_flags: list[BudgetCheck] = []
     last_move: BudgetCheck | None = None
@@ -126,14 +146,15 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
         rights_ok = True
         if allowed_tiers is not None and model.tier not in allowed_tiers:
             continue
-        if call.input_tokens > model.context_window:
-            return Decision(call.model, denial=Denial(errors.ContextLengthExceeded, (
-                f"This call has about {call.input_tokens:,} input tokens; {model.id} accepts at most "
+        if call.window_tokens > model.context_window:
+            return Decision(requested=call.model, denial=Denial(errors.ContextLengthExceeded, (
+                f"This call has {'about' if call.input_floor is None else 'at least'} {call.window_tokens:,} input "
+                f"tokens; {model.id} accepts at most "
                 f"{model.context_window:,}. Shorten the messages or choose a model with a larger context window.")))
         fit = _fit_budgets(plan, used, model, call, policy)
         shadow.extend(fit.shadow)
         if fit.denial is not None:
-            return Decision(call.model, denial=fit.denial, shadow=tuple(shadow))
+            return Decision(requested=call.model, denial=fit.denial, shadow=tuple(shadow))
         for check in fit.new_flags:
             if check not in new_flags:
                 new_flags.append(check)
@@ -142,7 +163,8 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
         if fit.move_on is not None:
             last_move = fit.move_on
             continue
-        return _admit(policy, call, plan, used, model, fit.output_tokens, shadow, new_flags, requested.id, now)
+        return _admit(policy, call, plan, used, model, fit.output_tokens, shadow, new_flags, requested.id, now,
+                      buckets)
     if last_move is not None and last_move.budget.action.kind == DOWNGRADE:
         denial = budget_denial(last_move, used[plan.budgets.index(last_move)], policy.timezone,
                                " and no cheaper model in its downgrade chain fits")
@@ -150,7 +172,7 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
         denial = rights_denial(dept, requested, allowed_tiers if rights_ok else None, plan, flags, new_flags,
                                policy.timezone)
     flags_out = tuple((c.flag_key, c.window.end) for c in new_flags)
-    return Decision(call.model, denial=denial, shadow=tuple(shadow), new_flags=flags_out)
+    return Decision(requested=call.model, denial=denial, shadow=tuple(shadow), new_flags=flags_out)
 
 
 def _active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
@@ -183,29 +205,32 @@ def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallReques
         if (worst_tokens if budget.unit == TOKENS else worst_cost) <= room:
             continue
         kind = budget.action.kind
-        if kind == ALERT:
+        if kind == ActionKind.ALERT:
             continue
         if not budget.enforce:
             fit.shadow.append(f"would {budget.action.describe()}: {check.scope.id} budget {check.index}")
             continue
-        if kind == RESTRICT:
-            fit.new_flags.append(check)
-            if model.tier not in budget.action.tiers:
+        match kind:
+            case ActionKind.RESTRICT_TIERS:
+                fit.new_flags.append(check)
+                if model.tier not in budget.action.tiers:
+                    fit.move_on = check
+                    return fit
+            case ActionKind.DOWNGRADE:
                 fit.move_on = check
                 return fit
-        elif kind == DOWNGRADE:
-            fit.move_on = check
-            return fit
-        elif kind == REJECT:
-            most = _output_that_fits(budget.unit, room, model, call.input_tokens) // call.choices
-            if most < 0 or (bound > 0 and most < MIN_CLAMPED_OUTPUT):
-                fit.denial = budget_denial(check, used[i], policy.timezone, "")
-                return fit
-            fit.output_tokens = min(fit.output_tokens, most)
+            case ActionKind.REJECT:
+                most = _output_that_fits(budget.unit, room, model, call.input_tokens) // call.choices
+                if most < 0 or (bound > 0 and most < MIN_CLAMPED_OUTPUT):
+                    fit.denial = budget_denial(check, used[i], policy.timezone, "")
+                    return fit
+                fit.output_tokens = min(fit.output_tokens, most)
+            case _:
+                assert_never(kind)
     return fit
 
 
-def _output_that_fits(unit: str, room: int, model: ModelSpec, input_tokens: int) -> int:
+def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int) -> int:
     """The largest output bound whose worst case fits in ``room`` (negative when input alone does not)."""
     if unit == TOKENS:
         return room - input_tokens
@@ -224,14 +249,17 @@ def _output_that_fits(unit: str, room: int, model: ModelSpec, input_tokens: int)
 
 def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model: ModelSpec,
            output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
-           now: datetime, estimate: int | None = None) -> Decision:
+           now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None,
+           estimate: int | None = None) -> Decision:
     """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``estimate``
     is its worst-case cost when already known."""
     tokens = call.input_tokens + output_tokens * call.choices
     count = len(plan.budget_terms)
-    rate, rate_denied = _check_limits(plan, used, count, tokens, shadow)
-    if rate_denied is not None:
-        return Decision(call.model, denial=rate_denied, shadow=tuple(shadow), rate=rate)
+    rate, refused = _check_limits(plan, used, count, tokens, shadow)
+    if refused:
+        rate, rate_denied = _refuse_rate(plan, used, count, tokens, buckets, now)
+        return Decision(requested=call.model, output_tokens=output_tokens, denial=rate_denied,
+                        shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
     if estimate is None:
         estimate = model.cost(call.input_tokens, output_tokens * call.choices)
     windows = plan.windows
@@ -249,57 +277,128 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
         holds.append(Hold(windows[i], 1, enforced, REQUESTS) if rpm else Hold(windows[i], tokens, enforced, TOKENS))
     requested_bound = _output_bound(model, call)
     return Decision(
-        requested,
-        model,
-        output_tokens,
-        estimate,
-        output_tokens < requested_bound,
-        requested if model.id != requested else None,
-        tuple(holds),
-        tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else (),
-        tuple(shadow) if shadow else (),
-        None,
-        None if remaining is None else max(remaining, 0),
-        rate,
+        requested=requested,
+        model=model,
+        output_tokens=output_tokens,
+        estimate_nanos=estimate,
+        clamped=output_tokens < requested_bound,
+        downgraded_from=requested if model.id != requested else None,
+        holds=tuple(holds),
+        new_flags=tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else (),
+        shadow=tuple(shadow) if shadow else (),
+        remaining_nanos=None if remaining is None else max(remaining, 0),
+        rate=rate,
     )
 
 
 def _check_limits(plan: Plan, used: list[int], offset: int, tokens: int,
-                  shadow: list[str]) -> tuple[RateInfo | None, Denial | None]:
-    """The rate headers (the tightest limit of each kind, remaining after this call) and the
-    denial of the first enforced limit the call does not fit in, if any."""
+                  shadow: list[str]) -> tuple[RateInfo | None, bool]:
+    """The rate headers of an admitted call (the tightest limit of each kind, remaining after
+    this call), and whether an enforced limit has no room for it (``_refuse_rate`` says more)."""
     if not plan.limit_terms:
-        return None, None
-    # the tightest limit of each kind: its limit and what remains after this call
+        return None, False
     rpm_limit = tpm_limit = None
     rpm_left = tpm_left = 0
-    denial: Denial | None = None
+    rpm_reset = tpm_reset = 0
+    refused = False
     for i, (limit, rpm, _) in enumerate(plan.limit_terms):
         need = 1 if rpm else tokens
-        room = limit - used[offset + i]
+        left = limit - used[offset + i] - need
         if rpm:
-            if rpm_limit is None or room - need < rpm_left:
-                rpm_limit, rpm_left = limit, room - need
-        elif tpm_limit is None or room - need < tpm_left:
-            tpm_limit, tpm_left = limit, room - need
-        if need > room and denial is None:
+            if rpm_limit is None or left < rpm_left:
+                rpm_limit, rpm_left, rpm_reset = limit, left, i
+        elif tpm_limit is None or left < tpm_left:
+            tpm_limit, tpm_left, tpm_reset = limit, left, i
+        if left < 0:
             check = plan.limits[i]
-            if not check.enforce:
+            if check.enforce:
+                refused = True
+            elif not refused:
                 shadow.append(f"would rate-limit: {check.scope.id} {check.metric}")
-                continue
-            wait = max(1, min(60, ceil_div(60 * (need - room), check.limit)))
-            denial = rate_denial(check, used[offset + i], need, wait)
-    # reset: when a steady refill would restore the limit
+    if refused:
+        return None, True
+    # An admitted call lands in its window's newest bucket, so the window is fully restored when
+    # that bucket leaves: one whole window from the start of the current second, which is
+    # ceil(RATE_PERIOD.seconds - fraction) = RATE_PERIOD.seconds whole seconds from now.
     info = RateInfo()
     if rpm_limit is not None:
-        rpm_left = max(rpm_left, 0)
-        info.limit_requests, info.remaining_requests = rpm_limit, rpm_left
-        info.reset_requests_s = min(60, -((rpm_left - rpm_limit) * 60 // rpm_limit))
+        info.limit_requests, info.remaining_requests = rpm_limit, max(rpm_left, 0)
+        info.reset_requests_s, info.reset_requests_at = _full_window(plan.limits[rpm_reset].window)
     if tpm_limit is not None:
-        tpm_left = max(tpm_left, 0)
-        info.limit_tokens, info.remaining_tokens = tpm_limit, tpm_left
-        info.reset_tokens_s = min(60, -((tpm_left - tpm_limit) * 60 // tpm_limit))
-    return info, denial
+        info.limit_tokens, info.remaining_tokens = tpm_limit, max(tpm_left, 0)
+        window = plan.limits[tpm_reset].window
+        if tpm_left < tpm_limit:
+            info.reset_tokens_s, info.reset_tokens_at = _full_window(window)
+        else:  # nothing in the window, not even this call: it is full already
+            info.reset_tokens_at = window.bucket * RATE_PERIOD.bucket_seconds
+    return info, False
+
+
+def with_buckets(decision: Decision, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],
+                 buckets: Sequence[Sequence[tuple[int, int]]], now: datetime) -> Decision:
+    """A rate refusal that ``decide`` judged without buckets (``needs_buckets``), told exactly
+    when to retry from ``buckets``: what ``decide`` would say given them, without deciding again."""
+    used = [spent + reserved for spent, reserved in usage]
+    tokens = call.input_tokens + decision.output_tokens * call.choices
+    rate, denial = _refuse_rate(plan, used, len(plan.budget_terms), tokens, buckets, now)
+    return Decision(requested=decision.requested, output_tokens=decision.output_tokens, denial=denial,
+                    shadow=decision.shadow, rate=rate)
+
+
+def _full_window(window: Window) -> tuple[int, int]:
+    """(seconds, instant) until the newest bucket of a rate window leaves."""
+    return RATE_PERIOD.seconds, leaves_at(window.bucket, window.span, RATE_PERIOD.bucket_seconds)
+
+
+def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
+                 buckets: Sequence[Sequence[tuple[int, int]]] | None, now: datetime) -> tuple[RateInfo, Denial]:
+    """The refusal of a call that an enforced rate limit has no room for, and the rate headers
+    of the windows as they stand (the call is not counted). The call may be retried when every
+    such window has room for it; without ``buckets`` all use is taken as the newest (never early)."""
+    stamp = now.timestamp()
+    width = RATE_PERIOD.bucket_seconds
+    info = RateInfo()
+    tightest: dict[bool, int] = {}
+    retry_at = 0
+    first: tuple[LimitCheck, int, int] | None = None
+    never = False
+    for i, (limit, rpm, _) in enumerate(plan.limit_terms):
+        check = plan.limits[i]
+        need, now_used = (1 if rpm else tokens), used[offset + i]
+        live = _live(check.window, now_used) if buckets is None else buckets[i]
+        room = limit - now_used
+        best = tightest.get(rpm)
+        if best is None or room < limit - used[offset + best]:
+            tightest[rpm] = i
+        if need <= room or not check.enforce:
+            continue
+        first = first or (check, now_used, need)
+        at = room_at(live, limit, need, check.window.span, width)
+        if at is None:
+            never = True
+        else:
+            retry_at = max(retry_at, at)
+    for rpm, i in tightest.items():
+        limit = plan.limit_terms[i][0]
+        window = plan.limits[i].window
+        live = _live(window, used[offset + i]) if buckets is None else buckets[i]
+        restored = restored_at(live, window.bucket, window.span, width)
+        remaining, reset_s = max(limit - used[offset + i], 0), seconds_until(restored, stamp)
+        if rpm:
+            info.limit_requests, info.remaining_requests = limit, remaining
+            info.reset_requests_s, info.reset_requests_at = reset_s, restored
+        else:
+            info.limit_tokens, info.remaining_tokens = limit, remaining
+            info.reset_tokens_s, info.reset_tokens_at = reset_s, restored
+    assert first is not None
+    # A refusal made on a snapshot that a window has since left behind still says 1 s, not 0.
+    wait = None if never else max(1, seconds_until(retry_at, stamp))
+    return info, rate_denial(first[0], first[1], first[2], wait)
+
+
+def _live(window: Window, amount: int) -> list[tuple[int, int]]:
+    """A window's use taken as all in its newest bucket: the latest it can leave."""
+    return [(window.bucket, amount)] if amount > 0 else []
 
 
 def _output_bound(model: ModelSpec, call: CallRequest) -> int:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from costwarden import errors
 from costwarden.core.catalog import ModelSpec
+from costwarden.core.kinds import Unit
 from costwarden.core.money import format_dollars
 from costwarden.core.policy import RESTRICT, Budget, Department
 from costwarden.core.scopes import BudgetCheck, LimitCheck, Plan
@@ -23,17 +24,12 @@ class Denial:
     retry_after: int | None = None
 
     def exception(self) -> errors.CostwardenError:
-        headers = {}
-        if self.retry_after is not None:
-            headers["retry-after"] = str(self.retry_after)
-        if self.error is errors.BudgetExceeded:
-            headers["x-should-retry"] = "false"
-        return self.error(self.message, headers=headers)
+        return self.error(self.message, retry_after=self.retry_after)
 
 
-def amount(unit: str, value: int) -> str:
+def amount(unit: Unit, value: int) -> str:
     """'$1,000.00' for money, '12,000 tokens' for token budgets."""
-    return format_dollars(value) if unit == "usd" else f"{value:,} tokens"
+    return format_dollars(value) if unit == Unit.USD else f"{value:,} tokens"
 
 
 def local_time(instant: datetime, tz: ZoneInfo) -> str:
@@ -46,25 +42,38 @@ def budget_name(budget: Budget) -> str:
     return f"{amount(budget.unit, budget.limit)} {budget.period.describe()} budget"
 
 
-def resets(check: BudgetCheck, tz: ZoneInfo) -> str:
+def spent_verb(unit: Unit) -> str:
+    """'spent' for money, 'used' for tokens."""
+    return "spent" if unit == Unit.USD else "used"
+
+
+def resets(check: BudgetCheck, tz: ZoneInfo, *, day_only: bool = False) -> str:
+    """When a budget's room comes back: 'it resets 2026-12-01 00:00 America/New_York' (or the day)."""
     period = check.budget.period
     if period.is_calendar:
-        return f"it resets {local_time(check.window.end, tz)}"
+        end = f"{check.window.end.astimezone(tz):%Y-%m-%d}" if day_only else local_time(check.window.end, tz)
+        return f"it resets {end}"
     return f"spend leaves this rolling window {period.text} after it was made"
 
 
 def budget_denial(check: BudgetCheck, used: int, tz: ZoneInfo, why: str) -> Denial:
     budget = check.budget
-    verb = "spent" if budget.unit == "usd" else "used"
-    text = (f"{check.scope.label} has {verb} {amount(budget.unit, used)} of its {budget_name(budget)}{why}; "
+    text = (f"{check.scope.label} has {spent_verb(budget.unit)} {amount(budget.unit, used)} of its "
+            f"{budget_name(budget)}{why}; "
             f"{resets(check, tz)}.")
     return Denial(errors.BudgetExceeded, text)
 
 
-def rate_denial(check: LimitCheck, used: int, need: int, wait: int) -> Denial:
+def rate_denial(check: LimitCheck, used: int, need: int, wait: int | None) -> Denial:
+    """A call a rate limit has no room for; ``wait`` is when its sliding window will have room
+    (whole seconds), None when the call alone needs more than the limit."""
     what = "requests" if check.metric == "rpm" else "tokens"
     text = (f"{check.scope.label} is limited to {check.limit:,} {what} per minute and has used {used:,} in "
-            f"the last minute; this call needs {need:,}. Retry after {wait} s.")
+            f"the last minute; this call needs {need:,}.")
+    if wait is None:
+        text += f" It can never fit in {check.limit:,} {what} per minute: make it smaller."
+    else:
+        text += f" Retry after {wait} s."
     return Denial(errors.RateLimited, text, retry_after=wait)
 
 

@@ -6,14 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# UsageEvent.status values
-OK = "ok"  # the upstream answered 2xx and the response was delivered
-UPSTREAM_ERROR = "upstream_error"  # the upstream answered with an error status
-UPSTREAM_UNREACHABLE = "upstream_unreachable"  # connection failed or timed out
-CLIENT_DISCONNECT = "client_disconnect"  # the client went away before the end
-STREAM_CUT = "stream_cut"  # the upstream stream ended early
-INTERRUPTED = "interrupted"  # in flight during a crash; settled at its estimate on restart
-GATEWAY_ERROR = "gateway_error"  # the gateway itself failed on the call; not charged
+from costwarden.core.kinds import CallStatus
+
+# UsageEvent.status values, by their short names
+OK = CallStatus.OK
+UPSTREAM_ERROR = CallStatus.UPSTREAM_ERROR
+UPSTREAM_UNREACHABLE = CallStatus.UPSTREAM_UNREACHABLE
+CLIENT_DISCONNECT = CallStatus.CLIENT_DISCONNECT
+STREAM_CUT = CallStatus.STREAM_CUT
+INTERRUPTED = CallStatus.INTERRUPTED
+GATEWAY_ERROR = CallStatus.GATEWAY_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +45,23 @@ class UsageEvent:
     estimate_nanos: int = 0
     price_version: str = ""
     decision: str = "allow"  # allow | clamp | downgrade (comma-joined when several apply)
-    status: str = OK
+    status: CallStatus = OK
     http_status: int = 200
     latency_ms: int = 0
     overrun_tokens: int = 0
     interrupted: bool = False
     shadow: tuple[str, ...] = ()
     stream: bool = False
+    # SPEC §9: the id as the client sent it (model_requested is the catalog entry it resolved to),
+    # and the parts of the token totals a provider bills at other rates.
+    model_sent: str = ""
+    cache_write_5m_tokens: int = 0  # part of input_tokens
+    cache_write_1h_tokens: int = 0  # part of input_tokens
+    reasoning_tokens: int = 0  # part of output_tokens
+    audio_input_tokens: int = 0  # part of input_tokens
+    service_tier: str = ""  # as the upstream reported it; "" when it reported none
+    tool_calls: Mapping[str, int] = field(default_factory=dict)  # server-side tool -> calls billed
+    usage_malformed: bool = False  # the upstream's usage was unusable: charged the estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +104,5 @@ class InflightCall:
     tags: Mapping[str, str] = field(default_factory=dict)
     decision: str = "allow"
     stream: bool = False
+    replica: str = ""  # the gateway process that forwarded it (its lease names it; SPEC §10)
+    model_sent: str = ""

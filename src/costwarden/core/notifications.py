@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from costwarden.core.denials import amount, budget_name
+from costwarden.core.denials import amount, budget_name, resets, spent_verb
+from costwarden.core.kinds import ScopeKind
 from costwarden.core.money import format_usd
 from costwarden.core.scopes import BudgetCheck
 
@@ -55,23 +56,15 @@ class Notification:
 
 def _subject(check: BudgetCheck) -> str:
     scope = check.scope
-    return scope.department if scope.kind == "department" and scope.department else scope.label
-
-
-def _reset_day(check: BudgetCheck, tz: ZoneInfo) -> str:
-    period = check.budget.period
-    if period.is_calendar:
-        return f"it resets {check.window.end.astimezone(tz):%Y-%m-%d}"
-    return f"spend leaves the rolling window {period.text} after it was made"
+    return scope.department if scope.kind == ScopeKind.DEPARTMENT and scope.department else scope.label
 
 
 def threshold_notification(check: BudgetCheck, fraction: Decimal, spent: int, tz: ZoneInfo) -> Notification:
     """'MARKETING has reached 80% of its $1,000.00 monthly budget ($812.40 spent); it resets 2026-12-01.'"""
     budget = check.budget
     percent = f"{(fraction * 100).normalize():f}%"
-    verb = "spent" if budget.unit == "usd" else "used"
     text = (f"{_subject(check)} has reached {percent} of its {budget_name(budget)} "
-            f"({amount(budget.unit, spent)} {verb}); {_reset_day(check, tz)}.")
+            f"({amount(budget.unit, spent)} {spent_verb(budget.unit)}); {resets(check, tz, day_only=True)}.")
     kind = "breaker" if check.scope.kind == "key" and budget.period.kind == "rolling" else "threshold"
     start = check.window.start if budget.period.is_calendar else check.window.end - timedelta(seconds=budget.period.seconds)
     return Notification(kind, check.scope.department, check.scope.id, check.index, budget.period.text, fraction,

@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from costwarden.core.catalog import Catalog
+from costwarden.core.kinds import ActionKind, StoreFailure, Unit, UpstreamType
 from costwarden.core.periods import Period
 
-ALERT, REJECT, DOWNGRADE, RESTRICT = "alert", "reject", "downgrade", "restrict_tiers"
+ALERT, REJECT, DOWNGRADE, RESTRICT = ActionKind.ALERT, ActionKind.REJECT, ActionKind.DOWNGRADE, ActionKind.RESTRICT_TIERS
 UNATTRIBUTED = "UNATTRIBUTED"
 
 
@@ -22,7 +24,7 @@ UNATTRIBUTED = "UNATTRIBUTED"
 class Action:
     """What a budget does to a call that does not fit: alert, reject, downgrade or restrict_tiers."""
 
-    kind: str
+    kind: ActionKind
     tiers: frozenset[int] = frozenset()
 
     def describe(self) -> str:
@@ -38,7 +40,7 @@ class Budget:
     limit: int
     period: Period
     action: Action
-    unit: str = "usd"  # usd (nano-dollars) | tokens
+    unit: Unit = Unit.USD  # nano-dollars, or tokens
     alert_at: tuple[Decimal, ...] = ()
     enforce: bool = True
 
@@ -92,6 +94,11 @@ class Department:
     cost_center: str = ""
     gl_account: str = ""
 
+    @property
+    def teams_with_rules(self) -> tuple[str, ...]:
+        """Its teams that have budgets or limits of their own (a call naming no team skips them)."""
+        return tuple(sorted(team_id for team_id, team in self.teams.items() if team.rules))
+
     def may_use(self, model_id: str, tier: int) -> bool:
         """Tier rights and the optional allow-list."""
         return tier in self.tiers and (self.models is None or model_id in self.models)
@@ -102,16 +109,24 @@ class Upstream:
     """Where a provider's calls go. The API key is read from ``api_key_env`` at start-up."""
 
     name: str
-    type: str  # openai | anthropic
+    type: UpstreamType
     base_url: str
     api_key_env: str | None = None
     timeout_s: Decimal = Decimal(600)
+
+
+class TeamAttribution(StrEnum):
+    """Whether a call to a department whose teams have budgets or limits must name its team."""
+
+    OPTIONAL = "optional"
+    REQUIRED = "required"
 
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
     header: str = "X-Department-ID"
     require: bool = True
+    team: TeamAttribution = TeamAttribution.OPTIONAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +141,7 @@ class Policy:
     organization: Rules = Rules()
     organization_notify: tuple[str, ...] = ()
     version: int = 1
+    on_store_failure: StoreFailure = StoreFailure.OPEN  # soft-only calls while the counter store is down
     source: str = ""
 
     @property

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from costwarden.core.kinds import ScopeKind
 from costwarden.core.periods import Period, Window
 from costwarden.core.policy import RESTRICT, Budget, Policy, Rules
 
@@ -34,7 +35,7 @@ class Scope:
     """One accountable scope: ``id`` is stable (counter keys), ``label`` is for people."""
 
     id: str
-    kind: str  # organization | department | team | key | user
+    kind: ScopeKind
     label: str
     department: str | None
     rules: Rules
@@ -112,15 +113,15 @@ def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
 def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
     """The scopes a call falls in, widest first: organization, department, team, key, user."""
     dept = policy.departments[caller.department]
-    scopes = [Scope("org", "organization", "The organization", None, policy.organization),
-              Scope(f"dept:{dept.id}", "department", f"Department {dept.id}", dept.id, dept.rules)]
+    scopes = [Scope("org", ScopeKind.ORGANIZATION, "The organization", None, policy.organization),
+              Scope(f"dept:{dept.id}", ScopeKind.DEPARTMENT, f"Department {dept.id}", dept.id, dept.rules)]
     if caller.team is not None and caller.team in dept.teams:
         team = dept.teams[caller.team]
-        scopes.append(Scope(f"team:{dept.id}/{team.id}", "team", f"Team {team.id} of {dept.id}", dept.id, team.rules))
+        scopes.append(Scope(f"team:{dept.id}/{team.id}", ScopeKind.TEAM, f"Team {team.id} of {dept.id}", dept.id, team.rules))
     if caller.key_id is not None and dept.per_key:
-        scopes.append(Scope(f"key:{dept.id}/{caller.key_id}", "key", f"Key {caller.key_id} of {dept.id}", dept.id, dept.per_key))
+        scopes.append(Scope(f"key:{dept.id}/{caller.key_id}", ScopeKind.KEY, f"Key {caller.key_id} of {dept.id}", dept.id, dept.per_key))
     if caller.user is not None and dept.per_user:
-        scopes.append(Scope(f"user:{dept.id}/{caller.user}", "user", f"User {caller.user} of {dept.id}", dept.id, dept.per_user))
+        scopes.append(Scope(f"user:{dept.id}/{caller.user}", ScopeKind.USER, f"User {caller.user} of {dept.id}", dept.id, dept.per_user))
     return tuple(scopes)
 
 
@@ -172,14 +173,18 @@ class Planner:
         self._max_callers = max_callers
         # keyed by the caller's fields: hashing a tuple of strings is cheaper than a dataclass
         self._plans: dict[tuple[str, str | None, str | None, str | None], Plan] = {}
-        self._skeletons: dict[Caller, _Skeleton] = {}
+        self._skeletons: dict[tuple[str, str | None, str | None, str | None], _Skeleton] = {}
         # calendar budget checks by counter key base (which names the scope and the budget), shared
         # by every caller in that scope
         self._calendar: dict[str, BudgetCheck] = {}
 
     def plan(self, caller: Caller, now: datetime, stamp: float) -> Plan:
         """The plan of ``caller`` at ``now`` (``stamp`` is ``now.timestamp()``)."""
-        key = (caller.department, caller.team, caller.key_id, caller.user)
+        dept = self.policy.departments[caller.department]
+        # Only the fields that select a scope name a plan: the users of a department without
+        # per-user rules share one, so a stream of new user ids cannot fill this cache.
+        key = (caller.department, caller.team, caller.key_id if dept.per_key else None,
+               caller.user if dept.per_user else None)
         plan = self._plans.get(key)
         if plan is not None and stamp < plan.valid_until:
             return plan
@@ -187,9 +192,9 @@ class Planner:
             self._plans.clear()
             self._skeletons.clear()
             self._calendar.clear()
-        skeleton = self._skeletons.get(caller)
+        skeleton = self._skeletons.get(key)
         if skeleton is None:
-            skeleton = self._skeletons[caller] = _skeleton(self.policy, caller)
+            skeleton = self._skeletons[key] = _skeleton(self.policy, caller)
         tz = self.policy.timezone
         budgets = []
         for scope, index, budget, base in skeleton.budgets:

@@ -7,12 +7,18 @@ many buckets it spans. Each bucket holds settled spend and in-flight reservation
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
+from costwarden.errors import StorageError
+
+
+class StoreEmptied(StorageError):
+    """The store lost its counters (restarted without persistence, flushed, failed over): it
+    has no generation marker. Nothing may be decided on it until it is rebuilt from the ledger."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +28,7 @@ class Reservation:
     id: str
     holds: tuple[Hold, ...]
     expires_at: float  # epoch seconds; a reservation still open then is settled at its amount
+    owner: str = ""  # the replica that made it: its reservations are released when its lease ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +46,27 @@ class Snapshot:
 
 
 class CounterStore(Protocol):
-    """Where spend, reservations, rate windows and flags live (one process, or shared)."""
+    """Where spend, reservations, rate windows and flags live (one process, or shared).
+
+    The counters belong to a build, named by a generation marker that ``replace`` sets. A store
+    without one (emptied, or never built) raises ``StoreEmptied`` from every operation that reads
+    or writes counters, so that it is rebuilt from the ledger before anything is decided on it.
+    Each store acts for one replica (``replica``): it owns the reservations it makes.
+    """
+
+    @property
+    def replica(self) -> str:
+        """The id of the replica this store acts for (the owner of its reservations)."""
+        ...
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
+        ...
+
+    async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
+        """The non-empty buckets of each rolling window, oldest first, as (bucket, spent +
+        reserved): when each part of a window's use leaves it. Read only for a call a rate
+        limit refuses, to tell it exactly when to retry."""
         ...
 
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
@@ -73,7 +97,40 @@ class CounterStore(Protocol):
         ...
 
     async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
-        """Add settled spend to the bucket each window names (rebuilding counters from the ledger)."""
+        """Add settled spend to the bucket each window names (the counters of a budget a reload added)."""
+        ...
+
+    async def marker(self) -> str | None:
+        """The generation marker of the counters' build; None when the store was emptied."""
+        ...
+
+    async def replace(self, spend: Iterable[tuple[Window, int]], marker: str,
+                      expected: Mapping[str, int] | None = None) -> int:
+        """Set settled spend to exactly ``spend`` (the ledger's figures, per bucket), never adding
+        to what is there: every other bucket's settled spend becomes 0; reservations stay.
+
+        Without ``expected`` (a rebuild): every counter is replaced, then the marker is set to
+        ``marker``, and this store's own reservations lost with an emptied store are held again.
+        With ``expected`` (a correction under the current build): only the counters named in it,
+        and only those whose settled total is still the expected one. Returns how many counters
+        were left alone because their total had moved.
+        """
+        ...
+
+    async def renew_lease(self, expires_at: float) -> None:
+        """Keep this store's replica alive until ``expires_at``."""
+        ...
+
+    async def end_lease(self, replica: str) -> None:
+        """Forget ``replica``'s lease (it stopped, or its reservations were released)."""
+        ...
+
+    async def expired_leases(self, now: float) -> list[str]:
+        """The replicas whose lease ended before ``now`` and was not ended by ``end_lease``."""
+        ...
+
+    async def owned_by(self, replica: str) -> list[Reservation]:
+        """The open reservations that ``replica`` made."""
         ...
 
     async def ping(self) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
-from costwarden.counters.base import Conflict, Reservation, Snapshot
+from costwarden.counters.base import Conflict, Reservation, Snapshot, StoreEmptied
 
 _NO_FLAGS: frozenset[str] = frozenset()
+BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is
 
 
 class _Counter:
@@ -48,13 +49,28 @@ class _Counter:
 
 
 class MemoryCounterStore:
-    """The embedded CounterStore. State is lost with the process; the ledger rebuilds it."""
+    """The embedded CounterStore. State is lost with the process; the ledger rebuilds it.
 
-    def __init__(self) -> None:
+    A fresh store is empty and built (``marker`` is ``BUILT``); pass ``marker=None`` for one that
+    must be rebuilt from the ledger first, as a gateway opens it.
+    """
+
+    def __init__(self, replica: str = "local", marker: str | None = BUILT) -> None:
+        self._replica = replica
+        self._marker = marker
         self._counters: dict[str, _Counter] = {}
         # each open reservation with the counters it holds on, so settling needs no lookups
         self._reservations: dict[str, tuple[Reservation, list[_Counter]]] = {}
         self._flags: dict[str, float] = {}
+        self._leases: dict[str, float] = {}
+
+    @property
+    def replica(self) -> str:
+        return self._replica
+
+    def _check(self) -> None:
+        if self._marker is None:
+            raise StoreEmptied("the counter store has not been built from the ledger")
 
     def _counter(self, window: Window) -> _Counter:
         counter = self._counters.get(window.key)
@@ -67,6 +83,8 @@ class MemoryCounterStore:
     # and advance() is only called when the window moved past the counter's newest bucket.
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
+        if self._marker is None:
+            self._check()
         counters = self._counters
         usage = []
         for window in windows:
@@ -79,7 +97,23 @@ class MemoryCounterStore:
         flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now)
         return Snapshot(usage, flags)
 
+    async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
+        self._check()
+        out: list[list[tuple[int, int]]] = []
+        for window in windows:
+            counter = self._counters.get(window.key)
+            if counter is None:
+                out.append([])
+                continue
+            if window.bucket > counter.top:
+                counter.advance(window.bucket)
+            out.append(sorted((b, spent + reserved) for b, (spent, reserved) in counter.buckets.items()
+                              if spent + reserved))
+        return out
+
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
+        if self._marker is None:
+            self._check()
         held = self._reservations.get(reservation_id)
         if held is not None:
             return held[0]  # a retried reserve of an id still held changes nothing
@@ -101,13 +135,15 @@ class MemoryCounterStore:
             else:
                 cell[1] += amount
             counter.reserved += amount
-        reservation = Reservation(reservation_id, tuple(holds), expires_at)
+        reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
         self._reservations[reservation_id] = (reservation, counters)
         return reservation
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         if len(amounts) != len(reservation.holds):
             raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
+        if self._marker is None:
+            self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
@@ -131,11 +167,13 @@ class MemoryCounterStore:
         return moved
 
     async def release(self, reservation: Reservation) -> None:
+        self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is not None:
             self._apply(*held, [0] * len(reservation.holds))
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
+        self._check()
         for key, expires_at in flags:
             self._flags[key] = max(expires_at, self._flags.get(key, 0.0))
 
@@ -146,6 +184,7 @@ class MemoryCounterStore:
         return True
 
     async def expire(self, now: float) -> list[Reservation]:
+        self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
         for reservation, counters in stale:
             del self._reservations[reservation.id]
@@ -157,13 +196,54 @@ class MemoryCounterStore:
         return [reservation for reservation, _ in stale]
 
     async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
+        self._check()
         for window, amount in spend:
             self._counter(window).add(window.bucket, amount, 0)
+
+    async def marker(self) -> str | None:
+        return self._marker
+
+    async def replace(self, spend: Iterable[tuple[Window, int]], marker: str,
+                      expected: Mapping[str, int] | None = None) -> int:
+        if expected is not None:
+            self._check()
+        by_key: dict[str, list[tuple[Window, int]]] = {}
+        for window, amount in spend:
+            by_key.setdefault(window.key, []).append((window, amount))
+        keys = set(self._counters) | set(by_key) if expected is None else set(expected)
+        skipped = 0
+        for key in keys:
+            counter = self._counters.get(key)
+            if expected is not None and (0 if counter is None else counter.spent) != expected[key]:
+                skipped += 1
+                continue
+            if counter is not None:
+                for cell in counter.buckets.values():
+                    cell[0] = 0
+                counter.spent = 0
+            for window, amount in by_key.get(key, ()):
+                self._counter(window).add(window.bucket, amount, 0)
+        if expected is None:
+            self._marker = marker
+        return skipped
+
+    async def renew_lease(self, expires_at: float) -> None:
+        self._leases[self._replica] = expires_at
+
+    async def end_lease(self, replica: str) -> None:
+        self._leases.pop(replica, None)
+
+    async def expired_leases(self, now: float) -> list[str]:
+        return sorted(replica for replica, until in self._leases.items() if until < now)
+
+    async def owned_by(self, replica: str) -> list[Reservation]:
+        return [reservation for reservation, _ in self._reservations.values() if reservation.owner == replica]
 
     async def ping(self) -> None:
         return None
 
     async def close(self) -> None:
+        self._leases.clear()
         self._counters.clear()
         self._reservations.clear()
         self._flags.clear()

@@ -1,7 +1,10 @@
 """Shared counters in Redis, for any number of gateway replicas.
 
 Every operation that reads or writes several counters is one Lua script (``lua/``), so a
-reservation is checked and held on all its counters atomically. A counter is one hash per window
+reservation is checked and held on all its counters atomically. Each script first checks the
+generation marker (``<prefix>generation``): a missing one means the server lost its data, and the
+operation raises ``StoreEmptied``; a different one means another replica rebuilt the store, and
+this one holds its in-flight reservations again before it goes on. A counter is one hash per window
 key; reservations live in one hash (id -> record) and one sorted set (id by deadline). Decisions
 use the times the caller passes; key expiry only collects garbage. Money crosses the wire as
 decimal strings, so counters are exact up to 2**63 nano-dollars.
@@ -9,41 +12,58 @@ decimal strings, so counters are exact up to 2**63 nano-dollars.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
-from costwarden.counters.base import Conflict, Reservation, Snapshot
+from costwarden.counters.base import Conflict, Reservation, Snapshot, StoreEmptied
 from costwarden.counters.scripts import Scripts
 from costwarden.errors import StorageError
 
+T = TypeVar("T")
 LOAD_BATCH = 500  # windows per load script, so a rebuild never blocks the server for long
 EXPIRE_BATCH = 500  # reservations per expire script
+RESTORE_BATCH = 200  # reservations per restore script
+_EMPTIED, _MOVED = "COSTWARDEN_EMPTIED", "COSTWARDEN_MOVED"
 
 
 class RedisCounterStore:
     """The shared CounterStore on Redis (6.2 or later; a standalone server or one hash slot)."""
 
-    def __init__(self, client: Redis, *, key_prefix: str = "cw:") -> None:
+    def __init__(self, client: Redis, *, key_prefix: str = "cw:", replica: str | None = None) -> None:
         self._client = client
         self._prefix = key_prefix
+        self._replica = replica or uuid.uuid4().hex
         self._scripts = Scripts.register(client)
         self._reservations = f"{key_prefix}reservations"
         self._deadlines = f"{key_prefix}deadlines"
+        self._leases = f"{key_prefix}leases"
+        self._mark_key = f"{key_prefix}generation"
+        self._marker = ""  # the build this store last saw; '' until it first looks
+        # This replica's open reservations, to hold again if the server loses them (emptied and
+        # rebuilt while the calls are in flight); a settlement still to be retried keeps its entry.
+        self._held: dict[str, Reservation] = {}
+        self._adopting: asyncio.Event | None = None  # set while moving to a new build
+
+    @property
+    def replica(self) -> str:
+        return self._replica
 
     @classmethod
-    def from_url(cls, url: str, *, key_prefix: str = "cw:", max_connections: int = 64) -> RedisCounterStore:
+    def from_url(cls, url: str, *, key_prefix: str = "cw:", max_connections: int = 64,
+                 replica: str | None = None) -> RedisCounterStore:
         """A store on ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
 
         Calls wait for one of ``max_connections`` connections rather than opening one per call.
@@ -53,7 +73,7 @@ class RedisCounterStore:
             url, max_connections=max_connections, timeout=5, decode_responses=True,
             socket_connect_timeout=5, socket_timeout=10, retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         )
-        return cls(Redis.from_pool(pool), key_prefix=key_prefix)
+        return cls(Redis.from_pool(pool), key_prefix=key_prefix, replica=replica)
 
     def _key(self, window: Window) -> str:
         return f"{self._prefix}c:{window.key}"
@@ -62,10 +82,61 @@ class RedisCounterStore:
         return f"{self._prefix}f:{key}"
 
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
+        for _ in range(3):
+            if self._adopting is not None:  # nothing runs under a new build until restored
+                await self._adopting.wait()
+            try:
+                return await script(keys=[*keys, self._mark_key], args=[*args, self._marker])
+            except ResponseError as exc:
+                moved = self._refusal(exc)
+            except RedisError as exc:
+                raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+            await self._adopt(moved)
+        raise StorageError("the counter store (Redis) was rebuilt again and again during one operation")
+
+    @staticmethod
+    def _refusal(exc: ResponseError) -> str:
+        """The marker a script reported the store moved to; raises for any other error."""
+        message = str(exc)
+        if message.startswith(_EMPTIED):
+            raise StoreEmptied("the counter store (Redis) lost its counters; they are being rebuilt "
+                               "from the ledger") from exc
+        if not message.startswith(_MOVED):
+            raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+        return message.removeprefix(_MOVED).strip()
+
+    async def _adopt(self, marker: str) -> None:
+        """Move to the build ``marker``: hold this replica's in-flight reservations again (a
+        rebuilt store lost them; restore skips those it kept). Other operations of this store wait
+        meanwhile: one that settled a reservation before it was held again would find nothing to
+        settle, and the restore would then hold it for good."""
+        if self._adopting is not None:
+            await self._adopting.wait()  # another operation is adopting; then retry
+            return
+        done = self._adopting = asyncio.Event()
         try:
-            return await script(keys=keys, args=args)
+            for _ in range(3):
+                self._marker = marker
+                try:
+                    await self._restore()
+                    return
+                except ResponseError as exc:
+                    marker = self._refusal(exc)  # rebuilt again meanwhile
+            raise StorageError("the counter store (Redis) was rebuilt again and again while restoring")
         except RedisError as exc:
             raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+        finally:
+            self._adopting = None
+            done.set()
+
+    async def _restore(self) -> None:
+        held = list(self._held.values())
+        keys = [self._reservations, self._deadlines, self._mark_key]
+        for start in range(0, len(held), RESTORE_BATCH):
+            args: list[str] = []
+            for reservation in held[start:start + RESTORE_BATCH]:
+                args += [reservation.id, repr(float(reservation.expires_at)), self._record(reservation)]
+            await self._scripts.restore(keys=keys, args=[*args, self._marker])
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
@@ -79,12 +150,24 @@ class RedisCounterStore:
         flags = frozenset(k for k, v in zip(flag_keys, values, strict=True) if v and _flag_until(v) > now)
         return Snapshot(usage, flags)
 
+    async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
+        """The non-empty buckets of each rolling window, oldest first, as (bucket, spent + reserved)."""
+        args: list[str] = []
+        for window in windows:
+            args += [str(window.bucket), str(window.span)]
+        out = await self._run(self._scripts.buckets, [self._key(w) for w in windows], args)
+        found = []
+        for flat in out:
+            cells = ((int(flat[j]), int(flat[j + 1]) + int(flat[j + 2])) for j in range(0, len(flat), 3))
+            found.append(sorted(cell for cell in cells if cell[1]))
+        return found
+
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
         """Hold every amount at once, or none: each hold with a limit must still fit under it.
 
         Reserving an id that is still held changes nothing (a retried call) and returns it.
         """
-        reservation = Reservation(reservation_id, tuple(holds), expires_at)
+        reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
         keys = [self._reservations, self._deadlines] + [self._key(h.window) for h in holds]
         args = [reservation_id, repr(float(expires_at)), self._record(reservation)]
         for hold in holds:
@@ -94,6 +177,7 @@ class RedisCounterStore:
         out = await self._run(self._scripts.reserve, keys, args)
         if out[0] == "conflict":
             return Conflict(int(out[1]), int(out[2]) + int(out[3]))
+        self._held[reservation_id] = reservation
         return reservation
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
@@ -119,7 +203,9 @@ class RedisCounterStore:
         for hold, amount in zip(reservation.holds, amounts, strict=True):
             args += [str(hold.window.bucket), str(hold.window.span), str(hold.amount), str(amount),
                      str(_keep_until_ms(hold.window, reservation.expires_at))]
-        return await self._run(self._scripts.settle, keys, args)
+        out = await self._run(self._scripts.settle, keys, args)
+        self._held.pop(reservation.id, None)
+        return out
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         """Set flags (key, expires_at epoch seconds); a flag keeps its later expiry."""
@@ -144,10 +230,13 @@ class RedisCounterStore:
             records = await self._run(self._scripts.expire, [self._reservations, self._deadlines], args)
             settled += [_reservation(record) for record in records]
             if len(records) < EXPIRE_BATCH:
-                return settled
+                break
+        for reservation_id in [r.id for r in self._held.values() if r.expires_at <= now]:
+            del self._held[reservation_id]  # settled by this sweep or another replica's
+        return settled
 
     async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
-        """Add settled spend to the bucket each window names (rebuilding counters from the ledger)."""
+        """Add settled spend to the bucket each window names (the counters of a budget a reload added)."""
         batch: list[tuple[Window, int]] = []
         for entry in spend:
             batch.append(entry)
@@ -162,6 +251,74 @@ class RedisCounterStore:
         for window, amount in batch:
             args += [str(window.bucket), str(window.span), str(amount), str(_keep_until_ms(window))]
         await self._run(self._scripts.load, [self._key(w) for w, _ in batch], args)
+
+    async def marker(self) -> str | None:
+        """The generation marker of the counters' build; None when the store was emptied."""
+        value = await self._call(self._client.get(self._mark_key))
+        return None if value is None else str(value)
+
+    async def replace(self, spend: Iterable[tuple[Window, int]], marker: str,
+                      expected: Mapping[str, int] | None = None) -> int:
+        """Set settled spend to exactly ``spend``, keeping reservations (see ``CounterStore``)."""
+        by_key: dict[str, list[tuple[Window, int]]] = {}
+        for window, amount in spend:
+            by_key.setdefault(self._key(window), []).append((window, amount))
+        try:
+            if expected is None:
+                await self._client.delete(self._mark_key)  # every replica refuses until it is done
+                keys = {key async for key in self._client.scan_iter(match=f"{self._prefix}c:*", count=1000)}
+                targets = {key: "" for key in keys | set(by_key)}
+            else:
+                targets = {f"{self._prefix}c:{key}": str(total) for key, total in expected.items()}
+        except RedisError as exc:
+            raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+        skipped = 0
+        names = sorted(targets)
+        for start in range(0, len(names), LOAD_BATCH):
+            args = ["" if expected is None else "1"]
+            for key in names[start:start + LOAD_BATCH]:
+                entries = by_key.get(key, [])
+                args += [targets[key], str(len(entries))]
+                for window, amount in entries:
+                    args += [str(window.bucket), str(window.span), str(amount), str(_keep_until_ms(window))]
+            skipped += int(await self._run(self._scripts.replace, names[start:start + LOAD_BATCH], args))
+        if expected is None:
+            try:
+                await self._client.set(self._mark_key, marker)
+            except RedisError as exc:
+                raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+            await self._adopt(marker)
+        return skipped
+
+    async def renew_lease(self, expires_at: float) -> None:
+        """Keep this store's replica alive until ``expires_at``."""
+        await self._call(self._client.zadd(self._leases, {self._replica: float(expires_at)}))
+
+    async def end_lease(self, replica: str) -> None:
+        """Forget ``replica``'s lease."""
+        await self._call(self._client.zrem(self._leases, replica))
+
+    async def expired_leases(self, now: float) -> list[str]:
+        """The replicas whose lease ended before ``now``."""
+        replicas = await self._call(self._client.zrangebyscore(self._leases, "-inf", f"({float(now)!r}"))
+        return [str(replica) for replica in replicas]
+
+    async def owned_by(self, replica: str) -> list[Reservation]:
+        """The open reservations that ``replica`` made (a scan: run when a lease ends, not per call)."""
+        found: list[Reservation] = []
+        try:
+            async for _, record in self._client.hscan_iter(self._reservations, count=1000):
+                if json.loads(record).get("o") == replica:
+                    found.append(_reservation(record))
+        except RedisError as exc:
+            raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+        return found
+
+    async def _call(self, command: Awaitable[T]) -> T:
+        try:
+            return await command
+        except RedisError as exc:
+            raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
 
     async def ping(self) -> None:
         """Raise StorageError when the store cannot be reached."""
@@ -182,7 +339,7 @@ class RedisCounterStore:
             "s": h.window.start.isoformat(), "e": h.window.end.isoformat(),
             "l": None if h.limit is None else str(h.limit), "u": h.unit,
         } for h in reservation.holds]
-        return json.dumps({"id": reservation.id, "x": reservation.expires_at, "h": holds})
+        return json.dumps({"id": reservation.id, "x": reservation.expires_at, "o": reservation.owner, "h": holds})
 
 
 def _reservation(record: str) -> Reservation:
@@ -194,7 +351,7 @@ def _reservation(record: str) -> Reservation:
         )
         for h in data["h"]
     )
-    return Reservation(data["id"], holds, data["x"])
+    return Reservation(data["id"], holds, data["x"], data.get("o", ""))
 
 
 def _keep_until_ms(window: Window, deadline: float | None = None) -> int:

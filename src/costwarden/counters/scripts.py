@@ -12,7 +12,7 @@ from importlib.resources import files
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-NAMES = ("snapshot", "reserve", "settle", "expire", "set_flags", "claim", "load")
+NAMES = ("snapshot", "buckets", "reserve", "settle", "expire", "set_flags", "claim", "load", "replace", "restore")
 
 
 def source(name: str) -> str:
@@ -26,12 +26,15 @@ class Scripts:
     """One registered script per counter operation."""
 
     snapshot: AsyncScript
+    buckets: AsyncScript
     reserve: AsyncScript
     settle: AsyncScript
     expire: AsyncScript
     set_flags: AsyncScript
     claim: AsyncScript
     load: AsyncScript
+    replace: AsyncScript
+    restore: AsyncScript
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:

@@ -20,11 +20,12 @@ from datetime import datetime
 from pathlib import Path
 
 from costwarden import errors
+from costwarden.clock import utc_now
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import Caller
+from costwarden.core.scopes import Caller, Planner
 from costwarden.counters import CounterStore, MemoryCounterStore
-from costwarden.engine.admission import Admission, Admitted, Settled, utc_now
+from costwarden.engine.admission import Admission, Admitted, Settled
 
 
 class GovernedCall:
@@ -67,7 +68,12 @@ class Governor:
 
     def __init__(self, policy: Policy, store: CounterStore | None = None,
                  clock: Callable[[], datetime] = utc_now) -> None:
-        self.admission = Admission(policy, store or MemoryCounterStore(), clock)
+        self.admission = Admission(store or MemoryCounterStore(), clock)
+        self.planner = Planner(policy)  # a policy and its counter plans
+
+    @property
+    def policy(self) -> Policy:
+        return self.planner.policy
 
     @classmethod
     def from_policy_file(cls, path: str | Path, store: CounterStore | None = None) -> Governor:
@@ -80,10 +86,10 @@ class Governor:
                     team: str | None = None, key_id: str | None = None,
                     user: str | None = None) -> AsyncIterator[GovernedCall]:
         """Admit a call or raise why not; see the module docstring."""
-        if department not in self.admission.policy.departments:
+        if department not in self.planner.policy.departments:
             raise errors.UnknownDepartment(f"Unknown department {department!r}.")
         request = CallRequest(Caller(department, team, key_id, user), model, input_tokens, max_output_tokens)
-        outcome = await self.admission.admit(uuid.uuid4().hex, request)
+        outcome = await self.admission.admit(uuid.uuid4().hex, request, self.planner)
         if isinstance(outcome, Decision):
             assert outcome.denial is not None
             raise outcome.denial.exception()

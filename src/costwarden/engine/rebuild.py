@@ -1,8 +1,15 @@
-"""Rebuild budget counters from the ledger (after a restart, the ledger is the truth)."""
+"""Rebuild budget counters from the ledger (after a restart, the ledger is the truth).
+
+A rebuild replaces: it sets every counter's settled spend to the ledger's figure and never adds
+to what the store holds, so running it twice, or on a store that kept some counters, gives the
+same counters. Reservations of calls in flight are kept.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from costwarden.core.periods import Period, Window
@@ -13,6 +20,8 @@ from costwarden.ledger import Ledger
 
 _CALLER = ("department", "team", "key_id", "user")
 
+LOADED_MARK = "costwarden|counters-loaded"  # claimed in the counter store by whoever loads it from the ledger
+
 
 def _periods(policy: Policy) -> dict[str, Period]:
     rules = [policy.organization]
@@ -22,10 +31,26 @@ def _periods(policy: Policy) -> dict[str, Period]:
 
 
 async def rebuild_counters(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime) -> int:
-    """Load the settled spend of every current budget window; returns the number of counter cells loaded."""
+    """Set every counter to the ledger's settled spend of its current window, under a new generation
+    marker; returns the number of counter cells written."""
     loads = [(window, amount) for _, window, amount in await ledger_spend(policy, ledger, now)]
-    await store.load(loads)
+    await store.replace(loads, new_marker(now))
     return len(loads)
+
+
+def new_marker(now: datetime) -> str:
+    """A generation marker no earlier build used: when it was built, and a random part."""
+    return f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+
+
+def ledger_totals(spend: Sequence[tuple[BudgetCheck, Window, int]]) -> dict[str, tuple[BudgetCheck, int]]:
+    """The ledger's settled spend per counter (summed over a rolling window's buckets), keyed by
+    counter key, with the check of its current window."""
+    totals: dict[str, tuple[BudgetCheck, int]] = {}
+    for check, window, amount in spend:
+        _, total = totals.get(window.key, (check, 0))
+        totals[window.key] = (check, total + amount)
+    return totals
 
 
 async def ledger_spend(policy: Policy, ledger: Ledger, now: datetime) -> list[tuple[BudgetCheck, Window, int]]:

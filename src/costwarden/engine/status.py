@@ -56,10 +56,12 @@ class BudgetStatus:
 
 
 def status_checks(policy: Policy, now: datetime, keys: Iterable[tuple[str, str]] = (),
-                  department: str | None = None) -> list[tuple[Caller, BudgetCheck]]:
+                  department: str | None = None,
+                  users: Iterable[tuple[str, str]] = ()) -> list[tuple[Caller, BudgetCheck]]:
     """The budget checks to report, widest scope first: the organization's (unless one ``department``
-    is asked for), each department's, its teams', and the per-key budgets of ``keys``, given as
-    (key id, department) pairs of active keys."""
+    is asked for), each department's, its teams', the per-key budgets of ``keys``, given as
+    (key id, department) pairs of active keys, and the per-user budgets of ``users``, given as
+    (user, department) pairs (see ``per_user_since``)."""
     checks: list[tuple[Caller, BudgetCheck]] = []
     if department is None and policy.departments:
         first = next(iter(policy.departments))
@@ -67,6 +69,9 @@ def status_checks(policy: Policy, now: datetime, keys: Iterable[tuple[str, str]]
     by_department: dict[str, list[str]] = {}
     for key_id, dept_id in keys:
         by_department.setdefault(dept_id, []).append(key_id)
+    users_of: dict[str, list[str]] = {}
+    for user, dept_id in users:
+        users_of.setdefault(dept_id, []).append(user)
     for dept in policy.departments.values():
         if department is not None and dept.id != department:
             continue
@@ -76,13 +81,29 @@ def status_checks(policy: Policy, now: datetime, keys: Iterable[tuple[str, str]]
         if dept.per_key.budgets:
             for key_id in by_department.get(dept.id, ()):
                 checks += _of_kind(policy, Caller(dept.id, key_id=key_id), now, "key")
+        if dept.per_user.budgets:
+            for user in sorted(set(users_of.get(dept.id, ()))):
+                checks += _of_kind(policy, Caller(dept.id, user=user), now, "user")
     return checks
 
 
+def per_user_since(policy: Policy, now: datetime, department: str | None = None) -> dict[str, datetime]:
+    """For each department with per-user budgets (or just ``department``): the start of the widest
+    current window of those budgets. The users with spend since then are the ones to report."""
+    starts: dict[str, datetime] = {}
+    for dept in policy.departments.values():
+        if not dept.per_user.budgets or department not in (None, dept.id):
+            continue
+        windows = [c.window.start for _, c in _of_kind(policy, Caller(dept.id, user="-"), now, "user")]
+        starts[dept.id] = min(windows)
+    return starts
+
+
 async def budget_status(policy: Policy, snapshot: SnapshotFn, now: datetime,
-                        keys: Iterable[tuple[str, str]] = (), department: str | None = None) -> list[BudgetStatus]:
+                        keys: Iterable[tuple[str, str]] = (), department: str | None = None,
+                        users: Iterable[tuple[str, str]] = ()) -> list[BudgetStatus]:
     """Status of the budgets ``status_checks`` picks, from one snapshot of the counters at ``now``."""
-    checks = status_checks(policy, now, keys, department)
+    checks = status_checks(policy, now, keys, department, users)
     flag_keys = [c.flag_key for _, c in checks if c.budget.action.kind == RESTRICT]
     read = await snapshot([c.window for _, c in checks], flag_keys, now.timestamp())
     return [BudgetStatus(caller, check, spent, reserved,

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from costwarden import errors
 from costwarden.app.runtime import Runtime
+from costwarden.engine.status import budget_status
 
 
 async def healthz(request: Request) -> Response:
@@ -19,12 +20,12 @@ async def readyz(request: Request) -> Response:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     checks = {"policy": runtime is not None, "ledger": False, "counters": False}
     if runtime is not None:
-        for name, probe in (("ledger", runtime.ledger.ping), ("counters", runtime.admission.store.ping)):
-            try:
-                await probe()
-                checks[name] = True
-            except errors.StorageError:
-                checks[name] = False
+        checks["ledger"] = await runtime.ledger.ready()  # False while new calls would be refused
+        try:
+            await runtime.admission.store.ping()
+            checks["counters"] = True
+        except errors.StorageError:
+            checks["counters"] = False
     ready = all(checks.values())
     body = orjson.dumps({"status": "ready" if ready else "not ready", "checks": checks})
     return Response(body, status_code=200 if ready else 503, media_type="application/json")
@@ -32,7 +33,19 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
+    await _budget_gauges(runtime)
     return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _budget_gauges(runtime: Runtime) -> None:
+    """Per-budget gauges from one counter snapshot, as budget status reads it: computed per scrape,
+    never on the call path."""
+    try:
+        statuses = await budget_status(runtime.policy, runtime.admission.store.snapshot, runtime.admission.clock())
+    except errors.StorageError:
+        runtime.metrics.clear_budgets()
+        return
+    runtime.metrics.set_budgets(statuses)
 
 
 def health_routes() -> list[Route]:

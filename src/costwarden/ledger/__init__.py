@@ -4,6 +4,7 @@ from costwarden.ledger.audit import AlertRecord, PolicyVersion
 from costwarden.ledger.credentials import KeyRecord, TokenRecord, hash_secret
 from costwarden.ledger.engine import DEFAULT_URL
 from costwarden.ledger.ledger import Ledger
+from costwarden.ledger.outage import WhenDown
 from costwarden.ledger.queries import TotalsRow
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "PolicyVersion",
     "TokenRecord",
     "TotalsRow",
+    "WhenDown",
     "hash_secret",
 ]

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, RowMapping
 
+from costwarden.ledger.queue_items import insert_ignoring_duplicates
 from costwarden.ledger.rows import utc
 from costwarden.ledger.schema import alerts, closed_periods, policy_versions
-from costwarden.ledger.writes import insert_ignoring_duplicates
 
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 

@@ -1,7 +1,8 @@
 """Engines for a ledger URL, and the one place backend exceptions become StorageError.
 
-SQLite: WAL journal, ``synchronous=NORMAL`` (a committed transaction survives a killed process;
-only a power loss can take the last few), a busy timeout, and transactions the driver does not
+SQLite: WAL journal, ``synchronous=FULL`` (the WAL is synced before a commit returns, so a
+committed transaction survives a power loss, not only a killed process; the writers' group commit
+shares that sync among every row of a batch), a busy timeout, and transactions the driver does not
 manage itself so that DDL is transactional and writers take the lock up front (BEGIN IMMEDIATE).
 PostgreSQL: ``postgresql://`` URLs use psycopg 3.
 """
@@ -61,7 +62,7 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         finally:
             cursor.close()

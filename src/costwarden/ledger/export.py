@@ -4,19 +4,24 @@ Both formats carry the same fields, in ``FIELDS`` order. ``record`` is ``event``
 a rejection's decision time is in ``admitted_at``, its ``status`` is ``rejected`` and its cost 0.
 Money is given twice: as an exact decimal USD string (``cost_usd``) and as integer nano-dollars
 (``cost_nanos``, authoritative). Times are ISO 8601 in UTC. In CSV, tags and shadow decisions are
-JSON text and booleans are ``true``/``false``.
+JSON text and booleans are ``true``/``false``; a text cell a spreadsheet would run as a formula
+(``=HYPERLINK(...)``) starts with a single quote (see ``core.csvsafe``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TextIO
 
+from costwarden.core.catalog import Catalog
+from costwarden.core.csvsafe import safe_cell
 from costwarden.core.events import Rejection, UsageEvent
-from costwarden.core.money import format_usd, usd_to_nanos
+from costwarden.core.kinds import CallStatus
+from costwarden.core.money import Price, format_usd, usd_to_nanos
 from costwarden.ledger.ledger import Ledger
 
 FORMATS = ("jsonl", "csv")
@@ -62,14 +67,19 @@ def rejection_fields(rejection: Rejection) -> dict[str, Any]:
     }
 
 
-def _csv_value(value: Any) -> str:
+# Columns whose plain numbers (negative ones included) stay numbers in a spreadsheet.
+NUMERIC = frozenset({"input_tokens", "cached_input_tokens", "output_tokens", "cost_usd", "cost_nanos",
+                     "estimate_usd", "estimate_nanos", "http_status", "latency_ms", "overrun_tokens"})
+
+
+def _csv_value(name: str, value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return str(value)
+        return safe_cell(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    return safe_cell(str(value), numeric=name in NUMERIC)
 
 
 async def write_export(ledger: Ledger, out: TextIO, fmt: str = "jsonl", since: datetime | None = None,
@@ -86,7 +96,7 @@ async def write_export(ledger: Ledger, out: TextIO, fmt: str = "jsonl", since: d
     async for item in ledger.iter_events(since, until, department, include_rejections=include_rejections):
         fields = event_fields(item) if isinstance(item, UsageEvent) else rejection_fields(item)
         if writer is not None:
-            writer.writerow({name: _csv_value(value) for name, value in fields.items()})
+            writer.writerow({name: _csv_value(name, value) for name, value in fields.items()})
         else:
             out.write(json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n")
         written += 1
@@ -123,7 +133,7 @@ def parse_record(obj: Mapping[str, Any]) -> UsageEvent | Rejection:
         input_tokens=int(obj.get("input_tokens", 0)), cached_input_tokens=int(obj.get("cached_input_tokens", 0)),
         output_tokens=int(obj.get("output_tokens", 0)), cost_nanos=_nanos(obj, "cost"),
         estimate_nanos=_nanos(obj, "estimate"), price_version=obj.get("price_version") or "",
-        decision=obj.get("decision") or "allow", status=obj.get("status") or "ok",
+        decision=obj.get("decision") or "allow", status=CallStatus(obj.get("status") or "ok"),
         http_status=int(obj.get("http_status", 200)), latency_ms=int(obj.get("latency_ms", 0)),
         overrun_tokens=int(obj.get("overrun_tokens", 0)), interrupted=bool(obj.get("interrupted", False)),
         shadow=shadow, stream=bool(obj.get("stream", False)),
@@ -145,3 +155,146 @@ def _time(text: str) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset")
     return value
+
+
+# -- import: checked, re-priced, counted ----------------------------------------------------------
+
+BATCH = 1000  # events written per batch
+ROUNDING_NANOS = 1  # a call's cost is rounded up once to the nano-dollar
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProblem:
+    """A record refused by ``ledger import``, with its line in the file."""
+
+    line: int
+    record_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} ({self.record_id or 'no id'}): {self.reason}"
+
+
+class ImportRefused(ValueError):
+    """The file has records that cannot be imported; nothing was written."""
+
+    def __init__(self, problems: list[ImportProblem]) -> None:
+        self.problems = problems
+        shown = "\n  ".join(map(str, problems[:50]))
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"{len(problems)} record(s) refused, nothing imported:\n  {shown}{more}")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What an import did: records read, how many were new to the ledger, how many it already held."""
+
+    events_read: int
+    events_new: int
+    rejections_read: int
+    rejections_new: int
+    repriced: int  # events whose cost or price label changed to the catalog's
+
+    @property
+    def events_present(self) -> int:
+        return self.events_read - self.events_new
+
+    @property
+    def rejections_present(self) -> int:
+        return self.rejections_read - self.rejections_new
+
+
+def checked_records(lines: Iterable[str], catalog: Catalog) -> tuple[list[UsageEvent | Rejection], int]:
+    """Every record of a JSON Lines export, events re-priced from ``catalog``; returns the records and
+    how many were re-priced. Raises ImportRefused listing every bad record with its line number."""
+    records: list[UsageEvent | Rejection] = []
+    problems: list[ImportProblem] = []
+    repriced = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        obj: Any = None
+        try:
+            obj = json.loads(line)
+            record = parse_record(obj)
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            ident = obj.get("id", "") if isinstance(obj, dict) else ""
+            problems.append(ImportProblem(number, str(ident), f"unreadable: {exc}"))
+            continue
+        if isinstance(record, Rejection):
+            records.append(record)
+            continue
+        priced, reason = reprice(record, obj, catalog)
+        if reason is not None:
+            problems.append(ImportProblem(number, record.id, reason))
+            continue
+        assert priced is not None
+        repriced += priced is not record
+        records.append(priced)
+    if problems:
+        raise ImportRefused(problems)
+    return records, repriced
+
+
+def reprice(event: UsageEvent, obj: Mapping[str, Any], catalog: Catalog) -> tuple[UsageEvent | None, str | None]:
+    """The event at the catalog's price of its served model, or the reason it is refused: a negative
+    amount, cached tokens above input tokens, an unknown model, or a cost that is not its tokens
+    times its own stated prices (or the catalog's, when it states none)."""
+    amounts = {"input_tokens": event.input_tokens, "cached_input_tokens": event.cached_input_tokens,
+               "output_tokens": event.output_tokens, "cost": event.cost_nanos, "estimate": event.estimate_nanos}
+    negative = [name for name, value in amounts.items() if value < 0]
+    if negative:
+        return None, f"negative {', '.join(negative)}"
+    if event.cached_input_tokens > event.input_tokens:
+        return None, (f"inconsistent: {event.cached_input_tokens} cached input tokens but only "
+                      f"{event.input_tokens} input tokens")
+    if obj.get("cost_nanos") is not None and obj.get("cost_usd") is not None \
+            and usd_to_nanos(str(obj["cost_usd"])) != int(obj["cost_nanos"]):
+        return None, f"inconsistent: cost_usd {obj['cost_usd']} is not cost_nanos {obj['cost_nanos']}"
+    spec = catalog.resolve(event.model_served)
+    if spec is None:
+        return None, f"unknown model {event.model_served!r}: not in the catalog in force"
+    stated = _stated_cost(event) if event.price_version else None
+    expected = spec.cost(event.input_tokens, event.output_tokens, event.cached_input_tokens)
+    check = expected if stated is None else stated
+    if abs(event.cost_nanos - check) > ROUNDING_NANOS:
+        at = f"at its prices {event.price_version}" if stated is not None else f"at {spec.price_version}"
+        return None, (f"inconsistent: cost {format_usd(event.cost_nanos)} USD is not its tokens' price "
+                      f"{format_usd(check)} USD {at}")
+    if event.cost_nanos == expected and event.price_version == spec.price_version:
+        return event, None
+    return replace(event, cost_nanos=expected, price_version=spec.price_version), None
+
+
+def _stated_cost(event: UsageEvent) -> int | None:
+    """The event's tokens at the prices its own label states, or None when the label is not prices."""
+    prices = event.price_version.split("@", 1)[0].split("/")
+    if len(prices) != 3:
+        return None
+    try:
+        input_price, output_price = Price(prices[0]), Price(prices[2])
+        cached_price = input_price if prices[1] == "-" else Price(prices[1])
+    except (ValueError, ArithmeticError):
+        return None
+    uncached = event.input_tokens - event.cached_input_tokens
+    picos = (uncached * input_price.picos_per_token + event.cached_input_tokens * cached_price.picos_per_token
+             + event.output_tokens * output_price.picos_per_token)
+    return -((-picos) // 1000)
+
+
+async def import_records(ledger: Ledger, records: list[UsageEvent | Rejection], repriced: int,
+                         progress: Callable[[int], None] | None = None) -> ImportResult:
+    """Write checked records in batches; ids the ledger holds already are left as they are. New
+    records are counted by the ledger's row counts before and after (exact unless something else
+    writes to the same ledger during the import)."""
+    events_before, rejections_before = await ledger.count_events(), await ledger.count_rejections()
+    events = [r for r in records if isinstance(r, UsageEvent)]
+    rejections = [r for r in records if isinstance(r, Rejection)]
+    for start in range(0, len(events), BATCH):
+        await ledger.record_many(events[start:start + BATCH])
+        if progress is not None:
+            progress(min(start + BATCH, len(events)))
+    for rejection in rejections:
+        await ledger.record_rejection(rejection)
+    return ImportResult(len(events), await ledger.count_events() - events_before, len(rejections),
+                        await ledger.count_rejections() - rejections_before, repriced)

@@ -3,41 +3,56 @@
 Writes go through the database's single writer thread (see ``writer.py``); on SQLite the usage
 rows of the hot path go to a writer process instead, one per event loop that writes them, started
 on first use. Reads run on a small reader pool in worker threads. Every backend exception leaves
-this class as StorageError.
+this class as StorageError, except on the hot path: the rows of a call already forwarded that the
+database does not take within ``COMMIT_DEADLINE_S`` go to the local spool (``outage.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from costwarden.core.audit import AuditEntry
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.errors import StorageError
-from costwarden.ledger import audit, credentials, queries
+from costwarden.ledger import audit, audit_log, closings, credentials, queries
 from costwarden.ledger.audit import AlertRecord, PolicyVersion
-from costwarden.ledger.child import ChildWriter
 from costwarden.ledger.credentials import KeyRecord, TokenRecord
 from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url, storage_error
 from costwarden.ledger.migrations import migrate
+from costwarden.ledger.outage import Outage, WhenDown, replay
 from costwarden.ledger.queries import TotalsRow, WhereValue
+from costwarden.ledger.queue_items import Job, RowKind, RowRefused, Waiter, Write, insert_ignoring_duplicates
 from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, rejection_row, utc
-from costwarden.ledger.schema import closed_periods, inflight, rejections, statements, usage_events
+from costwarden.ledger.schema import inflight, rejections, usage_events
+from costwarden.ledger.spool import Spool, SpooledRow
 from costwarden.ledger.writer import Writer
-from costwarden.ledger.writes import Job, Waiter, Write, insert_ignoring_duplicates
+from costwarden.ledger.writer_process_client import WriterProcessClient
 
 T = TypeVar("T")
 R = TypeVar("R")
 PAGE = 1000
+# How long a hot-path row may take to commit before it goes to the spool instead (a locked SQLite
+# file makes a commit wait for its busy timeout); it may still commit later, which is harmless.
+COMMIT_DEADLINE_S = 2.0
+PG_SPOOL_DIR = "./costwarden-spool"
 log = logging.getLogger(__name__)
+
+
+class CommitOverdue(StorageError):
+    """A hot-path row was not committed within ``COMMIT_DEADLINE_S``."""
 
 
 def _now(now: datetime | None) -> datetime:
@@ -47,18 +62,27 @@ def _now(now: datetime | None) -> datetime:
 class Ledger:
     """Append-only usage ledger plus keys, tokens, policy versions, alerts and closed periods."""
 
-    def __init__(self, url: str, writer_engine: Engine, reader_engine: Engine) -> None:
+    def __init__(self, url: str, writer_engine: Engine, reader_engine: Engine, spool_dir: Path,
+                 when_down: WhenDown = WhenDown.REFUSE) -> None:
         self.url = url
         self._writer_engine = writer_engine
         self._reader_engine = reader_engine
-        self._writer = Writer(writer_engine)
+        self._outage = Outage(Spool(spool_dir), when_down, self._probe, self._replay)
+        self._writer = Writer(writer_engine, self._lost_in_thread)
         self._child_path = _sqlite_file(writer_engine)
-        self._child: ChildWriter | None = None
+        self._child: WriterProcessClient | None = None
         self._closed = False
 
     @classmethod
-    async def open(cls, url: str = DEFAULT_URL) -> Ledger:
-        """Open the database at ``url``, bringing its schema up to date first."""
+    async def open(cls, url: str = DEFAULT_URL, *, spool_dir: str | Path | None = None,
+                   when_down: WhenDown = WhenDown.REFUSE) -> Ledger:
+        """Open the database at ``url``, bringing its schema up to date first, then replay any rows
+        a previous process left in the spool (before anything reads the ledger to recover).
+
+        ``spool_dir`` holds the spool (default: ``<database file>-spool`` beside a SQLite file,
+        ``./costwarden-spool`` for PostgreSQL); each database spools in a subdirectory of its own.
+        ``when_down`` says whether new calls are refused or spooled while the database is down.
+        """
         parsed = normalize_url(url)
         writer_engine, reader_engine = create_engines(parsed)
         try:
@@ -71,17 +95,28 @@ class Ledger:
             writer_engine.dispose()
             reader_engine.dispose()
             raise
-        return cls(url, writer_engine, reader_engine)
+        ledger = cls(url, writer_engine, reader_engine, spool_directory(parsed, spool_dir), when_down)
+        try:
+            replayed = await ledger._outage.drain()
+        except BaseException:
+            await ledger.close()
+            raise
+        if replayed:
+            log.warning("replayed %d rows a previous process left in the ledger spool", replayed)
+        return ledger
 
     async def close(self) -> None:
-        """Write everything queued, then release the database."""
+        """Write everything queued, then release the database (rows it did not take stay in the
+        spool for the next start)."""
         self._closed = True
         if self._child is not None:
             if _running_loop() is self._child.loop:
                 await self._child.close()
             else:  # its loop is gone or elsewhere: its process ends with this one
                 log.warning("ledger closed outside the event loop that wrote its usage rows")
+        await self._outage.stop()
         await self._writer.close()
+        await self._outage.close()
         self._writer_engine.dispose()
         self._reader_engine.dispose()
 
@@ -92,56 +127,156 @@ class Ledger:
 
     # -- the hot path ----------------------------------------------------------------------
 
+    @property
+    def available(self) -> bool:
+        """Whether the database is taking rows; False from a failed commit until a probe reaches
+        it again and the spool has been replayed into it."""
+        return self._outage.available
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a new call may be forwarded (``check_accepting`` does not raise)."""
+        return self._outage.accepting
+
+    def check_accepting(self) -> None:
+        """Call before forwarding a call: raises StorageError (503 ``storage_unavailable``, retry)
+        while the database is unavailable, unless new calls are to be spooled meanwhile."""
+        self._outage.check_accepting()
+
+    async def ready(self) -> bool:
+        """For /readyz: new calls are accepted and, unless they are spooled, the database answers."""
+        if not self._outage.accepting:
+            return False
+        if not self._outage.available:
+            return True  # accepting while down: calls go to the spool
+        try:
+            await self.ping()
+        except StorageError as exc:
+            self._outage.mark_down(exc.message)  # refuse new calls now rather than after a failed commit
+            return False
+        return True
+
     def begin(self, call: InflightCall) -> None:
         """Queue the write-ahead row of a call about to be forwarded; does not wait."""
-        self._put(Write("inflight", inflight_row(call)))
+        write = Write(RowKind.INFLIGHT, inflight_row(call))
+        if self._outage.available:
+            self._put(write)
+        else:
+            self._outage.keep_soon([(write.kind, write.row)])
 
     async def record(self, event: UsageEvent) -> None:
-        """Append ``event``; returns once it is committed. An existing id is left as it is."""
-        write = Write("event", event_row(event), Waiter())
-        self._put(write)
-        await write.waiter.future  # type: ignore[union-attr]
+        """Append ``event``; returns once it is durable: committed, or, if the database does not
+        take it, in the spool. An existing id is left as it is. Raises only for a row the database
+        refuses by itself (RowRefused), never because the database is down, locked or full."""
+        await self._commit_or_keep(Write(RowKind.EVENT, event_row(event)))
 
     async def record_many(self, events: Sequence[UsageEvent]) -> None:
-        """Append many events (an import); returns once all are committed."""
-        writes = [Write("event", event_row(e), Waiter()) for e in events]
+        """Append many events (an import); returns once all are committed (no spool: an import
+        is repeated instead)."""
+        writes = [Write(RowKind.EVENT, event_row(e), Waiter()) for e in events]
         for write in writes:
             self._put(write)
         await asyncio.gather(*[w.waiter.future for w in writes if w.waiter is not None])
 
     async def record_rejection(self, rejection: Rejection) -> None:
-        """Append a refused call; returns once it is committed. An existing id is left as it is."""
-        write = Write("rejection", rejection_row(rejection), Waiter())
+        """Append a refused call, like ``record``. An existing id is left as it is."""
+        await self._commit_or_keep(Write(RowKind.REJECTION, rejection_row(rejection)))
+
+    async def _commit_or_keep(self, write: Write) -> None:
+        """Commit ``write``; if the database fails it or overruns the deadline, spool it."""
+        if self._closed:
+            raise StorageError("ledger is closed")
+        if not self._outage.available:  # known down: do not wait for the database
+            await self._outage.keep([(write.kind, write.row)])
+            return
+        write.waiter = waiter = Waiter()
         self._put(write)
-        await write.waiter.future  # type: ignore[union-attr]
+        deadline = waiter.loop.call_later(COMMIT_DEADLINE_S, _overdue, waiter.future)
+        try:
+            await waiter.future
+            return
+        except RowRefused:
+            raise
+        except StorageError as exc:
+            reason = exc.message
+        finally:
+            deadline.cancel()
+        self._outage.mark_down(reason)
+        await self._outage.keep([(write.kind, write.row)])
 
     def _put(self, write: Write) -> None:
         """Queue a hot-path row: to this loop's writer process on SQLite, else to the thread."""
         if self._closed:
             raise StorageError("ledger is closed")
-        loop = _running_loop() if self._child_path is not None else None
+        loop = _running_loop()
         if loop is not None:
+            self._outage.attach(loop)
+        if loop is not None and self._child_path is not None:
             if self._child is None:
-                self._child = ChildWriter(self._child_path, self._writer_engine.dialect, loop,  # type: ignore[arg-type]
-                                          self._writer.put)
+                self._child = WriterProcessClient(self._child_path, self._writer_engine.dialect, loop,
+                                                  self._writer.put, self._lost_on_loop)
             if self._child.loop is loop and self._child.usable:
                 self._child.put(write)
                 return
         self._writer.put(write)
 
-    async def recover_interrupted(self, now: datetime, older_than: datetime | None = None) -> list[UsageEvent]:
+    def _lost_on_loop(self, writes: list[Write]) -> None:
+        """Write-ahead rows the writer process could not commit."""
+        self._outage.mark_down("a write-ahead row could not be committed")
+        self._outage.keep_soon([(write.kind, write.row) for write in writes])
+
+    def _lost_in_thread(self, writes: list[Write]) -> None:
+        """Write-ahead rows the writer thread could not commit (called on that thread)."""
+        self._outage.keep_from_thread([(write.kind, write.row) for write in writes],
+                                      "a write-ahead row could not be committed")
+
+    async def _probe(self) -> None:
+        """Raise StorageError unless the database could take a write now (cheap)."""
+        path = self._child_path
+        if path is None:
+            await self.ping()
+            return
+        await asyncio.to_thread(_probe_sqlite, path)
+
+    async def _replay(self, rows: list[SpooledRow]) -> None:
+        """Insert spooled rows; a row the database refuses by itself is reported and dropped,
+        never retried forever."""
+        if not rows:
+            return
+
+        def job(conn: Connection) -> None:
+            try:
+                replay(conn, rows)
+            except (IntegrityError, DataError) as exc:
+                raise RowRefused(f"ledger: a spooled row was refused: {exc.orig}") from exc
+
+        try:
+            await self._write(job)
+        except RowRefused as exc:
+            if len(rows) > 1:
+                for row in rows:
+                    await self._replay([row])
+                return
+            log.error("%s; dropped from the spool: %r", exc, rows[0])
+
+    async def recover_interrupted(self, now: datetime, older_than: datetime | None = None,
+                                  ids: Collection[str] | None = None) -> list[UsageEvent]:
         """Settle every write-ahead row that has no final event at its estimate, as an
         ``interrupted`` event finished at ``now``; returns those events.
 
         Run at start-up. With replicas sharing one database, pass ``older_than`` (now minus the
-        longest a call may run) so that calls still in flight on another replica are left alone.
+        longest a call may run) so that calls still in flight on another replica are left alone,
+        or ``ids``: the calls of a replica that died (its reservations name them).
         """
         at, cutoff = utc(now), None if older_than is None else utc(older_than)
+        chosen = None if ids is None else sorted(ids)
 
         def recover(conn: Connection) -> list[UsageEvent]:
             query = select(inflight).order_by(inflight.c.admitted_at, inflight.c.id)
             if cutoff is not None:
                 query = query.where(inflight.c.admitted_at < cutoff)
+            if chosen is not None:
+                query = query.where(inflight.c.id.in_(chosen))
             rows = list(conn.execute(query).mappings())
             if not rows:
                 return []
@@ -323,30 +458,54 @@ class Ledger:
         """Closed billing periods and when each was closed."""
         return await self._read(audit.list_closed_periods)
 
-    async def freeze_statement(self, period: str, body: str, now: datetime | None = None) -> datetime | None:
+    async def freeze_statement(self, period: str, body: str, now: datetime | None = None, *,
+                               closed_by: str | None = None, policy_version: int | None = None) -> datetime | None:
         """Close billing period ``YYYY-MM`` (unless it is closed already) and store its statement
-        ``body``, in one transaction. Returns the period's close time, or None (and nothing is
-        written) when a statement of the period is stored already: a frozen statement never changes."""
+        ``body`` with who closed it, the policy version and its checksum, in one transaction.
+        Returns the period's close time, or None (and nothing is written) when a statement of the
+        period is stored already: a frozen statement never changes (it may be reopened)."""
         at = _now(now)
-
-        def freeze(conn: Connection) -> datetime | None:
-            audit.close_period(conn, period, at)
-            closed_at: datetime = conn.execute(
-                select(closed_periods.c.closed_at).where(closed_periods.c.period == period)
-            ).scalar_one()
-            stored = conn.execute(
-                insert_ignoring_duplicates(conn, statements)
-                .values(period=period, closed_at=closed_at, body=body)
-                .returning(statements.c.period)
-            ).first()
-            return closed_at if stored is not None else None
-
-        result: datetime | None = await self._write(freeze)
+        result: datetime | None = await self._write(
+            lambda conn: closings.freeze(conn, period, body, at, closed_by, policy_version))
         return result
 
     async def frozen_statement(self, period: str) -> tuple[datetime, str] | None:
-        """The statement stored when ``period`` was closed, with its close time; None if there is none."""
-        return await self._read(lambda conn: queries.frozen_statement(conn, period))
+        """The statement stored when ``period`` was closed, with its close time; None if there is
+        none. Raises StorageError when the stored text no longer matches its checksum."""
+        return await self._read(lambda conn: closings.frozen(conn, period))
+
+    async def statement_closing(self, period: str) -> closings.Closing | None:
+        """Who closed the period's statement, when, under which policy version, and its checksum."""
+        return await self._read(lambda conn: closings.closing(conn, period))
+
+    async def statement_history(self, period: str) -> list[closings.Closing]:
+        """The period's reopened statements, oldest first."""
+        return await self._read(lambda conn: closings.history(conn, period))
+
+    async def reopen_statement(self, period: str, by: str, reason: str,
+                               now: datetime | None = None) -> closings.Closing | None:
+        """Move the period's frozen statement to its history and open the period again; None if
+        it has no frozen statement."""
+        at = _now(now)
+        result: closings.Closing | None = await self._write(
+            lambda conn: closings.reopen(conn, period, at, by, reason))
+        return result
+
+    # -- audit log -------------------------------------------------------------------------
+
+    async def record_audit(self, entries: Sequence[AuditEntry], once: str | None = None) -> bool:
+        """Append audit entries in one transaction. ``once`` names a change several processes
+        record (a policy version's adoption): only the first writes, and none when the version
+        was reloaded through the admin API. Returns whether anything was written."""
+        written: bool = await self._write(lambda conn: audit_log.insert_entries(conn, entries, once))
+        return written
+
+    async def list_audit(self, since: datetime | None = None, until: datetime | None = None,
+                         department: str | None = None, action: str | None = None, limit: int = 100,
+                         offset: int = 0) -> list[AuditEntry]:
+        """A page of audit entries, newest first."""
+        return await self._read(
+            lambda conn: audit_log.list_entries(conn, since, until, department, action, limit, offset))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -367,6 +526,36 @@ class Ledger:
 
 
 
+def _overdue(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(CommitOverdue(f"a commit took longer than {COMMIT_DEADLINE_S:g} s"))
+
+
+def _probe_sqlite(path: str) -> None:
+    """Take and give back the write lock of a SQLite file, waiting at most briefly."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"ledger: probing {path} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def spool_directory(url: URL, spool_dir: str | Path | None) -> Path:
+    """The spool of the database at ``url``: a subdirectory, named after the database, of
+    ``spool_dir`` (default: beside a SQLite file, else ``./costwarden-spool``), so that rows are
+    only ever replayed into the database they were meant for."""
+    path = _sqlite_path(url)
+    identity = path if path is not None else url.render_as_string(hide_password=True)
+    if spool_dir is None:
+        spool_dir = f"{path}-spool" if path is not None else PG_SPOOL_DIR
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path(spool_dir).absolute() / f"ledger-{digest}"
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -376,10 +565,13 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _sqlite_file(engine: Engine) -> str | None:
     """The absolute path of a plain SQLite database file (no URL options), else None."""
-    url = engine.url
+    return _sqlite_path(engine.url)
+
+
+def _sqlite_path(url: URL) -> str | None:
     if url.get_backend_name() != "sqlite" or not url.database or url.query:
         return None
     return os.path.abspath(url.database)
 
 
-__all__ = ["Ledger", "StorageError"]
+__all__ = ["Ledger", "StorageError", "WhenDown"]

@@ -18,7 +18,19 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from costwarden.errors import StorageError
-from costwarden.ledger.schema import APP_TABLES, metadata, schema_migrations, statements
+from costwarden.ledger.schema import (
+    APP_TABLES,
+    BILLING_COLUMNS,
+    CLOSING_COLUMNS,
+    INFLIGHT_COLUMNS,
+    audit_log,
+    inflight,
+    metadata,
+    schema_migrations,
+    statement_history,
+    statements,
+    usage_events,
+)
 
 # Any constant shared by every costwarden process; it names the migration lock on PostgreSQL.
 _PG_LOCK_KEY = 0x636F_7374_7761_72
@@ -41,9 +53,42 @@ def _frozen_statements(conn: Connection) -> None:
     statements.create(conn, checkfirst=True)
 
 
+def _billing_dimensions(conn: Connection) -> None:
+    """The id sent, token types billed at their own rates, service tier, tool calls and the
+    malformed-usage flag on events; the forwarding replica on write-ahead rows."""
+    for table, columns in ((usage_events, BILLING_COLUMNS), (inflight, INFLIGHT_COLUMNS)):
+        for make in columns:
+            column = make()
+            kind = column.type.compile(dialect=conn.dialect)
+            default = column.server_default.arg if column.server_default is not None else None  # type: ignore[attr-defined]
+            literal = f"'{default}'" if isinstance(default, str) else "FALSE"
+            conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind} NOT NULL DEFAULT {literal}'))
+
+
+def _audit_log(conn: Connection) -> None:
+    audit_log.create(conn, checkfirst=True)
+
+
+def _statement_closings(conn: Connection) -> None:
+    """Who closed a statement, under which policy version, its checksum and restatement number; and
+    the history of reopened statements. Columns a fresh ``statements`` table has already are kept."""
+    present = {column["name"] for column in inspect(conn).get_columns(statements.name)}
+    for make in CLOSING_COLUMNS:
+        column = make()
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=conn.dialect)
+        default = " NOT NULL DEFAULT 0" if column.name == "restatement" else ""
+        conn.execute(text(f'ALTER TABLE {statements.name} ADD COLUMN "{column.name}" {kind}{default}'))
+    statement_history.create(conn, checkfirst=True)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema", _initial_schema),
     Step(2, "frozen chargeback statements", _frozen_statements),
+    Step(3, "billing dimensions and replicas", _billing_dimensions),
+    Step(4, "audit log", _audit_log),
+    Step(5, "statement closings and restatements", _statement_closings),
 )
 
 

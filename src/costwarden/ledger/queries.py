@@ -20,7 +20,7 @@ from sqlalchemy.sql.schema import Table
 
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.ledger.rows import event_from_row, rejection_from_row, utc
-from costwarden.ledger.schema import rejections, statements, usage_events
+from costwarden.ledger.schema import rejections, usage_events
 
 GroupValue = str | date | None
 WhereValue = str | None | Sequence[str | None]
@@ -193,10 +193,3 @@ def _after(query: Select[Any], table: Table, after: tuple[datetime, str] | None)
     when, ident = _time_column(table), table.c.id
     at = utc(after[0])
     return query.where(or_(when > at, and_(when == at, ident > after[1])))
-
-
-def frozen_statement(conn: Connection, period: str) -> tuple[datetime, str] | None:
-    """The close time and stored body of a closed period's statement, if one was stored."""
-    row = conn.execute(select(statements.c.closed_at, statements.c.body)
-                       .where(statements.c.period == period)).first()
-    return None if row is None else (row[0], row[1])

@@ -63,15 +63,32 @@ def event_row(event: UsageEvent) -> dict[str, Any]:
         "cost_nanos": event.cost_nanos,
         "estimate_nanos": event.estimate_nanos,
         "price_version": event.price_version,
-        "decision": event.decision,
-        "status": event.status,
+        "decision": str(event.decision),
+        "status": str(event.status),  # a plain str: the writer process takes builtin types only
         "http_status": event.http_status,
         "latency_ms": event.latency_ms,
         "overrun_tokens": event.overrun_tokens,
         "interrupted": event.interrupted,
         "shadow": dump_shadow(event.shadow),
         "stream": event.stream,
+        "model_sent": event.model_sent,
+        "cache_write_5m_tokens": event.cache_write_5m_tokens,
+        "cache_write_1h_tokens": event.cache_write_1h_tokens,
+        "reasoning_tokens": event.reasoning_tokens,
+        "audio_input_tokens": event.audio_input_tokens,
+        "service_tier": event.service_tier,
+        "tool_calls": dump_counts(event.tool_calls),
+        "usage_malformed": event.usage_malformed,
     }
+
+
+def dump_counts(counts: Mapping[str, int]) -> str:
+    return json.dumps(dict(counts), sort_keys=True, separators=(",", ":")) if counts else "{}"
+
+
+def load_counts(text: str | None) -> dict[str, int]:
+    loaded = json.loads(text) if text else {}
+    return {str(k): int(v) for k, v in loaded.items()}
 
 
 def event_from_row(row: Mapping[Any, Any]) -> UsageEvent:
@@ -103,6 +120,14 @@ def event_from_row(row: Mapping[Any, Any]) -> UsageEvent:
         interrupted=bool(row["interrupted"]),
         shadow=load_shadow(row["shadow"]),
         stream=bool(row["stream"]),
+        model_sent=row.get("model_sent") or "",
+        cache_write_5m_tokens=int(row.get("cache_write_5m_tokens") or 0),
+        cache_write_1h_tokens=int(row.get("cache_write_1h_tokens") or 0),
+        reasoning_tokens=int(row.get("reasoning_tokens") or 0),
+        audio_input_tokens=int(row.get("audio_input_tokens") or 0),
+        service_tier=row.get("service_tier") or "",
+        tool_calls=load_counts(row.get("tool_calls")),
+        usage_malformed=bool(row.get("usage_malformed") or False),
     )
 
 
@@ -164,6 +189,8 @@ def inflight_row(call: InflightCall) -> dict[str, Any]:
         "price_version": call.price_version,
         "decision": call.decision,
         "stream": call.stream,
+        "replica": call.replica,
+        "model_sent": call.model_sent,
     }
 
 
@@ -198,4 +225,5 @@ def interrupted_event(row: Mapping[Any, Any], now: datetime) -> UsageEvent:
         latency_ms=latency // timedelta(milliseconds=1),
         interrupted=True,
         stream=bool(row["stream"]),
+        model_sent=row.get("model_sent") or "",
     )

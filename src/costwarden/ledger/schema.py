@@ -7,6 +7,7 @@ that both backends can group by a tag with their JSON functions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -59,6 +61,23 @@ schema_migrations = Table(
     Column("applied_at", UTCDateTime, nullable=False),
 )
 
+# Columns added after the first schema (migration 3): factories, so that the migration can add
+# fresh copies of the same definitions to an existing table.
+BILLING_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("model_sent", String, nullable=False, server_default=""),
+    lambda: Column("cache_write_5m_tokens", BigInteger, nullable=False, server_default="0"),
+    lambda: Column("cache_write_1h_tokens", BigInteger, nullable=False, server_default="0"),
+    lambda: Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
+    lambda: Column("audio_input_tokens", BigInteger, nullable=False, server_default="0"),
+    lambda: Column("service_tier", String, nullable=False, server_default=""),
+    lambda: Column("tool_calls", Text, nullable=False, server_default="{}"),
+    lambda: Column("usage_malformed", Boolean, nullable=False, server_default=false()),
+)
+INFLIGHT_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("replica", String, nullable=False, server_default=""),
+    lambda: Column("model_sent", String, nullable=False, server_default=""),
+)
+
 usage_events = Table(
     "usage_events",
     metadata,
@@ -88,6 +107,7 @@ usage_events = Table(
     Column("interrupted", Boolean, nullable=False),
     Column("shadow", Text, nullable=False),
     Column("stream", Boolean, nullable=False),
+    *(column() for column in BILLING_COLUMNS),
     Index("ix_usage_events_admitted_at", "admitted_at"),
     Index("ix_usage_events_department_admitted_at", "department", "admitted_at"),
 )
@@ -133,6 +153,7 @@ inflight = Table(
     Column("price_version", String, nullable=False),
     Column("decision", String, nullable=False),
     Column("stream", Boolean, nullable=False),
+    *(column() for column in INFLIGHT_COLUMNS),
 )
 
 policy_versions = Table(
@@ -194,6 +215,14 @@ closed_periods = Table(
     Column("closed_at", UTCDateTime, nullable=False),
 )
 
+# The closing columns of ``statements`` (migration 5), as factories: a Column belongs to one table.
+CLOSING_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("closed_by", String),  # who closed it: a token id or the CLI's OS user
+    lambda: Column("policy_version", Integer),  # the stored policy version it was computed under
+    lambda: Column("checksum", String),  # sha256 of ``body``, checked on every read
+    lambda: Column("restatement", Integer, nullable=False, server_default="0"),  # 0, then 1 per reopening
+)
+
 # The chargeback statement of a closed period, frozen at its close (JSON text, see
 # costwarden.reports.codec); later usage for the period is posted as corrections elsewhere.
 statements = Table(
@@ -202,6 +231,46 @@ statements = Table(
     Column("period", String(7), primary_key=True),  # YYYY-MM
     Column("closed_at", UTCDateTime, nullable=False),
     Column("body", Text, nullable=False),
+    *(make() for make in CLOSING_COLUMNS),
+)
+
+# Frozen statements that were reopened (``costwarden reopen``): kept whole, with who reopened them
+# and why, so that a restated period keeps every version it had.
+statement_history = Table(
+    "statement_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("period", String(7), nullable=False),
+    Column("restatement", Integer, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=False),
+    Column("closed_by", String),
+    Column("policy_version", Integer),
+    Column("checksum", String),
+    Column("body", Text, nullable=False),
+    Column("reopened_at", UTCDateTime, nullable=False),
+    Column("reopened_by", String, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_statement_history_period", "period"),
+)
+
+# Who changed what and when (keys, tokens, policy, budgets, periods); append-only. ``dedupe_key``
+# is set only on entries that several processes may write for one change (a policy adoption).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor_id", String, nullable=False),  # token id, or the OS user for the CLI
+    Column("actor_role", String, nullable=False),  # admin | finance | manager | cli | server
+    Column("action", String, nullable=False),
+    Column("target", String),
+    Column("department", String),  # the department concerned; NULL: the organization
+    Column("version_before", Integer),
+    Column("version_after", Integer),
+    Column("detail", Text, nullable=False),  # JSON object
+    Column("dedupe_key", String, unique=True),
+    Index("ix_audit_log_at", "at"),
+    Index("ix_audit_log_department_at", "department", "at"),
 )
 
 # The tables the application owns, in creation order (schema_migrations is the runner's own).
@@ -215,4 +284,6 @@ APP_TABLES = (
     alerts,
     closed_periods,
     statements,
+    audit_log,
+    statement_history,
 )

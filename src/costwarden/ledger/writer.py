@@ -9,9 +9,10 @@ thread in their own transaction, in their place in the queue.
 
 On SQLite, rows are written through the driver with statements prepared once per table (a batch
 takes one multi-row statement per table) and SQLAlchemy's own bind processors, so the rows stored
-are the same as through SQLAlchemy Core. The usage rows of the gateway's hot path go to a child
-process instead (``ChildWriter``): the writer thread shares the interpreter lock with the event
-loop, and under load every lock hand-over between them cost the loop more than the write itself.
+are the same as through SQLAlchemy Core. The usage rows of the gateway's hot path go to a writer
+process instead (``writer_process.py``): the writer thread shares the interpreter lock with the
+event loop, and under load every lock hand-over between them cost the loop more than the write
+itself. Rows without a waiter (write-ahead rows) that fail go to ``lost`` (the ledger's spool).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import delete
@@ -31,16 +32,17 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from costwarden.errors import StorageError
 from costwarden.ledger.engine import storage_error
-from costwarden.ledger.schema import inflight, rejections, usage_events
-from costwarden.ledger.sqlite_rows import SqliteStatements, parameters
-from costwarden.ledger.writes import (
-    REFUSED,
+from costwarden.ledger.queue_items import (
     Job,
+    RowRefused,
     Write,
     insert_ignoring_duplicates,
     partition,
     resolve_all,
 )
+from costwarden.ledger.schema import inflight, rejections, usage_events
+from costwarden.ledger.sqlite_statements import SqliteStatements
+from costwarden.ledger.writer_process import parameters
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,10 @@ _STOP = object()
 class Writer:
     """Owns the writer thread of one database."""
 
-    def __init__(self, engine: Engine, name: str = "costwarden-ledger-writer") -> None:
+    def __init__(self, engine: Engine, lost: Callable[[list[Write]], None] | None = None,
+                 name: str = "costwarden-ledger-writer") -> None:
         self._engine = engine
+        self._lost = lost  # takes rows without a waiter that failed (called on the writer thread)
         self._sqlite = engine.dialect.name == "sqlite"
         self._statements = SqliteStatements(engine.dialect) if self._sqlite else None
         self._held: Connection | None = None  # SQLite: the thread's connection, kept open
@@ -100,9 +104,8 @@ class Writer:
                 self._process([item for item in items if isinstance(item, Write | Job)])
             except Exception as exc:  # the thread's outermost edge: never leave a caller hanging
                 log.exception("ledger writer failed")
-                for item in items:
-                    if isinstance(item, Write | Job) and item.waiter is not None:
-                        item.waiter.resolve(error=StorageError(f"ledger writer failed: {exc}"))
+                self._fail([item for item in items if isinstance(item, Write | Job)],
+                           StorageError(f"ledger writer failed: {exc}"))
         self._drop_connection()
 
     # -- connections ---------------------------------------------------------------------------
@@ -172,7 +175,7 @@ class Writer:
                 for write in writes:
                     self._flush([write])
                 return
-            self._fail(writes, StorageError(REFUSED))
+            self._fail(writes, RowRefused())
             return
         except SQLAlchemyError as exc:
             self._drop_connection()
@@ -201,15 +204,19 @@ class Writer:
         finally:
             cursor.close()
 
-    @staticmethod
-    def _fail(items: list[Write] | list[Job], error: BaseException) -> None:
-        waited = False
+    def _fail(self, items: Sequence[Write | Job], error: BaseException) -> None:
+        lost: list[Write] = []
         for item in items:
             if item.waiter is not None:
                 item.waiter.resolve(error=error)
-                waited = True
-        if not waited:
-            log.error("ledger: a write-ahead row was lost: %s", error)
+            elif isinstance(item, Write):
+                lost.append(item)
+        if not lost:
+            return
+        if self._lost is not None and not isinstance(error, RowRefused):
+            self._lost(lost)
+        else:
+            log.error("ledger: %d write-ahead rows were lost: %s", len(lost), error)
 
 
 def _write_batch(conn: Connection, writes: list[Write]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -24,8 +26,10 @@ from costwarden.mock_upstream.asgi import (
 )
 from costwarden.mock_upstream.ids import IdMint, Stamp
 from costwarden.mock_upstream.plan import Plan, PlanError, make_plan
+from costwarden.mock_upstream.prompt_cache import NO_CACHE, AnthropicCache, Clock, OpenAICache
 from costwarden.mock_upstream.sse import StreamScript
 from costwarden.mock_upstream.stats import Stats
+from costwarden.mock_upstream.stored import StoredInput, media_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +65,45 @@ def authorized(headers: dict[str, str]) -> bool:
     return scheme.lower() == "bearer" and bool(token.strip())
 
 
-class MockUpstream:
-    """An ASGI app imitating the OpenAI and Anthropic APIs with deterministic usage."""
+class MockClock:
+    """The clock prompt caches expire by: a base clock plus an offset that ``POST /mock/clock``
+    moves forward, so a test can let a cache entry expire without waiting."""
 
-    def __init__(self, latency_ms: int = 0) -> None:
+    def __init__(self, base: Clock = time.monotonic) -> None:
+        self._base = base
+        self.offset_s = 0.0
+
+    def __call__(self) -> float:
+        return self._base() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        self.offset_s += max(0.0, seconds)
+
+
+class MockUpstream:
+    """An ASGI app imitating the OpenAI and Anthropic APIs with deterministic usage.
+
+    State (stats, prompt caches, stored responses) belongs to the instance. ``media_tokens`` is
+    what each image, file or document part adds to the input unless a directive says otherwise.
+    """
+
+    def __init__(self, latency_ms: int = 0, *, media_tokens: int = 0, clock: Clock = time.monotonic) -> None:
         self.latency_s = max(0, latency_ms) / 1000
+        self.media_tokens = max(0, media_tokens)
+        self.clock = MockClock(clock)
         self.stats = Stats()
+        self.anthropic_cache = AnthropicCache(self.clock)
+        self.openai_cache = OpenAICache(self.clock)
+        self.stored = StoredInput()
         self._ids = IdMint()
+
+    def reset(self) -> None:
+        """Zero the stats and forget every cache entry and stored response."""
+        self.stats.reset()
+        self.anthropic_cache.clear()
+        self.openai_cache.clear()
+        self.stored.clear()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -91,10 +127,24 @@ class MockUpstream:
         elif path == "/mock/stats" and method == "GET":
             await send_json(send, 200, self.stats.snapshot(), [])
         elif path == "/mock/reset" and method == "POST":
-            self.stats.reset()
+            self.reset()
             await send_json(send, 200, self.stats.snapshot(), [])
+        elif path == "/mock/clock" and method == "POST":
+            await self._advance_clock(receive, send)
         else:
             await self._error(send, path.startswith("/v1/messages"), 404, f"Unknown endpoint {method} {path}.")
+
+    async def _advance_clock(self, receive: Receive, send: Send) -> None:
+        """``{"advance_s": N}`` moves the caches' clock N seconds forward."""
+        try:
+            seconds = orjson.loads(await read_body(receive)).get("advance_s")
+        except (orjson.JSONDecodeError, AttributeError):
+            seconds = None
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            await self._error(send, False, 400, 'Send {"advance_s": <seconds, not negative>}.')
+            return
+        self.clock.advance(seconds)
+        await send_json(send, 200, {"offset_s": self.clock.offset_s}, [])
 
     async def _models(self, scope: Scope, send: Send) -> None:
         headers = header_map(scope)
@@ -132,14 +182,50 @@ class MockUpstream:
             await self._error(send, route.anthropic, plan.status,
                               f"Mock upstream error {plan.status}, as the request's directive asked.")
             return
+        try:
+            plan = self._with_memory(plan, body, route.kind, cache_marks=b'"cache_control"' in raw)
+        except PlanError as exc:
+            await self._error(send, route.anthropic, 400, exc.message, exc.param)
+            return
+        if route.kind == "responses":
+            self.stored.remember(body, stamp.id, plan.input_tokens + plan.output_tokens)
         id_header = _id_header(route, stamp)
         if plan.stream:
             await self._stream(plan, _script(route, plan, stamp, body), [*SSE_HEADERS, id_header], receive, send)
             return
         payload = _render(route, plan, stamp, body)
         if route.kind != "count_tokens":  # counting tokens is free and reports no usage
-            self.stats.record(plan.model, plan.input_tokens, plan.cached_tokens, plan.output_tokens)
+            self._record(plan, plan.output_tokens, cut=False)
         await send_json(send, 200, payload, [id_header])
+
+    def _with_memory(self, plan: Plan, body: Mapping[str, Any], kind: str, *, cache_marks: bool) -> Plan:
+        """The plan with what the instance's state adds: media and stored input, prompt caching.
+        ``cache_marks`` says whether the raw body mentions ``cache_control`` at all (a fast test)."""
+        directives = plan.directives
+        total = plan.input_tokens
+        if "input_tokens" not in directives and kind in ("chat", "responses", "messages", "count_tokens"):
+            total += media_tokens(body, directives.get("media_tokens", self.media_tokens))
+            if kind == "responses":
+                total += self.stored.tokens(body, directives.get("stored_tokens"))
+        if "cached" in directives or kind == "count_tokens":
+            if total == plan.input_tokens:
+                return plan
+            return replace(plan, input_tokens=total, cached_tokens=min(plan.cached_tokens, total))
+        if kind == "messages":
+            use = self.anthropic_cache.use(body, plan.model) if cache_marks else NO_CACHE
+            if use == NO_CACHE and total == plan.input_tokens:
+                return plan  # the usual request: nothing to change
+            read = min(use.read, total)
+            write_5m = min(use.write_5m, total - read)
+            write_1h = min(use.write_1h, total - read - write_5m)
+            return replace(plan, input_tokens=total, cached_tokens=read, cache_write_5m=write_5m,
+                           cache_write_1h=write_1h)
+        if kind in ("chat", "responses"):
+            cached = self.openai_cache.use(body, kind, plan.model, total)
+            if cached == 0 and total == plan.input_tokens:
+                return plan
+            return replace(plan, input_tokens=total, cached_tokens=cached)
+        return plan
 
     async def _stream(self, plan: Plan, script: StreamScript, headers: Headers,
                       receive: Receive, send: Send) -> None:
@@ -152,10 +238,10 @@ class MockUpstream:
             # Nothing to pace: one write keeps streaming cheap under load.
             tokens = b"".join(script.token(i) for i in range(stop))
             if plan.cut_after is not None:
-                self._record_stream(plan, stop, cut=True)
+                self._record(plan, stop, cut=True)
                 await send_chunk(send, script.head + tokens)
                 return
-            self._record_stream(plan, total, cut=False)
+            self._record(plan, total, cut=False)
             await send_chunk(send, script.head + tokens + script.tail, more=False)
             return
         gone = asyncio.ensure_future(receive())  # completes with http.disconnect when the client leaves
@@ -177,15 +263,16 @@ class MockUpstream:
             await send_chunk(send, script.token(index))
             sent += 1
         if plan.cut_after is not None or gone.done():
-            self._record_stream(plan, sent, cut=True)
+            self._record(plan, sent, cut=True)
             return
         await asyncio.sleep(pause)
-        self._record_stream(plan, sent, cut=False)
+        self._record(plan, sent, cut=False)
         await send_chunk(send, script.tail, more=False)
 
-    def _record_stream(self, plan: Plan, sent: int, *, cut: bool) -> None:
+    def _record(self, plan: Plan, sent: int, *, cut: bool) -> None:
         # Recorded before the last bytes leave, so a client that saw the end finds it counted.
-        self.stats.record(plan.model, plan.input_tokens, plan.cached_tokens, sent, cut=cut)
+        self.stats.record(plan.model, plan.input_tokens, plan.cached_tokens, sent,
+                          write_5m=plan.cache_write_5m, write_1h=plan.cache_write_1h, cut=cut)
 
     async def _error(self, send: Send, anthropic: bool, status: int, message: str,
                      param: str | None = None) -> None:
@@ -230,6 +317,7 @@ def _script(route: Route, plan: Plan, stamp: Stamp, body: dict[str, Any]) -> Str
     return anthropic_wire.stream(plan, stamp)
 
 
-def create_app(latency_ms: int = 0) -> MockUpstream:
-    """A fresh mock upstream ASGI app; ``latency_ms`` delays every generation answer."""
-    return MockUpstream(latency_ms)
+def create_app(latency_ms: int = 0, *, media_tokens: int = 0) -> MockUpstream:
+    """A fresh mock upstream ASGI app; ``latency_ms`` delays every generation answer;
+    ``media_tokens`` is what each image, file or document part adds to the input."""
+    return MockUpstream(latency_ms, media_tokens=media_tokens)

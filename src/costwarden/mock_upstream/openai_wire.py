@@ -55,38 +55,47 @@ def usage(plan: Plan) -> dict[str, Any]:
 
 
 def _finish(plan: Plan) -> str:
-    return "length" if plan.truncated else "stop"
+    if plan.truncated:
+        return "length"
+    return "tool_calls" if plan.output.tool_call is not None and not plan.output.forced_tool else "stop"
+
+
+def call_id(stamp: Stamp) -> str:
+    """The id of the answer's tool call."""
+    return "call_" + stamp.item_id.removeprefix("msg_")
+
+
+def _message(plan: Plan, stamp: Stamp) -> dict[str, Any]:
+    call = plan.output.tool_call
+    if call is None:
+        return {"role": "assistant", "content": plan.output.text, "refusal": None, "annotations": []}
+    return {"role": "assistant", "content": None, "refusal": None, "annotations": [],
+            "tool_calls": [{"id": call_id(stamp), "type": "function",
+                            "function": {"name": call.tool_name, "arguments": call.text}}]}
 
 
 def chat_completion(plan: Plan, stamp: Stamp) -> dict[str, Any]:
-    """A ``chat.completion`` object."""
+    """A ``chat.completion`` object with ``n`` identical choices."""
+    message = _message(plan, stamp)
+    finish = _finish(plan)
     return {
         "id": stamp.id,
         "object": "chat.completion",
         "created": stamp.created,
         "model": plan.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": OUTPUT_TOKEN * plan.output_tokens,
-                    "refusal": None,
-                    "annotations": [],
-                },
-                "logprobs": None,
-                "finish_reason": _finish(plan),
-            }
-        ],
+        "choices": [{"index": index, "message": message, "logprobs": None, "finish_reason": finish}
+                    for index in range(plan.choices)],
         "usage": usage(plan),
-        "service_tier": "default",
+        "service_tier": plan.service_tier,
         "system_fingerprint": FINGERPRINT,
     }
 
 
 def chat_stream(plan: Plan, stamp: Stamp) -> StreamScript:
-    """``chat.completion.chunk`` events: a role chunk, one chunk per token, a finish chunk,
-    the usage chunk (``choices: []``) when ``stream_options.include_usage``, then ``[DONE]``."""
+    """``chat.completion.chunk`` events: a role chunk per choice, one chunk per token (the
+    choices' tokens interleaved; a tool call's as ``tool_calls`` argument fragments), a finish
+    chunk per choice, the usage chunk (``choices: []``) when ``stream_options.include_usage``,
+    then ``[DONE]``."""
 
     def chunk(choices: list[dict[str, Any]]) -> bytes:
         payload: dict[str, Any] = {
@@ -94,7 +103,7 @@ def chat_stream(plan: Plan, stamp: Stamp) -> StreamScript:
             "object": "chat.completion.chunk",
             "created": stamp.created,
             "model": plan.model,
-            "service_tier": "default",
+            "service_tier": plan.service_tier,
             "system_fingerprint": FINGERPRINT,
             "choices": choices,
         }
@@ -102,26 +111,48 @@ def chat_stream(plan: Plan, stamp: Stamp) -> StreamScript:
             payload["usage"] = None  # every chunk but the last carries a null usage
         return data_frame(payload)
 
-    def choice(delta: dict[str, Any], finish: str | None) -> list[dict[str, Any]]:
-        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    def choice(index: int, delta: dict[str, Any], finish: str | None) -> list[dict[str, Any]]:
+        return [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
-    tail = chunk(choice({}, _finish(plan)))
+    call = plan.output.tool_call
+    first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+    if call is not None:
+        first = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+            {"index": 0, "id": call_id(stamp), "type": "function",
+             "function": {"name": call.tool_name, "arguments": ""}}]}
+    n = plan.choices
+    head = b"".join(chunk(choice(index, first, None)) for index in range(n))
+    tail = b"".join(chunk(choice(index, {}, _finish(plan))) for index in range(n))
     if plan.include_usage:
         tail += data_frame({
             "id": stamp.id,
             "object": "chat.completion.chunk",
             "created": stamp.created,
             "model": plan.model,
-            "service_tier": "default",
+            "service_tier": plan.service_tier,
             "system_fingerprint": FINGERPRINT,
             "choices": [],
             "usage": usage(plan),
         })
-    return StreamScript(
-        head=chunk(choice({"role": "assistant", "content": "", "refusal": None}, None)),
-        token=constant(chunk(choice({"content": OUTPUT_TOKEN}, None))),
-        tail=tail + DONE,
-    )
+    segment = plan.output.segments[-1]
+
+    def delta(text: str) -> dict[str, Any]:
+        if call is None:
+            return {"content": text}
+        return {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+
+    if segment.filler and n == 1:
+        token = constant(chunk(choice(0, delta(OUTPUT_TOKEN), None)))
+    else:
+        fillers = [chunk(choice(index, delta(OUTPUT_TOKEN), None)) for index in range(n)] if segment.filler else []
+
+        def token(event: int) -> bytes:
+            index, position = event % n, event // n
+            if fillers:
+                return fillers[index]
+            return chunk(choice(index, delta(segment.token(position)), None))
+
+    return StreamScript(head=head, token=token, tail=tail + DONE)
 
 
 def completion(plan: Plan, stamp: Stamp) -> dict[str, Any]:
@@ -131,7 +162,7 @@ def completion(plan: Plan, stamp: Stamp) -> dict[str, Any]:
         "object": "text_completion",
         "created": stamp.created,
         "model": plan.model,
-        "choices": [{"text": OUTPUT_TOKEN * plan.output_tokens, "index": 0, "logprobs": None,
+        "choices": [{"text": plan.output.text, "index": 0, "logprobs": None,
                      "finish_reason": _finish(plan)}],
         "usage": usage(plan),
         "system_fingerprint": FINGERPRINT,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from costwarden.mock_upstream.output import Output, plan_output
 from costwarden.mock_upstream.usage import (
     DEFAULT_OUTPUT_TOKENS,
     count_input_tokens,
@@ -15,8 +16,12 @@ from costwarden.mock_upstream.usage import (
 
 DIRECTIVE_MARK = "#mock"
 DIRECTIVE_KEYS = frozenset(
-    {"output_tokens", "cached", "input_tokens", "status", "delay_ms", "cut_after", "chunk_delay_ms"}
+    {"output_tokens", "cached", "input_tokens", "status", "delay_ms", "cut_after", "chunk_delay_ms",
+     "stored_tokens", "media_tokens", "thinking_tokens"}
 )
+MAX_CHOICES = 128
+MIN_THINKING_BUDGET = 1024
+OPENAI_TIERS = frozenset({"default", "flex", "priority", "scale"})
 HEADER_PREFIX = "x-mock-"
 
 # Fields each kind requires, as the real APIs do (Anthropic insists on max_tokens).
@@ -39,9 +44,16 @@ class PlanError(Exception):
         self.param = param
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
-    """The answer to give. ``input_tokens`` includes ``cached_tokens`` (OpenAI's convention)."""
+    """The answer to give. ``input_tokens`` is the whole prompt: it includes ``cached_tokens``
+    (read from a cache) and the cache writes (OpenAI's convention). ``output_tokens`` counts every
+    choice and the thinking. ``directives`` are the request's, for what the app decides later.
+
+    Treated as a value (changed only through ``dataclasses.replace``); not declared frozen
+    because a frozen dataclass of this many fields costs three times as much to build, once per
+    request on the mock's hot path.
+    """
 
     model: str
     stream: bool
@@ -54,6 +66,12 @@ class Plan:
     delay_ms: int
     cut_after: int | None
     chunk_delay_ms: int
+    output: Output
+    choices: int = 1
+    service_tier: str = "default"
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    directives: Mapping[str, int] = field(default_factory=dict)
 
 
 def parse_directives(text: str, headers: Mapping[str, str]) -> dict[str, int]:
@@ -89,9 +107,9 @@ def parse_directives(text: str, headers: Mapping[str, str]) -> dict[str, int]:
 
 def make_plan(body: Mapping[str, Any], kind: str, headers: Mapping[str, str]) -> Plan:
     """Validate ``body`` for ``kind`` and decide the answer. Raises PlanError."""
-    for field in _REQUIRED[kind]:
-        if body.get(field) in (None, "", []):
-            raise PlanError(f"{field}: Field required", param=field)
+    for name in _REQUIRED[kind]:
+        if body.get(name) in (None, "", []):
+            raise PlanError(f"{name}: Field required", param=name)
     model = body["model"]
     if not isinstance(model, str):
         raise PlanError("model: must be a string", param="model")
@@ -105,9 +123,12 @@ def make_plan(body: Mapping[str, Any], kind: str, headers: Mapping[str, str]) ->
 
     input_tokens = directives.get("input_tokens", count_input_tokens(body, count_kind))
     wanted = directives.get("output_tokens", DEFAULT_OUTPUT_TOKENS)
-    output_tokens = wanted if limit is None else min(wanted, limit)
     if kind in ("embeddings", "count_tokens"):
-        output_tokens = 0
+        wanted, limit = 0, None
+    if kind == "messages":
+        _check_thinking(body, limit)
+    output = plan_output(body, kind, wanted, limit, directives)
+    choices = _choices(body) if kind == "chat" else 1
     stream = body.get("stream") is True and kind not in ("embeddings", "count_tokens")
     options = body.get("stream_options")
     return Plan(
@@ -116,13 +137,47 @@ def make_plan(body: Mapping[str, Any], kind: str, headers: Mapping[str, str]) ->
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         input_tokens=input_tokens,
         cached_tokens=min(directives.get("cached", 0), input_tokens),
-        output_tokens=output_tokens,
-        truncated=output_tokens < wanted,
+        output_tokens=output.tokens * choices,
+        truncated=output.truncated,
         status=directives.get("status"),
         delay_ms=directives.get("delay_ms", 0),
         cut_after=directives.get("cut_after"),
         chunk_delay_ms=directives.get("chunk_delay_ms", 0),
+        output=output,
+        choices=choices,
+        service_tier=_service_tier(body, kind),
+        directives=directives,
     )
+
+
+def _choices(body: Mapping[str, Any]) -> int:
+    n = body.get("n", 1)
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+        raise PlanError(f"n: must be an integer from 1 to {MAX_CHOICES}", param="n")
+    return n
+
+
+def _check_thinking(body: Mapping[str, Any], limit: int | None) -> None:
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
+        raise PlanError(f"thinking.enabled.budget_tokens: Input should be greater than or equal to "
+                        f"{MIN_THINKING_BUDGET}", param="thinking")
+    if limit is not None and budget >= limit:
+        raise PlanError("`max_tokens` must be greater than `thinking.budget_tokens`.", param="max_tokens")
+
+
+def _service_tier(body: Mapping[str, Any], kind: str) -> str:
+    """The tier the answer reports: OpenAI echoes the one asked for (``auto`` runs as ``default``);
+    Anthropic reports ``standard``."""
+    if kind in ("messages", "count_tokens"):
+        return "standard"
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) and tier in OPENAI_TIERS else "default"
 
 
 def _has_directives(text: str, headers: Mapping[str, str]) -> bool:

@@ -12,10 +12,11 @@ from typing import Any
 from costwarden.mock_upstream.ids import Stamp
 from costwarden.mock_upstream.plan import Plan
 from costwarden.mock_upstream.sse import StreamScript, event_frame
-from costwarden.mock_upstream.usage import OUTPUT_TOKEN
+from costwarden.mock_upstream.stored import conversation_id
 
 # Events before the first text delta: created, in_progress, output_item.added, content_part.added.
 _HEAD_EVENTS = 4
+_CALL_HEAD_EVENTS = 3  # a function call has no content part
 
 
 def usage(plan: Plan) -> dict[str, Any]:
@@ -43,8 +44,30 @@ def _message(plan: Plan, stamp: Stamp, text: str | None) -> dict[str, Any]:
     }
 
 
+def _function_call(plan: Plan, stamp: Stamp, arguments: str | None) -> dict[str, Any]:
+    """The output function_call item; ``arguments`` None gives the in-progress item."""
+    call = plan.output.tool_call
+    assert call is not None
+    status = "in_progress" if arguments is None else ("incomplete" if plan.truncated else "completed")
+    return {"id": "fc_" + stamp.item_id.removeprefix("msg_"), "type": "function_call", "status": status,
+            "arguments": arguments or "", "call_id": "call_" + stamp.item_id.removeprefix("msg_"),
+            "name": call.tool_name}
+
+
+def _item(plan: Plan, stamp: Stamp, *, done: bool) -> dict[str, Any]:
+    text = plan.output.text if done else None
+    if plan.output.tool_call is not None:
+        return _function_call(plan, stamp, text)
+    return _message(plan, stamp, text)
+
+
 def _part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _text_config(body: dict[str, Any]) -> Any:
+    text = body.get("text")
+    return text if isinstance(text, dict) and "format" in text else {"format": {"type": "text"}}
 
 
 def response(plan: Plan, stamp: Stamp, body: dict[str, Any], *, done: bool = True) -> dict[str, Any]:
@@ -56,19 +79,20 @@ def response(plan: Plan, stamp: Stamp, body: dict[str, Any], *, done: bool = Tru
         "created_at": stamp.created,
         "status": status,
         "background": False,
+        "conversation": {"id": conversation_id(body)} if conversation_id(body) else None,
         "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if done and plan.truncated else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": plan.model,
-        "output": [_message(plan, stamp, OUTPUT_TOKEN * plan.output_tokens)] if done else [],
+        "output": [_item(plan, stamp, done=True)] if done else [],
         "parallel_tool_calls": True,
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": None, "summary": None},
-        "service_tier": "default",
+        "service_tier": plan.service_tier,
         "store": body.get("store", True),
         "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}},
+        "text": _text_config(body),
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p", 1.0),
@@ -80,7 +104,10 @@ def response(plan: Plan, stamp: Stamp, body: dict[str, Any], *, done: bool = Tru
 
 
 def stream(plan: Plan, stamp: Stamp, body: dict[str, Any]) -> StreamScript:
-    """The event sequence, each event with its ``sequence_number``."""
+    """The event sequence, each event with its ``sequence_number``: text deltas for a message,
+    ``response.function_call_arguments.delta`` fragments for a function call."""
+    if plan.output.tool_call is not None:
+        return _call_stream(plan, stamp, body)
     started = response(plan, stamp, body, done=False)
     location = {"item_id": stamp.item_id, "output_index": 0, "content_index": 0}
     head = b"".join(event_frame(event) for event in (
@@ -90,12 +117,13 @@ def stream(plan: Plan, stamp: Stamp, body: dict[str, Any]) -> StreamScript:
          "item": _message(plan, stamp, None)},
         {"type": "response.content_part.added", "sequence_number": 3, **location, "part": _part("")},
     ))
+    segment = plan.output.segments[-1]
 
     def token(index: int) -> bytes:
         return event_frame({"type": "response.output_text.delta", "sequence_number": _HEAD_EVENTS + index,
-                            **location, "delta": OUTPUT_TOKEN, "logprobs": []})
+                            **location, "delta": segment.token(index), "logprobs": []})
 
-    text = OUTPUT_TOKEN * plan.output_tokens
+    text = plan.output.text
     final = response(plan, stamp, body)
     seq = _HEAD_EVENTS + plan.output_tokens
     tail = b"".join(event_frame(event) for event in (
@@ -106,5 +134,34 @@ def stream(plan: Plan, stamp: Stamp, body: dict[str, Any]) -> StreamScript:
          "item": final["output"][0]},
         {"type": "response.incomplete" if plan.truncated else "response.completed",
          "sequence_number": seq + 3, "response": final},
+    ))
+    return StreamScript(head=head, token=token, tail=tail)
+
+
+def _call_stream(plan: Plan, stamp: Stamp, body: dict[str, Any]) -> StreamScript:
+    started = response(plan, stamp, body, done=False)
+    item = _function_call(plan, stamp, None)
+    location = {"item_id": item["id"], "output_index": 0}
+    head = b"".join(event_frame(event) for event in (
+        {"type": "response.created", "sequence_number": 0, "response": started},
+        {"type": "response.in_progress", "sequence_number": 1, "response": started},
+        {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0, "item": item},
+    ))
+    segment = plan.output.segments[-1]
+
+    def token(index: int) -> bytes:
+        return event_frame({"type": "response.function_call_arguments.delta",
+                            "sequence_number": _CALL_HEAD_EVENTS + index, **location,
+                            "delta": segment.token(index)})
+
+    final = response(plan, stamp, body)
+    seq = _CALL_HEAD_EVENTS + plan.output_tokens
+    tail = b"".join(event_frame(event) for event in (
+        {"type": "response.function_call_arguments.done", "sequence_number": seq, **location,
+         "arguments": segment.text},
+        {"type": "response.output_item.done", "sequence_number": seq + 1, "output_index": 0,
+         "item": final["output"][0]},
+        {"type": "response.incomplete" if plan.truncated else "response.completed",
+         "sequence_number": seq + 2, "response": final},
     ))
     return StreamScript(head=head, token=token, tail=tail)

@@ -18,14 +18,15 @@ class _QuietCuts(logging.Filter):
         return record.getMessage() != _CUT_MESSAGE
 
 
-def make_server(host: str = "127.0.0.1", port: int = 8001, latency_ms: int = 0) -> uvicorn.Server:
+def make_server(host: str = "127.0.0.1", port: int = 8001, latency_ms: int = 0, *,
+                media_tokens: int = 0) -> uvicorn.Server:
     """A uvicorn server for a fresh mock app (uvloop and httptools when installed, no access log).
 
     Run it with ``server.run()`` (or ``server.run(sockets=[...])``); stop it with
     ``server.should_exit = True``.
     """
     config = uvicorn.Config(
-        create_app(latency_ms),
+        create_app(latency_ms, media_tokens=media_tokens),
         host=host,
         port=port,
         loop="auto",
@@ -40,6 +41,6 @@ def make_server(host: str = "127.0.0.1", port: int = 8001, latency_ms: int = 0) 
     return uvicorn.Server(config)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8001, latency_ms: int = 0) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8001, latency_ms: int = 0, *, media_tokens: int = 0) -> None:
     """Serve the mock upstream until interrupted."""
-    make_server(host, port, latency_ms).run()
+    make_server(host, port, latency_ms, media_tokens=media_tokens).run()

@@ -14,13 +14,17 @@ class Tally:
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
-    def add(self, input_tokens: int, cached_tokens: int, output_tokens: int) -> None:
+    def add(self, input_tokens: int, cached_tokens: int, output_tokens: int, write_5m: int, write_1h: int) -> None:
         """Count one request."""
         self.requests += 1
         self.input_tokens += input_tokens
         self.cached_input_tokens += cached_tokens
         self.output_tokens += output_tokens
+        self.cache_write_5m_tokens += write_5m
+        self.cache_write_1h_tokens += write_1h
 
 
 class Stats:
@@ -37,13 +41,14 @@ class Stats:
         self.streams_cut = 0
 
     def record(self, model: str, input_tokens: int, cached_tokens: int, output_tokens: int,
-               *, cut: bool = False) -> None:
-        """Count a request that was answered with usage; ``output_tokens`` is what was sent."""
-        self.total.add(input_tokens, cached_tokens, output_tokens)
+               *, write_5m: int = 0, write_1h: int = 0, cut: bool = False) -> None:
+        """Count a request that was answered with usage; ``output_tokens`` is what was sent.
+        ``input_tokens`` is the whole prompt, cache reads and writes included."""
+        self.total.add(input_tokens, cached_tokens, output_tokens, write_5m, write_1h)
         tally = self.models.get(model)
         if tally is None:
             tally = self.models[model] = Tally()
-        tally.add(input_tokens, cached_tokens, output_tokens)
+        tally.add(input_tokens, cached_tokens, output_tokens, write_5m, write_1h)
         if cut:
             self.streams_cut += 1
 

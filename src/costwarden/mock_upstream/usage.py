@@ -71,6 +71,32 @@ def count_input_tokens(body: Mapping[str, Any], endpoint: str) -> int:
     return REPLY_OVERHEAD + sum(MESSAGE_OVERHEAD + ceil4(len(text)) for text in blocks)
 
 
+def prompt_blocks(body: Mapping[str, Any], kind: str) -> list[str]:
+    """The counted blocks of a chat, responses or messages body in prompt order: the tool list
+    first (providers render tools ahead of the conversation, so a growing conversation keeps its
+    prefix), then the system prompt and each message or item. Each block costs
+    ``MESSAGE_OVERHEAD + ceil4(len(block))`` tokens, the prompt ``REPLY_OVERHEAD`` more."""
+    blocks = list(_conversation_texts(kind, body))
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        blocks.insert(0, blocks.pop())
+    return blocks
+
+
+MEDIA_PARTS = frozenset({"image_url", "input_image", "file", "input_file", "input_audio", "image", "document"})
+"""Content parts whose tokens the text rule cannot see: images, files, documents, audio."""
+
+
+def count_media_parts(value: Any) -> int:
+    """How many media parts a body holds, at any depth (a tool result's image counts too)."""
+    if isinstance(value, list):
+        return sum(count_media_parts(item) for item in value)
+    if not isinstance(value, dict):
+        return 0
+    own = 1 if value.get("type") in MEDIA_PARTS else 0
+    return own + sum(count_media_parts(item) for item in value.values() if isinstance(item, (list, dict)))
+
+
 def _conversation_texts(kind: str, body: Mapping[str, Any]) -> Iterable[str]:
     """One text per counted block: the system prompt, each message or item, the tool list."""
     if kind == "messages" and body.get("system"):

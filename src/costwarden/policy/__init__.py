@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from costwarden.policy.build import default_upstreams, load_policy, parse_policy
 from costwarden.policy.catalog_file import bundled_catalog
+from costwarden.policy.environment import env_names, env_problems
 from costwarden.policy.summary import describe_budget, describe_limits, summarize
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "default_upstreams",
     "describe_budget",
     "describe_limits",
+    "env_names",
+    "env_problems",
     "load_policy",
     "parse_policy",
     "summarize",

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from costwarden.core.catalog import Catalog
+from costwarden.core.kinds import StoreFailure, Unit, UpstreamType
 from costwarden.core.policy import (
     UNATTRIBUTED,
     Attribution,
@@ -19,6 +20,7 @@ from costwarden.core.policy import (
     RateLimits,
     Rules,
     Team,
+    TeamAttribution,
     Upstream,
 )
 from costwarden.errors import PolicyError
@@ -41,9 +43,9 @@ from costwarden.policy.yamlnodes import UnreadableFile, YamlSyntaxError, parse_y
 def default_upstreams() -> dict[str, Upstream]:
     """The upstreams of a policy without an ``upstreams`` section: each provider's public API."""
     return {
-        "openai": Upstream("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
-        "anthropic": Upstream("anthropic", "anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
-        "google": Upstream("google", "openai", "https://generativelanguage.googleapis.com/v1beta/openai",
+        "openai": Upstream("openai", UpstreamType.OPENAI, "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        "anthropic": Upstream("anthropic", UpstreamType.ANTHROPIC, "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+        "google": Upstream("google", UpstreamType.OPENAI, "https://generativelanguage.googleapis.com/v1beta/openai",
                            "GEMINI_API_KEY"),
     }
 
@@ -105,10 +107,12 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
         departments=departments,
         timezone=top.timezone,
         upstreams=upstreams,
-        attribution=Attribution(header=attribution.header, require=attribution.require),
+        attribution=Attribution(header=attribution.header, require=attribution.require,
+                                team=TeamAttribution(attribution.team)),
         organization=org_rules,
         organization_notify=tuple(organization.notify),
         version=top.version,
+        on_store_failure=StoreFailure(top.on_store_failure),
         source=text,
     )
 
@@ -126,7 +130,7 @@ def _upstreams(raw: object, problems: Problems) -> tuple[dict[str, Upstream], se
         if spec is None:
             continue
         timeout = {"timeout_s": spec.timeout_s} if spec.timeout_s is not None else {}
-        upstreams[name] = Upstream(name=name, type=spec.type, base_url=spec.base_url,
+        upstreams[name] = Upstream(name=name, type=UpstreamType(spec.type), base_url=spec.base_url,
                                    api_key_env=spec.api_key_env, **timeout)
     return upstreams, set(raw)
 
@@ -197,7 +201,7 @@ def _rules(spec: RulesSpec) -> Rules:
 
 
 def _budget(spec: BudgetSpec) -> Budget:
-    return Budget(limit=spec.amount(), period=spec.period, action=spec.action, unit=spec.unit,
+    return Budget(limit=spec.amount(), period=spec.period, action=spec.action, unit=Unit(spec.unit),
                   alert_at=tuple(sorted(set(spec.alert_at))), enforce=spec.enforce)
 
 

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BeforeValidator, PlainValidator
 
 from costwarden.core.catalog import TIERS
+from costwarden.core.kinds import ActionKind
 from costwarden.core.money import Price
 from costwarden.core.periods import Period, parse_timezone
 from costwarden.core.policy import ALERT, DOWNGRADE, REJECT, RESTRICT, Action
@@ -115,7 +116,7 @@ def _timezone(value: object) -> ZoneInfo:
 def _action(value: object) -> Action:
     if isinstance(value, str):
         if value in (ALERT, REJECT, DOWNGRADE):
-            return Action(value)
+            return Action(ActionKind(value))
         raise ValueError(f"unknown action {value!r}: use alert, reject, downgrade or {{restrict_tiers: [1]}}")
     if isinstance(value, dict) and list(value) == [RESTRICT]:
         tiers = value[RESTRICT]

@@ -154,6 +154,7 @@ class UpstreamSpec(Spec):
 class AttributionSpec(Spec):
     header: HeaderName = "X-Department-ID"
     require: Flag = True
+    team: Literal["required", "optional"] = "optional"
 
 
 class DocumentSpec(Spec):
@@ -161,6 +162,7 @@ class DocumentSpec(Spec):
 
     version: Version = SUPPORTED_VERSION
     timezone: TimezoneField = ZoneInfo("UTC")
+    on_store_failure: Literal["open", "closed"] = "open"
     models: Annotated[dict[str, Any], EmptyIfNull] = {}
     upstreams: Annotated[dict[str, Any], EmptyIfNull] | None = None
     attribution: Any = None

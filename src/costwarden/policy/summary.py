@@ -6,7 +6,7 @@ from collections import Counter
 from decimal import Decimal
 
 from costwarden.core.money import format_dollars, format_usd
-from costwarden.core.policy import Budget, Department, Policy, RateLimits, Rules
+from costwarden.core.policy import Budget, Department, Policy, RateLimits, Rules, TeamAttribution
 
 _INDENT = "  "
 
@@ -18,7 +18,8 @@ def summarize(policy: Policy) -> str:
     attribution = policy.attribution
     lines = [
         f"timezone: {policy.timezone_name}",
-        f"attribution: {attribution.header} header, {'required' if attribution.require else 'optional'}",
+        f"attribution: {attribution.header} header, {'required' if attribution.require else 'optional'}"
+        + ("; X-Team-ID required where teams have budgets" if attribution.team == TeamAttribution.REQUIRED else ""),
         "upstreams: " + ("; ".join(
             f"{up.name} -> {up.base_url} ({up.type}" + (f", key from {up.api_key_env})" if up.api_key_env else ")")
             for up in policy.upstreams.values()) or "none"),

@@ -27,6 +27,9 @@ _DECIMAL_INT = re.compile(r"[-+]?[0-9][0-9_]*")
 # PyYAML (YAML 1.1) reads 1e-6 or 2E3 as text; plain scalars of that shape are numbers here.
 _EXPONENT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
 _MAX_NODES = 200_000  # bounds alias expansion ("billion laughs")
+# PyYAML composes and we convert recursively: without a bound, a hostile document of a few KB
+# ([[[[...) exhausts the interpreter's stack. Real policies nest about 6 levels.
+MAX_DEPTH = 64
 
 
 class Number(Decimal):
@@ -54,10 +57,29 @@ class Document:
     problems: list[Problem] = field(default_factory=list)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses nesting deeper than MAX_DEPTH before its recursion gets there."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlSyntaxError(_too_deep(), int(self.peek_event().start_mark.line) + 1)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_deep() -> str:
+    return f"nesting deeper than {MAX_DEPTH} levels (a policy needs about 6)"
+
+
 def parse_yaml(text: str) -> Document:
     """Compose ``text`` and convert it; raises YamlSyntaxError for malformed YAML."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "malformed YAML"
@@ -84,6 +106,8 @@ class _Converter:
         self._count += 1
         if self._count > _MAX_NODES:
             raise YamlSyntaxError("the document is too large (check its aliases)", _line(node))
+        if len(path) > MAX_DEPTH:  # aliases nest one anchored tree inside another
+            raise YamlSyntaxError(_too_deep(), _line(node))
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
         if id(node) in self._active:

@@ -1,8 +1,8 @@
 """The upstream side of the gateway: each endpoint's wire format, token estimation, streaming
 usage capture, and one pooled HTTP client for every upstream.
 
-``ENDPOINTS`` maps each proxied path to its ``Endpoint``; they share one ``TokenEstimator`` in
-auto mode (tiktoken only if its encoding file is already on disk, looked for on first use).
+``ENDPOINTS`` maps each proxied path to its ``Endpoint``; they share one ``TokenEstimator``, which
+counts OpenAI models with their bundled tokenizers (loaded on first use, or by ``warm_up()``).
 ``build_endpoints`` makes a set with another estimator.
 """
 
@@ -13,7 +13,7 @@ from costwarden.providers.base import Endpoint, Prepared
 from costwarden.providers.openai import ChatCompletions, Completions, Embeddings, Responses
 from costwarden.providers.pool import Reply, StreamingReply, UpstreamPool
 from costwarden.providers.taps import StreamTap, UsageExtra
-from costwarden.providers.tokens import InputTally, TokenEstimator
+from costwarden.providers.tokens import InputEstimate, InputTally, TokenEstimator
 from costwarden.providers.usage import Usage
 
 
@@ -34,6 +34,7 @@ ENDPOINTS: dict[str, Endpoint] = build_endpoints(TokenEstimator())
 __all__ = [
     "ENDPOINTS",
     "Endpoint",
+    "InputEstimate",
     "InputTally",
     "Prepared",
     "Reply",

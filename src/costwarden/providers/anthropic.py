@@ -47,6 +47,7 @@ class Messages(Endpoint):
             else:
                 tally.structured(message)
         tally_tools(body, tally, _STRUCTURED_INPUT)
+        _tally_server_tools(body, tally)
 
     def _tally_content(self, content: Any, tally: InputTally) -> None:
         if isinstance(content, str) or content is None:
@@ -58,14 +59,22 @@ class Messages(Endpoint):
                 tally.text(block.get("text"))
             elif kind == "thinking":
                 tally.text(block.get("thinking"))
+            elif kind in ("image", "document") and _source_type(block) in _FETCHED_SOURCES:
+                tally.hide(f"{kind}:{_source_type(block)}")  # fetched or stored upstream: size unknown
             elif kind == "image":
                 tally.image()
             elif kind == "tool_result":
                 self._tally_content(block.get("content"), tally)
-            elif kind == "document" and _text_source(block):
+            elif kind == "document" and _source_type(block) == "text":
                 tally.text(block["source"].get("data"))
+            elif kind == "document" and _source_type(block) == "content":
+                self._tally_content(block["source"].get("content"), tally)
+            elif kind == "document":
+                tally.hide("document")  # a PDF's text and page images: not countable from here
+            elif kind == "container_upload":
+                tally.hide(kind)
             else:
-                tally.structured(block)  # tool_use, base64 documents, anything newer: by their JSON
+                tally.structured(block)  # tool_use, anything newer: by their JSON
 
     def _bound_output(self, out: dict[str, Any], bound: int) -> None:
         super()._bound_output(out, bound)
@@ -82,6 +91,21 @@ class Messages(Endpoint):
         return AnthropicTap(usage_extra=usage_extra)
 
 
-def _text_source(block: Mapping[str, Any]) -> bool:
+_FETCHED_SOURCES = frozenset({"url", "file"})
+# Server tools whose results Anthropic adds to the input (pages, search results, program output).
+_SERVER_TOOLS = ("web_search", "web_fetch", "code_execution")
+
+
+def _source_type(block: Mapping[str, Any]) -> object:
     source = block.get("source")
-    return isinstance(source, dict) and source.get("type") == "text"
+    return source.get("type") if isinstance(source, dict) else None
+
+
+def _tally_server_tools(body: Mapping[str, Any], tally: InputTally) -> None:
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if isinstance(kind, str) and kind.startswith(_SERVER_TOOLS):
+            tally.hide(f"tool:{kind}")
+    if body.get("mcp_servers"):
+        tally.hide("mcp_servers")

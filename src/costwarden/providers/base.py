@@ -13,7 +13,7 @@ from typing import Any
 from costwarden.errors import InvalidRequest
 from costwarden.providers.jsontext import dumps
 from costwarden.providers.taps import StreamTap, UsageExtra
-from costwarden.providers.tokens import InputTally, TokenEstimator
+from costwarden.providers.tokens import InputEstimate, InputTally, TokenEstimator
 from costwarden.providers.usage import Usage
 
 
@@ -63,11 +63,20 @@ class Endpoint:
 
     # -- cost inputs ----------------------------------------------------------------------------
 
-    def estimate_input_tokens(self, body: Mapping[str, Any]) -> int:
-        """A conservative upper estimate of the input tokens (see ``providers.tokens``)."""
+    def estimate(self, body: Mapping[str, Any], *, model: str | None = None) -> InputEstimate:
+        """What admission knows of the input before sending (see ``providers.tokens``): an upper
+        estimate, a proven lower bound, and what part of it is hidden upstream. ``model`` (the
+        catalog entry's id) picks the tokenizer; the body's ``model`` when not given."""
         tally = InputTally()
         self._tally(body, tally)
-        return self.estimator.estimate(tally, openai_tokenizer=self.wire == "openai")
+        if self.wire != "openai":
+            return self.estimator.estimate(tally, model=None)  # only OpenAI's tokenizers are known
+        named = body.get("model")
+        return self.estimator.estimate(tally, model=model or (named if isinstance(named, str) else None))
+
+    def estimate_input_tokens(self, body: Mapping[str, Any]) -> int:
+        """The upper estimate of the input the gateway can see (``estimate(body).tokens``)."""
+        return self.estimate(body).tokens
 
     def _tally(self, body: Mapping[str, Any], tally: InputTally) -> None:
         raise NotImplementedError

@@ -5,7 +5,9 @@ load the general-purpose client it used cost about three times the CPU per call 
 a process whose one core is the limit. What it does: pooled keep-alive connections per host
 (LIFO, idle ones dropped after ``keepalive_s``), a cap on open connections, TLS for https, a
 connect timeout, a read timeout between bytes, content-length, chunked and close-delimited
-bodies, back-pressure on streamed bodies, gzip/deflate bodies decoded. What it does not: proxies,
+bodies, back-pressure on every body (reading pauses while more than ``HIGH_WATER`` bytes wait
+for the consumer and resumes as it drains them, so a stream holds a bounded buffer and a whole
+body is collected as it arrives), gzip/deflate bodies decoded. What it does not: proxies,
 redirects, cookies, HTTP/2 (the upstream APIs speak HTTP/1.1).
 
 Failures are raised as ``ConnectFailed`` (nothing was sent: safe to retry), ``ReadTimeout`` or
@@ -23,7 +25,8 @@ from dataclasses import dataclass
 
 import httptools
 
-HIGH_WATER = 256 * 1024  # buffered body bytes of a stream before reading pauses
+HIGH_WATER = 256 * 1024  # body bytes waiting for the consumer before reading pauses
+LOW_WATER = HIGH_WATER // 4  # ... and the level at which it resumes
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -146,6 +149,9 @@ class Connection(asyncio.Protocol):
         self._complete = True
         self._keep_alive = self._parser.should_keep_alive()  # only known while the message is current
         self._cancel_timer()
+        # Nothing more belongs to this answer, so nothing more needs holding back; a connection
+        # left paused would never read the answer to its next request.
+        self._resume()
         self._wake()
 
     # -- one exchange ----------------------------------------------------------------------------
@@ -175,19 +181,23 @@ class Connection(asyncio.Protocol):
             await self._wait()
         data = self._chunks.popleft()
         self._buffered -= len(data)
-        if self._paused and self._buffered <= HIGH_WATER // 4 and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
+        if self._buffered <= LOW_WATER:
+            self._resume()
         return data
 
     async def body(self) -> bytes:
-        """The whole (rest of the) body."""
-        while not self._complete:
+        """The whole (rest of the) body, taken from the buffer as it arrives so that reading
+        never stays paused."""
+        parts: list[bytes] = []
+        while True:
+            parts.extend(self._chunks)
+            self._chunks.clear()
+            self._buffered = 0
+            if self._complete:
+                break
+            self._resume()
             await self._wait()
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def finish(self) -> bool:
         """End the exchange; True when the connection may carry another request."""
@@ -213,6 +223,13 @@ class Connection(asyncio.Protocol):
         if self._error is not None:
             raise self._error
 
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._last_read = self._loop.time()  # the pause was ours: the upstream's silence starts now
+            if self.transport is not None:
+                self.transport.resume_reading()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -232,7 +249,9 @@ class Connection(asyncio.Protocol):
         if not self._active or self._complete:
             return
         due = self._last_read + self._timeout
-        if self._loop.time() >= due:
+        if self._paused:  # the consumer is behind, not the upstream: no read is outstanding
+            self._timer = self._loop.call_at(self._loop.time() + self._timeout, self._check_timeout)
+        elif self._loop.time() >= due:
             self._break(ReadTimeout())
         else:  # data arrived meanwhile: wait for the rest of the interval
             self._timer = self._loop.call_at(due, self._check_timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from costwarden.errors import InvalidRequest
+from costwarden.errors import ContextLengthExceeded, InvalidRequest
 from costwarden.providers.base import (
     Endpoint,
     check_messages,
@@ -16,8 +16,8 @@ from costwarden.providers.base import (
     required,
 )
 from costwarden.providers.taps import OpenAIChatTap, ResponsesTap, StreamTap, UsageExtra
-from costwarden.providers.tokens import InputTally
-from costwarden.providers.usage import Usage, openai_usage, responses_usage
+from costwarden.providers.tokens import PER_REQUEST, InputEstimate, InputTally
+from costwarden.providers.usage import Usage, openai_usage, responses_usage, with_tools
 
 # Top-level fields whose structured content the model reads as input.
 _STRUCTURED_INPUT = ("tool_choice", "response_format", "text")
@@ -67,6 +67,12 @@ _CHAT_TEXT, _CHAT_IMAGE = ("text",), "image_url"
 _RESPONSES_TEXT, _RESPONSES_IMAGE = ("input_text", "output_text", "text"), "input_image"
 
 
+# Parts whose content the upstream fetches or stores: a file by id, URL or upload.
+_FILE_PARTS = frozenset({"file", "input_file"})
+# Responses tools whose results the upstream adds to the input (search results, files, pages).
+_CLIENT_TOOLS = frozenset({"function", "custom"})
+
+
 def tally_content(content: Any, tally: InputTally, text_kinds: tuple[str, ...], image_kind: str) -> None:
     """Count a message's content: a string, or a list of typed parts."""
     if isinstance(content, str) or content is None:
@@ -79,9 +85,23 @@ def tally_content(content: Any, tally: InputTally, text_kinds: tuple[str, ...], 
         elif kind == "refusal":
             tally.text(part.get("refusal"))
         elif kind == image_kind:
-            tally.image()
+            _tally_image(part, tally)
+        elif kind in _FILE_PARTS:
+            tally.hide(kind)  # a PDF's text and page images: not countable from here, even inline
         else:
-            tally.structured(part)  # audio, files and anything newer, by their JSON
+            tally.structured(part)  # audio and anything newer, by their JSON
+
+
+def _tally_image(part: dict[str, Any], tally: InputTally) -> None:
+    """An inline image counts as one image; one the upstream fetches (URL, file id) is hidden,
+    since its size, and so its tokens, is unknown here."""
+    url = part.get("image_url")
+    if isinstance(url, dict):
+        url = url.get("url")
+    if isinstance(url, str) and url[:5].lower() == "data:":
+        tally.image()
+    else:
+        tally.hide("image_url" if isinstance(url, str) else "image_file")
 
 class ChatCompletions(Endpoint):
     path, wire, kind = "/v1/chat/completions", "openai", "chat"
@@ -116,6 +136,8 @@ class ChatCompletions(Endpoint):
                     tally.text(value)
                 elif key not in ("role", "content"):
                     tally.structured(value)  # tool_calls, function_call, audio, ...
+        if body.get("web_search_options") is not None:
+            tally.hide("web_search_options")  # search results join the input upstream
         tally_tools(body, tally)
 
     def output_multiplier(self, body: Mapping[str, Any]) -> int:
@@ -131,7 +153,8 @@ class ChatCompletions(Endpoint):
         return asked
 
     def usage_from_response(self, payload: Mapping[str, Any]) -> Usage | None:
-        return openai_usage(payload.get("usage"))
+        usage = openai_usage(payload.get("usage"))
+        return None if usage is None else usage.with_tier(payload.get("service_tier"))
 
     def stream_tap(self, *, client_wants_usage: bool, usage_extra: UsageExtra) -> StreamTap:
         return OpenAIChatTap(client_wants_usage=client_wants_usage, usage_extra=usage_extra)
@@ -166,17 +189,62 @@ def _positive(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
+# OpenAI's embeddings limits: inputs per request, tokens per input, tokens per request.
+MAX_EMBEDDING_INPUTS = 2_048
+MAX_EMBEDDING_INPUT_TOKENS = 8_192
+MAX_EMBEDDING_REQUEST_TOKENS = 300_000
+
+
+def _prompt_items(value: Any) -> list[Any]:
+    """A prompt or embeddings input as its list of inputs (a string or token-id list is one)."""
+    if isinstance(value, str) or _is_token_ids(value):
+        return [value]
+    return value if isinstance(value, list) else []
+
+
 class Embeddings(Endpoint):
+    """The model's limits apply per input (its context window) and per request (OpenAI's
+    300,000 tokens), not to the sum against the window; both are judged on lower bounds."""
+
     path, wire, kind = "/v1/embeddings", "openai", "embedding"
 
     def _validate(self, body: Mapping[str, Any]) -> None:
-        _check_prompts(required(body, "input", (str, list), '"input": "The food was delicious"'), "input")
+        value = required(body, "input", (str, list), '"input": "The food was delicious"')
+        _check_prompts(value, "input")
+        if len(items := _prompt_items(value)) > MAX_EMBEDDING_INPUTS:
+            raise InvalidRequest(f"input: {len(items):,} inputs; at most {MAX_EMBEDDING_INPUTS:,} can be embedded "
+                                 f"in one request. Send them in batches of {MAX_EMBEDDING_INPUTS:,}.", param="input")
         positive_int(body, "dimensions")
         if body.get("stream") is True:
             raise InvalidRequest("stream: embeddings are not streamed.", param="stream")
 
     def _tally(self, body: Mapping[str, Any], tally: InputTally) -> None:
         tally_prompts(body.get("input"), tally)
+
+    def estimate(self, body: Mapping[str, Any], *, model: str | None = None) -> InputEstimate:
+        """The sum over the inputs, with the largest single input's lower bound as ``floor``, so
+        that the context window is checked per input."""
+        named = body.get("model")
+        model = model or (named if isinstance(named, str) else None)
+        known = self.estimator.counter_for(model) is not None
+        tokens, floors = PER_REQUEST, []
+        for item in _prompt_items(body.get("input")):
+            tally = InputTally()
+            tally_prompts(item, tally)
+            one = self.estimator.estimate(tally, model=model)
+            tokens += one.tokens - PER_REQUEST
+            floors.append(one.floor)
+        for index, floor in enumerate(floors):
+            if known and floor > MAX_EMBEDDING_INPUT_TOKENS:
+                raise ContextLengthExceeded(
+                    f"input[{index}]: has {floor:,} tokens; {model} embeds at most {MAX_EMBEDDING_INPUT_TOKENS:,} "
+                    f"tokens per input. Split this text into smaller pieces (e.g. by paragraph).",
+                    param=f"input[{index}]")
+        if sum(floors) > MAX_EMBEDDING_REQUEST_TOKENS:
+            raise InvalidRequest(
+                f"input: at least {sum(floors):,} tokens in all; one request embeds at most "
+                f"{MAX_EMBEDDING_REQUEST_TOKENS:,}. Send the inputs in several requests.", param="input")
+        return InputEstimate(tokens, max(floors, default=0), per_input=True)
 
     def requested_output_tokens(self, body: Mapping[str, Any]) -> int | None:
         return 0
@@ -185,7 +253,8 @@ class Embeddings(Endpoint):
         return False
 
     def usage_from_response(self, payload: Mapping[str, Any]) -> Usage | None:
-        return openai_usage(payload.get("usage"))
+        usage = openai_usage(payload.get("usage"))
+        return None if usage is None else usage.with_tier(payload.get("service_tier"))
 
     def stream_tap(self, *, client_wants_usage: bool, usage_extra: UsageExtra) -> StreamTap:
         raise TypeError("embeddings are not streamed")
@@ -213,6 +282,9 @@ class Responses(Endpoint):
         optional(body, "instructions", str)
 
     def _tally(self, body: Mapping[str, Any], tally: InputTally) -> None:
+        for stored in ("previous_response_id", "conversation", "prompt"):
+            if body.get(stored):
+                tally.hide(stored)  # a stored conversation or prompt template, read upstream
         if body.get("instructions") is not None:
             tally.message()
             tally.text(body["instructions"])
@@ -221,12 +293,20 @@ class Responses(Endpoint):
             tally.message()
             if isinstance(item, dict) and (item.get("type") in (None, "message")):
                 tally_content(item.get("content"), tally, _RESPONSES_TEXT, _RESPONSES_IMAGE)
+            elif isinstance(item, dict) and item.get("type") == "item_reference":
+                tally.hide("item_reference")
             else:
                 tally.text(item)  # function calls and outputs, reasoning items: by their JSON
+        tools = body.get("tools")
+        for tool in tools if isinstance(tools, list) else ():
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if isinstance(kind, str) and kind not in _CLIENT_TOOLS:
+                tally.hide(f"tool:{kind}")  # web or file search results, MCP listings: read upstream
         tally_tools(body, tally)
 
     def usage_from_response(self, payload: Mapping[str, Any]) -> Usage | None:
-        return responses_usage(payload.get("usage"))
+        usage = responses_usage(payload.get("usage"))
+        return None if usage is None else with_tools(usage.with_tier(payload.get("service_tier")), payload)
 
     def stream_tap(self, *, client_wants_usage: bool, usage_extra: UsageExtra) -> StreamTap:
         return ResponsesTap(usage_extra=usage_extra)

@@ -56,10 +56,6 @@ class StreamingReply:
     headers: Mapping[str, str]
     chunks: AsyncIterator[bytes]
 
-    async def read(self) -> bytes:
-        """The rest of the body (for an error answer, which is short)."""
-        return b"".join([chunk async for chunk in self.chunks])
-
 
 @dataclass(frozen=True, slots=True)
 class _Target:

@@ -9,12 +9,13 @@ with it, so that the client sees them in the upstream's order.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from costwarden.core.money import ceil_div
 from costwarden.providers.jsontext import dumps, loads
 from costwarden.providers.sse import Event, EventSplitter
-from costwarden.providers.usage import AnthropicCounts, Usage, openai_usage, responses_usage
+from costwarden.providers.usage import AnthropicCounts, Usage, openai_usage, responses_usage, with_tools
 
 UsageExtra = Callable[[Usage], Mapping[str, object]]
 
@@ -111,8 +112,9 @@ class OpenAIChatTap(StreamTap):
         usage_object = chunk.get("usage")
         if not isinstance(usage_object, dict):
             return event.raw
-        self._usage = usage = openai_usage(usage_object)
+        usage = openai_usage(usage_object)
         assert usage is not None
+        self._usage = usage = usage.with_tier(chunk.get("service_tier"))
         if not self._client_wants_usage:
             return b"" if not choices else event.raw
         chunk["usage"] = self._with_extra(usage_object, usage)
@@ -159,8 +161,9 @@ class ResponsesTap(StreamTap):
         usage_object = response.get("usage") if isinstance(response, dict) else None
         if not isinstance(response, dict) or not isinstance(usage_object, dict):
             return event.raw
-        self._usage = usage = responses_usage(usage_object)
+        usage = responses_usage(usage_object)
         assert usage is not None
+        self._usage = usage = with_tools(usage.with_tier(response.get("service_tier")), response)
         response["usage"] = self._with_extra(usage_object, usage)
         return event.with_data(dumps(payload))
 
@@ -185,8 +188,7 @@ class AnthropicTap(StreamTap):
         usage = self._counts.normalized()
         if self._final:
             return usage
-        return Usage(usage.input_tokens, usage.cached_input_tokens,
-                     max(usage.output_tokens, self._produced))
+        return replace(usage, output_tokens=max(usage.output_tokens, self._produced))
 
     def _handle(self, event: Event) -> bytes:
         assert event.data is not None

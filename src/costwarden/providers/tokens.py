@@ -1,37 +1,42 @@
-"""Input token estimation: a conservative upper estimate, made before a call is forwarded.
+"""Input token estimation, made before a call is forwarded: an upper estimate to reserve, a
+proven lower bound to refuse on, and whether part of the input is out of the gateway's sight.
 
-Guarantee (the fallback rule, used whenever tiktoken's encoding file is not already on disk,
-and always for non-OpenAI wires, whose tokenizers tiktoken does not know):
+Upper estimate (what admission reserves):
 
     estimate = 3 per request
              + 4 per message (a system prompt, an instruction text, a prompt string, an
                embedding input and a tool list each count as one message)
-             + ceil(utf8_bytes / 3) per text
-             + 1,600 per image
-             + ceil(json_bytes / 3) per tool/function definition list or other non-text
-               structured content (tool calls, tool inputs, files, audio)
+             + per text: max(tokenizer count, ceil(chars / 4)) for OpenAI models, whose
+               tokenizers are known (o200k_base or cl100k_base by model family, bundled with
+               the ``bpe-openai`` package, never downloaded); ceil(utf8_bytes / 3) for every
+               other model (Anthropic, Google, unknown)
+             + 1,600 per image the gateway can see (inline data)
+             + ceil(json_bytes / 3) per tool/function definition list or other structured content
              + 1 per token for prompts given as token ids
 
-Since every text has at least as many UTF-8 bytes as characters, this is never below the
-project's mock upstream count, ``3 + sum over messages(3 + ceil(chars / 4))``.
+Every text has at least as many UTF-8 bytes as characters, so this is never below the project's
+mock upstream count, ``3 + sum over messages(3 + ceil(chars / 4))``.
 
-With tiktoken (OpenAI wires only), each text counts ``max(tiktoken tokens, ceil(chars / 4))``,
-the same per-message and per-request overheads and structured content are added as above, and
-the total gets a 5% margin, rounded up.
+Lower bound (what ``context_length_exceeded`` is decided on): the tokenizer count of the texts
+where the tokenizer is known, ``ceil(utf8_bytes / 128)`` per text elsewhere (no token of
+o200k_base or cl100k_base is longer than 128 bytes), plus prompts given as token ids. Overheads,
+images and structured content add nothing: only what is certain counts.
 
-tiktoken downloads its encoding on first use, which fails or hangs on locked-down networks; it
-is only used here when the file is already in the cache directory tiktoken reads (and its
-checksum matches, since tiktoken re-downloads a corrupt file).
+Hidden input: a stored conversation, an uploaded file, an image or document fetched by URL, a
+server-side tool's results. Its size is unknown here, so such a call is reserved at the model's
+whole context window (``InputEstimate.reserve``).
 """
 
 from __future__ import annotations
 
-import hashlib
+import importlib.machinery
+import importlib.util
 import os
-import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import cache
+from typing import Any
 
 from costwarden.core.money import ceil_div
 from costwarden.providers.jsontext import dumps
@@ -39,53 +44,81 @@ from costwarden.providers.jsontext import dumps
 PER_REQUEST = 3
 PER_MESSAGE = 4
 PER_IMAGE = 1_600
-TIKTOKEN_MARGIN_PERCENT = 105
+LONGEST_TOKEN_BYTES = 128  # the longest token of o200k_base and cl100k_base, in UTF-8 bytes
 
-# The encodings tiktoken fetches, with the checksums it verifies, in order of preference.
-ENCODING_FILES = {
-    "o200k_base": (
-        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
-        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-    ),
-    "cl100k_base": (
-        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
-        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-    ),
-}
+TextCounter = Callable[[str], int]
 
-
-def tiktoken_cache_dir(environ: Mapping[str, str]) -> str | None:
-    """The directory tiktoken reads its encodings from, by tiktoken's own rule (None: no cache)."""
-    if "TIKTOKEN_CACHE_DIR" in environ:
-        directory = environ["TIKTOKEN_CACHE_DIR"]
-    elif "DATA_GYM_CACHE_DIR" in environ:
-        directory = environ["DATA_GYM_CACHE_DIR"]
-    else:
-        directory = os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    return directory or None
+# OpenAI model families by id prefix, most specific first ("gpt-4o" before "gpt-4").
+_FAMILIES: tuple[tuple[str, str], ...] = (
+    *((prefix, "o200k_base") for prefix in (
+        "gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-", "gpt-oss", "codex-",
+        "computer-use", "omni-moderation", "gpt-realtime", "gpt-audio")),
+    *((prefix, "cl100k_base") for prefix in (
+        "gpt-4", "gpt-3.5", "text-embedding-3", "text-embedding-ada-002", "davinci-002", "babbage-002")),
+)
 
 
-def cached_encoding(environ: Mapping[str, str]) -> str | None:
-    """The name of the first encoding whose intact file is already cached, without any download."""
-    directory = tiktoken_cache_dir(environ)
-    if directory is None:
-        return None
-    for name, (url, sha256) in ENCODING_FILES.items():
-        path = os.path.join(directory, hashlib.sha1(url.encode()).hexdigest())
-        try:
-            with open(path, "rb") as file:
-                intact = hashlib.sha256(file.read()).hexdigest() == sha256
-        except OSError:
-            continue
-        if intact:
-            return name
+def encoding_name(model: str) -> str | None:
+    """The OpenAI encoding of ``model`` (an id as sent: snapshots, ``openai/`` and ``ft:`` prefixes
+    allowed), or None when the model is not an OpenAI model known to this table."""
+    name = model.strip().lower().removeprefix("openai/").removeprefix("ft:")
+    for prefix, encoding in _FAMILIES:
+        if name.startswith(prefix):
+            return encoding
     return None
 
 
-class Encoding(Protocol):
-    """What the estimator needs of a tokenizer (a ``tiktoken.Encoding`` is one)."""
+@cache
+def bundled_counter(encoding: str) -> TextCounter:
+    """A token counter of ``encoding`` from the ``bpe-openai`` wheel, which ships the encoding
+    files: nothing is downloaded. Its Rust ``count`` is used rather than ``encode_ordinary``: it
+    builds no id list and has no length limit (the Python wrapper refuses 1M characters)."""
+    return _bindings().tokenizer_for_encoding(encoding).count  # type: ignore[no-any-return]
 
-    def encode_ordinary(self, text: str) -> list[int]: ...
+
+@cache
+def _bindings() -> Any:
+    """bpe-openai's compiled module, loaded from its file. Importing the ``bpe_openai`` package
+    instead would first decode every encoding it ships in Python (3.5 s here, unused by the
+    compiled counter, which loads its own copy in 0.4 s)."""
+    package = importlib.util.find_spec("bpe_openai")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("bpe-openai is not installed; it is a dependency of costwarden")
+    for folder in package.submodule_search_locations:
+        for name in sorted(os.listdir(folder)):
+            if name.startswith("_bindings.") and name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+                spec = importlib.util.spec_from_file_location("bpe_openai._bindings", os.path.join(folder, name))
+                if spec is not None and spec.loader is not None:
+                    module = importlib.util.module_from_spec(spec)
+                    spec.loader.exec_module(module)
+                    return module
+    with warnings.catch_warnings():  # another layout: the package's own way (it uses a deprecated call)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return importlib.import_module("bpe_openai._bindings")
+
+
+@dataclass(frozen=True, slots=True)
+class InputEstimate:
+    """What admission knows of a call's input before it is sent."""
+
+    tokens: int  # upper estimate of the input the gateway can see
+    floor: int  # proven lower bound of the input that must fit the model's context window
+    hidden: tuple[str, ...] = ()  # what the upstream adds that the gateway cannot see, e.g. "previous_response_id"
+    per_input: bool = False  # the window bounds each input (embeddings), not their sum
+
+    def reserve(self, context_window: int) -> int:
+        """The input tokens to reserve for a model with ``context_window``: all of it when part
+        of the input is hidden; otherwise the estimate, never above the window (a longer input is
+        refused by the upstream, uncharged)."""
+        if self.per_input:
+            return self.tokens
+        if self.hidden:
+            return context_window  # visible and hidden input together fit the window, or are refused
+        return min(self.tokens, context_window)
+
+    def certainly_exceeds(self, context_window: int) -> bool:
+        """Whether the input is surely longer than ``context_window`` (judged on the lower bound)."""
+        return self.floor > context_window
 
 
 @dataclass(slots=True)
@@ -97,6 +130,7 @@ class InputTally:
     images: int = 0
     structured_tokens: int = 0
     token_ids: int = 0
+    hidden: list[str] = field(default_factory=list)
 
     def text(self, value: object) -> None:
         """A text; a non-string value is counted as structured content."""
@@ -120,48 +154,55 @@ class InputTally:
         """A prompt given as token ids: each counts one token."""
         self.token_ids += len(ids)
 
+    def hide(self, what: str) -> None:
+        """Input the upstream adds that is not in the request (``what`` names it, e.g. "file_id")."""
+        if what not in self.hidden:
+            self.hidden.append(what)
+
 
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
 class TokenEstimator:
-    """Counts a tally of input. ``use_tiktoken``: True requires the cached encoding, False never
-    uses it, None (auto) uses it when its file is already on disk, checked on first use.
-    ``encoding`` supplies a tokenizer already loaded (and implies using it)."""
+    """Estimates a tally of input for a model. ``use_tokenizer=False`` applies the byte rule to
+    every model; ``counter`` replaces the bundled tokenizers (every OpenAI model then uses it)."""
 
-    def __init__(self, use_tiktoken: bool | None = None, *, encoding: Encoding | None = None) -> None:
-        self._resolved = use_tiktoken is False or encoding is not None
-        self._encoding: Encoding | None = encoding
-        if use_tiktoken and encoding is None:
-            self._resolve()
-            if self._encoding is None:
-                raise ValueError("tiktoken was asked for but no encoding file is cached; "
-                                 "it is never downloaded here (see TIKTOKEN_CACHE_DIR)")
+    def __init__(self, use_tokenizer: bool = True, *, counter: TextCounter | None = None) -> None:
+        self._use_tokenizer = use_tokenizer
+        self._counter = counter
 
     @property
-    def uses_tiktoken(self) -> bool:
-        """Whether OpenAI-wire texts are counted with tiktoken. In auto mode the first call looks
-        for the file and loads the encoding (up to a second): make it at start-up."""
-        return self._resolve() is not None
+    def uses_tokenizer(self) -> bool:
+        """Whether OpenAI models' texts are counted with their real tokenizer."""
+        return self._use_tokenizer
 
-    def _resolve(self) -> Encoding | None:
-        if not self._resolved:
-            self._resolved = True
-            # The same look-up tiktoken makes, so that what it loads is the file checked here.
-            name = cached_encoding(os.environ)
-            if name is not None:
-                import tiktoken  # imported only when its file is known to be on disk
+    def warm_up(self) -> None:
+        """Load the bundled encodings now (about a second), rather than on the first call."""
+        if self._use_tokenizer and self._counter is None:
+            for _, encoding in _FAMILIES:
+                bundled_counter(encoding)
 
-                self._encoding = tiktoken.get_encoding(name)
-        return self._encoding
+    def counter_for(self, model: str | None) -> TextCounter | None:
+        """The tokenizer that counts ``model``'s texts, None where the byte rule applies."""
+        if not self._use_tokenizer or model is None:
+            return None
+        encoding = encoding_name(model)
+        if encoding is None:
+            return None
+        return self._counter or bundled_counter(encoding)
 
-    def estimate(self, tally: InputTally, *, openai_tokenizer: bool = True) -> int:
-        """The conservative input token estimate of ``tally`` (see the module docstring)."""
+    def estimate(self, tally: InputTally, *, model: str | None) -> InputEstimate:
+        """The estimate of ``tally`` for ``model`` (see the module docstring)."""
         fixed = (PER_REQUEST + PER_MESSAGE * tally.messages + PER_IMAGE * tally.images
                  + tally.structured_tokens + tally.token_ids)
-        encoding = self._resolve() if openai_tokenizer else None
-        if encoding is None:
-            return fixed + sum(ceil_div(_utf8_len(text), 3) for text in tally.texts)
-        texts = sum(max(len(encoding.encode_ordinary(text)), ceil_div(len(text), 4)) for text in tally.texts)
-        return ceil_div((fixed + texts) * TIKTOKEN_MARGIN_PERCENT, 100)
+        counter = self.counter_for(model)
+        if counter is None:
+            sizes = [_utf8_len(text) for text in tally.texts]
+            upper = sum(ceil_div(size, 3) for size in sizes)
+            floor = sum(ceil_div(size, LONGEST_TOKEN_BYTES) for size in sizes)
+        else:
+            counts = [(counter(text), text) for text in tally.texts]
+            upper = sum(max(count, ceil_div(len(text), 4)) for count, text in counts)
+            floor = sum(count for count, _ in counts)
+        return InputEstimate(fixed + upper, floor + tally.token_ids, tuple(tally.hidden))

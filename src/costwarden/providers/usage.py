@@ -4,21 +4,62 @@ The normal form is OpenAI's: ``input_tokens`` counts every input token, cached o
 and ``cached_input_tokens`` is the part read from the prompt cache. Anthropic reports
 ``input_tokens`` *without* its cache reads and cache writes; both are added back here, and only
 ``cache_read_input_tokens`` counts as cached (a cache write is plain input).
+
+A count that is not a non-negative JSON integer (negative, fractional, a string, a boolean) makes
+the whole usage ``malformed``: its numbers are then not to be trusted, and the call is charged as
+if the upstream had reported no usage. An absent or null count is 0 and not malformed (embeddings
+report no output, for example).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+
+from costwarden.core.pricing import TokenType
+
+NO_TOOLS: Mapping[str, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What one call consumed, as reported by the upstream."""
+    """What one call consumed, as reported by the upstream.
 
-    input_tokens: int  # ALL input tokens, cached included (OpenAI convention)
-    cached_input_tokens: int  # the cached part
-    output_tokens: int
+    The three totals follow OpenAI's convention; the fields after ``malformed`` say which parts
+    of them a provider bills at other rates (SPEC §9), and default to none.
+    """
+
+    input_tokens: int  # ALL input tokens, cached and cache writes included (OpenAI convention)
+    cached_input_tokens: int  # the part read from the prompt cache
+    output_tokens: int  # ALL output tokens, reasoning included
+    # Some count was not a non-negative integer: charge the estimate instead, and flag the event.
+    malformed: bool = False
+    cache_write_5m_tokens: int = 0  # part of input_tokens written to a 5-minute prompt cache
+    cache_write_1h_tokens: int = 0  # part of input_tokens written to a 1-hour prompt cache
+    reasoning_tokens: int = 0  # part of output_tokens spent on hidden reasoning
+    audio_input_tokens: int = 0  # part of input_tokens that was audio
+    service_tier: str | None = None  # as the upstream reported it (standard, flex, priority...)
+    tool_calls: Mapping[str, int] = field(default_factory=lambda: NO_TOOLS)  # server-side tool -> calls
+
+    def by_type(self) -> dict[TokenType, int]:
+        """Disjoint counts per billed token type (they add up to input + output)."""
+        written = self.cache_write_5m_tokens + self.cache_write_1h_tokens
+        plain = max(0, self.input_tokens - self.cached_input_tokens - written - self.audio_input_tokens)
+        reasoning = min(self.reasoning_tokens, self.output_tokens)
+        counts = {TokenType.INPUT: plain, TokenType.CACHED_INPUT: self.cached_input_tokens,
+                  TokenType.CACHE_WRITE_5M: self.cache_write_5m_tokens,
+                  TokenType.CACHE_WRITE_1H: self.cache_write_1h_tokens, TokenType.AUDIO: self.audio_input_tokens,
+                  TokenType.OUTPUT: self.output_tokens - reasoning, TokenType.REASONING: reasoning}
+        return {kind: n for kind, n in counts.items() if n}
+
+    def with_tier(self, service_tier: object) -> Usage:
+        """This usage with the service tier a response reported (ignored unless a string)."""
+        return replace(self, service_tier=service_tier) if isinstance(service_tier, str) else self
+
+
+def valid_count(value: object) -> bool:
+    """Whether ``value`` is an acceptable JSON token count: absent/null, or an integer >= 0."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
 def count(value: object) -> int:
@@ -28,27 +69,46 @@ def count(value: object) -> int:
     return 0
 
 
-def _details(usage: Mapping[str, object], key: str, field: str) -> int:
-    details = usage.get(key)
-    return count(details.get(field)) if isinstance(details, Mapping) else 0
+class _Reader:
+    """Reads counts from one usage object, remembering whether any was malformed."""
+
+    def __init__(self, usage: Mapping[str, object]) -> None:
+        self.usage = usage
+        self.malformed = False
+
+    def __call__(self, field: str, details: str | None = None) -> int:
+        holder: object = self.usage if details is None else self.usage.get(details)
+        if details is not None and holder is not None and not isinstance(holder, Mapping):
+            self.malformed = True
+        value = holder.get(field) if isinstance(holder, Mapping) else None
+        if not valid_count(value):
+            self.malformed = True
+        return count(value)
 
 
 def openai_usage(usage: object) -> Usage | None:
     """Chat completions, completions and embeddings: ``prompt_tokens`` / ``completion_tokens``."""
     if not isinstance(usage, Mapping):
         return None
-    prompt = count(usage.get("prompt_tokens"))
-    cached = min(_details(usage, "prompt_tokens_details", "cached_tokens"), prompt)
-    return Usage(prompt, cached, count(usage.get("completion_tokens")))
+    read = _Reader(usage)
+    prompt = read("prompt_tokens")
+    cached = min(read("cached_tokens", "prompt_tokens_details"), prompt)
+    audio = min(read("audio_tokens", "prompt_tokens_details"), prompt - cached)
+    output = read("completion_tokens")
+    reasoning = min(read("reasoning_tokens", "completion_tokens_details"), output)
+    return Usage(prompt, cached, output, read.malformed, reasoning_tokens=reasoning, audio_input_tokens=audio)
 
 
 def responses_usage(usage: object) -> Usage | None:
     """The Responses API: ``input_tokens`` (cached included) / ``output_tokens``."""
     if not isinstance(usage, Mapping):
         return None
-    total_input = count(usage.get("input_tokens"))
-    cached = min(_details(usage, "input_tokens_details", "cached_tokens"), total_input)
-    return Usage(total_input, cached, count(usage.get("output_tokens")))
+    read = _Reader(usage)
+    total_input = read("input_tokens")
+    cached = min(read("cached_tokens", "input_tokens_details"), total_input)
+    output = read("output_tokens")
+    reasoning = min(read("reasoning_tokens", "output_tokens_details"), output)
+    return Usage(total_input, cached, output, read.malformed, reasoning_tokens=reasoning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +119,32 @@ class AnthropicCounts:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     output_tokens: int = 0
+    malformed: bool = False
+    cache_write_1h: int = 0  # of cache_creation_input_tokens; the rest is written for 5 minutes
+    web_search_requests: int = 0
+    service_tier: str | None = None
 
     def merged(self, usage: Mapping[str, object]) -> AnthropicCounts:
         """These counts with every field present in ``usage`` replaced (Anthropic's are cumulative)."""
-        return AnthropicCounts(
-            *(
-                count(usage[name]) if name in usage and usage[name] is not None else getattr(self, name)
-                for name in ANTHROPIC_FIELDS
-            )
-        )
+        counts = {name: count(usage[name]) if name in usage and usage[name] is not None else getattr(self, name)
+                  for name in ANTHROPIC_FIELDS}
+        malformed = self.malformed or not all(valid_count(usage.get(name)) for name in ANTHROPIC_FIELDS)
+        creation, tools = usage.get("cache_creation"), usage.get("server_tool_use")
+        one_hour = count(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, Mapping) \
+            else self.cache_write_1h
+        searches = count(tools.get("web_search_requests")) if isinstance(tools, Mapping) else self.web_search_requests
+        tier = usage.get("service_tier")
+        return AnthropicCounts(**counts, malformed=malformed, cache_write_1h=one_hour, web_search_requests=searches,
+                               service_tier=tier if isinstance(tier, str) else self.service_tier)
 
     def normalized(self) -> Usage:
-        total_input = self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
-        return Usage(total_input, self.cache_read_input_tokens, self.output_tokens)
+        written = self.cache_creation_input_tokens
+        one_hour = min(self.cache_write_1h, written)
+        total_input = self.input_tokens + written + self.cache_read_input_tokens
+        tools = {"web_search": self.web_search_requests} if self.web_search_requests else NO_TOOLS
+        return Usage(total_input, self.cache_read_input_tokens, self.output_tokens, self.malformed,
+                     cache_write_5m_tokens=written - one_hour, cache_write_1h_tokens=one_hour,
+                     service_tier=self.service_tier, tool_calls=tools)
 
 
 ANTHROPIC_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
@@ -82,3 +155,19 @@ def anthropic_usage(usage: object) -> Usage | None:
     if not isinstance(usage, Mapping):
         return None
     return AnthropicCounts().merged(usage).normalized()
+
+
+_TOOL_CALLS = {"web_search_call": "web_search", "file_search_call": "file_search"}
+
+
+def with_tools(usage: Usage, response: Mapping[str, object]) -> Usage:
+    """A Responses answer's usage with the server-side tool calls its output items record."""
+    output = response.get("output")
+    if not isinstance(output, list):
+        return usage
+    calls: dict[str, int] = {}
+    for item in output:
+        tool = _TOOL_CALLS.get(item.get("type", "")) if isinstance(item, Mapping) else None
+        if tool is not None:
+            calls[tool] = calls.get(tool, 0) + 1
+    return replace(usage, tool_calls=calls) if calls else usage

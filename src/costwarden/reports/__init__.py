@@ -12,7 +12,7 @@ from costwarden.reports.shared import (
     parse_shared_costs,
     parse_usd,
 )
-from costwarden.reports.statement import Counts, DepartmentInfo, Line, Statement, Usage
+from costwarden.reports.statement import Counts, DepartmentInfo, Line, Statement, UsageRow
 
 __all__ = [
     "Counts",
@@ -22,7 +22,7 @@ __all__ = [
     "SharedCosts",
     "SharedCostsError",
     "Statement",
-    "Usage",
+    "UsageRow",
     "close",
     "compute_statement",
     "department_infos",

@@ -22,8 +22,9 @@ from fractions import Fraction
 
 from costwarden.core.policy import UNATTRIBUTED, Policy
 from costwarden.reports.allocation import BASIS_POINTS, NANOS_PER_CENT, allocate, apportion, nanos_to_cents
+from costwarden.reports.reconcile import ProviderInvoice
 from costwarden.reports.shared import EVEN, FIXED, PROPORTIONAL, SharedCosts, SharedCostsError
-from costwarden.reports.statement import Counts, DepartmentInfo, Line, ModelUsage, Statement, Usage
+from costwarden.reports.statement import Counts, DepartmentInfo, Line, ModelUsage, Statement, UsageRow
 
 
 def department_infos(policy: Policy) -> list[DepartmentInfo]:
@@ -40,9 +41,10 @@ def department_infos(policy: Policy) -> list[DepartmentInfo]:
 
 
 def compute_statement(period: str, timezone: str, start: datetime, end: datetime,
-                      departments: Sequence[DepartmentInfo], usage: Sequence[Usage],
+                      departments: Sequence[DepartmentInfo], usage: Sequence[UsageRow],
                       rejections: Mapping[str, int], shared: SharedCosts, generated_at: datetime,
-                      corrections: Sequence[Usage] = (), invoice_nanos: int | None = None) -> Statement:
+                      corrections: Sequence[UsageRow] = (), invoice_nanos: int | None = None,
+                      invoices: Sequence[ProviderInvoice] = ()) -> Statement:
     """The statement of ``period`` from its ledger ``usage`` groups and the ``corrections`` posted to it.
 
     Every department of ``departments`` gets a line (zeros when idle), and so does every other
@@ -55,11 +57,11 @@ def compute_statement(period: str, timezone: str, start: datetime, end: datetime
             infos[row.department] = DepartmentInfo(row.department, row.department)
     own = _by_department(row for row in usage if row.department != UNATTRIBUTED)
     ids = sorted({info.id for info in departments if info.id != UNATTRIBUTED} | own.keys())
-    late: dict[tuple[str, str], list[Usage]] = defaultdict(list)
+    late: dict[tuple[str, str], list[UsageRow]] = defaultdict(list)
     for row in corrections:
         if row.department != UNATTRIBUTED:
             late[(row.corrects or "", row.department)].append(row)
-    groups: list[tuple[str | None, str, list[Usage]]] = [(None, dept, own.get(dept, [])) for dept in ids]
+    groups: list[tuple[str | None, str, list[UsageRow]]] = [(None, dept, own.get(dept, [])) for dept in ids]
     groups += [(corrects, dept, rows) for (corrects, dept), rows in sorted(late.items())]
     counts = [Counts.total(row.counts for row in rows) for _, _, rows in groups]
     unattributed = Counts.total(row.counts for row in (*usage, *corrections) if row.department == UNATTRIBUTED)
@@ -67,7 +69,11 @@ def compute_statement(period: str, timezone: str, start: datetime, end: datetime
     usage_nanos = sum(c.cost_nanos for c in counts)
     usage_cents = apportion(nanos_to_cents(usage_nanos), [Fraction(c.cost_nanos, NANOS_PER_CENT) for c in counts])
     shared_nanos = shared.items_nanos + unattributed.cost_nanos
-    if invoice_nanos is None:
+    if invoices:
+        shared_total = nanos_to_cents(shared_nanos)
+        variance_total = nanos_to_cents(sum(invoice.variance_nanos for invoice in invoices))
+        invoice_nanos = sum(invoice.invoice_nanos for invoice in invoices)
+    elif invoice_nanos is None:
         shared_total = nanos_to_cents(usage_nanos + shared_nanos) - sum(usage_cents)
         variance_total = 0
     else:
@@ -97,17 +103,18 @@ def compute_statement(period: str, timezone: str, start: datetime, end: datetime
         ))
     return Statement(period=period, timezone=timezone, start=start, end=end, generated_at=generated_at,
                      shared=shared, method_applied=method, lines=tuple(lines), unattributed=unattributed,
-                     usage=tuple(usage), corrections=tuple(corrections), invoice_nanos=invoice_nanos)
+                     usage=tuple(usage), corrections=tuple(corrections), invoice_nanos=invoice_nanos,
+                     invoices=tuple(invoices))
 
 
-def _by_department(rows: Iterable[Usage]) -> dict[str, list[Usage]]:
-    grouped: dict[str, list[Usage]] = defaultdict(list)
+def _by_department(rows: Iterable[UsageRow]) -> dict[str, list[UsageRow]]:
+    grouped: dict[str, list[UsageRow]] = defaultdict(list)
     for row in rows:
         grouped[row.department].append(row)
     return grouped
 
 
-def _models(rows: Sequence[Usage]) -> tuple[ModelUsage, ...]:
+def _models(rows: Sequence[UsageRow]) -> tuple[ModelUsage, ...]:
     totals: dict[tuple[str, str], Counts] = defaultdict(Counts)
     tiers: dict[tuple[str, str], int | None] = {}
     for row in rows:

@@ -12,8 +12,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from costwarden.reports.reconcile import Boundary, ProviderInvoice, Side
 from costwarden.reports.shared import SharedCosts, SharedItem
-from costwarden.reports.statement import Counts, DepartmentInfo, Line, ModelUsage, Statement, Usage
+from costwarden.reports.statement import Counts, DepartmentInfo, Line, ModelUsage, Statement, UsageRow
 
 FORMAT = 1
 
@@ -33,6 +34,7 @@ def dumps(statement: Statement) -> str:
         "lines": [_line(line) for line in statement.lines],
         "usage": [_usage(row) for row in statement.usage],
         "corrections": [_usage(row) for row in statement.corrections],
+        "invoices": [_invoice(invoice) for invoice in statement.invoices],
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -56,6 +58,7 @@ def loads(text: str) -> Statement:
             lines=tuple(_read_line(line) for line in body["lines"]),
             usage=tuple(_read_usage(row) for row in body["usage"]),
             corrections=tuple(_read_usage(row) for row in body["corrections"]),
+            invoices=tuple(_read_invoice(item) for item in body.get("invoices", [])),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed stored statement: {exc!r}") from exc
@@ -100,15 +103,28 @@ def _read_line(body: dict[str, Any]) -> Line:
     )
 
 
-def _usage(row: Usage) -> list[Any]:
+def _usage(row: UsageRow) -> list[Any]:
     return [row.day.isoformat(), row.department, row.model, row.provider, row.price_version,
-            _counts(row.counts), row.tier, row.corrects]
+            _counts(row.counts), row.tier, row.corrects, row.team, row.user, row.project]
 
 
-def _read_usage(values: list[Any]) -> Usage:
-    day, department, model, provider, price_version, counts, tier, corrects = values
-    return Usage(date.fromisoformat(day), department, model, provider, price_version, _read_counts(counts),
-                 tier, corrects)
+def _read_usage(values: list[Any]) -> UsageRow:
+    day, department, model, provider, price_version, counts, tier, corrects, *detail = values
+    team, user, project = (*detail, None, None, None)[:3]  # absent from statements frozen before they were kept
+    return UsageRow(date.fromisoformat(day), department, model, provider, price_version, _read_counts(counts),
+                    tier, corrects, team, user, project)
+
+
+def _invoice(invoice: ProviderInvoice) -> list[Any]:
+    return [invoice.provider, invoice.invoice_nanos, invoice.ledger_nanos,
+            [[b.start.isoformat(), b.end.isoformat(), str(b.side), b.nanos] for b in invoice.boundaries]]
+
+
+def _read_invoice(values: list[Any]) -> ProviderInvoice:
+    provider, invoice_nanos, ledger_nanos, boundaries = values
+    return ProviderInvoice(provider, int(invoice_nanos), int(ledger_nanos),
+                           tuple(Boundary(_time(start), _time(end), Side(side), int(nanos))
+                                 for start, end, side, nanos in boundaries))
 
 
 __all__ = ["FORMAT", "dumps", "loads"]

@@ -20,12 +20,14 @@ from costwarden.core.periods import month_bounds
 from costwarden.core.policy import Policy
 from costwarden.errors import InvalidRequest
 from costwarden.ledger import Ledger
+from costwarden.ledger.closings import Closing
 from costwarden.reports import codec
 from costwarden.reports.chargeback import compute_statement, department_infos
+from costwarden.reports.reconcile import provider_invoices
 from costwarden.reports.shared import SharedCosts
-from costwarden.reports.statement import Counts, Statement, Usage, UsageKey
+from costwarden.reports.statement import Counts, Statement, UsageKey, UsageRow
 
-GROUPS = ("day", "department", "model_served", "provider", "price_version")
+GROUPS = ("day", "department", "model_served", "provider", "price_version", "team", "user", "tag:project")
 
 
 class PeriodClosed(InvalidRequest):
@@ -54,7 +56,7 @@ def next_period(period: str) -> str:
     return f"{year + 1}-01" if month == 12 else f"{year}-{month + 1:02d}"
 
 
-async def period_usage(ledger: Ledger, start: datetime, end: datetime, catalog: Catalog) -> list[Usage]:
+async def period_usage(ledger: Ledger, start: datetime, end: datetime, catalog: Catalog) -> list[UsageRow]:
     """The ledger's usage in [start, end) per UTC day, department, model, provider and price version."""
     rows = await ledger.totals(start, end, group_by=GROUPS)
     usage = []
@@ -63,13 +65,18 @@ async def period_usage(ledger: Ledger, start: datetime, end: datetime, catalog: 
         day = row.groups["day"]
         assert isinstance(day, date)
         spec = catalog.get(model)
-        usage.append(Usage(
+        usage.append(UsageRow(
             day=day, department=str(row.groups["department"]), model=model,
             provider=str(row.groups["provider"]), price_version=str(row.groups["price_version"] or ""),
             counts=Counts(row.requests, row.input_tokens, row.cached_input_tokens, row.output_tokens, row.cost_nanos),
-            tier=spec.tier if spec is not None else None,
+            tier=spec.tier if spec is not None else None, team=_text(row.groups["team"]),
+            user=_text(row.groups["user"]), project=_text(row.groups["tag:project"]),
         ))
     return usage
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 async def frozen_statement(ledger: Ledger, period: str) -> Statement | None:
@@ -86,29 +93,32 @@ async def frozen_statement(ledger: Ledger, period: str) -> Statement | None:
 
 
 async def live_statement(ledger: Ledger, policy: Policy, period: str, shared: SharedCosts,
-                         invoice_nanos: int | None, now: datetime) -> Statement:
+                         invoice_nanos: int | None, now: datetime,
+                         invoices: Mapping[str, int] | None = None) -> Statement:
     """The statement of ``period`` computed from the ledger now, with the corrections of closed
-    periods posted to it when it is open."""
+    periods posted to it when it is open; ``invoices`` are provider -> invoice total of the
+    provider's UTC month, reconciled per provider."""
     start, end = period_bounds(period, policy)
     closed = await ledger.closed_periods()
     usage = await period_usage(ledger, start, end, policy.catalog)
     corrections = [] if period in closed else await pending_corrections(ledger, period, closed, policy.catalog)
     refused = await ledger.rejection_totals(start, end, group_by=("department",))
     rejections = {str(row.groups["department"]): row.requests for row in refused if row.groups["department"]}
+    per_provider = await provider_invoices(ledger, period, policy.timezone, invoices) if invoices else ()
     statement = compute_statement(period, policy.timezone_name, start, end, department_infos(policy), usage,
-                                  rejections, shared, now, corrections, invoice_nanos)
+                                  rejections, shared, now, corrections, invoice_nanos, per_provider)
     # A period closed without a stored statement (through the ledger alone) is computed live, as closed.
     return replace(statement, closed_at=closed.get(period))
 
 
 async def pending_corrections(ledger: Ledger, period: str, closed: Mapping[str, datetime],
-                              catalog: Catalog) -> list[Usage]:
-    """Usage of the closed periods just before ``period`` that their statements did not bill.
+                              catalog: Catalog) -> list[UsageRow]:
+    """UsageRow of the closed periods just before ``period`` that their statements did not bill.
 
     ``period`` is the next open period of every closed period in the unbroken run of closed periods
     that ends just before it; later statements of that run may have posted corrections already.
     """
-    corrections: list[Usage] = []
+    corrections: list[UsageRow] = []
     later: list[Statement] = []  # frozen statements between the closed period and ``period``
     earlier = previous_period(period)
     while earlier in closed:
@@ -122,10 +132,12 @@ async def pending_corrections(ledger: Ledger, period: str, closed: Mapping[str, 
     return sorted(corrections, key=lambda row: (row.corrects or "", row.key))
 
 
-def _difference(live: Sequence[Usage], billed: Sequence[Usage], corrects: str) -> list[Usage]:
+def _difference(live: Sequence[UsageRow], billed: Sequence[UsageRow], corrects: str) -> list[UsageRow]:
     """Per ledger group, what the ledger holds now beyond what was billed."""
+    if not any(row.detailed for row in billed):  # frozen without team, user and project: compare coarsely
+        live = [row.coarse() for row in live]
     owed: dict[UsageKey, Counts] = defaultdict(Counts)
-    rows: dict[UsageKey, Usage] = {}
+    rows: dict[UsageKey, UsageRow] = {}
     for row in live:
         owed[row.key] = owed[row.key] + row.counts
         rows[row.key] = row
@@ -136,9 +148,11 @@ def _difference(live: Sequence[Usage], billed: Sequence[Usage], corrects: str) -
 
 
 async def close(ledger: Ledger, policy: Policy, period: str, shared: SharedCosts, invoice_nanos: int | None,
-                now: datetime) -> Statement:
-    """Close ``period``: compute its statement and store it, frozen. Refuses a period that has not
-    ended yet, or whose statement is frozen already (PeriodClosed)."""
+                now: datetime, invoices: Mapping[str, int] | None = None, *, closed_by: str | None = None,
+                policy_version: int | None = None) -> Statement:
+    """Close ``period``: compute its statement and store it, frozen, with who closed it and the
+    policy version. Refuses a period that has not ended yet, or whose statement is frozen already
+    (PeriodClosed)."""
     _, end = period_bounds(period, policy)
     existing = await frozen_statement(ledger, period)
     if existing is not None:
@@ -147,17 +161,46 @@ async def close(ledger: Ledger, policy: Policy, period: str, shared: SharedCosts
         raise InvalidRequest(f"{period} has not ended: it ends {end.astimezone(policy.timezone):%Y-%m-%d %H:%M} "
                              f"{policy.timezone_name}; a period can be closed once it has ended")
     closed_at = (await ledger.closed_periods()).get(period, now)
-    statement = await live_statement(ledger, policy, period, shared, invoice_nanos, now)
+    statement = await live_statement(ledger, policy, period, shared, invoice_nanos, now, invoices)
     statement = replace(statement, closed_at=closed_at)
-    stored_at = await ledger.freeze_statement(period, codec.dumps(statement), now)
+    stored_at = await ledger.freeze_statement(period, codec.dumps(statement), now, closed_by=closed_by,
+                                              policy_version=policy_version)
     if stored_at is None:  # closed by someone else meanwhile
         raise PeriodClosed(f"{period} was closed meanwhile; its statement is frozen")
     return replace(statement, closed_at=stored_at)
+
+
+async def reopen(ledger: Ledger, period: str, by: str, reason: str, now: datetime) -> Closing:
+    """Reopen a closed period so that it can be restated (closed again): its frozen statement moves
+    to the period's history. Refused while a later period is closed, since that period's statement
+    may hold corrections of this one that a restatement would bill twice."""
+    if not reason.strip():
+        raise InvalidRequest("give the reason for reopening: it is kept with the reopened statement")
+    closed = await ledger.closed_periods()
+    later = sorted(p for p in closed if p > period)
+    if later:
+        raise InvalidRequest(f"{', '.join(later)} {'is' if len(later) == 1 else 'are'} closed after {period}: "
+                             f"reopen {later[-1]} first (latest first), since a later statement may hold "
+                             f"corrections of {period}")
+    reopened = await ledger.reopen_statement(period, by, reason.strip(), now)
+    if reopened is None:
+        raise InvalidRequest(f"{period} has no frozen statement to reopen")
+    return reopened
 
 
 def _when(at: datetime | None) -> str:
     return "an unknown date" if at is None else f"{at:%Y-%m-%d %H:%M} UTC"
 
 
-__all__ = ["PeriodClosed", "close", "frozen_statement", "live_statement", "next_period", "pending_corrections", "period_bounds",
-           "period_usage", "previous_period"]
+__all__ = [
+    "PeriodClosed",
+    "close",
+    "frozen_statement",
+    "live_statement",
+    "next_period",
+    "pending_corrections",
+    "period_bounds",
+    "period_usage",
+    "previous_period",
+    "reopen",
+]

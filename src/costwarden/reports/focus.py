@@ -1,30 +1,39 @@
-"""A statement's ledger usage as FOCUS 1.2 CSV (FinOps Open Cost and Usage Specification).
+"""A statement as FOCUS 1.2 CSV (FinOps Open Cost and Usage Specification).
 
-One row per UTC day, department, model and token type (``input`` is uncached input,
-``cached_input``, ``output``), with the mandatory FOCUS columns, a few conditional ones that apply
-to metered token usage, and ``x_`` extension columns naming the department and model.
+One row per UTC day, department, team, user, project tag, model and token type (``input`` is
+uncached input, ``cached_input``, ``output``), then one ``Adjustment`` row per department for its
+allocated shared costs and one for its allocated invoice variance, so that the rows add up to the
+statement's total. The billing period of a row is the providers' invoice month, in UTC
+(``InvoiceId`` names the provider and that month); charge periods are clipped to the statement's
+period. Decimal columns always carry a decimal point (``800000.0``), so that no reader types them
+as integers.
 
 The ledger stores a call's total cost and the prices it was charged at (``price_version``,
 ``input/cached/output@as_of`` in USD per 1M tokens). Each group's cost is split by token type at
 those prices: input and cached input get their tokens times their price, rounded down to the
 nano-dollar, and the output row gets the rest (its tokens times its price plus every rounding
-remainder), so the rows add up exactly to the ledger's cost. ``ListCost`` is the exact
-tokens x price product; ``BilledCost`` the split ledger cost.
+remainder), so the rows add up exactly to the ledger's cost. ``ContractedCost`` is the exact
+tokens x price charged product (the policy's prices, negotiated ones included); ``ListCost`` the
+same tokens at the bundled catalog's public prices when it knows the model.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from costwarden.core.money import Price, format_usd
+from costwarden.core.csvsafe import safe_cell
+from costwarden.core.money import Price
 from costwarden.core.periods import month_bounds
-from costwarden.reports.statement import DepartmentInfo, Statement, Usage
+from costwarden.core.policy import UNATTRIBUTED
+from costwarden.policy import bundled_catalog
+from costwarden.reports.statement import DepartmentInfo, Statement, UsageRow
 
 INPUT, CACHED_INPUT, OUTPUT = "input", "cached_input", "output"
 TOKEN_TYPES = (INPUT, CACHED_INPUT, OUTPUT)
@@ -37,14 +46,20 @@ MANDATORY = (
     "ChargePeriodStart", "ContractedCost", "EffectiveCost", "InvoiceIssuerName", "ListCost",
     "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "ServiceCategory", "ServiceName",
 )
-OPTIONAL = ("ChargeFrequency", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice", "ListUnitPrice",
-            "PricingCategory", "ServiceSubcategory")
-EXTENSIONS = ("x_DepartmentId", "x_DepartmentName", "x_CostCenter", "x_Model", "x_Tier", "x_TokenType",
+OPTIONAL = ("ChargeFrequency", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice", "InvoiceId", "ListUnitPrice",
+            "PricingCategory", "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId",
+            "SubAccountId", "SubAccountName", "SubAccountType", "Tags")
+EXTENSIONS = ("x_DepartmentId", "x_DepartmentName", "x_CostCenter", "x_GlAccount", "x_Model", "x_Tier", "x_TokenType",
               "x_PriceVersion")
 COLUMNS = (*MANDATORY, *OPTIONAL, *EXTENSIONS)
 
+# Plain numbers in these stay numbers; any other cell a spreadsheet would run as a formula is quoted.
+_NUMERIC = frozenset({"BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ListUnitPrice",
+                      "ContractedUnitPrice", "ConsumedQuantity", "PricingQuantity"})
 _PROVIDERS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google"}
 _LABELS = {INPUT: "input", CACHED_INPUT: "cached input", OUTPUT: "output"}
+_METERS = {INPUT: "Input Tokens", CACHED_INPUT: "Cached Input Tokens", OUTPUT: "Output Tokens"}
+ListPrices = Callable[[str], "tuple[Price, Price, Price] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +90,7 @@ def parse_price_version(text: str) -> tuple[Price, Price, Price] | None:
     return given[0], cached, given[1]
 
 
-def split_cost(usage: Usage) -> list[TokenCharge]:
+def split_cost(usage: UsageRow) -> list[TokenCharge]:
     """The group's ledger cost split by token type; the charges add up exactly to its cost."""
     counts = usage.counts
     uncached = counts.input_tokens - counts.cached_input_tokens
@@ -91,17 +106,19 @@ def split_cost(usage: Usage) -> list[TokenCharge]:
             TokenCharge(OUTPUT, counts.output_tokens, output_price, counts.cost_nanos - input_nanos - cached_nanos)]
 
 
-def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID,
-               account_name: str = ACCOUNT_NAME) -> Iterator[dict[str, str]]:
-    """The FOCUS rows of a statement: its period's usage, then corrections of closed periods."""
+def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name: str = ACCOUNT_NAME,
+               list_prices: ListPrices | None = None) -> Iterator[dict[str, str]]:
+    """The FOCUS rows of a statement: its period's usage, the corrections of closed periods, then
+    the allocated shared costs and invoice variance of each department line as rows of their own.
+    ``list_prices`` gives a model's public list prices (ListCost); without it, or for a model it
+    does not know, the prices charged are the list."""
     departments = {line.department.id: line.department for line in statement.lines}
     zone = ZoneInfo(statement.timezone)
     common = {
         "BillingAccountId": account_id, "BillingAccountName": account_name, "BillingCurrency": "USD",
-        "BillingPeriodStart": _instant(statement.start), "BillingPeriodEnd": _instant(statement.end),
-        "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based", "ConsumedUnit": "Tokens",
-        "PricingCategory": "Standard", "PricingUnit": PRICING_UNIT,
-        "ServiceCategory": "AI and Machine Learning", "ServiceSubcategory": "Generative AI",
+        "ConsumedUnit": "Tokens", "PricingCategory": "Standard", "PricingUnit": PRICING_UNIT,
+        "ChargeFrequency": "Usage-Based", "ServiceCategory": "AI and Machine Learning",
+        "ServiceSubcategory": "Generative AI", "SubAccountType": "Department",
     }
     for usage in (*statement.usage, *statement.corrections):
         bounds = (statement.start, statement.end) if usage.corrects is None else month_bounds(usage.corrects, zone)
@@ -109,41 +126,130 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID,
         end = min(datetime.combine(usage.day + timedelta(days=1), time(), UTC), bounds[1])
         department = departments.get(usage.department) or DepartmentInfo(usage.department, usage.department)
         provider = _PROVIDERS.get(usage.provider, usage.provider)
-        for charge in split_cost(usage):
+        listed_prices = list_prices(usage.model) if list_prices is not None else None
+        billing_start, billing_end = _utc_month(start)
+        for index, charge in enumerate(split_cost(usage)):
             if charge.tokens == 0 and charge.billed_nanos == 0:
                 continue
-            billed = format_usd(charge.billed_nanos)
-            listed = billed if charge.list_picos is None else _plain(Decimal(charge.list_picos).scaleb(-12))
-            unit_price = "" if charge.price is None else _plain(charge.price.usd_per_million)
+            billed = _decimal_usd(charge.billed_nanos)
+            contracted = billed if charge.list_picos is None else _decimal(Decimal(charge.list_picos).scaleb(-12))
+            list_price = charge.price if listed_prices is None or charge.price is None else listed_prices[index]
+            listed = contracted if list_price is None else _decimal(Decimal(charge.tokens * list_price.picos_per_token)
+                                                                    .scaleb(-12))
             description = f"{usage.model} {_LABELS[charge.token_type]} tokens, {usage.department}"
             yield {
                 **common,
-                "BilledCost": billed, "EffectiveCost": billed, "ListCost": listed, "ContractedCost": listed,
-                "ListUnitPrice": unit_price, "ContractedUnitPrice": unit_price,
-                "ChargeClass": "" if usage.corrects is None else "Correction",
+                "BilledCost": billed, "EffectiveCost": billed, "ListCost": listed, "ContractedCost": contracted,
+                "ListUnitPrice": "" if list_price is None else _decimal(list_price.usd_per_million),
+                "ContractedUnitPrice": "" if charge.price is None else _decimal(charge.price.usd_per_million),
+                "ChargeCategory": "Usage", "ChargeClass": "" if usage.corrects is None else "Correction",
                 "ChargeDescription": description if usage.corrects is None
                 else f"{description} (correction of {usage.corrects})",
+                "BillingPeriodStart": _instant(billing_start), "BillingPeriodEnd": _instant(billing_end),
                 "ChargePeriodStart": _instant(start), "ChargePeriodEnd": _instant(end),
-                "ConsumedQuantity": str(charge.tokens),
-                "PricingQuantity": _plain(Decimal(charge.tokens).scaleb(-6)),
+                "ConsumedQuantity": _decimal(Decimal(charge.tokens)),
+                "PricingQuantity": _decimal(Decimal(charge.tokens).scaleb(-6)),
                 "ProviderName": provider, "PublisherName": provider, "InvoiceIssuerName": provider,
-                "ServiceName": f"{provider} API",
-                "x_DepartmentId": department.id, "x_DepartmentName": department.name,
-                "x_CostCenter": department.cost_center, "x_Model": usage.model,
-                "x_Tier": "" if usage.tier is None else str(usage.tier), "x_TokenType": charge.token_type,
-                "x_PriceVersion": usage.price_version,
+                "InvoiceId": f"{usage.provider}-{billing_start:%Y-%m}", "ServiceName": f"{provider} API",
+                "SkuId": f"{usage.model}/{charge.token_type}",
+                "SkuPriceId": f"{usage.model}/{charge.token_type}@{usage.price_version}",
+                "SkuMeter": _METERS[charge.token_type],
+                "SkuPriceDetails": json.dumps({"x_Model": usage.model, "x_TokenType": charge.token_type,
+                                               "x_PriceVersion": usage.price_version}, sort_keys=True),
+                **_department_columns(department, usage),
+                "x_Model": usage.model, "x_Tier": "" if usage.tier is None else str(usage.tier),
+                "x_TokenType": charge.token_type, "x_PriceVersion": usage.price_version,
             }
+    yield from _adjustment_rows(statement, common)
 
 
-def write_focus(statement: Statement, out: TextIO) -> int:
+def _department_columns(department: DepartmentInfo, usage: UsageRow | None) -> dict[str, str]:
+    tags = {"cost_center": department.cost_center, "gl_account": department.gl_account}
+    if usage is not None:
+        tags |= {"team": usage.team or "", "user": usage.user or "", "project": usage.project or ""}
+    return {"SubAccountId": department.id, "SubAccountName": department.name,
+            "Tags": json.dumps({k: v for k, v in tags.items() if v}, sort_keys=True),
+            "x_DepartmentId": department.id, "x_DepartmentName": department.name,
+            "x_CostCenter": department.cost_center, "x_GlAccount": department.gl_account}
+
+
+def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The allocated shared costs and invoice variance of each line: not usage, so no SKU or quantity."""
+    billing_start, billing_end = _utc_month(statement.start + (statement.end - statement.start) / 2)
+    adjustment = {
+        **common, "ConsumedUnit": "", "PricingUnit": "", "PricingCategory": "", "ChargeFrequency": "Monthly",
+        "ListUnitPrice": "", "ContractedUnitPrice": "", "ChargeCategory": "Adjustment", "ChargeClass": "",
+        "BillingPeriodStart": _instant(billing_start), "BillingPeriodEnd": _instant(billing_end),
+        "ChargePeriodStart": _instant(statement.start), "ChargePeriodEnd": _instant(statement.end),
+        "ConsumedQuantity": "", "PricingQuantity": "", "InvoiceId": f"{ACCOUNT_ID}-{statement.period}",
+        "ServiceName": "AI platform", "SkuId": "", "SkuPriceId": "", "SkuMeter": "", "SkuPriceDetails": "",
+        "x_Model": "", "x_Tier": "", "x_TokenType": "", "x_PriceVersion": "",
+    }
+    unattributed = statement.unattributed.cost_nanos
+    if unattributed:  # its usage rows above are shared costs: moved out here, allocated below
+        amount = _decimal_usd(-unattributed)
+        yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
+               "ContractedCost": amount, "ProviderName": ACCOUNT_NAME, "PublisherName": ACCOUNT_NAME,
+               "InvoiceIssuerName": ACCOUNT_NAME,
+               "ChargeDescription": f"Unattributed usage moved to shared costs, {statement.period}",
+               **_department_columns(DepartmentInfo(UNATTRIBUTED, UNATTRIBUTED), None)}
+    for line in statement.lines:
+        for cents, what, issuer in ((line.shared_cents, f"Shared costs allocated ({statement.method_applied})",
+                                     ACCOUNT_NAME),
+                                    (line.variance_cents, "Invoice variance allocated", _variance_issuer(statement))):
+            if cents == 0:
+                continue
+            amount = _decimal(Decimal(cents).scaleb(-2))
+            yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
+                   "ContractedCost": amount, "ProviderName": issuer, "PublisherName": issuer,
+                   "InvoiceIssuerName": issuer, "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
+                   **_department_columns(line.department, None)}
+
+
+def _variance_issuer(statement: Statement) -> str:
+    providers = {invoice.provider for invoice in statement.invoices}
+    if len(providers) == 1:
+        only = providers.pop()
+        return _PROVIDERS.get(only, only)
+    return ACCOUNT_NAME
+
+
+def write_focus(statement: Statement, out: TextIO, list_prices: ListPrices | None = None) -> int:
     """Write the statement as FOCUS 1.2 CSV to ``out``; returns the number of rows."""
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     written = 0
-    for row in focus_rows(statement):
-        writer.writerow(row)
+    for row in focus_rows(statement, list_prices=list_prices):
+        writer.writerow({name: safe_cell(value, numeric=name in _NUMERIC) for name, value in row.items()})
         written += 1
     return written
+
+
+def bundled_list_prices() -> ListPrices:
+    """List prices from the bundled catalog (the providers' public prices): input, cached input, output."""
+    catalog = bundled_catalog()
+
+    def prices(model: str) -> tuple[Price, Price, Price] | None:
+        spec = catalog.resolve(model)
+        return None if spec is None else (spec.input, spec.cached_input or spec.input, spec.output)
+
+    return prices
+
+
+def _utc_month(at: datetime) -> tuple[datetime, datetime]:
+    """The providers' billing period holding ``at``: its calendar month in UTC."""
+    return month_bounds(f"{at.astimezone(UTC):%Y-%m}", ZoneInfo("UTC"))
+
+
+def _decimal(value: Decimal) -> str:
+    """A decimal with at least one digit after the point (``800000.0``), never an exponent: FOCUS
+    readers type a column of whole numbers as integers, and these columns are decimal."""
+    text = _plain(value)
+    return text if "." in text else f"{text}.0"
+
+
+def _decimal_usd(nanos: int) -> str:
+    return _decimal(Decimal(nanos).scaleb(-9))
 
 
 def _instant(at: datetime) -> str:
@@ -158,5 +264,5 @@ def _plain(value: Decimal) -> str:
     return text or "0"
 
 
-__all__ = ["COLUMNS", "MANDATORY", "TOKEN_TYPES", "TokenCharge", "focus_rows", "parse_price_version",
+__all__ = ["COLUMNS", "MANDATORY", "TOKEN_TYPES", "TokenCharge", "bundled_list_prices", "focus_rows", "parse_price_version",
            "split_cost", "write_focus"]

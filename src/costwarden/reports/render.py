@@ -13,8 +13,10 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from costwarden.core.csvsafe import safe_cell
 from costwarden.core.money import format_dollars, format_usd
 from costwarden.reports.allocation import NANOS_PER_CENT, basis_points_to_text, cents_to_text
+from costwarden.reports.reconcile import ProviderInvoice
 from costwarden.reports.statement import Counts, Line, Statement
 
 CSV_COLUMNS = (
@@ -24,6 +26,10 @@ CSV_COLUMNS = (
     # after the contract's columns:
     "variance_usd", "gl_account", "rejected_requests", "line_type", "corrects_period",
 )
+NUMERIC_COLUMNS = frozenset({
+    "requests", "input_tokens", "cached_input_tokens", "output_tokens", "usage_cost_usd", "shared_cost_usd",
+    "total_cost_usd", "share_pct", "budget_usd", "utilization_pct", "variance_usd", "rejected_requests",
+})
 
 
 def _budget(line: Line) -> str:
@@ -53,11 +59,13 @@ def csv_row(statement: Statement, line: Line) -> dict[str, str]:
 
 
 def write_csv(statement: Statement, out: TextIO) -> int:
-    """One row per line, no total row; returns the number of rows."""
+    """One row per line, no total row; returns the number of rows. Names and codes come from the
+    policy, so a cell a spreadsheet would run as a formula starts with a single quote."""
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for line in statement.lines:
-        writer.writerow(csv_row(statement, line))
+        row = csv_row(statement, line)
+        writer.writerow({name: safe_cell(value, numeric=name in NUMERIC_COLUMNS) for name, value in row.items()})
     return len(statement.lines)
 
 
@@ -108,6 +116,8 @@ def statement_document(statement: Statement) -> dict[str, Any]:
             "shared_usd": format_usd(statement.shared_nanos),
             "variance_usd": format_usd(variance),
             "allocated_usd": cents_to_text(statement.variance_cents),
+            **({"providers": [_provider_document(invoice) for invoice in statement.invoices]}
+               if statement.invoices else {}),
         },
         "totals": {
             **_counts(statement.usage_counts), "rejected_requests": statement.rejected,
@@ -117,6 +127,18 @@ def statement_document(statement: Statement) -> dict[str, Any]:
             "total_cost_usd": cents_to_text(statement.total_cents),
             "share_pct": basis_points_to_text(sum(line.share_bp for line in statement.lines)),
         },
+    }
+
+
+def _provider_document(invoice: ProviderInvoice) -> dict[str, Any]:
+    return {
+        "provider": invoice.provider, "billing_period": "calendar month in UTC",
+        "invoice_total_usd": format_usd(invoice.invoice_nanos),
+        "ledger_utc_month_usd": format_usd(invoice.ledger_nanos),
+        "variance_usd": format_usd(invoice.variance_nanos),
+        "statement_period_usd": format_usd(invoice.statement_nanos),
+        "boundary_hours": [{"start": b.start.isoformat(), "end": b.end.isoformat(), "hours": b.hours,
+                            "side": str(b.side), "ledger_usd": format_usd(b.nanos)} for b in invoice.boundaries],
     }
 
 
@@ -153,11 +175,22 @@ def write_table(statement: Statement, console: Console) -> None:
         console.print(f"  {item.name}: {format_dollars(item.nanos)}", highlight=False, markup=False)
     console.print(f"  Unattributed calls: {format_dollars(statement.unattributed.cost_nanos)} "
                   f"({statement.unattributed.requests} calls)", highlight=False)
-    if statement.invoice_nanos is not None and statement.variance_nanos is not None:
+    if statement.invoices:
+        console.print(f"Reconciliation per provider, against the providers' UTC months: variance "
+                      f"{format_usd(statement.variance_nanos or 0)} USD, allocated {_money(statement.variance_cents)}; "
+                      "the hours where the UTC month and this period differ are shown apart", highlight=False)
+    elif statement.invoice_nanos is not None and statement.variance_nanos is not None:
         console.print(f"Reconciliation: invoice {format_dollars(statement.invoice_nanos)} - usage "
                       f"{format_dollars(statement.usage_counts.cost_nanos)} - shared "
                       f"{format_dollars(statement.shared_nanos)} = variance {format_usd(statement.variance_nanos)} "
                       f"USD, allocated {_money(statement.variance_cents)}", highlight=False)
+    for invoice in statement.invoices:
+        console.print(f"  {invoice.provider}: invoice (UTC month) {format_usd(invoice.invoice_nanos)} - ledger (UTC "
+                      f"month) {format_usd(invoice.ledger_nanos)} = variance {format_usd(invoice.variance_nanos)} USD",
+                      highlight=False)
+        for b in invoice.boundaries:
+            console.print(f"    {b.start:%Y-%m-%d %H:%M}-{b.end:%Y-%m-%d %H:%M} UTC ({b.hours} h, {b.side}): "
+                          f"{format_usd(b.nanos)} USD", highlight=False)
 
 
 def _numbers(counts: Counts) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from costwarden.reports.reconcile import ProviderInvoice
 from costwarden.reports.shared import SharedCosts
 
 USAGE, CORRECTION = "usage", "correction"
@@ -47,15 +48,17 @@ class Counts:
         return result
 
 
-UsageKey = tuple[date, str, str, str, str]
+UsageKey = tuple[date, str, str, str, str, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
-    """One ledger group: the calls of one UTC day, department, model and price version.
+class UsageRow:
+    """One ledger group: the calls of one UTC day, department, model, price version, team, user and
+    ``project`` tag.
 
     ``corrects`` names the closed period the calls belong to when they are posted late, as a
-    correction, in a later statement.
+    correction, in a later statement. Statements frozen before team, user and project were kept
+    have None in them (``detailed`` is False for all their rows).
     """
 
     day: date
@@ -66,10 +69,24 @@ class Usage:
     counts: Counts
     tier: int | None = None
     corrects: str | None = None
+    team: str | None = None
+    user: str | None = None
+    project: str | None = None
 
     @property
     def key(self) -> UsageKey:
-        return (self.day, self.department, self.model, self.provider, self.price_version)
+        return (self.day, self.department, self.model, self.provider, self.price_version, self.team, self.user,
+                self.project)
+
+    @property
+    def detailed(self) -> bool:
+        """Whether the row names a team, user or project."""
+        return self.team is not None or self.user is not None or self.project is not None
+
+    def coarse(self) -> UsageRow:
+        """The row without team, user and project (to compare with statements frozen without them)."""
+        return UsageRow(self.day, self.department, self.model, self.provider, self.price_version, self.counts,
+                        self.tier, self.corrects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +153,11 @@ class Statement:
     method_applied: str  # the method used: proportional falls back to even when there is no usage
     lines: tuple[Line, ...]
     unattributed: Counts
-    usage: tuple[Usage, ...]
-    corrections: tuple[Usage, ...] = ()
+    usage: tuple[UsageRow, ...]
+    corrections: tuple[UsageRow, ...] = ()
     invoice_nanos: int | None = None
     closed_at: datetime | None = None
+    invoices: tuple[ProviderInvoice, ...] = ()  # per provider, against the UTC month (invoice_nanos is their sum)
 
     @property
     def usage_counts(self) -> Counts:
@@ -158,7 +176,11 @@ class Statement:
 
     @property
     def variance_nanos(self) -> int | None:
-        """Invoice total minus (usage + shared costs), exact; None without an invoice."""
+        """Invoice total minus (usage + shared costs), exact; None without an invoice. With invoices per
+        provider: the sum of their variances against the ledger's UTC month (the boundary hours
+        between the UTC month and the period are shown apart, not counted as variance)."""
+        if self.invoices:
+            return sum(invoice.variance_nanos for invoice in self.invoices)
         if self.invoice_nanos is None:
             return None
         return self.invoice_nanos - self.usage_counts.cost_nanos - self.shared_nanos
@@ -184,4 +206,4 @@ class Statement:
         return sum(line.rejected for line in self.lines)
 
 
-__all__ = ["CORRECTION", "USAGE", "Counts", "DepartmentInfo", "Line", "ModelUsage", "Statement", "Usage", "UsageKey"]
+__all__ = ["CORRECTION", "USAGE", "Counts", "DepartmentInfo", "Line", "ModelUsage", "Statement", "UsageKey", "UsageRow"]

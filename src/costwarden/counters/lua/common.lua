@@ -5,6 +5,25 @@
 -- Money travels as decimal strings and is only added with HINCRBY (exact to 2^63): a Lua number
 -- is a double, so the one comparison made here works on 9-digit limbs.
 
+-- Every script gets the generation marker's key as its last key and the marker the caller
+-- expects as its last argument; they are taken off here, so each body sees only its own.
+local MARK_KEY = table.remove(KEYS)
+local MARK = table.remove(ARGV)
+
+-- The error to return when the counters are not those of build MARK, else nil: the marker is
+-- missing when the store was emptied (restarted without persistence, flushed, failed over), and
+-- different when another replica rebuilt it since this one last looked.
+local function refused()
+  local current = redis.call('GET', MARK_KEY)
+  if not current then
+    return redis.error_reply('COSTWARDEN_EMPTIED')
+  end
+  if current ~= MARK then
+    return redis.error_reply('COSTWARDEN_MOVED ' .. current)
+  end
+  return nil
+end
+
 local LIMB = 1000000000
 local MARGIN_MS = 3600000 -- keys outlive the moment their data stops mattering by an hour
 

@@ -2,6 +2,10 @@
 -- KEYS: reservations hash, deadlines zset. ARGV: now (epoch seconds), most to settle.
 -- Returns the records of the reservations settled. Counter keys come from the records, so this
 -- script needs every key on one server (a standalone Redis, or one hash slot).
+local no = refused()
+if no then
+  return no
+end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local now = now_ms()
 local out = {}

@@ -1,5 +1,9 @@
 -- Add settled spend to the bucket each window names.
 -- KEYS: one counter per entry. ARGV per entry: bucket, span, amount, keep-until ms.
+local no = refused()
+if no then
+  return no
+end
 local now = now_ms()
 for i = 1, #KEYS do
   local a = (i - 1) * 4

@@ -2,6 +2,10 @@
 -- KEYS: reservations hash, deadlines zset, one counter per hold.
 -- ARGV: id, expires_at, record, then per hold: bucket, span, amount, limit ('' for none), keep-until ms.
 -- Returns {'ok'}, {'known'} for an id already held (a retried call), or {'conflict', index, spent, reserved}.
+local no = refused()
+if no then
+  return no
+end
 local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
   return {'known'}

@@ -1,5 +1,9 @@
 -- Set flags, keeping the later expiry when a flag is set already.
 -- KEYS: flag keys. ARGV per flag: expires_at (epoch seconds), the same in milliseconds.
+local no = refused()
+if no then
+  return no
+end
 local now = now_ms()
 for i = 1, #KEYS do
   local at = ARGV[2 * i - 1]

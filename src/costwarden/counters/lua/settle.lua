@@ -3,6 +3,10 @@
 -- ARGV: id, then per hold: bucket, span, held, actual, keep-until ms.
 -- Returns {} when the id is not held (settled, released or expired already), else
 -- {'settled', before1, after1, before2, after2, ...}.
+local no = refused()
+if no then
+  return no
+end
 local id = ARGV[1]
 if redis.call('HDEL', KEYS[1], id) == 0 then
   return {}

@@ -1,5 +1,9 @@
 -- Spent and reserved totals per counter, and the stored value of each flag.
 -- KEYS: n counters, then the flags. ARGV: n, then bucket and span per counter.
+local no = refused()
+if no then
+  return no
+end
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 1, n do

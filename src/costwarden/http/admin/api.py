@@ -20,9 +20,9 @@ from starlette.routing import BaseRoute, Route
 from costwarden import errors
 from costwarden.app.auth import AdminIdentity
 from costwarden.app.runtime import Runtime
-from costwarden.http.admin.schemas import ErrorBody, ErrorDetail, NoBody
+from costwarden.http.admin.schemas import NoBody
+from costwarden.http.bodies import read_body
 from costwarden.http.errors import error_response
-from costwarden.http.gateway import read_body
 
 Q = TypeVar("Q", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
@@ -35,6 +35,15 @@ class NotFound(errors.CostwardenError):
 
 class MethodNotAllowed(errors.CostwardenError):
     status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class Download(BaseModel):
+    """A file answer (a CSV): what a handler returns instead of a JSON model when the caller asked
+    for a file; the operation lists its media type in ``downloads``."""
+
+    content: str
+    media_type: str
+    filename: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,7 @@ class Operation(Generic[Q, B]):
     status: int = 200
     description: str = ""
     raw_body: str | None = None
+    downloads: tuple[str, ...] = ()  # media types of the files it may answer (a ``Download``) besides JSON
 
 
 def routes(operations: Sequence[Operation[Any, Any]]) -> list[BaseRoute]:
@@ -82,10 +92,7 @@ async def not_found(request: Request) -> Response:
 
 def admin_error(exc: errors.CostwardenError) -> Response:
     """The OpenAI error shape; an invalid policy also lists every problem."""
-    if not isinstance(exc, errors.PolicyError):
-        return error_response(exc)
-    detail = ErrorDetail(message=exc.message, type=exc.type, param=exc.param, code=exc.code, problems=exc.problems)
-    return Response(ErrorBody(error=detail).model_dump_json(), status_code=exc.status, media_type="application/json")
+    return error_response(exc)
 
 
 def _dispatcher(methods: Mapping[str, Operation[Any, Any]]) -> Callable[[Request], Awaitable[Response]]:
@@ -98,6 +105,9 @@ def _dispatcher(methods: Mapping[str, Operation[Any, Any]]) -> Callable[[Request
             result = await _serve(op, request)
         except errors.CostwardenError as exc:
             return admin_error(exc)
+        if isinstance(result, Download):
+            return Response(result.content, status_code=op.status, media_type=result.media_type,
+                            headers={"content-disposition": f'attachment; filename="{result.filename}"'})
         return Response(result.model_dump_json(), status_code=op.status, media_type="application/json")
 
     return dispatch
@@ -138,4 +148,4 @@ def _json(raw: bytes) -> object:
         raise errors.InvalidRequest(f"The request body is not valid JSON: {exc}.") from exc
 
 
-__all__ = ["AdminCall", "MethodNotAllowed", "NotFound", "Operation", "admin_error", "not_found", "parse", "routes"]
+__all__ = ["AdminCall", "Download", "MethodNotAllowed", "NotFound", "Operation", "admin_error", "not_found", "parse", "routes"]

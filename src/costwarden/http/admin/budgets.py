@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from costwarden import errors
 from costwarden.core.money import format_usd
 from costwarden.core.policy import RESTRICT
-from costwarden.engine.status import BudgetStatus, budget_status
+from costwarden.engine.status import BudgetStatus, budget_status, per_user_since
 from costwarden.http.admin.access import EVERYONE, known_department, visible_department
 from costwarden.http.admin.api import AdminCall, Operation
 from costwarden.http.admin.schemas import (
@@ -20,7 +22,7 @@ from costwarden.http.admin.schemas import (
     SpendRow,
     SpendTotals,
 )
-from costwarden.ledger import TotalsRow
+from costwarden.ledger import Ledger, TotalsRow
 
 # group_by names of the API -> the ledger's dimensions (a team is only unique within its department)
 _GROUPS = {"department": ("department",), "team": ("department", "team"), "model": ("model_served",),
@@ -30,15 +32,26 @@ _NAMES = {"model_served": "model", "key_id": "key"}
 
 async def list_budgets(call: AdminCall[BudgetQuery, NoBody]) -> BudgetList:
     runtime = call.runtime
-    policy = runtime.admission.policy
+    policy = runtime.policy
     department = visible_department(call.who, call.query.department)
     if department is not None:
         known_department(policy, department)
     keys = [(k.id, k.department) for k in await runtime.ledger.list_keys(department, include_revoked=False)
             if k.department is not None]
     now = runtime.admission.clock()
-    statuses = await budget_status(policy, runtime.admission.store.snapshot, now, keys, department)
+    users = await _users_with_spend(runtime.ledger, per_user_since(policy, now, department))
+    statuses = await budget_status(policy, runtime.admission.store.snapshot, now, keys, department, users)
     return BudgetList(as_of=now, timezone=policy.timezone_name, budgets=[_budget(s) for s in statuses])
+
+
+async def _users_with_spend(ledger: Ledger, since: Mapping[str, datetime]) -> list[tuple[str, str]]:
+    """(user, department) of every user with calls in the current window of its department's
+    per-user budgets: one grouped ledger read from the earliest of those windows."""
+    if not since:
+        return []
+    rows = await ledger.totals(min(since.values()), None, ["department", "user"], {"department": sorted(since)})
+    return [(str(row.groups["user"]), str(row.groups["department"])) for row in rows
+            if row.groups["user"] is not None and row.groups["department"] in since]
 
 
 def _budget(status: BudgetStatus) -> BudgetOut:
@@ -56,6 +69,7 @@ def _budget(status: BudgetStatus) -> BudgetOut:
         scope=scope.id, scope_kind=scope.kind, label=scope.label, department=scope.department,
         team=status.caller.team if scope.kind == "team" else None,
         key_id=status.caller.key_id if scope.kind == "key" else None,
+        user=status.caller.user if scope.kind == "user" else None,
         index=check.index, period=budget.period.text, unit=budget.unit,
         action=budget.action.kind,
         action_tiers=sorted(budget.action.tiers) if budget.action.kind == RESTRICT else None,
@@ -107,10 +121,11 @@ def _text(value: object) -> str | None:
 
 OPERATIONS: list[Operation[Any, Any]] = [
     Operation("GET", "/budgets", "Read budget status", EVERYONE, list_budgets, BudgetQuery, NoBody, BudgetList,
-              description="Every budget of the organization, each department and team, and the per-key budgets "
-                          "of active keys, in its current period: limit, settled spend, in-flight reservations, "
-                          "room, utilization and a linear forecast, read live from the counters. A manager "
-                          "sees its department only."),
+              description="Every budget of the organization, each department and team, the per-key budgets of "
+                          "active keys and the per-user budgets of every user with calls in their period, each in "
+                          "its current period: limit, settled spend, in-flight reservations, room, utilization "
+                          "and a linear forecast, read live from the counters. A manager sees its department "
+                          "only."),
     Operation("GET", "/spend", "Read spend", EVERYONE, spend, SpendQuery, NoBody, SpendReport,
               description="Exact ledger totals of admitted calls in [since, until), grouped; the rows add up "
                           "to the totals. A manager sees its department only."),

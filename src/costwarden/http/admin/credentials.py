@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from costwarden import errors
+from costwarden.core.audit import AuditAction
+from costwarden.core.policy import Policy
+from costwarden.http.admin import audit
 from costwarden.http.admin.access import (
     ADMIN,
     EVERYONE,
@@ -47,10 +51,16 @@ async def create_key(call: AdminCall[NoQuery, KeyCreate]) -> KeyCreated:
     if department is None and call.who.role == MANAGER:
         department = call.who.department
     check_key_department(call.who, department)
+    policy = call.runtime.policy
     if department is not None:
-        known_department(call.runtime.admission.policy, department)
-    record, secret = await call.runtime.ledger.create_key(department, body.team, body.user, body.name)
-    return KeyCreated(**_key(record).model_dump(), key=secret)
+        known_department(policy, department)
+    team = body.team.strip().upper() if body.team else None
+    if team is not None:
+        _known_team(policy, department, team)
+    created, secret = await call.runtime.ledger.create_key(department, team, body.user, body.name)
+    await audit.record(call.runtime, call.who, AuditAction.KEY_CREATED, created.id, created.department,
+                 _key_detail(created))
+    return KeyCreated(**_key(created).model_dump(), key=secret)
 
 
 async def revoke_key(call: AdminCall[NoQuery, NoBody]) -> KeyOut:
@@ -62,6 +72,8 @@ async def revoke_key(call: AdminCall[NoQuery, NoBody]) -> KeyOut:
     check_key_department(call.who, record.department)
     revoked = await ledger.revoke_key(record.id)
     assert revoked is not None
+    await audit.record(call.runtime, call.who, AuditAction.KEY_REVOKED, revoked.id, revoked.department,
+                 _key_detail(revoked))
     return _key(revoked)
 
 
@@ -73,9 +85,11 @@ async def list_tokens(call: AdminCall[TokenQuery, NoBody]) -> TokenList:
 async def create_token(call: AdminCall[NoQuery, TokenCreate]) -> TokenCreated:
     body = call.body
     if body.department is not None:
-        known_department(call.runtime.admission.policy, body.department)
-    record, secret = await call.runtime.ledger.create_token(body.role, body.department, body.name)
-    return TokenCreated(**_token(record).model_dump(), token=secret)
+        known_department(call.runtime.policy, body.department)
+    created, secret = await call.runtime.ledger.create_token(body.role, body.department, body.name)
+    await audit.record(call.runtime, call.who, AuditAction.TOKEN_CREATED, created.id, created.department,
+                 _token_detail(created))
+    return TokenCreated(**_token(created).model_dump(), token=secret)
 
 
 async def revoke_token(call: AdminCall[NoQuery, NoBody]) -> TokenOut:
@@ -87,7 +101,30 @@ async def revoke_token(call: AdminCall[NoQuery, NoBody]) -> TokenOut:
                        "COSTWARDEN_ADMIN_TOKEN and cannot be revoked here).", param="token_id")
     revoked = await ledger.revoke_token(record.id)
     assert revoked is not None
+    await audit.record(call.runtime, call.who, AuditAction.TOKEN_REVOKED, revoked.id, revoked.department,
+                 _token_detail(revoked))
     return _token(revoked)
+
+
+def _known_team(policy: Policy, department: str | None, team: str) -> None:
+    """A key's team must be one of its department's teams in the policy in force (calls with a
+    key bound to an unknown team would all be refused)."""
+    if department is None:
+        raise errors.InvalidRequest("A key bound to a team needs a department: a team belongs to one department.",
+                                    param="team")
+    teams = policy.departments[department].teams
+    if team not in teams:
+        has = f"its teams are {', '.join(sorted(teams))}" if teams else "it has no teams"
+        raise errors.InvalidRequest(f"Unknown team {team!r} in department {department}: {has}.",
+                                    code="unknown_team", param="team")
+
+
+def _key_detail(r: KeyRecord) -> dict[str, object]:
+    return {"prefix": r.prefix, "team": r.team, "user": r.user, "name": r.name}
+
+
+def _token_detail(r: TokenRecord) -> dict[str, object]:
+    return {"prefix": r.prefix, "role": r.role, "name": r.name}
 
 
 def _key(r: KeyRecord) -> KeyOut:

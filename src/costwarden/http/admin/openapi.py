@@ -55,7 +55,8 @@ def _operation(op: Operation[Any, Any], refs: Mapping[tuple[Any, JsonSchemaMode]
         "x-roles": list(op.roles),
         "parameters": _path_parameters(op.path) + _query_parameters(op.query),
         "responses": {str(op.status): {"description": "OK" if op.status == 200 else "Created",
-                                       "content": {"application/json": {"schema": refs[(op.response, "serialization")]}}}},
+                                       "content": {"application/json": {"schema": refs[(op.response, "serialization")]},
+                                                   **{kind: {"schema": {"type": "string"}} for kind in op.downloads}}}},
     }
     if op.body is not NoBody:
         described["requestBody"] = {"required": False,

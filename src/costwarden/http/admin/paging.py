@@ -11,7 +11,7 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import orjson
@@ -20,6 +20,10 @@ from costwarden import errors
 
 T = TypeVar("T")
 TICK = timedelta(microseconds=1)  # the ledger's time resolution
+# Bounds of a cursor made by ``encode``: its time is a ledger time, and its count of items at
+# that microsecond is far below what a database offset can hold (2**63).
+_EARLIEST, _LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+MAX_SEEN = 2**31
 Fetch = Callable[[datetime | None, int, int], Awaitable[list[T]]]  # (until, limit, offset) -> items
 
 
@@ -34,16 +38,19 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
+        """The cursor ``encode`` wrote; a 400 for anything else (a cursor is client input)."""
         try:
             data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            cursor = cls(datetime.fromisoformat(data["at"]), int(data["seen"]))
-        except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise errors.InvalidRequest("Bad cursor: pass the next_cursor of the previous page unchanged.",
-                                        param="cursor") from None
-        if cursor.at.tzinfo is None or cursor.seen < 0:
+            at, seen = datetime.fromisoformat(data["at"]), data["seen"]
+            # The next page reads up to at + TICK, in UTC: both must exist (not so for year 9999).
+            valid = (at.tzinfo is not None and _EARLIEST <= (at + TICK).astimezone(UTC) <= _LATEST
+                     and type(seen) is int and 0 <= seen <= MAX_SEEN)
+        except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
+            valid = False
+        if not valid:
             raise errors.InvalidRequest("Bad cursor: pass the next_cursor of the previous page unchanged.",
                                         param="cursor")
-        return cursor
+        return cls(at, seen)
 
 
 @dataclass(frozen=True, slots=True)

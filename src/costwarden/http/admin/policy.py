@@ -8,17 +8,19 @@ from typing import Any
 
 from costwarden import errors
 from costwarden.app.reload import apply_policy
+from costwarden.core.audit import AuditAction, policy_entries
 from costwarden.core.policy import Policy
 from costwarden.http.admin.access import ADMIN, ORGANIZATION
 from costwarden.http.admin.api import AdminCall, Operation
+from costwarden.http.admin.audit import actor
 from costwarden.http.admin.schemas import NoBody, NoQuery, PolicyOut, PolicyReloaded
-from costwarden.http.gateway import read_body
+from costwarden.http.bodies import read_body
 from costwarden.policy import load_policy, parse_policy, summarize
 
 
 async def show_policy(call: AdminCall[NoQuery, NoBody]) -> PolicyOut:
     runtime = call.runtime
-    policy = runtime.admission.policy
+    policy = runtime.policy
     return PolicyOut(
         version=runtime.policy_version, sha256=hashlib.sha256(policy.source.encode()).hexdigest(),
         source_path=runtime.settings.policy_path, timezone=policy.timezone_name,
@@ -32,6 +34,10 @@ async def reload_policy(call: AdminCall[NoQuery, NoBody]) -> PolicyReloaded:
     raw = await read_body(call.request, runtime.settings.max_body_bytes)
     policy = await _read_policy(raw, runtime.settings.policy_path)
     change = await apply_policy(runtime, policy)
+    if change.previous is not None:
+        await runtime.ledger.record_audit(policy_entries(
+            change.previous, policy, runtime.admission.clock(), actor(call.who), AuditAction.POLICY_RELOADED,
+            change.previous_version, change.version))
     return PolicyReloaded(version=change.version, previous_version=change.previous_version, changed=change.changed,
                           upstreams_rebuilt=change.upstreams_rebuilt, counters_loaded=change.counters_loaded,
                           summary=summarize(policy))

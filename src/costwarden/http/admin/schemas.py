@@ -6,13 +6,18 @@ nano-dollars. Times are ISO 8601 in UTC; a time given without a zone is read as 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from costwarden.core.audit import AuditAction
+
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 has no UTC time; pydantic reports ValueError as a 400
+        raise ValueError("the time is out of range in UTC") from None
 
 
 def _upper(value: object) -> object:
@@ -47,7 +52,7 @@ class NoBody(Body):
     pass
 
 
-class Window(Query):
+class TimeRange(Query):
     since: UtcTime | None = Field(None, description="From this instant (inclusive).")
     until: UtcTime | None = Field(None, description="Up to this instant (exclusive).")
 
@@ -74,12 +79,13 @@ class BudgetQuery(Query):
 
 
 class BudgetOut(BaseModel):
-    scope: str = Field(description="org, dept:<D>, team:<D>/<T> or key:<D>/<key id>.")
-    scope_kind: str = Field(description="organization, department, team or key.")
+    scope: str = Field(description="org, dept:<D>, team:<D>/<T>, key:<D>/<key id> or user:<D>/<user>.")
+    scope_kind: str = Field(description="organization, department, team, key or user.")
     label: str
     department: str | None
     team: str | None
     key_id: str | None
+    user: str | None = Field(description="The user of a per-user budget.")
     index: int = Field(description="Position of the budget in its scope's list in the policy.")
     period: str
     unit: str = Field(description="usd or tokens.")
@@ -114,7 +120,7 @@ class BudgetList(BaseModel):
     budgets: list[BudgetOut]
 
 
-class SpendQuery(Window):
+class SpendQuery(TimeRange):
     group_by: str = Field("department", description="Comma-separated: department, team, model, key, "
                                                     "user, day (UTC) or tag:<name>.")
     department: DepartmentId | None = Field(None, description="Only this department's spend.")
@@ -144,7 +150,7 @@ class SpendReport(BaseModel):
 # -- ledger records ------------------------------------------------------------------------
 
 
-class EventQuery(Window):
+class EventQuery(TimeRange):
     department: DepartmentId | None = None
     key_id: str | None = None
     user: str | None = None
@@ -154,7 +160,7 @@ class EventQuery(Window):
     cursor: str | None = Field(None, description="next_cursor of the previous page.")
 
 
-class RejectionQuery(Window):
+class RejectionQuery(TimeRange):
     department: DepartmentId | None = None
     key_id: str | None = None
     code: str | None = None
@@ -328,3 +334,32 @@ class PolicyReloaded(BaseModel):
     upstreams_rebuilt: bool
     counters_loaded: int = Field(description="Counter cells of added budgets loaded from the ledger.")
     summary: str
+
+
+# -- audit log -----------------------------------------------------------------------------
+
+
+class AuditQuery(TimeRange):
+    department: DepartmentId | None = Field(None, description="Only entries about this department.")
+    action: AuditAction | None = Field(None, description="Only this kind of change.")
+    limit: Limit = 100
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+
+
+class AuditOut(BaseModel):
+    id: int | None
+    at: datetime
+    actor_id: str = Field(description="The admin token's id; the OS user for the CLI; 'server' for a server.")
+    actor_role: str = Field(description="admin, finance, manager, cli or server.")
+    action: AuditAction
+    target: str | None = Field(description="The key or token id, the period, or the policy version.")
+    department: str | None = Field(description="The department the change concerns; null: the organization.")
+    version_before: int | None = Field(description="Policy version before a policy or budget change.")
+    version_after: int | None = Field(description="Policy version after it.")
+    detail: dict[str, Any] = Field(description="What changed: a key's binding, the budgets changed (before "
+                                               "and after)...")
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditOut]
+    next_cursor: str | None

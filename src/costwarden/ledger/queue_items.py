@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,9 +15,27 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Insert
 from sqlalchemy.sql.schema import Table
 
+from costwarden.errors import StorageError
+
 MAX_ROWS_PER_STATEMENT = 64  # rows in one multi-row INSERT on SQLite (within its variable limit)
 REFUSED = "ledger: a row was refused by the database"
 Row = dict[str, Any]
+
+
+class RowKind(StrEnum):
+    """The table a hot-path row goes to."""
+
+    EVENT = "event"
+    REJECTION = "rejection"
+    INFLIGHT = "inflight"  # a write-ahead row
+
+
+class RowRefused(StorageError):
+    """The database refused a row itself (a constraint or a value), not for being unreachable:
+    retrying it, or spooling it for later, would fail the same way."""
+
+    def __init__(self, message: str = REFUSED) -> None:
+        super().__init__(message)
 
 
 class Waiter:
@@ -58,9 +77,9 @@ def _set_all(waiters: list[Waiter]) -> None:
 
 @dataclass(slots=True)
 class Write:
-    """One row for a batched table: 'event', 'rejection' or 'inflight'."""
+    """One row for a batched table."""
 
-    kind: str
+    kind: RowKind
     row: dict[str, Any]
     waiter: Waiter | None = None
 
@@ -82,9 +101,9 @@ def insert_ignoring_duplicates(conn: Connection, table: Table) -> Insert:
 
 def partition(writes: list[Write]) -> tuple[list[Row], list[Row], list[str], list[Row]]:
     """Write-ahead rows to insert, events to insert, write-ahead ids to delete, rejections."""
-    ahead = [w.row for w in writes if w.kind == "inflight"]
-    events = [w.row for w in writes if w.kind == "event"]
-    refused = [w.row for w in writes if w.kind == "rejection"]
+    ahead = [w.row for w in writes if w.kind is RowKind.INFLIGHT]
+    events = [w.row for w in writes if w.kind is RowKind.EVENT]
+    refused = [w.row for w in writes if w.kind is RowKind.REJECTION]
     settled = {row["id"] for row in events}
     # A call that began and ended within one batch needs no write-ahead row at all.
     ahead_ids = {row["id"] for row in ahead}

@@ -1,7 +1,6 @@
-"""The writer process of a SQLite ledger: the usage rows of the gateway's hot path are committed by a
-child process, because the writer thread shares the interpreter lock with the event loop and, under
-load, every hand-over between them cost the loop more than the write itself. A call's waiter
-resolves only once the child has committed its row (an event is durable before its response ends).
+"""The gateway's end of a SQLite ledger's writer process (``writer_process.py``): usage rows put
+on one event loop are sent to the process in batches, and a row's waiter resolves only once the
+process has committed it (an event is durable before its response ends).
 """
 
 from __future__ import annotations
@@ -9,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import marshal
-import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,117 +15,52 @@ from collections.abc import Callable
 from sqlalchemy.engine import Dialect
 
 from costwarden.errors import StorageError
+from costwarden.ledger import writer_process
 from costwarden.ledger.engine import SQLITE_BUSY_TIMEOUT_MS
-from costwarden.ledger.sqlite_rows import SqliteStatements
-from costwarden.ledger.writes import REFUSED, Write
+from costwarden.ledger.queue_items import RowRefused, Write
+from costwarden.ledger.sqlite_statements import SqliteStatements
 
 log = logging.getLogger(__name__)
-MAX_CHILD_EXITS = 3  # writer processes that may exit in a row before the thread takes over
+MAX_EXITS = 3  # writer processes that may exit in a row before the thread takes over
 IN_FLIGHT = 2  # batches sent to the writer process before the first is answered
+Lost = Callable[[list[Write]], None]
 
 
-# The child: standard library only, so that it starts in milliseconds. It reads frames of
-# (batch number, [Statement, ...]) from stdin, runs each batch in one BEGIN IMMEDIATE
-# transaction, and answers (batch number, None | "row" | "error", message) once it is committed.
-# At end of input (the parent closed it, or died) it finishes and exits. Its commits do not
-# checkpoint the WAL (the copy to the database file, every 1,000 pages by default, held up a
-# batch for milliseconds): a thread of its own checkpoints beside them (PASSIVE: never blocking
-# a writer), and if that thread fails, commits checkpoint again as SQLite's default does.
-_CHILD = r"""
-import marshal, os, sqlite3, struct, sys, threading, time
-
-def read_exactly(size):
-    data = b""
-    while len(data) < size:
-        chunk = os.read(0, size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-def reply(message):
-    data = marshal.dumps(message)
-    data = struct.pack(">I", len(data)) + data
-    while data:
-        data = data[os.write(1, data):]
-
-def checkpoints(path, timeout_ms, alive):
-    try:
-        db = sqlite3.connect(path, isolation_level=None, timeout=timeout_ms / 1000)
-        while True:
-            time.sleep(0.1)
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    except BaseException:
-        alive.clear()
-
-def main(path, timeout_ms):
-    db = sqlite3.connect(path, isolation_level=None, timeout=timeout_ms / 1000)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(f"PRAGMA busy_timeout={timeout_ms}")
-    db.execute("PRAGMA wal_autocheckpoint=0")
-    alive = threading.Event()
-    alive.set()
-    threading.Thread(target=checkpoints, args=(path, timeout_ms, alive), daemon=True).start()
-    checkpointer = True
-    while (head := read_exactly(4)) is not None:
-        if checkpointer and not alive.is_set():
-            db.execute("PRAGMA wal_autocheckpoint=1000")
-            checkpointer = False
-        body = read_exactly(struct.unpack(">I", head)[0])
-        if body is None:
-            break
-        number, statements = marshal.loads(body)
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for sql, rows, size in statements:  # the rows, the last repeated up to size rows
-                db.execute(sql, [value for row in rows + [rows[-1]] * (size - len(rows)) for value in row])
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.rollback()
-            kind = "row" if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError)) else "error"
-            reply((number, kind, f"{type(exc).__name__}: {exc}"))
-        else:
-            reply((number, None, ""))
-    db.close()
-
-main(sys.argv[1], int(sys.argv[2]))
-"""
-
-
-class ChildWriter:
-    """Usage rows of one SQLite ledger for one event loop, written by a child process.
+class WriterProcessClient:
+    """Usage rows of one SQLite ledger for one event loop, written by a writer process.
 
     Rows put on the loop are sent as one batch when the loop next runs callbacks; up to
-    ``IN_FLIGHT`` batches are sent before the first is answered, so the child never waits for the
-    next one. A row's waiter resolves once the child has committed it; the child commits batches
+    ``IN_FLIGHT`` batches are sent before the first is answered, so the process never waits for the
+    next one. A row's waiter resolves once the process has committed it; it commits batches
     in the order sent. A refused row is found by sending the rows of its batch again one by one
     (a write-ahead row of that batch may then land after its call's event, which only leaves a
     row that recovery drops). Every row is idempotent (INSERT ... ON CONFLICT DO NOTHING,
-    DELETE), so if the child exits, the batches it had not answered are sent again to a new one;
-    if children cannot be started or keep exiting, the rows go to ``fallback`` (the writer
-    thread) and this writer is no longer ``usable``. Not thread-safe: everything runs on ``loop``.
+    DELETE), so if the process exits, the batches it had not answered are sent again to a new one;
+    if processes cannot be started or keep exiting, the rows go to ``fallback`` (the writer
+    thread) and this writer is no longer ``usable``. Rows without a waiter (write-ahead rows) that
+    fail are handed to ``lost``. Not thread-safe: everything runs on ``loop``.
     """
 
     def __init__(self, path: str, dialect: Dialect, loop: asyncio.AbstractEventLoop,
-                 fallback: Callable[[Write], None]) -> None:
+                 fallback: Callable[[Write], None], lost: Lost) -> None:
         self.loop = loop
         self.usable = True
         self._path = path
         self._fallback = fallback
+        self._lost = lost
         self._statements = SqliteStatements(dialect)
         self._pending: list[Write] = []
         self._sent: collections.deque[list[Write]] = collections.deque()  # answered in this order
         self._singles = 0  # batches to send one write at a time (finding a refused row)
         self._number = 0
         self._scheduled = False
-        self._process: _Child | None = None
+        self._process: _Process | None = None
         self._starting: asyncio.Task[None] | None = None
-        self._exits = 0  # child exits since the last batch committed
+        self._exits = 0  # process exits since the last batch committed
         self._idle: list[asyncio.Future[None]] = []
 
     def put(self, write: Write) -> None:
+        """Queue ``write`` for the next batch."""
         if not self.usable:
             self._fallback(write)
             return
@@ -143,7 +75,7 @@ class ChildWriter:
             await idle
 
     async def close(self) -> None:
-        """Write what is queued, then stop the child."""
+        """Write what is queued, then stop the process."""
         await self.drain()
         self.usable = False
         if self._process is not None:
@@ -166,7 +98,7 @@ class ChildWriter:
 
     async def _start(self) -> None:
         try:
-            self._process = await _Child.spawn(self.loop, self._path, self._on_reply, self._on_exit)
+            self._process = await _Process.spawn(self.loop, self._path, self._on_reply, self._on_exit)
         except Exception:  # the edge of a background task: hand the rows on, never hang them
             log.exception("ledger: could not start the writer process; writing from a thread instead")
             self._give_up()
@@ -185,7 +117,7 @@ class ChildWriter:
                 batch, self._pending = self._pending, []
             self._sent.append(batch)
             self._number += 1
-            self._process.send(marshal.dumps((self._number, self._statements.batch(batch))))
+            self._process.send((self._number, self._statements.batch(batch)))
 
     def _on_reply(self, number: int, kind: str | None, message: str) -> None:
         batch = self._sent.popleft() if self._sent else []
@@ -194,13 +126,13 @@ class ChildWriter:
             for write in batch:
                 if write.waiter is not None and not write.waiter.future.done():
                     write.waiter.future.set_result(None)
-        elif kind == "row" and len(batch) > 1:
+        elif kind == writer_process.ROW_REFUSED and len(batch) > 1:
             self._pending[:0] = batch  # again, one by one, to find the row the database refused
             self._singles += len(batch)
-        elif kind == "row":
-            _fail(batch, StorageError(REFUSED))
+        elif kind == writer_process.ROW_REFUSED:
+            self._fail(batch, RowRefused())
         else:
-            _fail(batch, StorageError(f"ledger: writing usage failed: {message}"))
+            self._fail(batch, StorageError(f"ledger: writing usage failed: {message}"))
         self._kick()
         self._maybe_idle()
 
@@ -210,7 +142,7 @@ class ChildWriter:
         self._sent.clear()
         self._pending[:0] = unanswered  # maybe committed, maybe not: idempotent, so again
         self._exits += 1
-        if self._exits > MAX_CHILD_EXITS:
+        if self._exits > MAX_EXITS:
             log.error("ledger: the writer process keeps exiting; writing from a thread instead")
             self._give_up()
         elif self._pending:
@@ -225,7 +157,17 @@ class ChildWriter:
             try:
                 self._fallback(write)
             except StorageError as exc:
-                _fail([write], exc)
+                self._fail([write], exc)
+
+    def _fail(self, writes: list[Write], error: StorageError) -> None:
+        for write in writes:
+            if write.waiter is not None and not write.waiter.future.done():
+                write.waiter.future.set_exception(error)
+        lost = [write for write in writes if write.waiter is None]
+        if lost and not isinstance(error, RowRefused):
+            self._lost(lost)
+        elif lost:
+            log.error("ledger: a write-ahead row was refused: %s", error)
 
     def _maybe_idle(self) -> None:
         if self._busy():
@@ -236,16 +178,8 @@ class ChildWriter:
                 future.set_result(None)
 
 
-def _fail(writes: list[Write], error: StorageError) -> None:
-    for write in writes:
-        if write.waiter is not None and not write.waiter.future.done():
-            write.waiter.future.set_exception(error)
-    if any(write.waiter is None for write in writes):
-        log.error("ledger: a write-ahead row was lost: %s", error)
-
-
-class _Child(asyncio.SubprocessProtocol):
-    """The child process and its framed pipes."""
+class _Process(asyncio.SubprocessProtocol):
+    """The writer process and its framed pipes."""
 
     def __init__(self, on_reply: Callable[[int, str | None, str], None], on_exit: Callable[[], None]) -> None:
         self._on_reply = on_reply
@@ -258,40 +192,34 @@ class _Child(asyncio.SubprocessProtocol):
 
     @classmethod
     async def spawn(cls, loop: asyncio.AbstractEventLoop, path: str,
-                    on_reply: Callable[[int, str | None, str], None], on_exit: Callable[[], None]) -> _Child:
-        child = cls(on_reply, on_exit)
-        child._exited = loop.create_future()
-        # -I -S: no environment, no site packages; the child needs the standard library only
+                    on_reply: Callable[[int, str | None, str], None], on_exit: Callable[[], None]) -> _Process:
+        process = cls(on_reply, on_exit)
+        process._exited = loop.create_future()
+        # -I -S: no environment, no site packages; the program needs the standard library only
         transport, _ = await loop.subprocess_exec(
-            lambda: child, sys.executable, "-I", "-S", "-c", _CHILD, path, str(SQLITE_BUSY_TIMEOUT_MS),
+            lambda: process, sys.executable, "-I", "-S", writer_process.__file__, path, str(SQLITE_BUSY_TIMEOUT_MS),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
-        child._transport = transport
-        child._stdin = transport.get_pipe_transport(0)  # type: ignore[assignment]  # a write pipe (uvloop's too)
-        return child
+        process._transport = transport
+        process._stdin = transport.get_pipe_transport(0)  # type: ignore[assignment]  # a write pipe (uvloop's too)
+        return process
 
-    def send(self, body: bytes) -> None:
+    def send(self, message: tuple[int, list[writer_process.Statement]]) -> None:
         assert self._stdin is not None
-        self._stdin.write(struct.pack(">I", len(body)) + body)
+        self._stdin.write(writer_process.frame(message))
 
     async def stop(self) -> None:
         assert self._stdin is not None and self._exited is not None
         self._stopping = True
-        self._stdin.close()  # end of input: the child finishes and exits
+        self._stdin.close()  # end of input: the process finishes and exits
         await self._exited
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= 4:
-            (size,) = struct.unpack_from(">I", buffer)
-            if len(buffer) < 4 + size:
-                break
-            number, kind, message = marshal.loads(bytes(buffer[4:4 + size]))
-            del buffer[:4 + size]
+        self._buffer += data
+        for number, kind, message in writer_process.unframe(self._buffer):
             self._on_reply(number, kind, message)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # The child has exited and every reply it wrote has been read.
+        # The process has exited and every reply it wrote has been read.
         if self._transport is not None:
             self._transport.close()
         if self._exited is not None and not self._exited.done():

@@ -13,13 +13,11 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.schema import Table
 
+from costwarden.ledger.queue_items import MAX_ROWS_PER_STATEMENT, Row, Write, partition
 from costwarden.ledger.schema import inflight, rejections, usage_events
-from costwarden.ledger.writes import MAX_ROWS_PER_STATEMENT, Row, Write, partition
+from costwarden.ledger.writer_process import Statement
 
 log = logging.getLogger(__name__)
-
-
-# -- SQLite statements ------------------------------------------------------------------------------
 
 
 class SqliteStatements:
@@ -58,11 +56,6 @@ class SqliteStatements:
         return max(1, min(MAX_ROWS_PER_STATEMENT, self._max_variables // columns))
 
 
-# A statement for the driver: its SQL for ``size`` rows of parameters, and the rows, fewer than
-# ``size`` when the last one is to be repeated (see ``_parts``); ``parameters()`` flattens them.
-Statement = tuple[str, list[list[Any]], int]
-
-
 def _parts(rows: list[list[Any]], most: int) -> Iterator[tuple[list[list[Any]], int]]:
     """``rows`` in consecutive parts of at most ``most``, each to be padded with copies of its
     last row to a power of two: a handful of statement texts serve every batch (the driver keeps
@@ -73,11 +66,6 @@ def _parts(rows: list[list[Any]], most: int) -> Iterator[tuple[list[list[Any]], 
     for start in range(0, len(rows), most):
         part = rows[start:start + most]
         yield part, 1 << (len(part) - 1).bit_length()
-
-
-def parameters(rows: list[list[Any]], size: int) -> list[Any]:
-    """The flat parameters of a statement: ``rows``, the last repeated up to ``size`` rows."""
-    return [value for row in rows + [rows[-1]] * (size - len(rows)) for value in row]
 
 
 class _Insert:
@@ -135,6 +123,3 @@ def _faster(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None
         return process(value)  # other zones, naive times (refused there), None
 
     return utc_text
-
-
-# -- SQLite usage rows in a child process --------------------------------------------------------------

@@ -1,0 +1,39 @@
+-- Set counters' settled spend to given figures (a rebuild from the ledger), keeping reservations.
+-- KEYS: counters. ARGV: checked ('1': only under build MARK), then per counter: the settled total
+-- it must still have ('' for any), the number of buckets n, then n times bucket, span, amount,
+-- keep-until ms. A counter whose total moved since it was read is left alone; returns how many were.
+if ARGV[1] == '1' then
+  local no = refused()
+  if no then
+    return no
+  end
+end
+local now = now_ms()
+local skipped = 0
+local a = 2
+for i = 1, #KEYS do
+  local key, expected, n = KEYS[i], ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  if expected ~= '' and (redis.call('HGET', key, 'S') or '0') ~= expected then
+    skipped = skipped + 1
+  else
+    local fields = redis.call('HKEYS', key)
+    for _, field in ipairs(fields) do
+      if string.match(field, '^s:') then
+        redis.call('HDEL', key, field)
+      end
+    end
+    if #fields > 0 then
+      redis.call('HSET', key, 'S', '0')
+    end
+    for _ = 1, n do
+      advance(key, ARGV[a], ARGV[a + 1])
+      if ARGV[a + 2] ~= '0' then
+        add(key, 's:' .. ARGV[a], 'S', ARGV[a + 2])
+      end
+      keep(key, ARGV[a + 3], now)
+      a = a + 4
+    end
+  end
+end
+return skipped

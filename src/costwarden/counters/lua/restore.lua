@@ -1,0 +1,23 @@
+-- Hold again, without a limit check, reservations of calls still in flight that an emptied store
+-- lost (they were admitted already); ids held already are left alone.
+-- KEYS: reservations hash, deadlines zset. ARGV per reservation: id, expires_at, record.
+local no = refused()
+if no then
+  return no
+end
+local now = now_ms()
+local restored = 0
+for i = 1, #ARGV, 3 do
+  local id = ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], id) == 0 then
+    for _, hold in ipairs(cjson.decode(ARGV[i + 2]).h) do
+      advance(hold.k, hold.b, hold.n)
+      add(hold.k, 'r:' .. hold.b, 'R', hold.a)
+      keep(hold.k, hold.t, now)
+    end
+    redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], id)
+    restored = restored + 1
+  end
+end
+return restored

@@ -1,0 +1,89 @@
+"""Settlements the counter store could not take (Redis down or emptied), kept for a retry.
+
+A call already answered is never failed for its counters: its settlement waits here, in order,
+and is applied when the store is back. The queue is bounded; a settlement that falls off it (or
+dies with the process) is not lost money, since the ledger has the event and the reconciler or a
+rebuild puts the counters right from it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from costwarden.core.periods import Window
+from costwarden.counters.base import CounterStore, Reservation
+from costwarden.errors import StorageError
+
+log = logging.getLogger(__name__)
+PENDING_LIMIT = 100_000  # settlements held at most; about 300 bytes each
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSettle:
+    """Move a reservation's holds to ``amounts`` (zeros: a release)."""
+
+    reservation: Reservation
+    amounts: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSpend:
+    """Add spend that was never reserved (a call let through while the store was down)."""
+
+    spend: tuple[tuple[Window, int], ...]
+
+
+Pending = PendingSettle | PendingSpend
+
+
+class PendingSettlements:
+    """A bounded, ordered queue of settlements to retry against one store."""
+
+    def __init__(self, store: CounterStore, limit: int = PENDING_LIMIT) -> None:
+        self.store = store
+        self._queue: deque[Pending] = deque()
+        self._limit = limit
+        self.dropped = 0  # settlements that fell off the queue (the reconciler corrects them)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def settle(self, reservation: Reservation, amounts: Sequence[int]) -> None:
+        """Keep a settlement (or, with zero amounts, a release) for ``retry``."""
+        self._add(PendingSettle(reservation, tuple(amounts)))
+
+    def spend(self, spend: Sequence[tuple[Window, int]]) -> None:
+        """Keep unreserved spend to add for ``retry``."""
+        if spend:
+            self._add(PendingSpend(tuple(spend)))
+
+    def _add(self, item: Pending) -> None:
+        if len(self._queue) >= self._limit:
+            self._queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%d counter settlements dropped (queue full); the reconciler will correct them",
+                            self.dropped)
+        self._queue.append(item)
+
+    async def retry(self) -> int:
+        """Apply the queued settlements in order until the store fails again; returns how many
+        were applied (the rest stay queued)."""
+        applied = 0
+        while self._queue:
+            item = self._queue[0]
+            try:
+                if isinstance(item, PendingSettle):
+                    await self.store.settle(item.reservation, item.amounts)
+                else:
+                    await self.store.load(item.spend)
+            except StorageError:
+                break
+            self._queue.popleft()
+            applied += 1
+        if applied:
+            log.info("applied %d counter settlements held while the store was unavailable", applied)
+        return applied

@@ -1,0 +1,202 @@
+"""Read timeouts for uvicorn's httptools protocol: slow or incomplete requests are cut.
+
+uvicorn closes idle keep-alive connections, but with httptools it waits forever for a request
+head that never ends (slowloris) and for a body that never completes. Each such connection holds
+a file descriptor; enough of them and real calls fail. ``TimedHttpToolsProtocol`` adds:
+
+- a header deadline: a connection must deliver its whole request head within ``header_timeout_s``
+  of connecting (or of the first byte of a later request on the same connection), else it is
+  closed;
+- a body deadline: the whole body must arrive within ``body_timeout_s`` of the head, else the
+  call is answered 408 and the connection closed (the handler sees a disconnect);
+- a cap on connections still sending their head: beyond ``max_pending``, the one waiting longest
+  is closed, so that however fast an attacker opens connections, at most that many descriptors
+  are held by them and the rest stay free for real calls, whose heads arrive in milliseconds.
+
+Deadlines are totals, not idle timers, so a trickle of one byte every few seconds does not keep a
+connection alive. A request that arrives in one piece arms no timer at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+BACKLOG = 4096  # connections the kernel queues before accept(); it caps this at net.core.somaxconn
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """How long a request may take to arrive, and how many connections may be mid-head at once."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_pending: int = 1024
+
+
+class _Phase(Enum):
+    IDLE = 0  # between requests (uvicorn's keep-alive timeout applies)
+    HEAD = 1  # a request head has started but is not complete
+    BODY = 2  # the head is complete, the body is not
+
+
+class TimedProtocolFactory:
+    """What uvicorn's ``http=`` is given: builds one protocol per connection, all sharing the
+    server's (per process) registry of connections still sending their head."""
+
+    def __init__(self, limits: ReadLimits) -> None:
+        self.limits = limits
+        self.pending: OrderedDict[TimedHttpToolsProtocol, None] = OrderedDict()
+
+    def __call__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> TimedHttpToolsProtocol:
+        return TimedHttpToolsProtocol(self, config, server_state, app_state, _loop)
+
+    def __getstate__(self) -> ReadLimits:
+        # Pickled into each worker process (uvicorn --workers), which keeps its own registry.
+        return self.limits
+
+    def __setstate__(self, limits: ReadLimits) -> None:
+        self.limits = limits
+        self.pending = OrderedDict()
+
+    def hold(self, protocol: TimedHttpToolsProtocol) -> None:
+        """``protocol`` waits for a request head; close the oldest such connection over the cap."""
+        self.pending[protocol] = None
+        while len(self.pending) > self.limits.max_pending:
+            oldest, _ = self.pending.popitem(last=False)
+            oldest.cut()
+
+    def release(self, protocol: TimedHttpToolsProtocol) -> None:
+        self.pending.pop(protocol, None)
+
+
+class TimedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header and body deadlines (see the module docstring)."""
+
+    def __init__(self, factory: TimedProtocolFactory, config: Config, server_state: ServerState,
+                 app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._factory = factory
+        self._phase = _Phase.IDLE
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_phase = _Phase.IDLE
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that sends nothing at all is waiting for its first head.
+        self._arm(_Phase.HEAD)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            self._disarm()
+        elif self._phase is not self._deadline_phase:
+            # Timers follow the phase the data left the request in; a complete request arms none.
+            if self._phase is _Phase.IDLE:
+                self._disarm()
+            else:
+                self._arm(self._phase)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = _Phase.HEAD
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._phase = _Phase.BODY
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._phase = _Phase.IDLE
+
+    def cut(self) -> None:
+        """Close the connection now (over the pending cap, or past its header deadline)."""
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _arm(self, phase: _Phase) -> None:
+        self._disarm()
+        limits = self._factory.limits
+        if phase is _Phase.HEAD:
+            self._deadline = self.loop.call_later(limits.header_timeout_s, self.cut)
+            self._factory.hold(self)
+        else:
+            self._deadline = self.loop.call_later(limits.body_timeout_s, self._body_timed_out)
+        self._deadline_phase = phase
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._deadline_phase is _Phase.HEAD:
+            self._factory.release(self)
+        self._deadline_phase = _Phase.IDLE
+
+    def _body_timed_out(self) -> None:
+        """Answer 408 if the handler has not answered yet, and close; the handler reading the body
+        sees a disconnect, so nothing is forwarded or charged."""
+        self._deadline = None
+        self._deadline_phase = _Phase.IDLE
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started and not self.transport.is_closing():
+            self.transport.write(_timeout_response(self._factory.limits.body_timeout_s))
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
+
+
+def _timeout_response(seconds: float) -> bytes:
+    body = orjson.dumps({"error": {
+        "message": f"The request body did not arrive within {seconds:g} s. Send it in one piece, or faster.",
+        "type": "invalid_request_error", "param": None, "code": "request_timeout"}})
+    head = (f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; returns the new soft limit.
+
+    Each connection holds a descriptor, and most systems start processes at 1,024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the limit we have; the caps below are derived from it
+    return int(soft)
+
+
+def server_options(header_timeout_s: float, body_timeout_s: float, fd_limit: int) -> dict[str, Any]:
+    """uvicorn keyword arguments: the timed protocol and caps derived from the descriptor limit.
+
+    A quarter of the descriptors may be held by connections still sending their head, half by
+    client connections in all (uvicorn answers 503 beyond that rather than failing accept() or an
+    upstream connect for want of a descriptor); the other half serves upstream sockets and storage.
+    """
+    pending = max(32, fd_limit // 4)
+    limits = ReadLimits(header_timeout_s, body_timeout_s, pending)
+    return {"http": TimedProtocolFactory(limits), "backlog": BACKLOG, "limit_concurrency": max(64, fd_limit // 2)}
+
+
+__all__ = ["BACKLOG", "ReadLimits", "TimedHttpToolsProtocol", "TimedProtocolFactory", "raise_fd_limit",
+           "server_options"]

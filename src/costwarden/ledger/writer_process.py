@@ -1,0 +1,181 @@
+"""The program of a SQLite ledger's writer process, and the framing both ends of its pipes share.
+
+The gateway's hot-path usage rows are committed by a separate process because a writer thread
+shares the interpreter lock with the event loop, and under load every hand-over between them cost
+the loop more than the write itself (``writer_process_client.py`` is the gateway's end).
+
+The process reads frames of ``(batch number, [Statement, ...])`` from its standard input, runs
+each batch in one ``BEGIN IMMEDIATE`` transaction, and answers ``(batch number, outcome,
+message)`` once it is committed. At end of input (the parent closed it, or died) it finishes and
+exits: a parent killed meanwhile leaves it to commit what it was sent, then exit. Commits are
+durable (``synchronous=FULL``: the WAL is synced before a commit returns), and their cost is
+shared by every row of a batch. Commits do not checkpoint the WAL (the copy to the
+database file, every 1,000 pages by default, held up a batch for milliseconds): a thread of its
+own checkpoints beside them (PASSIVE: never blocking a writer), and if that thread fails, commits
+checkpoint again as SQLite's default does.
+
+It is run by path (``python -I -S writer_process.py DB BUSY_TIMEOUT_MS``) rather than with ``-m``,
+so that it starts in milliseconds without importing the package: it imports the standard library
+only, which a test checks.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sqlite3
+import struct
+import sys
+import threading
+from typing import Any, Final
+
+HEADER: Final = struct.Struct(">I")  # the length of the marshalled body that follows
+CHECKPOINT_INTERVAL_S: Final = 0.1
+# A batch's outcome: None (committed), ROW_REFUSED (a constraint or value; sending its rows one by
+# one finds the row) or FAILED (the database could not take the batch).
+ROW_REFUSED: Final = "row"
+FAILED: Final = "error"
+
+# A statement for the driver: its SQL for ``size`` rows of parameters, and the rows, fewer than
+# ``size`` when the last one is to be repeated (see ``sqlite_statements``); ``parameters()``
+# flattens them. Only builtin types, so that ``marshal`` carries them.
+Statement = tuple[str, list[list[Any]], int]
+Reply = tuple[int, str | None, str]
+
+
+def parameters(rows: list[list[Any]], size: int) -> list[Any]:
+    """The flat parameters of a statement: ``rows``, the last repeated up to ``size`` rows."""
+    return [value for row in rows + [rows[-1]] * (size - len(rows)) for value in row]
+
+
+def frame(message: Any) -> bytes:
+    """``message`` marshalled, behind its length."""
+    body = marshal.dumps(message)
+    return HEADER.pack(len(body)) + body
+
+
+def unframe(buffer: bytearray) -> list[Any]:
+    """Every complete frame at the head of ``buffer``, removed from it; a partial one stays."""
+    messages = []
+    while len(buffer) >= HEADER.size:
+        (size,) = HEADER.unpack_from(buffer)
+        if len(buffer) < HEADER.size + size:
+            break
+        messages.append(marshal.loads(bytes(buffer[HEADER.size:HEADER.size + size])))
+        del buffer[:HEADER.size + size]
+    return messages
+
+
+def connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection with the ledger's pragmas; transactions are managed explicitly."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")  # an acknowledged row survives a power loss
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return db
+
+
+def commit(db: sqlite3.Connection, statements: list[Statement]) -> tuple[str | None, str]:
+    """Run ``statements`` in one transaction; the outcome and, on failure, the driver's message."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for sql, rows, size in statements:
+            db.execute(sql, parameters(rows, size))
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.rollback()
+        kind = ROW_REFUSED if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError) else FAILED
+        return kind, f"{type(exc).__name__}: {exc}"
+    return None, ""
+
+
+class Checkpointer:
+    """A daemon thread that checkpoints the WAL beside the commits; ``alive`` until it fails."""
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self._path = path
+        self._timeout_ms = busy_timeout_ms
+        self._alive = threading.Event()
+        self._stop = threading.Event()
+        self._alive.set()
+        self._thread = threading.Thread(target=self._run, name="wal-checkpoints", daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._alive.is_set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            db = connect(self._path, self._timeout_ms)
+            try:
+                while not self._stop.wait(CHECKPOINT_INTERVAL_S):  # a period, not synchronization
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            self._alive.clear()  # the commits checkpoint again themselves
+
+
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from ``fd``, or None at end of input."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def serve(path: str, busy_timeout_ms: int, source: int = 0, sink: int = 1) -> None:
+    """Commit the batches read from ``source`` and answer each on ``sink``, until end of input."""
+    db = connect(path, busy_timeout_ms)
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    checkpointer = Checkpointer(path, busy_timeout_ms)
+    checkpointer.start()
+    autocheckpoint = False
+    try:
+        while (head := read_exactly(source, HEADER.size)) is not None:
+            if not autocheckpoint and not checkpointer.alive:
+                db.execute("PRAGMA wal_autocheckpoint=1000")
+                autocheckpoint = True
+            body = read_exactly(source, HEADER.unpack(head)[0])
+            if body is None:
+                break
+            number, statements = marshal.loads(body)
+            kind, message = commit(db, statements)
+            reply: Reply = (number, kind, message)
+            try:
+                write_all(sink, frame(reply))
+            except BrokenPipeError:  # the parent is gone (killed): what it sent is committed
+                break
+    finally:
+        checkpointer.stop()
+        db.close()
+
+
+def main(argv: list[str]) -> int:
+    """``DB BUSY_TIMEOUT_MS``: serve standard input and output."""
+    if len(argv) != 2:
+        print("usage: writer_process.py DB BUSY_TIMEOUT_MS", file=sys.stderr)
+        return 2
+    serve(argv[0], int(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

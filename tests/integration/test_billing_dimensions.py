@@ -1,0 +1,60 @@
+"""Every billing dimension a provider reports is charged as it bills it, through the gateway, and
+recorded on the event by token type (SPEC §9). Prices: claude-sonnet-4-6 at $3 input, $0.30
+cache read, $3.75 5-minute and $6 1-hour cache write, $15 output per 1M tokens
+(https://www.anthropic.com/pricing, as of the catalog's date)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anthropic
+import openai
+
+from gateway_fixtures import Gateway
+
+M = Decimal(10**6)
+LONG_SYSTEM = "You are a careful assistant for the finance team. " * 300  # well above 1,024 tokens
+
+
+def an(gateway: Gateway) -> anthropic.Anthropic:
+    return gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys["SALES"], max_retries=0))
+
+
+def event_of(gateway: Gateway, request_id: str):  # type: ignore[no-untyped-def]
+    found = gateway.ledger_query(lambda ledger: ledger.list_events(limit=100))
+    return next(e for e in found if e.id == request_id)
+
+
+def test_anthropic_one_hour_cache_write_then_read_is_charged_as_billed(gateway: Gateway) -> None:
+    system = [{"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    costs = []
+    for question in ("First question?", "Second question?"):
+        raw = an(gateway).messages.with_raw_response.create(
+            model="claude-sonnet-4-6", max_tokens=100, system=system,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": question}])
+        usage = raw.parse().usage
+        write_1h = usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else 0
+        read = usage.cache_read_input_tokens or 0
+        expected = (usage.input_tokens * Decimal(3) + write_1h * Decimal(6) + read * Decimal("0.30")
+                    + usage.output_tokens * Decimal(15)) / M
+        assert Decimal(raw.headers["x-costwarden-cost-usd"]) == expected
+        event = event_of(gateway, raw.headers["x-request-id"])
+        assert (event.cache_write_1h_tokens, event.cached_input_tokens) == (write_1h, read)
+        assert event.input_tokens == usage.input_tokens + write_1h + read
+        assert event.model_sent == "claude-sonnet-4-6"
+        costs.append((write_1h, read))
+    (first_write, first_read), (second_write, second_read) = costs
+    assert first_write > 1024 and first_read == 0  # written once, at 2x the input price...
+    assert second_write == 0 and second_read == first_write  # ...then read at a tenth of it
+
+
+def test_reasoning_and_service_tier_are_recorded(gateway: Gateway) -> None:
+    client = gateway.track(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.keys["SALES"], max_retries=0))
+    raw = client.chat.completions.with_raw_response.create(
+        model="openai/gpt-4o-mini-2024-07-18", service_tier="flex", max_tokens=50,
+        messages=[{"role": "user", "content": "hello"}])
+    reply = raw.parse()
+    event = event_of(gateway, raw.headers["x-request-id"])
+    assert event.model_sent == "openai/gpt-4o-mini-2024-07-18" and event.model_requested == "gpt-4o-mini"
+    assert event.service_tier == (reply.service_tier or "")
+    assert reply.usage is not None and event.output_tokens == reply.usage.completion_tokens

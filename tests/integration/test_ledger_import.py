@@ -1,0 +1,100 @@
+"""ledger import: checked against the catalog, re-priced from it, and counted honestly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from costwarden.cli import app
+from costwarden.ledger import Ledger
+from costwarden.policy import parse_policy
+
+runner = CliRunner()
+POLICY = """
+version: 1
+models:
+  gpt-4o:      {provider: openai, tier: 3, input: 2.50, output: 10.00, cached_input: 1.25}
+departments:
+  HR: {}
+"""
+LABEL = parse_policy(POLICY).catalog["gpt-4o"].price_version
+
+
+def record(ident: str, **changes: Any) -> dict[str, Any]:
+    # 1,000 input tokens at $2.50 per 1M and 100 output tokens at $10.00 per 1M: $0.0035
+    base: dict[str, Any] = {
+        "record": "event", "id": ident, "admitted_at": "2026-11-03T15:00:00+00:00",
+        "finished_at": "2026-11-03T15:00:01+00:00", "department": "HR", "model_requested": "gpt-4o",
+        "model_served": "gpt-4o", "provider": "openai", "endpoint": "/v1/chat/completions",
+        "input_tokens": 1000, "cached_input_tokens": 0, "output_tokens": 100, "cost_nanos": 3_500_000,
+        "price_version": LABEL,
+    }
+    return {**base, **changes}
+
+
+def write(path: Path, records: list[dict[str, Any] | None]) -> Path:
+    path.write_text("".join("\n" if r is None else json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def cost_of(db: str) -> int:
+    async def work() -> int:
+        ledger = await Ledger.open(db)
+        try:
+            [row] = await ledger.totals(None, None)
+            return row.cost_nanos
+        finally:
+            await ledger.close()
+
+    return asyncio.run(work())
+
+
+def test_bad_rows_are_refused_with_their_line_numbers(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    bad = write(tmp_path / "bad.jsonl", [
+        record("fine"),
+        record("overpriced", cost_nanos=999_000_000_000),  # $999 for 1,100 tokens
+        record("negative", cost_nanos=-5_000_000_000),
+        None,
+        record("unknown", model_served="gpt-17"),
+        record("cached-above-input", cached_input_tokens=2000),
+    ])
+    result = runner.invoke(app, ["ledger", "import", str(bad), "--db", db, "--policy", str(policy)])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert "4 record(s) refused, nothing imported" in message
+    assert "line 2 (overpriced): inconsistent: cost 999 USD is not its tokens' price 0.0035 USD" in message
+    assert "line 3 (negative): negative cost" in message
+    assert "line 5 (unknown): unknown model 'gpt-17'" in message
+    assert "line 6 (cached-above-input): inconsistent" in message
+    assert "line 1 " not in message
+    assert cost_of(db) == 0  # nothing was written
+
+
+def test_import_reprices_from_the_catalog_and_counts_new_and_present(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    good = write(tmp_path / "good.jsonl", [
+        record("a"),
+        # charged at older prices, consistently: re-priced to the catalog's $0.0035
+        record("b", cost_nanos=1_100_000, price_version="1.00/0.50/1.00@2025-01-01"),
+        {"record": "rejection", "id": "r1", "admitted_at": "2026-11-03T15:00:00+00:00", "department": "HR",
+         "code": "budget_exceeded", "message": "no", "http_status": 429},
+    ])
+    first = runner.invoke(app, ["ledger", "import", str(good), "--db", db, "--policy", str(policy)])
+    assert first.exit_code == 0, first.output
+    said = " ".join(first.output.split())
+    assert "imported 2 new events and 1 new refused calls" in said and "1 events re-priced" in said
+    assert cost_of(db) == 2 * 3_500_000
+    again = runner.invoke(app, ["ledger", "import", str(good), "--db", db, "--policy", str(policy)])
+    said = " ".join(again.output.split())
+    assert "imported 0 new events and 0 new refused calls" in said
+    assert "2 events and 1 refused calls were already present" in said
+    assert cost_of(db) == 2 * 3_500_000
