@@ -5,12 +5,14 @@ cache read, $3.75 5-minute and $6 1-hour cache write, $15 output per 1M tokens
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import anthropic
 import openai
 
-from gateway_fixtures import Gateway
+from gateway_fixtures import Gateway, start_gateway
 
 M = Decimal(10**6)
 LONG_SYSTEM = "You are a careful assistant for the finance team. " * 300  # well above 1,024 tokens
@@ -58,3 +60,43 @@ def test_reasoning_and_service_tier_are_recorded(gateway: Gateway) -> None:
     assert event.model_sent == "openai/gpt-4o-mini-2024-07-18" and event.model_requested == "gpt-4o-mini"
     assert event.service_tier == (reply.service_tier or "")
     assert reply.usage is not None and event.output_tokens == reply.usage.completion_tokens
+
+
+CAPPED = """
+version: 1
+upstreams:
+  openai:    {type: openai,    base_url: https://api.openai.com/v1, api_key_env: OPENAI_API_KEY}
+  anthropic: {type: anthropic, base_url: https://api.anthropic.com, api_key_env: ANTHROPIC_API_KEY}
+departments:
+  SALES: {}
+  MARKETING: {}
+  ENGINEERING: {}
+  SUPPORT: {teams: {TIER1-DESK: {}}}
+  HR:
+    budgets: [{limit: 0.10, period: monthly, action: reject}]
+"""
+
+
+def test_a_hard_budget_holds_when_input_is_billed_as_one_hour_cache_writes(tmp_path: Path, mock_url: str) -> None:
+    """Each call writes a new 1-hour cache (2x the input price): admission prices its worst case
+    so, and the settled spend stays under the limit (SPEC §3 invariant 1)."""
+    for gateway in start_gateway(tmp_path, mock_url, CAPPED):
+        client = gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys["HR"], max_retries=0))
+
+        def one(i: int) -> int:
+            system = [{"type": "text", "text": f"Case {i}. " + LONG_SYSTEM,
+                       "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+            try:
+                client.messages.create(model="claude-sonnet-4-6", max_tokens=50, system=system,  # type: ignore[arg-type]
+                                       messages=[{"role": "user", "content": "hi"}])
+            except anthropic.RateLimitError:
+                return 0
+            return 1
+
+        with ThreadPoolExecutor(8) as pool:
+            served = sum(pool.map(one, range(24)))
+        found = gateway.ledger_query(lambda ledger: ledger.list_events(limit=100))
+        spent = sum(e.cost_nanos for e in found)
+        writes = sum(e.cache_write_1h_tokens for e in found)
+        assert served == len(found) > 0 and writes > 0
+        assert spent <= 100_000_000  # $0.10

@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, delete, inspect, text
 from typer.testing import CliRunner
 
 from costwarden.cli import app
 from costwarden.core.events import UsageEvent
 from costwarden.ledger import Ledger
 from costwarden.ledger.engine import normalize_url
+from costwarden.ledger.migrations import migrate
+from costwarden.ledger.schema import schema_migrations, statement_history
 from costwarden.policy import parse_policy
 
 T = TypeVar("T")
@@ -121,3 +123,24 @@ def test_an_altered_frozen_statement_is_refused(tmp_path: Path) -> None:
     engine.dispose()
     code, said = cli("report", "chargeback", "--period", "2026-10", "--db", db)
     assert code == 1 and "does not match its checksum" in said
+
+
+def test_a_database_of_the_previous_schema_gets_the_closing_columns(ledger_url: str) -> None:
+    on(ledger_url, lambda ledger: ledger.count_events())  # a database at the current schema
+    engine = create_engine(normalize_url(ledger_url))
+    try:
+        with engine.begin() as conn:  # as a costwarden of schema version 4 left it
+            statement_history.drop(conn)
+            for column in ("closed_by", "policy_version", "checksum", "restatement"):
+                conn.execute(text(f'ALTER TABLE statements DROP COLUMN "{column}"'))
+            conn.execute(delete(schema_migrations).where(schema_migrations.c.version == 5))
+        assert migrate(engine) == [5]
+        assert {"closed_by", "policy_version", "checksum", "restatement"} <= {
+            c["name"] for c in inspect(engine).get_columns("statements")}
+        assert "statement_history" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    stored = on(ledger_url, lambda ledger: ledger.freeze_statement("2026-10", "{}", closed_by="me"))
+    assert stored is not None
+    closing = on(ledger_url, lambda ledger: ledger.statement_closing("2026-10"))
+    assert closing is not None and closing.closed_by == "me" and closing.restatement == 0

@@ -116,3 +116,14 @@ def test_a_name_can_belong_to_one_entry_only(models: str, message: str) -> None:
     with pytest.raises(PolicyError) as caught:
         parse_policy(f"version: 1\nmodels:\n{models}")
     assert message in caught.value.message
+
+
+def test_an_allow_list_may_name_a_snapshot_and_allows_its_entry() -> None:
+    from costwarden.policy import parse_policy
+
+    policy = parse_policy("""
+version: 1
+departments:
+  SALES: {models: [gpt-4o-2024-08-06, anthropic/claude-haiku-4-5]}
+""")
+    assert policy.departments["SALES"].models == frozenset({"gpt-4o", "claude-haiku-4-5"})

@@ -30,7 +30,7 @@ from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus, UpstreamType
 from costwarden.core.money import format_usd
-from costwarden.core.pricing import service_tier_of
+from costwarden.core.pricing import TokenType, service_tier_of
 from costwarden.engine.admission import Admission, Admitted, Billed, Settled
 from costwarden.providers import Endpoint, StreamingReply, StreamTap, Usage
 
@@ -112,10 +112,12 @@ class GatewayService:
         if spec is not None:
             _check_wire(endpoint, spec.id, policy.upstreams[spec.provider].type)
         estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)
+        priced = _priced_input(spec, estimate.reserve(spec.context_window), endpoint.cache_write(payload)) \
+            if spec is not None else None
         request = CallRequest(who.caller, spec.id if spec is not None else model_id,
                               estimate.tokens if spec is None else estimate.reserve(spec.context_window),
                               endpoint.requested_output_tokens(payload), endpoint.output_multiplier(payload),
-                              input_floor=estimate.floor)
+                              input_floor=estimate.floor, priced_input=priced)
         self.ledger.check_accepting()  # refused here, before anything is reserved or forwarded
         outcome = await self.admission.admit(call_id, request, generation.planner)
         if isinstance(outcome, Decision):
@@ -238,6 +240,18 @@ class GatewayService:
         self.observer.on_rejection(rejection)
         exc.request_id, exc.department, exc.rate = call_id, caller.department, decision.rate
         return exc
+
+
+def _priced_input(spec: ModelSpec, tokens: int, write: TokenType | None) -> int | None:
+    """The input a worst case is priced on when the request may be billed it as cache writes:
+    as many input-priced tokens as cost what ``tokens`` cost at the write rate (None: no premium)."""
+    if write is None:
+        return None
+    rates = spec.pricing.rates()
+    per_input, per_write = rates[TokenType.INPUT], rates[write]
+    if per_write <= per_input or per_input == 0:
+        return None
+    return -(-tokens * per_write // per_input)
 
 
 def billed(usage: Usage) -> Billed:

@@ -43,6 +43,14 @@ class CallRequest:
     # A proven lower bound of the input that must fit the context window; None: ``input_tokens``.
     # The window is judged on it, so that an over-estimate never refuses a call (SPEC §9).
     input_floor: int | None = None
+    # Input priced above the input rate in the worst case, as that many input tokens: a request
+    # that asks for prompt caching may be billed its input as cache writes (1.25x or 2x).
+    priced_input: int | None = None
+
+    @property
+    def input_priced(self) -> int:
+        """The input tokens the worst-case cost is computed on."""
+        return self.input_tokens if self.priced_input is None else self.priced_input
 
     @property
     def window_tokens(self) -> int:
@@ -187,7 +195,7 @@ def _active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
 def _worst_cost_if_fits(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, bound: int) -> int | None:
     """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
     worst_tokens = call.input_tokens + bound * call.choices
-    worst_cost = model.cost(call.input_tokens, bound * call.choices)
+    worst_cost = model.cost(call.input_priced, bound * call.choices)
     for (limit, in_tokens, _), now_used in zip(plan.budget_terms, used, strict=False):
         if (worst_tokens if in_tokens else worst_cost) > limit - now_used:
             return None
@@ -198,7 +206,7 @@ def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallReques
     bound = _output_bound(model, call)
     fit = _Fit(output_tokens=bound)
     worst_tokens = call.input_tokens + bound * call.choices
-    worst_cost = model.cost(call.input_tokens, bound * call.choices)
+    worst_cost = model.cost(call.input_priced, bound * call.choices)
     for i, check in enumerate(plan.budgets):
         budget = check.budget
         room = budget.limit - used[i]
@@ -220,7 +228,7 @@ def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallReques
                 fit.move_on = check
                 return fit
             case ActionKind.REJECT:
-                most = _output_that_fits(budget.unit, room, model, call.input_tokens) // call.choices
+                most = _output_that_fits(budget.unit, room, model, call.input_tokens, call.input_priced) // call.choices
                 if most < 0 or (bound > 0 and most < MIN_CLAMPED_OUTPUT):
                     fit.denial = budget_denial(check, used[i], policy.timezone, "")
                     return fit
@@ -230,11 +238,11 @@ def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallReques
     return fit
 
 
-def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int) -> int:
+def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int, input_priced: int) -> int:
     """The largest output bound whose worst case fits in ``room`` (negative when input alone does not)."""
     if unit == TOKENS:
         return room - input_tokens
-    input_cost = model.cost(input_tokens, 0)
+    input_cost = model.cost(input_priced, 0)
     if input_cost > room:
         return -1
     per_token = model.output.picos_per_token
@@ -242,7 +250,7 @@ def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int
         return model.max_output
     # cost() rounds the whole call up to a nano-dollar, so search down from the linear bound.
     most = ((room - input_cost) * 1000) // per_token
-    while most > 0 and model.cost(input_tokens, most) > room:
+    while most > 0 and model.cost(input_priced, most) > room:
         most -= 1
     return most
 
@@ -261,7 +269,7 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
         return Decision(requested=call.model, output_tokens=output_tokens, denial=rate_denied,
                         shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
     if estimate is None:
-        estimate = model.cost(call.input_tokens, output_tokens * call.choices)
+        estimate = model.cost(call.input_priced, output_tokens * call.choices)
     windows = plan.windows
     holds: list[Hold] = []
     remaining: int | None = None

@@ -151,6 +151,11 @@ def _catalog(raw: object, upstream_names: set[str], problems: Problems) -> tuple
     return catalog, unavailable
 
 
+def _allowed(models: list[str], catalog: Catalog) -> frozenset[str]:
+    """An allow-list as catalog entry ids: a snapshot, alias or prefixed id allows its entry."""
+    return frozenset(spec.id if (spec := catalog.resolve(model)) is not None else model for model in models)
+
+
 def _department(department_id: str, value: object, catalog: Catalog, unavailable: dict[str, str | None],
                 problems: Problems) -> Department | None:
     path: Path = ("departments", department_id)
@@ -174,7 +179,7 @@ def _department(department_id: str, value: object, catalog: Catalog, unavailable
         name=spec.name or department_id,
         rules=_rules(spec),
         tiers=frozenset(spec.tiers),
-        models=frozenset(spec.models) if spec.models is not None else None,
+        models=_allowed(spec.models, catalog) if spec.models is not None else None,
         notify=tuple(spec.notify),
         teams=teams,
         per_key=_rules(spec.per_key) if spec.per_key else Rules(),

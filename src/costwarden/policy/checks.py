@@ -71,6 +71,6 @@ def check_allow_list(department_id: str, models: Sequence[str], catalog: Catalog
                      unavailable: Unavailable, problems: Problems) -> None:
     """Every model of a department's allow-list exists in the policy's catalog."""
     for index, model_id in enumerate(models):
-        message = None if model_id in catalog else unknown_model(model_id, unavailable)
+        message = None if catalog.resolve(model_id) is not None else unknown_model(model_id, unavailable)
         if message:
             problems.add(("departments", department_id, "models", index), message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from costwarden.core.pricing import TokenType
 from costwarden.errors import InvalidRequest
 from costwarden.providers.base import Endpoint, check_messages, json_type, non_empty_list, optional, required
 from costwarden.providers.openai import tally_tools
@@ -19,6 +20,12 @@ class Messages(Endpoint):
     """``POST /v1/messages``; ``max_tokens`` is required, as Anthropic requires it."""
 
     path, wire, kind = "/v1/messages", "anthropic", "chat"
+
+    def cache_write(self, body: Mapping[str, Any]) -> TokenType | None:
+        ttls = [control.get("ttl", "5m") for control in _cache_controls(body) if isinstance(control, Mapping)]
+        if not ttls:
+            return None
+        return TokenType.CACHE_WRITE_1H if "1h" in ttls else TokenType.CACHE_WRITE_5M
     output_fields = ("max_tokens",)
     default_output_field = "max_tokens"
 
@@ -109,3 +116,20 @@ def _tally_server_tools(body: Mapping[str, Any], tally: InputTally) -> None:
             tally.hide(f"tool:{kind}")
     if body.get("mcp_servers"):
         tally.hide("mcp_servers")
+
+
+def _cache_controls(body: Mapping[str, Any]) -> list[object]:
+    """Every ``cache_control`` of a Messages request: on tools, system blocks and content blocks."""
+    found: list[object] = []
+    system = body.get("system")
+    blocks: list[object] = [*(body.get("tools") or []), *(system if isinstance(system, list) else [])]
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, list):
+            blocks.extend(content)
+    for block in blocks:
+        if isinstance(block, Mapping) and "cache_control" in block:
+            found.append(block["cache_control"])
+    if "cache_control" in body:  # automatic caching of the whole prompt
+        found.append(body["cache_control"])
+    return found

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from costwarden.core.pricing import TokenType
 from costwarden.errors import InvalidRequest
 from costwarden.providers.jsontext import dumps
 from costwarden.providers.taps import StreamTap, UsageExtra
@@ -90,6 +91,11 @@ class Endpoint:
     def output_multiplier(self, body: Mapping[str, Any]) -> int:
         """How many outputs one call produces (``n`` choices); the worst case is this times the bound."""
         return 1
+
+    def cache_write(self, body: Mapping[str, Any]) -> TokenType | None:
+        """The dearest prompt-cache write the request asks for, if any (Anthropic's explicit
+        ``cache_control``): its input may be billed at that rate rather than the input rate."""
+        return None
 
     def wants_stream(self, body: Mapping[str, Any]) -> bool:
         return body.get("stream") is True
