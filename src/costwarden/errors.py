@@ -114,3 +114,9 @@ class ConfigurationError(CostwardenError):
     message as one line and exits non-zero."""
 
     code = "configuration_error"
+
+
+class CapacityExceeded(RateLimited):
+    """An upstream's declared capacity (``tpm``) could not serve the call within its queue time."""
+
+    code = "capacity_exceeded"

@@ -75,14 +75,16 @@ def test_fuzzed_requests_never_fail_the_server_nor_cross_a_role(gw: Gateway, tok
 
 def _fuzz(operation: Any, base_url: str, token: str) -> list[tuple[Any, Any]]:
     """MAX_EXAMPLES requests to ``operation``, valid and invalid ones, with ``token``."""
-    strategy = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
+    # The token is fixed: negative cases vary the parameters and bodies, not the credentials.
+    auth = {"Authorization": f"Bearer {token}"}
+    strategy = st.one_of(*(operation.as_strategy(mode, headers=auth) for mode in GenerationMode))
     seen: list[tuple[Any, Any]] = []
 
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(case=strategy)
     def probe(case: Any) -> None:
-        seen.append((case, case.call(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)))
+        seen.append((case, case.call(base_url=base_url, headers=auth, timeout=30)))
 
     probe()
     return seen
@@ -93,9 +95,7 @@ def _judge(case: Any, response: Any, role: str, allowed: bool) -> str | None:
     if status >= 500:
         return "server error"
     if not allowed:
-        # A path parameter holding a slash does not match the route at all (404 before any check).
-        unmatched = status == 404 and any("/" in str(v) for v in (case.path_parameters or {}).values())
-        return None if status in (401, 403) or unmatched else f"{role} reached an operation it may not use"
+        return None if status == 403 or _unrouted(response) else f"{role} reached an operation it may not use"
     if role != "manager" or not 200 <= status < 300:
         return None
     asked = (case.query or {}).get("department")
@@ -106,6 +106,15 @@ def _judge(case: Any, response: Any, role: str, allowed: bool) -> str | None:
         if others:
             return f"the manager of {MANAGED} was shown {sorted(others)}"
     return None
+
+
+def _unrouted(response: Any) -> bool:
+    """A 404 of the router: a path parameter it cannot match (a slash, a line break) names no
+    operation at all, so no role check is reached either."""
+    if response.status_code != 404:
+        return False
+    message = str(response.json()["error"]["message"])
+    return message.startswith("No admin endpoint") or " does not exist. " in message
 
 
 def _departments(data: Any) -> Iterator[Any]:

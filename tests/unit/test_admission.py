@@ -65,3 +65,23 @@ def test_model_cost_equals_the_reference_pricing(p_in: Decimal, p_cached: Decima
     assert model.cost(n_in, n_out, n_cached) == expected
     exact = (Decimal(n_in - n_cached) * p_in + Decimal(n_cached) * p_cached + Decimal(n_out) * p_out) / 10**6
     assert Decimal(expected) / 10**9 - exact < Decimal("1e-9")
+
+
+def test_a_clock_that_steps_back_gets_the_plan_of_its_own_instant() -> None:
+    from datetime import timedelta
+
+    from costwarden.core.scopes import plan_for
+
+    policy = parse_policy("""
+version: 1
+departments:
+  HR:
+    budgets: [{limit: 10, period: 1h, action: reject}]
+""")
+    planner, caller = Planner(policy), Caller("HR")
+    later = FakeClock()()
+    earlier = later - timedelta(minutes=2)
+    planner.plan(caller, later, later.timestamp())
+    stepped_back = planner.plan(caller, earlier, earlier.timestamp())
+    assert [w.key for w in stepped_back.windows] == [w.key for w in plan_for(policy, caller, earlier).windows]
+    assert [w.bucket for w in stepped_back.windows] == [w.bucket for w in plan_for(policy, caller, earlier).windows]

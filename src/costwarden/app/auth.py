@@ -26,12 +26,14 @@ _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 
 @dataclass(frozen=True, slots=True)
 class KeyIdentity:
-    """What a virtual key is bound to (department None: the call must name one)."""
+    """What a virtual key is bound to (department None: the call must name one). A key of a
+    business customer (SPEC §12) is bound to the customer and to the customer's department."""
 
     id: str
     department: str | None = None
     team: str | None = None
     user: str | None = None
+    customer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +55,12 @@ def bearer(headers: Mapping[str, str]) -> str | None:
 @dataclass(frozen=True, slots=True)
 class AdminIdentity:
     """Who holds an admin API token: ``admin`` and ``finance`` see everything, a ``manager`` only
-    ``department``."""
+    ``department``, a ``customer`` only its own ``customer``'s usage and invoice."""
 
     id: str
     role: str
     department: str | None = None
+    customer: str | None = None
 
 
 class _Directory(Generic[T]):
@@ -135,10 +138,27 @@ def attribute(policy: Policy, key: KeyIdentity, headers: Mapping[str, str], body
     Every value is bounded and checked before anything is stored or counted under it, so that
     hostile input can neither grow memory and the ledger nor skip a team's budgets.
     """
+    if key.customer is not None:
+        key = _customer_key(policy, key)
     department = _department(policy, key, headers)
     team = _team(policy, policy.departments[department], key, headers)
     user = key.user or _bounded(_header(headers, "x-user-id"), "X-User-ID") or _body_user(body)
-    return Attribution(Caller(department, team, key.id, user), parse_tags(headers.get("x-tags")))
+    return Attribution(Caller(department, team, key.id, user, key.customer), parse_tags(headers.get("x-tags")))
+
+
+def _customer_key(policy: Policy, key: KeyIdentity) -> KeyIdentity:
+    """A customer's key, bound to the department the policy in force gives the customer: its
+    calls are charged there at cost, whichever department the key was issued under."""
+    customer = policy.customers.get(key.customer or "")
+    if customer is None:
+        known = ", ".join(sorted(policy.customers)) or "none"
+        raise errors.InvalidRequest(
+            f"This key is bound to customer {key.customer!r}, which the policy in force does not declare "
+            f"(customers: {known}). Ask your costwarden admin for a key of an existing customer.",
+            code="unknown_customer")
+    if customer.department == key.department:
+        return key
+    return KeyIdentity(key.id, customer.department, None, key.user, customer.id)
 
 
 def _department(policy: Policy, key: KeyIdentity, headers: Mapping[str, str]) -> str:

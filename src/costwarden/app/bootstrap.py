@@ -131,12 +131,12 @@ async def stop_runtime(runtime: Runtime) -> None:
 
 
 async def _load_keys(ledger: Ledger) -> dict[str, KeyIdentity]:
-    return {record.secret_hash: KeyIdentity(record.id, record.department, record.team, record.user)
+    return {record.secret_hash: KeyIdentity(record.id, record.department, record.team, record.user, record.customer)
             for record in await ledger.list_keys() if record.active}
 
 
 async def _load_tokens(ledger: Ledger, bootstrap: str | None) -> dict[str, AdminIdentity]:
-    tokens = {digest: AdminIdentity(record.id, record.role, record.department)
+    tokens = {digest: AdminIdentity(record.id, record.role, record.department, record.customer)
               for digest, record in (await ledger.load_tokens()).items()}
     if bootstrap:
         tokens[hash_secret(bootstrap)] = AdminIdentity("bootstrap", Role.ADMIN)

@@ -133,6 +133,9 @@ def _budget_slots(policy: Policy) -> set[Slot]:
         for team in (None, *dept.teams):
             for scope in scopes_of(policy, Caller(dept.id, team, key_id="", user="")):
                 slots.update((_template(scope.id), i, b.period.text, b.unit) for i, b in enumerate(scope.rules.budgets))
+    for customer in policy.customers.values():
+        for scope in scopes_of(policy, Caller(customer.department, customer=customer.id)):
+            slots.update((_template(scope.id), i, b.period.text, b.unit) for i, b in enumerate(scope.rules.budgets))
     return slots
 
 

@@ -23,13 +23,16 @@ import orjson
 
 from costwarden import errors
 from costwarden.app.auth import Attribution
+from costwarden.app.capacity import DEFAULT_QUEUE_S, CapacityQueue, window_for
+from costwarden.app.efficiency import shape
 from costwarden.app.generation import Generation
 from costwarden.app.ports import Observer, UsageLedger
 from costwarden.core.catalog import Catalog, ModelSpec
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
-from costwarden.core.kinds import CallStatus, UpstreamType
+from costwarden.core.kinds import CallStatus, Priority, UpstreamType
 from costwarden.core.money import format_usd
+from costwarden.core.policy import Plan
 from costwarden.core.pricing import TokenType, service_tier_of
 from costwarden.engine.admission import Admission, Admitted, Billed, Settled
 from costwarden.providers import Endpoint, StreamingReply, StreamTap, Usage
@@ -46,6 +49,7 @@ class Receipt:
     department: str
     decision: Decision
     cost_nanos: int | None  # None while a stream's cost is not known yet
+    trimmed_tokens: int = 0  # input tokens thin context removed
 
 
 @dataclass(slots=True)
@@ -83,6 +87,7 @@ class _Call:
     provider: str
     stream: bool
     sent: str  # the model id as the client sent it
+    trimmed: int = 0  # input tokens thin context removed (SPEC §12)
     started: float = field(default_factory=time.perf_counter)
     closed: bool = False  # its reservation is settled or released and its event recorded
 
@@ -91,8 +96,9 @@ class GatewayService:
     """Admits, forwards and meters calls; holds no policy (each call brings its ``Generation``)."""
 
     def __init__(self, admission: Admission, ledger: UsageLedger, observer: Observer,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], capacity: CapacityQueue | None = None) -> None:
         self.admission = admission
+        self.capacity = capacity or CapacityQueue(window_for(admission.store))
         self.ledger = ledger
         self.observer = observer
         self.clock = clock
@@ -112,6 +118,14 @@ class GatewayService:
         if spec is not None:
             _check_wire(endpoint, spec.id, policy.upstreams[spec.provider].type)
         estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)
+        plan = policy.plan_of(who.caller.customer)
+        trimmed = 0
+        if plan is not None:  # the plan's efficiency features shape what is estimated and sent
+            shaped = shape(plan, endpoint, payload, model=spec.id if spec is not None else None,
+                           customer=who.caller.customer, tokens=estimate.tokens)
+            if shaped.payload is not payload:
+                payload, trimmed = dict(shaped.payload), shaped.trimmed_tokens
+                estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)
         priced = _priced_input(spec, estimate.reserve(spec.context_window), endpoint.cache_write(payload)) \
             if spec is not None else None
         request = CallRequest(who.caller, spec.id if spec is not None else model_id,
@@ -125,10 +139,28 @@ class GatewayService:
         decision = outcome.decision
         assert decision.model is not None
         upstream = policy.upstreams[decision.model.provider]
+        started = time.perf_counter()
+        if upstream.tpm is not None:
+            await self._wait_for_capacity(call_id, endpoint, who, outcome, upstream.name, upstream.tpm, plan)
         call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, endpoint.wants_stream(payload),
-                     str(model_id))
+                     str(model_id), trimmed=trimmed, started=started)
         # From here on the call holds a reservation: every failure must reach _close (see _guarded).
         return await self._guarded(call, self._forward(call, payload, request, client_headers))
+
+    async def _wait_for_capacity(self, call_id: str, endpoint: Endpoint, who: Attribution, admitted: Admitted,
+                                 upstream: str, tpm: int, plan: Plan | None) -> None:
+        """Queue for the upstream's declared capacity (SPEC §12); a call refused here is released."""
+        request = admitted.request
+        tokens = request.input_tokens + admitted.decision.output_tokens * request.choices
+        try:
+            await self.capacity.acquire(upstream, tokens, tpm, plan.priority if plan else Priority.STANDARD,
+                                        float(plan.queue_s) if plan else DEFAULT_QUEUE_S)
+        except errors.CostwardenError as exc:
+            await self.admission.release(admitted)
+            if isinstance(exc, errors.CapacityExceeded):
+                await self._reject(call_id, endpoint, who, admitted.decision.requested, exc, ())
+            exc.request_id, exc.department = call_id, who.caller.department
+            raise
 
     async def _forward(self, call: _Call, payload: dict[str, Any], request: CallRequest,
                        client_headers: Mapping[str, str]) -> Answer | Streaming:
@@ -231,15 +263,20 @@ class GatewayService:
                       decision: Decision) -> errors.CostwardenError:
         assert decision.denial is not None
         exc = decision.denial.exception()
+        await self._reject(call_id, endpoint, who, decision.requested, exc, decision.shadow)
+        exc.request_id, exc.department, exc.rate = call_id, who.caller.department, decision.rate
+        return exc
+
+    async def _reject(self, call_id: str, endpoint: Endpoint, who: Attribution, requested: str,
+                      exc: errors.CostwardenError, shadow: tuple[str, ...]) -> None:
+        """Record a refused call."""
         caller = who.caller
         rejection = Rejection(id=call_id, at=self.clock(), department=caller.department,
-                              model_requested=decision.requested, code=exc.code or "", message=exc.message,
+                              model_requested=requested, code=exc.code or "", message=exc.message,
                               http_status=exc.status, endpoint=endpoint.path, team=caller.team, key_id=caller.key_id,
-                              user=caller.user, tags=who.tags, shadow=decision.shadow)
+                              user=caller.user, tags=who.tags, shadow=shadow)
         await self.ledger.record_rejection(rejection)
         self.observer.on_rejection(rejection)
-        exc.request_id, exc.department, exc.rate = call_id, caller.department, decision.rate
-        return exc
 
 
 def _priced_input(spec: ModelSpec, tokens: int, write: TokenType | None) -> int | None:
@@ -261,7 +298,7 @@ def billed(usage: Usage) -> Billed:
 
 def _receipt(call: _Call, event: UsageEvent | None) -> Receipt:
     return Receipt(call.id, call.who.caller.department, call.admitted.decision,
-                   None if event is None else event.cost_nanos)
+                   None if event is None else event.cost_nanos, call.trimmed)
 
 
 def _upstream_model(catalog: Catalog, sent: object, served: ModelSpec) -> str:
@@ -327,7 +364,7 @@ def _inflight(call: _Call, replica: str) -> InflightCall:
         estimate_output_tokens=decision.output_tokens * admitted.request.choices,
         estimate_nanos=decision.estimate_nanos, price_version=decision.model.price_version, team=caller.team,
         key_id=caller.key_id, user=caller.user, tags=call.who.tags, decision=decision.label, stream=call.stream,
-        replica=replica, model_sent=call.sent)
+        replica=replica, model_sent=call.sent, customer=caller.customer or "")
 
 
 def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: CallStatus, http_status: int,
@@ -349,4 +386,5 @@ def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: Ca
         model_sent=call.sent, cache_write_5m_tokens=usage.cache_write_5m_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens, reasoning_tokens=usage.reasoning_tokens,
         audio_input_tokens=usage.audio_input_tokens, service_tier=usage.service_tier or "",
-        tool_calls=usage.tool_calls, usage_malformed=usage.malformed)
+        tool_calls=usage.tool_calls, usage_malformed=usage.malformed, customer=caller.customer or "",
+        trimmed_tokens=call.trimmed)

@@ -22,14 +22,16 @@ def _status(record: KeyRecord | TokenRecord) -> str:
 
 def _listing(record: KeyRecord | TokenRecord) -> dict[str, object]:
     """A key or token as JSON-ready fields (never its secret or hash)."""
-    fields = {name: getattr(record, name) for name in ("id", "prefix", "role", "department", "team", "user", "name")
+    fields = {name: getattr(record, name)
+              for name in ("id", "prefix", "role", "department", "team", "user", "customer", "name")
               if hasattr(record, name)}
     return {**fields, "created_at": record.created_at.isoformat(),
             "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None}
 
 
 keys_app = typer.Typer(help="Virtual API keys (cw-...), bound to a department.", no_args_is_help=True)
-tokens_app = typer.Typer(help="Admin API tokens with a role (admin, finance, manager).", no_args_is_help=True)
+tokens_app = typer.Typer(help="Admin API tokens with a role (admin, finance, manager, customer).",
+                         no_args_is_help=True)
 
 
 @keys_app.command("create")
@@ -37,6 +39,8 @@ def create(
     department: Annotated[str | None, typer.Option(help="Bind the key to this department (else calls must send X-Department-ID).")] = None,
     team: Annotated[str | None, typer.Option(help="Bind the key to a team of the department.")] = None,
     user: Annotated[str | None, typer.Option(help="Bind the key to a user or service account.")] = None,
+    customer: Annotated[str | None, typer.Option(
+        help="Bind the key to a business customer of the policy (and to the customer's department).")] = None,
     name: Annotated[str | None, typer.Option(help="A label to recognise the key by.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     db: DbOption = None,
@@ -49,17 +53,25 @@ def create(
         try:
             dept = department.upper() if department else None
             bound_team = team.upper() if team else None
-            _check_scope(await policy_for(ledger, policy), dept, bound_team)
-            record, secret = await ledger.create_key(dept, bound_team, user, name)
+            known = await policy_for(ledger, policy)
+            bound_customer = customer.upper() if customer else None
+            if bound_customer is not None:
+                dept = _customer_department(known, bound_customer, dept)
+            _check_scope(known, dept, bound_team)
+            record, secret = await ledger.create_key(dept, bound_team, user, name, customer=bound_customer)
             await audit(ledger, AuditAction.KEY_CREATED, record.id, record.department, _key_detail(record))
         finally:
             await ledger.close()
         if as_json:
             typer.echo(orjson.dumps({"id": record.id, "key": secret, "department": record.department,
-                                     "team": record.team, "user": record.user, "name": record.name,
+                                     "team": record.team, "user": record.user, "customer": record.customer,
+                                     "name": record.name,
                                      "prefix": record.prefix, "created_at": record.created_at.isoformat()}).decode())
             return
-        console.print(f"Created key {record.id} for {record.department or 'any department (send X-Department-ID)'}.")
+        owner = record.department or "any department (send X-Department-ID)"
+        if record.customer:
+            owner = f"customer {record.customer} of {record.department}"
+        console.print(f"Created key {record.id} for {owner}.")
         console.print("Secret (shown once, store it now):")
         typer.echo(secret)
 
@@ -80,7 +92,7 @@ def list_keys(
             records = await ledger.list_keys(department.upper() if department else None)
         finally:
             await ledger.close()
-        _print_records(records, as_json, ("id", "prefix", "department", "team", "user", "name"))
+        _print_records(records, as_json, ("id", "prefix", "department", "team", "user", "customer", "name"))
 
     run(work)
 
@@ -106,8 +118,9 @@ def revoke(ref: Annotated[str, typer.Argument(help="Key id, display prefix or se
 
 @tokens_app.command("create")
 def create_token(
-    role: Annotated[str, typer.Option(help="admin, finance or manager.")],
+    role: Annotated[str, typer.Option(help="admin, finance, manager or customer.")],
     department: Annotated[str | None, typer.Option(help="The department a manager manages.")] = None,
+    customer: Annotated[str | None, typer.Option(help="The customer a customer token reads.")] = None,
     name: Annotated[str | None, typer.Option(help="A label.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     db: DbOption = None,
@@ -119,8 +132,12 @@ def create_token(
         ledger = await open_ledger(db)
         try:
             dept = department.upper() if department else None
-            _check_scope(await policy_for(ledger, policy), dept, None)
-            record, secret = await ledger.create_token(role, dept, name)
+            known = await policy_for(ledger, policy)
+            _check_scope(known, dept, None)
+            reads = customer.upper() if customer else None
+            if reads is not None:
+                _customer_department(known, reads, None)
+            record, secret = await ledger.create_token(role, dept, name, customer=reads)
             await audit(ledger, AuditAction.TOKEN_CREATED, record.id, record.department, _token_detail(record))
         except ValueError as exc:
             raise fail(str(exc)) from exc
@@ -128,7 +145,8 @@ def create_token(
             await ledger.close()
         if as_json:
             typer.echo(orjson.dumps({"id": record.id, "token": secret, "role": record.role,
-                                     "department": record.department, "name": record.name}).decode())
+                                     "department": record.department, "customer": record.customer,
+                                     "name": record.name}).decode())
             return
         console.print(f"Created {record.role} token {record.id}. Secret (shown once):")
         typer.echo(secret)
@@ -167,17 +185,31 @@ def list_tokens(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
             records = await ledger.list_tokens()
         finally:
             await ledger.close()
-        _print_records(records, as_json, ("id", "prefix", "role", "department", "name"))
+        _print_records(records, as_json, ("id", "prefix", "role", "department", "customer", "name"))
 
     run(work)
 
 
 def _key_detail(record: KeyRecord) -> dict[str, object]:
-    return {"prefix": record.prefix, "team": record.team, "user": record.user, "name": record.name}
+    return {"prefix": record.prefix, "team": record.team, "user": record.user, "name": record.name,
+            "customer": record.customer}
 
 
 def _token_detail(record: TokenRecord) -> dict[str, object]:
-    return {"prefix": record.prefix, "role": record.role, "name": record.name}
+    return {"prefix": record.prefix, "role": record.role, "name": record.name, "customer": record.customer}
+
+
+def _customer_department(known: Policy | None, customer: str, department: str | None) -> str:
+    """The department of a customer the policy declares; refuses a --department naming another."""
+    if known is None:
+        raise fail(f"no policy to find customer {customer!r} in: pass --policy FILE")
+    found = known.customers.get(customer)
+    if found is None:
+        declared = ", ".join(sorted(known.customers)) or "none"
+        raise fail(f"unknown customer {customer!r}; the policy declares {declared}")
+    if department is not None and department != found.department:
+        raise fail(f"customer {customer} belongs to department {found.department}, not {department}")
+    return found.department
 
 
 def _check_scope(known: Policy | None, department: str | None, team: str | None) -> None:

@@ -1,4 +1,4 @@
-"""costwarden report chargeback | forecast | efficiency"""
+"""costwarden report chargeback | forecast | efficiency | customers"""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from costwarden.reports import (
 from costwarden.reports.breakdown import Dimension, breakdown
 from costwarden.reports.budget_forecast import budget_forecasts, forecast_report
 from costwarden.reports.collect import period_bounds
+from costwarden.reports.customers import customers, customers_report
 from costwarden.reports.efficiency import efficiency, efficiency_report
 from costwarden.reports.focus import bundled_list_prices
 from costwarden.reports.journal import CLEARING_ACCOUNT, journal
@@ -277,6 +278,34 @@ def efficiency_command(
             known = await require_policy(ledger, policy)
             start, end = period_bounds(period, known)
             return efficiency_report(await efficiency(ledger, known.catalog, start, end), period)
+        finally:
+            await ledger.close()
+
+    emit(run(work), chosen, output)
+
+
+@app.command("customers")
+def customers_command(
+    period: PeriodOption,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
+    db: DbOption = None,
+    policy: PolicyOption = None,
+) -> None:
+    """Per business customer: plan, usage and cost, the invoice at the plan's rate card (included
+    amount, then billable, to the cent), cache reads and writes, tokens trimmed, dollars saved by
+    the plan's efficiency features, and latency p50/p95 per customer and per plan."""
+    chosen = report_format(fmt)
+    parse_options(period, None, None)
+
+    async def work() -> Report:
+        ledger = await open_ledger(db)
+        try:
+            known = await require_policy(ledger, policy)
+            start, end = period_bounds(period, known)
+            only = customer.upper() if customer else None
+            return customers_report(await customers(ledger, known, start, end, only), period, with_plans=only is None)
         finally:
             await ledger.close()
 

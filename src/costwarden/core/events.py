@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from costwarden.core.kinds import CallStatus
+from costwarden.core.pricing import ServiceTier, TokenType, service_tier_of, token_breakdown
 
 # UsageEvent.status values, by their short names
 OK = CallStatus.OK
@@ -63,6 +64,23 @@ class UsageEvent:
     tool_calls: Mapping[str, int] = field(default_factory=dict)  # server-side tool -> calls billed
     usage_malformed: bool = False  # the upstream's usage was unusable: charged the estimate
 
+    def by_type(self) -> dict[TokenType, int]:
+        """The event's tokens per billed token type (SPEC §9)."""
+        return token_breakdown(self.input_tokens, self.cached_input_tokens, self.output_tokens,
+                               cache_write_5m=self.cache_write_5m_tokens, cache_write_1h=self.cache_write_1h_tokens,
+                               reasoning=self.reasoning_tokens, audio_input=self.audio_input_tokens)
+
+    @property
+    def billed_beyond_totals(self) -> bool:
+        """Whether the provider billed parts of it at other rates than input, cached and output."""
+        return bool(self.cache_write_5m_tokens or self.cache_write_1h_tokens or self.reasoning_tokens
+                    or self.audio_input_tokens or self.tool_calls
+                    or service_tier_of(self.service_tier) != ServiceTier.STANDARD)
+    # SPEC §12: the business customer the call is billed to ("" for none), and the input tokens
+    # its plan's thin_context removed before forwarding
+    customer: str = ""
+    trimmed_tokens: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -106,3 +124,4 @@ class InflightCall:
     stream: bool = False
     replica: str = ""  # the gateway process that forwarded it (its lease names it; SPEC §10)
     model_sent: str = ""
+    customer: str = ""  # SPEC §12: the business customer billed, kept on the event settled from it

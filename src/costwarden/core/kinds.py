@@ -35,6 +35,7 @@ class ScopeKind(StrEnum):
     TEAM = "team"
     KEY = "key"
     USER = "user"
+    CUSTOMER = "customer"  # a business customer billed by plan (SPEC §12)
 
 
 class UpstreamType(StrEnum):
@@ -63,6 +64,20 @@ class Role(StrEnum):
     FINANCE = "finance"
     MANAGER = "manager"
     CUSTOMER = "customer"
+
+
+class Priority(StrEnum):
+    """A plan's place in an upstream's capacity queue: ``high`` is served before ``standard``."""
+
+    STANDARD = "standard"
+    HIGH = "high"
+
+
+class PromptCaching(StrEnum):
+    """Whether the gateway marks a plan's requests for provider prompt caching."""
+
+    OFF = "off"
+    AUTO = "auto"
 
 
 class StoreFailure(StrEnum):

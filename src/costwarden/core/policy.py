@@ -13,8 +13,9 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from costwarden.core.catalog import Catalog
-from costwarden.core.kinds import ActionKind, StoreFailure, Unit, UpstreamType
+from costwarden.core.kinds import ActionKind, Priority, PromptCaching, StoreFailure, Unit, UpstreamType
 from costwarden.core.periods import Period
+from costwarden.core.pricing import Prices
 
 ALERT, REJECT, DOWNGRADE, RESTRICT = ActionKind.ALERT, ActionKind.REJECT, ActionKind.DOWNGRADE, ActionKind.RESTRICT_TIERS
 UNATTRIBUTED = "UNATTRIBUTED"
@@ -113,6 +114,7 @@ class Upstream:
     base_url: str
     api_key_env: str | None = None
     timeout_s: Decimal = Decimal(600)
+    tpm: int | None = None  # declared provider capacity, tokens per minute (SPEC §12); None: unbounded
 
 
 class TeamAttribution(StrEnum):
@@ -130,6 +132,56 @@ class Attribution:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinContext:
+    """Drop the oldest turns of a request whose input exceeds ``max_input_tokens``."""
+
+    max_input_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Efficiency:
+    """The token-efficiency features a plan turns on (SPEC §12); the default turns on none."""
+
+    prompt_caching: PromptCaching = PromptCaching.OFF
+    thin_context: ThinContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateCard:
+    """What a customer is billed: per-model prices (USD per 1M tokens) for the models listed,
+    and the provider cost plus ``markup_pct`` percent for every other model."""
+
+    markup_pct: Decimal = Decimal(0)
+    models: Mapping[str, Prices] = field(default_factory=dict)  # catalog entry id -> prices
+
+
+DEFAULT_QUEUE_S = Decimal(10)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A product plan sold to business customers: priority, efficiency, rate card, budgets."""
+
+    name: str
+    priority: Priority = Priority.STANDARD
+    efficiency: Efficiency = Efficiency()
+    rate_card: RateCard = RateCard()
+    included_nanos: int = 0  # spend at the rate card included in the plan each month
+    rules: Rules = Rules()  # budgets and limits of each customer on the plan (its own counters)
+    queue_s: Decimal = DEFAULT_QUEUE_S  # longest wait for upstream capacity before a 429
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A business customer: billed at its plan's rate card, charged at cost to its department."""
+
+    id: str
+    name: str
+    plan: Plan
+    department: str
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A validated policy. ``source`` is the YAML text it was loaded from (stored for audit)."""
 
@@ -143,7 +195,14 @@ class Policy:
     version: int = 1
     on_store_failure: StoreFailure = StoreFailure.OPEN  # soft-only calls while the counter store is down
     source: str = ""
+    plans: Mapping[str, Plan] = field(default_factory=dict)
+    customers: Mapping[str, Customer] = field(default_factory=dict)
 
     @property
     def timezone_name(self) -> str:
         return self.timezone.key
+
+    def plan_of(self, customer: str | None) -> Plan | None:
+        """The plan of a call's customer (``Caller.customer``); None for a call of no customer."""
+        found = self.customers.get(customer) if customer else None
+        return found.plan if found is not None else None

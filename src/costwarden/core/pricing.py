@@ -250,3 +250,15 @@ __all__ = [
     "ToolFee",
     "service_tier_of",
 ]
+
+
+def token_breakdown(input_tokens: int, cached_input_tokens: int, output_tokens: int, *, cache_write_5m: int = 0,
+                    cache_write_1h: int = 0, reasoning: int = 0, audio_input: int = 0) -> dict[TokenType, int]:
+    """Disjoint counts per billed token type from totals in OpenAI's convention (input includes the
+    cached, cache-write and audio parts; output includes reasoning); they add up to the totals."""
+    plain = max(0, input_tokens - cached_input_tokens - cache_write_5m - cache_write_1h - audio_input)
+    thought = min(reasoning, output_tokens)
+    counts = {TokenType.INPUT: plain, TokenType.CACHED_INPUT: cached_input_tokens,
+              TokenType.CACHE_WRITE_5M: cache_write_5m, TokenType.CACHE_WRITE_1H: cache_write_1h,
+              TokenType.AUDIO: audio_input, TokenType.OUTPUT: output_tokens - thought, TokenType.REASONING: thought}
+    return {kind: n for kind, n in counts.items() if n}

@@ -28,6 +28,7 @@ class Caller:
     team: str | None = None
     key_id: str | None = None
     user: str | None = None
+    customer: str | None = None  # a business customer of the department (SPEC §12), from the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class Plan:
     windows: tuple[Window, ...]
     flag_keys: tuple[str, ...]
     valid_until: float
+    valid_from: float = 0.0  # when it was made: a clock that steps back before it needs a new plan
     # per budget: (limit, counted in tokens, limit the store re-checks or None for a soft budget)
     budget_terms: tuple[tuple[int, bool, int | None], ...] = field(init=False, repr=False, compare=False)
     # per limit: (limit, counts requests (rpm), limit the store re-checks or None in shadow mode)
@@ -111,7 +113,7 @@ def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
 
 
 def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
-    """The scopes a call falls in, widest first: organization, department, team, key, user."""
+    """The scopes a call falls in, widest first: organization, department, team, key, user, customer."""
     dept = policy.departments[caller.department]
     scopes = [Scope("org", ScopeKind.ORGANIZATION, "The organization", None, policy.organization),
               Scope(f"dept:{dept.id}", ScopeKind.DEPARTMENT, f"Department {dept.id}", dept.id, dept.rules)]
@@ -122,7 +124,15 @@ def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
         scopes.append(Scope(f"key:{dept.id}/{caller.key_id}", ScopeKind.KEY, f"Key {caller.key_id} of {dept.id}", dept.id, dept.per_key))
     if caller.user is not None and dept.per_user:
         scopes.append(Scope(f"user:{dept.id}/{caller.user}", ScopeKind.USER, f"User {caller.user} of {dept.id}", dept.id, dept.per_user))
+    customer = policy.customers.get(caller.customer) if caller.customer is not None else None
+    if customer is not None and customer.plan.rules:
+        scopes.append(customer_scope(customer.id, customer.name, dept.id, customer.plan.rules))
     return tuple(scopes)
+
+
+def customer_scope(customer_id: str, name: str, department: str, rules: Rules) -> Scope:
+    """A customer's scope: its plan's budgets and limits on counters of its own."""
+    return Scope(f"customer:{customer_id}", ScopeKind.CUSTOMER, f"Customer {name} ({customer_id})", department, rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +163,7 @@ def _plan(skeleton: _Skeleton, budgets: list[BudgetCheck], now: datetime, tz: Zo
               for scope, metric, limit, enforce, base in skeleton.limits]
     windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
     flags = tuple(c.flag_key for c in budgets if c.budget.action.kind == RESTRICT)
-    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, now))
+    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, now), now.timestamp())
 
 
 def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
@@ -166,14 +176,18 @@ def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
 
 
 class Planner:
-    """Plans for one policy, equal to ``plan_for``'s, each kept until one of its windows moves."""
+    """Plans for one policy, each kept from when it was made until one of its windows moves.
+
+    A plan counts on the same counters as ``plan_for``'s at every instant it is used; a reused
+    plan's rolling windows keep the ``start``/``end`` of when it was made, less than one bucket old.
+    """
 
     def __init__(self, policy: Policy, max_callers: int = PLAN_CACHE_SIZE) -> None:
         self.policy = policy
         self._max_callers = max_callers
         # keyed by the caller's fields: hashing a tuple of strings is cheaper than a dataclass
-        self._plans: dict[tuple[str, str | None, str | None, str | None], Plan] = {}
-        self._skeletons: dict[tuple[str, str | None, str | None, str | None], _Skeleton] = {}
+        self._plans: dict[tuple[str, str | None, str | None, str | None, str | None], Plan] = {}
+        self._skeletons: dict[tuple[str, str | None, str | None, str | None, str | None], _Skeleton] = {}
         # calendar budget checks by counter key base (which names the scope and the budget), shared
         # by every caller in that scope
         self._calendar: dict[str, BudgetCheck] = {}
@@ -184,9 +198,9 @@ class Planner:
         # Only the fields that select a scope name a plan: the users of a department without
         # per-user rules share one, so a stream of new user ids cannot fill this cache.
         key = (caller.department, caller.team, caller.key_id if dept.per_key else None,
-               caller.user if dept.per_user else None)
+               caller.user if dept.per_user else None, caller.customer)
         plan = self._plans.get(key)
-        if plan is not None and stamp < plan.valid_until:
+        if plan is not None and plan.valid_from <= stamp < plan.valid_until:
             return plan
         if len(self._plans) >= self._max_callers:
             self._plans.clear()

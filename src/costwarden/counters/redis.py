@@ -61,6 +61,15 @@ class RedisCounterStore:
     def replica(self) -> str:
         return self._replica
 
+    @property
+    def client(self) -> Redis:
+        """The Redis client, shared with what keeps other shared state beside the counters."""
+        return self._client
+
+    @property
+    def key_prefix(self) -> str:
+        return self._prefix
+
     @classmethod
     def from_url(cls, url: str, *, key_prefix: str = "cw:", max_connections: int = 64,
                  replica: str | None = None) -> RedisCounterStore:

@@ -18,7 +18,7 @@ from costwarden.core.scopes import BudgetCheck, Caller, plan_for
 from costwarden.counters.base import CounterStore
 from costwarden.ledger import Ledger
 
-_CALLER = ("department", "team", "key_id", "user")
+_CALLER = ("department", "team", "key_id", "user", "customer")
 
 LOADED_MARK = "costwarden|counters-loaded"  # claimed in the counter store by whoever loads it from the ledger
 
@@ -27,6 +27,7 @@ def _periods(policy: Policy) -> dict[str, Period]:
     rules = [policy.organization]
     for dept in policy.departments.values():
         rules += [dept.rules, dept.per_key, dept.per_user, *(t.rules for t in dept.teams.values())]
+    rules += [plan.rules for plan in policy.plans.values()]
     return {b.period.text: b.period for r in rules for b in r.budgets}
 
 

@@ -84,6 +84,9 @@ def status_checks(policy: Policy, now: datetime, keys: Iterable[tuple[str, str]]
         if dept.per_user.budgets:
             for user in sorted(set(users_of.get(dept.id, ()))):
                 checks += _of_kind(policy, Caller(dept.id, user=user), now, "user")
+        for customer in policy.customers.values():
+            if customer.department == dept.id:
+                checks += _of_kind(policy, Caller(dept.id, customer=customer.id), now, "customer")
     return checks
 
 

@@ -35,6 +35,8 @@ def call_headers(receipt: Receipt, *, anthropic: bool = False) -> dict[str, str]
         headers["x-costwarden-downgraded-from"] = decision.downgraded_from
     if decision.clamped:
         headers["x-costwarden-max-tokens-clamped"] = str(decision.output_tokens)
+    if receipt.trimmed_tokens:
+        headers["x-costwarden-context-trimmed"] = str(receipt.trimmed_tokens)
     if decision.shadow:
         headers["x-costwarden-shadow"] = "; ".join(decision.shadow)
     if decision.rate is not None:

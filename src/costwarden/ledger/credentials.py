@@ -22,7 +22,7 @@ from costwarden.ledger.schema import admin_tokens, api_keys
 
 KEY_PREFIX = "cw-"
 TOKEN_PREFIX = "tok-"
-ROLES = ("admin", "finance", "manager")
+ROLES = ("admin", "finance", "manager", "customer")
 _DISPLAY_CHARS = 8  # random characters kept, after the prefix, to recognise a secret
 
 
@@ -38,7 +38,8 @@ def new_secret(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """A virtual API key, without its secret. ``department`` None: an unbound key."""
+    """A virtual API key, without its secret. ``department`` None: an unbound key. A key of a
+    business customer names the customer and its department."""
 
     id: str
     secret_hash: str
@@ -49,6 +50,7 @@ class KeyRecord:
     name: str | None
     created_at: datetime
     revoked_at: datetime | None = None
+    customer: str | None = None
 
     @property
     def active(self) -> bool:
@@ -57,7 +59,8 @@ class KeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """An admin API token, without its secret. ``department`` is the one a manager manages."""
+    """An admin API token, without its secret. ``department`` is the one a manager manages,
+    ``customer`` the one a customer token reads."""
 
     id: str
     secret_hash: str
@@ -67,6 +70,7 @@ class TokenRecord:
     name: str | None
     created_at: datetime
     revoked_at: datetime | None = None
+    customer: str | None = None
 
     @property
     def active(self) -> bool:
@@ -77,7 +81,7 @@ def _key(row: RowMapping) -> KeyRecord:
     return KeyRecord(
         id=row["id"], secret_hash=row["hash"], prefix=row["prefix"], department=row["department"],
         team=row["team"], user=row["user"], name=row["name"], created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        revoked_at=row["revoked_at"], customer=row.get("customer"),
     )
 
 
@@ -85,44 +89,53 @@ def _token(row: RowMapping) -> TokenRecord:
     return TokenRecord(
         id=row["id"], secret_hash=row["hash"], prefix=row["prefix"], role=row["role"],
         department=row["department"], name=row["name"], created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        revoked_at=row["revoked_at"], customer=row.get("customer"),
     )
 
 
 def insert_key(conn: Connection, secret: str, department: str | None, team: str | None,
-               user: str | None, name: str | None, now: datetime) -> KeyRecord:
-    """Store a new key for ``secret``."""
+               user: str | None, name: str | None, now: datetime, customer: str | None = None) -> KeyRecord:
+    """Store a new key for ``secret``; a customer's key is bound to the customer's department too."""
+    if customer is not None and not department:
+        raise InvalidRequest("a customer's key needs the customer's department", param="department")
     values = {
         "id": "key_" + secrets.token_hex(8), "hash": hash_secret(secret),
         "prefix": secret[: len(KEY_PREFIX) + _DISPLAY_CHARS], "department": department,
         "team": team, "user": user, "name": name, "created_at": now, "revoked_at": None,
+        "customer": customer,
     }
     conn.execute(api_keys.insert(), values)
     return _key(_one(conn, api_keys, values["id"]))
 
 
 def insert_token(conn: Connection, secret: str, role: str, department: str | None,
-                 name: str | None, now: datetime) -> TokenRecord:
-    """Store a new admin token for ``secret``; a manager must name its department."""
-    check_role(role, department)
+                 name: str | None, now: datetime, customer: str | None = None) -> TokenRecord:
+    """Store a new admin token for ``secret``; a manager names its department, a customer token
+    its customer."""
+    check_role(role, department, customer)
     values = {
         "id": "tok_" + secrets.token_hex(8), "hash": hash_secret(secret),
         "prefix": secret[: len(TOKEN_PREFIX) + _DISPLAY_CHARS], "role": role,
         "department": department, "name": name, "created_at": now, "revoked_at": None,
+        "customer": customer,
     }
     conn.execute(admin_tokens.insert(), values)
     return _token(_one(conn, admin_tokens, values["id"]))
 
 
-def check_role(role: str, department: str | None) -> None:
-    """Refuse an unknown role, a manager without a department, or a department on another role."""
+def check_role(role: str, department: str | None, customer: str | None = None) -> None:
+    """Refuse an unknown role, a manager without a department, a customer token without its
+    customer, or a department or customer on a role that takes none."""
     if role not in ROLES:
         raise InvalidRequest(f"unknown role {role!r}: use one of {', '.join(ROLES)}", param="role")
     if role == "manager" and not department:
         raise InvalidRequest("a manager token needs the department it manages", param="department")
+    if role == "customer" and not customer:
+        raise InvalidRequest("a customer token needs the customer it reads", param="customer")
     if role != "manager" and department:
-        raise InvalidRequest(f"role {role} is organization-wide: only a manager token names a department",
-                             param="department")
+        raise InvalidRequest(f"role {role} names no department: only a manager token does", param="department")
+    if role != "customer" and customer:
+        raise InvalidRequest(f"role {role} names no customer: only a customer token does", param="customer")
 
 
 def list_keys(conn: Connection, department: str | None, include_revoked: bool) -> list[KeyRecord]:

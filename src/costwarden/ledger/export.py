@@ -22,6 +22,7 @@ from costwarden.core.csvsafe import safe_cell
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus
 from costwarden.core.money import Price, format_usd, usd_to_nanos
+from costwarden.core.pricing import service_tier_of
 from costwarden.ledger.ledger import Ledger
 
 FORMATS = ("jsonl", "csv")
@@ -30,8 +31,11 @@ FIELDS = (
     "model_requested", "model_served", "provider", "endpoint", "input_tokens", "cached_input_tokens",
     "output_tokens", "cost_usd", "cost_nanos", "estimate_usd", "estimate_nanos", "price_version",
     "decision", "status", "http_status", "latency_ms", "overrun_tokens", "interrupted", "stream",
-    "tags", "shadow", "code", "message",
+    "tags", "shadow", "code", "message", "model_sent", "cache_write_5m_tokens", "cache_write_1h_tokens",
+    "reasoning_tokens", "audio_input_tokens", "service_tier", "tool_calls", "usage_malformed",
 )
+# Parts of the token totals billed at their own rates (SPEC §9), exported and imported as they are.
+BILLED_PARTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens")
 
 
 def event_fields(event: UsageEvent) -> dict[str, Any]:
@@ -49,6 +53,9 @@ def event_fields(event: UsageEvent) -> dict[str, Any]:
         "http_status": event.http_status, "latency_ms": event.latency_ms,
         "overrun_tokens": event.overrun_tokens, "interrupted": event.interrupted, "stream": event.stream,
         "tags": dict(event.tags), "shadow": list(event.shadow), "code": None, "message": None,
+        "model_sent": event.model_sent, **{name: getattr(event, name) for name in BILLED_PARTS},
+        "service_tier": event.service_tier, "tool_calls": dict(event.tool_calls),
+        "usage_malformed": event.usage_malformed,
     }
 
 
@@ -64,12 +71,14 @@ def rejection_fields(rejection: Rejection) -> dict[str, Any]:
         "status": "rejected", "http_status": rejection.http_status, "latency_ms": 0,
         "overrun_tokens": 0, "interrupted": False, "stream": False, "tags": dict(rejection.tags),
         "shadow": list(rejection.shadow), "code": rejection.code, "message": rejection.message,
+        "model_sent": None, **dict.fromkeys(BILLED_PARTS, 0), "service_tier": None, "tool_calls": {},
+        "usage_malformed": False,
     }
 
 
 # Columns whose plain numbers (negative ones included) stay numbers in a spreadsheet.
 NUMERIC = frozenset({"input_tokens", "cached_input_tokens", "output_tokens", "cost_usd", "cost_nanos",
-                     "estimate_usd", "estimate_nanos", "http_status", "latency_ms", "overrun_tokens"})
+                     "estimate_usd", "estimate_nanos", "http_status", "latency_ms", "overrun_tokens", *BILLED_PARTS})
 
 
 def _csv_value(name: str, value: Any) -> str:
@@ -137,7 +146,23 @@ def parse_record(obj: Mapping[str, Any]) -> UsageEvent | Rejection:
         http_status=int(obj.get("http_status", 200)), latency_ms=int(obj.get("latency_ms", 0)),
         overrun_tokens=int(obj.get("overrun_tokens", 0)), interrupted=bool(obj.get("interrupted", False)),
         shadow=shadow, stream=bool(obj.get("stream", False)),
+        model_sent=str(obj.get("model_sent") or ""),
+        cache_write_5m_tokens=int(obj.get("cache_write_5m_tokens") or 0),
+        cache_write_1h_tokens=int(obj.get("cache_write_1h_tokens") or 0),
+        reasoning_tokens=int(obj.get("reasoning_tokens") or 0), audio_input_tokens=int(obj.get("audio_input_tokens") or 0),
+        service_tier=str(obj.get("service_tier") or ""), tool_calls=_counts(obj.get("tool_calls")),
+        usage_malformed=_flag(obj.get("usage_malformed")),
     )
+
+
+def _counts(value: Any) -> dict[str, int]:
+    """Tool calls as exported: a JSON object (JSON lines) or its text (CSV)."""
+    loaded = json.loads(value) if isinstance(value, str) and value else value
+    return {str(k): int(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+
+def _flag(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def _nanos(obj: Mapping[str, Any], name: str) -> int:
@@ -254,8 +279,12 @@ def reprice(event: UsageEvent, obj: Mapping[str, Any], catalog: Catalog) -> tupl
     spec = catalog.resolve(event.model_served)
     if spec is None:
         return None, f"unknown model {event.model_served!r}: not in the catalog in force"
-    stated = _stated_cost(event) if event.price_version else None
-    expected = spec.cost(event.input_tokens, event.output_tokens, event.cached_input_tokens)
+    if event.billed_beyond_totals:  # cache writes, reasoning, tiers, tools: only the catalog prices them all
+        stated = None
+        expected = spec.charge(event.by_type(), service_tier_of(event.service_tier), event.tool_calls).nanos
+    else:
+        stated = _stated_cost(event) if event.price_version else None
+        expected = spec.cost(event.input_tokens, event.output_tokens, event.cached_input_tokens)
     check = expected if stated is None else stated
     if abs(event.cost_nanos - check) > ROUNDING_NANOS:
         at = f"at its prices {event.price_version}" if stated is not None else f"at {spec.price_version}"

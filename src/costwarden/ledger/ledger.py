@@ -318,11 +318,14 @@ class Ledger:
 
     async def iter_events(self, since: datetime | None = None, until: datetime | None = None,
                           department: str | None = None,
-                          include_rejections: bool = False) -> AsyncIterator[UsageEvent | Rejection]:
+                          include_rejections: bool = False,
+                          customer: str | None = None) -> AsyncIterator[UsageEvent | Rejection]:
         """Events in admission order, then (if asked) rejections in time order; paged, so any
-        size streams in bounded memory."""
+        size streams in bounded memory. ``customer`` keeps the events of one business customer."""
         where: dict[str, WhereValue] | None = None if department is None else {"department": department}
-        async for event in self._pages(queries.event_page, since, until, where, lambda e: (e.admitted_at, e.id)):
+        events_where = where if customer is None else {**(where or {}), "customer": customer}
+        async for event in self._pages(queries.event_page, since, until, events_where,
+                                       lambda e: (e.admitted_at, e.id)):
             yield event
         if include_rejections:
             async for rejection in self._pages(queries.rejection_page, since, until, where, lambda r: (r.at, r.id)):
@@ -372,11 +375,12 @@ class Ledger:
     # -- keys and admin tokens -------------------------------------------------------------
 
     async def create_key(self, department: str | None, team: str | None = None, user: str | None = None,
-                         name: str | None = None, now: datetime | None = None) -> tuple[KeyRecord, str]:
+                         name: str | None = None, now: datetime | None = None,
+                         customer: str | None = None) -> tuple[KeyRecord, str]:
         """A new virtual key; returns its record and its secret (shown once, never stored)."""
         secret, at = credentials.new_secret(credentials.KEY_PREFIX), _now(now)
         record: KeyRecord = await self._write(
-            lambda conn: credentials.insert_key(conn, secret, department, team, user, name, at)
+            lambda conn: credentials.insert_key(conn, secret, department, team, user, name, at, customer)
         )
         return record, secret
 
@@ -396,12 +400,13 @@ class Ledger:
         return result
 
     async def create_token(self, role: str, department: str | None = None, name: str | None = None,
-                           now: datetime | None = None) -> tuple[TokenRecord, str]:
-        """A new admin token (role admin, finance, or manager of ``department``) and its secret."""
-        credentials.check_role(role, department)
+                           now: datetime | None = None, customer: str | None = None) -> tuple[TokenRecord, str]:
+        """A new admin token (role admin, finance, manager of ``department``, or customer reading
+        ``customer``) and its secret."""
+        credentials.check_role(role, department, customer)
         secret, at = credentials.new_secret(credentials.TOKEN_PREFIX), _now(now)
         record: TokenRecord = await self._write(
-            lambda conn: credentials.insert_token(conn, secret, role, department, name, at)
+            lambda conn: credentials.insert_token(conn, secret, role, department, name, at, customer)
         )
         return record, secret
 

@@ -22,7 +22,12 @@ from costwarden.ledger.schema import (
     APP_TABLES,
     BILLING_COLUMNS,
     CLOSING_COLUMNS,
+    CUSTOMER_CREDENTIAL_COLUMNS,
+    CUSTOMER_EVENT_COLUMNS,
+    CUSTOMER_INFLIGHT_COLUMNS,
     INFLIGHT_COLUMNS,
+    admin_tokens,
+    api_keys,
     audit_log,
     inflight,
     metadata,
@@ -83,12 +88,30 @@ def _statement_closings(conn: Connection) -> None:
     statement_history.create(conn, checkfirst=True)
 
 
+def _customers(conn: Connection) -> None:
+    """Business customers (SPEC §12): the customer and trimmed tokens of each event, the customer
+    of write-ahead rows, keys bound to a customer and ``customer`` admin tokens."""
+    for table, columns in ((usage_events, CUSTOMER_EVENT_COLUMNS), (inflight, CUSTOMER_INFLIGHT_COLUMNS),
+                           (api_keys, CUSTOMER_CREDENTIAL_COLUMNS), (admin_tokens, CUSTOMER_CREDENTIAL_COLUMNS)):
+        for make in columns:
+            column = make()
+            kind = column.type.compile(dialect=conn.dialect)
+            default = column.server_default.arg if column.server_default is not None else None  # type: ignore[attr-defined]
+            clause = "" if default is None else f" NOT NULL DEFAULT '{default}'" if column.name == "customer" \
+                else f" NOT NULL DEFAULT {int(default)}"
+            conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{clause}'))
+    for index in usage_events.indexes:
+        if index.name == "ix_usage_events_customer_admitted_at":
+            index.create(conn, checkfirst=True)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema", _initial_schema),
     Step(2, "frozen chargeback statements", _frozen_statements),
     Step(3, "billing dimensions and replicas", _billing_dimensions),
     Step(4, "audit log", _audit_log),
     Step(5, "statement closings and restatements", _statement_closings),
+    Step(6, "customers and plans", _customers),
 )
 
 

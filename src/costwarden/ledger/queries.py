@@ -26,7 +26,7 @@ GroupValue = str | date | None
 WhereValue = str | None | Sequence[str | None]
 
 EVENT_DIMENSIONS = ("department", "team", "key_id", "user", "model_served", "model_requested",
-                    "provider", "endpoint", "status", "decision", "price_version")
+                    "provider", "endpoint", "status", "decision", "price_version", "customer")
 REJECTION_DIMENSIONS = ("department", "team", "key_id", "user", "model_requested", "endpoint", "code")
 _TAG_NAME = re.compile(r"^[^\"\\]{1,128}$")
 _SUMS = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_nanos")

@@ -79,6 +79,8 @@ def event_row(event: UsageEvent) -> dict[str, Any]:
         "service_tier": event.service_tier,
         "tool_calls": dump_counts(event.tool_calls),
         "usage_malformed": event.usage_malformed,
+        "customer": event.customer,
+        "trimmed_tokens": event.trimmed_tokens,
     }
 
 
@@ -128,6 +130,8 @@ def event_from_row(row: Mapping[Any, Any]) -> UsageEvent:
         service_tier=row.get("service_tier") or "",
         tool_calls=load_counts(row.get("tool_calls")),
         usage_malformed=bool(row.get("usage_malformed") or False),
+        customer=row.get("customer") or "",
+        trimmed_tokens=int(row.get("trimmed_tokens") or 0),
     )
 
 
@@ -191,6 +195,7 @@ def inflight_row(call: InflightCall) -> dict[str, Any]:
         "stream": call.stream,
         "replica": call.replica,
         "model_sent": call.model_sent,
+        "customer": call.customer,
     }
 
 
@@ -226,4 +231,5 @@ def interrupted_event(row: Mapping[Any, Any], now: datetime) -> UsageEvent:
         interrupted=True,
         stream=bool(row["stream"]),
         model_sent=row.get("model_sent") or "",
+        customer=row.get("customer") or "",
     )

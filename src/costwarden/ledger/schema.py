@@ -77,6 +77,18 @@ INFLIGHT_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
     lambda: Column("replica", String, nullable=False, server_default=""),
     lambda: Column("model_sent", String, nullable=False, server_default=""),
 )
+# Columns of business customers and plans (SPEC §12, migration 6).
+CUSTOMER_EVENT_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("customer", String, nullable=False, server_default=""),
+    lambda: Column("trimmed_tokens", BigInteger, nullable=False, server_default="0"),
+)
+CUSTOMER_INFLIGHT_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("customer", String, nullable=False, server_default=""),
+)
+# A key bound to a customer, and the customer a ``customer`` admin token reads (NULL: none).
+CUSTOMER_CREDENTIAL_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("customer", String),
+)
 
 usage_events = Table(
     "usage_events",
@@ -108,8 +120,10 @@ usage_events = Table(
     Column("shadow", Text, nullable=False),
     Column("stream", Boolean, nullable=False),
     *(column() for column in BILLING_COLUMNS),
+    *(column() for column in CUSTOMER_EVENT_COLUMNS),
     Index("ix_usage_events_admitted_at", "admitted_at"),
     Index("ix_usage_events_department_admitted_at", "department", "admitted_at"),
+    Index("ix_usage_events_customer_admitted_at", "customer", "admitted_at"),
 )
 
 rejections = Table(
@@ -154,6 +168,7 @@ inflight = Table(
     Column("decision", String, nullable=False),
     Column("stream", Boolean, nullable=False),
     *(column() for column in INFLIGHT_COLUMNS),
+    *(column() for column in CUSTOMER_INFLIGHT_COLUMNS),
 )
 
 policy_versions = Table(
@@ -177,6 +192,7 @@ api_keys = Table(
     Column("name", String),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    *(column() for column in CUSTOMER_CREDENTIAL_COLUMNS),  # the customer whose calls the key makes
 )
 
 admin_tokens = Table(
@@ -185,11 +201,12 @@ admin_tokens = Table(
     Column("id", String, primary_key=True),
     Column("hash", String(64), nullable=False, unique=True),
     Column("prefix", String, nullable=False),
-    Column("role", String, nullable=False),  # admin | finance | manager
+    Column("role", String, nullable=False),  # admin | finance | manager | customer
     Column("department", String),  # the managed department, for role manager
     Column("name", String),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    *(column() for column in CUSTOMER_CREDENTIAL_COLUMNS),  # the customer read, for role customer
 )
 
 alerts = Table(

@@ -27,6 +27,7 @@ from costwarden.errors import PolicyError
 from costwarden.policy.catalog_file import bundled_entries, merge_entries, read_entries, to_model_spec
 from costwarden.policy.checks import check_allow_list, check_downgrades, check_providers
 from costwarden.policy.fields import empty_if_null, scope_id
+from costwarden.policy.plans import build_customers, build_plans
 from costwarden.policy.problems import Path, Problem, Problems, describe
 from costwarden.policy.schema import (
     AttributionSpec,
@@ -93,6 +94,9 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
             department = _department(department_id, value, catalog, unavailable, problems)
             if department is not None:
                 departments[department_id] = department
+    plans, plan_names = build_plans(data.get("plans"), catalog, unavailable, problems, _rules)
+    department_names = set(raw_departments) if isinstance(raw_departments, dict) else set()
+    customers = build_customers(data.get("customers"), plans, plan_names, departments, department_names, problems)
     organization = problems.validate(OrganizationSpec, empty_if_null(data.get("organization")),
                                      ("organization",))
     attribution = problems.validate(AttributionSpec, empty_if_null(data.get("attribution")), ("attribution",))
@@ -114,6 +118,8 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
         version=top.version,
         on_store_failure=StoreFailure(top.on_store_failure),
         source=text,
+        plans=plans,
+        customers=customers,
     )
 
 
@@ -131,7 +137,7 @@ def _upstreams(raw: object, problems: Problems) -> tuple[dict[str, Upstream], se
             continue
         timeout = {"timeout_s": spec.timeout_s} if spec.timeout_s is not None else {}
         upstreams[name] = Upstream(name=name, type=UpstreamType(spec.type), base_url=spec.base_url,
-                                   api_key_env=spec.api_key_env, **timeout)
+                                   api_key_env=spec.api_key_env, tpm=spec.tpm, **timeout)
     return upstreams, set(raw)
 
 

@@ -64,6 +64,13 @@ def _positive(value: object) -> Decimal:
     return amount
 
 
+def _non_negative(value: object) -> Decimal:
+    amount = number(value)
+    if amount < 0:
+        raise ValueError("must be >= 0")
+    return amount
+
+
 def _fraction(value: object) -> Decimal:
     amount = number(value)
     if not 0 < amount <= 1:
@@ -143,7 +150,8 @@ def scope_id(value: object) -> str:
     return text
 
 
-def _name(value: object) -> str:
+def name(value: object) -> str:
+    """A lower-case name: a provider, an upstream, a plan."""
     text = _text(value)
     if not _NAME.fullmatch(text):
         raise ValueError(f"bad name {text!r}: use lower-case letters, digits, '-', '_' or '.'")
@@ -194,6 +202,7 @@ def empty_if_null(value: object) -> object:
 PositiveWhole = Annotated[int, PlainValidator(_positive_whole)]
 NonNegativeWhole = Annotated[int, PlainValidator(_non_negative_whole)]
 PositiveAmount = Annotated[Decimal, PlainValidator(_positive)]
+NonNegativeAmount = Annotated[Decimal, PlainValidator(_non_negative)]
 Fraction = Annotated[Decimal, PlainValidator(_fraction)]
 PriceValue = Annotated[Decimal, PlainValidator(_price)]
 Tier = Annotated[int, PlainValidator(tier)]
@@ -205,7 +214,7 @@ TimezoneField = Annotated[ZoneInfo, PlainValidator(_timezone)]
 ActionField = Annotated[Action, PlainValidator(_action)]
 NotifyTarget = Annotated[str, PlainValidator(_notify)]
 ScopeId = Annotated[str, PlainValidator(scope_id)]
-Name = Annotated[str, PlainValidator(_name)]
+Name = Annotated[str, PlainValidator(name)]
 EnvName = Annotated[str, PlainValidator(_env_name)]
 BaseUrl = Annotated[str, PlainValidator(_base_url)]
 HeaderName = Annotated[str, PlainValidator(_header)]

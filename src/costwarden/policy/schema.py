@@ -7,6 +7,7 @@ mistakes of the others, and cross-checks still run on everything that did valida
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,7 @@ from costwarden.policy.fields import (
     IsoDate,
     Name,
     NonEmptyText,
+    NonNegativeAmount,
     NonNegativeWhole,
     NotifyTarget,
     PeriodField,
@@ -149,6 +151,64 @@ class UpstreamSpec(Spec):
     base_url: BaseUrl
     api_key_env: EnvName | None = None
     timeout_s: PositiveAmount | None = None
+    tpm: PositiveWhole | None = None  # the provider's capacity that plans queue for (SPEC §12)
+
+
+class ThinContextSpec(Spec):
+    max_input_tokens: PositiveWhole
+
+
+class EfficiencySpec(Spec):
+    prompt_caching: Literal["auto", "off"] = "off"
+    thin_context: ThinContextSpec | None = None
+
+
+class ModelRateSpec(Spec):
+    """A customer's price of one model, USD per 1M tokens; cache prices default to ``input``."""
+
+    input: PriceValue
+    output: PriceValue
+    cached_input: PriceValue | None = None
+    cache_write_5m: PriceValue | None = None
+    cache_write_1h: PriceValue | None = None
+
+
+class RateCardSpec(Spec):
+    """``{markup_pct: 20}`` on provider cost, or per-model prices (other models at the markup)."""
+
+    markup_pct: NonNegativeAmount = Decimal(0)
+    models: Annotated[dict[Text, ModelRateSpec], EmptyIfNull] = {}
+
+
+class PlanSpec(RulesSpec):
+    """A plan sold to business customers (SPEC §12): its customers' budgets, limits and bill."""
+
+    priority: Literal["standard", "high"] = "standard"
+    efficiency: Annotated[EfficiencySpec, EmptyIfNull] = EfficiencySpec()
+    rate_card: Annotated[RateCardSpec, EmptyIfNull] = RateCardSpec()
+    included_usd: NonNegativeAmount = Decimal(0)
+    queue_s: PositiveAmount = Decimal(10)
+
+    @model_validator(mode="after")
+    def _exact_included(self) -> PlanSpec:
+        self.included_nanos()
+        return self
+
+    def included_nanos(self) -> int:
+        """The included amount in nano-dollars."""
+        try:
+            return usd_to_nanos(self.included_usd)
+        except ValueError:
+            raise FieldProblem("included_usd",
+                               f"{self.included_usd:f} USD is finer than a nano-dollar (1e-9 USD)") from None
+
+
+class CustomerSpec(Spec):
+    """``ACME: {name: Acme Corp, plan: gold, department: PRODUCT}``."""
+
+    name: NonEmptyText | None = None
+    plan: Text
+    department: ScopeId
 
 
 class AttributionSpec(Spec):
@@ -168,16 +228,20 @@ class DocumentSpec(Spec):
     attribution: Any = None
     organization: Any = None
     departments: Annotated[dict[str, Any], EmptyIfNull] = {}
+    plans: Annotated[dict[str, Any], EmptyIfNull] = {}
+    customers: Annotated[dict[str, Any], EmptyIfNull] = {}
 
 
 __all__ = [
     "AttributionSpec",
     "BudgetSpec",
+    "CustomerSpec",
     "DepartmentSpec",
     "DocumentSpec",
     "LimitsSpec",
     "ModelEntrySpec",
     "OrganizationSpec",
+    "PlanSpec",
     "RulesSpec",
     "TeamSpec",
     "UpstreamSpec",

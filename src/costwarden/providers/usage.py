@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from costwarden.core.pricing import TokenType
+from costwarden.core.pricing import TokenType, token_breakdown
 
 NO_TOOLS: Mapping[str, int] = {}
 
@@ -43,14 +43,9 @@ class Usage:
 
     def by_type(self) -> dict[TokenType, int]:
         """Disjoint counts per billed token type (they add up to input + output)."""
-        written = self.cache_write_5m_tokens + self.cache_write_1h_tokens
-        plain = max(0, self.input_tokens - self.cached_input_tokens - written - self.audio_input_tokens)
-        reasoning = min(self.reasoning_tokens, self.output_tokens)
-        counts = {TokenType.INPUT: plain, TokenType.CACHED_INPUT: self.cached_input_tokens,
-                  TokenType.CACHE_WRITE_5M: self.cache_write_5m_tokens,
-                  TokenType.CACHE_WRITE_1H: self.cache_write_1h_tokens, TokenType.AUDIO: self.audio_input_tokens,
-                  TokenType.OUTPUT: self.output_tokens - reasoning, TokenType.REASONING: reasoning}
-        return {kind: n for kind, n in counts.items() if n}
+        return token_breakdown(self.input_tokens, self.cached_input_tokens, self.output_tokens,
+                               cache_write_5m=self.cache_write_5m_tokens, cache_write_1h=self.cache_write_1h_tokens,
+                               reasoning=self.reasoning_tokens, audio_input=self.audio_input_tokens)
 
     def with_tier(self, service_tier: object) -> Usage:
         """This usage with the service tier a response reported (ignored unless a string)."""

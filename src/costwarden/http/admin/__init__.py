@@ -9,14 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from costwarden.http.admin import activity, audit, budgets, credentials, policy, reports, session
+from costwarden.http.admin import activity, audit, budgets, credentials, customers, policy, reports, session
 from costwarden.http.admin.api import ALL_METHODS, Operation, not_found, routes
 from costwarden.http.admin.openapi import openapi_document
 
 PREFIX = "/admin/v1"
 OPERATIONS: list[Operation[Any, Any]] = [*budgets.OPERATIONS, *activity.OPERATIONS, *credentials.OPERATIONS,
                                          *policy.OPERATIONS, *session.OPERATIONS, *reports.OPERATIONS,
-                                         *audit.OPERATIONS]
+                                         *audit.OPERATIONS, *customers.OPERATIONS]
 
 
 def admin_mount() -> Mount:

@@ -32,7 +32,9 @@ from costwarden.reports.simulate import only_events, simulate, simulation_report
 from costwarden.reports.tabular import Report, csv_text
 
 CSV = "text/csv; charset=utf-8"
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+# Years 1970-8999: a month outside the ledger's time range has bounds that cannot be computed in
+# every timezone (year 1 in New York starts before datetime.min in UTC) nor printed as YYYY-MM.
+_PERIOD = re.compile(r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])$")
 Period = Field(pattern=_PERIOD.pattern, description="Billing period YYYY-MM (a month in the policy's timezone).")
 
 
