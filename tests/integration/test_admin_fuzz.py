@@ -23,7 +23,7 @@ from gateway_fixtures import Gateway, start_gateway
 
 ADMIN = "fuzz-admin-secret"
 MANAGED = "MARKETING"
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 150
 
 
 @pytest.fixture(scope="module")

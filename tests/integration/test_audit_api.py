@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from costwarden.ledger import Ledger
-from gateway_fixtures import EXAMPLE, Gateway, policy_text, start_gateway
+from gateway_fixtures import EXAMPLE, Gateway, start_gateway
 
 ADMIN = "audit-admin-secret"
 SALES = "  SALES:\n    tiers: [1, 2, 3]             # may use expert models\n"
@@ -29,7 +29,7 @@ BASE = EXAMPLE.read_text().replace(SALES, SALES + "    per_user:\n      budgets:
 
 @pytest.fixture
 def gw(tmp_path: Path, mock_url: str) -> Iterator[Gateway]:
-    assert BASE != EXAMPLE.read_text()
+    assert EXAMPLE.read_text() != BASE
     yield from start_gateway(tmp_path, mock_url, BASE, admin_token=ADMIN)
 
 

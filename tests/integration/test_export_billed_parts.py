@@ -70,3 +70,33 @@ def test_billed_parts_survive_export_and_import(tmp_path: Path) -> None:
     # in nano-dollars per token: 5,000 input tokens are 1,000 plain, 1,000 cached and 3,000 cache writes
     assert original.cost_nanos == (1_000 * 3_000 + 1_000 * 300 + 1_000 * 3_750 + 2_000 * 6_000
                                    + 300 * 15_000 + 2 * 10_000_000)
+
+
+def test_focus_rows_carry_each_billed_token_type_and_add_up_to_the_cost(tmp_path: Path) -> None:
+    import csv
+    import io
+    from decimal import Decimal
+
+    db = f"sqlite:///{tmp_path}/a.db"
+    original = billed_event("evt-1")
+
+    async def seed() -> None:
+        ledger = await Ledger.open(db)
+        try:
+            await ledger.record(original)
+        finally:
+            await ledger.close()
+
+    asyncio.run(seed())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    result = runner.invoke(app, ["report", "chargeback", "--period", "2026-11", "--format", "focus",
+                                 "--db", db, "--policy", str(policy)])
+    assert result.exit_code == 0, result.output
+    rows = [r for r in csv.DictReader(io.StringIO(result.stdout)) if r["ChargeCategory"] == "Usage"]
+    quantity = {r["x_TokenType"]: Decimal(r["ConsumedQuantity"]) for r in rows}
+    assert quantity == {"input": 1_000, "cached_input": 1_000, "cache_write_5m": 1_000, "cache_write_1h": 2_000,
+                        "reasoning": 100, "output": 200}
+    billed = {r["x_TokenType"]: Decimal(r["BilledCost"]) for r in rows}
+    assert billed["cache_write_1h"] == Decimal("0.012")  # 2,000 tokens at $6 per 1M
+    assert sum(billed.values()) == Decimal(original.cost_nanos) / 10**9

@@ -55,7 +55,9 @@ def plans_gateway(tmp_path: Path, mock_url: str) -> Iterator[Gateway]:
 
 
 def client(gateway: Gateway, customer: str) -> anthropic.Anthropic:
-    return gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys[customer]))
+    sdk = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys[customer])
+    gateway.track(sdk)
+    return sdk
 
 
 def turns(count: int, question: str = "And the next one?") -> list[dict[str, Any]]:
@@ -101,7 +103,7 @@ def test_openai_calls_get_the_customer_as_cache_key(plans_gateway: Gateway) -> N
         sdk = plans_gateway.track(openai.OpenAI(base_url=f"{plans_gateway.url}/v1",
                                                 api_key=plans_gateway.keys[customer]))
         extra = {"prompt_cache_key": cache_key} if cache_key else {}
-        reply = sdk.chat.completions.create(model="gpt-4o-mini", messages=[  # type: ignore[call-overload]
+        reply = sdk.chat.completions.create(model="gpt-4o-mini", messages=[
             {"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}], **extra)
         return int(reply.usage.prompt_tokens_details.cached_tokens or 0)
 
@@ -156,7 +158,7 @@ def test_trimmed_requests_are_accepted_by_the_sdks_and_the_mock(mock_url: str) -
                          {"role": "assistant", "content": "ok"}]
     conversation.append({"role": "user", "content": "last"})
     chat = ENDPOINTS["/v1/chat/completions"]
-    body = {"model": "gpt-4o-mini", "messages": conversation}
+    body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": conversation}
     done = thin(body, anthropic=False, limit=1500, plan="gold",
                 measure=lambda b: chat.estimate(b, model="gpt-4o-mini").tokens)
     assert done.removed_tokens > 0
@@ -179,3 +181,28 @@ def test_trimmed_requests_are_accepted_by_the_sdks_and_the_mock(mock_url: str) -
     with anthropic.Anthropic(base_url=mock_url, api_key="sk-ant-test") as sdk:
         answer = sdk.messages.create(**done.body)
     assert answer.usage.input_tokens < 1500
+
+
+def test_a_call_over_the_upstream_capacity_gets_429_with_retry_after(tmp_path: Path, mock_url: str) -> None:
+    policy = POLICY.replace("api_key_env: ANTHROPIC_API_KEY}", "api_key_env: ANTHROPIC_API_KEY, tpm: 3000}") \
+        .replace("silver: {priority: standard,", "silver: {priority: standard, queue_s: 0.5,")
+    db_url = f"sqlite:///{tmp_path}/ledger.db"
+
+    async def key() -> str:
+        ledger = await Ledger.open(db_url)
+        try:
+            return (await ledger.create_key("PRODUCT", customer="GLOBEX"))[1]
+        finally:
+            await ledger.close()
+
+    secret = asyncio.run(key())
+    for running in start_gateway(tmp_path, mock_url, policy, db_url=db_url):
+        sdk = running.track(anthropic.Anthropic(base_url=running.url, api_key=secret, max_retries=0))
+        sdk.messages.create(model="claude-sonnet-4-6", max_tokens=2500, messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            sdk.messages.create(model="claude-sonnet-4-6", max_tokens=1000, messages=[{"role": "user", "content": "hi"}])
+        assert "capacity_exceeded" in str(refused.value.body)
+        assert 50 <= int(refused.value.response.headers["retry-after"]) <= 61
+        # the refused call holds nothing: the department's usage counts the first call only
+        [event] = events(running)
+        assert event.output_tokens == 16

@@ -4,6 +4,7 @@ a client's own cache settings."""
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import pytest
@@ -135,7 +136,7 @@ def test_a_growing_conversation_reads_what_the_previous_call_wrote() -> None:
         writes.append(used.write_5m)
         now[0] += 10
     assert reads[0] == 0 and all(read > 0 for read in reads[1:])
-    assert all(later > earlier for earlier, later in zip(reads[1:], reads[2:], strict=False))
+    assert all(later > earlier for earlier, later in itertools.pairwise(reads[1:]))
     assert all(write < writes[0] for write in writes[1:])  # only the new turns are written
 
 

@@ -3,6 +3,7 @@ pairs stay; what is left is a valid conversation for each API."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ def valid_anthropic(body: Mapping[str, Any]) -> None:
     """Starts with a user turn, alternates, and every tool_result answers a tool_use of the turn before."""
     messages = body["messages"]
     assert messages[0]["role"] == "user"
-    for before, after in zip(messages, messages[1:], strict=False):
+    for before, after in itertools.pairwise(messages):
         assert before["role"] != after["role"]
     for index, message in enumerate(messages):
         content = message["content"]

@@ -54,7 +54,11 @@ class ModelSpec:
         cached = self.cached_input if self.cached_input is not None else self.input
         picos = (self.input.picos_per_token, cached.picos_per_token, self.output.picos_per_token)
         cached_label = self.cached_input.usd_per_million if self.cached_input is not None else "-"
-        label = f"{self.input.usd_per_million}/{cached_label}/{self.output.usd_per_million}@{self.as_of or 'policy'}"
+        prices = f"{self.input.usd_per_million}/{cached_label}/{self.output.usd_per_million}"
+        if self.cache_write_5m is not None or self.cache_write_1h is not None:  # /5-minute/1-hour cache writes
+            prices += "".join(f"/{p.usd_per_million if p is not None else '-'}"
+                              for p in (self.cache_write_5m, self.cache_write_1h))
+        label = f"{prices}@{self.as_of or 'policy'}"
         object.__setattr__(self, "_picos", picos)
         object.__setattr__(self, "price_version", label)
         standard = Prices(self.input, self.output, self.cached_input, self.cache_write_5m, self.cache_write_1h,

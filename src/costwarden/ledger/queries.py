@@ -29,7 +29,8 @@ EVENT_DIMENSIONS = ("department", "team", "key_id", "user", "model_served", "mod
                     "provider", "endpoint", "status", "decision", "price_version", "customer")
 REJECTION_DIMENSIONS = ("department", "team", "key_id", "user", "model_requested", "endpoint", "code")
 _TAG_NAME = re.compile(r"^[^\"\\]{1,128}$")
-_SUMS = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_nanos")
+_SUMS = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_nanos", "cache_write_5m_tokens",
+         "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,10 @@ class TotalsRow:
     cached_input_tokens: int = 0
     output_tokens: int = 0
     cost_nanos: int = 0
+    cache_write_5m_tokens: int = 0  # parts of input_tokens and output_tokens billed at their own rates
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
     bucket: int | None = None
 
     def __getitem__(self, name: str) -> GroupValue | int:

@@ -69,8 +69,10 @@ def _time(text: str) -> datetime:
 
 
 def _counts(counts: Counts) -> list[int]:
-    return [counts.requests, counts.input_tokens, counts.cached_input_tokens, counts.output_tokens,
-            counts.cost_nanos]
+    """The five first counts, then the billed parts only when there are any, so that a statement
+    without them is stored exactly as before they existed."""
+    values = list(counts.values())
+    return values if any(values[5:]) else values[:5]
 
 
 def _read_counts(values: list[int]) -> Counts:

@@ -68,7 +68,9 @@ async def period_usage(ledger: Ledger, start: datetime, end: datetime, catalog: 
         usage.append(UsageRow(
             day=day, department=str(row.groups["department"]), model=model,
             provider=str(row.groups["provider"]), price_version=str(row.groups["price_version"] or ""),
-            counts=Counts(row.requests, row.input_tokens, row.cached_input_tokens, row.output_tokens, row.cost_nanos),
+            counts=Counts(row.requests, row.input_tokens, row.cached_input_tokens, row.output_tokens, row.cost_nanos,
+                          row.cache_write_5m_tokens, row.cache_write_1h_tokens, row.reasoning_tokens,
+                          row.audio_input_tokens),
             tier=spec.tier if spec is not None else None, team=_text(row.groups["team"]),
             user=_text(row.groups["user"]), project=_text(row.groups["tag:project"]),
         ))

@@ -36,7 +36,8 @@ from costwarden.policy import bundled_catalog
 from costwarden.reports.statement import DepartmentInfo, Statement, UsageRow
 
 INPUT, CACHED_INPUT, OUTPUT = "input", "cached_input", "output"
-TOKEN_TYPES = (INPUT, CACHED_INPUT, OUTPUT)
+WRITE_5M, WRITE_1H, REASONING, AUDIO = "cache_write_5m", "cache_write_1h", "reasoning", "audio"
+TOKEN_TYPES = (INPUT, CACHED_INPUT, WRITE_5M, WRITE_1H, AUDIO, OUTPUT, REASONING)
 PRICING_UNIT = "1000000 Tokens"  # catalog prices are per million tokens
 ACCOUNT_ID = ACCOUNT_NAME = "costwarden"
 
@@ -57,8 +58,11 @@ COLUMNS = (*MANDATORY, *OPTIONAL, *EXTENSIONS)
 _NUMERIC = frozenset({"BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ListUnitPrice",
                       "ContractedUnitPrice", "ConsumedQuantity", "PricingQuantity"})
 _PROVIDERS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google"}
-_LABELS = {INPUT: "input", CACHED_INPUT: "cached input", OUTPUT: "output"}
-_METERS = {INPUT: "Input Tokens", CACHED_INPUT: "Cached Input Tokens", OUTPUT: "Output Tokens"}
+_LABELS = {INPUT: "input", CACHED_INPUT: "cached input", WRITE_5M: "5-minute cache write",
+           WRITE_1H: "1-hour cache write", AUDIO: "audio input", OUTPUT: "output", REASONING: "reasoning"}
+_METERS = {INPUT: "Input Tokens", CACHED_INPUT: "Cached Input Tokens", WRITE_5M: "Cache Write Tokens (5 min)",
+           WRITE_1H: "Cache Write Tokens (1 h)", AUDIO: "Audio Input Tokens", OUTPUT: "Output Tokens",
+           REASONING: "Reasoning Tokens"}
 ListPrices = Callable[[str], "tuple[Price, Price, Price] | None"]
 
 
@@ -80,7 +84,7 @@ def parse_price_version(text: str) -> tuple[Price, Price, Price] | None:
     """Input, cached input and output prices of ``0.15/0.075/0.60@2025-08-07``; a cached price of
     ``-`` means cached input is priced as input. None when the text is not of that shape."""
     prices = text.split("@", 1)[0].split("/")
-    if len(prices) != 3:
+    if len(prices) not in (3, 5):  # five: cache-write prices follow
         return None
     try:
         given = Price(prices[0]), Price(prices[2])
@@ -90,20 +94,41 @@ def parse_price_version(text: str) -> tuple[Price, Price, Price] | None:
     return given[0], cached, given[1]
 
 
+def write_prices(text: str) -> tuple[Price | None, Price | None]:
+    """The 5-minute and 1-hour cache-write prices a price label states (None where it states none)."""
+    prices = text.split("@", 1)[0].split("/")
+    if len(prices) != 5:
+        return None, None
+    try:
+        return tuple(None if p == "-" else Price(p) for p in prices[3:])  # type: ignore[return-value]
+    except (ValueError, ArithmeticError):
+        return None, None
+
+
 def split_cost(usage: UsageRow) -> list[TokenCharge]:
-    """The group's ledger cost split by token type; the charges add up exactly to its cost."""
+    """The group's ledger cost split by token type; the charges add up exactly to its cost.
+
+    Every type but output is its tokens at its stated price (rounded down); output takes the rest,
+    so that rounding, service-tier and tool charges land on it and the sum is the ledger's."""
     counts = usage.counts
-    uncached = counts.input_tokens - counts.cached_input_tokens
+    written = counts.cache_write_5m_tokens + counts.cache_write_1h_tokens
+    plain = counts.input_tokens - counts.cached_input_tokens - written - counts.audio_input_tokens
+    visible = counts.output_tokens - counts.reasoning_tokens
     prices = parse_price_version(usage.price_version)
     if prices is None:  # unknown prices: the whole cost is on the output row, unsplit
-        return [TokenCharge(INPUT, uncached, None, 0), TokenCharge(CACHED_INPUT, counts.cached_input_tokens, None, 0),
+        return [TokenCharge(INPUT, counts.input_tokens - counts.cached_input_tokens, None, 0),
+                TokenCharge(CACHED_INPUT, counts.cached_input_tokens, None, 0),
                 TokenCharge(OUTPUT, counts.output_tokens, None, counts.cost_nanos)]
     input_price, cached_price, output_price = prices
-    input_nanos = uncached * input_price.picos_per_token // 1000
-    cached_nanos = counts.cached_input_tokens * cached_price.picos_per_token // 1000
-    return [TokenCharge(INPUT, uncached, input_price, input_nanos),
-            TokenCharge(CACHED_INPUT, counts.cached_input_tokens, cached_price, cached_nanos),
-            TokenCharge(OUTPUT, counts.output_tokens, output_price, counts.cost_nanos - input_nanos - cached_nanos)]
+    write_5m, write_1h = write_prices(usage.price_version)
+    parts = [(INPUT, plain, input_price), (CACHED_INPUT, counts.cached_input_tokens, cached_price),
+             (WRITE_5M, counts.cache_write_5m_tokens, write_5m or input_price),
+             (WRITE_1H, counts.cache_write_1h_tokens, write_1h or input_price),
+             (AUDIO, counts.audio_input_tokens, input_price), (REASONING, counts.reasoning_tokens, output_price)]
+    charges = [TokenCharge(kind, tokens, price, tokens * price.picos_per_token // 1000)
+               for kind, tokens, price in parts if tokens or kind in (INPUT, CACHED_INPUT)]
+    rest = counts.cost_nanos - sum(charge.billed_nanos for charge in charges)
+    return [*charges, TokenCharge(OUTPUT, visible, output_price, rest)]
 
 
 def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name: str = ACCOUNT_NAME,
@@ -128,12 +153,13 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
         provider = _PROVIDERS.get(usage.provider, usage.provider)
         listed_prices = list_prices(usage.model) if list_prices is not None else None
         billing_start, billing_end = _utc_month(start)
-        for index, charge in enumerate(split_cost(usage)):
+        listed_by_type = dict(zip((INPUT, CACHED_INPUT, OUTPUT), listed_prices, strict=True)) if listed_prices else {}
+        for charge in split_cost(usage):
             if charge.tokens == 0 and charge.billed_nanos == 0:
                 continue
             billed = _decimal_usd(charge.billed_nanos)
             contracted = billed if charge.list_picos is None else _decimal(Decimal(charge.list_picos).scaleb(-12))
-            list_price = charge.price if listed_prices is None or charge.price is None else listed_prices[index]
+            list_price = charge.price if charge.price is None else listed_by_type.get(charge.token_type, charge.price)
             listed = contracted if list_price is None else _decimal(Decimal(charge.tokens * list_price.picos_per_token)
                                                                     .scaleb(-12))
             description = f"{usage.model} {_LABELS[charge.token_type]} tokens, {usage.department}"

@@ -26,19 +26,26 @@ class Counts:
     cached_input_tokens: int = 0
     output_tokens: int = 0
     cost_nanos: int = 0
+    # Parts of the input and output totals billed at their own rates (SPEC §9).
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+
+    def values(self) -> tuple[int, ...]:
+        """Every count, in field order."""
+        return (self.requests, self.input_tokens, self.cached_input_tokens, self.output_tokens, self.cost_nanos,
+                self.cache_write_5m_tokens, self.cache_write_1h_tokens, self.reasoning_tokens,
+                self.audio_input_tokens)
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(self.requests + other.requests, self.input_tokens + other.input_tokens,
-                      self.cached_input_tokens + other.cached_input_tokens,
-                      self.output_tokens + other.output_tokens, self.cost_nanos + other.cost_nanos)
+        return Counts(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
 
     def __sub__(self, other: Counts) -> Counts:
-        return Counts(self.requests - other.requests, self.input_tokens - other.input_tokens,
-                      self.cached_input_tokens - other.cached_input_tokens,
-                      self.output_tokens - other.output_tokens, self.cost_nanos - other.cost_nanos)
+        return Counts(*(a - b for a, b in zip(self.values(), other.values(), strict=True)))
 
     def __bool__(self) -> bool:
-        return any((self.requests, self.input_tokens, self.cached_input_tokens, self.output_tokens, self.cost_nanos))
+        return any(self.values())
 
     @staticmethod
     def total(items: Iterable[Counts]) -> Counts:
