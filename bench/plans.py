@@ -19,7 +19,7 @@ bodies Gold sent: the time of ``app.efficiency.shape`` (thin context check, brea
 second input estimate the service makes when the body changed, and the capacity queue's path for
 a call that finds room. Its p50 is compared with the goal (0.3 ms).
 
-Run: PYTHONPATH=src python bench/plans.py [--conversations 10] [--turns 8]
+Run: PYTHONPATH=src python bench/plans.py [--conversations 10] [--turns 8] [--thin 32000]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import statistics
 import subprocess
@@ -46,9 +47,11 @@ from costwarden.core.kinds import Priority
 from costwarden.policy import parse_policy
 from costwarden.providers import ENDPOINTS
 
+# The process helpers of bench/gateway.py, loaded from its file (bench/ is not a package).
 _spec = importlib.util.spec_from_file_location("bench_gateway", Path(__file__).with_name("gateway.py"))
 assert _spec is not None and _spec.loader is not None
 bench_gateway = importlib.util.module_from_spec(_spec)
+sys.modules["bench_gateway"] = bench_gateway  # its dataclasses look their module up
 _spec.loader.exec_module(bench_gateway)
 
 MODEL = "claude-sonnet-4-6"
@@ -68,7 +71,7 @@ plans:
     priority: high
     efficiency:
       prompt_caching: auto
-      thin_context: {{max_input_tokens: 32000}}
+      thin_context: {{max_input_tokens: {thin}}}
     rate_card: {{markup_pct: 35}}
 customers:
   ACME:   {{name: Acme Corp, plan: gold,   department: PRODUCT}}
@@ -92,9 +95,11 @@ TOOLS = [
 class PlanRun:
     name: str
     customer: str
+    calls: int = 0
     cost_nanos: int = 0
     input_tokens: int = 0  # all input: uncached, cache reads and cache writes
     cache_read: int = 0
+    output_tokens: int = 0
     cache_write: int = 0
     trimmed: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -104,29 +109,48 @@ class PlanRun:
 def question(conversation: int, turn: int) -> str:
     return (f"Conversation {conversation}, question {turn}: my invoice INV-{1000 + conversation}-{turn} shows a "
             f"charge I do not recognise for storage in region eu-{turn}; what is it, and why did it grow "
-            f"compared with last month? #mock output_tokens={ANSWER_TOKENS}")
+            f"compared with last month?")
 
 
 async def conversation(client: httpx.AsyncClient, key: str, number: int, turns: int, run: PlanRun) -> None:
+    """Each turn: the question, the model's tool call, the tool's result, then the model's answer."""
     messages: list[dict[str, Any]] = []
     for turn in range(turns):
         messages.append({"role": "user", "content": question(number, turn)})
-        body = {"model": MODEL, "max_tokens": 400, "system": SYSTEM, "tools": TOOLS, "messages": list(messages)}
-        run.bodies.append(body)
-        started = time.perf_counter()
-        reply = await client.post("/v1/messages", json=body, headers={"x-api-key": key})
-        run.latencies.append(time.perf_counter() - started)
-        reply.raise_for_status()
-        answer = reply.json()
-        usage = answer["usage"]
-        read, write = usage.get("cache_read_input_tokens") or 0, usage.get("cache_creation_input_tokens") or 0
-        run.input_tokens += usage["input_tokens"] + read + write
-        run.cache_read += read
-        run.cache_write += write
-        run.cost_nanos += int(Decimal(reply.headers["x-costwarden-cost-usd"]) * 10**9)
-        run.trimmed += int(reply.headers.get("x-costwarden-context-trimmed", "0"))
-        text = "".join(block.get("text", "") for block in answer["content"] if block.get("type") == "text")
-        messages.append({"role": "assistant", "content": text})
+        call = await send(client, key, messages, run)
+        messages.append({"role": "assistant", "content": call["content"]})
+        results = [{"type": "tool_result", "tool_use_id": block["id"], "content": tool_result(number, turn)}
+                   for block in call["content"] if block.get("type") == "tool_use"]
+        if results:
+            messages.append({"role": "user", "content": results})
+            answer = await send(client, key, messages, run)
+            messages.append({"role": "assistant", "content": answer["content"]})
+
+
+async def send(client: httpx.AsyncClient, key: str, messages: list[dict[str, Any]], run: PlanRun) -> dict[str, Any]:
+    body = {"model": MODEL, "max_tokens": 400, "system": SYSTEM, "tools": TOOLS, "messages": list(messages)}
+    run.bodies.append(body)
+    started = time.perf_counter()
+    reply = await client.post("/v1/messages", json=body, headers={"x-api-key": key})
+    run.latencies.append(time.perf_counter() - started)
+    reply.raise_for_status()
+    answer: dict[str, Any] = reply.json()
+    usage = answer["usage"]
+    read, write = usage.get("cache_read_input_tokens") or 0, usage.get("cache_creation_input_tokens") or 0
+    run.calls += 1
+    run.input_tokens += usage["input_tokens"] + read + write
+    run.cache_read += read
+    run.cache_write += write
+    run.cost_nanos += int(Decimal(reply.headers["x-costwarden-cost-usd"]) * 10**9)
+    run.trimmed += int(reply.headers.get("x-costwarden-context-trimmed", "0"))
+    run.output_tokens += usage["output_tokens"]
+    return answer
+
+
+def tool_result(conversation: int, turn: int) -> str:
+    lines = [f"INV-{1000 + conversation}-{turn} line {n}: object storage eu-{turn}, {n * 37 % 500} GB-month, "
+             f"USD {n * 13 % 97}.{n % 100:02d}" for n in range(12)]
+    return "\n".join(lines) + f"\n#mock output_tokens={ANSWER_TOKENS}"  # the mock's answer length
 
 
 async def run_plan(port: int, mock_port: int, key: str, run: PlanRun, conversations: int, turns: int) -> None:
@@ -144,14 +168,12 @@ def overhead(policy_text: str, bodies: list[dict[str, Any]], repeat: int = 20) -
     shaping: list[float] = []
     for _ in range(repeat):
         for body in bodies:
-            started = time.perf_counter()
             estimate = endpoint.estimate(body, model=MODEL)  # the service's own estimate: not counted
             middle = time.perf_counter()
             shaped = shape(plan, endpoint, body, model=MODEL, customer="ACME", tokens=estimate.tokens)
             if shaped.payload is not body:
                 endpoint.estimate(shaped.payload, model=MODEL)
             shaping.append(time.perf_counter() - middle)
-            del started
     queue = CapacityQueue(MemoryCapacityWindow())
 
     async def acquire_all() -> list[float]:
@@ -173,8 +195,6 @@ def p(values: list[float], q: float) -> float:
 def create_key(db_url: str, policy: Path, customer: str, env: dict[str, str]) -> str:
     out = subprocess.run(bench_gateway.cli("keys", "create", "--customer", customer, "--json", "--db", db_url,
                                            "--policy", str(policy)), env=env, check=True, capture_output=True)
-    import json
-
     return str(json.loads(out.stdout)["key"])
 
 
@@ -182,6 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=10)
     parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--thin", type=int, default=32000, help="Gold's thin_context.max_input_tokens (32000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="costwarden-plans-") as tmp:
         run(args, Path(tmp))
@@ -190,14 +211,15 @@ def main() -> None:
 def run(args: argparse.Namespace, tmp: Path) -> None:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-ant-bench"}
     mock_port, gw_port = bench_gateway.free_port(), bench_gateway.free_port()
-    policy_text = POLICY.format(mock=f"http://127.0.0.1:{mock_port}")
+    policy_text = POLICY.format(mock=f"http://127.0.0.1:{mock_port}", thin=args.thin)
     policy = tmp / "policy.yaml"
     policy.write_text(policy_text)
     db_url = f"sqlite:///{tmp}/ledger.db"
     runs = [PlanRun("silver", "GLOBEX"), PlanRun("gold", "ACME")]
     keys = {r.customer: create_key(db_url, policy, r.customer, env) for r in runs}
     print(f"plans bench: {os.cpu_count()} cores, load average {bench_gateway.load_avg()}; "
-          f"{args.conversations} conversations x {args.turns} turns on {MODEL}, each plan")
+          f"{args.conversations} conversations x {args.turns} turns on {MODEL}, each plan; "
+          f"Gold trims above {args.thin:,} input tokens")
     with bench_gateway.process(bench_gateway.cli("mock-upstream", "--port", str(mock_port)), tmp / "mock.log",
                                env) as mock, \
             bench_gateway.process(bench_gateway.cli("serve", "--policy", str(policy), "--db", db_url,
@@ -211,12 +233,12 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def report(runs: list[PlanRun], conversations: int, policy_text: str) -> None:
-    print(f"\n{'plan':<8}{'$/conversation':>16}{'input tokens':>14}{'cache hit':>11}{'cache write':>13}"
-          f"{'trimmed':>9}{'p50 ms':>9}")
+    print(f"\n{'plan':<8}{'calls':>6}{'$/conversation':>16}{'input tokens':>14}{'output':>9}{'cache hit':>11}"
+          f"{'cache write':>13}{'trimmed':>9}{'p50 ms':>9}")
     for r in runs:
         per = Decimal(r.cost_nanos) / conversations / 10**9
         hit = r.cache_read / r.input_tokens if r.input_tokens else 0.0
-        print(f"{r.name:<8}{per:>16.6f}{r.input_tokens:>14,}{hit:>11.1%}{r.cache_write:>13,}{r.trimmed:>9,}"
+        print(f"{r.name:<8}{r.calls:>6}{per:>16.6f}{r.input_tokens:>14,}{r.output_tokens:>9,}{hit:>11.1%}{r.cache_write:>13,}{r.trimmed:>9,}"
               f"{statistics.median(r.latencies) * 1000:>9.2f}")
     silver, gold = runs
     saving = 1 - Decimal(gold.cost_nanos) / Decimal(silver.cost_nanos)
@@ -234,4 +256,4 @@ def check(label: str, ok: bool, detail: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

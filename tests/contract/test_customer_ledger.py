@@ -4,6 +4,7 @@ migration gains the columns and keeps its rows."""
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,21 +12,25 @@ from pathlib import Path
 import pytest
 
 from costwarden.core.events import UsageEvent
+from costwarden.engine.rebuild import ledger_spend, ledger_totals
 from costwarden.errors import InvalidRequest
 from costwarden.ledger import Ledger
+from costwarden.ledger.export import read_jsonl, write_export
 from costwarden.ledger.schema import (
     CUSTOMER_CREDENTIAL_COLUMNS,
     CUSTOMER_EVENT_COLUMNS,
     CUSTOMER_INFLIGHT_COLUMNS,
 )
+from costwarden.policy import parse_policy
 
 AT = datetime(2026, 11, 10, 15, 0, tzinfo=UTC)
 
 
 def event(id: str, **extra: object) -> UsageEvent:
+    fields: dict[str, object] = {"input_tokens": 100, "output_tokens": 10, "cost_nanos": 350_000, **extra}
     return UsageEvent(id=id, admitted_at=AT, finished_at=AT, department="PRODUCT", model_requested="gpt-4o",
                       model_served="gpt-4o", provider="openai", endpoint="/v1/chat/completions",
-                      input_tokens=100, output_tokens=10, cost_nanos=350_000, **extra)  # type: ignore[arg-type]
+                      **fields)  # type: ignore[arg-type]
 
 
 async def test_customers_round_trip(ledger_url: str) -> None:
@@ -90,3 +95,42 @@ async def test_a_version_5_ledger_gains_the_customer_columns(tmp_path: Path) -> 
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(usage_events)")}
         versions = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     assert "ix_usage_events_customer_admitted_at" in indexes and 6 in versions
+
+
+async def test_customer_counters_are_rebuilt_from_the_ledger(tmp_path: Path) -> None:
+    policy = parse_policy("""
+version: 1
+departments:
+  PRODUCT: {}
+plans:
+  silver:
+    budgets: [{limit: 500, period: monthly, action: reject}, {limit: 1000000, period: 1h, unit: tokens, action: alert}]
+customers:
+  GLOBEX: {plan: silver, department: PRODUCT}
+""")
+    ledger = await Ledger.open(f"sqlite:///{tmp_path}/rebuild.db")
+    try:
+        await ledger.record(event("a", customer="GLOBEX"))
+        await ledger.record(event("b", customer="GLOBEX", cost_nanos=1))
+        await ledger.record(event("c"))
+        spend = await ledger_spend(policy, ledger, AT + timedelta(minutes=5))
+    finally:
+        await ledger.close()
+    totals = ledger_totals(spend)
+    by_scope = {(check.scope.id, check.budget.period.text): amount for check, amount in totals.values()}
+    assert by_scope[("customer:GLOBEX", "monthly")] == 350_001
+    assert by_scope[("customer:GLOBEX", "1h")] == 220  # two calls of 110 tokens
+
+
+async def test_an_export_keeps_the_customer_and_trimmed_tokens(tmp_path: Path) -> None:
+    ledger = await Ledger.open(f"sqlite:///{tmp_path}/export.db")
+    try:
+        await ledger.record(event("a", customer="ACME", trimmed_tokens=42))
+        await ledger.record(event("b"))
+        out = io.StringIO()
+        await write_export(ledger, out, "jsonl")
+    finally:
+        await ledger.close()
+    back = {record.id: record for record in read_jsonl(out.getvalue().splitlines())}
+    assert [(r.customer, r.trimmed_tokens) for r in (back["a"], back["b"]) if isinstance(r, UsageEvent)] == [
+        ("ACME", 42), ("", 0)]

@@ -80,7 +80,9 @@ departments:
 def test_a_hard_budget_holds_when_input_is_billed_as_one_hour_cache_writes(tmp_path: Path, mock_url: str) -> None:
     """Each call writes a new 1-hour cache (2x the input price): admission prices its worst case
     so, and the settled spend stays under the limit (SPEC §3 invariant 1)."""
-    for gateway in start_gateway(tmp_path, mock_url, CAPPED):
+    running = start_gateway(tmp_path, mock_url, CAPPED)
+    gateway = next(running)
+    try:
         client = gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys["HR"], max_retries=0))
 
         def one(i: int) -> int:
@@ -100,3 +102,5 @@ def test_a_hard_budget_holds_when_input_is_billed_as_one_hour_cache_writes(tmp_p
         writes = sum(e.cache_write_1h_tokens for e in found)
         assert served == len(found) > 0 and writes > 0
         assert spent <= 100_000_000  # $0.10
+    finally:
+        running.close()

@@ -15,8 +15,16 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from costwarden.app.capacity import CapacityQueue, CapacityWindow, MemoryCapacityWindow, RedisCapacityWindow
+from costwarden.app.capacity import (
+    CapacityQueue,
+    CapacityWindow,
+    MemoryCapacityWindow,
+    RedisCapacityWindow,
+    window_for,
+)
 from costwarden.core.kinds import Priority
+from costwarden.counters import MemoryCounterStore
+from costwarden.counters.redis import RedisCounterStore
 from costwarden.errors import CapacityExceeded
 
 WINDOW_S = 1.0
@@ -109,3 +117,13 @@ async def test_a_call_larger_than_the_window_goes_when_it_is_empty(
         windows: tuple[CapacityWindow, CapacityWindow]) -> None:
     queue = CapacityQueue(windows[0])
     assert await queue.acquire("openai", 10 * LIMIT, LIMIT, Priority.STANDARD, 0.5) == 0.0
+
+
+@pytest.mark.service
+async def test_the_window_is_shared_in_redis_when_the_counters_are(redis_url: str) -> None:
+    store = RedisCounterStore.from_url(redis_url)
+    try:
+        assert isinstance(window_for(store), RedisCapacityWindow)
+    finally:
+        await store.close()
+    assert isinstance(window_for(MemoryCounterStore("local", marker=None)), MemoryCapacityWindow)

@@ -106,6 +106,9 @@ def test_the_customer_scope_hard_budget_refuses(gw: Gateway) -> None:
     # the department itself has room: a call of the same department without the customer is served
     assert chat(gw, gw.unbound, **{"X-Department-ID": "PRODUCT"}).status_code == 200
     assert [e.customer for e in events(gw)] == [""]
+    budgets = api(gw, "/budgets").json()["budgets"]
+    assert [(b["scope"], b["scope_kind"], b["department"]) for b in budgets if b["scope_kind"] == "customer"] == [
+        ("customer:GLOBEX", "customer", "PRODUCT")]
 
 
 def test_the_invoice_is_usage_times_the_rate_card_to_the_cent(gw: Gateway) -> None:
@@ -157,3 +160,17 @@ def test_a_customer_token_reads_only_its_own_customer(gw: Gateway) -> None:
         assert "GLOBEX" in other.json()["error"]["message"]
     assert api(gw, "/chargeback", token, period=period()).status_code == 403
     assert api(gw, "/keys", token).status_code == 403
+
+
+
+def test_a_manager_reads_the_customers_of_its_department_only(gw: Gateway) -> None:
+    created = httpx.post(f"{gw.url}/admin/v1/tokens", json={"role": "manager", "department": "SALES"},
+                         headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+    assert created.status_code == 201, created.text
+    token = created.json()["token"]
+    deadline = time.monotonic() + 10
+    while (listed := api(gw, "/customers", token, period=period())).status_code == 401:
+        assert time.monotonic() < deadline, "token not accepted within 10 s"
+        time.sleep(0.05)
+    assert listed.status_code == 200 and listed.json()["rows"] == []
+    assert api(gw, "/customers/ACME", token, period=period()).status_code == 403

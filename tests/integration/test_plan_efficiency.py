@@ -145,6 +145,8 @@ def test_a_request_that_cannot_fit_is_refused_naming_the_plan(plans_gateway: Gat
         client(plans_gateway, "ACME").messages.create(model="claude-sonnet-4-6", max_tokens=20,
                                                      messages=[{"role": "user", "content": FILLER * 20}])
     assert "context_length_exceeded" in str(refused.value.body) and "'gold'" in str(refused.value.body)
+    [rejection] = plans_gateway.ledger_query(lambda ledger: ledger.list_rejections(limit=10))
+    assert rejection.code == "context_length_exceeded"
 
 
 def test_trimmed_requests_are_accepted_by_the_sdks_and_the_mock(mock_url: str) -> None:

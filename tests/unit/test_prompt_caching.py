@@ -146,3 +146,11 @@ def test_openai_cache_key_is_the_customer_unless_the_client_set_one() -> None:
     assert "prompt_cache_key" not in body
     assert with_cache_key({**body, "prompt_cache_key": "mine"}, "ACME") is None
     assert with_cache_key({**body, "prompt_cache_retention": "24h"}, "ACME") is None
+
+
+def test_an_assistant_prefill_is_not_taken_for_an_earlier_turn() -> None:
+    body = conversation(3)
+    body["messages"].append({"role": "assistant", "content": "Sure, "})  # a prefill after the final user turn
+    out = place_breakpoints(body, "claude-sonnet-4-5")
+    assert out is not None
+    assert marks(out) == ["system[0]", "messages[3][0]", "messages[5][0]"]

@@ -116,3 +116,13 @@ def test_the_program_runs_without_the_package(db: str) -> None:
 
 def test_bad_arguments_print_the_usage() -> None:
     assert writer_process.main([]) == 2
+
+
+def test_only_batches_of_write_ahead_rows_skip_the_disk_sync() -> None:
+    from costwarden.ledger.writer_process import write_ahead_only
+
+    ahead = ('INSERT INTO inflight (id) VALUES (?)', [], 1)
+    event = ('INSERT INTO usage_events (id) VALUES (?)', [], 1)
+    assert write_ahead_only([ahead, ahead])
+    assert not write_ahead_only([ahead, event])
+    assert not write_ahead_only([event])

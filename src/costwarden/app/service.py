@@ -121,8 +121,13 @@ class GatewayService:
         plan = policy.plan_of(who.caller.customer)
         trimmed = 0
         if plan is not None:  # the plan's efficiency features shape what is estimated and sent
-            shaped = shape(plan, endpoint, payload, model=spec.id if spec is not None else None,
-                           customer=who.caller.customer, tokens=estimate.tokens)
+            try:
+                shaped = shape(plan, endpoint, payload, model=spec.id if spec is not None else None,
+                               customer=who.caller.customer, tokens=estimate.tokens)
+            except errors.ContextLengthExceeded as exc:  # too long for the plan even when trimmed
+                await self._reject(call_id, endpoint, who, spec.id if spec is not None else str(model_id), exc, ())
+                exc.request_id, exc.department = call_id, who.caller.department
+                raise
             if shaped.payload is not payload:
                 payload, trimmed = dict(shaped.payload), shaped.trimmed_tokens
                 estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)

@@ -293,9 +293,8 @@ def customers_command(
     db: DbOption = None,
     policy: PolicyOption = None,
 ) -> None:
-    """Per business customer: plan, usage and cost, the invoice at the plan's rate card (included
-    amount, then billable, to the cent), cache reads and writes, tokens trimmed, dollars saved by
-    the plan's efficiency features, and latency p50/p95 per customer and per plan."""
+    """Per business customer: plan, usage, cost, the invoice at its rate card (included amount, then
+    billable, to the cent), cache reads and writes, tokens trimmed, dollars saved, latency p50/p95."""
     chosen = report_format(fmt)
     parse_options(period, None, None)
 
@@ -305,7 +304,10 @@ def customers_command(
             known = await require_policy(ledger, policy)
             start, end = period_bounds(period, known)
             only = customer.upper() if customer else None
-            return customers_report(await customers(ledger, known, start, end, only), period, with_plans=only is None)
+            lines = await customers(ledger, known, start, end, only)
+            if only is not None and not lines:
+                raise fail(f"unknown customer {only!r}: the policy does not declare it and it has no calls in {period}")
+            return customers_report(lines, period, with_plans=only is None)
         finally:
             await ledger.close()
 

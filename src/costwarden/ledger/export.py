@@ -33,6 +33,7 @@ FIELDS = (
     "decision", "status", "http_status", "latency_ms", "overrun_tokens", "interrupted", "stream",
     "tags", "shadow", "code", "message", "model_sent", "cache_write_5m_tokens", "cache_write_1h_tokens",
     "reasoning_tokens", "audio_input_tokens", "service_tier", "tool_calls", "usage_malformed",
+    "customer", "trimmed_tokens",
 )
 # Parts of the token totals billed at their own rates (SPEC §9), exported and imported as they are.
 BILLED_PARTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens")
@@ -55,7 +56,8 @@ def event_fields(event: UsageEvent) -> dict[str, Any]:
         "tags": dict(event.tags), "shadow": list(event.shadow), "code": None, "message": None,
         "model_sent": event.model_sent, **{name: getattr(event, name) for name in BILLED_PARTS},
         "service_tier": event.service_tier, "tool_calls": dict(event.tool_calls),
-        "usage_malformed": event.usage_malformed,
+        "usage_malformed": event.usage_malformed, "customer": event.customer or None,
+        "trimmed_tokens": event.trimmed_tokens,
     }
 
 
@@ -72,13 +74,14 @@ def rejection_fields(rejection: Rejection) -> dict[str, Any]:
         "overrun_tokens": 0, "interrupted": False, "stream": False, "tags": dict(rejection.tags),
         "shadow": list(rejection.shadow), "code": rejection.code, "message": rejection.message,
         "model_sent": None, **dict.fromkeys(BILLED_PARTS, 0), "service_tier": None, "tool_calls": {},
-        "usage_malformed": False,
+        "usage_malformed": False, "customer": None, "trimmed_tokens": 0,
     }
 
 
 # Columns whose plain numbers (negative ones included) stay numbers in a spreadsheet.
 NUMERIC = frozenset({"input_tokens", "cached_input_tokens", "output_tokens", "cost_usd", "cost_nanos",
-                     "estimate_usd", "estimate_nanos", "http_status", "latency_ms", "overrun_tokens", *BILLED_PARTS})
+                     "estimate_usd", "estimate_nanos", "http_status", "latency_ms", "overrun_tokens", "trimmed_tokens",
+                     *BILLED_PARTS})
 
 
 def _csv_value(name: str, value: Any) -> str:
@@ -151,7 +154,8 @@ def parse_record(obj: Mapping[str, Any]) -> UsageEvent | Rejection:
         cache_write_1h_tokens=int(obj.get("cache_write_1h_tokens") or 0),
         reasoning_tokens=int(obj.get("reasoning_tokens") or 0), audio_input_tokens=int(obj.get("audio_input_tokens") or 0),
         service_tier=str(obj.get("service_tier") or ""), tool_calls=_counts(obj.get("tool_calls")),
-        usage_malformed=_flag(obj.get("usage_malformed")),
+        usage_malformed=_flag(obj.get("usage_malformed")), customer=str(obj.get("customer") or ""),
+        trimmed_tokens=int(obj.get("trimmed_tokens") or 0),
     )
 
 

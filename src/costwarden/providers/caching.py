@@ -7,10 +7,13 @@ breakpoints, at most four, in prompt order:
 1. the last tool definition (the tool list rarely changes between calls);
 2. the last system block (a string system prompt becomes one text block), so calls that differ
    only in their question share it;
-3. the end of the turn before the previous exchange (``messages[-4]``), which the previous call
-   of a growing conversation marked as its own point 4: this call reads it back exactly;
-4. the end of the turns before the final user turn (``messages[-2]``, the last assistant turn),
-   which the next call of the conversation reads.
+3. the end of the turn before the previous exchange (two messages before point 4), which the
+   previous call of a growing conversation marked as its own point 4: this call reads it back;
+4. the end of the turns before the final user turn (the message just before it: the last
+   assistant turn), which the next call of the conversation reads.
+
+The final user turn is the last message of role ``user`` (an assistant prefill may follow it);
+it is never marked, since the next call's turn differs from it.
 
 A breakpoint is placed only where the prefix up to it reaches the model's minimum cacheable
 length (1,024 tokens; 2,048 for haiku models), judged on a conservative ``ceil(utf8 bytes / 4)``
@@ -98,14 +101,16 @@ def place_breakpoints(body: Mapping[str, Any], model: str) -> dict[str, Any] | N
                 out["system"] = marked
                 placed += 1
     messages = body.get("messages")
-    if isinstance(messages, list) and len(messages) >= 2:
+    if isinstance(messages, list):
         placed += _mark_turns(out, messages, prefix, minimum, MAX_BREAKPOINTS - placed)
     return out if placed else None
 
 
 def _mark_turns(out: dict[str, Any], messages: list[Any], prefix: int, minimum: int, room: int) -> int:
-    """Mark ``messages[-4]`` and ``messages[-2]`` (the earlier turns' ends) where long enough."""
-    ends = [len(messages) - 4, len(messages) - 2] if len(messages) >= 4 else [len(messages) - 2]
+    """Mark the ends of the earlier turns (points 3 and 4) where the prefix is long enough."""
+    final = next((i for i in range(len(messages) - 1, -1, -1)
+                  if isinstance(messages[i], dict) and messages[i].get("role") == "user"), -1)
+    ends = [end for end in (final - 3, final - 1) if end >= 0]
     copied: list[Any] | None = None
     placed = 0
     reached, tokens = 0, prefix

@@ -38,17 +38,6 @@ COLUMNS = ("level", "customer", "name", "plan", "department", "requests", "input
 NOT_IN_POLICY = "(not in policy)"
 
 
-def tokens_by_type(event: UsageEvent) -> dict[TokenType, int]:
-    """An event's disjoint token counts by billed type (they add up to its input + output)."""
-    written = event.cache_write_5m_tokens + event.cache_write_1h_tokens
-    plain = max(0, event.input_tokens - event.cached_input_tokens - written - event.audio_input_tokens)
-    reasoning = min(event.reasoning_tokens, event.output_tokens)
-    return {TokenType.INPUT: plain, TokenType.CACHED_INPUT: event.cached_input_tokens,
-            TokenType.CACHE_WRITE_5M: event.cache_write_5m_tokens, TokenType.CACHE_WRITE_1H: event.cache_write_1h_tokens,
-            TokenType.AUDIO: event.audio_input_tokens, TokenType.OUTPUT: event.output_tokens - reasoning,
-            TokenType.REASONING: reasoning}
-
-
 @dataclass(frozen=True, slots=True)
 class Rated:
     """One call at the rate card: card-priced tokens (pico-dollars) and cost to mark up (nano-dollars)."""
@@ -63,7 +52,7 @@ def rate(event: UsageEvent, plan: Plan | None, catalog: Catalog) -> Rated:
     if prices is None:
         return Rated(markup_nanos=event.cost_nanos)
     rates = prices.rates()
-    picos = sum(count * rates[kind] for kind, count in tokens_by_type(event).items())
+    picos = sum(count * rates[kind] for kind, count in event.by_type().items())
     spec = catalog.get(event.model_served)
     tools = spec.charge({}, service_tier_of(event.service_tier), event.tool_calls).nanos if spec is not None else 0
     return Rated(card_picos=picos, markup_nanos=tools)
@@ -74,13 +63,13 @@ def saved_picos(event: UsageEvent, catalog: Catalog) -> int:
     spec = catalog.get(event.model_served)
     if spec is None:
         return 0
-    counts = tokens_by_type(event)
-    prompt = sum(counts[kind] for kind in PROMPT_TYPES if kind in counts) + event.trimmed_tokens
+    counts = event.by_type()
+    prompt = sum(counts.get(kind, 0) for kind in PROMPT_TYPES) + event.trimmed_tokens
     rates = spec.pricing.rates(service_tier_of(event.service_tier), spec.pricing.is_long(prompt))
     per_input = rates[TokenType.INPUT]
-    return (counts[TokenType.CACHED_INPUT] * (per_input - rates[TokenType.CACHED_INPUT])
-            - counts[TokenType.CACHE_WRITE_5M] * (rates[TokenType.CACHE_WRITE_5M] - per_input)
-            - counts[TokenType.CACHE_WRITE_1H] * (rates[TokenType.CACHE_WRITE_1H] - per_input)
+    return (counts.get(TokenType.CACHED_INPUT, 0) * (per_input - rates[TokenType.CACHED_INPUT])
+            - counts.get(TokenType.CACHE_WRITE_5M, 0) * (rates[TokenType.CACHE_WRITE_5M] - per_input)
+            - counts.get(TokenType.CACHE_WRITE_1H, 0) * (rates[TokenType.CACHE_WRITE_1H] - per_input)
             + event.trimmed_tokens * per_input)
 
 
@@ -265,13 +254,15 @@ def _row(level: str, customer: str | None, name: str | None, plan: Plan | None, 
 
 
 def _describe(plan: Plan | None) -> str:
+    """``markup 20%``, or ``2 models; markup 35%`` for a card with per-model prices (others at the markup)."""
     if plan is None:
         return "at cost"
     card = plan.rate_card
-    markup = f"cost +{card.markup_pct.normalize():f}%"
+    markup = f"markup {card.markup_pct.normalize():f}%"
     if not card.models:
         return markup
-    return f"per-model prices ({', '.join(sorted(card.models))}); others {markup}"
+    count = len(card.models)
+    return f"{count} model{'s' if count > 1 else ''}; {markup}"
 
 
 def _usd(amount: Decimal) -> str:
@@ -283,4 +274,4 @@ def _usd(amount: Decimal) -> str:
 
 
 __all__ = ["COLUMNS", "CustomerLine", "Invoice", "Tally", "customer_lines", "customers", "customers_report",
-           "invoice", "percentile", "rate", "saved_picos", "tally_events", "tokens_by_type", "usage_at_rate_card"]
+           "invoice", "percentile", "rate", "saved_picos", "tally_events", "usage_at_rate_card"]
