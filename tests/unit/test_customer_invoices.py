@@ -3,6 +3,7 @@ per-model card with cache reads and writes, the included amount, savings and lat
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -107,7 +108,9 @@ def test_the_included_amount_is_used_first_and_rounding_is_once_half_up() -> Non
 
 
 def test_percentiles_are_nearest_rank() -> None:
-    assert percentile([400, 100, 300, 200], Decimal("0.5")) == 200
-    assert percentile([400, 100, 300, 200], Decimal("0.95")) == 400
-    assert percentile(range(1, 101), Decimal("0.95")) == 95
-    assert percentile([], Decimal("0.5")) is None
+    assert percentile(Counter([400, 100, 300, 200]), Decimal("0.5")) == 200
+    assert percentile(Counter([400, 100, 300, 200]), Decimal("0.95")) == 400
+    assert percentile(Counter(range(1, 101)), Decimal("0.95")) == 95
+    assert percentile({10: 94, 20: 6}, Decimal("0.95")) == 20
+    assert percentile({10: 95, 20: 5}, Decimal("0.95")) == 10
+    assert percentile({}, Decimal("0.5")) is None

@@ -17,6 +17,7 @@ Method, stated in the report's notes:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,7 +88,8 @@ class Tally:
     card_picos: int = 0
     markup_nanos: int = 0
     saved_picos: int = 0
-    latencies: list[int] = field(default_factory=list)
+    # calls per latency in whole milliseconds: exact percentiles in memory bounded by the distinct values
+    latencies: Counter[int] = field(default_factory=Counter)
 
     def add(self, event: UsageEvent, rated: Rated, saved: int) -> None:
         self.requests += 1
@@ -101,13 +103,13 @@ class Tally:
         self.markup_nanos += rated.markup_nanos
         self.saved_picos += saved
         if event.status == CallStatus.OK:
-            self.latencies.append(event.latency_ms)
+            self.latencies[event.latency_ms] += 1
 
     def merge(self, other: Tally) -> None:
         for name in ("requests", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
                      "trimmed_tokens", "cost_nanos", "card_picos", "markup_nanos", "saved_picos"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.latencies += other.latencies
+        self.latencies.update(other.latencies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +137,19 @@ def invoice(usage: Decimal, included_nanos: int) -> Invoice:
     return Invoice(usage, included, billable, billable.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
-def percentile(values: Iterable[int], fraction: Decimal) -> int | None:
-    """The nearest-rank percentile (the least value with at least ``fraction`` of the values at or below)."""
-    ordered = sorted(values)
-    if not ordered:
+def percentile(counts: Mapping[int, int], fraction: Decimal) -> int | None:
+    """The nearest-rank percentile of values given with their counts: the least value with at least
+    ``fraction`` of all values at or below it."""
+    total = sum(counts.values())
+    if total == 0:
         return None
-    rank = int((fraction * len(ordered)).to_integral_value(rounding=ROUND_CEILING))
-    return ordered[max(rank, 1) - 1]
+    rank = max(int((fraction * total).to_integral_value(rounding=ROUND_CEILING)), 1)
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= rank:
+            return value
+    raise AssertionError("unreachable: the ranks add up to the total")
 
 
 @dataclass(frozen=True, slots=True)
