@@ -92,12 +92,16 @@ class FakeUpstream:
 class FakeObserver:
     def __init__(self) -> None:
         self.events: list[UsageEvent] = []
+        self.alerts: list[object] = []
 
     def on_event(self, event: UsageEvent, settled: Settled | None, notify: object) -> None:
         self.events.append(event)
 
     def on_rejection(self, rejection: Rejection) -> None:
         pass
+
+    def on_alert(self, notification: object, notify: object) -> None:
+        self.alerts.append(notification)
 
 
 class BrokenPrepare:
@@ -216,3 +220,36 @@ async def test_a_refused_call_is_recorded_and_named() -> None:
     assert refused.value.request_id is not None and refused.value.department == "HR"
     assert [r.code for r in ledger.rejections] == ["budget_exceeded"] and not ledger.events
     assert await held(store) == (0, 0)
+
+
+async def test_an_exhausted_hard_budget_alerts_once_with_an_actionable_sentence() -> None:
+    ledger = FakeLedger()
+    service, generation, _ = service_over(ledger)
+    observer = service.observer
+    assert isinstance(observer, FakeObserver)
+    for _ in range(3):
+        with pytest.raises(errors.BudgetExceeded):
+            await service.call(generation, CHAT, payload(max_tokens=None, model="gpt-4o"), WHO, {})
+    [alert] = observer.alerts
+    assert alert.kind == "exhausted" and alert.department == "HR"  # type: ignore[attr-defined]
+    assert alert.text.startswith("HR has used up its $0.00 monthly budget")  # type: ignore[attr-defined]
+    assert "calls that do not fit are refused until it resets 2026-12-01" in alert.text  # type: ignore[attr-defined]
+
+
+async def test_a_tier_restriction_alerts_once_when_it_starts() -> None:
+    policy = parse_policy("""
+version: 1
+departments:
+  ENGINEERING:
+    budgets: [{limit: 0.0001, period: monthly, action: {restrict_tiers: [1]}}]
+""")
+    store, clock, observer = MemoryCounterStore(), FakeClock(), FakeObserver()
+    service = GatewayService(Admission(store, clock), FakeLedger(), observer, clock)
+    generation = Generation(Planner(policy), FakeUpstream(), version=1)
+    who = Attribution(Caller("ENGINEERING"))
+    for _ in range(3):
+        result = await service.call(generation, CHAT, payload(model="gpt-4o", max_tokens=None), who, {})
+        assert isinstance(result, Answer) and result.receipt.decision.downgraded_from == "gpt-4o"
+    [alert] = observer.alerts
+    assert alert.kind == "action"  # type: ignore[attr-defined]
+    assert "from now until 2026-12-01 only tier 1 models are served" in alert.text  # type: ignore[attr-defined]

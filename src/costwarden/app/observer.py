@@ -41,6 +41,9 @@ class CallObserver:
     def on_rejection(self, rejection: Rejection) -> None:
         self.metrics.on_rejection(rejection)
 
+    def on_alert(self, notification: Notification, notify: NotifyTargets) -> None:
+        self.alerts.submit(notification, notify.targets(notification.department))
+
     async def drain(self) -> None:
         await self.alerts.drain()
 

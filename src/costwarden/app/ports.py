@@ -12,6 +12,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
+from costwarden.core.notifications import Notification
 from costwarden.engine.admission import Settled
 from costwarden.providers import Reply, StreamingReply
 
@@ -60,6 +61,10 @@ class Observer(Protocol):
     def on_event(self, event: UsageEvent, settled: Settled | None, notify: NotifyTargets) -> None: ...
 
     def on_rejection(self, rejection: Rejection) -> None: ...
+
+    def on_alert(self, notification: Notification, notify: NotifyTargets) -> None:
+        """An enforcement alert (a budget exhausted, a restriction started) to deliver."""
+        ...
 
 
 class NotifyTargets(Protocol):

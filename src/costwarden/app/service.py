@@ -32,6 +32,7 @@ from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus, Priority, UpstreamType
 from costwarden.core.money import format_usd
+from costwarden.core.notifications import exhausted_notification, restriction_notification
 from costwarden.core.policy import Plan
 from costwarden.core.pricing import TokenType, service_tier_of
 from costwarden.engine.admission import Admission, Admitted, Billed, Settled
@@ -140,7 +141,10 @@ class GatewayService:
         self.ledger.check_accepting()  # refused here, before anything is reserved or forwarded
         outcome = await self.admission.admit(call_id, request, generation.planner)
         if isinstance(outcome, Decision):
+            await self._alert_exhausted(outcome, generation)
             raise await self._refuse(call_id, endpoint, who, outcome)
+        if outcome.decision.new_flags:
+            await self._alert_restricted(outcome, generation)
         decision = outcome.decision
         assert decision.model is not None
         upstream = policy.upstreams[decision.model.provider]
@@ -263,6 +267,23 @@ class GatewayService:
         await self.ledger.record(event)
         self.observer.on_event(event, settled, call.generation)
         return event
+
+    async def _alert_exhausted(self, decision: Decision, generation: Generation) -> None:
+        """A hard budget refused a call: say so once per budget and period (SPEC §13 ``exhausted``)."""
+        check = decision.denial.check if decision.denial is not None else None
+        if check is not None and await self.admission.first(f"alert|exhausted|{check.window.key}", check.window.end):
+            assert decision.denial is not None
+            note = exhausted_notification(check, decision.denial.used, generation.timezone)
+            self.observer.on_alert(note, generation)
+
+    async def _alert_restricted(self, admitted: Admitted, generation: Generation) -> None:
+        """A ``restrict_tiers`` budget tripped: say so once per budget and period (``action``)."""
+        flagged = {key for key, _ in admitted.decision.new_flags}
+        for check in admitted.plan.budgets:
+            if check.flag_key in flagged and await self.admission.first(f"alert|action|{check.window.key}",
+                                                                        check.window.end):
+                note = restriction_notification(check, check.budget.limit, generation.timezone)
+                self.observer.on_alert(note, generation)
 
     async def _refuse(self, call_id: str, endpoint: Endpoint, who: Attribution,
                       decision: Decision) -> errors.CostwardenError:

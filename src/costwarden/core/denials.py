@@ -22,6 +22,8 @@ class Denial:
     error: type[errors.CostwardenError]
     message: str
     retry_after: int | None = None
+    check: BudgetCheck | None = None  # the budget that refused the call, when a budget did
+    used: int = 0  # what that budget had spent and held then
 
     def exception(self) -> errors.CostwardenError:
         return self.error(self.message, retry_after=self.retry_after)
@@ -61,7 +63,7 @@ def budget_denial(check: BudgetCheck, used: int, tz: ZoneInfo, why: str) -> Deni
     text = (f"{check.scope.label} has {spent_verb(budget.unit)} {amount(budget.unit, used)} of its "
             f"{budget_name(budget)}{why}; "
             f"{resets(check, tz)}.")
-    return Denial(errors.BudgetExceeded, text)
+    return Denial(errors.BudgetExceeded, text, check=check, used=used)
 
 
 def rate_denial(check: LimitCheck, used: int, need: int, wait: int | None) -> Denial:

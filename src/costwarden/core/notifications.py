@@ -69,3 +69,32 @@ def threshold_notification(check: BudgetCheck, fraction: Decimal, spent: int, tz
     start = check.window.start if budget.period.is_calendar else check.window.end - timedelta(seconds=budget.period.seconds)
     return Notification(kind, check.scope.department, check.scope.id, check.index, budget.period.text, fraction,
                         spent, budget.limit, budget.unit, start, check.window.end, text)
+
+
+def exhausted_notification(check: BudgetCheck, used: int, tz: ZoneInfo) -> Notification:
+    """'HR has used up its $200.00 monthly budget ($200.00 spent); calls that do not fit are refused
+    until it resets 2027-01-01.'"""
+    budget = check.budget
+    until = resets(check, tz, day_only=True).removeprefix("it resets ")
+    text = (f"{_subject(check)} has used up its {budget_name(budget)} ({amount(budget.unit, used)} "
+            f"{spent_verb(budget.unit)}); calls that do not fit are refused "
+            + (f"until it resets {until}." if budget.period.is_calendar else f"({until})."))
+    return _enforcement("exhausted", check, used, text)
+
+
+def restriction_notification(check: BudgetCheck, used: int, tz: ZoneInfo) -> Notification:
+    """'ENGINEERING has used up its $5,000.00 monthly budget; from now until 2027-01-01 only tier 1
+    models are served.'"""
+    budget = check.budget
+    tiers = ", ".join(map(str, sorted(budget.action.tiers)))
+    until = f"{check.window.end.astimezone(tz):%Y-%m-%d}"
+    text = (f"{_subject(check)} has used up its {budget_name(budget)} ({amount(budget.unit, used)} "
+            f"{spent_verb(budget.unit)}); from now until {until} only tier {tiers} models are served.")
+    return _enforcement("action", check, used, text)
+
+
+def _enforcement(kind: str, check: BudgetCheck, used: int, text: str) -> Notification:
+    budget = check.budget
+    start = check.window.start if budget.period.is_calendar else check.window.end - timedelta(seconds=budget.period.seconds)
+    return Notification(kind, check.scope.department, check.scope.id, check.index, budget.period.text, None,
+                        used, budget.limit, budget.unit, start, check.window.end, text)

@@ -172,6 +172,15 @@ class Admission:
             cost = model.charge(billed.tokens, billed.tier, billed.tool_calls).nanos
         return Settled(cost, max(0, input_tokens - admitted.request.input_tokens), ())
 
+    async def first(self, key: str, until: datetime) -> bool:
+        """True for the first caller to claim ``key`` (until a day after ``until``), across every
+        replica sharing the store. False when the store cannot say: an alert may be missed then,
+        a call is never failed for it."""
+        try:
+            return await self.store.claim(key, until.timestamp() + 86400, self.clock().timestamp())
+        except StorageError:
+            return False
+
     async def release(self, admitted: Admitted) -> None:
         """Free the holds of a call that will not be charged."""
         reservation = admitted.reservation

@@ -76,7 +76,9 @@ def _months(start: datetime, tz: ZoneInfo) -> list[MonthOut]:
 
 
 def _department(policy: Policy, department_id: str) -> DepartmentOut:
-    dept = policy.departments[department_id]
+    dept = policy.departments.get(department_id)
+    if dept is None:  # a manager's department that a reload removed: its past spend is still readable
+        return DepartmentOut(id=department_id, name=department_id, cost_center="", gl_account="", teams=[])
     return DepartmentOut(id=dept.id, name=dept.name, cost_center=dept.cost_center, gl_account=dept.gl_account,
                          teams=sorted(dept.teams))
 
