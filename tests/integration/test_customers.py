@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -174,3 +174,32 @@ def test_a_manager_reads_the_customers_of_its_department_only(gw: Gateway) -> No
         time.sleep(0.05)
     assert listed.status_code == 200 and listed.json()["rows"] == []
     assert api(gw, "/customers/ACME", token, period=period()).status_code == 403
+
+
+def once_known(send: Callable[[], httpx.Response]) -> httpx.Response:
+    """The answer once the gateway knows a new credential (they reach it within seconds)."""
+    deadline = time.monotonic() + 5.0
+    while (answer := send()).status_code == 401 and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling interval, not synchronization
+    return answer
+
+
+def test_the_admin_api_creates_customer_keys_and_tokens(gw: Gateway) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    made = httpx.post(f"{gw.url}/admin/v1/keys", json={"customer": "ACME", "name": "acme app"}, headers=admin,
+                      timeout=30)
+    assert made.status_code == 201, made.text
+    key = made.json()
+    assert (key["customer"], key["department"]) == ("ACME", "PRODUCT")
+    answer = once_known(lambda: chat(gw, key["key"]))
+    assert answer.status_code == 200, answer.text
+    assert [e.customer for e in events(gw) if e.key_id == key["id"]] == ["ACME"]
+    token = httpx.post(f"{gw.url}/admin/v1/tokens", json={"role": "customer", "customer": "ACME"}, headers=admin,
+                       timeout=30)
+    assert token.status_code == 201, token.text
+    assert once_known(lambda: api(gw, "/customers/ACME", token=token.json()["token"])).status_code == 200
+    assert api(gw, "/customers/GLOBEX", token=token.json()["token"]).status_code == 403
+    wrong = httpx.post(f"{gw.url}/admin/v1/keys", json={"customer": "NOPE"}, headers=admin, timeout=30)
+    assert wrong.status_code == 400 and "NOPE" in wrong.json()["error"]["message"]
+    no_customer = httpx.post(f"{gw.url}/admin/v1/tokens", json={"role": "customer"}, headers=admin, timeout=30)
+    assert no_customer.status_code == 400

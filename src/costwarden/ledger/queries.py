@@ -30,7 +30,7 @@ EVENT_DIMENSIONS = ("department", "team", "key_id", "user", "model_served", "mod
 REJECTION_DIMENSIONS = ("department", "team", "key_id", "user", "model_requested", "endpoint", "code")
 _TAG_NAME = re.compile(r"^[^\"\\]{1,128}$")
 _SUMS = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_nanos", "cache_write_5m_tokens",
-         "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens")
+         "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens", "trimmed_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,7 @@ class TotalsRow:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     audio_input_tokens: int = 0
+    trimmed_tokens: int = 0  # input removed by a plan's thin_context before forwarding
     bucket: int | None = None
 
     def __getitem__(self, name: str) -> GroupValue | int:

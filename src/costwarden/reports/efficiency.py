@@ -4,7 +4,7 @@
   calls were charged at (the event's price label; the catalog's when the label cannot be read).
 - Saved by downgrades: for calls served by another model than the one requested, the requested
   model's catalog prices minus the served model's charged prices, for the same tokens of each type.
-- Tokens trimmed: the ledger records no trimming of prompts yet, so this is 0.
+- Tokens trimmed: the input that a customer plan's ``thin_context`` removed before forwarding.
 - Cost per call and per 1M tokens (input, cached included, plus output) per model and tier.
 
 Savings are exact products (pico-dollars per token x tokens), shown as exact decimal USD.
@@ -41,6 +41,7 @@ class Tally:
     cost_nanos: int = 0
     caching_picos: int = 0
     downgrade_picos: int = 0
+    trimmed_tokens: int = 0
     tier: int | None = None
     models: dict[str, Tally] = field(default_factory=dict)
 
@@ -50,6 +51,7 @@ class Tally:
         self.cached_input_tokens += row.cached_input_tokens
         self.output_tokens += row.output_tokens
         self.cost_nanos += row.cost_nanos
+        self.trimmed_tokens += row.trimmed_tokens
         self.caching_picos += caching
         self.downgrade_picos += downgrade
 
@@ -117,8 +119,8 @@ def efficiency_report(tallies: dict[str, Tally], period: str) -> Report:
         for model in sorted(line.models):
             rows.append(_row("model", department, model, line.models[model]))
     notes = (f"Period {period}. Savings are exact: cached tokens x (input - cached price), and the requested "
-             "model's prices minus the served model's for the same tokens. tokens_trimmed is 0: the ledger "
-             "records no prompt trimming.",)
+             "model's prices minus the served model's for the same tokens. tokens_trimmed: input a plan's "
+             "thin_context removed before forwarding.",)
     return Report("Efficiency", COLUMNS, rows, notes, {"period": period})
 
 
@@ -129,7 +131,7 @@ def _row(level: str, department: str, model: str | None, t: Tally) -> dict[str, 
         "calls": t.calls, "input_tokens": t.input_tokens, "cached_input_tokens": t.cached_input_tokens,
         "output_tokens": t.output_tokens, "cost_usd": format_usd(t.cost_nanos),
         "saved_by_caching_usd": _picos(t.caching_picos), "saved_by_downgrades_usd": _picos(t.downgrade_picos),
-        "tokens_trimmed": 0,
+        "tokens_trimmed": t.trimmed_tokens,
         "cost_per_call_usd": _ratio(t.cost_nanos, t.calls),
         "cost_per_1m_tokens_usd": _ratio(t.cost_nanos * 1_000_000, tokens),
     }

@@ -48,16 +48,26 @@ async def list_keys(call: AdminCall[KeyQuery, NoBody]) -> KeyList:
 async def create_key(call: AdminCall[NoQuery, KeyCreate]) -> KeyCreated:
     body = call.body
     department = body.department
+    policy = call.runtime.policy
+    if body.customer is not None:  # a customer's key is bound to the customer's department
+        customer = policy.customers.get(body.customer)
+        if customer is None:
+            raise errors.InvalidRequest(f"Unknown customer {body.customer!r}: the policy declares "
+                                        f"{', '.join(sorted(policy.customers)) or 'none'}.", param="customer")
+        if department is not None and department != customer.department:
+            raise errors.InvalidRequest(f"Customer {customer.id} belongs to department {customer.department}, "
+                                        f"not {department}.", param="department")
+        department = customer.department
     if department is None and call.who.role == MANAGER:
         department = call.who.department
     check_key_department(call.who, department)
-    policy = call.runtime.policy
     if department is not None:
         known_department(policy, department)
     team = body.team.strip().upper() if body.team else None
     if team is not None:
         _known_team(policy, department, team)
-    created, secret = await call.runtime.ledger.create_key(department, team, body.user, body.name)
+    created, secret = await call.runtime.ledger.create_key(department, team, body.user, body.name,
+                                                           customer=body.customer)
     await audit.record(call.runtime, call.who, AuditAction.KEY_CREATED, created.id, created.department,
                  _key_detail(created))
     return KeyCreated(**_key(created).model_dump(), key=secret)
@@ -86,7 +96,13 @@ async def create_token(call: AdminCall[NoQuery, TokenCreate]) -> TokenCreated:
     body = call.body
     if body.department is not None:
         known_department(call.runtime.policy, body.department)
-    created, secret = await call.runtime.ledger.create_token(body.role, body.department, body.name)
+    if body.customer is not None and body.customer not in call.runtime.policy.customers:
+        raise errors.InvalidRequest(f"Unknown customer {body.customer!r}.", param="customer")
+    try:
+        created, secret = await call.runtime.ledger.create_token(body.role, body.department, body.name,
+                                                                 customer=body.customer)
+    except ValueError as exc:  # a role without its department or customer, or with one it may not have
+        raise errors.InvalidRequest(str(exc), param="role") from exc
     await audit.record(call.runtime, call.who, AuditAction.TOKEN_CREATED, created.id, created.department,
                  _token_detail(created))
     return TokenCreated(**_token(created).model_dump(), token=secret)
@@ -129,12 +145,12 @@ def _token_detail(r: TokenRecord) -> dict[str, object]:
 
 def _key(r: KeyRecord) -> KeyOut:
     return KeyOut(id=r.id, prefix=r.prefix, department=r.department, team=r.team, user=r.user, name=r.name,
-                  created_at=r.created_at, revoked_at=r.revoked_at, active=r.active)
+                  customer=r.customer, created_at=r.created_at, revoked_at=r.revoked_at, active=r.active)
 
 
 def _token(r: TokenRecord) -> TokenOut:
     return TokenOut(id=r.id, prefix=r.prefix, role=r.role, department=r.department, name=r.name,
-                    created_at=r.created_at, revoked_at=r.revoked_at, active=r.active)
+                    customer=r.customer, created_at=r.created_at, revoked_at=r.revoked_at, active=r.active)
 
 
 OPERATIONS: list[Operation[Any, Any]] = [

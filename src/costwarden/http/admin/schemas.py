@@ -29,7 +29,7 @@ UtcTime = Annotated[datetime, AfterValidator(_utc)]
 DepartmentId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,63}$"), BeforeValidator(_upper)]
 Label = Annotated[str, Field(min_length=1, max_length=128)]
 Limit = Annotated[int, Field(ge=1, le=1000, description="Most items to return (1-1000).")]
-Role = Literal["admin", "finance", "manager"]
+Role = Literal["admin", "finance", "manager", "customer"]
 
 
 class Query(BaseModel):
@@ -261,6 +261,8 @@ class KeyCreate(Body):
     team: Label | None = None
     user: Label | None = None
     name: Label | None = None
+    customer: DepartmentId | None = Field(None, description="Bind the key to a business customer (and so to "
+                                                            "the customer's department).")
 
 
 class KeyOut(BaseModel):
@@ -270,6 +272,7 @@ class KeyOut(BaseModel):
     team: str | None
     user: str | None
     name: str | None
+    customer: str | None = None
     created_at: datetime
     revoked_at: datetime | None
     active: bool
@@ -291,6 +294,7 @@ class TokenCreate(Body):
     role: Role
     department: DepartmentId | None = Field(None, description="The department a manager manages.")
     name: Label | None = None
+    customer: DepartmentId | None = Field(None, description="The customer a customer token reads.")
 
 
 class TokenOut(BaseModel):
@@ -299,6 +303,7 @@ class TokenOut(BaseModel):
     role: str
     department: str | None
     name: str | None
+    customer: str | None = None
     created_at: datetime
     revoked_at: datetime | None
     active: bool
