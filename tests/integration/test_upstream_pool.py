@@ -125,7 +125,7 @@ async def test_post_chat_to_the_mock(mock_port: int) -> None:
     assert reply.headers["content-type"] == "application/json"
     assert "content-length" not in reply.headers
     usage = CHAT.usage_from_response(json.loads(reply.body))
-    assert usage == Usage(count_input_tokens(body, "/v1/chat/completions"), 0, 5)
+    assert usage == Usage(count_input_tokens(body, "/v1/chat/completions"), 0, 5, service_tier="default")
     assert CHAT.estimate_input_tokens(body) >= usage.input_tokens
 
 
@@ -145,7 +145,7 @@ async def test_stream_chat_through_a_tap(mock_port: int) -> None:
     out += tap.finish()
     assert out.endswith(b"data: [DONE]\n\n")
     assert b'"choices":[]' not in out  # the usage chunk the client did not ask for
-    assert tap.usage == Usage(count_input_tokens(body, "/v1/chat/completions"), 0, 16)
+    assert tap.usage == Usage(count_input_tokens(body, "/v1/chat/completions"), 0, 16, service_tier="default")
     assert tap.produced_output_tokens == 16
 
 
@@ -163,7 +163,7 @@ async def test_stream_anthropic_messages(mock_port: int) -> None:
     out += tap.finish()
     assert out.endswith(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
     assert b'"cost":0.000001' in out
-    assert tap.usage == Usage(count_input_tokens(body, "/v1/messages"), 0, 8)
+    assert tap.usage == Usage(count_input_tokens(body, "/v1/messages"), 0, 8, service_tier="standard")
 
 
 async def test_an_error_answer_can_be_read_from_a_stream(mock_port: int) -> None:
