@@ -6,12 +6,14 @@ import { setToken, useToken } from "./auth";
 import { nameOf } from "./format";
 import { Alerts } from "./pages/Alerts";
 import { Audit } from "./pages/Audit";
+import { Customers } from "./pages/Customers";
 import { DepartmentPage } from "./pages/Department";
 import { Finance } from "./pages/Finance";
 import { Overview } from "./pages/Overview";
 import { SignIn } from "./pages/SignIn";
 
 function home(session: Session): string {
+  if (session.role === "customer") return "/customers";
   return session.sees_organization ? "/overview" : `/department/${session.department ?? ""}`;
 }
 
@@ -43,7 +45,9 @@ function Shell(props: { session: Session; children: ReactNode }) {
     setToken(null);
     client.clear();
   };
-  const who = s.role === "manager" ? `Manager of ${nameOf(s, s.department)}` : s.role === "admin" ? "Administrator" : "Finance";
+  const who =
+    s.role === "customer" ? `Customer ${s.customer ?? ""}`
+    : s.role === "manager" ? `Manager of ${nameOf(s, s.department)}` : s.role === "admin" ? "Administrator" : "Finance";
   return (
     <>
       <a className="skip" href="#main">Skip to content</a>
@@ -53,6 +57,7 @@ function Shell(props: { session: Session; children: ReactNode }) {
           costwarden
         </div>
         <nav aria-label="Pages">
+          {s.role === "customer" ? <NavLink href="/customers">Usage and invoice</NavLink> : <>
           {s.sees_organization && <NavLink href="/overview">Overview</NavLink>}
           <NavLink href={s.sees_organization ? `/department/${s.departments[0]?.id ?? ""}` : home(s)} match="/department">
             {s.sees_organization ? "Departments" : nameOf(s, s.department)}
@@ -60,6 +65,8 @@ function Shell(props: { session: Session; children: ReactNode }) {
           {s.sees_organization && <NavLink href="/finance">Finance</NavLink>}
           <NavLink href="/alerts">Alerts</NavLink>
           <NavLink href="/audit">Audit</NavLink>
+          {s.sees_organization && <NavLink href="/customers">Customers</NavLink>}
+          </>}
         </nav>
         <div className="who">
           <span data-testid="signed-in-as">{who}</span>
@@ -98,6 +105,17 @@ export function App() {
     );
   }
   const s = session.data;
+  if (s.role === "customer") {
+    // A customer token reads its own usage and invoice only: every other address leads there.
+    return (
+      <Shell session={s}>
+        <Switch>
+          <Route path="/customers">{() => <Customers session={s} />}</Route>
+          <Route>{() => <Redirect to="/customers" replace />}</Route>
+        </Switch>
+      </Shell>
+    );
+  }
   return (
     <Shell session={s}>
       <Switch>
@@ -115,6 +133,7 @@ export function App() {
         <Route path="/finance">{() => (s.sees_organization ? <Finance session={s} /> : <Redirect to={home(s)} replace />)}</Route>
         <Route path="/alerts">{() => <Alerts session={s} />}</Route>
         <Route path="/audit">{() => <Audit session={s} />}</Route>
+        <Route path="/customers">{() => <Customers session={s} />}</Route>
         <Route>
           <h1>Page not found</h1>
           <p>

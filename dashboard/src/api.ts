@@ -22,8 +22,10 @@ export interface Month {
 
 export interface Session {
   token_id: string;
-  role: "admin" | "finance" | "manager";
+  role: "admin" | "finance" | "manager" | "customer";
   department: string | null;
+  /** The business customer a customer token reads (SPEC §12). */
+  customer?: string | null;
   sees_organization: boolean;
   manages_keys: boolean;
   departments: Department[];

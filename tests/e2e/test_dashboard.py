@@ -208,7 +208,7 @@ def test_manager_sees_only_their_department_and_the_api_refuses_the_rest(traffic
     sign_in(page, traffic.url, manager)
     page.get_by_role("heading", level=1, name="Marketing").wait_for()  # a manager starts on their department
     nav = page.get_by_role("navigation", name="Pages")
-    assert nav.get_by_role("link").all_inner_texts() == ["Marketing", "Alerts"]
+    assert nav.get_by_role("link").all_inner_texts() == ["Marketing", "Alerts", "Audit"]
     assert page.get_by_label("Department", exact=True).count() == 0  # no department picker
     page.goto(traffic.url + "/dashboard/department/HR")  # another department's page: back to their own
     page.get_by_role("heading", level=1, name="Marketing").wait_for()
@@ -246,6 +246,48 @@ def test_key_created_in_the_page_works_for_a_call_and_revoking_it_stops_it(traff
     until(lambda: chat(traffic.url, secret, "gpt-4o-mini").status_code == 401, "the revoked key to be refused")
 
 
+def test_the_audit_page_lists_that_keys_creation_with_its_creator(traffic: Gateway, browser: Any) -> None:
+    created = httpx.post(f"{traffic.url}/admin/v1/tokens", headers={"Authorization": f"Bearer {ADMIN}"},
+                         json={"role": "manager", "department": "MARKETING", "name": "audit lead"})
+    assert created.status_code == 201, created.text
+    manager_id, manager = created.json()["id"], created.json()["token"]
+    until(lambda: admin_get(traffic.url, manager, "/whoami").status_code == 200, "the new token to be known")
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        tab = context.new_page()
+        sign_in(tab, traffic.url, manager)
+        tab.get_by_label("Key name").fill("audit probe")
+        tab.get_by_role("button", name="Create key").click()
+        tab.get_by_test_id("new-key-secret").wait_for()
+        key = next(k for k in admin_json(traffic.url, ADMIN, "/keys", department="MARKETING")["keys"]
+                   if k["name"] == "audit probe")
+        # The manager's own audit page: its department's changes only.
+        tab.get_by_role("navigation", name="Pages").get_by_role("link", name="Audit").click()
+        mine = tab.get_by_role("region", name="Changes, newest first")
+        mine.get_by_role("row").filter(has_text=key["id"]).wait_for()
+        assert "HR" not in {cell.strip() for cell in mine.get_by_role("cell").all_inner_texts()}
+    finally:
+        context.close()
+
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    try:
+        sign_in(page, traffic.url, ADMIN, "/dashboard/audit")
+        row = page.get_by_role("region", name="Changes, newest first").get_by_role("row").filter(has_text=key["id"])
+        row.wait_for()
+        cells = row.get_by_role("rowheader").all_inner_texts() + row.get_by_role("cell").all_inner_texts()
+        assert cells[1] == "Key created" and cells[3:5] == [f"Manager {manager_id}", "Marketing"], cells
+        assert cells[2].startswith("audit probe (") and key["id"] in cells[2]
+        # The filter keeps one kind of change: token creations list the manager's token, not the key.
+        page.get_by_label("Kind of change").select_option("token.created")
+        page.get_by_role("row").filter(has_text=manager_id).filter(has_text="Token created").wait_for()
+        until(lambda: page.get_by_role("row").filter(has_text=key["id"]).count() == 0, "the key to be filtered out")
+        expected = admin_json(traffic.url, ADMIN, "/audit", action="token.created")["entries"]
+        assert page.get_by_role("region", name="Changes, newest first").get_by_role("row").count() == len(expected) + 1
+    finally:
+        page.context.close()
+
+
 def test_finance_downloads_the_period_spend_as_csv(traffic: Gateway, page: Any) -> None:
     sign_in(page, traffic.url, ADMIN, "/dashboard/finance")
     button = page.get_by_role("button", name="Download spend by department (CSV)")
@@ -277,7 +319,8 @@ def test_screenshots_of_every_page(traffic: Gateway, browser: Any) -> None:
     pages = [("overview", "/dashboard/overview", "Spend by department"),
              ("department", "/dashboard/department/MARKETING", "Budgets"),
              ("finance", "/dashboard/finance", "Spend by department"),
-             ("alerts", "/dashboard/alerts", "Refused calls")]
+             ("alerts", "/dashboard/alerts", "Refused calls"),
+             ("audit", "/dashboard/audit", "Changes")]
     for label, (width, height) in WIDTHS.items():
         context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
         try:
@@ -293,7 +336,7 @@ def test_screenshots_of_every_page(traffic: Gateway, browser: Any) -> None:
                 shoot(tab, f"{name}-{label}")
         finally:
             context.close()
-    for name in ("signin", "overview", "department", "finance", "alerts"):
+    for name in ("signin", "overview", "department", "finance", "alerts", "audit"):
         for label in WIDTHS:
             assert (SCREENSHOTS / f"{name}-{label}.png").stat().st_size > 10_000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -125,3 +126,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "What the gateway did" in done.stdout and "MARKETING" in done.stdout
     assert "Bearer cw-" in done.stdout
     assert (tmp_path / "costwarden.db").exists()
+    support = next(line for line in done.stdout.splitlines() if "SUPPORT" in line).split("│")
+    assert int(support[8]) > 0, "the traffic shows a tier refusal"
+    gold = re.search(r"Acme Corp \(gold\) pays (\d+)% less per call than Globex \(silver\)", done.stdout)
+    assert gold is not None and int(gold.group(1)) > 0, done.stdout

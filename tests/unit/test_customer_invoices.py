@@ -11,7 +11,8 @@ from decimal import Decimal
 from costwarden.core.events import UsageEvent
 from costwarden.core.kinds import CallStatus
 from costwarden.policy import parse_policy
-from costwarden.reports.customers import customer_lines, customers_report, invoice, percentile, tally_events
+from costwarden.reports.customers import customer_lines, customers_report, percentile, tally_events
+from costwarden.reports.rate_card import invoice
 
 POLICY = parse_policy("""
 version: 1
@@ -44,12 +45,19 @@ def event(n: int, customer: str, model: str, cost_nanos: int, latency_ms: int = 
 #   30,000 x 3 + 60,000 x 0.30 + 10,000 x 3.75 + 20,000 x 15 = 0.09 + 0.018 + 0.0375 + 0.3 = $0.4455
 # Card (4.00 / 0.40 / 5.00 / 20.00): 0.12 + 0.024 + 0.05 + 0.4 = $0.594
 # A gpt-4o-mini call (not on the card) that cost $7.000000001: x 1.35 = $9.45000000135
-# Usage at the card $10.04400000135; included $5; billable $5.04400000135; invoice $5.04.
-# Saved: 60,000 x (3 - 0.30) - 10,000 x (3.75 - 3) + 5,000 x 3 = 0.162 - 0.0075 + 0.015 = $0.1695
+# A long prompt (250,000 tokens, 100,000 read from the cache; long-context prices 6.00 / 0.60 /
+# 22.50) with 1,000 output tokens and 3 web searches ($10 per 1,000):
+#   provider 150,000 x 6 + 100,000 x 0.60 + 1,000 x 22.50 + 0.03 = 0.9 + 0.06 + 0.0225 + 0.03 = $1.0125
+#   card 150,000 x 4 + 100,000 x 0.40 + 1,000 x 20 = 0.6 + 0.04 + 0.02 = $0.66, tools 0.03 x 1.35 = $0.0405
+# Usage at the card $10.74450000135; included $5; billable $5.74450000135; invoice $5.74.
+# Saved: 60,000 x (3 - 0.30) - 10,000 x (3.75 - 3) + 5,000 x 3 = 0.162 - 0.0075 + 0.015 = $0.1695,
+# plus 100,000 x (6 - 0.60) = $0.54 on the long prompt: $0.7095
 GOLD = [
     event(1, "ACME", "claude-sonnet-4-5", 445_500_000, 300, input_tokens=100_000, cached_input_tokens=60_000,
           cache_write_5m_tokens=10_000, output_tokens=20_000, trimmed_tokens=5_000),
     event(2, "ACME", "gpt-4o-mini", 7_000_000_001, 100, input_tokens=1_000, output_tokens=10),
+    replace(event(7, "ACME", "claude-sonnet-4-5", 1_012_500_000, 500, input_tokens=250_000,
+                  cached_input_tokens=100_000, output_tokens=1_000), tool_calls={"web_search": 3}),
 ]
 # Silver: $12.345678901 + $1.000000000 = $13.345678901, x 1.20 = $16.0148146812 -> $16.01
 SILVER = [
@@ -68,14 +76,14 @@ def rows() -> dict[tuple[str, str | None], dict[str, object]]:
 
 def test_a_per_model_card_with_cache_tokens_and_the_included_amount() -> None:
     acme = rows()[("customer", "ACME")]
-    assert acme["plan"] == "gold" and acme["requests"] == 2
-    assert acme["cost_usd"] == "7.445500001"
-    assert acme["usage_at_rate_card_usd"] == "10.04400000135"
+    assert acme["plan"] == "gold" and acme["requests"] == 3
+    assert acme["cost_usd"] == "8.458000001"
+    assert acme["usage_at_rate_card_usd"] == "10.74450000135"
     assert acme["included_usd"] == "5"
-    assert acme["billable_usd"] == "5.04400000135"
-    assert acme["invoice_usd"] == "5.04"
-    assert acme["saved_usd"] == "0.1695"
-    assert (acme["cache_read_tokens"], acme["cache_write_tokens"], acme["trimmed_tokens"]) == (60_000, 10_000, 5_000)
+    assert acme["billable_usd"] == "5.74450000135"
+    assert acme["invoice_usd"] == "5.74"
+    assert acme["saved_usd"] == "0.7095"
+    assert (acme["cache_read_tokens"], acme["cache_write_tokens"], acme["trimmed_tokens"]) == (160_000, 10_000, 5_000)
 
 
 def test_a_markup_card() -> None:
@@ -97,7 +105,8 @@ def test_plan_rows_sum_their_customers_and_give_latency_per_plan() -> None:
     table = rows()
     silver, gold = table[("plan", "silver")], table[("plan", "gold")]
     assert silver["requests"] == 3 and silver["invoice_usd"] == "16.01"
-    assert (gold["latency_p50_ms"], gold["latency_p95_ms"]) == (100, 300)
+    assert (gold["latency_p50_ms"], gold["latency_p95_ms"]) == (300, 500)
+    assert (gold["invoice_usd"], gold["usage_at_rate_card_usd"]) == ("5.74", "10.74450000135")
 
 
 def test_the_included_amount_is_used_first_and_rounding_is_once_half_up() -> None:

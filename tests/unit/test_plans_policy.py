@@ -12,7 +12,7 @@ from costwarden.core.kinds import Priority, PromptCaching, ScopeKind
 from costwarden.core.money import usd_to_nanos
 from costwarden.core.scopes import Caller, Planner, plan_for, scopes_of
 from costwarden.errors import PolicyError
-from costwarden.policy import parse_policy
+from costwarden.policy import parse_policy, summarize
 
 GOOD = """
 version: 1
@@ -178,3 +178,12 @@ plans:
 def test_a_policy_without_plans_has_none() -> None:
     policy = parse_policy("version: 1\ndepartments:\n  HR: {}\n")
     assert policy.plans == {} and policy.customers == {}
+
+
+def test_policy_check_summarizes_plans_and_customers() -> None:
+    text = summarize(parse_policy(GOOD))
+    assert "openai -> http://127.0.0.1:9/v1 (openai, 400,000 tpm)" in text
+    assert "  gold: priority high, prompt caching auto, thin context 32,000 tokens, queue up to 2.5 s" in text
+    assert "    rate card: own prices for claude-sonnet-4-5; others markup 35%; $12.50 included" in text
+    assert "    rate card: markup 20%" in text and "    budget: $500.00 monthly, action reject" in text
+    assert "  ACME: Acme Corp, plan gold, department PRODUCT" in text

@@ -90,8 +90,8 @@ export function Audit(props: { session: Session }) {
         {s.sees_organization ? "Every change" : `Changes about ${nameOf(s, s.department)}`}: keys and tokens created or
         revoked, policy reloads and the budgets they changed, closed periods. Newest first.
       </p>
-      <div className="field inline">
-        <label htmlFor="audit-action">Change</label>
+      <div className="field inline filters">
+        <label htmlFor="audit-action">Kind of change</label>
         <select id="audit-action" value={action} onChange={(e) => setAction(e.target.value)}>
           <option value="">All changes</option>
           {Object.entries(ACTIONS).map(([value, label]) => (
@@ -111,16 +111,16 @@ export function Audit(props: { session: Session }) {
             columns={[
               { header: "When", cell: (e) => <time dateTime={e.at}>{time(e.at, s.timezone)}</time> },
               { header: "Change", cell: (e) => ACTIONS[e.action] ?? e.action },
+              { header: "What", cell: (e) => <span className="what">{describe(e)}</span> },
               {
                 header: "By",
                 cell: (e) => (
-                  <span>
+                  <span className="by">
                     {ROLES[e.actor_role] ?? e.actor_role} <code>{e.actor_id}</code>
                   </span>
                 ),
               },
               { header: "Department", wideOnly: true, cell: (e) => (e.department ? nameOf(s, e.department) : "Organization") },
-              { header: "What", cell: describe },
             ]}
           />
           {cursor && (

@@ -38,7 +38,7 @@ export function SignIn(props: { onSignedIn: (session: Session) => void; notice?:
         <input id="token" type="password" autoComplete="off" spellCheck={false} value={value}
           onChange={(e) => setValue(e.target.value)} aria-describedby="token-help" aria-invalid={Boolean(error)} />
         <p id="token-help" className="help">
-          An admin API token (admin, finance or a department manager). It is kept only for this browser tab's session.
+          An admin API token (admin, finance, a department manager or a customer). It is kept only for this browser tab's session.
         </p>
         {error && <p className="problem" role="alert">{error}</p>}
         <button type="submit" disabled={busy}>Sign in</button>

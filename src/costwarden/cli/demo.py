@@ -1,17 +1,22 @@
 """costwarden demo: everything embedded, on the machine's loopback interface.
 
 Starts the mock upstream and the gateway (SQLite ledger, in-process counters), loads a seed-like
-policy, creates a key per department, sends a burst of synthetic traffic that trips alerts,
-clamps, downgrades and refusals, prints what happened, and leaves the gateway running.
+policy, creates a key per department and per business customer, sends a burst of synthetic
+traffic that trips alerts, clamps, downgrades and refusals, runs the same agent-like conversations
+for a Gold and a Silver customer, prints what happened (and what each customer paid per call),
+and leaves the gateway running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from importlib.resources import files
 from typing import Annotated
 
@@ -20,12 +25,24 @@ import uvicorn
 
 from costwarden.app.settings import load_settings
 from costwarden.cli.common import DbOption, console, fail, open_ledger, run
-from costwarden.cli.traffic import DemoKeys, print_guide, print_summary, send_traffic
+from costwarden.cli.traffic import (
+    DemoKeys,
+    Outcome,
+    print_customers,
+    print_guide,
+    print_summary,
+    send_traffic,
+)
+from costwarden.core.policy import Policy
 from costwarden.http.app import create_app
 from costwarden.mock_upstream import make_server
 from costwarden.policy import parse_policy
+from costwarden.reports.collect import period_bounds
+from costwarden.reports.customers import customers, customers_report
+from costwarden.reports.tabular import Report
 
-DEMO_DEPARTMENTS = ("MARKETING", "ENGINEERING", "HR", "SALES", "SUPPORT")
+DEMO_DEPARTMENTS = ("MARKETING", "ENGINEERING", "HR", "SALES", "SUPPORT", "PRODUCT")
+DEMO_CUSTOMERS = ("ACME", "GLOBEX")  # Gold and Silver (SPEC §12)
 
 
 def demo_policy_text(mock_url: str) -> str:
@@ -71,10 +88,11 @@ def demo(
     console.rule("costwarden demo")
     console.print(f"ledger: {settings.db_url}   mock upstream: {mock_url}   gateway: {gateway_url}")
     with background(mock, "mock upstream"), background(gateway, "gateway"):
-        keys = run(lambda: _create_keys(settings.db_url))
+        keys = run(lambda: _create_keys(settings.db_url, policy))
         admin_token = run(lambda: _create_admin_token(settings.db_url))
         outcomes = send_traffic(gateway_url, keys, calls)
         print_summary(outcomes)
+        print_customers(run(lambda: _customers_report(settings.db_url, policy, outcomes)))
         print_guide(gateway_url, keys)
         console.print(f"\nDashboard: {gateway_url}/dashboard/ (sign in with this admin token: {admin_token})",
                       style="bold", soft_wrap=True)
@@ -88,7 +106,7 @@ def demo(
             console.print("stopping")
 
 
-async def _create_keys(db_url: str) -> DemoKeys:
+async def _create_keys(db_url: str, policy: Policy) -> DemoKeys:
     ledger = await open_ledger(db_url)
     try:
         bound = {}
@@ -100,9 +118,30 @@ async def _create_keys(db_url: str) -> DemoKeys:
         _, agent = await ledger.create_key("ENGINEERING", name="demo agent loop")
         _, desk = await ledger.create_key("SUPPORT", team="TIER1-DESK", name="demo tier-1 desk")
         _, unbound = await ledger.create_key(None, name="demo unbound")
+        customers = {customer: (await ledger.create_key(policy.customers[customer].department, customer=customer,
+                                                        name=f"demo {customer.lower()} agent"))[1]
+                     for customer in DEMO_CUSTOMERS}
     finally:
         await ledger.close()
-    return DemoKeys(bound, devs, agent, desk, unbound)
+    return DemoKeys(bound, devs, agent, desk, unbound, customers, trial=bound["PRODUCT"])
+
+
+async def _customers_report(db_url: str, policy: Policy, outcomes: list[Outcome]) -> Report:
+    """The customers report of this month for the demo's customers, once the ledger holds every answered customer call
+    (the gateway records a call just after answering it)."""
+    answered = Counter(o.customer for o in outcomes if o.customer and o.status < 400)
+    period = f"{datetime.now(policy.timezone):%Y-%m}"
+    start, end = period_bounds(period, policy)
+    ledger = await open_ledger(db_url)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            lines = [line for line in await customers(ledger, policy, start, end) if line.id in DEMO_CUSTOMERS]
+            if all(line.tally.requests >= answered[line.id] for line in lines) or time.monotonic() > deadline:
+                return customers_report(lines, period, with_plans=False)
+            await asyncio.sleep(0.1)
+    finally:
+        await ledger.close()
 
 
 async def _create_admin_token(db_url: str) -> str:

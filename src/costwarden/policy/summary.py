@@ -6,7 +6,7 @@ from collections import Counter
 from decimal import Decimal
 
 from costwarden.core.money import format_dollars, format_usd
-from costwarden.core.policy import Budget, Department, Policy, RateLimits, Rules, TeamAttribution
+from costwarden.core.policy import Budget, Department, Plan, Policy, RateLimits, Rules, TeamAttribution
 
 _INDENT = "  "
 
@@ -21,7 +21,8 @@ def summarize(policy: Policy) -> str:
         f"attribution: {attribution.header} header, {'required' if attribution.require else 'optional'}"
         + ("; X-Team-ID required where teams have budgets" if attribution.team == TeamAttribution.REQUIRED else ""),
         "upstreams: " + ("; ".join(
-            f"{up.name} -> {up.base_url} ({up.type}" + (f", key from {up.api_key_env})" if up.api_key_env else ")")
+            f"{up.name} -> {up.base_url} ({up.type}" + (f", key from {up.api_key_env}" if up.api_key_env else "")
+            + (f", {up.tpm:,} tpm)" if up.tpm else ")")
             for up in policy.upstreams.values()) or "none"),
         f"models: {len(policy.catalog)}" + (f" ({by_provider})" if by_provider else ""),
     ]
@@ -30,7 +31,32 @@ def summarize(policy: Policy) -> str:
     lines.append(f"departments: {len(policy.departments)}")
     for department in policy.departments.values():
         lines += _department_lines(department)
+    if policy.plans:
+        lines.append(f"plans: {len(policy.plans)}")
+        for plan in policy.plans.values():
+            lines += _plan_lines(plan)
+    if policy.customers:
+        lines.append(f"customers: {len(policy.customers)}")
+        lines += [f"{_INDENT}{c.id}: {c.name}, plan {c.plan.name}, department {c.department}"
+                  for c in policy.customers.values()]
     return "\n".join(lines)
+
+
+def _plan_lines(plan: Plan) -> list[str]:
+    """'gold: priority high, prompt caching auto, thin context 32,000 tokens' and its card and rules."""
+    efficiency = plan.efficiency
+    parts = [f"priority {plan.priority}", f"prompt caching {efficiency.prompt_caching}"]
+    if efficiency.thin_context is not None:
+        parts.append(f"thin context {efficiency.thin_context.max_input_tokens:,} tokens")
+    card = plan.rate_card
+    bill = f"markup {card.markup_pct.normalize():f}%"
+    if card.models:
+        bill = f"own prices for {', '.join(sorted(card.models))}; others {bill}"
+    if plan.included_nanos:
+        bill += f"; {_dollars(plan.included_nanos)} included"
+    lines = [f"{_INDENT}{plan.name}: {', '.join(parts)}, queue up to {plan.queue_s.normalize():f} s",
+             f"{_INDENT * 2}rate card: {bill}"]
+    return lines + _rules_lines(plan.rules, 2)
 
 
 def describe_budget(budget: Budget) -> str:

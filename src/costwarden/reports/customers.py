@@ -1,18 +1,9 @@
 """``report customers``: each business customer's usage, its invoice at its plan's rate card, and
-what its plan's efficiency features saved (SPEC §12).
+what its plan's efficiency features saved (SPEC §12), per customer and per plan.
 
-Method, stated in the report's notes:
-- Cost is what the calls were charged to the department, at provider prices (the ledger's cost).
-- Usage at the rate card: for a model the card prices, every token of each type times the card's
-  price of that type (unset cache prices are the card's input price); for any other model, and
-  for server-side tool fees, the provider cost times (1 + markup_pct / 100). Exact: summed in
-  pico-dollars and nano-dollars, never rounded until the invoice.
-- Invoice: the plan's included amount is applied first, then the rest is billable; the billable
-  amount is rounded once, half up, to the cent.
-- Saved: the same calls without the efficiency features, at provider prices: cache reads x (input
-  price - cache read price), minus the premium paid for cache writes (write price - input price),
-  plus tokens trimmed x input price.
-- Latency: nearest-rank p50 and p95 of the calls that ended ``ok``, per customer and per plan.
+Cost is what the calls were charged to the department, at provider prices (the ledger's cost).
+The rate card, the savings and the invoice are computed as ``reports.rate_card`` states; latency
+is the nearest-rank p50 and p95 of the calls that ended ``ok``.
 """
 
 from __future__ import annotations
@@ -21,57 +12,21 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_CEILING, Decimal
 
 from costwarden.core.catalog import Catalog
 from costwarden.core.events import UsageEvent
 from costwarden.core.kinds import CallStatus
 from costwarden.core.money import format_usd
 from costwarden.core.policy import Plan, Policy
-from costwarden.core.pricing import PROMPT_TYPES, TokenType, service_tier_of
 from costwarden.ledger import Ledger
+from costwarden.reports.rate_card import GroupKey, Invoice, Priced, Usage, group_of, invoice, price
 from costwarden.reports.tabular import Report
 
-CENT = Decimal("0.01")
 COLUMNS = ("level", "customer", "name", "plan", "department", "requests", "input_tokens", "cache_read_tokens",
            "cache_write_tokens", "output_tokens", "trimmed_tokens", "cost_usd", "rate_card", "usage_at_rate_card_usd",
            "included_usd", "billable_usd", "invoice_usd", "saved_usd", "latency_p50_ms", "latency_p95_ms")
 NOT_IN_POLICY = "(not in policy)"
-
-
-@dataclass(frozen=True, slots=True)
-class Rated:
-    """One call at the rate card: card-priced tokens (pico-dollars) and cost to mark up (nano-dollars)."""
-
-    card_picos: int = 0
-    markup_nanos: int = 0
-
-
-def rate(event: UsageEvent, plan: Plan | None, catalog: Catalog) -> Rated:
-    """What one call of a customer on ``plan`` comes to at the plan's rate card (at cost without a plan)."""
-    prices = plan.rate_card.models.get(event.model_served) if plan is not None else None
-    if prices is None:
-        return Rated(markup_nanos=event.cost_nanos)
-    rates = prices.rates()
-    picos = sum(count * rates[kind] for kind, count in event.by_type().items())
-    spec = catalog.get(event.model_served)
-    tools = spec.charge({}, service_tier_of(event.service_tier), event.tool_calls).nanos if spec is not None else 0
-    return Rated(card_picos=picos, markup_nanos=tools)
-
-
-def saved_picos(event: UsageEvent, catalog: Catalog) -> int:
-    """What the call would have cost more without caching and trimming, at provider prices."""
-    spec = catalog.get(event.model_served)
-    if spec is None:
-        return 0
-    counts = event.by_type()
-    prompt = sum(counts.get(kind, 0) for kind in PROMPT_TYPES) + event.trimmed_tokens
-    rates = spec.pricing.rates(service_tier_of(event.service_tier), spec.pricing.is_long(prompt))
-    per_input = rates[TokenType.INPUT]
-    return (counts.get(TokenType.CACHED_INPUT, 0) * (per_input - rates[TokenType.CACHED_INPUT])
-            - counts.get(TokenType.CACHE_WRITE_5M, 0) * (rates[TokenType.CACHE_WRITE_5M] - per_input)
-            - counts.get(TokenType.CACHE_WRITE_1H, 0) * (rates[TokenType.CACHE_WRITE_1H] - per_input)
-            + event.trimmed_tokens * per_input)
 
 
 @dataclass(slots=True)
@@ -85,13 +40,11 @@ class Tally:
     output_tokens: int = 0
     trimmed_tokens: int = 0
     cost_nanos: int = 0
-    card_picos: int = 0
-    markup_nanos: int = 0
-    saved_picos: int = 0
     # calls per latency in whole milliseconds: exact percentiles in memory bounded by the distinct values
     latencies: Counter[int] = field(default_factory=Counter)
+    groups: dict[GroupKey, Usage] = field(default_factory=dict)  # what the rate card prices
 
-    def add(self, event: UsageEvent, rated: Rated, saved: int) -> None:
+    def add(self, event: UsageEvent, catalog: Catalog) -> None:
         self.requests += 1
         self.input_tokens += event.input_tokens
         self.cache_read_tokens += event.cached_input_tokens
@@ -99,42 +52,24 @@ class Tally:
         self.output_tokens += event.output_tokens
         self.trimmed_tokens += event.trimmed_tokens
         self.cost_nanos += event.cost_nanos
-        self.card_picos += rated.card_picos
-        self.markup_nanos += rated.markup_nanos
-        self.saved_picos += saved
         if event.status == CallStatus.OK:
             self.latencies[event.latency_ms] += 1
+        key = group_of(event, catalog)
+        usage = self.groups.get(key)
+        if usage is None:
+            usage = self.groups[key] = Usage()
+        usage.tokens.update(event.by_type())
+        usage.trimmed_tokens += event.trimmed_tokens
+        usage.cost_nanos += event.cost_nanos
+        if event.tool_calls:
+            usage.tool_calls.update(event.tool_calls)
 
     def merge(self, other: Tally) -> None:
+        """Add another tally's sums and latencies (not its groups: plan rows sum priced lines)."""
         for name in ("requests", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
-                     "trimmed_tokens", "cost_nanos", "card_picos", "markup_nanos", "saved_picos"):
+                     "trimmed_tokens", "cost_nanos"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latencies.update(other.latencies)
-
-
-@dataclass(frozen=True, slots=True)
-class Invoice:
-    """A customer's bill for a period: exact usage at the rate card, the included part, the rest."""
-
-    usage: Decimal  # USD, exact
-    included: Decimal  # USD, the part of the plan's included amount used
-    billable: Decimal  # USD, exact
-    total: Decimal  # USD, billable rounded half up to the cent
-
-
-def usage_at_rate_card(tally: Tally, markup_pct: Decimal) -> Decimal:
-    """The exact USD value of a customer's calls at its rate card."""
-    with localcontext() as ctx:
-        ctx.prec = 60  # wide enough that no product or quotient here is ever rounded
-        marked = Decimal(tally.markup_nanos) * (100 + markup_pct) / 100
-        return Decimal(tally.card_picos).scaleb(-12) + marked.scaleb(-9)
-
-
-def invoice(usage: Decimal, included_nanos: int) -> Invoice:
-    """Apply the included amount first, then bill the rest, rounded once to the cent."""
-    included = min(usage, Decimal(included_nanos).scaleb(-9))
-    billable = usage - included
-    return Invoice(usage, included, billable, billable.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
 def percentile(counts: Mapping[int, int], fraction: Decimal) -> int | None:
@@ -161,6 +96,7 @@ class CustomerLine:
     plan: Plan | None
     department: str
     tally: Tally
+    priced: Priced
     invoice: Invoice
 
 
@@ -174,9 +110,10 @@ def tally_events(events: Iterable[UsageEvent], policy: Policy) -> dict[str, Tall
 
 def _count(tallies: dict[str, Tally], event: UsageEvent, policy: Policy) -> None:
     if event.customer:
-        plan = policy.plan_of(event.customer)
-        tallies.setdefault(event.customer, Tally()).add(event, rate(event, plan, policy.catalog),
-                                                         saved_picos(event, policy.catalog))
+        tally = tallies.get(event.customer)
+        if tally is None:
+            tally = tallies[event.customer] = Tally()
+        tally.add(event, policy.catalog)
 
 
 def customer_lines(tallies: Mapping[str, Tally], policy: Policy, only: str | None = None,
@@ -192,10 +129,11 @@ def customer_lines(tallies: Mapping[str, Tally], policy: Policy, only: str | Non
             continue
         tally = tallies.get(customer_id, Tally())
         plan = customer.plan if customer is not None else None
+        priced = price(tally.groups, plan, policy.catalog)
         markup = plan.rate_card.markup_pct if plan is not None else Decimal(0)
-        bill = invoice(usage_at_rate_card(tally, markup), plan.included_nanos if plan is not None else 0)
+        bill = invoice(priced.at_rate_card(markup), plan.included_nanos if plan is not None else 0)
         lines.append(CustomerLine(customer_id, customer.name if customer else customer_id, plan,
-                                  customer.department if customer else "", tally, bill))
+                                  customer.department if customer else "", tally, priced, bill))
     return lines
 
 
@@ -220,21 +158,19 @@ async def _with_calls(ledger: Ledger, start: datetime, end: datetime) -> set[str
 def customers_report(lines: list[CustomerLine], period: str, with_plans: bool = True) -> Report:
     """A ``customer`` row per customer, then (``with_plans``) a ``plan`` row per plan with its totals
     and latency over all of its customers."""
-    rows = [_row("customer", line.id, line.name, line.plan, line.department, line.tally, line.invoice)
+    rows = [_row("customer", line.id, line.name, line.plan, line.department, line.tally, line.priced, line.invoice)
             for line in lines]
     if with_plans:
-        plans: dict[str, tuple[Plan, Tally, list[Invoice]]] = {}
+        plans: dict[str, list[CustomerLine]] = {}
         for line in lines:
-            if line.plan is None:
-                continue
-            _, total, bills = plans.setdefault(line.plan.name, (line.plan, Tally(), []))
-            total.merge(line.tally)
-            bills.append(line.invoice)
-        for name in sorted(plans):
-            plan, total, bills = plans[name]
-            summed = Invoice(*(sum((getattr(b, part) for b in bills), Decimal(0))
-                               for part in ("usage", "included", "billable", "total")))
-            rows.append(_row("plan", None, None, plan, None, total, summed))
+            if line.plan is not None:
+                plans.setdefault(line.plan.name, []).append(line)
+        for members in (plans[name] for name in sorted(plans)):
+            total, priced, bill = Tally(), Priced(), invoice(Decimal(0), 0)
+            for line in members:
+                total.merge(line.tally)
+                priced, bill = priced + line.priced, bill + line.invoice
+            rows.append(_row("plan", None, None, members[0].plan, None, total, priced, bill))
     notes = (f"Period {period}. cost_usd is the cost at provider prices, charged to the department. "
              "usage_at_rate_card_usd is exact: card prices per token type for the models a card lists, "
              "provider cost plus the markup for the others (and for tool fees); the plan's included amount "
@@ -246,7 +182,7 @@ def customers_report(lines: list[CustomerLine], period: str, with_plans: bool = 
 
 
 def _row(level: str, customer: str | None, name: str | None, plan: Plan | None, department: str | None,
-         tally: Tally, bill: Invoice) -> dict[str, str | int | None]:
+         tally: Tally, priced: Priced, bill: Invoice) -> dict[str, str | int | None]:
     return {
         "level": level, "customer": customer, "name": name, "plan": plan.name if plan else NOT_IN_POLICY,
         "department": department, "requests": tally.requests, "input_tokens": tally.input_tokens,
@@ -255,7 +191,7 @@ def _row(level: str, customer: str | None, name: str | None, plan: Plan | None, 
         "cost_usd": format_usd(tally.cost_nanos), "rate_card": _describe(plan),
         "usage_at_rate_card_usd": _usd(bill.usage), "included_usd": _usd(bill.included),
         "billable_usd": _usd(bill.billable), "invoice_usd": f"{bill.total:f}",
-        "saved_usd": _usd(Decimal(tally.saved_picos).scaleb(-12)),
+        "saved_usd": _usd(Decimal(priced.saved_picos).scaleb(-12)),
         "latency_p50_ms": percentile(tally.latencies, Decimal("0.5")),
         "latency_p95_ms": percentile(tally.latencies, Decimal("0.95")),
     }
@@ -281,5 +217,5 @@ def _usd(amount: Decimal) -> str:
     return text if text not in ("", "-0") else "0"
 
 
-__all__ = ["COLUMNS", "CustomerLine", "Invoice", "Tally", "customer_lines", "customers", "customers_report",
-           "invoice", "percentile", "rate", "saved_picos", "tally_events", "usage_at_rate_card"]
+__all__ = ["COLUMNS", "CustomerLine", "Tally", "customer_lines", "customers", "customers_report", "percentile",
+           "tally_events"]

@@ -85,4 +85,4 @@ OPERATIONS: list[Operation[Any, Any]] = [
               NoBody, Document, downloads=("text/csv",), description=_DESCRIPTION),
 ]
 
-__all__ = ["OPERATIONS", "visible_customer"]
+__all__ = ["CUSTOMER", "OPERATIONS", "READERS", "visible_customer"]

@@ -16,6 +16,7 @@ from costwarden.core.periods import Period
 from costwarden.core.policy import Policy
 from costwarden.http.admin.access import EVERYONE, KEY_KEEPERS, ORGANIZATION
 from costwarden.http.admin.api import AdminCall, Operation
+from costwarden.http.admin.customers import CUSTOMER
 from costwarden.http.admin.schemas import NoBody, NoQuery
 
 _MONTH = Period.parse("monthly")
@@ -38,8 +39,9 @@ class MonthOut(BaseModel):
 
 class SessionOut(BaseModel):
     token_id: str = Field(description="The token's id ('bootstrap' for COSTWARDEN_ADMIN_TOKEN).")
-    role: str = Field(description="admin, finance or manager.")
+    role: str = Field(description="admin, finance, manager or customer.")
     department: str | None = Field(description="The department a manager manages.")
+    customer: str | None = Field(None, description="The business customer a customer token reads (SPEC §12).")
     sees_organization: bool = Field(description="The token reads every department.")
     manages_keys: bool = Field(description="The token creates and revokes keys (a manager: its department's).")
     departments: list[DepartmentOut] = Field(description="The departments the token may read.")
@@ -58,7 +60,8 @@ async def whoami(call: AdminCall[NoQuery, NoBody]) -> SessionOut:
     start, end = _MONTH.bounds(now, policy.timezone)
     visible = sorted(policy.departments) if who.role in ORGANIZATION else [d for d in [who.department] if d]
     return SessionOut(
-        token_id=who.id, role=who.role, department=who.department, sees_organization=who.role in ORGANIZATION,
+        token_id=who.id, role=who.role, department=who.department, customer=who.customer,
+        sees_organization=who.role in ORGANIZATION,
         manages_keys=who.role in KEY_KEEPERS, departments=[_department(policy, d) for d in visible],
         timezone=policy.timezone_name, now=now, month_start=start, month_end=end,
         months=_months(start, policy.timezone),
@@ -84,7 +87,8 @@ def _department(policy: Policy, department_id: str) -> DepartmentOut:
 
 
 OPERATIONS: list[Operation[Any, Any]] = [
-    Operation("GET", "/whoami", "Read the token's role and scope", EVERYONE, whoami, NoQuery, NoBody, SessionOut,
+    Operation("GET", "/whoami", "Read the token's role and scope", (*EVERYONE, CUSTOMER), whoami, NoQuery, NoBody,
+              SessionOut,
               description="The calling token's id, role and the departments it may read (with their display "
                           "names), and the current billing month in the policy's timezone."),
 ]
