@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 
 from costwarden.core.audit import AuditEntry
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
@@ -86,7 +86,7 @@ class Ledger:
         parsed = normalize_url(url)
         writer_engine, reader_engine = create_engines(parsed)
         try:
-            await asyncio.to_thread(migrate, writer_engine)
+            await _migrate(writer_engine)
         except SQLAlchemyError as exc:
             writer_engine.dispose()
             reader_engine.dispose()
@@ -580,3 +580,20 @@ def _sqlite_path(url: URL) -> str | None:
 
 
 __all__ = ["Ledger", "StorageError", "WhenDown"]
+
+
+MIGRATE_ATTEMPTS = 5
+
+
+async def _migrate(engine: Engine) -> None:
+    """Bring the schema up to date. SQLite answers "database is locked" at once, without waiting,
+    to a connection that switches a new file to WAL while another process is creating or migrating
+    it; the migration is then tried again, a few times, after a short pause."""
+    for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+        try:
+            await asyncio.to_thread(migrate, engine)
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == MIGRATE_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.1 * attempt)  # a back-off before trying again, not a synchronization
