@@ -36,20 +36,26 @@ def billed_event(ident: str) -> UsageEvent:
     return UsageEvent(**{**{f: getattr(event, f) for f in event.__dataclass_fields__}, "cost_nanos": cost})
 
 
-def test_billed_parts_survive_export_and_import(tmp_path: Path) -> None:
-    source, target = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"
-    original = billed_event("evt-1")
+def seeded(db: str, event: UsageEvent, tmp_path: Path) -> Path:
+    """A ledger at ``db`` holding ``event``, and the policy file the commands read."""
 
     async def seed() -> None:
-        ledger = await Ledger.open(source)
+        ledger = await Ledger.open(db)
         try:
-            await ledger.record(original)
+            await ledger.record(event)
         finally:
             await ledger.close()
 
     asyncio.run(seed())
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
+    return policy
+
+
+def test_billed_parts_survive_export_and_import(tmp_path: Path) -> None:
+    source, target = f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db"
+    original = billed_event("evt-1")
+    policy = seeded(source, original, tmp_path)
     exported = runner.invoke(app, ["ledger", "export", "--format", "jsonl", "--db", source])
     assert exported.exit_code == 0, exported.output
     dump = tmp_path / "dump.jsonl"
@@ -79,17 +85,7 @@ def test_focus_rows_carry_each_billed_token_type_and_add_up_to_the_cost(tmp_path
 
     db = f"sqlite:///{tmp_path}/a.db"
     original = billed_event("evt-1")
-
-    async def seed() -> None:
-        ledger = await Ledger.open(db)
-        try:
-            await ledger.record(original)
-        finally:
-            await ledger.close()
-
-    asyncio.run(seed())
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy = seeded(db, original, tmp_path)
     result = runner.invoke(app, ["report", "chargeback", "--period", "2026-11", "--format", "focus",
                                  "--db", db, "--policy", str(policy)])
     assert result.exit_code == 0, result.output
