@@ -25,11 +25,12 @@ from costwarden.app.service import GatewayService
 from costwarden.app.settings import Settings
 from costwarden.app.upkeep import CounterUpkeep, UpkeepTimes, ensure_built
 from costwarden.clock import utc_now
+from costwarden.core.audit import SERVER_ROLE, Actor, AuditAction, policy_entries
 from costwarden.core.kinds import Role
 from costwarden.core.policy import Policy
 from costwarden.counters import CounterStore, open_store
 from costwarden.engine.admission import Admission
-from costwarden.ledger import Ledger
+from costwarden.ledger import Ledger, PolicyVersion
 from costwarden.ledger.credentials import hash_secret
 from costwarden.policy import env_names, load_policy, parse_policy
 from costwarden.providers import ENDPOINTS, UpstreamPool
@@ -84,7 +85,10 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
         policy = policy or await resolve_policy(settings, ledger)
         if settings.upstream_env is None:  # reloads may name only what the start-up policy names
             settings = replace(settings, upstream_env=tuple(sorted(env_names(policy))))
+        previous = await ledger.latest_policy_version()
         version = await ledger.store_policy(policy.source)
+        if previous is not None and previous.id != version:
+            await _audit_start_up_policy(ledger, previous, policy, version, clock())
         store = store or open_store(settings.redis_url)
         await store.ping()
         admission = Admission(store, clock)
@@ -118,6 +122,21 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
     except BaseException:
         await ledger.close()
         raise
+
+
+async def _audit_start_up_policy(ledger: Ledger, previous: PolicyVersion, policy: Policy, version: int,
+                                 now: datetime) -> None:
+    """A server started with a policy other than the one in force: the audit log says so, once
+    however many replicas start with it (the same entry as another process's adoption)."""
+    try:
+        old = parse_policy(previous.yaml, source=f"stored policy version {previous.id}")
+    except errors.PolicyError:  # written for an older costwarden: only the versions can be told
+        log.warning("stored policy version %d no longer loads; auditing the change without its budgets",
+                    previous.id)
+        old = policy
+    entries = policy_entries(old, policy, now, Actor("server", SERVER_ROLE), AuditAction.POLICY_ADOPTED,
+                             previous.id, version)
+    await ledger.record_audit(entries, once=f"{AuditAction.POLICY_ADOPTED}|{version}")
 
 
 async def stop_runtime(runtime: Runtime) -> None:
