@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from costwarden.cli.common import DbOption, PolicyOption, audit, cli_actor, console, open_ledger, run
+from costwarden.cli.common import (
+    DbOption,
+    PolicyOption,
+    audit,
+    cli_actor,
+    console,
+    ledger_at,
+    run,
+)
 from costwarden.cli.report import (
     InvoiceFileOption,
     InvoiceOption,
@@ -46,8 +54,7 @@ def close(
     invoices = parse_invoices(invoice, invoice_file, invoice_total)
 
     async def work() -> tuple[Statement, Closing | None]:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             known = await require_policy(ledger, policy)
             version = await stored_version(ledger, known)
             closed = await close_period(ledger, known, period, shared, total, datetime.now(UTC), invoices,
@@ -58,8 +65,6 @@ def close(
                          "checksum": None if closing is None else closing.checksum,
                          "restatement": None if closing is None else closing.restatement})
             return closed, closing
-        finally:
-            await ledger.close()
 
     statement, closing = run(work)
     following = next_period(period)
@@ -91,16 +96,13 @@ def reopen(
     parse_options(period, None, None)
 
     async def work() -> Closing:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             reopened = await reopen_period(ledger, period, cli_actor().id, reason, datetime.now(UTC))
             await audit(ledger, AuditAction.PERIOD_REOPENED, period, None,
                         {"reason": reopened.reason, "checksum": reopened.checksum,
                          "restatement": reopened.restatement, "closed_at": reopened.closed_at.isoformat(),
                          "closed_by": reopened.closed_by})
             return reopened
-        finally:
-            await ledger.close()
 
     reopened = run(work)
     console.print(f"Reopened {period} (closed {reopened.closed_at:%Y-%m-%d %H:%M} UTC by {reopened.closed_by}, "

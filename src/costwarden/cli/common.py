@@ -6,7 +6,8 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
@@ -41,6 +42,16 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
 async def open_ledger(db: str | None) -> Ledger:
     """Open the ledger (bringing its schema up to date first)."""
     return await Ledger.open(db_url_from_env(db))
+
+
+@asynccontextmanager
+async def ledger_at(db: str | None) -> AsyncIterator[Ledger]:
+    """The ledger, open for the block and closed after it, whatever happens inside."""
+    ledger = await open_ledger(db)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
 
 
 def fail(message: str) -> typer.Exit:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from costwarden.app.bootstrap import policy_for
-from costwarden.cli.common import DbOption, PolicyOption, audit, console, fail, open_ledger, run
+from costwarden.cli.common import DbOption, PolicyOption, audit, console, fail, ledger_at, open_ledger, run
 from costwarden.core.audit import AuditAction
 from costwarden.core.policy import Policy
 from costwarden.ledger.credentials import KeyRecord, TokenRecord
@@ -49,8 +49,7 @@ def create(
     """Create a key and print its secret once (it is stored only as a hash)."""
 
     async def work() -> None:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             dept = department.upper() if department else None
             bound_team = team.upper() if team else None
             known = await policy_for(ledger, policy)
@@ -60,8 +59,6 @@ def create(
             _check_scope(known, dept, bound_team)
             record, secret = await ledger.create_key(dept, bound_team, user, name, customer=bound_customer)
             await audit(ledger, AuditAction.KEY_CREATED, record.id, record.department, _key_detail(record))
-        finally:
-            await ledger.close()
         if as_json:
             typer.echo(orjson.dumps({"id": record.id, "key": secret, "department": record.department,
                                      "team": record.team, "user": record.user, "customer": record.customer,
@@ -87,11 +84,8 @@ def list_keys(
     """List keys (never their secrets)."""
 
     async def work() -> None:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             records = await ledger.list_keys(department.upper() if department else None)
-        finally:
-            await ledger.close()
         _print_records(records, as_json, ("id", "prefix", "department", "team", "user", "customer", "name"))
 
     run(work)
@@ -102,13 +96,10 @@ def revoke(ref: Annotated[str, typer.Argument(help="Key id, display prefix or se
     """Revoke a key; running servers refuse it within 5 seconds."""
 
     async def work() -> None:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             record = await ledger.revoke_key(ref)
             if record is not None:
                 await audit(ledger, AuditAction.KEY_REVOKED, record.id, record.department, _key_detail(record))
-        finally:
-            await ledger.close()
         if record is None:
             raise fail(f"no key matches {ref!r}")
         console.print(f"Revoked key {record.id} ({record.department or 'unbound'}).")
@@ -160,13 +151,10 @@ def revoke_token(ref: Annotated[str, typer.Argument(help="Token id, display pref
     """Revoke an admin token."""
 
     async def work() -> None:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             record = await ledger.revoke_token(ref)
             if record is not None:
                 await audit(ledger, AuditAction.TOKEN_REVOKED, record.id, record.department, _token_detail(record))
-        finally:
-            await ledger.close()
         if record is None:
             raise fail(f"no token matches {ref!r}")
         console.print(f"Revoked token {record.id}.")
@@ -180,11 +168,8 @@ def list_tokens(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     """List admin tokens (never their secrets)."""
 
     async def work() -> None:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             records = await ledger.list_tokens()
-        finally:
-            await ledger.close()
         _print_records(records, as_json, ("id", "prefix", "role", "department", "customer", "name"))
 
     run(work)

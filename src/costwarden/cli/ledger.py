@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from costwarden.app.bootstrap import policy_for
-from costwarden.cli.common import DbOption, PolicyOption, console, err_console, fail, open_ledger, run
+from costwarden.cli.common import (
+    DbOption,
+    PolicyOption,
+    console,
+    err_console,
+    fail,
+    ledger_at,
+    run,
+)
 from costwarden.ledger.export import (
     ImportRefused,
     ImportResult,
@@ -49,14 +57,11 @@ def export(
     start, end = parse_instant(since, "--since"), parse_instant(until, "--until")
 
     async def work() -> int:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             if output is None:
                 return await write_export(ledger, sys.stdout, fmt, start, end, department.upper() if department else None)
             with output.open("w", encoding="utf-8", newline="") as out:
                 return await write_export(ledger, out, fmt, start, end, department.upper() if department else None)
-        finally:
-            await ledger.close()
 
     written = run(work)
     err_console.print(f"exported {written} records", highlight=False)
@@ -76,8 +81,7 @@ def import_(
         raise fail(f"{path} does not exist")
 
     async def work() -> ImportResult:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             known = await policy_for(ledger, policy)
             catalog = known.catalog if known is not None else bundled_catalog()
             with path.open(encoding="utf-8") as source:
@@ -86,8 +90,6 @@ def import_(
                 except ImportRefused as exc:
                     raise fail(str(exc)) from exc
             return await import_records(ledger, records, repriced)
-        finally:
-            await ledger.close()
 
     done = run(work)
     console.print(f"imported {done.events_new} new events and {done.rejections_new} new refused calls from "

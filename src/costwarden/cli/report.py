@@ -16,7 +16,7 @@ from rich.console import Console
 
 from costwarden import errors
 from costwarden.app.bootstrap import policy_for
-from costwarden.cli.common import DbOption, PolicyOption, fail, open_ledger, run
+from costwarden.cli.common import DbOption, PolicyOption, fail, ledger_at, run
 from costwarden.core.policy import Policy
 from costwarden.ledger import Ledger
 from costwarden.reports import (
@@ -113,8 +113,7 @@ def chargeback(
     invoices = parse_invoices(invoice, invoice_file, invoice_total)
 
     async def work() -> Statement:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             frozen = await frozen_statement(ledger, period)
             if frozen is not None:
                 if shared_costs is not None or invoice_total is not None or invoices:
@@ -123,8 +122,6 @@ def chargeback(
                 return frozen
             known = await require_policy(ledger, policy)
             return await live_statement(ledger, known, period, shared, total, datetime.now(UTC), invoices)
-        finally:
-            await ledger.close()
 
     statement = run(work)
     if dimension is not None:
@@ -150,15 +147,12 @@ def _dimension(by: str | None, fmt: str) -> Dimension | None:
 
 async def statement_for(db: str | None, policy: str | None, period: str) -> Statement:
     """The frozen statement of a closed period, else the live one (no shared costs or invoice)."""
-    ledger = await open_ledger(db)
-    try:
+    async with ledger_at(db) as ledger:
         frozen = await frozen_statement(ledger, period)
         if frozen is not None:
             return frozen
         known = await require_policy(ledger, policy)
         return await live_statement(ledger, known, period, SharedCosts(), None, datetime.now(UTC))
-    finally:
-        await ledger.close()
 
 
 @app.command("journal")
@@ -179,14 +173,11 @@ def journal_command(
     async def work() -> Statement:
         if shared_costs is None:
             return await statement_for(db, policy, period)
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             if await frozen_statement(ledger, period) is not None:
                 raise fail(f"{period} is closed: its statement was frozen with its shared costs; drop --shared-costs")
             known = await require_policy(ledger, policy)
             return await live_statement(ledger, known, period, shared, None, datetime.now(UTC))
-        finally:
-            await ledger.close()
 
     emit(journal(run(work), clearing_account), chosen, output)
 
@@ -246,15 +237,12 @@ def forecast(
         raise fail(f"bad billing period {period!r}: use YYYY-MM, e.g. 2026-11")
 
     async def work() -> Report:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             known = await require_policy(ledger, policy)
             now = datetime.now(UTC)
             start, end = period_bounds(period or current_period(known, now), known)
             lines = await budget_forecasts(ledger, known, start, end, now)
             return forecast_report(lines, known.timezone_name, now)
-        finally:
-            await ledger.close()
 
     emit(run(work), chosen, output)
 
@@ -273,13 +261,10 @@ def efficiency_command(
     parse_options(period, None, None)
 
     async def work() -> Report:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             known = await require_policy(ledger, policy)
             start, end = period_bounds(period, known)
             return efficiency_report(await efficiency(ledger, known.catalog, start, end), period)
-        finally:
-            await ledger.close()
 
     emit(run(work), chosen, output)
 
@@ -299,8 +284,7 @@ def customers_command(
     parse_options(period, None, None)
 
     async def work() -> Report:
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             known = await require_policy(ledger, policy)
             start, end = period_bounds(period, known)
             only = customer.upper() if customer else None
@@ -308,7 +292,5 @@ def customers_command(
             if only is not None and not lines:
                 raise fail(f"unknown customer {only!r}: the policy does not declare it and it has no calls in {period}")
             return customers_report(lines, period, with_plans=only is None)
-        finally:
-            await ledger.close()
 
     emit(run(work), chosen, output)

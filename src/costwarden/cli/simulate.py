@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from costwarden import errors
-from costwarden.cli.common import DbOption, err_console, fail, open_ledger, run
+from costwarden.cli.common import DbOption, err_console, fail, ledger_at, run
 from costwarden.cli.report import _PERIOD, FormatOption, OutputOption, emit, report_format
 from costwarden.core.events import UsageEvent
 from costwarden.ledger.export import read_jsonl
@@ -50,14 +50,11 @@ def simulate_command(
             with _bar(len(replayed)) as tick:
                 return await simulate(new, replayed, tick)
         assert period is not None
-        ledger = await open_ledger(db)
-        try:
+        async with ledger_at(db) as ledger:
             start, end = period_bounds(period, new)
             total = sum(row.requests for row in await ledger.totals(start, end))
             with _bar(total) as tick:
                 return await simulate(new, only_events(ledger.iter_events(start, end)), tick)
-        finally:
-            await ledger.close()
 
     started = datetime.now(UTC)
     result = run(work)
