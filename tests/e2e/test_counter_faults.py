@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +25,7 @@ from costwarden.errors import StorageError
 from costwarden.ledger import Ledger
 from costwarden.policy import parse_policy
 from gateway_fixtures import DEPARTMENTS, PLAIN_DEPARTMENTS, UPSTREAMS, policy_text
+from gateway_process import GatewayProcess, poll
 from service_fixtures import RedisServer, free_port
 
 pytestmark = pytest.mark.service
@@ -55,57 +51,9 @@ LEASE_TTL_S = 3.0
 TIMINGS = {"COSTWARDEN_RECONCILE_S": "1", "COSTWARDEN_LEASE_TTL_S": str(LEASE_TTL_S)}
 
 
-class GatewayProcess:
-    """``costwarden serve`` as a process of its own, to be killed -9."""
-
-    def __init__(self, policy: Path, db_url: str, redis_url: str, log: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = log
-        self.args = [sys.executable, "-m", "costwarden", "serve", "--policy", str(policy), "--db", db_url,
-                     "--redis", redis_url, "--port", str(port)]
-        self.env = {**os.environ, **TIMINGS, "OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant-test"}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.launch()
-        self.wait_ready()
-
-    def launch(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
-
-    def wait_ready(self) -> None:
-        poll(lambda: self._ready(), 60, f"gateway ready ({self.log})")
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"gateway exited: {self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-
-def poll(check: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Wait until ``check()`` holds; returns the seconds it took."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)  # polling interval, not synchronization
-    return time.monotonic() - start
+def redis_replica(policy: Path, db_url: str, redis_url: str, log: Path) -> GatewayProcess:
+    """A gateway sharing ``redis_url``, reconciling every second, with short leases."""
+    return GatewayProcess(policy, db_url, free_port(), log, args=("--redis", redis_url), env=TIMINGS)
 
 
 @dataclass
@@ -224,7 +172,7 @@ def one_gateway(tmp_path: Path, mock_url: str, redis_server: RedisServer) -> Ite
     keys = make_keys(db_url)
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_text(mock_url, POLICY))
-    gateway = GatewayProcess(policy, db_url, redis_server.url, tmp_path / "gateway.log")
+    gateway = redis_replica(policy, db_url, redis_server.url, tmp_path / "gateway.log")
     gateway.start()
     try:
         yield gateway, keys["HR"]
@@ -289,7 +237,7 @@ def test_a_killed_replica_has_its_calls_settled_by_the_others(
     keys = make_keys(postgres_database)
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(policy_text(mock_url, REPLICAS_POLICY))
-    replicas = [GatewayProcess(policy_file, postgres_database, redis_server.url, tmp_path / f"gateway-{i}.log")
+    replicas = [redis_replica(policy_file, postgres_database, redis_server.url, tmp_path / f"gateway-{i}.log")
                 for i in range(3)]
     client = redis.Redis.from_url(redis_server.url)
     try:

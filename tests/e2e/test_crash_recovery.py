@@ -4,10 +4,6 @@ in-flight calls are settled at their estimates, and the rebuilt counters equal t
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,45 +18,10 @@ from costwarden.core.events import UsageEvent
 from costwarden.core.periods import Period
 from costwarden.ledger import Ledger
 from gateway_fixtures import DEPARTMENTS, policy_text
+from gateway_process import GatewayProcess
 from servers import bound_socket
 
 ADMIN = "admin-secret-for-tests"
-
-
-class GatewayProcess:
-    def __init__(self, policy: Path, db_url: str, port: int, log: Path) -> None:
-        self.log = log
-        self.args = [sys.executable, "-m", "costwarden", "serve", "--policy", str(policy), "--db", db_url,
-                     "--port", str(port)]
-        self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "COSTWARDEN_ADMIN_TOKEN": ADMIN, "OPENAI_API_KEY": "sk-test",
-                    "ANTHROPIC_API_KEY": "sk-ant-test"}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("gateway did not become ready")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -80,7 +41,7 @@ def crashable(tmp_path: Path, mock_url: str) -> Iterator[tuple[GatewayProcess, d
     sock = bound_socket()
     port = sock.getsockname()[1]
     sock.close()
-    gateway = GatewayProcess(policy, db_url, port, tmp_path / "gateway.log")
+    gateway = GatewayProcess(policy, db_url, port, tmp_path / "gateway.log", env={"COSTWARDEN_ADMIN_TOKEN": ADMIN})
     gateway.start()
     try:
         yield gateway, keys
