@@ -3,7 +3,8 @@ dashboard tests share: sign in, send traffic, read the admin API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -76,3 +77,15 @@ def whole_percent(part: int, whole: int) -> str:
 
 def nanos(usd: str) -> int:
     return int(Decimal(usd) * 1_000_000_000)
+
+
+def until(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
+    """Poll ``check`` until it returns a true value (the page polls the API every 3 s)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")

@@ -11,8 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from dashboard_fixtures import (
     chromium,
     nanos,
     sign_in,
+    until,
     whole_percent,
 )
 from gateway_fixtures import Gateway, start_gateway
@@ -84,16 +84,6 @@ def page(browser: Any) -> Iterator[Any]:
         context.close()
 
 
-def until(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
-    """Poll ``check`` until it returns a true value (the page polls the API every 3 s)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
 
 
 def expected_pie(gw: Gateway) -> str:

@@ -6,8 +6,7 @@ to the cent, and a customer token sees only its own customer while the API refus
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from costwarden.ledger import Ledger
-from dashboard_fixtures import SCREENSHOTS, WIDTHS, admin_get, admin_json, chromium, sign_in
+from dashboard_fixtures import SCREENSHOTS, WIDTHS, admin_get, admin_json, chromium, sign_in, until
 from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, Gateway, start_gateway
 
 pytestmark = pytest.mark.service
@@ -45,16 +44,6 @@ SYSTEM = ("You are the billing assistant of Initech Cloud. Explain every charge 
           "promise refunds. ") * 80  # above the model's minimum cacheable length
 
 
-def until(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
-    """Poll ``check`` until it returns a true value (the page polls the API every 3 s)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
 
 
 def customer_keys(db_url: str) -> dict[str, str]:
