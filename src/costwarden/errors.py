@@ -33,6 +33,7 @@ class CostwardenError(Exception):
         self.request_id: str | None = None
         self.department: str | None = None
         self.rate: RateInfo | None = None  # the caller's rate limits, for x-ratelimit-* headers
+        self.budget_scope: str | None = None  # the scope of the budget that refused the call (dept:HR, tag:...)
 
 
 class InvalidRequest(CostwardenError):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from costwarden import errors
-from costwarden.core.policy import UNATTRIBUTED, Department, Policy, TeamAttribution
+from costwarden.core.policy import TAG_TEXT, UNATTRIBUTED, Department, Policy, TeamAttribution
 from costwarden.core.scopes import Caller
 from costwarden.ledger.credentials import hash_secret
 
@@ -21,7 +20,6 @@ MAX_ID_CHARS = 128  # X-User-ID, X-Team-ID, the department header, the body's us
 MAX_TAGS = 32
 MAX_TAG_CHARS = 64  # each tag's name and each value
 _MAX_TAGS_HEADER = MAX_TAGS * (2 * MAX_TAG_CHARS + 8)  # room for MAX_TAGS valid tags, '=', commas and spaces
-_TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +141,8 @@ def attribute(policy: Policy, key: KeyIdentity, headers: Mapping[str, str], body
     department = _department(policy, key, headers)
     team = _team(policy, policy.departments[department], key, headers)
     user = key.user or _bounded(_header(headers, "x-user-id"), "X-User-ID") or _body_user(body)
-    return Attribution(Caller(department, team, key.id, user, key.customer), parse_tags(headers.get("x-tags")))
+    tags = parse_tags(headers.get("x-tags"))
+    return Attribution(Caller(department, team, key.id, user, key.customer, tuple(tags.items())), tags)
 
 
 def _customer_key(policy: Policy, key: KeyIdentity) -> KeyIdentity:
@@ -252,7 +251,7 @@ def parse_tags(header: str | None) -> dict[str, str]:
     tags: dict[str, str] = {}
     for part in parts:
         name, sep, value = part.strip().partition("=")
-        if not sep or not _TAG.match(name) or not _TAG.match(value):
+        if not sep or not TAG_TEXT.match(name) or not TAG_TEXT.match(value):
             shown = part.strip() if len(part) <= 2 * MAX_TAG_CHARS + 1 else part.strip()[:MAX_TAG_CHARS] + "..."
             raise errors.InvalidRequest(
                 f"Bad X-Tags entry {shown!r}: use key=value pairs separated by commas, e.g. "

@@ -12,7 +12,7 @@ from costwarden.app.generation import generation_of
 from costwarden.app.runtime import Runtime
 from costwarden.core.audit import SERVER_ROLE, Actor, AuditAction, policy_entries
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import BudgetCheck, Caller, scopes_of
+from costwarden.core.scopes import BudgetCheck, Caller, scopes_of, tag_scopes
 from costwarden.engine.rebuild import LOADED_MARK, ledger_spend
 from costwarden.policy import env_problems, parse_policy
 
@@ -136,6 +136,8 @@ def _budget_slots(policy: Policy) -> set[Slot]:
     for customer in policy.customers.values():
         for scope in scopes_of(policy, Caller(customer.department, customer=customer.id)):
             slots.update((_template(scope.id), i, b.period.text, b.unit) for i, b in enumerate(scope.rules.budgets))
+    for scope in tag_scopes(policy):
+        slots.update((scope.id, i, b.period.text, b.unit) for i, b in enumerate(scope.rules.budgets))
     return slots
 
 

@@ -127,6 +127,8 @@ def _budgets(policy: Policy) -> dict[_Slot, str]:
             found[(scope, department, index)] = describe_budget(budget)
 
     add("org", None, policy.organization)
+    for tag in policy.tags.values():  # a tag's budgets span departments, like the organization's
+        add(tag.scope_id, None, tag.rules)
     for dept in policy.departments.values():
         add(f"dept:{dept.id}", dept.id, dept.rules)
         for team in dept.teams.values():

@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 from costwarden import errors
 from costwarden.core.catalog import ModelSpec
-from costwarden.core.kinds import Unit
+from costwarden.core.kinds import ScopeKind, Unit
 from costwarden.core.money import format_dollars
 from costwarden.core.policy import RESTRICT, Budget, Department
-from costwarden.core.scopes import BudgetCheck, LimitCheck, Plan
+from costwarden.core.scopes import BudgetCheck, LimitCheck, Plan, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,18 @@ class Denial:
     used: int = 0  # what that budget had spent and held then
 
     def exception(self) -> errors.CostwardenError:
-        return self.error(self.message, retry_after=self.retry_after)
+        exc = self.error(self.message, retry_after=self.retry_after)
+        if self.check is not None:
+            exc.budget_scope = self.check.scope.id
+        return exc
+
+
+def subject(scope: Scope) -> str:
+    """Who a refusal names: the scope's label, and for a tag's budget which calls it counts (a
+    caller in any department may meet it)."""
+    if scope.kind == ScopeKind.TAG:
+        return f"{scope.label} (calls tagged {scope.id.removeprefix('tag:')})"
+    return scope.label
 
 
 def amount(unit: Unit, value: int) -> str:
@@ -60,7 +71,7 @@ def resets(check: BudgetCheck, tz: ZoneInfo, *, day_only: bool = False) -> str:
 
 def budget_denial(check: BudgetCheck, used: int, tz: ZoneInfo, why: str) -> Denial:
     budget = check.budget
-    text = (f"{check.scope.label} has {spent_verb(budget.unit)} {amount(budget.unit, used)} of its "
+    text = (f"{subject(check.scope)} has {spent_verb(budget.unit)} {amount(budget.unit, used)} of its "
             f"{budget_name(budget)}{why}; "
             f"{resets(check, tz)}.")
     return Denial(errors.BudgetExceeded, text, check=check, used=used)
@@ -70,7 +81,7 @@ def rate_denial(check: LimitCheck, used: int, need: int, wait: int | None) -> De
     """A call a rate limit has no room for; ``wait`` is when its sliding window will have room
     (whole seconds), None when the call alone needs more than the limit."""
     what = "requests" if check.metric == "rpm" else "tokens"
-    text = (f"{check.scope.label} is limited to {check.limit:,} {what} per minute and has used {used:,} in "
+    text = (f"{subject(check.scope)} is limited to {check.limit:,} {what} per minute and has used {used:,} in "
             f"the last minute; this call needs {need:,}.")
     if wait is None:
         text += f" It can never fit in {check.limit:,} {what} per minute: make it smaller."
@@ -85,7 +96,7 @@ def rights_denial(dept: Department, model: ModelSpec, restricted: frozenset[int]
     if restricted is not None and tripped:
         check = tripped[0]
         tiers = ", ".join(map(str, sorted(restricted)))
-        text = (f"{check.scope.label} has used up its {budget_name(check.budget)} and may use only tier {tiers} "
+        text = (f"{subject(check.scope)} has used up its {budget_name(check.budget)} and may use only tier {tiers} "
                 f"models until {local_time(check.window.end, tz)}; {model.id} is tier {model.tier} "
                 f"and has no downgrade into tier {tiers}.")
         return Denial(errors.ModelNotAllowed, text)

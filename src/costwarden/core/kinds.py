@@ -36,6 +36,7 @@ class ScopeKind(StrEnum):
     KEY = "key"
     USER = "user"
     CUSTOMER = "customer"  # a business customer billed by plan (SPEC §12)
+    TAG = "tag"  # the calls carrying one tag value (project=atlas), across departments (SPEC §13)
 
 
 class UpstreamType(StrEnum):

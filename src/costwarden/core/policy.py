@@ -6,6 +6,7 @@ never parses text. Budget limits are integers: nano-dollars, or tokens when ``un
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +20,7 @@ from costwarden.core.pricing import Prices
 
 ALERT, REJECT, DOWNGRADE, RESTRICT = ActionKind.ALERT, ActionKind.REJECT, ActionKind.DOWNGRADE, ActionKind.RESTRICT_TIERS
 UNATTRIBUTED = "UNATTRIBUTED"
+TAG_TEXT = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")  # a tag's name or value, in X-Tags and in the policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,21 @@ class Rules:
 
     def __bool__(self) -> bool:
         return bool(self.budgets) or self.limits is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TagRules:
+    """Budgets and limits on every call that carries one tag value (``project=atlas``), whatever
+    its department: spend that belongs to a project across departments (SPEC §13)."""
+
+    name: str
+    value: str
+    rules: Rules = Rules()
+
+    @property
+    def scope_id(self) -> str:
+        """``tag:project=atlas``: names its counters, alerts and audit entries."""
+        return f"tag:{self.name}={self.value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +214,7 @@ class Policy:
     source: str = ""
     plans: Mapping[str, Plan] = field(default_factory=dict)
     customers: Mapping[str, Customer] = field(default_factory=dict)
+    tags: Mapping[tuple[str, str], TagRules] = field(default_factory=dict)  # by (tag name, value)
 
     @property
     def timezone_name(self) -> str:

@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo
 
 from costwarden.core.kinds import ScopeKind
 from costwarden.core.periods import Period, Window
-from costwarden.core.policy import RESTRICT, Budget, Policy, Rules
+from costwarden.core.policy import RESTRICT, Budget, Policy, Rules, TagRules
 
 RATE_PERIOD = Period(text="1m", kind="rolling", seconds=60)
 PLAN_CACHE_SIZE = 100_000  # callers whose plans a Planner keeps (cleared wholesale when full)
+# what names a caller's plan: department, team, key, user, customer and the tags that have rules
+_PlanKey = tuple[str, str | None, str | None, str | None, str | None, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,7 @@ class Caller:
     key_id: str | None = None
     user: str | None = None
     customer: str | None = None  # a business customer of the department (SPEC §12), from the key
+    tags: tuple[tuple[str, str], ...] = ()  # the call's (name, value) tags, from X-Tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,8 @@ def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
 
 
 def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
-    """The scopes a call falls in, widest first: organization, department, team, key, user, customer."""
+    """The scopes a call falls in, widest first: organization, department, team, key, user, customer,
+    then one per tag of the call that the policy gives budgets or limits."""
     dept = policy.departments[caller.department]
     scopes = [Scope("org", ScopeKind.ORGANIZATION, "The organization", None, policy.organization),
               Scope(f"dept:{dept.id}", ScopeKind.DEPARTMENT, f"Department {dept.id}", dept.id, dept.rules)]
@@ -127,12 +131,33 @@ def scopes_of(policy: Policy, caller: Caller) -> tuple[Scope, ...]:
     customer = policy.customers.get(caller.customer) if caller.customer is not None else None
     if customer is not None and customer.plan.rules:
         scopes.append(customer_scope(customer.id, customer.name, dept.id, customer.plan.rules))
+    if caller.tags and policy.tags:
+        scopes.extend(tag_scope(policy.tags[pair]) for pair in ruled_tags(policy, caller.tags))
     return tuple(scopes)
 
 
 def customer_scope(customer_id: str, name: str, department: str, rules: Rules) -> Scope:
     """A customer's scope: its plan's budgets and limits on counters of its own."""
     return Scope(f"customer:{customer_id}", ScopeKind.CUSTOMER, f"Customer {name} ({customer_id})", department, rules)
+
+
+def tag_scope(tag: TagRules) -> Scope:
+    """A tag value's scope, ``tag:project=atlas``, labelled 'Project atlas' (no department: its
+    calls come from any)."""
+    return Scope(tag.scope_id, ScopeKind.TAG, f"{tag.name[:1].upper()}{tag.name[1:]} {tag.value}",
+                 None, tag.rules)
+
+
+def tag_scopes(policy: Policy) -> tuple[Scope, ...]:
+    """The scope of every tag value the policy gives budgets or limits, in name and value order."""
+    return tuple(tag_scope(policy.tags[pair]) for pair in sorted(policy.tags) if policy.tags[pair].rules)
+
+
+def ruled_tags(policy: Policy, tags: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Those of a call's tags that the policy gives budgets or limits, sorted: a call's tag scopes
+    (and its plan) do not depend on the order of its X-Tags header or on its other tags."""
+    found = [pair for pair in tags if pair in policy.tags and policy.tags[pair].rules]
+    return tuple(sorted(found)) if len(found) > 1 else tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +211,8 @@ class Planner:
         self.policy = policy
         self._max_callers = max_callers
         # keyed by the caller's fields: hashing a tuple of strings is cheaper than a dataclass
-        self._plans: dict[tuple[str, str | None, str | None, str | None, str | None], Plan] = {}
-        self._skeletons: dict[tuple[str, str | None, str | None, str | None, str | None], _Skeleton] = {}
+        self._plans: dict[_PlanKey, Plan] = {}
+        self._skeletons: dict[_PlanKey, _Skeleton] = {}
         # calendar budget checks by counter key base (which names the scope and the budget), shared
         # by every caller in that scope
         self._calendar: dict[str, BudgetCheck] = {}
@@ -196,9 +221,11 @@ class Planner:
         """The plan of ``caller`` at ``now`` (``stamp`` is ``now.timestamp()``)."""
         dept = self.policy.departments[caller.department]
         # Only the fields that select a scope name a plan: the users of a department without
-        # per-user rules share one, so a stream of new user ids cannot fill this cache.
+        # per-user rules share one, and so do calls whose tags have no rules, so a stream of new
+        # user ids or tag values cannot fill this cache.
         key = (caller.department, caller.team, caller.key_id if dept.per_key else None,
-               caller.user if dept.per_user else None, caller.customer)
+               caller.user if dept.per_user else None, caller.customer,
+               ruled_tags(self.policy, caller.tags) if caller.tags and self.policy.tags else ())
         plan = self._plans.get(key)
         if plan is not None and plan.valid_from <= stamp < plan.valid_until:
             return plan

@@ -14,7 +14,7 @@ leaving it without settling charges the estimate, so that no spend is ever lost.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -83,12 +83,14 @@ class Governor:
 
     @asynccontextmanager
     async def admit(self, *, department: str, model: str, input_tokens: int, max_output_tokens: int | None = None,
-                    team: str | None = None, key_id: str | None = None,
-                    user: str | None = None) -> AsyncIterator[GovernedCall]:
-        """Admit a call or raise why not; see the module docstring."""
+                    team: str | None = None, key_id: str | None = None, user: str | None = None,
+                    tags: Mapping[str, str] | None = None) -> AsyncIterator[GovernedCall]:
+        """Admit a call or raise why not; see the module docstring. ``tags`` (``{"project":
+        "atlas"}``) bring the call under the policy's tag budgets."""
         if department not in self.planner.policy.departments:
             raise errors.UnknownDepartment(f"Unknown department {department!r}.")
-        request = CallRequest(Caller(department, team, key_id, user), model, input_tokens, max_output_tokens)
+        request = CallRequest(Caller(department, team, key_id, user, tags=tuple((tags or {}).items())), model,
+                              input_tokens, max_output_tokens)
         outcome = await self.admission.admit(uuid.uuid4().hex, request, self.planner)
         if isinstance(outcome, Decision):
             assert outcome.denial is not None

@@ -28,6 +28,7 @@ def _periods(policy: Policy) -> dict[str, Period]:
     for dept in policy.departments.values():
         rules += [dept.rules, dept.per_key, dept.per_user, *(t.rules for t in dept.teams.values())]
     rules += [plan.rules for plan in policy.plans.values()]
+    rules += [tag.rules for tag in policy.tags.values()]
     return {b.period.text: b.period for r in rules for b in r.budgets}
 
 
@@ -57,19 +58,24 @@ def ledger_totals(spend: Sequence[tuple[BudgetCheck, Window, int]]) -> dict[str,
 async def ledger_spend(policy: Policy, ledger: Ledger, now: datetime) -> list[tuple[BudgetCheck, Window, int]]:
     """The settled spend of every current budget window, as the ledger has it.
 
-    Each ledger row group (department, team, key, user) is added to every window its calls fall in,
-    exactly as admission would have counted them, so org and department totals come out right.
+    Each ledger row group (department, team, key, user, customer, and the value of every tag name
+    the policy gives rules) is added to every window its calls fall in, exactly as admission would
+    have counted them, so org, department and tag totals come out right.
     """
     loads: list[tuple[BudgetCheck, Window, int]] = []
+    tag_names = sorted({tag.name for tag in policy.tags.values() if tag.rules})
+    group_by = [*_CALLER, *(f"tag:{name}" for name in tag_names)]
     for text, period in _periods(policy).items():
         since, _ = period.bounds(now, policy.timezone)
         bucket = period.bucket_seconds if not period.is_calendar else None
-        rows = await ledger.totals(since, None, group_by=list(_CALLER), bucket_seconds=bucket)
+        rows = await ledger.totals(since, None, group_by=group_by, bucket_seconds=bucket)
         for row in rows:
             department = row["department"]
             if not isinstance(department, str) or department not in policy.departments:
                 continue
-            caller = Caller(department, *(_text(row[name]) for name in _CALLER[1:]))
+            tags = tuple((name, value) for name in tag_names if (value := _text(row[f"tag:{name}"])) is not None)
+            team, key_id, user, customer = (_text(row[name]) for name in _CALLER[1:])
+            caller = Caller(department, team, key_id, user, customer, tags)
             for check in plan_for(policy, caller, now).budgets:
                 if check.budget.period.text != text:
                     continue

@@ -58,14 +58,16 @@ class BudgetStatus:
 def status_checks(policy: Policy, now: datetime, keys: Iterable[tuple[str, str]] = (),
                   department: str | None = None,
                   users: Iterable[tuple[str, str]] = ()) -> list[tuple[Caller, BudgetCheck]]:
-    """The budget checks to report, widest scope first: the organization's (unless one ``department``
-    is asked for), each department's, its teams', the per-key budgets of ``keys``, given as
-    (key id, department) pairs of active keys, and the per-user budgets of ``users``, given as
-    (user, department) pairs (see ``per_user_since``)."""
+    """The budget checks to report, widest scope first: the organization's and the tags' (unless one
+    ``department`` is asked for), each department's, its teams', the per-key budgets of ``keys``,
+    given as (key id, department) pairs of active keys, and the per-user budgets of ``users``, given
+    as (user, department) pairs (see ``per_user_since``)."""
     checks: list[tuple[Caller, BudgetCheck]] = []
     if department is None and policy.departments:
         first = next(iter(policy.departments))
         checks += _of_kind(policy, Caller(first), now, "organization")
+        for pair in sorted(policy.tags):  # a tag's spend spans departments, like the organization's
+            checks += _of_kind(policy, Caller(first, tags=(pair,)), now, "tag")
     by_department: dict[str, list[str]] = {}
     for key_id, dept_id in keys:
         by_department.setdefault(dept_id, []).append(key_id)

@@ -85,6 +85,8 @@ def error_headers(exc: CostwardenError, *, anthropic: bool = False) -> dict[str,
         headers["x-request-id"] = exc.request_id
     if exc.department is not None:
         headers["x-costwarden-department"] = exc.department
+    if exc.budget_scope is not None:
+        headers["x-costwarden-budget-scope"] = exc.budget_scope
     if exc.rate is not None:
         headers.update(rate_headers(exc.rate, anthropic=anthropic))
     return headers

@@ -38,6 +38,7 @@ from costwarden.policy.schema import (
     RulesSpec,
     UpstreamSpec,
 )
+from costwarden.policy.tags import build_tags
 from costwarden.policy.yamlnodes import UnreadableFile, YamlSyntaxError, parse_yaml, read_text
 
 
@@ -97,6 +98,7 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
     plans, plan_names = build_plans(data.get("plans"), catalog, unavailable, problems, _rules)
     department_names = set(raw_departments) if isinstance(raw_departments, dict) else set()
     customers = build_customers(data.get("customers"), plans, plan_names, departments, department_names, problems)
+    tags = build_tags(data.get("tags"), problems, _rules)
     organization = problems.validate(OrganizationSpec, empty_if_null(data.get("organization")),
                                      ("organization",))
     attribution = problems.validate(AttributionSpec, empty_if_null(data.get("attribution")), ("attribution",))
@@ -120,6 +122,7 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
         source=text,
         plans=plans,
         customers=customers,
+        tags=tags,
     )
 
 

@@ -230,6 +230,7 @@ class DocumentSpec(Spec):
     departments: Annotated[dict[str, Any], EmptyIfNull] = {}
     plans: Annotated[dict[str, Any], EmptyIfNull] = {}
     customers: Annotated[dict[str, Any], EmptyIfNull] = {}
+    tags: Annotated[dict[Any, Any], EmptyIfNull] = {}
 
 
 __all__ = [

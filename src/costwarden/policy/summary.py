@@ -39,6 +39,11 @@ def summarize(policy: Policy) -> str:
         lines.append(f"customers: {len(policy.customers)}")
         lines += [f"{_INDENT}{c.id}: {c.name}, plan {c.plan.name}, department {c.department}"
                   for c in policy.customers.values()]
+    if policy.tags:
+        lines.append(f"tags: {len(policy.tags)}")
+        for name, value in sorted(policy.tags):
+            rules = _rules_lines(policy.tags[(name, value)].rules, 2)
+            lines += [f"{_INDENT}{name}={value}:", *rules] if rules else [f"{_INDENT}{name}={value}: no budgets or limits"]
     return "\n".join(lines)
 
 

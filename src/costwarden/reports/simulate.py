@@ -95,7 +95,8 @@ class Replay:
             _reject(outcome, "unknown_department")
             return
         self._now = now = event.admitted_at
-        caller = Caller(event.department, event.team, event.key_id, event.user, event.customer or None)
+        caller = Caller(event.department, event.team, event.key_id, event.user, event.customer or None,
+                        tuple(event.tags.items()))
         request = CallRequest(caller, event.model_requested, event.input_tokens, event.output_tokens)
         admitted = await self.admission.admit(event.id, request, self.planner)
         if isinstance(admitted, Decision):
