@@ -5,6 +5,7 @@ tag budget added by a policy reload that starts from the period's spend."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ tags:
 """
 POLICY = UPSTREAMS + "departments:\n  HR: {}\n" + PLAIN_DEPARTMENTS + TAGS
 CAP = usd_to_nanos("0.012")
+gateway = contextmanager(start_gateway)
 
 
 def chat(gw: Gateway, department: str, tags: str | None, output_tokens: int = 50) -> httpx.Response:
@@ -61,7 +63,7 @@ def tag_budget(gw: Gateway, scope: str) -> dict[str, Any] | None:
 def test_a_hard_tag_budget_holds_across_departments_and_is_rebuilt_after_a_restart(
         tmp_path: Path, mock_url: str) -> None:
     httpx.post(f"{mock_url}/mock/reset")
-    for gw in start_gateway(tmp_path, mock_url, POLICY, admin_token=ADMIN):
+    with gateway(tmp_path, mock_url, POLICY, admin_token=ADMIN) as gw:
         replies = asyncio.run(_burst(gw, 200))
         statuses = [r.status_code for r in replies]
         admitted = statuses.count(200)
@@ -81,15 +83,15 @@ def test_a_hard_tag_budget_holds_across_departments_and_is_rebuilt_after_a_resta
             spent, "Project atlas", None)
         db_url = gw.db_url
     # a new gateway on the same ledger starts with empty counters and rebuilds them from the ledger
-    for gw in start_gateway(tmp_path / "again", mock_url, POLICY, admin_token=ADMIN, db_url=db_url):
-        poll(lambda: (tag_budget(gw, "tag:project=atlas") or {}).get("spent_nanos") == spent, 15,
+    with gateway(tmp_path / "again", mock_url, POLICY, admin_token=ADMIN, db_url=db_url) as again:
+        poll(lambda: (tag_budget(again, "tag:project=atlas") or {}).get("spent_nanos") == spent, 15,
              "the atlas counter rebuilt from the ledger")
-        again = chat(gw, "MARKETING", "project=atlas", output_tokens=1000)
-        assert again.status_code == 429 and again.headers["x-costwarden-budget-scope"] == "tag:project=atlas"
+        refused = chat(again, "MARKETING", "project=atlas", output_tokens=1000)
+        assert refused.status_code == 429 and refused.headers["x-costwarden-budget-scope"] == "tag:project=atlas"
 
 
 def test_soft_and_shadow_tag_budgets_serve_every_call(tmp_path: Path, mock_url: str) -> None:
-    for gw in start_gateway(tmp_path, mock_url, POLICY, admin_token=ADMIN):
+    with gateway(tmp_path, mock_url, POLICY, admin_token=ADMIN) as gw:
         # each call of ~10 input and 1,000 output tokens costs about $0.0006: the second passes 50%
         replies = [chat(gw, department, "project=hermes", output_tokens=1000) for department in ("HR", "SALES", "HR")]
         assert [r.status_code for r in replies] == [200, 200, 200]
@@ -118,7 +120,7 @@ def poll_alerts(gw: Gateway) -> list[Any]:
 
 def test_a_tag_budget_added_by_a_reload_starts_from_the_period_spend(tmp_path: Path, mock_url: str) -> None:
     before = UPSTREAMS + "departments:\n  HR: {}\n" + PLAIN_DEPARTMENTS
-    for gw in start_gateway(tmp_path, mock_url, before, admin_token=ADMIN):
+    with gateway(tmp_path, mock_url, before, admin_token=ADMIN) as gw:
         assert [chat(gw, department, "project=atlas").status_code for department in ("HR", "SALES")] == [200, 200]
         spent = sum(e.cost_nanos for e in gw.ledger_query(lambda ledger: ledger.list_events(limit=10)))
         assert tag_budget(gw, "tag:project=atlas") is None

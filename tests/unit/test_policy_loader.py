@@ -445,3 +445,67 @@ def test_yaml_quirks_numbers_in_exponent_form_and_foreign_tags() -> None:
         "timezone: unsupported YAML tag !env (line 1)",
         "departments.HR.budgets[0].limit: must be a number (got '2e6') (line 4)",
     ]
+
+
+# ---------------------------------------------------------------- tags (SPEC §13)
+
+
+def test_the_tags_section_gives_each_tag_value_its_rules() -> None:
+    policy = parse_policy(dedent("""\
+        departments: {HR: {}}
+        tags:
+          project:
+            atlas:
+              budgets: [{limit: 10.50, period: monthly, action: reject}]
+            apollo:
+              budgets: [{limit: 0.000001, period: monthly, action: reject, enforce: false}]
+            zeus: {}
+          feature:
+            search:
+              limits: {rpm: 100}
+    """))
+    atlas = policy.tags[("project", "atlas")]
+    [budget] = atlas.rules.budgets
+    assert (budget.limit, budget.period.text, budget.action.kind, budget.is_hard) == (10_500_000_000, "monthly",
+                                                                                    "reject", True)
+    assert atlas.scope_id == "tag:project=atlas"
+    assert not policy.tags[("project", "zeus")].rules
+    assert policy.tags[("feature", "search")].rules.limits is not None
+    assert policy.tags[("project", "apollo")].rules.budgets[0].enforce is False
+    summary = summarize(policy)
+    assert "tags: 4\n  feature=search:\n    limits: 100 rpm\n" in summary
+    assert "  project=zeus: no budgets or limits" in summary
+
+
+def test_tag_mistakes_are_listed_with_their_paths_and_lines() -> None:
+    assert problems_of("""\
+        departments: {HR: {}}
+        tags:
+          project:
+            atlas:
+              budgets: [{limit: 0, period: monthly, action: rejec}]
+              notify: [log:]
+            "big bang": {}
+          "a=b": {}
+          feature: [search]
+          cost_center: {budgets: []}
+    """) == [
+        "tags.project.atlas.budgets[0].action: unknown action 'rejec': use alert, reject, downgrade or "
+        "{restrict_tiers: [1]} (line 5)",
+        "tags.project.atlas.budgets[0].limit: must be > 0 (line 5)",
+        "tags.project.atlas: unknown key 'notify'; allowed keys: budgets, limits (line 6)",
+        "tags.project.big bang: bad tag value 'big bang': letters, digits and _ . : / - only, at most 64 "
+        "characters, as in X-Tags (line 7)",
+        "tags.a=b: bad tag name 'a=b': letters, digits and _ . : / - only, at most 64 characters, as in "
+        "X-Tags (line 8)",
+        "tags.feature: must be a mapping of the tag's values to their rules, e.g. {atlas: {budgets: [...]}} "
+        "(got a list) (line 9)",
+        "tags.cost_center.budgets: must be a mapping (got a list) (line 10)",
+    ]
+    assert problems_of("tags: [project]\n") == ["tags: must be a mapping (got a list) (line 1)"]
+
+
+def test_a_number_as_a_tag_value_is_its_text() -> None:
+    policy = parse_policy("departments: {HR: {}}\ntags: {release: {2026: {budgets: "
+                          "[{limit: 1, period: daily, action: reject}]}}}\n")
+    assert list(policy.tags) == [("release", "2026")]

@@ -1,18 +1,19 @@
-"""Tag budgets (SPEC §13): the policy's ``tags`` section, tag scopes at admission, their refusals,
-alerts, shadow decisions and status, over the memory store and over Redis shared by two replicas."""
+"""Tag budgets (SPEC §13) below the HTTP edge: a call's tag scopes and plans, the hard cap over the
+memory store and over Redis shared by two replicas, refusals, alerts, shadow decisions, budget
+status, and tag counters rebuilt from either ledger."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from textwrap import dedent
 
 import pytest
 from redis.asyncio import Redis
 
 from clock import FakeClock
 from costwarden.core.decision import CallRequest, Decision
+from costwarden.core.events import UsageEvent
 from costwarden.core.kinds import ScopeKind
 from costwarden.core.notifications import threshold_notification
 from costwarden.core.policy import Policy
@@ -20,9 +21,11 @@ from costwarden.core.scopes import Caller, Planner, plan_for, scopes_of
 from costwarden.counters import CounterStore, MemoryCounterStore
 from costwarden.counters.redis import RedisCounterStore
 from costwarden.engine.admission import Admission, Admitted
+from costwarden.engine.rebuild import rebuild_counters
 from costwarden.engine.status import budget_status
-from costwarden.errors import BudgetExceeded, PolicyError
-from costwarden.policy import parse_policy, summarize
+from costwarden.errors import BudgetExceeded
+from costwarden.ledger import Ledger
+from costwarden.policy import parse_policy
 
 ATLAS = (("project", "atlas"),)
 # house, 1,000 input + 50 output tokens: $1.05 a call at worst, $1.00 without output. The atlas
@@ -56,63 +59,6 @@ def policy() -> Policy:
 
 def request(department: str, *tags: tuple[str, str]) -> CallRequest:
     return CallRequest(Caller(department, tags=tags), "house", 1000, 50)  # 50 < 64: never clamped
-
-
-def problems_of(text: str) -> list[str]:
-    with pytest.raises(PolicyError) as info:
-        parse_policy(dedent(text), source="test.yaml")
-    return info.value.problems
-
-
-# ---------------------------------------------------------------- the policy section
-
-
-def test_the_tags_section_gives_each_tag_value_its_rules(policy: Policy) -> None:
-    atlas = policy.tags[("project", "atlas")]
-    [budget] = atlas.rules.budgets
-    assert (budget.limit, budget.period.text, budget.action.kind, budget.is_hard) == (10_500_000_000, "monthly",
-                                                                                    "reject", True)
-    assert atlas.scope_id == "tag:project=atlas"
-    assert not policy.tags[("project", "zeus")].rules
-    assert policy.tags[("feature", "search")].rules.limits is not None
-    assert policy.tags[("project", "apollo")].rules.budgets[0].enforce is False
-    summary = summarize(policy)
-    assert "tags: 5\n  feature=search:\n    limits: 100 rpm\n" in summary
-    assert "  project=zeus: no budgets or limits" in summary
-
-
-def test_tag_mistakes_are_listed_with_their_paths_and_lines() -> None:
-    assert problems_of("""\
-        departments: {HR: {}}
-        tags:
-          project:
-            atlas:
-              budgets: [{limit: 0, period: monthly, action: rejec}]
-              notify: [log:]
-            "big bang": {}
-          "a=b": {}
-          feature: [search]
-          cost_center: {budgets: []}
-    """) == [
-        "tags.project.atlas.budgets[0].action: unknown action 'rejec': use alert, reject, downgrade or "
-        "{restrict_tiers: [1]} (line 5)",
-        "tags.project.atlas.budgets[0].limit: must be > 0 (line 5)",
-        "tags.project.atlas: unknown key 'notify'; allowed keys: budgets, limits (line 6)",
-        "tags.project.big bang: bad tag value 'big bang': letters, digits and _ . : / - only, at most 64 "
-        "characters, as in X-Tags (line 7)",
-        "tags.a=b: bad tag name 'a=b': letters, digits and _ . : / - only, at most 64 characters, as in "
-        "X-Tags (line 8)",
-        "tags.feature: must be a mapping of the tag's values to their rules, e.g. {atlas: {budgets: [...]}} "
-        "(got a list) (line 9)",
-        "tags.cost_center.budgets: must be a mapping (got a list) (line 10)",
-    ]
-    assert problems_of("tags: [project]\n") == ["tags: must be a mapping (got a list) (line 1)"]
-
-
-def test_a_number_as_a_tag_value_is_its_text() -> None:
-    policy = parse_policy("departments: {HR: {}}\ntags: {release: {2026: {budgets: "
-                          "[{limit: 1, period: daily, action: reject}]}}}\n")
-    assert list(policy.tags) == [("release", "2026")]
 
 
 # ---------------------------------------------------------------- scopes and plans
@@ -243,3 +189,35 @@ async def test_budget_status_lists_tag_budgets_for_the_organization_only(policy:
                     "tag:project=apollo": (0, 1_000, "Project apollo")}
     assert not await budget_status(policy, store.snapshot, clock(), department="HR")  # a manager's view
     assert Decimal(0) < next(s for s in statuses if s.scope.id == "tag:project=atlas").utilization_pct
+
+
+# ---------------------------------------------------------------- rebuilt from the ledger
+
+
+def _event(event_id: str, department: str, tags: dict[str, str], cost: int) -> UsageEvent:
+    at = FakeClock()()
+    return UsageEvent(id=event_id, admitted_at=at, finished_at=at, department=department, model_requested="house",
+                      model_served="house", provider="openai", endpoint="/v1/chat/completions", tags=tags,
+                      input_tokens=1000, output_tokens=0, cost_nanos=cost)
+
+
+async def test_tag_counters_are_rebuilt_from_the_ledger(policy: Policy, ledger_url: str) -> None:
+    ledger = await Ledger.open(ledger_url)
+    try:
+        for event in (_event("a", "HR", {"project": "atlas", "feature": "search"}, 1_000_000_000),
+                      _event("b", "SALES", {"project": "atlas"}, 2_000_000_000),
+                      _event("c", "SALES", {"project": "hermes"}, 300_000_000),
+                      _event("d", "HR", {"project": "mars"}, 7),
+                      _event("e", "HR", {}, 11)):
+            await ledger.record(event)
+        store = MemoryCounterStore()
+        await rebuild_counters(policy, store, ledger, FakeClock()())
+    finally:
+        await ledger.close()
+    statuses = await budget_status(policy, store.snapshot, FakeClock()())
+    assert {s.scope.id: s.spent for s in statuses} == {
+        "tag:project=atlas": 3_000_000_000, "tag:project=hermes": 300_000_000, "tag:project=apollo": 0}
+    # the rebuilt counter holds: $3.00 spent leaves room for seven $1.05 worst cases of $10.50
+    admission, planner = Admission(store, FakeClock()), Planner(policy)
+    outcomes = [await admission.admit(f"x{i}", request("HR", *ATLAS), planner) for i in range(8)]
+    assert [isinstance(o, Admitted) for o in outcomes] == [True] * 7 + [False]
