@@ -121,11 +121,12 @@ def _text(value: object) -> str | None:
 
 OPERATIONS: list[Operation[Any, Any]] = [
     Operation("GET", "/budgets", "Read budget status", EVERYONE, list_budgets, BudgetQuery, NoBody, BudgetList,
-              description="Every budget of the organization, each department and team, the per-key budgets of "
+              description="Every budget of the organization, each tag value, each department and team, the per-key "
+                          "budgets of "
                           "active keys and the per-user budgets of every user with calls in their period, each in "
                           "its current period: limit, settled spend, in-flight reservations, room, utilization "
                           "and a linear forecast, read live from the counters. A manager sees its department "
-                          "only."),
+                          "only (no organization or tag budgets)."),
     Operation("GET", "/spend", "Read spend", EVERYONE, spend, SpendQuery, NoBody, SpendReport,
               description="Exact ledger totals of admitted calls in [since, until), grouped; the rows add up "
                           "to the totals. A manager sees its department only."),

@@ -79,8 +79,9 @@ class BudgetQuery(Query):
 
 
 class BudgetOut(BaseModel):
-    scope: str = Field(description="org, dept:<D>, team:<D>/<T>, key:<D>/<key id> or user:<D>/<user>.")
-    scope_kind: str = Field(description="organization, department, team, key or user.")
+    scope: str = Field(description="org, dept:<D>, team:<D>/<T>, key:<D>/<key id>, user:<D>/<user>, "
+                                   "customer:<C> or tag:<name>=<value>.")
+    scope_kind: str = Field(description="organization, department, team, key, user, customer or tag.")
     label: str
     department: str | None
     team: str | None
