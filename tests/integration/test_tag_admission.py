@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -26,6 +28,7 @@ from costwarden.engine.status import budget_status
 from costwarden.errors import BudgetExceeded
 from costwarden.ledger import Ledger
 from costwarden.policy import parse_policy
+from costwarden.reports.budget_forecast import budget_forecasts
 
 ATLAS = (("project", "atlas"),)
 # house, 1,000 input + 50 output tokens: $1.05 a call at worst, $1.00 without output. The atlas
@@ -221,3 +224,19 @@ async def test_tag_counters_are_rebuilt_from_the_ledger(policy: Policy, ledger_u
     admission, planner = Admission(store, FakeClock()), Planner(policy)
     outcomes = [await admission.admit(f"x{i}", request("HR", *ATLAS), planner) for i in range(8)]
     assert [isinstance(o, Admitted) for o in outcomes] == [True] * 7 + [False]
+
+
+async def test_the_forecast_of_a_tag_budget_counts_its_tagged_calls(policy: Policy, tmp_path: Path) -> None:
+    ledger = await Ledger.open(f"sqlite:///{tmp_path}/forecast.db")
+    now = FakeClock()() + timedelta(hours=1)
+    try:
+        for event in (_event("a", "HR", {"project": "atlas"}, 1_000_000_000),
+                      _event("b", "SALES", {"project": "atlas", "feature": "search"}, 2_000_000_000),
+                      _event("c", "SALES", {"project": "None"}, 5), _event("d", "HR", {}, 7)):
+            await ledger.record(event)
+        lines = await budget_forecasts(ledger, policy, datetime(2026, 11, 1, tzinfo=UTC),
+                                       datetime(2026, 12, 1, tzinfo=UTC), now)
+    finally:
+        await ledger.close()
+    spent = {line.check.scope.id: line.projection.spent for line in lines}
+    assert spent == {"tag:project=atlas": 3_000_000_000, "tag:project=hermes": 0, "tag:project=apollo": 0}

@@ -1,4 +1,4 @@
-"""``report forecast``: every calendar budget of the organization, its departments and teams,
+"""``report forecast``: every calendar budget of the organization, its tags, departments and teams,
 projected to its period's end from the ledger (see ``reports.forecast`` for the method)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from costwarden.reports.tabular import Cell, Report
 # Spend is read in quarter hours, so that local days are exact in every timezone (offsets are
 # whole quarter hours), with a bounded number of rows: 96 per day and group.
 QUARTER_HOUR_S = 900
+Daily = dict[tuple[str, str | None, frozenset[str]], dict[date, list[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +51,21 @@ async def budget_forecasts(ledger: Ledger, policy: Policy, period_start: datetim
     today = now.astimezone(tz).date()
     earliest = min(check.window.start for check in checks) - timedelta(days=LOOKBACK_DAYS + 1)
     until = min(now, max(check.window.end for check in checks))
-    rows = await ledger.totals(earliest, until, group_by=("department", "team"), bucket_seconds=QUARTER_HOUR_S)
-    # (department, team) -> local day -> (nano-dollars, tokens)
-    daily: dict[tuple[str, str | None], dict[date, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    tag_names = sorted({tag.name for tag in policy.tags.values() if tag.rules})
+    rows = await ledger.totals(earliest, until, group_by=("department", "team", *(f"tag:{n}" for n in tag_names)),
+                               bucket_seconds=QUARTER_HOUR_S)
+    # (department, team, tag scopes) -> local day -> (nano-dollars, tokens)
+    daily: Daily = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     first: date | None = None
     for row in rows:
         assert row.bucket is not None
         day = datetime.fromtimestamp(row.bucket * QUARTER_HOUR_S, UTC).astimezone(tz).date()
         first = day if first is None else min(first, day)
         team = row.groups["team"]
-        cell = daily[(str(row.groups["department"]), None if team is None else str(team))][day]
+        values = ((name, row.groups[f"tag:{name}"]) for name in tag_names)
+        tagged = frozenset(policy.tags[(name, value)].scope_id for name, value in values
+                           if isinstance(value, str) and (name, value) in policy.tags)
+        cell = daily[(str(row.groups["department"]), None if team is None else str(team), tagged)][day]
         cell[0] += row.cost_nanos
         cell[1] += row.input_tokens + row.output_tokens
     lines = []
@@ -107,14 +113,17 @@ def _pct(value: int, limit: int) -> str:
     return str((Decimal(value * 100) / limit).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
 
 
-def _scope_daily(check: BudgetCheck, daily: dict[tuple[str, str | None], dict[date, list[int]]]) -> dict[date, int]:
+def _scope_daily(check: BudgetCheck, daily: Daily) -> dict[date, int]:
     """The daily amounts of one budget's scope, in its unit."""
     scope = check.scope
     index = 0 if check.budget.unit == Unit.USD else 1
     team = scope.id.split("/", 1)[1] if scope.kind == ScopeKind.TEAM else None
     total: dict[date, int] = defaultdict(int)
-    for (dept, dept_team), days in daily.items():
-        if scope.kind != ScopeKind.ORGANIZATION and dept != scope.department:
+    for (dept, dept_team, tagged), days in daily.items():
+        if scope.kind == ScopeKind.TAG:
+            if scope.id not in tagged:
+                continue
+        elif scope.kind != ScopeKind.ORGANIZATION and dept != scope.department:
             continue
         if scope.kind == ScopeKind.TEAM and dept_team != team:
             continue
