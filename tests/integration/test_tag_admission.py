@@ -29,6 +29,7 @@ from costwarden.errors import BudgetExceeded
 from costwarden.ledger import Ledger
 from costwarden.policy import parse_policy
 from costwarden.reports.budget_forecast import budget_forecasts
+from costwarden.reports.simulate import simulate
 
 ATLAS = (("project", "atlas"),)
 # house, 1,000 input + 50 output tokens: $1.05 a call at worst, $1.00 without output. The atlas
@@ -240,3 +241,12 @@ async def test_the_forecast_of_a_tag_budget_counts_its_tagged_calls(policy: Poli
         await ledger.close()
     spent = {line.check.scope.id: line.projection.spent for line in lines}
     assert spent == {"tag:project=atlas": 3_000_000_000, "tag:project=hermes": 0, "tag:project=apollo": 0}
+
+
+async def test_simulate_replays_calls_under_their_tag_budgets(policy: Policy) -> None:
+    # twelve $1.00 calls tagged atlas, from both departments: the $10.50 cap refuses the last two
+    events = [_event(f"e{i:02}", ("HR", "SALES")[i % 2], {"project": "atlas"}, 1_000_000_000) for i in range(12)]
+    result = await simulate(policy, events)
+    assert {d: (o.calls, o.rejected) for d, o in result.departments.items()} == {"HR": (6, 1), "SALES": (6, 1)}
+    [run_out] = result.ran_out.values()
+    assert run_out.check.scope.id == "tag:project=atlas"
