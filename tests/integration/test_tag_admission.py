@@ -23,6 +23,7 @@ from costwarden.core.scopes import Caller, Planner, plan_for, scopes_of
 from costwarden.counters import CounterStore, MemoryCounterStore
 from costwarden.counters.redis import RedisCounterStore
 from costwarden.engine.admission import Admission, Admitted
+from costwarden.engine.governor import Governor
 from costwarden.engine.rebuild import rebuild_counters
 from costwarden.engine.status import budget_status
 from costwarden.errors import BudgetExceeded
@@ -250,3 +251,15 @@ async def test_simulate_replays_calls_under_their_tag_budgets(policy: Policy) ->
     assert {d: (o.calls, o.rejected) for d, o in result.departments.items()} == {"HR": (6, 1), "SALES": (6, 1)}
     [run_out] = result.ran_out.values()
     assert run_out.check.scope.id == "tag:project=atlas"
+
+
+async def test_the_library_governor_takes_a_calls_tags(policy: Policy) -> None:
+    governor = Governor(policy, clock=FakeClock())
+    for _ in range(10):
+        async with governor.admit(department="SALES", model="house", input_tokens=1000, max_output_tokens=50,
+                                  tags={"project": "atlas"}) as call:
+            await call.settle(1000, 50)
+    with pytest.raises(BudgetExceeded, match=r"^Project atlas \(calls tagged project=atlas\)"):
+        async with governor.admit(department="HR", model="house", input_tokens=1000, max_output_tokens=50,
+                                  tags={"project": "atlas"}):
+            pass
