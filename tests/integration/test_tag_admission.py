@@ -263,3 +263,14 @@ async def test_the_library_governor_takes_a_calls_tags(policy: Policy) -> None:
         async with governor.admit(department="HR", model="house", input_tokens=1000, max_output_tokens=50,
                                   tags={"project": "atlas"}):
             pass
+
+
+async def test_a_tag_rate_limit_counts_the_calls_of_every_department(policy: Policy) -> None:
+    admission, planner = Admission(MemoryCounterStore(), FakeClock()), Planner(policy)
+    search = ("feature", "search")
+    outcomes = [await admission.admit(f"r{i}", request(("HR", "SALES")[i % 2], search), planner) for i in range(101)]
+    assert all(isinstance(o, Admitted) for o in outcomes[:100])
+    refused = outcomes[100]
+    assert isinstance(refused, Decision) and refused.denial is not None
+    assert refused.denial.message.startswith(
+        "Feature search (calls tagged feature=search) is limited to 100 requests per minute and has used 100")
