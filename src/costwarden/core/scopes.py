@@ -153,6 +153,12 @@ def tag_scopes(policy: Policy) -> tuple[Scope, ...]:
     return tuple(tag_scope(policy.tags[pair]) for pair in sorted(policy.tags) if policy.tags[pair].rules)
 
 
+def ruled_tag_names(policy: Policy) -> list[str]:
+    """The tag names with a value the policy gives budgets or limits: the ledger's ``tag:<name>``
+    groups that tag spend is read from."""
+    return sorted({tag.name for tag in policy.tags.values() if tag.rules})
+
+
 def ruled_tags(policy: Policy, tags: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """Those of a call's tags that the policy gives budgets or limits, sorted: a call's tag scopes
     (and its plan) do not depend on the order of its X-Tags header or on its other tags."""

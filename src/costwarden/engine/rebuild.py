@@ -14,7 +14,7 @@ from datetime import datetime
 
 from costwarden.core.periods import Period, Window
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import BudgetCheck, Caller, plan_for
+from costwarden.core.scopes import BudgetCheck, Caller, plan_for, ruled_tag_names
 from costwarden.counters.base import CounterStore
 from costwarden.ledger import Ledger
 
@@ -63,7 +63,7 @@ async def ledger_spend(policy: Policy, ledger: Ledger, now: datetime) -> list[tu
     have counted them, so org, department and tag totals come out right.
     """
     loads: list[tuple[BudgetCheck, Window, int]] = []
-    tag_names = sorted({tag.name for tag in policy.tags.values() if tag.rules})
+    tag_names = ruled_tag_names(policy)
     group_by = [*_CALLER, *(f"tag:{name}" for name in tag_names)]
     for text, period in _periods(policy).items():
         since, _ = period.bounds(now, policy.timezone)

@@ -11,7 +11,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from costwarden.core.kinds import ScopeKind, Unit
 from costwarden.core.money import format_usd
 from costwarden.core.policy import Policy
-from costwarden.core.scopes import BudgetCheck
+from costwarden.core.scopes import BudgetCheck, ruled_tag_names
 from costwarden.engine.status import status_checks
 from costwarden.ledger import Ledger
 from costwarden.reports.forecast import LOOKBACK_DAYS, Projection, local_days, project
@@ -51,7 +51,7 @@ async def budget_forecasts(ledger: Ledger, policy: Policy, period_start: datetim
     today = now.astimezone(tz).date()
     earliest = min(check.window.start for check in checks) - timedelta(days=LOOKBACK_DAYS + 1)
     until = min(now, max(check.window.end for check in checks))
-    tag_names = sorted({tag.name for tag in policy.tags.values() if tag.rules})
+    tag_names = ruled_tag_names(policy)
     rows = await ledger.totals(earliest, until, group_by=("department", "team", *(f"tag:{n}" for n in tag_names)),
                                bucket_seconds=QUARTER_HOUR_S)
     # (department, team, tag scopes) -> local day -> (nano-dollars, tokens)
