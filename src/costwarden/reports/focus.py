@@ -3,7 +3,9 @@
 One row per UTC day, department, team, user, project tag, model and token type (``input`` is
 uncached input, ``cached_input``, ``output``), then one ``Adjustment`` row per department for its
 allocated shared costs and one for its allocated invoice variance, so that the rows add up to the
-statement's total. The billing period of a row is the providers' invoice month, in UTC
+statement's total. Department columns (name, cost center, GL account) are those in force on the
+row's day; adjustment rows are split between a department's codes by usage (``reports.codes``).
+The billing period of a row is the providers' invoice month, in UTC
 (``InvoiceId`` names the provider and that month); charge periods are clipped to the statement's
 period. Decimal columns always carry a decimal point (``800000.0``), so that no reader types them
 as integers.
@@ -33,6 +35,7 @@ from costwarden.core.money import Price
 from costwarden.core.periods import month_bounds
 from costwarden.core.policy import UNATTRIBUTED
 from costwarden.policy import bundled_catalog
+from costwarden.reports.codes import info_on, line_parts, split
 from costwarden.reports.statement import DepartmentInfo, Statement, UsageRow
 
 INPUT, CACHED_INPUT, OUTPUT = "input", "cached_input", "output"
@@ -149,7 +152,8 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
         bounds = (statement.start, statement.end) if usage.corrects is None else month_bounds(usage.corrects, zone)
         start = max(datetime.combine(usage.day, time(), UTC), bounds[0])
         end = min(datetime.combine(usage.day + timedelta(days=1), time(), UTC), bounds[1])
-        department = departments.get(usage.department) or DepartmentInfo(usage.department, usage.department)
+        department = info_on(departments.get(usage.department) or DepartmentInfo(usage.department, usage.department),
+                             statement.metadata, usage.day)
         provider = _PROVIDERS.get(usage.provider, usage.provider)
         listed_prices = list_prices(usage.model) if list_prices is not None else None
         billing_start, billing_end = _utc_month(start)
@@ -220,16 +224,18 @@ def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[d
                "ChargeDescription": f"Unattributed usage moved to shared costs, {statement.period}",
                **_department_columns(DepartmentInfo(UNATTRIBUTED, UNATTRIBUTED), None)}
     for line in statement.lines:
-        for cents, what, issuer in ((line.shared_cents, f"Shared costs allocated ({statement.method_applied})",
+        parts = line_parts(statement, line)  # under each version of its codes, for its part of the usage
+        for total, what, issuer in ((line.shared_cents, f"Shared costs allocated ({statement.method_applied})",
                                      ACCOUNT_NAME),
                                     (line.variance_cents, "Invoice variance allocated", _variance_issuer(statement))):
-            if cents == 0:
-                continue
-            amount = _decimal(Decimal(cents).scaleb(-2))
-            yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
-                   "ContractedCost": amount, "ProviderName": issuer, "PublisherName": issuer,
-                   "InvoiceIssuerName": issuer, "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
-                   **_department_columns(line.department, None)}
+            for department, cents in split(total, parts):
+                if cents == 0:
+                    continue
+                amount = _decimal(Decimal(cents).scaleb(-2))
+                yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
+                       "ContractedCost": amount, "ProviderName": issuer, "PublisherName": issuer,
+                       "InvoiceIssuerName": issuer, "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
+                       **_department_columns(department, None)}
 
 
 def _variance_issuer(statement: Statement) -> str:
