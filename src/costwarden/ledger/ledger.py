@@ -444,7 +444,8 @@ class Ledger:
         """The policy most recently stored, with its id, time and hash."""
         return await self._read(audit.latest_policy)
 
-    async def record_department_metadata(self, versions: Sequence[MetadataVersion], now: datetime | None = None) -> None:
+    async def record_department_metadata(self, versions: Sequence[MetadataVersion],
+                                         now: datetime | None = None) -> None:
         """Keep departments' names and codes by the day they took effect (the same version again is a no-op)."""
         at = _now(now)
         await self._write(lambda conn: department_metadata.record(conn, versions, at))

@@ -50,16 +50,23 @@ MANDATORY = (
     "ChargePeriodStart", "ContractedCost", "EffectiveCost", "InvoiceIssuerName", "ListCost",
     "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "ServiceCategory", "ServiceName",
 )
-OPTIONAL = ("ChargeFrequency", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice", "InvoiceId", "ListUnitPrice",
-            "PricingCategory", "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId",
-            "SubAccountId", "SubAccountName", "SubAccountType", "Tags")
+# The PricingCurrency* columns repeat the USD prices (pricing and billing currency are one): the
+# validator requires them of a provider with a public price list. CommitmentDiscountStatus is
+# always empty (no commitment discounts), present because nullability rules of ConsumedQuantity
+# are conditioned on it.
+OPTIONAL = ("ChargeFrequency", "CommitmentDiscountStatus", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice",
+            "InvoiceId", "ListUnitPrice", "PricingCategory", "PricingCurrency", "PricingCurrencyContractedUnitPrice",
+            "PricingCurrencyEffectiveCost", "PricingCurrencyListUnitPrice", "ServiceSubcategory", "SkuId", "SkuMeter",
+            "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName", "SubAccountType", "Tags")
 EXTENSIONS = ("x_DepartmentId", "x_DepartmentName", "x_CostCenter", "x_GlAccount", "x_Model", "x_Tier", "x_TokenType",
               "x_PriceVersion")
 COLUMNS = (*MANDATORY, *OPTIONAL, *EXTENSIONS)
 
 # Plain numbers in these stay numbers; any other cell a spreadsheet would run as a formula is quoted.
 _NUMERIC = frozenset({"BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ListUnitPrice",
-                      "ContractedUnitPrice", "ConsumedQuantity", "PricingQuantity"})
+                      "ContractedUnitPrice", "ConsumedQuantity", "PricingQuantity",
+                      "PricingCurrencyContractedUnitPrice", "PricingCurrencyEffectiveCost",
+                      "PricingCurrencyListUnitPrice"})
 _PROVIDERS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google"}
 _LABELS = {INPUT: "input", CACHED_INPUT: "cached input", WRITE_5M: "5-minute cache write",
            WRITE_1H: "1-hour cache write", AUDIO: "audio input", OUTPUT: "output", REASONING: "reasoning"}
@@ -146,7 +153,8 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
         "BillingAccountId": account_id, "BillingAccountName": account_name, "BillingCurrency": "USD",
         "ConsumedUnit": "Tokens", "PricingCategory": "Standard", "PricingUnit": PRICING_UNIT,
         "ChargeFrequency": "Usage-Based", "ServiceCategory": "AI and Machine Learning",
-        "ServiceSubcategory": "Generative AI", "SubAccountType": "Department",
+        "ServiceSubcategory": "Generative AI", "SubAccountType": "Department", "PricingCurrency": "USD",
+        "CommitmentDiscountStatus": "",
     }
     for usage in (*statement.usage, *statement.corrections):
         bounds = (statement.start, statement.end) if usage.corrects is None else month_bounds(usage.corrects, zone)
@@ -167,11 +175,14 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
             listed = contracted if list_price is None else _decimal(Decimal(charge.tokens * list_price.picos_per_token)
                                                                     .scaleb(-12))
             description = f"{usage.model} {_LABELS[charge.token_type]} tokens, {usage.department}"
+            list_unit = "" if list_price is None else _decimal(list_price.usd_per_million)
+            contracted_unit = "" if charge.price is None else _decimal(charge.price.usd_per_million)
             yield {
                 **common,
                 "BilledCost": billed, "EffectiveCost": billed, "ListCost": listed, "ContractedCost": contracted,
-                "ListUnitPrice": "" if list_price is None else _decimal(list_price.usd_per_million),
-                "ContractedUnitPrice": "" if charge.price is None else _decimal(charge.price.usd_per_million),
+                "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
+                "PricingCurrencyListUnitPrice": list_unit, "PricingCurrencyContractedUnitPrice": contracted_unit,
+                "PricingCurrencyEffectiveCost": billed,
                 "ChargeCategory": "Usage", "ChargeClass": "" if usage.corrects is None else "Correction",
                 "ChargeDescription": description if usage.corrects is None
                 else f"{description} (correction of {usage.corrects})",
@@ -208,7 +219,8 @@ def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[d
     billing_start, billing_end = _utc_month(statement.start + (statement.end - statement.start) / 2)
     adjustment = {
         **common, "ConsumedUnit": "", "PricingUnit": "", "PricingCategory": "", "ChargeFrequency": "Monthly",
-        "ListUnitPrice": "", "ContractedUnitPrice": "", "ChargeCategory": "Adjustment", "ChargeClass": "",
+        "ListUnitPrice": "", "ContractedUnitPrice": "", "PricingCurrencyListUnitPrice": "",
+        "PricingCurrencyContractedUnitPrice": "", "ChargeCategory": "Adjustment", "ChargeClass": "",
         "BillingPeriodStart": _instant(billing_start), "BillingPeriodEnd": _instant(billing_end),
         "ChargePeriodStart": _instant(statement.start), "ChargePeriodEnd": _instant(statement.end),
         "ConsumedQuantity": "", "PricingQuantity": "", "InvoiceId": f"{ACCOUNT_ID}-{statement.period}",
@@ -219,7 +231,8 @@ def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[d
     if unattributed:  # its usage rows above are shared costs: moved out here, allocated below
         amount = _decimal_usd(-unattributed)
         yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
-               "ContractedCost": amount, "ProviderName": ACCOUNT_NAME, "PublisherName": ACCOUNT_NAME,
+               "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": ACCOUNT_NAME,
+               "PublisherName": ACCOUNT_NAME,
                "InvoiceIssuerName": ACCOUNT_NAME,
                "ChargeDescription": f"Unattributed usage moved to shared costs, {statement.period}",
                **_department_columns(DepartmentInfo(UNATTRIBUTED, UNATTRIBUTED), None)}
@@ -233,8 +246,9 @@ def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[d
                     continue
                 amount = _decimal(Decimal(cents).scaleb(-2))
                 yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
-                       "ContractedCost": amount, "ProviderName": issuer, "PublisherName": issuer,
-                       "InvoiceIssuerName": issuer, "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
+                       "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": issuer,
+                       "PublisherName": issuer, "InvoiceIssuerName": issuer,
+                       "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
                        **_department_columns(department, None)}
 
 
