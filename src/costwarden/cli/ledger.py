@@ -19,13 +19,8 @@ from costwarden.cli.common import (
     ledger_at,
     run,
 )
-from costwarden.ledger.export import (
-    ImportRefused,
-    ImportResult,
-    checked_records,
-    import_records,
-    write_export,
-)
+from costwarden.ledger.export import ImportResult, import_records, write_export
+from costwarden.ledger.import_rows import ImportRefused, checked_records
 from costwarden.policy import bundled_catalog
 
 app = typer.Typer(help="Export and import the usage ledger.", no_args_is_help=True)
@@ -73,10 +68,10 @@ def import_(
     db: DbOption = None,
     policy: PolicyOption = None,
 ) -> None:
-    """Load a JSON Lines export, re-pricing every event from the policy's catalog (the bundled
-    catalog when the database has no policy and none is given). A file with a negative,
-    inconsistent or unknown-model record is refused whole, listing each with its line; records
-    already present (same id) are left as they are."""
+    """Load a JSON Lines export, re-pricing every event at the prices the policy's catalog had
+    when it was admitted (the bundled catalog when the database has no policy and none is given).
+    A file with a negative, inconsistent or unknown-model record is refused whole, listing each
+    with its line; records already present (same id) are left as they are."""
     if not path.exists():
         raise fail(f"{path} does not exist")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from costwarden.core.model_ids import base_ids, follows_rule, split_prefix
 from costwarden.core.money import Price
@@ -43,6 +44,8 @@ class ModelSpec:
     tool_fees: tuple[ToolFee, ...] = ()
     snapshots: tuple[str, ...] = ()  # dated ids of this model at the same prices
     aliases: tuple[str, ...] = ()  # other names (``-latest``, ``-0``, a policy's own)
+    history: tuple[PriceEra, ...] = field(default=(), compare=False)
+    """Earlier prices, oldest first: the entry as priced before each ``until`` (SPEC §9 imports)."""
     # Derived once from the fields above: every call is priced (twice) and labelled with them.
     _picos: tuple[int, int, int] = field(init=False, repr=False, compare=False)  # input, cached, output
     price_version: str = field(init=False, repr=False, compare=False)
@@ -85,10 +88,25 @@ class ModelSpec:
         """The exact cost of a call by token type, service tier and tool calls (``Pricing.charge``)."""
         return self.pricing.charge(tokens, tier, tool_calls)
 
+    def at(self, when: datetime) -> ModelSpec:
+        """The entry as priced at ``when``: the earlier prices whose era holds it, else its own."""
+        for era in self.history:
+            if when < era.until:
+                return era.spec
+        return self
+
     @property
     def names(self) -> tuple[str, ...]:
         """Every id this entry answers to: its own, its snapshots and its aliases."""
         return (self.id, *self.snapshots, *self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEra:
+    """A model's prices before ``until`` (a UTC instant): the entry as it was priced then."""
+
+    until: datetime
+    spec: ModelSpec
 
 
 @dataclass(frozen=True, slots=True)
