@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib.resources import files
+from itertools import pairwise
 from typing import Any
 
 from pydantic import model_validator
@@ -108,7 +109,7 @@ class CatalogEntrySpec(ModelEntrySpec):
             raise FieldProblem("service_tiers", "standard prices are the entry's own input, output...; "
                                "list flex, priority or batch here")
         untils = [era.until for era in self.price_history or ()]
-        if any(later <= earlier for earlier, later in zip(untils, untils[1:], strict=False)):
+        if any(later <= earlier for earlier, later in pairwise(untils)):
             raise FieldProblem("price_history", "list earlier prices oldest first, each until after the one before")
         return self
 

@@ -35,7 +35,7 @@ from costwarden.core.money import Price
 from costwarden.core.periods import month_bounds
 from costwarden.core.policy import UNATTRIBUTED
 from costwarden.policy import bundled_catalog
-from costwarden.reports.codes import info_on, line_parts, split
+from costwarden.reports.codes import CodeBook, split
 from costwarden.reports.statement import DepartmentInfo, Statement, UsageRow
 
 INPUT, CACHED_INPUT, OUTPUT = "input", "cached_input", "output"
@@ -148,6 +148,7 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
     ``list_prices`` gives a model's public list prices (ListCost); without it, or for a model it
     does not know, the prices charged are the list."""
     departments = {line.department.id: line.department for line in statement.lines}
+    codes = CodeBook(statement)
     zone = ZoneInfo(statement.timezone)
     common = {
         "BillingAccountId": account_id, "BillingAccountName": account_name, "BillingCurrency": "USD",
@@ -160,8 +161,8 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
         bounds = (statement.start, statement.end) if usage.corrects is None else month_bounds(usage.corrects, zone)
         start = max(datetime.combine(usage.day, time(), UTC), bounds[0])
         end = min(datetime.combine(usage.day + timedelta(days=1), time(), UTC), bounds[1])
-        department = info_on(departments.get(usage.department) or DepartmentInfo(usage.department, usage.department),
-                             statement.metadata, usage.day)
+        department = codes.on(departments.get(usage.department) or DepartmentInfo(usage.department, usage.department),
+                              usage.day)
         provider = _PROVIDERS.get(usage.provider, usage.provider)
         listed_prices = list_prices(usage.model) if list_prices is not None else None
         billing_start, billing_end = _utc_month(start)
@@ -201,7 +202,7 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
                 "x_Model": usage.model, "x_Tier": "" if usage.tier is None else str(usage.tier),
                 "x_TokenType": charge.token_type, "x_PriceVersion": usage.price_version,
             }
-    yield from _adjustment_rows(statement, common)
+    yield from _adjustment_rows(statement, common, codes)
 
 
 def _department_columns(department: DepartmentInfo, usage: UsageRow | None) -> dict[str, str]:
@@ -214,7 +215,7 @@ def _department_columns(department: DepartmentInfo, usage: UsageRow | None) -> d
             "x_CostCenter": department.cost_center, "x_GlAccount": department.gl_account}
 
 
-def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[dict[str, str]]:
+def _adjustment_rows(statement: Statement, common: dict[str, str], codes: CodeBook) -> Iterator[dict[str, str]]:
     """The allocated shared costs and invoice variance of each line: not usage, so no SKU or quantity."""
     billing_start, billing_end = _utc_month(statement.start + (statement.end - statement.start) / 2)
     adjustment = {
@@ -237,7 +238,7 @@ def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[d
                "ChargeDescription": f"Unattributed usage moved to shared costs, {statement.period}",
                **_department_columns(DepartmentInfo(UNATTRIBUTED, UNATTRIBUTED), None)}
     for line in statement.lines:
-        parts = line_parts(statement, line)  # under each version of its codes, for its part of the usage
+        parts = codes.parts(line)  # under each version of its codes, for its part of the usage
         for total, what, issuer in ((line.shared_cents, f"Shared costs allocated ({statement.method_applied})",
                                      ACCOUNT_NAME),
                                     (line.variance_cents, "Invoice variance allocated", _variance_issuer(statement))):

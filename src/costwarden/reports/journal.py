@@ -11,7 +11,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from costwarden.reports.allocation import cents_to_text
-from costwarden.reports.codes import line_parts, split
+from costwarden.reports.codes import CodeBook, split
 from costwarden.reports.statement import Statement
 from costwarden.reports.tabular import Cell, Report
 
@@ -24,9 +24,10 @@ def journal(statement: Statement, clearing_account: str = CLEARING_ACCOUNT) -> R
     """The journal entry of a statement, dated the last local day of its period."""
     debits: dict[tuple[str, str], list[str]] = defaultdict(list)
     amounts: dict[tuple[str, str], int] = defaultdict(int)
+    codes = CodeBook(statement)
     for line in statement.lines:
         label = line.department.id if line.corrects is None else f"{line.department.id} (correction {line.corrects})"
-        for department, cents in split(line.total_cents, line_parts(statement, line)):
+        for department, cents in split(line.total_cents, codes.parts(line)):
             key = (department.gl_account or UNASSIGNED, department.cost_center or UNASSIGNED)
             amounts[key] += cents
             debits[key].append(label)
