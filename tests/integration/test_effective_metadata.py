@@ -147,3 +147,22 @@ async def test_a_reload_changes_codes_from_its_day_and_a_change_back_that_day_re
         history = [(v.effective_from.day, v.cost_center) for v in await runtime.ledger.department_metadata()
                    if v.department == "HR"]
     assert history == [(1, "CC-OLD"), (15, "CC-OLD")]
+
+
+def test_shared_costs_follow_the_usage_under_each_cost_center(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    asyncio.run(start_with(db, OLD, at(1, 8)))
+    asyncio.run(start_with(db, NEW, at(15, 9)))
+    usage(db)
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("method: proportional\nitems:\n  - {name: platform, amount_usd: 1.90}\n")
+    rows = list(csv.DictReader(io.StringIO(cli("report", "chargeback", "--period", "2026-11", "--format", "focus",
+                                               "--shared-costs", str(shared), "--db", db))))
+    # $1.90 over $9.50 of usage: HR's $8.50 takes $1.70, of which $2.50 / $8.50 ($0.50) under the old codes
+    adjustments = {(r["x_DepartmentId"], r["x_CostCenter"]): r["BilledCost"] for r in rows
+                   if r["ChargeCategory"] == "Adjustment"}
+    assert adjustments == {("HR", "CC-OLD"): "0.5", ("HR", "CC-NEW"): "1.2", ("ENG", "CC-ENG"): "0.2"}
+    entry = csv.DictReader(io.StringIO(cli("report", "journal", "--period", "2026-11", "--shared-costs", str(shared),
+                                           "--db", db)))
+    assert [(r["cost_center"], r["debit_usd"], r["credit_usd"]) for r in entry] == [
+        ("CC-OLD", "3.00", "0.00"), ("CC-NEW", "7.20", "0.00"), ("CC-ENG", "1.20", "0.00"), ("", "0.00", "11.40")]
