@@ -66,7 +66,8 @@ def _event(ident: str, at: datetime, department: str, model: str, **tokens: int)
                        model_requested=spec.id, model_served=spec.id, provider=spec.provider,
                        endpoint="/v1/chat/completions", team="PLATFORM" if department == "ENGINEERING" else None,
                        user=f"u{len(ident) % 3}", tags={"project": "atlas"} if ident.endswith("7") else {},
-                       price_version=spec.price_version, **tokens)
+                       price_version=spec.price_version)
+    event = replace(event, **tokens)
     cost = spec.charge(event.by_type()).nanos if event.billed_beyond_totals else spec.cost(
         event.input_tokens, event.output_tokens, event.cached_input_tokens)
     return replace(event, cost_nanos=cost, estimate_nanos=cost)
