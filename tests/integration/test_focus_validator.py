@@ -60,14 +60,16 @@ def _spec(model: str) -> ModelSpec:
     return spec
 
 
-def _event(ident: str, at: datetime, department: str, model: str, **tokens: int) -> UsageEvent:
+def _event(ident: str, at: datetime, department: str, model: str, *, input_tokens: int, output_tokens: int,
+           cached_input_tokens: int = 0, cache_write_5m_tokens: int = 0, reasoning_tokens: int = 0) -> UsageEvent:
     spec = _spec(model)
     event = UsageEvent(id=ident, admitted_at=at, finished_at=at + timedelta(seconds=2), department=department,
                        model_requested=spec.id, model_served=spec.id, provider=spec.provider,
                        endpoint="/v1/chat/completions", team="PLATFORM" if department == "ENGINEERING" else None,
                        user=f"u{len(ident) % 3}", tags={"project": "atlas"} if ident.endswith("7") else {},
-                       price_version=spec.price_version)
-    event = replace(event, **tokens)
+                       price_version=spec.price_version, input_tokens=input_tokens, output_tokens=output_tokens,
+                       cached_input_tokens=cached_input_tokens, cache_write_5m_tokens=cache_write_5m_tokens,
+                       reasoning_tokens=reasoning_tokens)
     cost = spec.charge(event.by_type()).nanos if event.billed_beyond_totals else spec.cost(
         event.input_tokens, event.output_tokens, event.cached_input_tokens)
     return replace(event, cost_nanos=cost, estimate_nanos=cost)
