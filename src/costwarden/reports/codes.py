@@ -33,7 +33,8 @@ class CodeBook:
 
     def __init__(self, statement: Statement) -> None:
         self._versions = statement.metadata
-        self._on: dict[tuple[DepartmentInfo, date], DepartmentInfo] = {}
+        # Keyed by id: a statement has one DepartmentInfo per department (its line's).
+        self._on: dict[tuple[str, date], DepartmentInfo] = {}
         # Only departments with several versions can be split; the others keep their line's codes.
         changing = {dept for dept, count in Counter(v.department for v in self._versions).items() if count > 1}
         lines = {(line.department.id, line.corrects): line.department for line in statement.lines}
@@ -48,7 +49,9 @@ class CodeBook:
 
     def on(self, info: DepartmentInfo, day: date) -> DepartmentInfo:
         """``info`` with the name and codes in force on ``day``."""
-        key = (info, day)
+        if not self._versions:
+            return info
+        key = (info.id, day)
         found = self._on.get(key)
         if found is None:
             found = self._on[key] = info_on(info, self._versions, day)
