@@ -10,12 +10,13 @@ consistent event is then imported at the catalog's cost, exactly, whatever it st
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from costwarden.core.catalog import Catalog, ModelSpec
+from costwarden.core.catalog import Catalog
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.money import Price, format_usd, usd_to_nanos
 from costwarden.core.pricing import service_tier_of
@@ -113,8 +114,12 @@ def repriced(event: UsageEvent, obj: Mapping[str, Any], catalog: Catalog) -> Usa
     if found is None:
         raise ValueError(f"unknown model {event.model_served!r}: not in the catalog in force")
     spec = found.at(event.admitted_at)
-    expected = _cost(spec, event)
-    stated = None if event.billed_beyond_totals or not event.price_version else _stated_cost(event)
+    beyond = event.billed_beyond_totals  # cache writes, reasoning, tiers, tools: only the catalog prices them all
+    if beyond:
+        expected = spec.charge(event.by_type(), service_tier_of(event.service_tier), event.tool_calls).nanos
+    else:
+        expected = spec.cost(event.input_tokens, event.output_tokens, event.cached_input_tokens)
+    stated = None if beyond or not event.price_version else _stated_cost(event)
     check = expected if stated is None else stated
     if abs(event.cost_nanos - check) > ROUNDING_NANOS:
         at = f"at its prices {event.price_version}" if stated is not None else f"at {spec.price_version}"
@@ -127,12 +132,11 @@ def repriced(event: UsageEvent, obj: Mapping[str, Any], catalog: Catalog) -> Usa
 
 def _check_amounts(event: UsageEvent, obj: Mapping[str, Any]) -> None:
     """Raise ValueError for a negative amount or parts that disagree with their totals."""
-    amounts = {name: getattr(event, name) for name in COUNTS}
-    amounts |= {"cost": event.cost_nanos, "estimate": event.estimate_nanos}
-    amounts |= {f"tool_calls.{tool}": calls for tool, calls in event.tool_calls.items()}
-    negative = [name for name, value in amounts.items() if value < 0]
-    if negative:
-        raise ValueError(f"negative {', '.join(negative)}")
+    amounts = [getattr(event, name) for name in COUNTS]
+    if min(*amounts, event.cost_nanos, event.estimate_nanos, *event.tool_calls.values()) < 0:
+        named = {**dict(zip(COUNTS, amounts, strict=True)), "cost": event.cost_nanos, "estimate": event.estimate_nanos,
+                 **{f"tool_calls.{tool}": calls for tool, calls in event.tool_calls.items()}}
+        raise ValueError(f"negative {', '.join(name for name, value in named.items() if value < 0)}")
     parts = event.cached_input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens \
         + event.audio_input_tokens
     if parts > event.input_tokens:
@@ -149,16 +153,22 @@ def _check_amounts(event: UsageEvent, obj: Mapping[str, Any]) -> None:
         raise ValueError(f"inconsistent: cost_usd {obj['cost_usd']} is not cost_nanos {obj['cost_nanos']}")
 
 
-def _cost(spec: ModelSpec, event: UsageEvent) -> int:
-    """The exact cost of the event's usage at ``spec``'s prices."""
-    if event.billed_beyond_totals:  # cache writes, reasoning, tiers, tools: only the catalog prices them all
-        return spec.charge(event.by_type(), service_tier_of(event.service_tier), event.tool_calls).nanos
-    return spec.cost(event.input_tokens, event.output_tokens, event.cached_input_tokens)
-
-
 def _stated_cost(event: UsageEvent) -> int | None:
     """The event's tokens at the prices its own label states, or None when the label is not prices."""
-    prices = event.price_version.split("@", 1)[0].split("/")
+    picos = _label_picos(event.price_version)
+    if picos is None:
+        return None
+    per_input, per_cached, per_output = picos
+    total = ((event.input_tokens - event.cached_input_tokens) * per_input + event.cached_input_tokens * per_cached
+             + event.output_tokens * per_output)
+    return -((-total) // 1000)
+
+
+@functools.lru_cache(maxsize=1024)
+def _label_picos(label: str) -> tuple[int, int, int] | None:
+    """Input, cached input and output prices (pico-dollars a token) of ``2.50/1.25/10.00@date``;
+    read once per label, since an import holds few of them."""
+    prices = label.split("@", 1)[0].split("/")
     if len(prices) != 3:
         return None
     try:
@@ -166,10 +176,7 @@ def _stated_cost(event: UsageEvent) -> int | None:
         cached_price = input_price if prices[1] == "-" else Price(prices[1])
     except (ValueError, ArithmeticError):
         return None
-    uncached = event.input_tokens - event.cached_input_tokens
-    picos = (uncached * input_price.picos_per_token + event.cached_input_tokens * cached_price.picos_per_token
-             + event.output_tokens * output_price.picos_per_token)
-    return -((-picos) // 1000)
+    return input_price.picos_per_token, cached_price.picos_per_token, output_price.picos_per_token
 
 
 __all__ = ["Checked", "ImportProblem", "ImportRefused", "ImportRowError", "checked_records", "repriced",
