@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,35 @@ def test_events_are_priced_at_the_catalog_in_force_when_they_were_admitted(tmp_p
 
     assert asyncio.run(costs()) == {"old-at-old": (6_500_000, OLD_LABEL), "old-at-new": (6_500_000, OLD_LABEL),
                                     "new": (3_500_000, LABEL), "boundary": (3_500_000, LABEL)}
+
+
+def test_without_a_policy_each_event_takes_the_stored_policy_version_then_in_force(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    first, second = POLICY.replace("input: 2.50", "input: 2.00"), POLICY.replace("input: 2.50", "input: 3.00")
+
+    async def store() -> None:
+        ledger = await Ledger.open(db)
+        try:
+            await ledger.store_policy(first, datetime(2026, 11, 1, tzinfo=UTC))
+            await ledger.store_policy(second, datetime(2026, 11, 15, 12, tzinfo=UTC))
+        finally:
+            await ledger.close()
+
+    asyncio.run(store())
+    rows = write(tmp_path / "rows.jsonl", [
+        record("before-any", admitted_at="2026-10-30T09:00:00+00:00", finished_at="2026-10-30T09:00:01+00:00"),
+        record("first"),
+        record("second", admitted_at="2026-11-15T12:00:00+00:00", finished_at="2026-11-15T12:00:01+00:00"),
+    ])
+    result = runner.invoke(app, ["ledger", "import", str(rows), "--db", db])
+    assert result.exit_code == 0, result.output
+
+    async def costs() -> dict[str, int]:
+        ledger = await Ledger.open(db)
+        try:
+            return {event.id: event.cost_nanos for event in await ledger.list_events(limit=10)}
+        finally:
+            await ledger.close()
+
+    # 1,000 input tokens at 2.00 or 3.00 and 100 output tokens at 10.00 per 1M
+    assert asyncio.run(costs()) == {"before-any": 3_000_000, "first": 3_000_000, "second": 4_000_000}

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from costwarden.core.catalog import Catalog, CatalogTimeline
 from costwarden.errors import PolicyError
 from costwarden.policy import parse_policy
 
@@ -79,3 +81,24 @@ def test_an_era_needs_its_date_and_prices() -> None:
         parse_policy(text)
     said = str(refused.value)
     assert "price_history[0].until: is required" in said and "price_history[0].output: is required" in said
+
+
+def test_a_timeline_prices_by_the_catalog_in_force_and_builds_only_those_it_uses() -> None:
+    built: list[str] = []
+
+    def catalog(name: str, text: str) -> Callable[[], Catalog]:
+        def build() -> Catalog:
+            built.append(name)
+            return parse_policy(text).catalog
+        return build
+
+    negotiated = "version: 1\nmodels:\n  gpt-4o: {input: 2.00}\ndepartments:\n  HR: {}\n"
+    timeline = CatalogTimeline([(datetime(2024, 9, 1, tzinfo=UTC), catalog("dated", POLICY.format(extra=""))),
+                                (datetime(2025, 1, 1, tzinfo=UTC), catalog("negotiated", negotiated)),
+                                (datetime(2026, 1, 1, tzinfo=UTC), catalog("unused", negotiated))])
+    before = timeline.resolve_at("gpt-4o", datetime(2024, 6, 1, tzinfo=UTC))  # before any: the first
+    later = timeline.resolve_at("gpt-4o", datetime(2025, 6, 1, tzinfo=UTC))
+    assert before is not None and before.price_version == "5.00/-/15.00@2024-05-13"
+    assert later is not None and later.price_version.startswith("2.00/")
+    assert timeline.resolve_at("gpt-17", datetime(2025, 6, 1, tzinfo=UTC)) is None
+    assert built == ["dated", "negotiated"]

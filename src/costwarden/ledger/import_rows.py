@@ -16,12 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from costwarden.core.catalog import Catalog
+from costwarden.core.catalog import Catalog, CatalogTimeline
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.money import Price, format_usd, usd_to_nanos
 from costwarden.core.pricing import service_tier_of
 from costwarden.ledger.export import parse_record
 
+Prices = Catalog | CatalogTimeline  # one catalog for all time, or the policy versions' in turn
 ROUNDING_NANOS = 1  # a call's cost is rounded up once to the nano-dollar
 # Counts that are never negative, by their export field names.
 COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
@@ -66,7 +67,7 @@ class Checked:
     repriced: bool = False
 
 
-def validated_record(text: str, line: int, catalog: Catalog) -> Checked:
+def validated_record(text: str, line: int, catalog: Prices) -> Checked:
     """The record on ``line`` of an export, checked, an event re-priced at the catalog in force at
     its admission; raises ImportRowError saying why it is refused."""
     obj: Any = None
@@ -85,7 +86,7 @@ def validated_record(text: str, line: int, catalog: Catalog) -> Checked:
     return Checked(priced, priced is not record)
 
 
-def checked_records(lines: Iterable[str], catalog: Catalog) -> tuple[list[UsageEvent | Rejection], int]:
+def checked_records(lines: Iterable[str], catalog: Prices) -> tuple[list[UsageEvent | Rejection], int]:
     """Every record of a JSON Lines export (blank lines skipped), checked and re-priced; returns the
     records and how many were re-priced. Raises ImportRefused listing every bad record."""
     records: list[UsageEvent | Rejection] = []
@@ -106,14 +107,13 @@ def checked_records(lines: Iterable[str], catalog: Catalog) -> tuple[list[UsageE
     return records, changed
 
 
-def repriced(event: UsageEvent, obj: Mapping[str, Any], catalog: Catalog) -> UsageEvent:
+def repriced(event: UsageEvent, obj: Mapping[str, Any], catalog: Prices) -> UsageEvent:
     """The event at the prices its served model had when it was admitted (the event itself when
     they give its own cost and label); raises ValueError saying why it cannot be imported."""
     _check_amounts(event, obj)
-    found = catalog.resolve(event.model_served)
-    if found is None:
+    spec = catalog.resolve_at(event.model_served, event.admitted_at)
+    if spec is None:
         raise ValueError(f"unknown model {event.model_served!r}: not in the catalog in force")
-    spec = found.at(event.admitted_at)
     beyond = event.billed_beyond_totals  # cache writes, reasoning, tiers, tools: only the catalog prices them all
     if beyond:
         expected = spec.charge(event.by_type(), service_tier_of(event.service_tier), event.tool_calls).nanos

@@ -440,6 +440,10 @@ class Ledger:
         version = await self.latest_policy_version()
         return None if version is None else version.yaml
 
+    async def policy_versions(self) -> list[PolicyVersion]:
+        """Every policy stored, oldest first, with the time each was loaded."""
+        return await self._read(audit.list_policies)
+
     async def latest_policy_version(self) -> PolicyVersion | None:
         """The policy most recently stored, with its id, time and hash."""
         return await self._read(audit.latest_policy)
