@@ -166,3 +166,24 @@ def test_shared_costs_follow_the_usage_under_each_cost_center(tmp_path: Path) ->
                                            "--db", db)))
     assert [(r["cost_center"], r["debit_usd"], r["credit_usd"]) for r in entry] == [
         ("CC-OLD", "3.00", "0.00"), ("CC-NEW", "7.20", "0.00"), ("CC-ENG", "1.20", "0.00"), ("", "0.00", "11.40")]
+
+
+def test_a_ledger_from_before_versions_were_kept_gets_them_from_its_stored_policies(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/ledger.db"
+
+    async def stored_before() -> None:  # as servers without department metadata left the ledger
+        ledger = await Ledger.open(db)
+        try:
+            await ledger.store_policy(OLD, at(1, 8))
+            await ledger.store_policy(NEW, at(15, 9))
+        finally:
+            await ledger.close()
+
+    asyncio.run(stored_before())
+    asyncio.run(start_with(db, NEW, at(25)))
+    usage(db)
+    assert [(v.department, v.effective_from.day, v.cost_center) for v in
+            run(lambda ledger: ledger.department_metadata(), db)] == [
+        ("ENG", 1, "CC-ENG"), ("HR", 1, "CC-OLD"), ("HR", 15, "CC-NEW")]
+    assert focus_codes(db) == EXPECTED_FOCUS
+    assert journal(db) == EXPECTED_JOURNAL

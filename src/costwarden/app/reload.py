@@ -12,7 +12,7 @@ from costwarden import errors
 from costwarden.app.generation import generation_of
 from costwarden.app.runtime import Runtime
 from costwarden.core.audit import SERVER_ROLE, Actor, AuditAction, policy_entries
-from costwarden.core.metadata import changes
+from costwarden.core.metadata import MetadataVersion, changes, merged
 from costwarden.core.policy import Policy
 from costwarden.core.scopes import BudgetCheck, Caller, scopes_of
 from costwarden.engine.rebuild import LOADED_MARK, ledger_spend
@@ -60,6 +60,23 @@ async def record_metadata(ledger: Ledger, policy: Policy, now: datetime) -> None
     added = changes(await ledger.department_metadata(), policy, now.astimezone(UTC).date())
     if added:
         await ledger.record_department_metadata(added, now)
+
+
+async def backfill_metadata(ledger: Ledger, now: datetime) -> None:
+    """On a ledger that has policy versions but no department metadata yet (one written before
+    metadata was kept), record the codes of each stored version from the day it was loaded; a
+    version that no longer loads is passed over."""
+    if await ledger.department_metadata():
+        return
+    history: list[MetadataVersion] = []
+    for version in await ledger.policy_versions():
+        try:
+            policy = parse_policy(version.yaml, source=f"stored policy version {version.id}")
+        except errors.PolicyError:
+            continue
+        history = merged(history, changes(history, policy, version.loaded_at.astimezone(UTC).date()))
+    if history:
+        await ledger.record_department_metadata(history, now)
 
 
 async def _swap(runtime: Runtime, policy: Policy, version: int) -> PolicyChange:
