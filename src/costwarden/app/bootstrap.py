@@ -19,7 +19,7 @@ from costwarden.app.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenD
 from costwarden.app.generation import UpstreamFactory, generation_of
 from costwarden.app.metrics import Metrics
 from costwarden.app.observer import AlertSink, CallObserver
-from costwarden.app.reload import follow_policy
+from costwarden.app.reload import backfill_metadata, follow_policy, record_metadata
 from costwarden.app.runtime import Runtime
 from costwarden.app.service import GatewayService
 from costwarden.app.settings import Settings
@@ -86,7 +86,9 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
         if settings.upstream_env is None:  # reloads may name only what the start-up policy names
             settings = replace(settings, upstream_env=tuple(sorted(env_names(policy))))
         previous = await ledger.latest_policy_version()
+        await backfill_metadata(ledger, clock())
         version = await ledger.store_policy(policy.source)
+        await record_metadata(ledger, policy, clock())
         if previous is not None and previous.id != version:
             await _audit_start_up_policy(ledger, previous, policy, version, clock())
         store = store or open_store(settings.redis_url)

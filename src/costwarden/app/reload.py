@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from costwarden import errors
 from costwarden.app.generation import generation_of
 from costwarden.app.runtime import Runtime
 from costwarden.core.audit import SERVER_ROLE, Actor, AuditAction, policy_entries
+from costwarden.core.metadata import MetadataVersion, changes, merged
 from costwarden.core.policy import Policy
 from costwarden.core.scopes import BudgetCheck, Caller, scopes_of, tag_scopes
 from costwarden.engine.rebuild import LOADED_MARK, ledger_spend
+from costwarden.ledger import Ledger
 from costwarden.policy import env_problems, parse_policy
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,33 @@ async def apply_policy(runtime: Runtime, policy: Policy) -> PolicyChange:
         if policy.source == old.source:
             return PolicyChange(previous, previous, changed=False)
         version = await runtime.ledger.store_policy(policy.source)
+        await record_metadata(runtime.ledger, policy, runtime.admission.clock())
         return await _swap(runtime, policy, version)
+
+
+async def record_metadata(ledger: Ledger, policy: Policy, now: datetime) -> None:
+    """Keep the departments' names and codes the policy changes, effective from their
+    ``effective_from`` or today (UTC), so that reports book earlier days under earlier codes."""
+    added = changes(await ledger.department_metadata(), policy, now.astimezone(UTC).date())
+    if added:
+        await ledger.record_department_metadata(added, now)
+
+
+async def backfill_metadata(ledger: Ledger, now: datetime) -> None:
+    """On a ledger that has policy versions but no department metadata yet (one written before
+    metadata was kept), record the codes of each stored version from the day it was loaded; a
+    version that no longer loads is passed over."""
+    if await ledger.department_metadata():
+        return
+    history: list[MetadataVersion] = []
+    for version in await ledger.policy_versions():
+        try:
+            policy = parse_policy(version.yaml, source=f"stored policy version {version.id}")
+        except errors.PolicyError:
+            continue
+        history = merged(history, changes(history, policy, version.loaded_at.astimezone(UTC).date()))
+    if history:
+        await ledger.record_department_metadata(history, now)
 
 
 async def _swap(runtime: Runtime, policy: Policy, version: int) -> PolicyChange:

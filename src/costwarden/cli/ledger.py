@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from costwarden.app.bootstrap import policy_for
 from costwarden.cli.common import (
     DbOption,
     PolicyOption,
@@ -19,14 +19,12 @@ from costwarden.cli.common import (
     ledger_at,
     run,
 )
-from costwarden.ledger.export import (
-    ImportRefused,
-    ImportResult,
-    checked_records,
-    import_records,
-    write_export,
-)
-from costwarden.policy import bundled_catalog
+from costwarden.core.catalog import Catalog, CatalogTimeline
+from costwarden.errors import PolicyError
+from costwarden.ledger import Ledger, PolicyVersion
+from costwarden.ledger.export import ImportResult, import_records, write_export
+from costwarden.ledger.import_rows import ImportRefused, checked_records
+from costwarden.policy import bundled_catalog, load_policy, parse_policy
 
 app = typer.Typer(help="Export and import the usage ledger.", no_args_is_help=True)
 
@@ -67,28 +65,43 @@ def export(
     err_console.print(f"exported {written} records", highlight=False)
 
 
+async def catalog_timeline(ledger: Ledger) -> Catalog | CatalogTimeline:
+    """The catalogs of the policy versions stored in the ledger, each in force from the time it was
+    loaded (read when first needed); the bundled catalog when there is none."""
+    versions = await ledger.policy_versions()
+    if not versions:
+        return bundled_catalog()
+    return CatalogTimeline([(version.loaded_at, partial(_catalog_of, version)) for version in versions])
+
+
+def _catalog_of(version: PolicyVersion) -> Catalog:
+    return parse_policy(version.yaml, source=f"stored policy version {version.id}").catalog
+
+
 @app.command("import")
 def import_(
     path: Annotated[Path, typer.Argument(help="A JSON Lines export (costwarden ledger export).")],
     db: DbOption = None,
     policy: PolicyOption = None,
 ) -> None:
-    """Load a JSON Lines export, re-pricing every event from the policy's catalog (the bundled
-    catalog when the database has no policy and none is given). A file with a negative,
-    inconsistent or unknown-model record is refused whole, listing each with its line; records
-    already present (same id) are left as they are."""
+    """Load a JSON Lines export, re-pricing every event at the prices in force when it was admitted:
+    those of the policy version then in force (or of --policy; the bundled catalog when the
+    database has no policy and none is given), by the catalog's price history.
+    A file with a negative, inconsistent or unknown-model record is refused whole, listing each
+    with its line; records already present (same id) are left as they are."""
     if not path.exists():
         raise fail(f"{path} does not exist")
 
     async def work() -> ImportResult:
         async with ledger_at(db) as ledger:
-            known = await policy_for(ledger, policy)
-            catalog = known.catalog if known is not None else bundled_catalog()
+            catalog = load_policy(policy).catalog if policy else await catalog_timeline(ledger)
             with path.open(encoding="utf-8") as source:
                 try:
                     records, repriced = checked_records(source, catalog)
                 except ImportRefused as exc:
                     raise fail(str(exc)) from exc
+                except PolicyError as exc:  # a stored version that no longer loads
+                    raise fail(f"{exc}\ngive --policy FILE to price the import with it") from exc
             return await import_records(ledger, records, repriced)
 
     done = run(work)

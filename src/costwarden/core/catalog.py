@@ -6,8 +6,10 @@ A call may name a model by its id, a snapshot or alias of it, or with a provider
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from costwarden.core.model_ids import base_ids, follows_rule, split_prefix
 from costwarden.core.money import Price
@@ -43,6 +45,8 @@ class ModelSpec:
     tool_fees: tuple[ToolFee, ...] = ()
     snapshots: tuple[str, ...] = ()  # dated ids of this model at the same prices
     aliases: tuple[str, ...] = ()  # other names (``-latest``, ``-0``, a policy's own)
+    history: tuple[PriceEra, ...] = field(default=(), compare=False)
+    """Earlier prices, oldest first: the entry as priced before each ``until`` (SPEC §9 imports)."""
     # Derived once from the fields above: every call is priced (twice) and labelled with them.
     _picos: tuple[int, int, int] = field(init=False, repr=False, compare=False)  # input, cached, output
     price_version: str = field(init=False, repr=False, compare=False)
@@ -85,10 +89,25 @@ class ModelSpec:
         """The exact cost of a call by token type, service tier and tool calls (``Pricing.charge``)."""
         return self.pricing.charge(tokens, tier, tool_calls)
 
+    def at(self, when: datetime) -> ModelSpec:
+        """The entry as priced at ``when``: the earlier prices whose era holds it, else its own."""
+        for era in self.history:
+            if when < era.until:
+                return era.spec
+        return self
+
     @property
     def names(self) -> tuple[str, ...]:
         """Every id this entry answers to: its own, its snapshots and its aliases."""
         return (self.id, *self.snapshots, *self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEra:
+    """A model's prices before ``until`` (a UTC instant): the entry as it was priced then."""
+
+    until: datetime
+    spec: ModelSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +163,11 @@ class Catalog(Mapping[str, ModelSpec]):
             return spec
         found = self.resolution(model_id)
         return found.spec if found is not None else None
+
+    def resolve_at(self, model_id: str, when: datetime) -> ModelSpec | None:
+        """The entry ``model_id`` names, as priced at ``when`` (``ModelSpec.at``), or None."""
+        spec = self.resolve(model_id)
+        return None if spec is None else spec.at(when)
 
     def resolution(self, model_id: str) -> Resolution | None:
         """The entry ``model_id`` resolves to and the id to forward upstream, or None."""
@@ -211,3 +235,28 @@ class Catalog(Mapping[str, ModelSpec]):
             path.append(current)
             current = self._models[current].downgrade_to
         return None
+
+
+class CatalogTimeline:
+    """The catalogs of successive policy versions, each in force from the time it was adopted: a
+    call is priced by the one in force when it was admitted (the first for calls before any).
+    Catalogs are built on first use, since a ledger may keep many versions and a file uses few."""
+
+    def __init__(self, versions: Sequence[tuple[datetime, Callable[[], Catalog]]]) -> None:
+        if not versions:
+            raise ValueError("a catalog timeline needs at least one catalog")
+        self._since = [since for since, _ in versions]
+        self._load = [load for _, load in versions]
+        self._built: dict[int, Catalog] = {}
+
+    def catalog_at(self, when: datetime) -> Catalog:
+        """The catalog in force at ``when``."""
+        index = max(bisect_right(self._since, when) - 1, 0)
+        built = self._built.get(index)
+        if built is None:
+            built = self._built[index] = self._load[index]()
+        return built
+
+    def resolve_at(self, model_id: str, when: datetime) -> ModelSpec | None:
+        """The entry ``model_id`` names in the catalog in force at ``when``, as priced then."""
+        return self.catalog_at(when).resolve_at(model_id, when)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -111,6 +112,7 @@ class Department:
     per_user: Rules = Rules()
     cost_center: str = ""
     gl_account: str = ""
+    effective_from: date | None = None  # the UTC day its name and codes took effect, when back-dated
 
     @property
     def teams_with_rules(self) -> tuple[str, ...]:

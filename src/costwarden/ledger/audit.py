@@ -62,6 +62,12 @@ def latest_policy(conn: Connection) -> PolicyVersion | None:
     return _latest_policy(conn)
 
 
+def list_policies(conn: Connection) -> list[PolicyVersion]:
+    """Every stored policy version, oldest first."""
+    rows = conn.execute(select(policy_versions).order_by(policy_versions.c.id)).mappings()
+    return [PolicyVersion(row["id"], row["loaded_at"], row["sha256"], row["yaml"]) for row in rows]
+
+
 def _latest_policy(conn: Connection) -> PolicyVersion | None:
     row = conn.execute(select(policy_versions).order_by(policy_versions.c.id.desc()).limit(1)).mappings().first()
     return None if row is None else PolicyVersion(row["id"], row["loaded_at"], row["sha256"], row["yaml"])

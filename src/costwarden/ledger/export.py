@@ -13,16 +13,14 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from costwarden.core.catalog import Catalog
 from costwarden.core.csvsafe import safe_cell
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus
-from costwarden.core.money import Price, format_usd, usd_to_nanos
-from costwarden.core.pricing import service_tier_of
+from costwarden.core.money import format_usd, usd_to_nanos
 from costwarden.ledger.ledger import Ledger
 
 FORMATS = ("jsonl", "csv")
@@ -186,32 +184,9 @@ def _time(text: str) -> datetime:
     return value
 
 
-# -- import: checked, re-priced, counted ----------------------------------------------------------
+# -- import: counted (records are checked and re-priced by ``import_rows``) ------------------------
 
 BATCH = 1000  # events written per batch
-ROUNDING_NANOS = 1  # a call's cost is rounded up once to the nano-dollar
-
-
-@dataclass(frozen=True, slots=True)
-class ImportProblem:
-    """A record refused by ``ledger import``, with its line in the file."""
-
-    line: int
-    record_id: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line} ({self.record_id or 'no id'}): {self.reason}"
-
-
-class ImportRefused(ValueError):
-    """The file has records that cannot be imported; nothing was written."""
-
-    def __init__(self, problems: list[ImportProblem]) -> None:
-        self.problems = problems
-        shown = "\n  ".join(map(str, problems[:50]))
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{len(problems)} record(s) refused, nothing imported:\n  {shown}{more}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,88 +206,6 @@ class ImportResult:
     @property
     def rejections_present(self) -> int:
         return self.rejections_read - self.rejections_new
-
-
-def checked_records(lines: Iterable[str], catalog: Catalog) -> tuple[list[UsageEvent | Rejection], int]:
-    """Every record of a JSON Lines export, events re-priced from ``catalog``; returns the records and
-    how many were re-priced. Raises ImportRefused listing every bad record with its line number."""
-    records: list[UsageEvent | Rejection] = []
-    problems: list[ImportProblem] = []
-    repriced = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        obj: Any = None
-        try:
-            obj = json.loads(line)
-            record = parse_record(obj)
-        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-            ident = obj.get("id", "") if isinstance(obj, dict) else ""
-            problems.append(ImportProblem(number, str(ident), f"unreadable: {exc}"))
-            continue
-        if isinstance(record, Rejection):
-            records.append(record)
-            continue
-        priced, reason = reprice(record, obj, catalog)
-        if reason is not None:
-            problems.append(ImportProblem(number, record.id, reason))
-            continue
-        assert priced is not None
-        repriced += priced is not record
-        records.append(priced)
-    if problems:
-        raise ImportRefused(problems)
-    return records, repriced
-
-
-def reprice(event: UsageEvent, obj: Mapping[str, Any], catalog: Catalog) -> tuple[UsageEvent | None, str | None]:
-    """The event at the catalog's price of its served model, or the reason it is refused: a negative
-    amount, cached tokens above input tokens, an unknown model, or a cost that is not its tokens
-    times its own stated prices (or the catalog's, when it states none)."""
-    amounts = {"input_tokens": event.input_tokens, "cached_input_tokens": event.cached_input_tokens,
-               "output_tokens": event.output_tokens, "cost": event.cost_nanos, "estimate": event.estimate_nanos}
-    negative = [name for name, value in amounts.items() if value < 0]
-    if negative:
-        return None, f"negative {', '.join(negative)}"
-    if event.cached_input_tokens > event.input_tokens:
-        return None, (f"inconsistent: {event.cached_input_tokens} cached input tokens but only "
-                      f"{event.input_tokens} input tokens")
-    if obj.get("cost_nanos") is not None and obj.get("cost_usd") is not None \
-            and usd_to_nanos(str(obj["cost_usd"])) != int(obj["cost_nanos"]):
-        return None, f"inconsistent: cost_usd {obj['cost_usd']} is not cost_nanos {obj['cost_nanos']}"
-    spec = catalog.resolve(event.model_served)
-    if spec is None:
-        return None, f"unknown model {event.model_served!r}: not in the catalog in force"
-    if event.billed_beyond_totals:  # cache writes, reasoning, tiers, tools: only the catalog prices them all
-        stated = None
-        expected = spec.charge(event.by_type(), service_tier_of(event.service_tier), event.tool_calls).nanos
-    else:
-        stated = _stated_cost(event) if event.price_version else None
-        expected = spec.cost(event.input_tokens, event.output_tokens, event.cached_input_tokens)
-    check = expected if stated is None else stated
-    if abs(event.cost_nanos - check) > ROUNDING_NANOS:
-        at = f"at its prices {event.price_version}" if stated is not None else f"at {spec.price_version}"
-        return None, (f"inconsistent: cost {format_usd(event.cost_nanos)} USD is not its tokens' price "
-                      f"{format_usd(check)} USD {at}")
-    if event.cost_nanos == expected and event.price_version == spec.price_version:
-        return event, None
-    return replace(event, cost_nanos=expected, price_version=spec.price_version), None
-
-
-def _stated_cost(event: UsageEvent) -> int | None:
-    """The event's tokens at the prices its own label states, or None when the label is not prices."""
-    prices = event.price_version.split("@", 1)[0].split("/")
-    if len(prices) != 3:
-        return None
-    try:
-        input_price, output_price = Price(prices[0]), Price(prices[2])
-        cached_price = input_price if prices[1] == "-" else Price(prices[1])
-    except (ValueError, ArithmeticError):
-        return None
-    uncached = event.input_tokens - event.cached_input_tokens
-    picos = (uncached * input_price.picos_per_token + event.cached_input_tokens * cached_price.picos_per_token
-             + event.output_tokens * output_price.picos_per_token)
-    return -((-picos) // 1000)
 
 
 async def import_records(ledger: Ledger, records: list[UsageEvent | Rejection], repriced: int,

@@ -26,8 +26,9 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlche
 
 from costwarden.core.audit import AuditEntry
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
+from costwarden.core.metadata import MetadataVersion
 from costwarden.errors import StorageError
-from costwarden.ledger import audit, audit_log, closings, credentials, queries
+from costwarden.ledger import audit, audit_log, closings, credentials, department_metadata, queries
 from costwarden.ledger.audit import AlertRecord, PolicyVersion
 from costwarden.ledger.credentials import KeyRecord, TokenRecord
 from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url, storage_error
@@ -439,9 +440,23 @@ class Ledger:
         version = await self.latest_policy_version()
         return None if version is None else version.yaml
 
+    async def policy_versions(self) -> list[PolicyVersion]:
+        """Every policy stored, oldest first, with the time each was loaded."""
+        return await self._read(audit.list_policies)
+
     async def latest_policy_version(self) -> PolicyVersion | None:
         """The policy most recently stored, with its id, time and hash."""
         return await self._read(audit.latest_policy)
+
+    async def record_department_metadata(self, versions: Sequence[MetadataVersion],
+                                         now: datetime | None = None) -> None:
+        """Keep departments' names and codes by the day they took effect (the same version again is a no-op)."""
+        at = _now(now)
+        await self._write(lambda conn: department_metadata.record(conn, versions, at))
+
+    async def department_metadata(self) -> list[MetadataVersion]:
+        """Every recorded version of departments' names and codes."""
+        return await self._read(department_metadata.history)
 
     async def record_alert(self, alert: AlertRecord) -> bool:
         """Record an alert; False (and nothing written) if its dedupe key was recorded before."""

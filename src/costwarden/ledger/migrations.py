@@ -29,6 +29,7 @@ from costwarden.ledger.schema import (
     admin_tokens,
     api_keys,
     audit_log,
+    department_metadata,
     inflight,
     metadata,
     schema_migrations,
@@ -105,6 +106,10 @@ def _customers(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _department_metadata(conn: Connection) -> None:
+    department_metadata.create(conn, checkfirst=True)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema", _initial_schema),
     Step(2, "frozen chargeback statements", _frozen_statements),
@@ -112,6 +117,7 @@ STEPS: tuple[Step, ...] = (
     Step(4, "audit log", _audit_log),
     Step(5, "statement closings and restatements", _statement_closings),
     Step(6, "customers and plans", _customers),
+    Step(8, "effective-dated department metadata", _department_metadata),
 )
 
 

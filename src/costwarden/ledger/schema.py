@@ -290,6 +290,19 @@ audit_log = Table(
     Index("ix_audit_log_department_at", "department", "at"),
 )
 
+# Department names and codes by the UTC day they took effect (migration 8): written when a policy
+# that changes them is adopted, so that reports book each day under the codes in force that day.
+department_metadata = Table(
+    "department_metadata",
+    metadata,
+    Column("department", String, primary_key=True),
+    Column("effective_from", String(10), primary_key=True),  # YYYY-MM-DD, a UTC day
+    Column("name", String, nullable=False),
+    Column("cost_center", String, nullable=False),
+    Column("gl_account", String, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)
+
 # The tables the application owns, in creation order (schema_migrations is the runner's own).
 APP_TABLES = (
     usage_events,
@@ -303,4 +316,5 @@ APP_TABLES = (
     statements,
     audit_log,
     statement_history,
+    department_metadata,
 )

@@ -7,6 +7,7 @@ are validated entry by entry, so a mistake in one department does not hide those
 from __future__ import annotations
 
 import os
+from datetime import date
 from typing import Any
 
 from costwarden.core.catalog import Catalog
@@ -195,6 +196,7 @@ def _department(department_id: str, value: object, catalog: Catalog, unavailable
         per_user=_rules(spec.per_user) if spec.per_user else Rules(),
         cost_center=spec.cost_center,
         gl_account=spec.gl_account,
+        effective_from=date.fromisoformat(spec.effective_from) if spec.effective_from else None,
     )
 
 

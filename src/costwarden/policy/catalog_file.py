@@ -12,18 +12,20 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib.resources import files
+from itertools import pairwise
 from typing import Any
 
 from pydantic import model_validator
 
-from costwarden.core.catalog import Catalog, ModelSpec
+from costwarden.core.catalog import Catalog, ModelSpec, PriceEra
 from costwarden.core.money import Price
 from costwarden.core.pricing import Prices, ServerTool, ServiceTier, TierPrices, ToolFee
 from costwarden.errors import PolicyError
 from costwarden.policy.checks import check_downgrades
-from costwarden.policy.fields import PositiveAmount, PositiveWhole, PriceValue, Text
+from costwarden.policy.fields import IsoDate, PositiveAmount, PositiveWhole, PriceValue, Text
 from costwarden.policy.problems import FieldProblem, Path, Problems, describe
 from costwarden.policy.schema import ModelEntrySpec, Spec
 from costwarden.policy.yamlnodes import UnreadableFile, YamlSyntaxError, parse_yaml, read_text
@@ -36,7 +38,7 @@ CACHE_WRITES = ("cache_write_5m", "cache_write_1h")
 PRICE_FIELDS = ("input", "cached_input", "output", *CACHE_WRITES, "audio", "image", "long_context",
                 "service_tiers", "tool_calls")
 NULLABLE = ("cached_input", "downgrade_to", "source", "as_of", *CACHE_WRITES, "audio", "image", "long_context",
-            "service_tiers", "tool_calls", "snapshots", "aliases")
+            "service_tiers", "tool_calls", "snapshots", "aliases", "price_history")
 NAME_LISTS = ("snapshots", "aliases")
 # Prompt-cache writes as multiples of the input price, where a provider bills them and an entry
 # lists none (Anthropic: 1.25x for a 5-minute write, 2x for a 1-hour write).
@@ -77,6 +79,16 @@ class ServiceTierSpec(PricesSpec):
         return self
 
 
+class PriceEraSpec(PricesSpec):
+    """``{until: 2024-10-02, input: 5.00, output: 15.00}``: the standard prices an entry had before
+    ``until`` (a UTC day); long-context and service-tier prices follow from them as from the entry's."""
+
+    until: IsoDate
+    input: PriceValue
+    output: PriceValue
+    as_of: IsoDate | None = None
+
+
 class CatalogEntrySpec(ModelEntrySpec):
     """A catalog entry with every billing dimension of SPEC section 9."""
 
@@ -89,12 +101,16 @@ class CatalogEntrySpec(ModelEntrySpec):
     tool_calls: dict[ServerTool, PriceValue] | None = None  # USD per 1,000 calls
     snapshots: list[Text] | None = None
     aliases: list[Text] | None = None
+    price_history: list[PriceEraSpec] | None = None  # earlier prices, oldest first
 
     @model_validator(mode="after")
     def _tiers_other_than_standard(self) -> CatalogEntrySpec:
         if self.service_tiers and ServiceTier.STANDARD in self.service_tiers:
             raise FieldProblem("service_tiers", "standard prices are the entry's own input, output...; "
                                "list flex, priority or batch here")
+        untils = [era.until for era in self.price_history or ()]
+        if any(later <= earlier for earlier, later in pairwise(untils)):
+            raise FieldProblem("price_history", "list earlier prices oldest first, each until after the one before")
         return self
 
 
@@ -235,6 +251,9 @@ def _merge(merged: dict[str, CatalogEntrySpec], bundled: Mapping[str, CatalogEnt
         if repriced and not {"source", "as_of"} & given.keys():
             # New prices without their own provenance must not carry the bundled page's date.
             given.update(source=None, as_of=None)
+        if repriced and "price_history" not in given:
+            # The policy's (negotiated) prices replace the list prices of every era, not only today's.
+            given["price_history"] = None
         if "input" in given and given["input"] != base.input:
             # Cache writes are billed as multiples of the input price: a new input price moves them.
             given.update({name: None for name in CACHE_WRITES if name not in given})
@@ -303,8 +322,17 @@ def to_model_spec(model_id: str, entry: CatalogEntrySpec) -> ModelSpec:
         tool_fees=tuple(ToolFee(tool, fee) for tool, fee in sorted((entry.tool_calls or {}).items())),
         snapshots=tuple(entry.snapshots or ()),
         aliases=tuple(entry.aliases or ()),
+        history=tuple(_era(model_id, entry, era) for era in entry.price_history or ()),
         **sizes,
     )
+
+
+def _era(model_id: str, entry: CatalogEntrySpec, era: PriceEraSpec) -> PriceEra:
+    """The entry as priced before ``era.until``: its prices replaced by the era's."""
+    prices = {name: getattr(era, name) for name in PricesSpec.model_fields}
+    earlier = entry.model_copy(update={**prices, "as_of": era.as_of, "price_history": None})
+    until = datetime.combine(date.fromisoformat(era.until), datetime.min.time(), UTC)
+    return PriceEra(until, to_model_spec(model_id, earlier))
 
 
 def _price(value: Decimal | None) -> Price | None:

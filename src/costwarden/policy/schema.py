@@ -125,6 +125,7 @@ class DepartmentSpec(RulesSpec):
     per_user: RulesSpec | None = None
     cost_center: Code = ""
     gl_account: Code = ""
+    effective_from: IsoDate | None = None  # the UTC day name and codes took effect (back-dated changes)
 
 
 class ModelEntrySpec(Spec):

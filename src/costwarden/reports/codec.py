@@ -12,6 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from costwarden.core.metadata import MetadataVersion
 from costwarden.reports.reconcile import Boundary, ProviderInvoice, Side
 from costwarden.reports.shared import SharedCosts, SharedItem
 from costwarden.reports.statement import Counts, DepartmentInfo, Line, ModelUsage, Statement, UsageRow
@@ -21,7 +22,7 @@ FORMAT = 1
 
 def dumps(statement: Statement) -> str:
     """The JSON text of a statement (compact, keys sorted)."""
-    body = {
+    body: dict[str, Any] = {
         "format": FORMAT, "period": statement.period, "timezone": statement.timezone,
         "start": statement.start.isoformat(), "end": statement.end.isoformat(),
         "generated_at": statement.generated_at.isoformat(),
@@ -36,6 +37,9 @@ def dumps(statement: Statement) -> str:
         "corrections": [_usage(row) for row in statement.corrections],
         "invoices": [_invoice(invoice) for invoice in statement.invoices],
     }
+    if statement.metadata:  # absent when there is none, so that such statements are stored as before
+        body["metadata"] = [[v.department, v.effective_from.isoformat(), v.name, v.cost_center, v.gl_account]
+                            for v in statement.metadata]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -59,6 +63,8 @@ def loads(text: str) -> Statement:
             usage=tuple(_read_usage(row) for row in body["usage"]),
             corrections=tuple(_read_usage(row) for row in body["corrections"]),
             invoices=tuple(_read_invoice(item) for item in body.get("invoices", [])),
+            metadata=tuple(MetadataVersion(department, date.fromisoformat(day), name, cost_center, gl_account)
+                           for department, day, name, cost_center, gl_account in body.get("metadata", [])),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed stored statement: {exc!r}") from exc

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from costwarden.core.catalog import Catalog
+from costwarden.core.metadata import MetadataVersion, changes, merged, relevant
 from costwarden.core.periods import month_bounds
 from costwarden.core.policy import Policy
 from costwarden.errors import InvalidRequest
@@ -23,6 +24,7 @@ from costwarden.ledger import Ledger
 from costwarden.ledger.closings import Closing
 from costwarden.reports import codec
 from costwarden.reports.chargeback import compute_statement, department_infos
+from costwarden.reports.codes import info_on
 from costwarden.reports.reconcile import provider_invoices
 from costwarden.reports.shared import SharedCosts
 from costwarden.reports.statement import Counts, Statement, UsageKey, UsageRow
@@ -107,10 +109,21 @@ async def live_statement(ledger: Ledger, policy: Policy, period: str, shared: Sh
     refused = await ledger.rejection_totals(start, end, group_by=("department",))
     rejections = {str(row.groups["department"]): row.requests for row in refused if row.groups["department"]}
     per_provider = await provider_invoices(ledger, period, policy.timezone, invoices) if invoices else ()
-    statement = compute_statement(period, policy.timezone_name, start, end, department_infos(policy), usage,
+    last_day = (end - timedelta(microseconds=1)).astimezone(UTC).date()
+    first_day = min([start.astimezone(UTC).date(), *(row.day for row in corrections)])
+    versions = relevant(await metadata_history(ledger, policy, now), first_day, last_day)
+    infos = [info_on(info, versions, last_day) for info in department_infos(policy)]
+    statement = compute_statement(period, policy.timezone_name, start, end, infos, usage,
                                   rejections, shared, now, corrections, invoice_nanos, per_provider)
     # A period closed without a stored statement (through the ledger alone) is computed live, as closed.
-    return replace(statement, closed_at=closed.get(period))
+    return replace(statement, closed_at=closed.get(period), metadata=versions)
+
+
+async def metadata_history(ledger: Ledger, policy: Policy, now: datetime) -> list[MetadataVersion]:
+    """The departments' recorded names and codes, with the changes ``policy`` makes to them as if it
+    were adopted ``now`` (a policy file given to a report, not yet adopted by a server)."""
+    history = await ledger.department_metadata()
+    return merged(history, changes(history, policy, now.astimezone(UTC).date()))
 
 
 async def pending_corrections(ledger: Ledger, period: str, closed: Mapping[str, datetime],
@@ -199,6 +212,7 @@ __all__ = [
     "close",
     "frozen_statement",
     "live_statement",
+    "metadata_history",
     "next_period",
     "pending_corrections",
     "period_bounds",

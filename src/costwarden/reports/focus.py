@@ -3,7 +3,9 @@
 One row per UTC day, department, team, user, project tag, model and token type (``input`` is
 uncached input, ``cached_input``, ``output``), then one ``Adjustment`` row per department for its
 allocated shared costs and one for its allocated invoice variance, so that the rows add up to the
-statement's total. The billing period of a row is the providers' invoice month, in UTC
+statement's total. Department columns (name, cost center, GL account) are those in force on the
+row's day; adjustment rows are split between a department's codes by usage (``reports.codes``).
+The billing period of a row is the providers' invoice month, in UTC
 (``InvoiceId`` names the provider and that month); charge periods are clipped to the statement's
 period. Decimal columns always carry a decimal point (``800000.0``), so that no reader types them
 as integers.
@@ -33,6 +35,7 @@ from costwarden.core.money import Price
 from costwarden.core.periods import month_bounds
 from costwarden.core.policy import UNATTRIBUTED
 from costwarden.policy import bundled_catalog
+from costwarden.reports.codes import CodeBook, split
 from costwarden.reports.statement import DepartmentInfo, Statement, UsageRow
 
 INPUT, CACHED_INPUT, OUTPUT = "input", "cached_input", "output"
@@ -47,16 +50,23 @@ MANDATORY = (
     "ChargePeriodStart", "ContractedCost", "EffectiveCost", "InvoiceIssuerName", "ListCost",
     "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "ServiceCategory", "ServiceName",
 )
-OPTIONAL = ("ChargeFrequency", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice", "InvoiceId", "ListUnitPrice",
-            "PricingCategory", "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId",
-            "SubAccountId", "SubAccountName", "SubAccountType", "Tags")
+# The PricingCurrency* columns repeat the USD prices (pricing and billing currency are one): the
+# validator requires them of a provider with a public price list. CommitmentDiscountStatus is
+# always empty (no commitment discounts), present because nullability rules of ConsumedQuantity
+# are conditioned on it.
+OPTIONAL = ("ChargeFrequency", "CommitmentDiscountStatus", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice",
+            "InvoiceId", "ListUnitPrice", "PricingCategory", "PricingCurrency", "PricingCurrencyContractedUnitPrice",
+            "PricingCurrencyEffectiveCost", "PricingCurrencyListUnitPrice", "ServiceSubcategory", "SkuId", "SkuMeter",
+            "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName", "SubAccountType", "Tags")
 EXTENSIONS = ("x_DepartmentId", "x_DepartmentName", "x_CostCenter", "x_GlAccount", "x_Model", "x_Tier", "x_TokenType",
               "x_PriceVersion")
 COLUMNS = (*MANDATORY, *OPTIONAL, *EXTENSIONS)
 
 # Plain numbers in these stay numbers; any other cell a spreadsheet would run as a formula is quoted.
 _NUMERIC = frozenset({"BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "ListUnitPrice",
-                      "ContractedUnitPrice", "ConsumedQuantity", "PricingQuantity"})
+                      "ContractedUnitPrice", "ConsumedQuantity", "PricingQuantity",
+                      "PricingCurrencyContractedUnitPrice", "PricingCurrencyEffectiveCost",
+                      "PricingCurrencyListUnitPrice"})
 _PROVIDERS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google"}
 _LABELS = {INPUT: "input", CACHED_INPUT: "cached input", WRITE_5M: "5-minute cache write",
            WRITE_1H: "1-hour cache write", AUDIO: "audio input", OUTPUT: "output", REASONING: "reasoning"}
@@ -138,18 +148,21 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
     ``list_prices`` gives a model's public list prices (ListCost); without it, or for a model it
     does not know, the prices charged are the list."""
     departments = {line.department.id: line.department for line in statement.lines}
+    codes = CodeBook(statement)
     zone = ZoneInfo(statement.timezone)
     common = {
         "BillingAccountId": account_id, "BillingAccountName": account_name, "BillingCurrency": "USD",
         "ConsumedUnit": "Tokens", "PricingCategory": "Standard", "PricingUnit": PRICING_UNIT,
         "ChargeFrequency": "Usage-Based", "ServiceCategory": "AI and Machine Learning",
-        "ServiceSubcategory": "Generative AI", "SubAccountType": "Department",
+        "ServiceSubcategory": "Generative AI", "SubAccountType": "Department", "PricingCurrency": "USD",
+        "CommitmentDiscountStatus": "",
     }
     for usage in (*statement.usage, *statement.corrections):
         bounds = (statement.start, statement.end) if usage.corrects is None else month_bounds(usage.corrects, zone)
         start = max(datetime.combine(usage.day, time(), UTC), bounds[0])
         end = min(datetime.combine(usage.day + timedelta(days=1), time(), UTC), bounds[1])
-        department = departments.get(usage.department) or DepartmentInfo(usage.department, usage.department)
+        department = codes.on(departments.get(usage.department) or DepartmentInfo(usage.department, usage.department),
+                              usage.day)
         provider = _PROVIDERS.get(usage.provider, usage.provider)
         listed_prices = list_prices(usage.model) if list_prices is not None else None
         billing_start, billing_end = _utc_month(start)
@@ -163,11 +176,14 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
             listed = contracted if list_price is None else _decimal(Decimal(charge.tokens * list_price.picos_per_token)
                                                                     .scaleb(-12))
             description = f"{usage.model} {_LABELS[charge.token_type]} tokens, {usage.department}"
+            list_unit = "" if list_price is None else _decimal(list_price.usd_per_million)
+            contracted_unit = "" if charge.price is None else _decimal(charge.price.usd_per_million)
             yield {
                 **common,
                 "BilledCost": billed, "EffectiveCost": billed, "ListCost": listed, "ContractedCost": contracted,
-                "ListUnitPrice": "" if list_price is None else _decimal(list_price.usd_per_million),
-                "ContractedUnitPrice": "" if charge.price is None else _decimal(charge.price.usd_per_million),
+                "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
+                "PricingCurrencyListUnitPrice": list_unit, "PricingCurrencyContractedUnitPrice": contracted_unit,
+                "PricingCurrencyEffectiveCost": billed,
                 "ChargeCategory": "Usage", "ChargeClass": "" if usage.corrects is None else "Correction",
                 "ChargeDescription": description if usage.corrects is None
                 else f"{description} (correction of {usage.corrects})",
@@ -186,7 +202,7 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
                 "x_Model": usage.model, "x_Tier": "" if usage.tier is None else str(usage.tier),
                 "x_TokenType": charge.token_type, "x_PriceVersion": usage.price_version,
             }
-    yield from _adjustment_rows(statement, common)
+    yield from _adjustment_rows(statement, common, codes)
 
 
 def _department_columns(department: DepartmentInfo, usage: UsageRow | None) -> dict[str, str]:
@@ -199,12 +215,13 @@ def _department_columns(department: DepartmentInfo, usage: UsageRow | None) -> d
             "x_CostCenter": department.cost_center, "x_GlAccount": department.gl_account}
 
 
-def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[dict[str, str]]:
+def _adjustment_rows(statement: Statement, common: dict[str, str], codes: CodeBook) -> Iterator[dict[str, str]]:
     """The allocated shared costs and invoice variance of each line: not usage, so no SKU or quantity."""
     billing_start, billing_end = _utc_month(statement.start + (statement.end - statement.start) / 2)
     adjustment = {
         **common, "ConsumedUnit": "", "PricingUnit": "", "PricingCategory": "", "ChargeFrequency": "Monthly",
-        "ListUnitPrice": "", "ContractedUnitPrice": "", "ChargeCategory": "Adjustment", "ChargeClass": "",
+        "ListUnitPrice": "", "ContractedUnitPrice": "", "PricingCurrencyListUnitPrice": "",
+        "PricingCurrencyContractedUnitPrice": "", "ChargeCategory": "Adjustment", "ChargeClass": "",
         "BillingPeriodStart": _instant(billing_start), "BillingPeriodEnd": _instant(billing_end),
         "ChargePeriodStart": _instant(statement.start), "ChargePeriodEnd": _instant(statement.end),
         "ConsumedQuantity": "", "PricingQuantity": "", "InvoiceId": f"{ACCOUNT_ID}-{statement.period}",
@@ -215,21 +232,25 @@ def _adjustment_rows(statement: Statement, common: dict[str, str]) -> Iterator[d
     if unattributed:  # its usage rows above are shared costs: moved out here, allocated below
         amount = _decimal_usd(-unattributed)
         yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
-               "ContractedCost": amount, "ProviderName": ACCOUNT_NAME, "PublisherName": ACCOUNT_NAME,
+               "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": ACCOUNT_NAME,
+               "PublisherName": ACCOUNT_NAME,
                "InvoiceIssuerName": ACCOUNT_NAME,
                "ChargeDescription": f"Unattributed usage moved to shared costs, {statement.period}",
                **_department_columns(DepartmentInfo(UNATTRIBUTED, UNATTRIBUTED), None)}
     for line in statement.lines:
-        for cents, what, issuer in ((line.shared_cents, f"Shared costs allocated ({statement.method_applied})",
+        parts = codes.parts(line)  # under each version of its codes, for its part of the usage
+        for total, what, issuer in ((line.shared_cents, f"Shared costs allocated ({statement.method_applied})",
                                      ACCOUNT_NAME),
                                     (line.variance_cents, "Invoice variance allocated", _variance_issuer(statement))):
-            if cents == 0:
-                continue
-            amount = _decimal(Decimal(cents).scaleb(-2))
-            yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
-                   "ContractedCost": amount, "ProviderName": issuer, "PublisherName": issuer,
-                   "InvoiceIssuerName": issuer, "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
-                   **_department_columns(line.department, None)}
+            for department, cents in split(total, parts):
+                if cents == 0:
+                    continue
+                amount = _decimal(Decimal(cents).scaleb(-2))
+                yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
+                       "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": issuer,
+                       "PublisherName": issuer, "InvoiceIssuerName": issuer,
+                       "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
+                       **_department_columns(department, None)}
 
 
 def _variance_issuer(statement: Statement) -> str:

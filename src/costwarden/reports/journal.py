@@ -1,7 +1,8 @@
 """A statement as a general-ledger journal entry: one debit per cost center and GL account (the
 departments' totals, shared costs and variance included), one credit to the AI clearing account
 for the sum, so that the entry balances to the cent. Departments without a cost center are
-debited as ``UNASSIGNED``, to be fixed in the policy rather than hidden."""
+debited as ``UNASSIGNED``, to be fixed in the policy rather than hidden. A department whose codes
+changed during the period is debited under each for its part (``reports.codes``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from costwarden.reports.allocation import cents_to_text
+from costwarden.reports.codes import CodeBook, split
 from costwarden.reports.statement import Statement
 from costwarden.reports.tabular import Cell, Report
 
@@ -22,11 +24,13 @@ def journal(statement: Statement, clearing_account: str = CLEARING_ACCOUNT) -> R
     """The journal entry of a statement, dated the last local day of its period."""
     debits: dict[tuple[str, str], list[str]] = defaultdict(list)
     amounts: dict[tuple[str, str], int] = defaultdict(int)
+    codes = CodeBook(statement)
     for line in statement.lines:
-        key = (line.department.gl_account or UNASSIGNED, line.department.cost_center or UNASSIGNED)
-        amounts[key] += line.total_cents
         label = line.department.id if line.corrects is None else f"{line.department.id} (correction {line.corrects})"
-        debits[key].append(label)
+        for department, cents in split(line.total_cents, codes.parts(line)):
+            key = (department.gl_account or UNASSIGNED, department.cost_center or UNASSIGNED)
+            amounts[key] += cents
+            debits[key].append(label)
     entry = f"AI-{statement.period}"
     day = (statement.end - timedelta(microseconds=1)).astimezone(ZoneInfo(statement.timezone)).date().isoformat()
     rows: list[dict[str, Cell]] = []

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from costwarden.core.metadata import MetadataVersion
 from costwarden.reports.reconcile import ProviderInvoice
 from costwarden.reports.shared import SharedCosts
 
@@ -149,6 +150,8 @@ class Statement:
     ``usage`` holds every ledger group of the period (unattributed calls included) and
     ``corrections`` the late usage of closed periods posted here: the FOCUS export is made of them,
     and a later statement compares them with the ledger to find usage that arrived after the close.
+    ``metadata`` holds the versions of the departments' names and codes in force on the days of
+    that usage (lines show those of the period's last day); empty, each line's own apply throughout.
     """
 
     period: str
@@ -165,6 +168,7 @@ class Statement:
     invoice_nanos: int | None = None
     closed_at: datetime | None = None
     invoices: tuple[ProviderInvoice, ...] = ()  # per provider, against the UTC month (invoice_nanos is their sum)
+    metadata: tuple[MetadataVersion, ...] = ()  # departments' names and codes by the day they took effect
 
     @property
     def usage_counts(self) -> Counts:
