@@ -25,7 +25,7 @@ from costwarden.core.periods import month_bounds
 from costwarden.ledger import Ledger
 from costwarden.policy import parse_policy
 from costwarden.reports.budget_forecast import budget_forecasts
-from costwarden.reports.forecast import ForecastState
+from costwarden.core.forecasting import ForecastState
 
 T = TypeVar("T")
 runner = CliRunner()
