@@ -198,7 +198,7 @@ class Policy:
     source: str = ""
     plans: Mapping[str, Plan] = field(default_factory=dict)
     customers: Mapping[str, Customer] = field(default_factory=dict)
-    alerts: AlertRules = AlertRules()  # the watched alerts: forecast, anomaly, loop
+    alerts: AlertRules = field(default_factory=AlertRules)  # the watched alerts: forecast, anomaly, loop
 
     @property
     def timezone_name(self) -> str:
