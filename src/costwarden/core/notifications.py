@@ -132,12 +132,13 @@ def forecast_notification(check: BudgetCheck, projection: Projection, tz: ZoneIn
 
 @dataclass(frozen=True, slots=True)
 class Behaviour:
-    """What a key or department did that an anomaly or loop alert tells of, over [start, end)."""
+    """What a key or department did that an anomaly or loop alert tells of."""
 
     scope: str  # key:DEPT/ID or dept:DEPT
     department: str
     key_id: str | None
-    start: datetime
+    window_s: int  # how long the rule looked
+    start: datetime  # the alert's period (it is raised once in it)
     end: datetime
     breaker_until: datetime | None = None  # the key's breaker is open until then
 
@@ -154,7 +155,7 @@ def anomaly_notification(seen: Behaviour, spent: int, usual: int, baseline_s: in
     """'Key k-1 of ENGINEERING spent $42.10 in the last 15 min, 84 times the $0.50 it spends in
     15 min on average over the previous 7 d; its breaker is open ... Check for a job or agent left
     running.' ``usual``: the baseline's spend scaled to the window."""
-    window = describe_seconds(int((seen.end - seen.start).total_seconds()))
+    window = describe_seconds(seen.window_s)
     baseline = describe_seconds(baseline_s)
     times = (f"{spent // usual:,} times the {format_dollars(usual)} it spends in {window} on average over the "
              f"previous {baseline}" if usual > 0 else f"and nothing in the previous {baseline}")
@@ -165,9 +166,8 @@ def anomaly_notification(seen: Behaviour, spent: int, usual: int, baseline_s: in
 
 def loop_notification(seen: Behaviour, repeats: int, tz: ZoneInfo) -> Notification:
     """'Key k-1 of ENGINEERING sent the same request 20 times in 60 s; its breaker is open ...'"""
-    window = int((seen.end - seen.start).total_seconds())
     text = (f"{_capital(seen.who())} sent the same request {repeats:,} times in "
-            f"{describe_seconds(window)}{seen.then(tz)}. Check the client for a retry or agent loop.")
+            f"{describe_seconds(seen.window_s)}{seen.then(tz)}. Check the client for a retry or agent loop.")
     return _behaviour(AlertKind.LOOP, seen, 0, 0, text)
 
 

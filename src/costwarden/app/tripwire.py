@@ -1,0 +1,112 @@
+"""Alerts about what a key or department does (SPEC §13 ``anomaly`` and ``loop``), raised once
+per scope and period across replicas, tripping the key's breaker when the rule says so.
+
+The period of such an alert is the rule's ``breaker_for``, in fixed UTC steps: a loop that goes
+on is told of again in the next period (and its breaker tripped again), never twice in one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import orjson
+
+from costwarden.app.ports import NotifyTargets
+from costwarden.core.notifications import AlertKind, Behaviour, Notification, loop_notification
+from costwarden.core.repeats import Repeats
+from costwarden.core.scopes import Caller
+from costwarden.core.watch import LoopRule, breaker_key
+from costwarden.engine.admission import Admission
+from costwarden.errors import StorageError
+
+log = logging.getLogger(__name__)
+_ASKS = ("messages", "input", "prompt", "system")  # what a request asks, besides its model
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """Behaviour a rule caught: of ``department`` (and ``key_id``, for a key) over ``window_s``."""
+
+    kind: AlertKind
+    department: str
+    key_id: str | None
+    window_s: int
+    period_s: int  # the rule's breaker_for: the alert's period, and how long a breaker stays open
+    trip: bool  # the rule trips the key's breaker
+
+    @property
+    def scope(self) -> str:
+        return f"key:{self.department}/{self.key_id}" if self.key_id else f"dept:{self.department}"
+
+
+class Tripwire:
+    """Raises behaviour alerts: claims each once per scope and period in the counter store (so
+    once across replicas), trips the key's breaker, and submits the notification."""
+
+    def __init__(self, admission: Admission, submit: Callable[[Notification, NotifyTargets], None]) -> None:
+        self.admission = admission
+        self.submit = submit
+
+    async def fire(self, sighting: Sighting, notify: NotifyTargets,
+                   note: Callable[[Behaviour], Notification]) -> bool:
+        """Raise ``sighting`` unless it was raised in this period; True when this call raised it."""
+        now = self.admission.clock()
+        bucket = int(now.timestamp()) // sighting.period_s
+        start = datetime.fromtimestamp(bucket * sighting.period_s, UTC)
+        end = start + timedelta(seconds=sighting.period_s)
+        if not await self.admission.first(f"alert|{sighting.kind}|{sighting.scope}|{bucket}", end):
+            return False
+        until = await self._trip(sighting, now) if sighting.trip and sighting.key_id else None
+        seen = Behaviour(sighting.scope, sighting.department, sighting.key_id, sighting.window_s, start, end, until)
+        self.submit(note(seen), notify)
+        return True
+
+    async def _trip(self, sighting: Sighting, now: datetime) -> datetime | None:
+        """Open the key's breaker for the rule's ``breaker_for``; None when the store cannot."""
+        assert sighting.key_id is not None
+        until = now + timedelta(seconds=sighting.period_s)
+        try:
+            await self.admission.store.set_flags([(breaker_key(sighting.department, sighting.key_id),
+                                                   until.timestamp())])
+        except StorageError as exc:
+            log.warning("could not trip the breaker of %s: %s", sighting.scope, exc)
+            return None
+        log.warning("%s: breaker open until %s (%s)", sighting.scope, until.isoformat(), sighting.kind)
+        return until
+
+
+class LoopWatch:
+    """The request-path part of ``loop``: one digest and one dict lookup per call; a loop found is
+    raised in a task of its own, so the call never waits for the store or the alert."""
+
+    def __init__(self, tripwire: Tripwire, repeats: Repeats | None = None) -> None:
+        self.tripwire = tripwire
+        self.repeats = repeats or Repeats()
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    def on_request(self, caller: Caller, payload: Mapping[str, object], rule: LoopRule | None,
+                   notify: NotifyTargets) -> None:
+        """Count one request of ``caller``'s key under ``rule`` (None: loops are not watched)."""
+        if rule is None or caller.key_id is None:
+            return
+        now = self.tripwire.admission.clock().timestamp()
+        if not self.repeats.seen(caller.key_id, digest(payload), now, rule.window_s, rule.repeats):
+            return
+        sighting = Sighting(AlertKind.LOOP, caller.department, caller.key_id, rule.window_s, rule.breaker_s,
+                            rule.trip_breaker)
+        note = partial(loop_notification, repeats=rule.repeats, tz=notify.timezone)
+        task = asyncio.create_task(self.tripwire.fire(sighting, notify, note))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def digest(payload: Mapping[str, object]) -> int:
+    """A digest of what a request asks (its model, messages, input, prompt, system): fields that
+    differ between identical asks (``user``, ``metadata``, ``stream``...) are left out. Python's
+    hash: this process only, which is all the counts are."""
+    return hash(orjson.dumps([payload.get("model"), *[payload.get(name) for name in _ASKS]]))
