@@ -150,5 +150,5 @@ def test_the_sentences_name_the_key_what_it_did_and_until_when() -> None:
     assert payload["budget"] == {"index": None, "period": "900s"}
     department = Behaviour("dept:ENGINEERING", "ENGINEERING", None, 900, start, start + timedelta(hours=1))
     text = anomaly_notification(department, USD("42.10"), USD("0.50"), 7 * 86400, ZoneInfo("UTC")).text
-    assert text == ("ENGINEERING spent $42.10 in the last 15 min, 84 times the $0.50 it spends in 15 min on "
-                    "average over the previous 7 d. Check for a job or agent left running.")
+    assert text == ("ENGINEERING spent $42.10 in the last 15 min, 84 times its average of $0.50 per 15 min over "
+                    "the previous 7 d. Check for a job or agent left running.")

@@ -29,6 +29,7 @@ class AlertKind(StrEnum):
 
 
 KINDS = tuple(AlertKind)
+CENT_NANOS = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +153,14 @@ class Behaviour:
 
 
 def anomaly_notification(seen: Behaviour, spent: int, usual: int, baseline_s: int, tz: ZoneInfo) -> Notification:
-    """'Key k-1 of ENGINEERING spent $42.10 in the last 15 min, 84 times the $0.50 it spends in
-    15 min on average over the previous 7 d; its breaker is open ... Check for a job or agent left
-    running.' ``usual``: the baseline's spend scaled to the window."""
+    """'Key k-1 of ENGINEERING spent $42.10 in the last 15 min, 84 times its average of $0.50 per
+    15 min over the previous 7 d; its breaker is open ... Check for a job or agent left running.'
+    ``usual``: the baseline's spend scaled to the window."""
     window = describe_seconds(seen.window_s)
     baseline = describe_seconds(baseline_s)
-    times = (f"{spent // usual:,} times the {format_dollars(usual)} it spends in {window} on average over the "
-             f"previous {baseline}" if usual > 0 else f"and nothing in the previous {baseline}")
+    average = format_dollars(usual) if usual >= CENT_NANOS else "less than $0.01"
+    times = (f"{spent // usual:,} times its average of {average} per {window} over the previous {baseline}"
+             if usual > 0 else f"and nothing in the previous {baseline}")
     text = (f"{_capital(seen.who())} spent {format_dollars(spent)} in the last {window}, {times}{seen.then(tz)}. "
             "Check for a job or agent left running.")
     return _behaviour(AlertKind.ANOMALY, seen, spent, usual, text)
