@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import random
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -23,11 +27,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from clock import FakeClock
+from costwarden.app.generation import Generation
+from costwarden.app.tripwire import Tripwire
+from costwarden.app.watch import AlertWatch
 from costwarden.core.catalog import Catalog
 from costwarden.core.events import UsageEvent
-from costwarden.core.money import usd_to_nanos
+from costwarden.core.forecasting import ForecastState
+from costwarden.core.money import format_dollars, usd_to_nanos
+from costwarden.core.notifications import Notification
+from costwarden.core.periods import month_bounds
+from costwarden.core.scopes import Planner
+from costwarden.counters import MemoryCounterStore
+from costwarden.engine.admission import Admission
+from costwarden.engine.status import budget_status
 from costwarden.ledger import AlertRecord, Ledger
 from costwarden.policy import parse_policy
+from costwarden.reports.budget_forecast import budget_forecasts, project_checks
 from gateway_fixtures import UPSTREAMS, Gateway, start_gateway
 from gateway_process import poll
 from servers import serving
@@ -280,3 +296,74 @@ def test_a_projected_overrun_alerts_once_per_budget_and_period_across_replicas(
     assert body["text"].startswith(f"HR is projected to spend ${days * 10:,}.00 of its ${int(limit):,}.00 monthly "
                                    f"budget by ")
     assert "mean per weekday and per weekend day" in body["text"]
+
+
+# -- one method for the report, budget status and the alert -------------------------------------
+
+NEW_YORK = ZoneInfo("America/New_York")
+OFFICE = """
+version: 1
+timezone: America/New_York
+departments:
+  ENGINEERING:
+    budgets: [{{limit: {limit}, period: monthly, action: reject}}]
+"""
+
+
+def office_month(catalog: Catalog) -> list[UsageEvent]:
+    """November 2026 in New York, office hours only: 9-17 on weekdays, $0.25 to $0.75 a call
+    (a fixed pseudo-random draw), 30 calls an hour; nothing at weekends."""
+    rng = random.Random(10)
+    events = []
+    for day in range(1, 31):
+        local = datetime(2026, 11, day, tzinfo=NEW_YORK)
+        if local.weekday() >= 5:
+            continue
+        for hour in range(9, 17):
+            for n in range(30):
+                at = (local + timedelta(hours=hour, minutes=2 * n)).astimezone(UTC)
+                events.append(spend(f"o-{day}-{hour}-{n}", "ENGINEERING", at,
+                                    f"0.{rng.randint(25, 75):02d}", catalog))
+    return events
+
+
+async def test_an_office_month_forecast_is_within_5_percent_by_day_10_in_the_report_status_and_alert(
+        tmp_path: Path) -> None:
+    catalog = parse_policy(OFFICE.format(limit=1)).catalog
+    events = office_month(catalog)
+    truth = sum(event.cost_nanos for event in events)
+    # a limit 3% under the true month end: the month overruns it, day 10 has spent a third of it
+    limit = truth * 97 // 100
+    policy = parse_policy(OFFICE.format(limit=f"{Decimal(limit) / 10**9}"))
+    clock = FakeClock(datetime(2026, 11, 10, 13, tzinfo=NEW_YORK).astimezone(UTC))
+    ledger = await Ledger.open(f"sqlite:///{tmp_path}/ledger.db")
+    try:
+        await ledger.record_many([event for event in events if event.admitted_at < clock.now])
+        store = MemoryCounterStore()
+        sent: list[Notification] = []
+        generation = Generation(Planner(policy), cast(Any, None), 1)
+        replicas = [AlertWatch(Admission(store, clock), ledger, lambda: generation,
+                               Tripwire(Admission(store, clock), lambda note, _: sent.append(note)))
+                    for _ in range(2)]
+        for watch in replicas * 2:  # two replicas sharing the store, two ticks each
+            await watch.tick()
+        start, end = month_bounds("2026-11", NEW_YORK)
+        [line] = [line for line in await budget_forecasts(ledger, policy, start, end, clock.now)
+                  if line.check.scope.id == "dept:ENGINEERING"]
+        statuses = await budget_status(policy, store.snapshot, clock.now, project=lambda checks: project_checks(
+            ledger, checks, policy.timezone, clock.now))
+    finally:
+        await ledger.close()
+    projected = line.projection.projected
+    assert line.projection.state == ForecastState.PROJECTED and projected is not None
+    assert abs(projected - truth) / truth < 0.05, f"projected {projected}, true {truth}"
+    # observed from the first usage, Monday Nov 2, to Nov 9: 6 weekdays and 2 weekend days (of $0);
+    # to go, Nov 10 (today) to 30: 15 weekdays at the weekday mean and 6 weekend days at $0
+    assert line.projection.weekend_mean == 0 and "6 weekdays, 2 weekend days" in line.projection.method
+    before_today = sum(e.cost_nanos for e in events if e.admitted_at < datetime(2026, 11, 10, tzinfo=NEW_YORK))
+    assert projected == round(Fraction(before_today) + 15 * Fraction(before_today, 6))
+    [status] = [s for s in statuses if s.scope.id == "dept:ENGINEERING"]
+    assert status.forecast == (Decimal(projected) / 10**9).quantize(Decimal("0.01"))
+    [alert] = sent  # once, whatever the ticks and replicas
+    assert alert.kind == "forecast" and alert.scope == "dept:ENGINEERING"
+    assert f"is projected to spend {format_dollars(projected)} of its {format_dollars(limit)} monthly" in alert.text
