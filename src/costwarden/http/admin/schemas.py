@@ -228,7 +228,7 @@ class RejectionPage(BaseModel):
 class AlertQuery(Query):
     since: UtcTime | None = None
     department: DepartmentId | None = None
-    kind: str | None = Field(None, description="threshold, exhausted, action, forecast or breaker.")
+    kind: str | None = Field(None, description="threshold, exhausted, action, forecast, breaker, anomaly or loop.")
     limit: Limit = 100
 
 
