@@ -84,7 +84,10 @@ class AlertWatch:
 
     async def run(self) -> None:
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # the outermost edge of a background task: the next tick tries again
+                log.exception("watched alerts failed; trying again in %.0f s", self.every_s)
             await asyncio.sleep(self.every_s)
 
     async def tick(self) -> None:
