@@ -21,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from costwarden.app.loops import LoopWatch
 from costwarden.app.observer import CallObserver
-from costwarden.app.tripwire import LoopWatch, Tripwire
+from costwarden.app.tripwire import Tripwire
 from costwarden.core.decision import CallRequest
 from costwarden.core.scopes import Caller, Planner
 from costwarden.core.watch import LoopRule

@@ -128,7 +128,7 @@ def spend(ident: str, department: str, at: datetime, usd: str, catalog: Catalog,
 LOOP = """
 alerts:
   forecast: false
-  loop: {{repeats: 5, window: 60s, trip_breaker: true, breaker_for: 15m}}
+  loop: {{repeats: {repeats}, window: 60s, trip_breaker: true, breaker_for: 15m}}
 departments:
   ENGINEERING:
     notify: ["{hook}"]
@@ -142,7 +142,7 @@ departments:
 def test_a_loop_alerts_once_and_trips_the_keys_breaker(tmp_path: Path, mock_url: str,
                                                        hooks: tuple[Hooks, str]) -> None:
     receiver, hook = hooks
-    with gateway_at(tmp_path, mock_url, policy_of(LOOP, hook=hook)) as gw:
+    with gateway_at(tmp_path, mock_url, policy_of(LOOP, hook=hook, repeats=5)) as gw:
         key, other = gw.keys["ENGINEERING"], gw.keys["ENGINEERING-AGENT"]
         assert [chat(gw.url, key).status_code for _ in range(4)] == [200] * 4
         assert chat(gw.url, key, "a different question").status_code == 200  # not a repeat
@@ -168,26 +168,27 @@ def test_a_loop_alerts_once_and_trips_the_keys_breaker(tmp_path: Path, mock_url:
     assert body["budget"] == {"index": None, "period": "900s"}
 
 
-def test_two_replicas_raise_a_loop_once_and_both_refuse_the_key(tmp_path: Path, mock_url: str, redis_url: str,
-                                                                postgres_database: str,
-                                                                hooks: tuple[Hooks, str]) -> None:
+def test_two_replicas_count_a_loop_together_raise_it_once_and_both_refuse_the_key(
+        tmp_path: Path, mock_url: str, redis_url: str, postgres_database: str, hooks: tuple[Hooks, str]) -> None:
     receiver, hook = hooks
     redis.Redis.from_url(redis_url).flushdb()
-    policy = policy_of(LOOP, hook=hook)
+    policy = policy_of(LOOP, hook=hook, repeats=6)
     with ExitStack() as stack:
         first = stack.enter_context(gateway_at(tmp_path / "a", mock_url, policy, redis_url=redis_url,
                                                db_url=postgres_database))
         second = stack.enter_context(gateway_at(tmp_path / "b", mock_url, policy, redis_url=redis_url,
                                                 db_url=postgres_database))
         key = first.keys["ENGINEERING"]
-        # alternating replicas: each sees every other call, so each counts 5 repeats by the 10th
+        # alternating replicas: each sees 5 of the 10 repeats, fewer than 6; together they see 10
         statuses = [chat(gw.url, key).status_code for _ in range(5) for gw in (first, second)]
-        assert statuses[:8] == [200] * 8
-        for gw in (first, second):
-            poll(lambda gw=gw: chat(gw.url, key).status_code == 429, WAIT_S, "the breaker on each replica")
+        assert statuses[:6] == [200] * 6
         poll(lambda: len(receiver.of("loop")) >= 1, WAIT_S, "the loop webhook")
+        # the breaker is open before the alert is sent, on both replicas
+        assert [chat(gw.url, key).status_code for gw in (first, second)] == [429, 429]
         stays(lambda: len(receiver.of("loop")) == 1, "one loop alert across replicas")
         assert len(alerts_of(first, "loop")) == 1
+    assert receiver.of("loop")[0]["text"].startswith(
+        f"Key {receiver.of('loop')[0]['scope'].split('/', 1)[1]} of ENGINEERING sent the same request 6 times in 1 min")
 
 
 # -- anomaly --------------------------------------------------------------------------------

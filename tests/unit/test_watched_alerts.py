@@ -10,7 +10,7 @@ import pytest
 
 from clock import FakeClock
 from costwarden import errors
-from costwarden.app.tripwire import digest
+from costwarden.app.loops import digest
 from costwarden.app.watch import Anomaly, anomalies
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.money import usd_to_nanos

@@ -17,13 +17,14 @@ from costwarden import errors
 from costwarden.alerts import AlertDispatcher, SmtpSettings
 from costwarden.app.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenDirectory
 from costwarden.app.generation import UpstreamFactory, generation_of
+from costwarden.app.loops import LoopWatch
 from costwarden.app.metrics import Metrics
 from costwarden.app.observer import AlertSink, CallObserver
 from costwarden.app.reload import follow_policy
 from costwarden.app.runtime import Runtime
 from costwarden.app.service import GatewayService
 from costwarden.app.settings import Settings
-from costwarden.app.tripwire import LoopWatch, Tripwire
+from costwarden.app.tripwire import Tripwire
 from costwarden.app.upkeep import CounterUpkeep, UpkeepTimes, ensure_built
 from costwarden.app.watch import AlertWatch
 from costwarden.clock import utc_now
@@ -117,7 +118,7 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
             alerts = dispatcher
         sink = alerts
         tripwire = Tripwire(admission, lambda note, notify: sink.submit(note, notify.targets(note.department)))
-        observer = CallObserver(metrics, alerts, LoopWatch(tripwire))
+        observer = CallObserver(metrics, alerts, LoopWatch(tripwire, shared=settings.redis_url is not None))
         upstreams_for = upstreams_for or pool_factory(settings)
         generation = generation_of(policy, version, upstreams_for)
         service = GatewayService(admission, ledger, observer, clock)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from costwarden.app.loops import LoopWatch
 from costwarden.app.metrics import Metrics
 from costwarden.app.ports import NotifyTargets
-from costwarden.app.tripwire import LoopWatch
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.notifications import Notification, threshold_notification
 from costwarden.core.scopes import Caller

@@ -7,21 +7,14 @@ on is told of again in the next period (and its breaker tripped again), never tw
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
-
-import orjson
 
 from costwarden.app.ports import NotifyTargets
-from costwarden.core.notifications import AlertKind, Behaviour, Notification, loop_notification
-from costwarden.core.repeats import Repeats
-from costwarden.core.scopes import Caller
-from costwarden.core.watch import LoopRule, breaker_key
+from costwarden.core.notifications import AlertKind, Behaviour, Notification
+from costwarden.core.watch import breaker_key
 from costwarden.engine.admission import Admission
 from costwarden.errors import StorageError
 
@@ -78,39 +71,3 @@ class Tripwire:
             return None
         log.warning("%s: breaker open until %s (%s)", sighting.scope, until.isoformat(), sighting.kind)
         return until
-
-
-class LoopWatch:
-    """The request-path part of ``loop``: one digest and one dict lookup per call; a loop found is
-    raised in a task of its own, so the call never waits for the store or the alert."""
-
-    def __init__(self, tripwire: Tripwire, repeats: Repeats | None = None,
-                 seconds: Callable[[], float] = time.monotonic) -> None:
-        self.tripwire = tripwire
-        self.repeats = repeats or Repeats()
-        # Counts only need this process's elapsed seconds: a monotonic float is read in a fraction
-        # of the time a datetime takes to make.
-        self.seconds = seconds
-        self._tasks: set[asyncio.Task[bool]] = set()
-
-    def on_request(self, caller: Caller, payload: Mapping[str, object], rule: LoopRule | None,
-                   notify: NotifyTargets) -> None:
-        """Count one request of ``caller``'s key under ``rule`` (None: loops are not watched)."""
-        if rule is None or caller.key_id is None:
-            return
-        if not self.repeats.seen(caller.key_id, digest(payload), self.seconds(), rule.window_s, rule.repeats):
-            return
-        sighting = Sighting(AlertKind.LOOP, caller.department, caller.key_id, rule.window_s, rule.breaker_s,
-                            rule.trip_breaker)
-        note = partial(loop_notification, repeats=rule.repeats, tz=notify.timezone)
-        task = asyncio.create_task(self.tripwire.fire(sighting, notify, note))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-
-def digest(payload: Mapping[str, object]) -> int:
-    """A digest of what a request asks (its model, messages, input, prompt, system): fields that
-    differ between identical asks (``user``, ``metadata``, ``stream``...) are left out. Python's
-    hash: this process only, which is all the counts are."""
-    get = payload.get
-    return hash(orjson.dumps((get("model"), get("messages"), get("input"), get("prompt"), get("system"))))

@@ -31,14 +31,18 @@ class Repeats:
     def seen(self, key: str, body: int, now: float, window_s: float, repeats: int) -> bool:
         """Count one request of ``key`` with digest ``body`` at ``now``; True exactly when it is
         the ``repeats``-th of its run within ``window_s`` seconds."""
+        return self.count(key, body, now, window_s) == repeats
+
+    def count(self, key: str, body: int, now: float, window_s: float) -> int:
+        """Count one request of ``key`` with digest ``body`` at ``now``: how many of its run so far."""
         entry = self._seen.get((key, body))
         if entry is None or now - entry[0] > window_s:
             if entry is None and len(self._seen) >= self._max:
                 self._prune(now, window_s)
             self._seen[(key, body)] = [now, 1.0]
-            return repeats <= 1
+            return 1
         entry[1] += 1
-        return entry[1] == repeats
+        return int(entry[1])
 
     def _prune(self, now: float, window_s: float) -> None:
         self._seen = {k: v for k, v in self._seen.items() if now - v[0] <= window_s}
