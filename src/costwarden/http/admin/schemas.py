@@ -109,8 +109,9 @@ class BudgetOut(BaseModel):
     period_start: datetime
     period_end: datetime
     restricted: bool = Field(description="A restrict_tiers budget that has tripped for this period.")
-    forecast_usd: str | None = Field(description="Spend projected linearly to the period end, in cents "
-                                                 "(calendar periods of USD budgets only).")
+    forecast_usd: str | None = Field(description="Spend projected to the period end by the method of report "
+                                                 "forecast (weekday/weekend aware), in cents; null for rolling "
+                                                 "periods, token budgets and until 3 complete days are observed.")
     forecast_tokens: int | None
 
 
