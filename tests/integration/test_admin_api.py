@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +20,6 @@ from costwarden.policy import parse_policy
 from gateway_fixtures import EXAMPLE, Gateway, policy_text, start_gateway
 
 ADMIN = "bootstrap-admin-secret"
-MICROSECOND = timedelta(microseconds=1)
 T = TypeVar("T")
 ENGINEERING_FIRST = "{limit: 5000, period: monthly, alert_at: [0.5, 0.8], action: {restrict_tiers: [1]}}"
 # ENGINEERING's restricting budget made small enough to pass with a few calls ($0.0001)
@@ -168,7 +167,7 @@ def test_budgets_read_live_counters_to_the_nano_dollar(gw: Gateway) -> None:
             break
     for dept in ("HR", "SUPPORT-DESK"):
         assert chat(gw, gw.keys[dept]).status_code == 200
-    # the upstream reports 100M input tokens: $15 of HR spend, enough for a forecast in cents
+    # the upstream reports 100M input tokens: $15 of HR spend
     assert chat(gw, gw.keys["HR"], text="hi #mock input_tokens=100000000 output_tokens=5").status_code == 200
 
     after = ok(api(gw, "GET", "/budgets"))
@@ -189,10 +188,8 @@ def test_budgets_read_live_counters_to_the_nano_dollar(gw: Gateway) -> None:
         policy_text(gw.mock_url, BASE)).timezone)
     assert datetime.fromisoformat(hr["period_start"]) == start and datetime.fromisoformat(hr["period_end"]) == end
     assert hr["period_start"].endswith("Z")
-    elapsed, total = datetime.fromisoformat(after["as_of"]) - start, end - start
-    projected = Decimal(spent) * Decimal(total // MICROSECOND) / Decimal(elapsed // MICROSECOND)
-    assert hr["forecast_usd"] == str((projected / 10**9).quantize(Decimal("0.01")))
-    assert Decimal(hr["forecast_usd"]) > 15 and Decimal(hr["spent_usd"]) > 15
+    # every call is from today: too little history to project (the method of report forecast)
+    assert hr["forecast_usd"] is None and Decimal(hr["spent_usd"]) > 15
     keys = [b for b in after["budgets"] if b["scope_kind"] == "key"]
     assert {b["department"] for b in keys} == {"ENGINEERING"} and len(keys) == 2  # per_key budgets, 2 keys
     breaker = next(b for b in keys if b["spent_nanos"] > 0)

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 from costwarden.cli import app
 from costwarden.core.catalog import Catalog
 from costwarden.core.events import UsageEvent
+from costwarden.core.forecasting import ForecastState
 from costwarden.core.money import usd_to_nanos
 from costwarden.core.periods import month_bounds
 from costwarden.ledger import Ledger
 from costwarden.policy import parse_policy
 from costwarden.reports.budget_forecast import budget_forecasts
-from costwarden.reports.forecast import ForecastState
 
 T = TypeVar("T")
 runner = CliRunner()

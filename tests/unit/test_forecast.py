@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from fractions import Fraction
 
-from costwarden.reports.forecast import ForecastState, project
+from costwarden.core.forecasting import ForecastState, project
 
 NOVEMBER = [date(2026, 11, 1) + timedelta(days=i) for i in range(30)]  # Nov 1 2026 is a Sunday
 

@@ -293,7 +293,7 @@ def test_unknown_keys_list_the_allowed_ones() -> None:
             budgets:
               - {limit: 5, period: daily, action: reject, alert: [0.5]}
     """) == [
-        "(top level): unknown key 'departmens'; allowed keys: attribution, customers, departments, models, "
+        "(top level): unknown key 'departmens'; allowed keys: alerts, attribution, customers, departments, models, "
         "on_store_failure, organization, plans, tags, timezone, upstreams, version (line 2)",
         "departments.HR.budgets[0]: unknown key 'alert'; allowed keys: action, alert_at, enforce, "
         "limit, period, unit (line 6)",

@@ -100,6 +100,9 @@ class FakeObserver:
     def on_rejection(self, rejection: Rejection) -> None:
         pass
 
+    def on_request(self, caller: object, payload: object, notify: object, loop: object) -> None:
+        pass
+
     def on_alert(self, notification: object, notify: object) -> None:
         self.alerts.append(notification)
 

@@ -17,13 +17,16 @@ from costwarden import errors
 from costwarden.alerts import AlertDispatcher, SmtpSettings
 from costwarden.app.auth import AdminIdentity, KeyDirectory, KeyIdentity, TokenDirectory
 from costwarden.app.generation import UpstreamFactory, generation_of
+from costwarden.app.loops import LoopWatch
 from costwarden.app.metrics import Metrics
 from costwarden.app.observer import AlertSink, CallObserver
 from costwarden.app.reload import backfill_metadata, follow_policy, record_metadata
 from costwarden.app.runtime import Runtime
 from costwarden.app.service import GatewayService
 from costwarden.app.settings import Settings
+from costwarden.app.tripwire import Tripwire
 from costwarden.app.upkeep import CounterUpkeep, UpkeepTimes, ensure_built
+from costwarden.app.watch import AlertWatch
 from costwarden.clock import utc_now
 from costwarden.core.audit import SERVER_ROLE, Actor, AuditAction, policy_entries
 from costwarden.core.kinds import Role
@@ -115,7 +118,9 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
             dispatcher = AlertDispatcher(ledger, SmtpSettings.from_env(settings.environ))
             await dispatcher.start()
             alerts = dispatcher
-        observer = CallObserver(metrics, alerts)
+        sink = alerts
+        tripwire = Tripwire(admission, lambda note, notify: sink.submit(note, notify.targets(note.department)))
+        observer = CallObserver(metrics, alerts, LoopWatch(tripwire, shared=settings.redis_url is not None))
         upstreams_for = upstreams_for or pool_factory(settings)
         generation = generation_of(policy, version, upstreams_for)
         service = GatewayService(admission, ledger, observer, clock)
@@ -175,8 +180,12 @@ async def running(settings: Settings, policy: Policy | None = None,
                                   upstreams_for=upstreams_for, alerts=alerts)
     upkeep = CounterUpkeep(runtime.admission, runtime.ledger, lambda: runtime.policy, runtime.metrics.set_drift,
                            UpkeepTimes.of(runtime.settings))
+    tripwire = Tripwire(runtime.admission, runtime.observer.on_alert)
+    watch = AlertWatch(runtime.admission, runtime.ledger, lambda: runtime.generation, tripwire,
+                       runtime.settings.watch_s)
     tasks = [asyncio.create_task(upkeep.run(), name="counter-upkeep"),
-             asyncio.create_task(follow_policy(runtime), name="policy-follower")]
+             asyncio.create_task(follow_policy(runtime), name="policy-follower"),
+             asyncio.create_task(watch.run(), name="alert-watch")]
     try:
         yield runtime
     finally:

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.notifications import Notification
+from costwarden.core.scopes import Caller
+from costwarden.core.watch import LoopRule
 from costwarden.engine.admission import Settled
 from costwarden.providers import Reply, StreamingReply
 
@@ -61,6 +63,11 @@ class Observer(Protocol):
     def on_event(self, event: UsageEvent, settled: Settled | None, notify: NotifyTargets) -> None: ...
 
     def on_rejection(self, rejection: Rejection) -> None: ...
+
+    def on_request(self, caller: Caller, payload: Mapping[str, object], notify: NotifyTargets,
+                   loop: LoopRule | None) -> None:
+        """A request arrived (before admission), for ``loop`` detection; must cost next to nothing."""
+        ...
 
     def on_alert(self, notification: Notification, notify: NotifyTargets) -> None:
         """An enforcement alert (a budget exhausted, a restriction started) to deliver."""

@@ -113,6 +113,7 @@ class GatewayService:
         refusals. ``client_headers``: the upstream client forwards the ones its upstream takes."""
         call_id = f"req_{self._ids.getrandbits(128):032x}"
         policy = generation.policy
+        self.observer.on_request(who.caller, payload, generation, policy.alerts.loop)
         model_id = payload["model"]
         # A snapshot, alias or prefixed id is admitted, priced and recorded as its catalog entry.
         spec = policy.catalog.resolve(model_id) if isinstance(model_id, str) else None

@@ -37,6 +37,7 @@ class Settings:
     # without renewal before other replicas release its reservations (SPEC section 10).
     reconcile_s: float = 30.0
     lease_ttl_s: float = 10.0
+    watch_s: float = 60.0  # how often the watched alerts (forecast, anomaly) are evaluated
 
     @property
     def max_body_bytes(self) -> int:
@@ -76,6 +77,7 @@ def load_settings(*, policy_path: str | None, db_url: str | None = None, redis_u
         ledger_down=WhenDown(when_down),
         reconcile_s=_seconds(env, "COSTWARDEN_RECONCILE_S", 30.0),
         lease_ttl_s=_seconds(env, "COSTWARDEN_LEASE_TTL_S", 10.0),
+        watch_s=_seconds(env, "COSTWARDEN_WATCH_S", 60.0),
     )
 
 

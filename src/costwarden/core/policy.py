@@ -18,6 +18,7 @@ from costwarden.core.catalog import Catalog
 from costwarden.core.kinds import ActionKind, Priority, PromptCaching, StoreFailure, Unit, UpstreamType
 from costwarden.core.periods import Period
 from costwarden.core.pricing import Prices
+from costwarden.core.watch import AlertRules
 
 ALERT, REJECT, DOWNGRADE, RESTRICT = ActionKind.ALERT, ActionKind.REJECT, ActionKind.DOWNGRADE, ActionKind.RESTRICT_TIERS
 UNATTRIBUTED = "UNATTRIBUTED"
@@ -217,6 +218,7 @@ class Policy:
     plans: Mapping[str, Plan] = field(default_factory=dict)
     customers: Mapping[str, Customer] = field(default_factory=dict)
     tags: Mapping[tuple[str, str], TagRules] = field(default_factory=dict)  # by (tag name, value)
+    alerts: AlertRules = field(default_factory=AlertRules)  # the watched alerts: forecast, anomaly, loop
 
     @property
     def timezone_name(self) -> str:

@@ -13,12 +13,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from costwarden.clock import utc_now
+from costwarden.core.breaker import breaker_denial
 from costwarden.core.decision import TOKENS, USD, CallRequest, Decision, decide, with_buckets
 from costwarden.core.denials import budget_denial, rate_denial
 from costwarden.core.kinds import StoreFailure
 from costwarden.core.policy import Policy
 from costwarden.core.pricing import ServiceTier, TokenType
-from costwarden.core.scopes import BudgetCheck, Plan, Planner
+from costwarden.core.scopes import BudgetCheck, Caller, Plan, Planner
+from costwarden.core.watch import breaker_key
 from costwarden.counters.base import Conflict, CounterStore, Reservation
 from costwarden.engine.settlements import PendingSettlements
 from costwarden.errors import StorageError
@@ -96,9 +98,12 @@ class Admission:
         plan = planner.plan(request.caller, now, stamp)
         conflict: Conflict | None = None
         decision: Decision | None = None
+        flag_keys, breaker = _with_breaker(plan.flag_keys, request.caller, policy)
         try:
             for _ in range(MAX_ATTEMPTS):
-                snapshot = await store.snapshot(plan.windows, plan.flag_keys, stamp)
+                snapshot = await store.snapshot(plan.windows, flag_keys, stamp)
+                if breaker is not None and breaker in snapshot.flags:
+                    return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
                 decision = decide(policy, request, plan, snapshot.usage, snapshot.flags, now)
                 if decision.new_flags:
                     await store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
@@ -199,6 +204,15 @@ class Admission:
                     if await self.store.claim(key, check.window.end.timestamp() + 86400, self.clock().timestamp()):
                         found.append(Crossing(check, fraction, after))
         return tuple(found)
+
+
+def _with_breaker(flag_keys: tuple[str, ...], caller: Caller, policy: Policy) -> tuple[tuple[str, ...], str | None]:
+    """The flags to read for a call: its plan's, and its key's breaker when a rule may trip one
+    (read in the same snapshot, so a breaker costs no round trip of its own)."""
+    if not policy.alerts.breaker or caller.key_id is None:
+        return flag_keys, None
+    key = breaker_key(caller.department, caller.key_id)
+    return (*flag_keys, key), key
 
 
 def hard_checked(plan: Plan) -> bool:

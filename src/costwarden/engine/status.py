@@ -1,17 +1,18 @@
 """Budget status: every budget's limit, settled spend, reservations, room and forecast, read live
 from the counter store (the numbers admission decides on), for the admin API and the dashboard.
 
-Pure but for the one snapshot read: the policy, a snapshot function and ``now`` come in, values
-come out; rendering is the caller's job.
+Pure but for the snapshot read and the projection (the ledger's, through ``project``): the
+policy, those functions and ``now`` come in, values come out; rendering is the caller's job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 
+from costwarden.core.forecasting import Projection
 from costwarden.core.money import NANOS_PER_USD
 from costwarden.core.periods import Window
 from costwarden.core.policy import RESTRICT, Budget, Policy
@@ -19,6 +20,8 @@ from costwarden.core.scopes import BudgetCheck, Caller, Scope, plan_for
 from costwarden.counters.base import Snapshot
 
 SnapshotFn = Callable[[Sequence[Window], Sequence[str], float], Awaitable[Snapshot]]
+# the projections of the given budgets, by (scope id, budget index)
+ProjectFn = Callable[[Sequence[BudgetCheck]], Awaitable[Mapping[tuple[str, int], Projection]]]
 CENT = Decimal("0.01")
 
 
@@ -32,7 +35,7 @@ class BudgetStatus:
     spent: int
     reserved: int
     restricted: bool  # a restrict_tiers budget tripped for this period
-    forecast: Decimal | None  # USD rounded to cents, or whole tokens; calendar periods only
+    forecast: Decimal | None  # USD rounded to cents, or whole tokens; calendar periods with enough data
 
     @property
     def scope(self) -> Scope:
@@ -106,36 +109,30 @@ def per_user_since(policy: Policy, now: datetime, department: str | None = None)
 
 async def budget_status(policy: Policy, snapshot: SnapshotFn, now: datetime,
                         keys: Iterable[tuple[str, str]] = (), department: str | None = None,
-                        users: Iterable[tuple[str, str]] = ()) -> list[BudgetStatus]:
-    """Status of the budgets ``status_checks`` picks, from one snapshot of the counters at ``now``."""
+                        users: Iterable[tuple[str, str]] = (), project: ProjectFn | None = None) -> list[BudgetStatus]:
+    """Status of the budgets ``status_checks`` picks, from one snapshot of the counters at ``now``;
+    ``project`` forecasts them (``reports.budget_forecast.project_checks``), else none is given."""
     checks = status_checks(policy, now, keys, department, users)
     flag_keys = [c.flag_key for _, c in checks if c.budget.action.kind == RESTRICT]
     read = await snapshot([c.window for _, c in checks], flag_keys, now.timestamp())
+    projections = await project([c for _, c in checks]) if project is not None else {}
     return [BudgetStatus(caller, check, spent, reserved,
                          check.budget.action.kind == RESTRICT and check.flag_key in read.flags,
-                         forecast(check, spent, now))
+                         forecast(check, projections.get((check.scope.id, check.index))))
             for (caller, check), (spent, reserved) in zip(checks, read.usage, strict=True)]
 
 
-def forecast(check: BudgetCheck, spent: int, now: datetime) -> Decimal | None:
-    """Spend projected linearly to the end of a calendar period from the spend so far (None for
-    rolling windows, which have no end): USD rounded half-even to cents, or whole tokens."""
-    if not check.budget.period.is_calendar:
+def forecast(check: BudgetCheck, projection: Projection | None) -> Decimal | None:
+    """The projected spend at the end of a calendar period, by the method of ``core.forecasting``
+    (None for rolling windows, and while it waits for enough data): USD rounded half-even to
+    cents, or whole tokens."""
+    if projection is None or projection.projected is None:
         return None
-    start, end = check.window.start, check.window.end
-    total = _micros(end - start)
-    elapsed = min(max(_micros(now - start), 0), total)
-    with localcontext() as ctx:
-        ctx.prec = 60  # nano-dollars times microseconds exceed the default 28 digits
-        projected = Decimal(spent) if elapsed == 0 else Decimal(spent * total) / Decimal(elapsed)
-        if check.budget.unit == "usd":
-            return (projected / NANOS_PER_USD).quantize(CENT, rounding=ROUND_HALF_EVEN)
-        return projected.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    if check.budget.unit == "usd":
+        return (Decimal(projection.projected) / NANOS_PER_USD).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return Decimal(projection.projected)
 
 
 def _of_kind(policy: Policy, caller: Caller, now: datetime, kind: str) -> list[tuple[Caller, BudgetCheck]]:
     return [(caller, check) for check in plan_for(policy, caller, now).budgets if check.scope.kind == kind]
 
-
-def _micros(delta: timedelta) -> int:
-    return delta // timedelta(microseconds=1)

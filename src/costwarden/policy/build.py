@@ -31,6 +31,7 @@ from costwarden.policy.fields import empty_if_null, scope_id
 from costwarden.policy.plans import build_customers, build_plans
 from costwarden.policy.problems import Path, Problem, Problems, describe
 from costwarden.policy.schema import (
+    AlertsSpec,
     AttributionSpec,
     BudgetSpec,
     DepartmentSpec,
@@ -103,8 +104,9 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
     organization = problems.validate(OrganizationSpec, empty_if_null(data.get("organization")),
                                      ("organization",))
     attribution = problems.validate(AttributionSpec, empty_if_null(data.get("attribution")), ("attribution",))
+    alerts = problems.validate(AlertsSpec, empty_if_null(data.get("alerts")), ("alerts",))
     org_rules = _rules(organization) if organization else Rules()
-    if top is None or organization is None or attribution is None:
+    if top is None or organization is None or attribution is None or alerts is None:
         return None
     if not attribution.require and UNATTRIBUTED not in departments:
         # calls that name no department are charged here, and shown as such in every report
@@ -124,6 +126,7 @@ def _build(data: dict[str, Any], text: str, problems: Problems) -> Policy | None
         plans=plans,
         customers=customers,
         tags=tags,
+        alerts=alerts.rules(),
     )
 
 

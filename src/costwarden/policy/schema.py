@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, model_validator
 
 from costwarden.core.catalog import TIERS
 from costwarden.core.money import usd_to_nanos
+from costwarden.core.watch import AlertRules, AnomalyRule, LoopRule, parse_duration
 from costwarden.policy.fields import (
     ActionField,
     BaseUrl,
@@ -218,6 +219,97 @@ class AttributionSpec(Spec):
     team: Literal["required", "optional"] = "optional"
 
 
+def _duration(value: object) -> int:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a duration like 60s, 15m, 1h or 7d (got {value!r})")
+    return parse_duration(value)
+
+
+def _factor(value: object) -> int:
+    result = whole(value)
+    if result < 2:
+        raise ValueError(f"must be a whole number >= 2: how many times the baseline rate (got {value})")
+    return result
+
+
+Duration = Annotated[int, PlainValidator(_duration)]
+_ANOMALY, _LOOP = AnomalyRule(), LoopRule()  # the defaults
+Factor = Annotated[int, PlainValidator(_factor)]
+
+
+class AnomalySpec(Spec):
+    """``{factor: 10, window: 15m, baseline: 7d, min_usd: 5, trip_breaker: false, breaker_for: 1h}``."""
+
+    factor: Factor = _ANOMALY.factor
+    window: Duration = _ANOMALY.window_s
+    baseline: Duration = _ANOMALY.baseline_s
+    min_usd: NonNegativeAmount = Decimal(5)
+    trip_breaker: Flag = False
+    breaker_for: Duration = _ANOMALY.breaker_s
+
+    @model_validator(mode="after")
+    def _sensible(self) -> AnomalySpec:
+        if not 60 <= self.window <= 86400:
+            raise FieldProblem("window", "must be between 1m and 1d")
+        if self.baseline < 2 * self.window:
+            raise FieldProblem("baseline", "must be at least twice the window, so that there is a baseline to "
+                                           "compare with")
+        if self.baseline > 31 * 86400:
+            raise FieldProblem("baseline", "must be at most 31d")
+        _breaker_for(self.breaker_for)
+        self.min_nanos()
+        return self
+
+    def min_nanos(self) -> int:
+        try:
+            return usd_to_nanos(self.min_usd)
+        except ValueError:
+            raise FieldProblem("min_usd", f"{self.min_usd:f} USD is finer than a nano-dollar (1e-9 USD)") from None
+
+    def rule(self) -> AnomalyRule:
+        return AnomalyRule(self.factor, self.window, self.baseline, self.min_nanos(), self.trip_breaker,
+                           self.breaker_for)
+
+
+class LoopSpec(Spec):
+    """``{repeats: 20, window: 60s, trip_breaker: true, breaker_for: 15m}``."""
+
+    repeats: PositiveWhole = _LOOP.repeats
+    window: Duration = _LOOP.window_s
+    trip_breaker: Flag = False
+    breaker_for: Duration = _LOOP.breaker_s
+
+    @model_validator(mode="after")
+    def _sensible(self) -> LoopSpec:
+        if not 2 <= self.repeats <= 10_000:
+            raise FieldProblem("repeats", "must be between 2 and 10000")
+        if not 1 <= self.window <= 3600:
+            raise FieldProblem("window", "must be between 1s and 1h")
+        _breaker_for(self.breaker_for)
+        return self
+
+    def rule(self) -> LoopRule:
+        return LoopRule(self.repeats, self.window, self.trip_breaker, self.breaker_for)
+
+
+def _breaker_for(seconds: int) -> None:
+    if not 60 <= seconds <= 7 * 86400:
+        raise FieldProblem("breaker_for", "must be between 1m and 7d")
+
+
+class AlertsSpec(Spec):
+    """The watched alerts (SPEC §13): ``forecast`` (on unless false), ``anomaly`` and ``loop``
+    (off unless given; ``loop:`` alone takes every default)."""
+
+    forecast: Flag = True
+    anomaly: Annotated[AnomalySpec | None, EmptyIfNull] = None
+    loop: Annotated[LoopSpec | None, EmptyIfNull] = None
+
+    def rules(self) -> AlertRules:
+        return AlertRules(self.forecast, self.anomaly.rule() if self.anomaly else None,
+                          self.loop.rule() if self.loop else None)
+
+
 class DocumentSpec(Spec):
     """The top level. Sections stay untyped here and are validated entry by entry."""
 
@@ -232,9 +324,11 @@ class DocumentSpec(Spec):
     plans: Annotated[dict[str, Any], EmptyIfNull] = {}
     customers: Annotated[dict[str, Any], EmptyIfNull] = {}
     tags: Annotated[dict[Any, Any], EmptyIfNull] = {}
+    alerts: Any = None
 
 
 __all__ = [
+    "AlertsSpec",
     "AttributionSpec",
     "BudgetSpec",
     "CustomerSpec",

@@ -23,6 +23,7 @@ from costwarden.http.admin.schemas import (
     SpendTotals,
 )
 from costwarden.ledger import Ledger, TotalsRow
+from costwarden.reports.budget_forecast import project_checks
 
 # group_by names of the API -> the ledger's dimensions (a team is only unique within its department)
 _GROUPS = {"department": ("department",), "team": ("department", "team"), "model": ("model_served",),
@@ -40,7 +41,8 @@ async def list_budgets(call: AdminCall[BudgetQuery, NoBody]) -> BudgetList:
             if k.department is not None]
     now = runtime.admission.clock()
     users = await _users_with_spend(runtime.ledger, per_user_since(policy, now, department))
-    statuses = await budget_status(policy, runtime.admission.store.snapshot, now, keys, department, users)
+    statuses = await budget_status(policy, runtime.admission.store.snapshot, now, keys, department, users,
+                                   lambda checks: project_checks(runtime.ledger, checks, policy.timezone, now))
     return BudgetList(as_of=now, timezone=policy.timezone_name, budgets=[_budget(s) for s in statuses])
 
 
@@ -125,8 +127,9 @@ OPERATIONS: list[Operation[Any, Any]] = [
                           "budgets of "
                           "active keys and the per-user budgets of every user with calls in their period, each in "
                           "its current period: limit, settled spend, in-flight reservations, room, utilization "
-                          "and a linear forecast, read live from the counters. A manager sees its department "
-                          "only (no organization or tag budgets)."),
+                          "and a forecast at the period's end (the method of report forecast: weekday/weekend aware, none "
+                          "before enough data), read live from the counters. A manager sees its department only "
+                          "(no organization or tag budgets)."),
     Operation("GET", "/spend", "Read spend", EVERYONE, spend, SpendQuery, NoBody, SpendReport,
               description="Exact ledger totals of admitted calls in [since, until), grouped; the rows add up "
                           "to the totals. A manager sees its department only."),

@@ -110,8 +110,9 @@ class BudgetOut(BaseModel):
     period_start: datetime
     period_end: datetime
     restricted: bool = Field(description="A restrict_tiers budget that has tripped for this period.")
-    forecast_usd: str | None = Field(description="Spend projected linearly to the period end, in cents "
-                                                 "(calendar periods of USD budgets only).")
+    forecast_usd: str | None = Field(description="Spend projected to the period end by the method of report "
+                                                 "forecast (weekday/weekend aware), in cents; null for rolling "
+                                                 "periods, token budgets and until 3 complete days are observed.")
     forecast_tokens: int | None
 
 
@@ -229,7 +230,7 @@ class RejectionPage(BaseModel):
 class AlertQuery(Query):
     since: UtcTime | None = None
     department: DepartmentId | None = None
-    kind: str | None = Field(None, description="threshold, exhausted, action, forecast or breaker.")
+    kind: str | None = Field(None, description="threshold, exhausted, action, forecast, breaker, anomaly or loop.")
     limit: Limit = 100
 
 

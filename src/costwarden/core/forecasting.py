@@ -1,4 +1,5 @@
-"""Budget forecasts that know office traffic is weekday-heavy.
+"""Budget forecasts that know office traffic is weekday-heavy: the one method that ``report
+forecast``, budget status and the ``forecast`` alert all use.
 
 Method (stated on every line): the mean spend of a complete local weekday, and of a complete
 weekend day, observed over the last 28 days (never before the ledger's first usage: days
