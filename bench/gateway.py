@@ -147,6 +147,11 @@ class Result:
     latencies: list[float]  # seconds, successful calls only
     client_cpu: float  # the generator's own CPU seconds
     statuses: list[int]
+    server_cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds of the server process, of its children
+
+    def cpu_per_call(self, which: int = 0) -> float:
+        """The server's (0) or its child processes' (1) CPU seconds per measured call."""
+        return self.server_cpu[which] / self.calls if self.calls else float("nan")
 
     @property
     def rate(self) -> float:
@@ -160,9 +165,10 @@ class Result:
 
 
 async def load(port: int, request: bytes, concurrency: int, seconds: float, warmup: float = 0.5,
-               total: int | None = None) -> Result:
+               total: int | None = None, server: int | None = None) -> Result:
     """``concurrency`` connections calling back to back for ``warmup + seconds`` (or until
-    ``total`` calls were sent); only calls that start after the warm-up are measured."""
+    ``total`` calls were sent); only calls that start after the warm-up are measured, and so is
+    the CPU time of process ``server`` (and of its children) over the same span."""
     loop = asyncio.get_running_loop()
     connections = []
     for _ in range(concurrency):
@@ -187,14 +193,47 @@ async def load(port: int, request: bytes, concurrency: int, seconds: float, warm
                 if status == 200:
                     latencies.append(time.perf_counter() - began)
 
+    server_from = [(0.0, 0.0)]
+    if server is not None:
+        loop.call_at(loop.time() + (measure_from - time.perf_counter()),
+                     lambda: server_from.__setitem__(0, process_tree_cpu(server)))
     cpu = time.process_time()
     await asyncio.gather(*(worker(c) for c in connections))
     elapsed = time.perf_counter() - measure_from
     cpu = time.process_time() - cpu
+    server_cpu = (0.0, 0.0)
+    if server is not None:
+        now = process_tree_cpu(server)
+        server_cpu = (now[0] - server_from[0][0], now[1] - server_from[0][1])
     for connection in connections:
         assert connection.transport is not None
         connection.transport.close()
-    return Result(len(statuses), sum(1 for s in statuses if s != 200), elapsed, latencies, cpu, statuses)
+    return Result(len(statuses), sum(1 for s in statuses if s != 200), elapsed, latencies, cpu, statuses,
+                  server_cpu)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 once it is gone (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def process_tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid`` itself, and of its live children (the ledger's writer process)."""
+    return process_cpu(pid), sum(process_cpu(child) for child in children(pid))
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -299,15 +338,18 @@ def load_avg() -> str:
 def print_table(rows: list[Row]) -> None:
     print()
     print(f"{'level':<14}{'direct/s':>10}{'gateway/s':>11}{'ratio':>7}  {'p50 dir':>8}{'p50 gw':>8}{'added':>8}"
-          f"  {'p99 dir':>8}{'p99 gw':>8}{'added':>8}  {'errors':>6}  {'gen cpu':>7}")
+          f"  {'p99 dir':>8}{'p99 gw':>8}{'added':>8}  {'errors':>6}  {'gen cpu':>7}  {'gw cpu/call':>11}"
+          f"{'writer':>8}")
     for row in rows:
         d, g = row.direct, row.gateway
         print(f"{row.name:<14}{d.rate:>10,.0f}{g.rate:>11,.0f}{g.rate / d.rate:>7.2f}  "
               f"{ms(d.percentile(50)):>8}{ms(g.percentile(50)):>8}{ms(g.percentile(50) - d.percentile(50)):>8}  "
               f"{ms(d.percentile(99)):>8}{ms(g.percentile(99)):>8}{ms(g.percentile(99) - d.percentile(99)):>8}  "
-              f"{d.errors + g.errors:>6}  {g.client_cpu / g.seconds:>6.0%}")
+              f"{d.errors + g.errors:>6}  {g.client_cpu / g.seconds:>6.0%}  {ms(g.cpu_per_call()):>11}"
+              f"{ms(g.cpu_per_call(1)):>8}")
     print("(latencies in ms; 'added' = gateway minus direct; 'gen cpu' = the generator's CPU share "
-          "during the gateway run)")
+          "during the gateway run; 'gw cpu/call' = the gateway process's CPU (user + system) per call, "
+          "'writer' = its ledger writer process's)")
 
 
 def check(label: str, ok: bool, detail: str) -> bool:
@@ -315,7 +357,7 @@ def check(label: str, ok: bool, detail: str) -> bool:
     return ok
 
 
-async def measure(args: argparse.Namespace, mock_port: int, gw_port: int, key: str) -> list[Row]:
+async def measure(args: argparse.Namespace, mock_port: int, gw_port: int, key: str, gw_pid: int) -> list[Row]:
     rows = []
     plans = [(f"unary c={c}", c, CHAT) for c in args.levels]
     if args.stream_level:
@@ -324,9 +366,11 @@ async def measure(args: argparse.Namespace, mock_port: int, gw_port: int, key: s
         direct = await load(mock_port, http_request(mock_port, "/v1/chat/completions", body, "sk-bench"),
                             concurrency, args.seconds)
         gateway = await load(gw_port, http_request(gw_port, "/v1/chat/completions", body, key),
-                             concurrency, args.seconds)
+                             concurrency, args.seconds, server=gw_pid)
         rows.append(Row(name, direct, gateway))
-        print(f"  {name}: direct {direct.rate:,.0f}/s, gateway {gateway.rate:,.0f}/s", flush=True)
+        print(f"  {name}: direct {direct.rate:,.0f}/s, gateway {gateway.rate:,.0f}/s, gateway CPU per call "
+              f"{gateway.cpu_per_call() * 1000:.3f} ms (+ writer process {gateway.cpu_per_call(1) * 1000:.3f} ms)",
+              flush=True)
     return rows
 
 
@@ -376,7 +420,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         wait_for_port(mock_port, mock, "mock upstream")
         wait_for_port(gw_port, gateway, "gateway")
         print(f"mock upstream pid {mock.pid} on :{mock_port}; gateway pid {gateway.pid} on :{gw_port}", flush=True)
-        rows = asyncio.run(measure(args, mock_port, gw_port, keys["BENCH"]))
+        rows = asyncio.run(measure(args, mock_port, gw_port, keys["BENCH"], gateway.pid))
         statuses = asyncio.run(burst(gw_port, keys["CAP"], args.burst))
         events = [e for e in ledger_events(db_url, "CAP", env) if e["record"] == "event"]
         gateway_log = (tmp / "gateway.log").read_text(errors="replace")
@@ -398,6 +442,8 @@ def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]]
         rate, ratio = c64.gateway.rate, c64.gateway.rate / c64.direct.rate
         check(">= 2,000 calls/s at concurrency 64", rate >= 2000, f"{rate:,.0f} calls/s")
         check(">= 0.18 x direct at concurrency 64", ratio >= 0.18, f"{ratio:.2f} x")
+        cpu = c64.gateway.cpu_per_call()
+        check("gateway CPU per call <= 0.2 ms at concurrency 64", cpu <= 0.0002, f"{cpu * 1000:.3f} ms")
     admitted = statuses.count(200)
     others = sorted(set(statuses) - {200, 429})
     settled = sum(int(str(e["cost_nanos"])) for e in events)

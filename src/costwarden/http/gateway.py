@@ -43,24 +43,30 @@ def answer_start(answer: Answer, *, anthropic: bool = False) -> dict[str, Any]:
 
 
 class ProxyHandler:
-    """The ASGI handler of one proxied path."""
+    """The ASGI handler of one proxied path. It answers every failure itself, in the API's shape,
+    up to the start of its response, so that ``GatewayApp`` can call it without Starlette's
+    middleware in between."""
 
     def __init__(self, path: str, wire: str) -> None:
         self.path = path
         self.anthropic = wire == "anthropic"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime: Runtime = scope["app"].state.runtime
-        generation = runtime.generation
-        endpoint = runtime.endpoints[self.path]
-        headers = header_map(scope["headers"])
         try:
+            runtime: Runtime = scope["app"].state.runtime
+            generation = runtime.generation
+            endpoint = runtime.endpoints[self.path]
+            headers = header_map(scope["headers"])
             identity = runtime.keys.authenticate(headers)
             body = await receive_body(receive, headers.get("content-length"), runtime.settings.max_body_bytes)
             payload = parse_json(body)
             endpoint.validate(payload)
             who = attribute(generation.policy, identity, headers, payload)
             result = await runtime.service.call(generation, endpoint, payload, who, headers)
+            if isinstance(result, Answer):
+                start = answer_start(result, anthropic=self.anthropic)
+            else:
+                stream = MeteredStream(result, anthropic=self.anthropic)
         except errors.CostwardenError as exc:
             await error_response(exc, anthropic=self.anthropic)(scope, receive, send)
             return
@@ -71,10 +77,10 @@ class ProxyHandler:
             await error_response(unexpected("this request"), anthropic=self.anthropic)(scope, receive, send)
             return
         if isinstance(result, Answer):
-            await send(answer_start(result, anthropic=self.anthropic))
+            await send(start)
             await send({"type": "http.response.body", "body": result.body})
             return
-        await MeteredStream(result, anthropic=self.anthropic)(scope, receive, send)
+        await stream(scope, receive, send)
 
 
 async def list_models(request: Request) -> Response:
@@ -128,8 +134,15 @@ async def count_tokens(request: Request) -> Response:
                     media_type=reply.headers.get("content-type", "application/json"))
 
 
-def gateway_routes() -> list[Route]:
-    routes = [Route(path, ProxyHandler(path, endpoint.wire), methods=["POST"]) for path, endpoint in ENDPOINTS.items()]
+def proxy_handlers() -> dict[str, ProxyHandler]:
+    """The handler of every proxied path (POST), by path."""
+    return {path: ProxyHandler(path, endpoint.wire) for path, endpoint in ENDPOINTS.items()}
+
+
+def gateway_routes(handlers: dict[str, ProxyHandler] | None = None) -> list[Route]:
+    """The gateway's routes; ``handlers``: the proxied paths' handlers (``proxy_handlers()``)."""
+    handlers = proxy_handlers() if handlers is None else handlers
+    routes = [Route(path, handler, methods=["POST"]) for path, handler in handlers.items()]
     routes.append(Route(COUNT_TOKENS, count_tokens, methods=["POST"]))
     routes.append(Route("/v1/models", list_models, methods=["GET"]))
     return routes

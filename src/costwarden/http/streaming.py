@@ -31,18 +31,18 @@ DRAIN_S = 0.25
 class MeteredStream:
     def __init__(self, streaming: Streaming, *, anthropic: bool = False) -> None:
         self.streaming = streaming
-        self.anthropic = anthropic  # on the Messages API: Anthropic's rate-limit header names too
+        # on the Messages API: Anthropic's rate-limit header names too
+        rendered = call_headers(streaming.receipt, anthropic=anthropic)
+        rendered["content-type"] = streaming.content_type
+        rendered["cache-control"] = "no-cache"
+        self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rendered.items()]
         self._gone = asyncio.Event()  # the client left: the pump counts, and sends nothing more
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         s = self.streaming
-        rendered = call_headers(s.receipt, anthropic=self.anthropic)
-        rendered["content-type"] = s.content_type
-        rendered["cache-control"] = "no-cache"
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rendered.items()]
         status = CallStatus.CLIENT_DISCONNECT
         try:
-            await send({"type": "http.response.start", "status": s.status, "headers": headers})
+            await send({"type": "http.response.start", "status": s.status, "headers": self._headers})
             status = await self._race(send, receive)
         except OSError:
             status = CallStatus.CLIENT_DISCONNECT

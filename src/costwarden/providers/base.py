@@ -47,7 +47,7 @@ class Endpoint:
 
     def validate(self, body: Mapping[str, Any]) -> None:
         """Raise InvalidRequest for a body the upstream would refuse for its shape."""
-        if not isinstance(body, Mapping):
+        if type(body) is not dict and not isinstance(body, Mapping):  # the exact check first: cheaper
             raise InvalidRequest("The request body must be a JSON object.")
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():

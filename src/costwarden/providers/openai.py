@@ -153,8 +153,7 @@ class ChatCompletions(Endpoint):
         return asked
 
     def usage_from_response(self, payload: Mapping[str, Any]) -> Usage | None:
-        usage = openai_usage(payload.get("usage"))
-        return None if usage is None else usage.with_tier(payload.get("service_tier"))
+        return openai_usage(payload.get("usage"), payload.get("service_tier"))
 
     def stream_tap(self, *, client_wants_usage: bool, usage_extra: UsageExtra) -> StreamTap:
         return OpenAIChatTap(client_wants_usage=client_wants_usage, usage_extra=usage_extra)
@@ -253,8 +252,7 @@ class Embeddings(Endpoint):
         return False
 
     def usage_from_response(self, payload: Mapping[str, Any]) -> Usage | None:
-        usage = openai_usage(payload.get("usage"))
-        return None if usage is None else usage.with_tier(payload.get("service_tier"))
+        return openai_usage(payload.get("usage"), payload.get("service_tier"))
 
     def stream_tap(self, *, client_wants_usage: bool, usage_extra: UsageExtra) -> StreamTap:
         raise TypeError("embeddings are not streamed")

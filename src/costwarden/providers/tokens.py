@@ -45,6 +45,7 @@ PER_REQUEST = 3
 PER_MESSAGE = 4
 PER_IMAGE = 1_600
 LONGEST_TOKEN_BYTES = 128  # the longest token of o200k_base and cl100k_base, in UTF-8 bytes
+_KNOWN_MODELS = 4096  # model ids whose tokenizer is remembered
 
 TextCounter = Callable[[str], int]
 
@@ -171,6 +172,9 @@ class TokenEstimator:
     def __init__(self, use_tokenizer: bool = True, *, counter: TextCounter | None = None) -> None:
         self._use_tokenizer = use_tokenizer
         self._counter = counter
+        # counter_for's answers by model id: a call's model is looked up once per process, not
+        # matched against the family table on every call (bounded: ids come from clients too)
+        self._counters: dict[str, TextCounter | None] = {}
 
     @property
     def uses_tokenizer(self) -> bool:
@@ -187,10 +191,15 @@ class TokenEstimator:
         """The tokenizer that counts ``model``'s texts, None where the byte rule applies."""
         if not self._use_tokenizer or model is None:
             return None
+        try:
+            return self._counters[model]
+        except KeyError:
+            pass
         encoding = encoding_name(model)
-        if encoding is None:
-            return None
-        return self._counter or bundled_counter(encoding)
+        counter = None if encoding is None else self._counter or bundled_counter(encoding)
+        if len(self._counters) < _KNOWN_MODELS:
+            self._counters[model] = counter
+        return counter
 
     def estimate(self, tally: InputTally, *, model: str | None) -> InputEstimate:
         """The estimate of ``tally`` for ``model`` (see the module docstring)."""
@@ -202,7 +211,9 @@ class TokenEstimator:
             upper = sum(ceil_div(size, 3) for size in sizes)
             floor = sum(ceil_div(size, LONGEST_TOKEN_BYTES) for size in sizes)
         else:
-            counts = [(counter(text), text) for text in tally.texts]
-            upper = sum(max(count, ceil_div(len(text), 4)) for count, text in counts)
-            floor = sum(count for count, _ in counts)
+            upper = floor = 0
+            for text in tally.texts:
+                count = counter(text)
+                upper += max(count, ceil_div(len(text), 4))
+                floor += count
         return InputEstimate(fixed + upper, floor + tally.token_ids, tuple(tally.hidden))

@@ -64,8 +64,15 @@ def count(value: object) -> int:
     return 0
 
 
+def _is_mapping(value: object) -> bool:
+    # parsed JSON objects are dicts: the exact type check spares the Mapping ABC's slower one
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 class _Reader:
     """Reads counts from one usage object, remembering whether any was malformed."""
+
+    __slots__ = ("usage", "malformed")
 
     def __init__(self, usage: Mapping[str, object]) -> None:
         self.usage = usage
@@ -73,25 +80,32 @@ class _Reader:
 
     def __call__(self, field: str, details: str | None = None) -> int:
         holder: object = self.usage if details is None else self.usage.get(details)
-        if details is not None and holder is not None and not isinstance(holder, Mapping):
+        if holder is None:
+            return 0
+        if not _is_mapping(holder):
             self.malformed = True
-        value = holder.get(field) if isinstance(holder, Mapping) else None
+            return 0
+        value = holder.get(field)  # type: ignore[attr-defined]  # a Mapping, checked above
+        if type(value) is int and value >= 0:  # the usual case: a plain JSON integer
+            return value
         if not valid_count(value):
             self.malformed = True
         return count(value)
 
 
-def openai_usage(usage: object) -> Usage | None:
-    """Chat completions, completions and embeddings: ``prompt_tokens`` / ``completion_tokens``."""
-    if not isinstance(usage, Mapping):
+def openai_usage(usage: object, service_tier: object = None) -> Usage | None:
+    """Chat completions, completions and embeddings: ``prompt_tokens`` / ``completion_tokens``;
+    ``service_tier``: the tier the response reported (kept when a string)."""
+    if not _is_mapping(usage):
         return None
-    read = _Reader(usage)
+    read = _Reader(usage)  # type: ignore[arg-type]  # a Mapping, checked above
     prompt = read("prompt_tokens")
     cached = min(read("cached_tokens", "prompt_tokens_details"), prompt)
     audio = min(read("audio_tokens", "prompt_tokens_details"), prompt - cached)
     output = read("completion_tokens")
     reasoning = min(read("reasoning_tokens", "completion_tokens_details"), output)
-    return Usage(prompt, cached, output, read.malformed, reasoning_tokens=reasoning, audio_input_tokens=audio)
+    return Usage(prompt, cached, output, read.malformed, reasoning_tokens=reasoning, audio_input_tokens=audio,
+                 service_tier=service_tier if isinstance(service_tier, str) else None)
 
 
 def responses_usage(usage: object) -> Usage | None:
