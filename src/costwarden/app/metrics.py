@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -15,6 +16,16 @@ from costwarden.engine.status import BudgetStatus
 
 FLUSH_EVERY = 1000  # events whose metrics are held at most before they are applied
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """The label children every event of one kind (department, model, status, decision) moves.
+    Token and cost series are looked up as they are needed: a series exists once it has moved."""
+
+    calls: Any
+    decisions: Any
+    latency: Any
 
 
 class Metrics:
@@ -48,6 +59,7 @@ class Metrics:
                                         "budget (1 = exhausted), USD and token budgets", budget_labels,
                                         registry=self.registry)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._series: dict[tuple[str, str, str, str], _Series] = {}
         # Increments are held and applied in bulk (prometheus_client takes a lock per increment):
         # at every render, and every FLUSH_EVERY events so that nothing grows without a scrape.
         self._counts: dict[Any, float] = {}
@@ -56,16 +68,25 @@ class Metrics:
 
     def on_event(self, event: UsageEvent, settled: Settled | None) -> None:
         dept, model = event.department, event.model_served
-        self._add(self._child(self.calls, dept, model, event.status), 1)
-        self._add(self._child(self.decisions, dept, event.decision), 1)
+        key = (dept, model, event.status, event.decision)
+        series = self._series.get(key)
+        if series is None:  # the label children of this kind of event, looked up once
+            series = self._series[key] = _Series(
+                self._child(self.calls, dept, model, event.status), self._child(self.decisions, dept, event.decision),
+                self._child(self.latency, dept, model))
+        add = self._add
+        add(series.calls, 1)
+        add(series.decisions, 1)
         for kind, count in (("input", event.input_tokens - event.cached_input_tokens),
                             ("cached_input", event.cached_input_tokens), ("output", event.output_tokens)):
             if count:
-                self._add(self._child(self.tokens, dept, model, kind), count)
+                add(self._child(self.tokens, dept, model, kind), count)
         if event.cost_nanos:
             cost = event.cost_nanos / 1e9 if event.cost_nanos < 2**53 else float(nanos_to_usd(event.cost_nanos))
-            self._add(self._child(self.cost, dept, model), cost)  # the same double as float(Decimal)
-        observations = self._observations.setdefault(self._child(self.latency, dept, model), [])
+            add(self._child(self.cost, dept, model), cost)  # the same double as float(Decimal)
+        observations = self._observations.get(series.latency)
+        if observations is None:
+            observations = self._observations[series.latency] = []
         observations.append(event.latency_ms / 1000)
         self._held += 1
         if self._held >= FLUSH_EVERY:

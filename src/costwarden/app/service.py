@@ -27,7 +27,7 @@ from costwarden.app.capacity import DEFAULT_QUEUE_S, CapacityQueue, window_for
 from costwarden.app.efficiency import shape
 from costwarden.app.generation import Generation
 from costwarden.app.ports import Observer, UsageLedger
-from costwarden.core.catalog import Catalog, ModelSpec
+from costwarden.core.catalog import ModelSpec, Resolution
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus, Priority, UpstreamType
@@ -88,6 +88,8 @@ class _Call:
     provider: str
     stream: bool
     sent: str  # the model id as the client sent it
+    label: str  # the decision's label (allow, clamp, downgrade)
+    resolution: Resolution | None  # what the model id sent resolved to in the catalog
     trimmed: int = 0  # input tokens thin context removed (SPEC §12)
     started: float = field(default_factory=time.perf_counter)
     closed: bool = False  # its reservation is settled or released and its event recorded
@@ -116,7 +118,8 @@ class GatewayService:
         self.observer.on_request(who.caller, payload, generation, policy.alerts.loop)
         model_id = payload["model"]
         # A snapshot, alias or prefixed id is admitted, priced and recorded as its catalog entry.
-        spec = policy.catalog.resolve(model_id) if isinstance(model_id, str) else None
+        resolution = policy.catalog.resolution(model_id) if isinstance(model_id, str) else None
+        spec = resolution.spec if resolution is not None else None
         if spec is not None:
             _check_wire(endpoint, spec.id, policy.upstreams[spec.provider].type)
         estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)
@@ -153,7 +156,7 @@ class GatewayService:
         if upstream.tpm is not None:
             await self._wait_for_capacity(call_id, endpoint, who, outcome, upstream.name, upstream.tpm, plan)
         call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, endpoint.wants_stream(payload),
-                     str(model_id), trimmed=trimmed, started=started)
+                     str(model_id), decision.label, resolution, trimmed=trimmed, started=started)
         # From here on the call holds a reservation: every failure must reach _close (see _guarded).
         return await self._guarded(call, self._forward(call, payload, request, client_headers))
 
@@ -177,8 +180,7 @@ class GatewayService:
         decision = call.admitted.decision
         assert decision.model is not None
         self.ledger.begin(_inflight(call, self.admission.store.replica))
-        prepared = call.endpoint.prepare(payload, model=_upstream_model(call.generation.policy.catalog, payload["model"],
-                                                                        decision.model),
+        prepared = call.endpoint.prepare(payload, model=_upstream_model(call.resolution, decision.model),
                                          output_bound=_bound_to_send(request, decision), stream=call.stream)
         if call.stream:
             return await self._stream(call, prepared.body, prepared.client_wants_usage, client_headers)
@@ -328,10 +330,9 @@ def _receipt(call: _Call, event: UsageEvent | None) -> Receipt:
                    None if event is None else event.cost_nanos, call.trimmed)
 
 
-def _upstream_model(catalog: Catalog, sent: object, served: ModelSpec) -> str:
+def _upstream_model(resolution: Resolution | None, served: ModelSpec) -> str:
     """The model id to send upstream: the client's own (less a provider prefix) when the entry it
-    names is served, else the id of the entry served instead (a downgrade)."""
-    resolution = catalog.resolution(sent) if isinstance(sent, str) else None
+    names (``resolution``) is served, else the id of the entry served instead (a downgrade)."""
     return resolution.upstream_id if resolution is not None and resolution.spec.id == served.id else served.id
 
 
@@ -390,7 +391,7 @@ def _inflight(call: _Call, replica: str) -> InflightCall:
         estimate_input_tokens=admitted.request.input_tokens,
         estimate_output_tokens=decision.output_tokens * admitted.request.choices,
         estimate_nanos=decision.estimate_nanos, price_version=decision.model.price_version, team=caller.team,
-        key_id=caller.key_id, user=caller.user, tags=call.who.tags, decision=decision.label, stream=call.stream,
+        key_id=caller.key_id, user=caller.user, tags=call.who.tags, decision=call.label, stream=call.stream,
         replica=replica, model_sent=call.sent, customer=caller.customer or "")
 
 
@@ -407,7 +408,7 @@ def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: Ca
         input_tokens=usage.input_tokens, cached_input_tokens=usage.cached_input_tokens,
         output_tokens=usage.output_tokens, cost_nanos=settled.cost_nanos if settled else 0,
         estimate_nanos=decision.estimate_nanos, price_version=decision.model.price_version,
-        decision=decision.label, status=status, http_status=http_status,
+        decision=call.label, status=status, http_status=http_status,
         latency_ms=int((time.perf_counter() - call.started) * 1000),
         overrun_tokens=settled.overrun_tokens if settled else 0, shadow=decision.shadow, stream=call.stream,
         model_sent=call.sent, cache_write_5m_tokens=usage.cache_write_5m_tokens,

@@ -42,6 +42,10 @@ class _Raw:
 
 def dumps(value: object) -> bytes:
     """Compact UTF-8 JSON; Decimal values are written with their exact digits."""
+    try:
+        return orjson.dumps(value)  # the usual body: nothing orjson cannot write by itself
+    except orjson.JSONEncodeError:
+        pass  # a Decimal, an integer beyond 64 bits, a lone surrogate: the slower way below
     raw = _Raw()
     try:
         text = orjson.dumps(value, default=raw.default)
