@@ -36,9 +36,9 @@ def answer_start(answer: Answer, *, anthropic: bool = False) -> dict[str, Any]:
     """The ``http.response.start`` message of a complete answer (content-length included)."""
     headers = call_headers(answer.receipt, anthropic=anthropic)
     headers["content-type"] = answer.content_type
-    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
     if not (answer.status < 200 or answer.status in (204, 304)):
-        raw.append((b"content-length", str(len(answer.body)).encode()))
+        headers["content-length"] = str(len(answer.body))
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
     return {"type": "http.response.start", "status": answer.status, "headers": raw}
 
 

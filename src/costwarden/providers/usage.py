@@ -72,7 +72,7 @@ def _is_mapping(value: object) -> bool:
 class _Reader:
     """Reads counts from one usage object, remembering whether any was malformed."""
 
-    __slots__ = ("usage", "malformed")
+    __slots__ = ("malformed", "usage")
 
     def __init__(self, usage: Mapping[str, object]) -> None:
         self.usage = usage

@@ -1,0 +1,179 @@
+"""The hot path's shortcuts answer exactly as the general code they bypass."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from costwarden.app.metrics import Metrics
+from costwarden.core.events import UsageEvent
+from costwarden.http.app import GatewayApp
+from costwarden.providers import tokens
+from costwarden.providers.jsontext import dumps
+from costwarden.providers.tokens import InputTally, TokenEstimator
+from costwarden.providers.usage import Usage, count, openai_usage, valid_count
+
+# -- the direct dispatch of proxied paths ---------------------------------------------------------
+
+
+class Recorder:
+    """An ASGI handler that answers with whether Starlette's router saw the call."""
+
+    def __init__(self) -> None:
+        self.scopes: list[Scope] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scopes.append(scope)
+        if scope["path"].endswith("/boom"):
+            raise RuntimeError("boom")
+        routed = "routed" if "router" in scope else "direct"
+        await PlainTextResponse(routed)(scope, receive, send)
+
+
+def app_with(handler: Recorder) -> GatewayApp:
+    paths = ("/v1/chat/completions", "/v1/boom")
+    return GatewayApp(proxied={path: handler for path in paths},
+                      routes=[Route(path, handler, methods=["POST"]) for path in paths])
+
+
+async def ask(app: GatewayApp, method: str, path: str, *, root_path: str = "") -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, root_path=root_path)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        return await client.request(method, path)
+
+
+async def test_a_post_to_a_proxied_path_goes_straight_to_its_handler() -> None:
+    handler = Recorder()
+    app = app_with(handler)
+    answer = await ask(app, "POST", "/v1/chat/completions")
+    assert (answer.status_code, answer.text) == (200, "direct")
+    assert handler.scopes[0]["app"] is app  # the handler finds the runtime on it
+
+
+async def test_everything_else_goes_through_starlette() -> None:
+    handler = Recorder()
+    app = app_with(handler)
+    assert (await ask(app, "GET", "/v1/chat/completions")).status_code == 405
+    assert (await ask(app, "POST", "/v1/unknown")).status_code == 404
+    mounted = await ask(app, "POST", "/gw/v1/chat/completions", root_path="/gw")
+    assert (mounted.status_code, mounted.text) == (200, "routed")
+
+
+async def test_an_exception_a_handler_lets_out_is_logged_and_raised(caplog: pytest.LogCaptureFixture) -> None:
+    app = app_with(Recorder())
+    with pytest.raises(RuntimeError, match="boom"):
+        await ask(app, "POST", "/v1/boom")
+    assert "unexpected failure on POST /v1/boom" in caplog.text
+
+
+# -- usage parsing ----------------------------------------------------------------------------------
+
+def reference_usage(usage: object, tier: object) -> Usage | None:
+    """The general reading (every field through valid_count and count), for comparison."""
+    if not isinstance(usage, dict):
+        return None
+    malformed = False
+
+    def read(field: str, details: str | None = None) -> int:
+        nonlocal malformed
+        holder = usage if details is None else usage.get(details)
+        if details is not None and holder is not None and not isinstance(holder, dict):
+            malformed = True
+        value = holder.get(field) if isinstance(holder, dict) else None
+        if not valid_count(value):
+            malformed = True
+        return count(value)
+
+    prompt = read("prompt_tokens")
+    cached = min(read("cached_tokens", "prompt_tokens_details"), prompt)
+    audio = min(read("audio_tokens", "prompt_tokens_details"), prompt - cached)
+    output = read("completion_tokens")
+    reasoning = min(read("reasoning_tokens", "completion_tokens_details"), output)
+    return Usage(prompt, cached, output, malformed, reasoning_tokens=reasoning, audio_input_tokens=audio,
+                 service_tier=tier if isinstance(tier, str) else None)
+
+
+counts = st.one_of(st.none(), st.integers(-3, 10**12), st.booleans(), st.floats(allow_nan=False), st.text(max_size=3))
+details = st.one_of(st.none(), st.integers(), st.dictionaries(st.sampled_from(["cached_tokens", "audio_tokens",
+                                                                              "reasoning_tokens"]), counts))
+usages = st.fixed_dictionaries({}, optional={"prompt_tokens": counts, "completion_tokens": counts,
+                                             "prompt_tokens_details": details,
+                                             "completion_tokens_details": details})
+
+
+@given(usages, st.one_of(st.none(), st.integers(), st.sampled_from(["default", "flex", "priority"])))
+def test_openai_usage_reads_every_shape_as_the_general_reading(usage: dict[str, Any], tier: object) -> None:
+    assert openai_usage(usage, tier) == reference_usage(usage, tier)
+
+
+def test_openai_usage_of_no_object_is_none() -> None:
+    assert openai_usage(None, "flex") is None
+    assert openai_usage([1, 2], None) is None
+
+
+# -- token estimation -------------------------------------------------------------------------------
+
+def test_the_tokenizer_of_a_model_is_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_KNOWN_MODELS", 3)
+    estimator, fresh = TokenEstimator(), TokenEstimator()
+    tally = InputTally(texts=["Summarise the quarterly report in one line.", "héllo wörld"], messages=2)
+    models = ["gpt-4o-mini", "gpt-4", "claude-sonnet-4", "gpt-4o-mini", "unknown-1", "unknown-2", "gpt-4"]
+    for model in models:
+        assert estimator.estimate(tally, model=model) == TokenEstimator().estimate(tally, model=model)
+        assert estimator.counter_for(model) is fresh.counter_for(model)
+    assert len(estimator._counters) == 3  # the bound holds
+
+
+# -- JSON text --------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(),
+              st.floats(allow_nan=False, allow_infinity=False)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    max_leaves=12)
+
+
+@given(json_values)
+def test_dumps_writes_plain_values_as_orjson_does(value: object) -> None:
+    assert dumps(value) == orjson.dumps(value)
+
+
+def test_dumps_keeps_exact_decimals_and_big_integers() -> None:
+    assert dumps({"cost": Decimal("0.0000045"), "n": 1}) == b'{"cost":0.0000045,"n":1}'
+    assert json.loads(dumps({"big": 2**70})) == {"big": 2**70}
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+
+def event(**fields: Any) -> UsageEvent:
+    from datetime import UTC, datetime
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    base: dict[str, Any] = dict(id="req_1", admitted_at=now, finished_at=now, department="SALES",
+                                model_requested="gpt-4o-mini", model_served="gpt-4o-mini", provider="openai",
+                                endpoint="/v1/chat/completions", input_tokens=20, output_tokens=10,
+                                cost_nanos=9_000, latency_ms=12)
+    return UsageEvent(**{**base, **fields})
+
+
+def test_metrics_add_up_and_a_series_appears_once_it_moves() -> None:
+    metrics = Metrics()
+    metrics.on_event(event(), None)
+    metrics.on_event(event(cost_nanos=0), None)
+    text = metrics.render().decode()
+    assert 'costwarden_calls_total{department="SALES",model="gpt-4o-mini",status="ok"} 2.0' in text
+    assert 'costwarden_tokens_total{department="SALES",model="gpt-4o-mini",type="input"} 40.0' in text
+    assert 'costwarden_cost_usd_total{department="SALES",model="gpt-4o-mini"} 9e-06' in text
+    assert 'costwarden_call_duration_seconds_count{department="SALES",model="gpt-4o-mini"} 2.0' in text
+    assert "cached_input" not in text  # no cached tokens yet: no series
+    metrics.on_event(event(cached_input_tokens=5), None)
+    assert 'type="cached_input"} 5.0' in metrics.render().decode()
