@@ -140,11 +140,10 @@ def _redis_ping(port: int) -> bool:
 
 
 def pg_commits(url: str) -> int:
-    """Committed transactions of the database at ``url`` so far (``pg_stat_database.xact_commit``).
-
-    The statistics collector reports a backend's counts when its transaction ends, at most every
-    ``PGSTAT_MIN_INTERVAL`` (1 s) while it is busy; ``pg_stat_clear_snapshot`` makes this read fresh.
-    Read it after the load has stopped and settled (see ``settled_commits``)."""
+    """Committed transactions of the database at ``url`` so far (``pg_stat_database.xact_commit``),
+    as reported by every backend: a busy backend reports at most once a second, an idle one ten
+    seconds after its last report (PostgreSQL 15's ``PGSTAT_IDLE_INTERVAL``), an exiting one at
+    once. Reading it is a transaction too, counted once this connection has ended."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -154,10 +153,13 @@ def pg_commits(url: str) -> int:
     return int(row[0])
 
 
-def pg_settled_commits(url: str, quiet_s: float = 1.5) -> int:
-    """``pg_commits`` once the load is over: a backend reports its counts at most once a second,
-    and within about a second of going idle, so this waits ``quiet_s`` first."""
-    time.sleep(quiet_s)  # the statistics' reporting interval, not a synchronization
+PG_REPORT_S = 11.0  # PGSTAT_IDLE_INTERVAL (10 s), and a margin
+
+
+def pg_settled_commits(url: str, quiet_s: float = PG_REPORT_S) -> int:
+    """``pg_commits`` once every backend has reported what it did before this call: waits
+    ``quiet_s`` first (the load must be over)."""
+    time.sleep(quiet_s)  # until idle backends have reported, not a synchronization
     return pg_commits(url)
 
 
@@ -193,6 +195,15 @@ def redis_command_count(url: str) -> int:
     with redis_client.Redis.from_url(url) as client:
         stats = client.info("commandstats")
     return sum(int(entry["calls"]) for name, entry in stats.items() if name != "cmdstat_info")
+
+
+def redis_cpu_seconds(url: str) -> float:
+    """User plus system CPU seconds the Redis server has used (``INFO cpu``)."""
+    import redis as redis_client
+
+    with redis_client.Redis.from_url(url) as client:
+        cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
 def empty_redis(url: str) -> None:

@@ -64,7 +64,7 @@ from costwarden.ledger.writer_process import parameters
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
-WRITE_AHEAD_DELAY_S = 0.1  # the longest a write-ahead row waits for an event to share a commit with
+WRITE_AHEAD_DELAY_S = 0.025  # the longest a write-ahead row waits for an event to share a commit with
 GROUP_WINDOW_S = 0.025  # the longest an event waits for other calls' events while they are in flight
 GROUP_SIBLINGS = 4  # calls in flight beside it for an event to wait for them at all
 OPEN_CALLS_KEPT = 100_000  # write-ahead ids remembered to count the calls in flight
