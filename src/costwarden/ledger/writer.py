@@ -21,11 +21,8 @@ write-ahead row at all (``partition``); under load they ride along with the even
 event comes in time are they committed by themselves, without waiting for PostgreSQL to flush its
 WAL (``synchronous_commit = off``, as the SQLite writer process commits them without a sync): the
 next synchronous commit, or PostgreSQL's WAL writer within a fraction of a second, makes them
-durable. Under concurrency, a batch someone waits for also waits a little for company: while
-other calls are in flight it gathers some of their events (one in eight of them), for at most
-four times the recent gap between events and never more than ``GROUP_WINDOW_S``, so that one commit
-carries several calls even when commits are quick (PostgreSQL's ``commit_delay``, applied to
-transactions rather than to WAL flushes; a lone call never waits).
+durable. Under concurrency, a batch someone waits for also waits a little for other calls'
+events (``company.py``), so that one commit carries several calls even when commits are quick.
 On PostgreSQL the thread keeps one connection open, as on SQLite, and checks it only
 after it has been idle for ``PING_AFTER_IDLE_S`` (a check on every batch cost a commit of its own).
 """
@@ -47,10 +44,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from costwarden.errors import StorageError
+from costwarden.ledger.company import Company
 from costwarden.ledger.engine import storage_error
 from costwarden.ledger.queue_items import (
     Job,
-    RowKind,
     RowRefused,
     Write,
     insert_ignoring_duplicates,
@@ -65,9 +62,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 WRITE_AHEAD_DELAY_S = 0.025  # the longest a write-ahead row waits for an event to share a commit with
-GROUP_WINDOW_S = 0.025  # the longest an event waits for other calls' events while they are in flight
-GROUP_SIBLINGS = 4  # calls in flight beside it for an event to wait for them at all
-OPEN_CALLS_KEPT = 100_000  # write-ahead ids remembered to count the calls in flight
 PING_AFTER_IDLE_S = 1.0  # a PostgreSQL connection unused this long is checked before it is used
 _STOP = object()
 
@@ -83,9 +77,7 @@ class Writer:
         self._statements = SqliteStatements(engine.dialect) if self._sqlite else None
         self._held: Connection | None = None  # the thread's connection, kept open
         self._used = 0.0  # when the held connection was last used (monotonic seconds)
-        self._open: dict[str, None] = {}  # ids of calls seen beginning and not yet ending, oldest first
-        self._gap = GROUP_WINDOW_S  # the recent time between two events (moving average, seconds)
-        self._last_event = 0.0
+        self._company = Company()
         self._queue: queue.SimpleQueue[Write | Job | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -141,42 +133,24 @@ class Writer:
         self._drop_connection()
 
     def _gather(self, work: list[Write | Job]) -> bool:
-        """Add to ``work`` the events of other calls in flight that come within the group window;
-        returns whether the writer was asked to stop meanwhile."""
-        still_open = self._track(work)
-        if still_open < GROUP_SIBLINGS or not any(item.waiter is not None for item in work):
+        """Add to ``work`` the events of other calls in flight that come while it waits for
+        company (see ``company.py``); returns whether the writer was asked to stop meanwhile."""
+        self._company.note(_writes(work), time.monotonic())
+        wait = self._company.wait() if any(item.waiter is not None for item in work) else None
+        if wait is None:
             return False
-        deadline = time.monotonic() + min(GROUP_WINDOW_S, 4 * self._gap)
-        wanted = 1 + still_open // 8
-        ended = 0
+        window_s, wanted = wait
+        deadline, ended = time.monotonic() + window_s, 0
         while ended < wanted and len(work) < MAX_BATCH:
             more = self._take(max(0.0, deadline - time.monotonic()), MAX_BATCH - len(work))
             if not more:
                 return False
-            stop = _STOP in more
             added = [item for item in more if isinstance(item, Write | Job)]
             work.extend(added)
-            self._track(added)
-            ended += sum(1 for item in added if isinstance(item, Write) and item.kind is RowKind.EVENT)
-            if stop:
+            ended += self._company.note(_writes(added), time.monotonic())
+            if _STOP in more:
                 return True
         return False
-
-    def _track(self, items: Sequence[Write | Job]) -> int:
-        """Note the calls ``items`` begin and end, and when; returns how many are in flight after them."""
-        now = time.monotonic()
-        for item in items:
-            if not isinstance(item, Write):
-                continue
-            if item.kind is RowKind.INFLIGHT:
-                self._open[item.row["id"]] = None
-            elif item.kind is RowKind.EVENT:
-                self._open.pop(item.row["id"], None)
-                self._gap += (min(now - self._last_event, GROUP_WINDOW_S) - self._gap) / 8
-                self._last_event = now
-        while len(self._open) > OPEN_CALLS_KEPT:  # calls that never ended here (their event went elsewhere)
-            del self._open[next(iter(self._open))]
-        return len(self._open)
 
     def _take(self, timeout: float | None, limit: int = MAX_BATCH) -> list[object]:
         """What is queued, waiting up to ``timeout`` (None: for ever) for a first item."""
@@ -304,6 +278,10 @@ class Writer:
             self._lost(lost)
         else:
             log.error("ledger: %d write-ahead rows were lost: %s", len(lost), error)
+
+
+def _writes(items: Sequence[Write | Job]) -> list[Write]:
+    return [item for item in items if isinstance(item, Write)]
 
 
 def _write_ahead(item: Write | Job) -> bool:
