@@ -1,5 +1,5 @@
 """One durable write per call on PostgreSQL: concurrent calls share their commits (group commit),
-and a call's write-ahead row costs no commit of its own. Counted by PostgreSQL itself
+and the write-ahead rows of calls in flight ride in those commits. Counted by PostgreSQL itself
 (``pg_stat_database.xact_commit``), not by the gateway: a count, not a timing."""
 
 from __future__ import annotations
