@@ -7,7 +7,15 @@ direct first, then through the gateway, at each concurrency. Prints p50/p99 late
 second, the latency the gateway adds and its throughput as a share of direct, and checks the
 hard cap with a burst at concurrency 64 against a department whose budget fits about 20 calls.
 
+With ``--store redis`` it runs the scale-out configuration too (Redis counters and a PostgreSQL
+ledger, with 1 and then 2 workers) beside the embedded one, and measures what each call costs:
+the gateway's CPU (all its processes), PostgreSQL commits (``pg_stat_database.xact_commit``) and
+Redis commands (``INFO commandstats``). Redis and PostgreSQL are started in temporary directories
+unless ``--redis`` and ``--db`` name servers the bench may use (it empties that Redis database and
+creates, then drops, databases beside the one named).
+
 Run: python bench/gateway.py [--seconds 5] [--levels 1,16,64] [--stream-level 16]
+     python bench/gateway.py --store redis [--redis redis://...] [--db postgresql://...]
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import services
 
 try:
     import uvloop
@@ -321,10 +331,81 @@ asyncio.run(main())
 # -- the run ------------------------------------------------------------------------------------
 
 @dataclass
+class Costs:
+    """What the gateway spent on one run: CPU of all its processes, PostgreSQL commits and Redis
+    commands (None when the configuration has no such server)."""
+
+    cpu_s: float
+    commits: int | None
+    redis_commands: int | None
+    redis_cpu_s: float | None = None
+
+
+@dataclass
 class Row:
     name: str
     direct: Result
     gateway: Result
+    costs: Costs | None = None
+
+    def per_call(self, amount: float | None) -> float | None:
+        return None if amount is None or not self.gateway.calls else amount / self.gateway.calls
+
+
+@dataclass
+class Config:
+    """A gateway configuration: its ledger, its counter store and its worker processes."""
+
+    name: str
+    db_url: str
+    redis_url: str | None = None
+    workers: int = 1
+    stream: bool = True  # run the streaming level too
+
+    def serve_args(self) -> list[str]:
+        extra = ["--redis", self.redis_url] if self.redis_url else []
+        return [*extra, "--workers", str(self.workers)] if self.workers > 1 else extra
+
+
+class Probe:
+    """Measures what one gateway run costs (see ``Costs``), from outside the gateway."""
+
+    def __init__(self, pid: int, config: Config) -> None:
+        self.pid, self.config = pid, config
+        self._cpu = 0.0
+        self._commits = 0
+        self._redis_cpu = 0.0
+
+    def start(self) -> None:
+        if self.config.db_url.startswith("postgresql"):
+            # the gateway was idle (the direct run) for about 5 s: at most that much background
+            # activity is still unreported, and is counted against this run
+            self._commits = services.pg_commits(self.config.db_url)
+        if self.config.redis_url:
+            services.reset_redis_stats(self.config.redis_url)
+            self._redis_cpu = services.redis_cpu_seconds(self.config.redis_url)
+        self._cpu = services.tree_cpu_seconds(self.pid)
+
+    def stop(self) -> Costs:
+        cpu = services.tree_cpu_seconds(self.pid) - self._cpu
+        commands = services.redis_command_count(self.config.redis_url) if self.config.redis_url else None
+        redis_cpu = services.redis_cpu_seconds(self.config.redis_url) - self._redis_cpu if self.config.redis_url else None
+        commits = None
+        if self.config.db_url.startswith("postgresql"):
+            # after every backend reported this run; less the reading taken by start()
+            commits = services.pg_settled_commits(self.config.db_url) - self._commits - 1
+        return Costs(cpu, commits, commands, redis_cpu)
+
+
+@dataclass
+class Outcome:
+    """One configuration's run."""
+
+    config: Config
+    rows: list[Row]
+    statuses: list[int] = field(default_factory=list)
+    events: list[dict[str, object]] = field(default_factory=list)
+    log: str = ""
 
 
 def ms(seconds: float) -> str:
@@ -357,21 +438,38 @@ def check(label: str, ok: bool, detail: str) -> bool:
     return ok
 
 
-async def measure(args: argparse.Namespace, mock_port: int, gw_port: int, key: str, gw_pid: int) -> list[Row]:
+async def measure(args: argparse.Namespace, mock_port: int, gw_port: int, key: str,
+                  probe: Probe | None = None, stream: bool = True) -> list[Row]:
     rows = []
     plans = [(f"unary c={c}", c, CHAT) for c in args.levels]
-    if args.stream_level:
+    if args.stream_level and stream:
         plans.append((f"stream c={args.stream_level}", args.stream_level, STREAM))
     for name, concurrency, body in plans:
         direct = await load(mock_port, http_request(mock_port, "/v1/chat/completions", body, "sk-bench"),
                             concurrency, args.seconds)
+        if probe is not None:
+            await asyncio.to_thread(probe.start)
         gateway = await load(gw_port, http_request(gw_port, "/v1/chat/completions", body, key),
-                             concurrency, args.seconds, server=gw_pid)
-        rows.append(Row(name, direct, gateway))
-        print(f"  {name}: direct {direct.rate:,.0f}/s, gateway {gateway.rate:,.0f}/s, gateway CPU per call "
-              f"{gateway.cpu_per_call() * 1000:.3f} ms (+ writer process {gateway.cpu_per_call(1) * 1000:.3f} ms)",
+                             concurrency, args.seconds, server=probe.pid if probe is not None else None)
+        costs = await asyncio.to_thread(probe.stop) if probe is not None else None
+        rows.append(Row(name, direct, gateway, costs))
+        print(f"  {name}: direct {direct.rate:,.0f}/s, gateway {gateway.rate:,.0f}/s{describe(rows[-1])}",
               flush=True)
     return rows
+
+
+def describe(row: Row) -> str:
+    """A run's costs per call, for the progress lines."""
+    if row.costs is None:
+        return ""
+    parts = [f"CPU {_figure(row.per_call(row.costs.cpu_s * 1000), '.2f')} ms/call"]
+    if (commits := row.per_call(row.costs.commits)) is not None:
+        parts.append(f"{commits:.2f} commits/call")
+    if (commands := row.per_call(row.costs.redis_commands)) is not None:
+        parts.append(f"{commands:.1f} Redis commands/call")
+    if (redis_cpu := row.per_call(row.costs.redis_cpu_s)) is not None:
+        parts.append(f"Redis CPU {redis_cpu * 1e6:.0f} us/call")
+    return " (" + ", ".join(parts) + ")"
 
 
 async def ceiling(port: int, seconds: float) -> Result:
@@ -391,21 +489,36 @@ def main() -> None:
                         help="concurrency levels for unary calls (default 1,16,64)")
     parser.add_argument("--stream-level", type=int, default=16, help="concurrency of the streaming run (0: skip)")
     parser.add_argument("--burst", type=int, default=300, help="calls in the hard-cap burst (default 300)")
+    parser.add_argument("--store", choices=["memory", "redis"], default="memory",
+                        help="redis: also run Redis + PostgreSQL with 1 and 2 workers, beside the embedded one")
+    parser.add_argument("--redis", help="a Redis URL the bench may empty (default: start one in a temp dir)")
+    parser.add_argument("--db", help="a PostgreSQL URL beside which the bench creates its databases "
+                                     "(default: start a cluster in a temp dir, with PostgreSQL's durable defaults)")
+    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
+                        help="worker counts of the scale-out runs (default 1,2)")
     args = parser.parse_args()
     if uvloop is not None:
         uvloop.install()
 
-    with tempfile.TemporaryDirectory(prefix="costwarden-bench-") as tmp:
-        run(args, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="costwarden-bench-") as tmp, contextlib.ExitStack() as servers:
+        configs = [Config("embedded: memory + SQLite", f"sqlite:///{tmp}/ledger.db")]
+        if args.store == "redis":
+            redis_url = args.redis or servers.enter_context(services.redis())
+            pg_url = args.db or servers.enter_context(services.postgres())
+            for workers in args.workers:
+                name = f"cwbench_{os.getpid()}_{workers}"
+                db_url = services.create_database(pg_url, name)
+                servers.callback(services.drop_database, pg_url, name)
+                configs.append(Config(f"Redis + PostgreSQL, {workers} worker{'s' * (workers > 1)}", db_url,
+                                      redis_url, workers, stream=False))
+        run(args, Path(tmp), configs)
 
 
-def run(args: argparse.Namespace, tmp: Path) -> None:
+def run(args: argparse.Namespace, tmp: Path, configs: list[Config]) -> None:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-ant-bench"}
-    mock_port, gw_port, null_port = free_port(), free_port(), free_port()
+    mock_port, null_port = free_port(), free_port()
     policy = tmp / "policy.yaml"
     policy.write_text(POLICY.format(mock=f"http://127.0.0.1:{mock_port}", cap=CAP_LIMIT_USD))
-    db_url = f"sqlite:///{tmp}/ledger.db"
-    keys = {dept: create_key(db_url, policy, dept, env) for dept in ("BENCH", "CAP")}
     print(f"gateway bench: {os.cpu_count()} cores, load average {load_avg()}, {args.seconds:g} s per run")
 
     with process([sys.executable, "-c", NULL_SERVER, str(null_port)], tmp / "null.log", env) as null:
@@ -414,22 +527,70 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"generator ceiling (64 connections to a static HTTP server): {top.rate:,.0f} calls/s, "
           f"p50 {top.percentile(50) * 1000:.2f} ms")
 
-    with process(cli("mock-upstream", "--port", str(mock_port)), tmp / "mock.log", env) as mock, \
-            process(cli("serve", "--policy", str(policy), "--db", db_url, "--port", str(gw_port)),
-                    tmp / "gateway.log", env) as gateway:
+    outcomes = []
+    with process(cli("mock-upstream", "--port", str(mock_port)), tmp / "mock.log", env) as mock:
         wait_for_port(mock_port, mock, "mock upstream")
-        wait_for_port(gw_port, gateway, "gateway")
-        print(f"mock upstream pid {mock.pid} on :{mock_port}; gateway pid {gateway.pid} on :{gw_port}", flush=True)
-        rows = asyncio.run(measure(args, mock_port, gw_port, keys["BENCH"], gateway.pid))
-        statuses = asyncio.run(burst(gw_port, keys["CAP"], args.burst))
-        events = [e for e in ledger_events(db_url, "CAP", env) if e["record"] == "event"]
-        gateway_log = (tmp / "gateway.log").read_text(errors="replace")
-    print_table(rows)
+        for number, config in enumerate(configs):
+            print(f"\n{config.name}", flush=True)
+            outcomes.append(run_config(args, tmp / f"config-{number}", policy, mock_port, config, env))
+    ok = True
+    for outcome in outcomes:
+        print(f"\n== {outcome.config.name}")
+        print_table(outcome.rows)
+        ok &= report(outcome.rows, outcome.statuses, outcome.events, outcome.log)
+    if len(outcomes) > 1:
+        print_side_by_side(outcomes)
     print(f"load average after the runs: {load_avg()}")
-    report(rows, statuses, events, gateway_log)
+    if not ok:
+        raise SystemExit(1)
 
 
-def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]], gateway_log: str) -> None:
+def run_config(args: argparse.Namespace, tmp: Path, policy: Path, mock_port: int, config: Config,
+               env: dict[str, str]) -> Outcome:
+    """Start a gateway in ``config``, measure it level by level, then burst against the cap."""
+    tmp.mkdir()
+    if config.redis_url:
+        services.empty_redis(config.redis_url)
+    gw_port = free_port()
+    keys = {dept: create_key(config.db_url, policy, dept, env) for dept in ("BENCH", "CAP")}
+    serve = cli("serve", "--policy", str(policy), "--db", config.db_url, "--port", str(gw_port),
+                "--spool", str(tmp / "spool"), *config.serve_args())
+    with process(serve, tmp / "gateway.log", env) as gateway:
+        wait_for_port(gw_port, gateway, "gateway")
+        print(f"mock upstream on :{mock_port}; gateway pid {gateway.pid} on :{gw_port}", flush=True)
+        rows = asyncio.run(measure(args, mock_port, gw_port, keys["BENCH"], Probe(gateway.pid, config),
+                                   config.stream))
+        statuses = asyncio.run(burst(gw_port, keys["CAP"], args.burst))
+    events = [e for e in ledger_events(config.db_url, "CAP", env) if e["record"] == "event"]
+    return Outcome(config, rows, statuses, events, (tmp / "gateway.log").read_text(errors="replace"))
+
+
+def print_side_by_side(outcomes: list[Outcome]) -> None:
+    """The headline figures of every configuration, one line each."""
+    print("\nside by side (req/s through the gateway; added p50 at c=1 over direct; per call at the highest level)")
+    print(f"{'configuration':<32}{'req/s by level':>24}{'added p50':>11}{'CPU/call':>10}"
+          f"{'commits/call':>16}{'Redis cmds/call':>18}")
+    for outcome in outcomes:
+        unary = [row for row in outcome.rows if row.name.startswith("unary")]
+        rates = " / ".join(f"{row.gateway.rate:,.0f}" for row in unary)
+        first, last = unary[0], unary[-1]
+        added = first.gateway.percentile(50) - first.direct.percentile(50)
+        cpu = _figure(last.per_call(last.costs.cpu_s * 1000 if last.costs else None), ".2f") + " ms"
+        commits = " / ".join(_figure(row.per_call(row.costs.commits if row.costs else None), ".2f")
+                             for row in (first, last))
+        commands = " / ".join(_figure(row.per_call(row.costs.redis_commands if row.costs else None), ".1f")
+                              for row in (first, last))
+        print(f"{outcome.config.name:<32}{rates:>24}{added * 1000:>8.2f} ms{cpu:>10}{commits:>16}{commands:>18}")
+    levels = [row.name.split("=")[1] for row in outcomes[0].rows if row.name.startswith("unary")]
+    print(f"(levels c={'/'.join(levels)}; commits and Redis commands at the lowest / highest level, measured "
+          "with pg_stat_database and INFO commandstats; CPU: every process of the gateway)")
+
+
+def _figure(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]], gateway_log: str) -> bool:
     by_name = {row.name: row for row in rows}
     print("\ngoals (one worker):")
     if (c1 := by_name.get("unary c=1")) is not None:
@@ -456,8 +617,7 @@ def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]]
     ok &= check("one ledger event per admitted call", len(events) == admitted, f"{len(events)} == {admitted}")
     errors = [line for line in gateway_log.splitlines() if "Traceback" in line or " ERROR " in line]
     ok &= check("no errors in the gateway log", not errors, f"{len(errors)} lines")
-    if not ok:
-        raise SystemExit(1)
+    return ok
 
 
 if __name__ == "__main__":

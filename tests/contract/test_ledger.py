@@ -208,6 +208,16 @@ async def test_a_write_ahead_row_lives_until_its_event(ledger: Ledger) -> None:
     assert await ledger.count_inflight() == 0
 
 
+async def test_a_write_ahead_row_lands_without_an_event(ledger: Ledger) -> None:
+    ledger.begin(make_call("alone"))  # no event follows: it must not wait for one for ever
+    deadline = asyncio.get_running_loop().time() + 10
+    while await ledger.count_inflight() == 0:
+        assert asyncio.get_running_loop().time() < deadline, "the write-ahead row was never committed"
+        await asyncio.sleep(0.01)  # polling interval, not synchronization
+    await ledger.record(make_event("alone"))
+    assert await ledger.count_inflight() == 0
+
+
 # -- queries ----------------------------------------------------------------------------------------
 
 

@@ -158,7 +158,9 @@ class Ledger:
         return True
 
     def begin(self, call: InflightCall) -> None:
-        """Queue the write-ahead row of a call about to be forwarded; does not wait."""
+        """Queue the write-ahead row of a call about to be forwarded; does not wait. On PostgreSQL
+        it shares the commit of other calls' events, within ``WRITE_AHEAD_DELAY_S`` (``writer.py``),
+        and is not written at all if this call's event comes first."""
         write = Write(RowKind.INFLIGHT, inflight_row(call))
         if self._outage.available:
             self._put(write)

@@ -13,6 +13,18 @@ are the same as through SQLAlchemy Core. The usage rows of the gateway's hot pat
 process instead (``writer_process.py``): the writer thread shares the interpreter lock with the
 event loop, and under load every lock hand-over between them cost the loop more than the write
 itself. Rows without a waiter (write-ahead rows) that fail go to ``lost`` (the ledger's spool).
+
+Write-ahead rows wait for company: nobody waits for them, so rather than each costing a commit of
+its own they are held for at most ``WRITE_AHEAD_DELAY_S`` and committed with the next batch that
+has rows someone waits for (other calls' events). A call that ends within that time needs no
+write-ahead row at all (``partition``); under load they ride along with the events. Only when no
+event comes in time are they committed by themselves, without waiting for PostgreSQL to flush its
+WAL (``synchronous_commit = off``, as the SQLite writer process commits them without a sync): the
+next synchronous commit, or PostgreSQL's WAL writer within a fraction of a second, makes them
+durable. Under concurrency, a batch someone waits for also waits a little for other calls'
+events (``company.py``), so that one commit carries several calls even when commits are quick.
+On PostgreSQL the thread keeps one connection open, as on SQLite, and checks it only
+after it has been idle for ``PING_AFTER_IDLE_S`` (a check on every batch cost a commit of its own).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from costwarden.errors import StorageError
+from costwarden.ledger.company import Company
 from costwarden.ledger.engine import storage_error
 from costwarden.ledger.queue_items import (
     Job,
@@ -47,6 +61,8 @@ from costwarden.ledger.writer_process import parameters
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
+WRITE_AHEAD_DELAY_S = 0.025  # the longest a write-ahead row waits for an event to share a commit with
+PING_AFTER_IDLE_S = 1.0  # a PostgreSQL connection unused this long is checked before it is used
 _STOP = object()
 
 
@@ -59,7 +75,9 @@ class Writer:
         self._lost = lost  # takes rows without a waiter that failed (called on the writer thread)
         self._sqlite = engine.dialect.name == "sqlite"
         self._statements = SqliteStatements(engine.dialect) if self._sqlite else None
-        self._held: Connection | None = None  # SQLite: the thread's connection, kept open
+        self._held: Connection | None = None  # the thread's connection, kept open
+        self._used = 0.0  # when the held connection was last used (monotonic seconds)
+        self._company = Company()
         self._queue: queue.SimpleQueue[Write | Job | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -90,38 +108,81 @@ class Writer:
 
     def _run(self) -> None:
         stopping = False
+        deferred: list[Write] = []  # write-ahead rows waiting for a batch to share
+        due = 0.0  # when the oldest of them must be committed, with or without company
         while not stopping:
-            items = [self._queue.get()]
-            while len(items) < MAX_BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            items = self._take(None if not deferred else max(0.0, due - time.monotonic()))
             if _STOP in items:
                 stopping = True
                 items = [item for item in items if item is not _STOP]
+            work = [item for item in items if isinstance(item, Write | Job)]
+            if (work and not stopping and all(_write_ahead(item) for item in work)
+                    and len(deferred) + len(work) < MAX_BATCH and (not deferred or time.monotonic() < due)):
+                if not deferred:
+                    due = time.monotonic() + WRITE_AHEAD_DELAY_S
+                deferred.extend(item for item in work if isinstance(item, Write))
+                continue
+            work, deferred = [*deferred, *work], []
+            if not stopping:
+                stopping = self._gather(work)
             try:
-                self._process([item for item in items if isinstance(item, Write | Job)])
+                self._process(work)
             except Exception as exc:  # the thread's outermost edge: never leave a caller hanging
                 log.exception("ledger writer failed")
-                self._fail([item for item in items if isinstance(item, Write | Job)],
-                           StorageError(f"ledger writer failed: {exc}"))
+                self._fail(work, StorageError(f"ledger writer failed: {exc}"))
         self._drop_connection()
+
+    def _gather(self, work: list[Write | Job]) -> bool:
+        """Add to ``work`` the events of other calls in flight that come while it waits for
+        company (see ``company.py``); returns whether the writer was asked to stop meanwhile."""
+        self._company.note(_writes(work), time.monotonic())
+        wait = self._company.wait() if any(item.waiter is not None for item in work) else None
+        if wait is None:
+            return False
+        window_s, wanted = wait
+        deadline, ended = time.monotonic() + window_s, 0
+        while ended < wanted and len(work) < MAX_BATCH:
+            more = self._take(max(0.0, deadline - time.monotonic()), MAX_BATCH - len(work))
+            if not more:
+                return False
+            added = [item for item in more if isinstance(item, Write | Job)]
+            work.extend(added)
+            ended += self._company.note(_writes(added), time.monotonic())
+            if _STOP in more:
+                return True
+        return False
+
+    def _take(self, timeout: float | None, limit: int = MAX_BATCH) -> list[object]:
+        """What is queued, waiting up to ``timeout`` (None: for ever) for a first item."""
+        try:
+            items = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < limit:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
 
     # -- connections ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        """A connection in a transaction, committed on leaving the block."""
-        if not self._sqlite:
-            with self._engine.begin() as conn:  # a checkout per batch: pre-ping survives restarts
-                yield conn
-            return
+        """The held connection in a transaction, committed on leaving the block."""
         conn = self._connection()
         with conn.begin():
             yield conn
+        self._used = time.monotonic()
 
     def _connection(self) -> Connection:
+        if self._held is not None and not self._sqlite and time.monotonic() - self._used > PING_AFTER_IDLE_S:
+            # PostgreSQL may have restarted since: find out now rather than by failing a batch.
+            try:
+                self._held.exec_driver_sql("SELECT 1")
+                self._held.rollback()
+            except SQLAlchemyError:
+                self._drop_connection()
         if self._held is None:
             self._held = self._engine.connect()
         return self._held
@@ -167,7 +228,7 @@ class Writer:
             if self._statements is not None:
                 self._write_sqlite(writes, self._statements)
             else:
-                with self._engine.begin() as conn:
+                with self._transaction() as conn:
                     _write_batch(conn, writes)
         except (IntegrityError, DataError, sqlite3.IntegrityError, sqlite3.DataError):
             # One bad row must not sink the batch: write each on its own to find it.
@@ -219,8 +280,20 @@ class Writer:
             log.error("ledger: %d write-ahead rows were lost: %s", len(lost), error)
 
 
+def _writes(items: Sequence[Write | Job]) -> list[Write]:
+    return [item for item in items if isinstance(item, Write)]
+
+
+def _write_ahead(item: Write | Job) -> bool:
+    """A row nobody waits for (a write-ahead row): it may wait for company."""
+    return isinstance(item, Write) and item.waiter is None
+
+
 def _write_batch(conn: Connection, writes: list[Write]) -> None:
     ahead, events, stale, refused = partition(writes)
+    if all(write.waiter is None for write in writes):
+        # Nobody waits: do not wait for the WAL flush either (see the module's docstring).
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
     if ahead:
         conn.execute(insert_ignoring_duplicates(conn, inflight), ahead)
     if events:
