@@ -5,8 +5,9 @@ Every replica renews a lease in the shared store every ``LEASE_RENEW_S``; a leas
 replica claims it once, settles the dead replica's write-ahead rows in the ledger as
 ``interrupted`` at their estimates, and settles its reservations to agree: at their amounts where
 the ledger now has the interrupted event, released where it has none (the call had not yet been
-forwarded, or was forwarded so shortly before the replica died that its write-ahead row, which
-waits up to 25 ms to share a commit, never reached the ledger: see ``ledger/writer.py``). All within about ``LEASE_TTL_S`` plus one sweep, well under the reservation TTL.
+forwarded, or was forwarded so shortly before the replica died that its write-ahead row, still
+in the writer's queue, never reached the ledger: see ``ledger/writer.py``). All within about
+``LEASE_TTL_S`` plus one sweep, well under the reservation TTL.
 """
 
 from __future__ import annotations

@@ -158,9 +158,9 @@ class Ledger:
         return True
 
     def begin(self, call: InflightCall) -> None:
-        """Queue the write-ahead row of a call about to be forwarded; does not wait. On PostgreSQL
-        it shares the commit of other calls' events, within ``WRITE_AHEAD_DELAY_S`` (``writer.py``),
-        and is not written at all if this call's event comes first."""
+        """Queue the write-ahead row of a call about to be forwarded; does not wait. It goes with
+        the writer's next batch, and is not written at all if this call's event is in the same
+        batch (``writer.py``)."""
         write = Write(RowKind.INFLIGHT, inflight_row(call))
         if self._outage.available:
             self._put(write)

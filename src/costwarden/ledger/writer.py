@@ -14,16 +14,15 @@ process instead (``writer_process.py``): the writer thread shares the interprete
 event loop, and under load every lock hand-over between them cost the loop more than the write
 itself. Rows without a waiter (write-ahead rows) that fail go to ``lost`` (the ledger's spool).
 
-Write-ahead rows wait for company: nobody waits for them, so rather than each costing a commit of
-its own they are held for at most ``WRITE_AHEAD_DELAY_S`` and committed with the next batch that
-has rows someone waits for (other calls' events). A call that ends within that time needs no
-write-ahead row at all (``partition``); under load they ride along with the events. Only when no
-event comes in time are they committed by themselves, without waiting for PostgreSQL to flush its
-WAL (``synchronous_commit = off``, as the SQLite writer process commits them without a sync): the
-next synchronous commit, or PostgreSQL's WAL writer within a fraction of a second, makes them
-durable. Under concurrency, a batch someone waits for also waits a little for other calls'
-events (``company.py``), so that one commit carries several calls even when commits are quick.
-On PostgreSQL the thread keeps one connection open, as on SQLite, and checks it only
+Write-ahead rows are never held back: a row still in this process's queue is lost with it in a
+``kill -9``, and the call it stands for would then go unsettled. Nobody waits for them, though, so
+a batch of write-ahead rows alone commits without waiting for PostgreSQL to flush its WAL
+(``synchronous_commit = off``, as the SQLite writer process commits them without a sync): the next
+synchronous commit, or PostgreSQL's WAL writer within a fraction of a second, makes them durable.
+Under load they ride along with other calls' events, and a call whose event is in the same batch
+needs no write-ahead row at all (``partition``). Under concurrency, a batch of events that carries
+no write-ahead row also waits a little for other calls' events (``company.py``), so that one commit
+carries several calls even when commits are quick. On PostgreSQL the thread keeps one connection open, as on SQLite, and checks it only
 after it has been idle for ``PING_AFTER_IDLE_S`` (a check on every batch cost a commit of its own).
 """
 
@@ -61,7 +60,6 @@ from costwarden.ledger.writer_process import parameters
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
-WRITE_AHEAD_DELAY_S = 0.025  # the longest a write-ahead row waits for an event to share a commit with
 PING_AFTER_IDLE_S = 1.0  # a PostgreSQL connection unused this long is checked before it is used
 _STOP = object()
 
@@ -108,21 +106,12 @@ class Writer:
 
     def _run(self) -> None:
         stopping = False
-        deferred: list[Write] = []  # write-ahead rows waiting for a batch to share
-        due = 0.0  # when the oldest of them must be committed, with or without company
         while not stopping:
-            items = self._take(None if not deferred else max(0.0, due - time.monotonic()))
+            items = self._take(None)
             if _STOP in items:
                 stopping = True
                 items = [item for item in items if item is not _STOP]
             work = [item for item in items if isinstance(item, Write | Job)]
-            if (work and not stopping and all(_write_ahead(item) for item in work)
-                    and len(deferred) + len(work) < MAX_BATCH and (not deferred or time.monotonic() < due)):
-                if not deferred:
-                    due = time.monotonic() + WRITE_AHEAD_DELAY_S
-                deferred.extend(item for item in work if isinstance(item, Write))
-                continue
-            work, deferred = [*deferred, *work], []
             if not stopping:
                 stopping = self._gather(work)
             try:
@@ -136,7 +125,9 @@ class Writer:
         """Add to ``work`` the events of other calls in flight that come while it waits for
         company (see ``company.py``); returns whether the writer was asked to stop meanwhile."""
         self._company.note(_writes(work), time.monotonic())
-        wait = self._company.wait() if any(item.waiter is not None for item in work) else None
+        # a write-ahead row never waits (see the module's docstring), nor does a batch without events
+        waited = any(item.waiter is not None for item in work) and not any(_write_ahead(item) for item in work)
+        wait = self._company.wait() if waited else None
         if wait is None:
             return False
         window_s, wanted = wait
@@ -285,7 +276,7 @@ def _writes(items: Sequence[Write | Job]) -> list[Write]:
 
 
 def _write_ahead(item: Write | Job) -> bool:
-    """A row nobody waits for (a write-ahead row): it may wait for company."""
+    """A row nobody waits for (a write-ahead row)."""
     return isinstance(item, Write) and item.waiter is None
 
 
