@@ -34,7 +34,8 @@ from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url,
 from costwarden.ledger.migrations import migrate
 from costwarden.ledger.outage import Outage, WhenDown, replay
 from costwarden.ledger.queries import TotalsRow, WhereValue
-from costwarden.ledger.queue_items import Job, RowKind, RowRefused, Waiter, Write, insert_ignoring_duplicates
+from costwarden.ledger.queue_items import Job, RowKind, RowRefused, Waiter, Write
+from costwarden.ledger.rollups import insert_events
 from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, rejection_row, utc
 from costwarden.ledger.schema import inflight, rejections, usage_events
 from costwarden.ledger.spool import Spool, SpooledRow
@@ -284,7 +285,7 @@ class Ledger:
             settled = set(conn.execute(select(usage_events.c.id).where(usage_events.c.id.in_(ids))).scalars())
             events = [interrupted_event(row, at) for row in rows if row["id"] not in settled]
             if events:
-                conn.execute(insert_ignoring_duplicates(conn, usage_events), [event_row(e) for e in events])
+                insert_events(conn, [event_row(e) for e in events])  # and their rollups
             conn.execute(delete(inflight).where(inflight.c.id.in_(ids)))
             return events
 

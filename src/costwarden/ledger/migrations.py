@@ -18,6 +18,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from costwarden.errors import StorageError
+from costwarden.ledger import rollups
 from costwarden.ledger.schema import (
     APP_TABLES,
     BILLING_COLUMNS,
@@ -35,6 +36,7 @@ from costwarden.ledger.schema import (
     statement_history,
     statements,
     usage_events,
+    usage_rollups,
 )
 
 # Any constant shared by every costwarden process; it names the migration lock on PostgreSQL.
@@ -105,6 +107,12 @@ def _customers(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _usage_rollups(conn: Connection) -> None:
+    """Daily rollups of usage (ledger/rollups.py), filled from the events already stored."""
+    usage_rollups.create(conn, checkfirst=True)
+    rollups.backfill(conn)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema", _initial_schema),
     Step(2, "frozen chargeback statements", _frozen_statements),
@@ -112,6 +120,7 @@ STEPS: tuple[Step, ...] = (
     Step(4, "audit log", _audit_log),
     Step(5, "statement closings and restatements", _statement_closings),
     Step(6, "customers and plans", _customers),
+    Step(7, "daily usage rollups", _usage_rollups),
 )
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -290,6 +291,26 @@ audit_log = Table(
     Index("ix_audit_log_department_at", "department", "at"),
 )
 
+# Daily totals of usage_events (migration 7), kept in the transaction that inserts the events
+# (ledger/rollups.py), so that reports cost in proportion to their groups, not to events. One row
+# per UTC day of admission and every dimension a report groups or filters by; absent team, key
+# and user are stored as '' (a key column cannot be NULL), and ``tags`` is the event's JSON text.
+ROLLUP_DIMENSIONS = ("department", "team", "key_id", "user", "model_requested", "model_served", "provider",
+                     "endpoint", "status", "decision", "price_version", "customer", "service_tier", "tags")
+ROLLUP_MEASURES = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_nanos", "estimate_nanos",
+                   "cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
+                   "trimmed_tokens", "overrun_tokens")
+
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("day", String(10), nullable=False),  # YYYY-MM-DD, the UTC date of admitted_at
+    *(Column(name, Text if name == "tags" else String, nullable=False) for name in ROLLUP_DIMENSIONS),
+    Column("requests", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in ROLLUP_MEASURES),
+    PrimaryKeyConstraint("day", *ROLLUP_DIMENSIONS, name="pk_usage_rollups"),
+)
+
 # The tables the application owns, in creation order (schema_migrations is the runner's own).
 APP_TABLES = (
     usage_events,
@@ -303,4 +324,5 @@ APP_TABLES = (
     statements,
     audit_log,
     statement_history,
+    usage_rollups,
 )

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.schema import Table
 
+from costwarden.ledger import rollups
 from costwarden.ledger.queue_items import MAX_ROWS_PER_STATEMENT, Row, Write, partition
 from costwarden.ledger.schema import inflight, rejections, usage_events
 from costwarden.ledger.writer_process import Statement
@@ -36,7 +37,9 @@ class SqliteStatements:
         if ahead:
             self._insert(statements, inflight, ahead)
         if events:
+            statements += rollups.SQLITE_BEFORE
             self._insert(statements, usage_events, events)
+            statements.append(rollups.SQLITE_AFTER)
         for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
             statements.append((f"DELETE FROM inflight WHERE id IN ({', '.join('?' * size)})", part, size))
         if refused:
