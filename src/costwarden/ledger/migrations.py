@@ -110,6 +110,7 @@ def _customers(conn: Connection) -> None:
 def _usage_rollups(conn: Connection) -> None:
     """Daily rollups of usage (ledger/rollups.py), filled from the events already stored."""
     usage_rollups.create(conn, checkfirst=True)
+    conn.execute(usage_rollups.delete())  # rebuilt whole: a table left by an earlier run is not added to
     rollups.backfill(conn)
 
 
