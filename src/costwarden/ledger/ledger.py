@@ -465,15 +465,21 @@ class Ledger:
         return await self._read(audit.list_closed_periods)
 
     async def freeze_statement(self, period: str, body: str, now: datetime | None = None, *,
-                               closed_by: str | None = None, policy_version: int | None = None) -> datetime | None:
+                               closed_by: str | None = None, policy_version: int | None = None,
+                               summary: str | None = None) -> datetime | None:
         """Close billing period ``YYYY-MM`` (unless it is closed already) and store its statement
         ``body`` with who closed it, the policy version and its checksum, in one transaction.
         Returns the period's close time, or None (and nothing is written) when a statement of the
         period is stored already: a frozen statement never changes (it may be reopened)."""
         at = _now(now)
         result: datetime | None = await self._write(
-            lambda conn: closings.freeze(conn, period, body, at, closed_by, policy_version))
+            lambda conn: closings.freeze(conn, period, body, at, closed_by, policy_version, summary))
         return result
+
+    async def statement_summaries(self, periods: Sequence[str]) -> dict[str, str | None]:
+        """What the frozen statements of ``periods`` billed, as stored at their close (None:
+        frozen without a summary); periods without a frozen statement are left out."""
+        return await self._read(lambda conn: closings.summaries(conn, periods))
 
     async def frozen_statement(self, period: str) -> tuple[datetime, str] | None:
         """The statement stored when ``period`` was closed, with its close time; None if there is

@@ -27,6 +27,7 @@ from costwarden.ledger.schema import (
     CUSTOMER_EVENT_COLUMNS,
     CUSTOMER_INFLIGHT_COLUMNS,
     INFLIGHT_COLUMNS,
+    SUMMARY_COLUMNS,
     admin_tokens,
     api_keys,
     audit_log,
@@ -108,7 +109,13 @@ def _customers(conn: Connection) -> None:
 
 
 def _usage_rollups(conn: Connection) -> None:
-    """Daily rollups of usage (ledger/rollups.py), filled from the events already stored."""
+    """Daily rollups of usage (ledger/rollups.py), filled from the events already stored, and
+    the billed summary of frozen statements (NULL for those frozen before)."""
+    present = {column["name"] for column in inspect(conn).get_columns(statements.name)}
+    for make in SUMMARY_COLUMNS:
+        column = make()
+        if column.name not in present:
+            conn.execute(text(f'ALTER TABLE {statements.name} ADD COLUMN "{column.name}" {column.type.compile(dialect=conn.dialect)}'))
     usage_rollups.create(conn, checkfirst=True)
     conn.execute(usage_rollups.delete())  # rebuilt whole: a table left by an earlier run is not added to
     rollups.backfill(conn)

@@ -241,6 +241,14 @@ CLOSING_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
     lambda: Column("restatement", Integer, nullable=False, server_default="0"),  # 0, then 1 per reopening
 )
 
+# What a frozen statement billed, in a few bytes (migration 7): JSON ``{"start", "end", "billed":
+# {period: requests}}``, its window and the calls it billed per period, its own and the closed
+# ones it corrects. A later open period compares it with the rollups' count of calls and skips a
+# closed period nothing arrived for, without reading its statement (NULL: read the statement).
+SUMMARY_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("summary", Text),
+)
+
 # The chargeback statement of a closed period, frozen at its close (JSON text, see
 # costwarden.reports.codec); later usage for the period is posted as corrections elsewhere.
 statements = Table(
@@ -250,6 +258,7 @@ statements = Table(
     Column("closed_at", UTCDateTime, nullable=False),
     Column("body", Text, nullable=False),
     *(make() for make in CLOSING_COLUMNS),
+    *(make() for make in SUMMARY_COLUMNS),
 )
 
 # Frozen statements that were reopened (``costwarden reopen``): kept whole, with who reopened them
