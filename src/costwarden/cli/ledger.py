@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from costwarden.app.bootstrap import policy_for
 from costwarden.cli.common import (
@@ -22,10 +32,9 @@ from costwarden.cli.common import (
 from costwarden.ledger.export import (
     ImportRefused,
     ImportResult,
-    checked_records,
-    import_records,
     write_export,
 )
+from costwarden.ledger.import_stream import import_lines
 from costwarden.policy import bundled_catalog
 
 app = typer.Typer(help="Export and import the usage ledger.", no_args_is_help=True)
@@ -58,10 +67,14 @@ def export(
 
     async def work() -> int:
         async with ledger_at(db) as ledger:
-            if output is None:
-                return await write_export(ledger, sys.stdout, fmt, start, end, department.upper() if department else None)
-            with output.open("w", encoding="utf-8", newline="") as out:
-                return await write_export(ledger, out, fmt, start, end, department.upper() if department else None)
+            total = sum(row.requests for row in await ledger.totals(start, end))
+            with progress_bar("exporting", total) as advance:
+                if output is None:
+                    return await write_export(ledger, sys.stdout, fmt, start, end,
+                                              department.upper() if department else None, progress=advance)
+                with output.open("w", encoding="utf-8", newline="") as out:
+                    return await write_export(ledger, out, fmt, start, end, department.upper() if department else None,
+                                              progress=advance)
 
     written = run(work)
     err_console.print(f"exported {written} records", highlight=False)
@@ -84,14 +97,33 @@ def import_(
         async with ledger_at(db) as ledger:
             known = await policy_for(ledger, policy)
             catalog = known.catalog if known is not None else bundled_catalog()
-            with path.open(encoding="utf-8") as source:
+            lines = _line_count(path)
+            with path.open(encoding="utf-8") as source, progress_bar("importing", lines) as advance:
                 try:
-                    records, repriced = checked_records(source, catalog)
+                    return await ledger.write_with(lambda conn: import_lines(conn, source, catalog, advance))
                 except ImportRefused as exc:
                     raise fail(str(exc)) from exc
-            return await import_records(ledger, records, repriced)
 
     done = run(work)
     console.print(f"imported {done.events_new} new events and {done.rejections_new} new refused calls from "
                   f"{path}; {done.events_present} events and {done.rejections_present} refused calls were already "
                   f"present; {done.repriced} events re-priced from the catalog", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_bar(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on standard error (when it is a terminal) for ``total`` records; yields a
+    function taking the number done so far, which may be called from any thread."""
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _line_count(path: Path) -> int:
+    """The lines of a file, counted in binary blocks (the progress bar's total)."""
+    lines = 0
+    with path.open("rb") as raw:
+        while block := raw.read(1 << 20):
+            lines += block.count(b"\n")
+    return lines

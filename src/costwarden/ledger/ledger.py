@@ -521,6 +521,16 @@ class Ledger:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    async def write_with(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction on the writer, after the rows queued before it
+        (an import streaming its batches); an exception it raises rolls the transaction back."""
+        result: T = await self._write(fn)
+        return result
+
+    async def read_with(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a reading connection in a worker thread (an export streaming its rows)."""
+        return await self._read(fn)
+
     async def _write(self, fn: Callable[[Connection], Any]) -> Any:
         if self._child is not None and _running_loop() is self._child.loop:
             await self._child.drain()  # rows queued before this write land before it

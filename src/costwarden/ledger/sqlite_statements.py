@@ -102,7 +102,7 @@ class _Insert:
 _SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC))
 
 
-def _utc_text(value: Any) -> Any:
+def utc_text(value: Any) -> Any:
     """An aware UTC datetime as SQLite stores it through SQLAlchemy: naive UTC text."""
     return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (value.year, value.month, value.day, value.hour,  # noqa: UP031
                                                     value.minute, value.second, value.microsecond)
@@ -114,7 +114,7 @@ def _faster(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None
     if process is None:
         return None
     try:
-        same = all(process(sample) == _utc_text(sample) for sample in _SAMPLES)
+        same = all(process(sample) == utc_text(sample) for sample in _SAMPLES)
     except Exception:  # not a processor of times
         same = False
     if not same:
@@ -122,7 +122,7 @@ def _faster(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None
 
     def utc_text(value: Any) -> Any:
         if type(value) is datetime and value.tzinfo is UTC:
-            return _utc_text(value)
+            return utc_text(value)
         return process(value)  # other zones, naive times (refused there), None
 
     return utc_text
