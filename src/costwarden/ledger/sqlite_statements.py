@@ -120,9 +120,9 @@ def _faster(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None
     if not same:
         return process
 
-    def utc_text(value: Any) -> Any:
+    def fast(value: Any) -> Any:
         if type(value) is datetime and value.tzinfo is UTC:
             return utc_text(value)
         return process(value)  # other zones, naive times (refused there), None
 
-    return utc_text
+    return fast

@@ -145,7 +145,7 @@ async def pending_corrections(ledger: Ledger, period: str, closed: Mapping[str, 
         frozen = await statement(earlier)
         if frozen is None:
             continue
-        later = [s for p in run[:i] if (s := await statement(p)) is not None]
+        later = [s for p in run[:i] if _may_correct(summaries.get(p), earlier) and (s := await statement(p)) is not None]
         billed = [*frozen.usage, *(row for s in later for row in s.corrections if row.corrects == earlier)]
         live = await period_usage(ledger, frozen.start, frozen.end, catalog)
         corrections += _difference(live, billed, earlier)
@@ -165,6 +165,11 @@ def summary(statement: Statement) -> str:
 
 def _summary_of(text: str | None) -> dict[str, Any] | None:
     return None if text is None else dict(json.loads(text))
+
+
+def _may_correct(summary: dict[str, Any] | None, period: str) -> bool:
+    """Whether a later statement (by its summary) may hold corrections of ``period``."""
+    return summary is None or int(summary["billed"].get(period, 0)) != 0
 
 
 async def _billed_in_full(ledger: Ledger, period: str, summaries: Sequence[dict[str, Any] | None]) -> bool:
