@@ -2,8 +2,7 @@
 twelve months before it closed; then the time of each report against its goal.
 
 How the ledger is made: the events are inserted by SQLite itself (``INSERT ... SELECT`` over a
-recursive counter, in transactions of 500,000), with the writer's own rollup statements around
-each transaction, so that the rollups are kept exactly as the gateway's writes keep them. Each
+recursive counter, in transactions of 500,000), each followed by the writer's own rollup statement, so that the rollups are kept exactly as the gateway's writes keep them. Each
 event's fields come from a hash of its number: 300 users in 5 departments and 30 teams, each with
 its key and its project tag (none for a sixth of them); 4 models of 2 providers at the policy's
 prices (costs are the catalog's, so an import re-prices nothing), each user calling one model 70 %
@@ -29,7 +28,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from costwarden.core.policy import Policy
 from costwarden.ledger import Ledger
 from costwarden.ledger.export import write_export
 from costwarden.ledger.import_stream import import_lines
-from costwarden.ledger.rollups import SQLITE_AFTER, SQLITE_BEFORE
+from costwarden.ledger.rollups import SQLITE_AFTER_INSERT
 from costwarden.policy import parse_policy
 from costwarden.reports.collect import close, live_statement
 from costwarden.reports.focus import bundled_list_prices, write_focus
@@ -124,10 +123,8 @@ def generate(path: Path, policy: Policy, start: int, count: int, month_start: da
     for first in range(start, start + count, CHUNK):
         last = min(first + CHUNK, start + count) - 1
         db.execute("BEGIN IMMEDIATE")
-        for sql, _, _ in SQLITE_BEFORE:  # the writer's rollup statements, around the inserts
-            db.execute(sql)
         db.execute(GENERATE, (first, last, month_start.timestamp(), start, spacing))
-        db.execute(SQLITE_AFTER[0])
+        db.execute(SQLITE_AFTER_INSERT[0])  # the writer's rollup statement, after its insert
         db.execute("COMMIT")
     db.close()
 

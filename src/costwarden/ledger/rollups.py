@@ -5,10 +5,9 @@ replayed spool, a re-import, a batch retried after a lost answer), and a duplica
 nothing. Through SQLAlchemy (``insert_events``) the insert returns the ids it stored, and the
 batch's rows of those ids are summed per group in Python and upserted once per group (INSERT ...
 ON CONFLICT DO UPDATE, the same text on SQLite and PostgreSQL). The SQLite writer's statements
-get no results back from the writer process, so they mark the table's last rowid before the
-batch's inserts and sum the rows after it in SQL (``SQLITE_BEFORE`` / ``SQLITE_AFTER``): the
-rowids of a table nothing deletes from only grow, and the rows past the mark are exactly the rows
-this transaction stored. The migration fills the table from the events already there the same way.
+get no results back from the writer process, so each INSERT into usage_events is followed by one
+statement that sums, in SQL, exactly the rows that INSERT stored (``SQLITE_AFTER_INSERT``). The
+migration fills the table from the events already there the same way.
 """
 
 from __future__ import annotations
@@ -52,12 +51,12 @@ def from_events(dialect: str, where: str) -> str:
             f"GROUP BY {groups}" + _CONFLICT)
 
 
-SQLITE_BEFORE: tuple[Statement, ...] = (
-    ("CREATE TEMP TABLE IF NOT EXISTS rollup_mark (last INTEGER NOT NULL)", [[]], 1),
-    ("DELETE FROM temp.rollup_mark", [[]], 1),
-    ("INSERT INTO temp.rollup_mark SELECT coalesce(max(rowid), 0) FROM main.usage_events", [[]], 1),
-)
-SQLITE_AFTER: Statement = (from_events("sqlite", "rowid > (SELECT last FROM temp.rollup_mark)"), [[]], 1)
+# Right after each INSERT into usage_events on SQLite: the rows it stored are the last ``changes()``
+# rowids up to ``last_insert_rowid()`` (a new row takes the largest rowid plus one, and nothing is
+# deleted from the table), and none when it stored nothing. Both are read before any row of this
+# statement is inserted: the SELECT is grouped, so it is complete before the INSERT begins.
+SQLITE_AFTER_INSERT: Statement = (
+    from_events("sqlite", "rowid > last_insert_rowid() - changes() AND rowid <= last_insert_rowid()"), [[]], 1)
 
 
 def aggregate(rows: Iterable[Row]) -> list[list[Any]]:
@@ -103,5 +102,5 @@ def backfill(conn: Connection) -> None:
     conn.execute(text(from_events(conn.dialect.name, "1 = 1")))
 
 
-__all__ = ["COLUMNS", "SQLITE_AFTER", "SQLITE_BEFORE", "UPSERT", "aggregate", "apply_rollups", "backfill",
+__all__ = ["COLUMNS", "SQLITE_AFTER_INSERT", "UPSERT", "aggregate", "apply_rollups", "backfill",
            "insert_events"]

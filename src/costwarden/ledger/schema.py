@@ -318,6 +318,7 @@ usage_rollups = Table(
     Column("requests", BigInteger, nullable=False),
     *(Column(name, BigInteger, nullable=False) for name in ROLLUP_MEASURES),
     PrimaryKeyConstraint("day", *ROLLUP_DIMENSIONS, name="pk_usage_rollups"),
+    sqlite_with_rowid=False,  # one B-tree, ordered by its key: an upsert finds and updates a row in one place
 )
 
 # The tables the application owns, in creation order (schema_migrations is the runner's own).

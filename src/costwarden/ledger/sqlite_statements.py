@@ -37,16 +37,15 @@ class SqliteStatements:
         if ahead:
             self._insert(statements, inflight, ahead)
         if events:
-            statements += rollups.SQLITE_BEFORE
-            self._insert(statements, usage_events, events)
-            statements.append(rollups.SQLITE_AFTER)
+            self._insert(statements, usage_events, events, rollups.SQLITE_AFTER_INSERT)
         for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
             statements.append((f"DELETE FROM inflight WHERE id IN ({', '.join('?' * size)})", part, size))
         if refused:
             self._insert(statements, rejections, refused)
         return statements
 
-    def _insert(self, out: list[Statement], table: Table, rows: list[Row]) -> None:
+    def _insert(self, out: list[Statement], table: Table, rows: list[Row], after: Statement | None = None) -> None:
+        """Multi-row inserts of ``rows``, each followed by ``after`` when given."""
         keys = tuple(rows[0])
         insert = self._inserts.get((table.name, keys))
         if insert is None:
@@ -54,6 +53,8 @@ class SqliteStatements:
         values = [insert.values(row) for row in rows]
         for part, size in _parts(values, self._max_rows(len(keys))):
             out.append((insert.sql_for(size), part, size))
+            if after is not None:
+                out.append(after)
 
     def _max_rows(self, columns: int) -> int:
         return max(1, min(MAX_ROWS_PER_STATEMENT, self._max_variables // columns))
