@@ -98,3 +98,18 @@ def test_import_reprices_from_the_catalog_and_counts_new_and_present(tmp_path: P
     assert "imported 0 new events and 0 new refused calls" in said
     assert "2 events and 1 refused calls were already present" in said
     assert cost_of(db) == 2 * 3_500_000
+
+
+def test_a_bad_record_after_whole_batches_refuses_the_file_and_rolls_them_back(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    good = [record(f"e{i}") for i in range(12_000)]  # more than one batch of 10,000
+    late_bad = write(tmp_path / "late-bad.jsonl", [*good, record("negative", cost_nanos=-1)])
+    refused = runner.invoke(app, ["ledger", "import", str(late_bad), "--db", db, "--policy", str(policy)])
+    assert refused.exit_code == 1 and "line 12001 (negative): negative cost" in " ".join(refused.output.split())
+    assert cost_of(db) == 0  # the batches written before the bad record were rolled back, rollups too
+    fine = write(tmp_path / "good.jsonl", good)
+    done = runner.invoke(app, ["ledger", "import", str(fine), "--db", db, "--policy", str(policy)])
+    assert done.exit_code == 0 and "imported 12000 new events" in " ".join(done.output.split())
+    assert cost_of(db) == 12_000 * 3_500_000
