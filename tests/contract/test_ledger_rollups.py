@@ -38,7 +38,7 @@ WINDOWS: tuple[tuple[datetime | None, datetime | None], ...] = (
     (None, T0 + timedelta(days=2, seconds=1)),
 )
 
-events_strategy = st.lists(st.builds(
+events_strategy: st.SearchStrategy[list[dict[str, Any]]] = st.lists(st.builds(
     dict,
     minute=st.integers(0, 6 * 24 * 60),
     department=st.sampled_from(["HR", "ENG"]),

@@ -55,7 +55,7 @@ class RawJson(str):
     __slots__ = ()
 
 
-def event_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+def event_fields(row: Mapping[Any, Any]) -> dict[str, Any]:
     """The export record of a usage_events row (as the driver or SQLAlchemy reads it)."""
     tool_calls = row["tool_calls"] or "{}"
     return {
