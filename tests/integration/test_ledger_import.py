@@ -104,7 +104,7 @@ def test_a_bad_record_after_whole_batches_refuses_the_file_and_rolls_them_back(t
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     db = f"sqlite:///{tmp_path}/ledger.db"
-    good = [record(f"e{i}") for i in range(12_000)]  # more than one batch of 10,000
+    good: list[dict[str, Any] | None] = [record(f"e{i}") for i in range(12_000)]  # more than a batch of 10,000
     late_bad = write(tmp_path / "late-bad.jsonl", [*good, record("negative", cost_nanos=-1)])
     refused = runner.invoke(app, ["ledger", "import", str(late_bad), "--db", db, "--policy", str(policy)])
     assert refused.exit_code == 1 and "line 12001 (negative): negative cost" in " ".join(refused.output.split())
