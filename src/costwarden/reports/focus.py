@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -249,6 +250,9 @@ def _variance_issuer(statement: Statement) -> str:
     return ACCOUNT_NAME
 
 
+_FORMULA = re.compile("(?:^|\0)[=+\\-@\t\r\n]")  # a cell that safe_cell may quote, among cells joined by NUL
+
+
 def write_focus(statement: Statement, out: TextIO, list_prices: ListPrices | None = None) -> int:
     """Write the statement as FOCUS 1.2 CSV to ``out``; returns the number of rows."""
     writer = csv.writer(out, lineterminator="\n")
@@ -256,7 +260,10 @@ def write_focus(statement: Statement, out: TextIO, list_prices: ListPrices | Non
     numeric = [name in _NUMERIC for name in COLUMNS]
     written = 0
     for row in focus_rows(statement, list_prices=list_prices):
-        writer.writerow([safe_cell(row.get(name, ""), numeric=flag) for name, flag in zip(COLUMNS, numeric, strict=True)])
+        values = [row.get(name, "") for name in COLUMNS]
+        if _FORMULA.search("\0".join(values)):  # one search a row; most rows have no cell to quote
+            values = [safe_cell(value, numeric=flag) for value, flag in zip(values, numeric, strict=True)]
+        writer.writerow(values)
         written += 1
     return written
 
