@@ -18,7 +18,11 @@ from sqlalchemy import create_engine
 from costwarden.core.events import InflightCall, UsageEvent
 from costwarden.ledger import Ledger
 from costwarden.ledger.engine import normalize_url
+from costwarden.ledger.export import event_fields, jsonl_line
+from costwarden.ledger.import_stream import import_lines
 from costwarden.ledger.queries import totals
+from costwarden.ledger.rows import event_row
+from costwarden.policy import bundled_catalog
 
 EXAMPLES = settings(deadline=None, max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
 T0 = datetime(2026, 10, 30, tzinfo=UTC)
@@ -149,3 +153,16 @@ async def test_the_migration_fills_the_rollups_from_stored_events(tmp_path: Path
         await ledger.close()
     assert [(r.groups["department"], r.requests) for r in rows] == [("ENG", 60), ("HR", 60)]
     both_ways(url)
+
+
+async def test_an_import_keeps_the_rollups_once(ledger: Ledger, ledger_url: str, tmp_path: Path) -> None:
+    specs = [{"minute": m * 61, "department": "HR", "team": "OPS", "user": "bo", "key_id": None, "model": "gpt-4o",
+              "tags": {}, "status": "ok", "tokens": 0, "cost": 0, "customer": "acme"} for m in range(50)]
+    lines = [jsonl_line(event_fields(event_row(event(f"i{i}", spec)))).decode() for i, spec in enumerate(specs)]
+    catalog = bundled_catalog()
+    first = await ledger.write_with(lambda conn: import_lines(conn, lines, catalog))
+    again = await ledger.write_with(lambda conn: import_lines(conn, lines, catalog))
+    assert (first.events_new, again.events_new, again.events_present) == (50, 0, 50)
+    rows = await ledger.totals(None, None, ("customer",))
+    assert [(r.groups["customer"], r.requests) for r in rows] == [("acme", 50)]
+    both_ways(ledger_url)
