@@ -53,8 +53,9 @@ def from_events(dialect: str, where: str) -> str:
 
 # Right after each INSERT into usage_events on SQLite: the rows it stored are the last ``changes()``
 # rowids up to ``last_insert_rowid()`` (a new row takes the largest rowid plus one, and nothing is
-# deleted from the table), and none when it stored nothing. Both are read before any row of this
-# statement is inserted: the SELECT is grouped, so it is complete before the INSERT begins.
+# deleted from the table), and none when it stored nothing (the range is then empty, whatever
+# table ``last_insert_rowid()`` speaks of). This statement's own writes change neither value:
+# ``changes()`` is that of the last completed statement, and usage_rollups has no rowid on SQLite.
 SQLITE_AFTER_INSERT: Statement = (
     from_events("sqlite", "rowid > last_insert_rowid() - changes() AND rowid <= last_insert_rowid()"), [[]], 1)
 
