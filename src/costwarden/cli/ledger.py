@@ -67,7 +67,8 @@ def export(
 
     async def work() -> int:
         async with ledger_at(db) as ledger:
-            total = sum(row.requests for row in await ledger.totals(start, end))
+            where = None if department is None else {"department": department.upper()}
+            total = sum(row.requests for row in await ledger.totals(start, end, where=where))
             with progress_bar("exporting", total) as advance:
                 if output is None:
                     return await write_export(ledger, sys.stdout, fmt, start, end,
