@@ -144,3 +144,27 @@ def test_a_database_of_the_previous_schema_gets_the_closing_columns(ledger_url: 
     assert stored is not None
     closing = on(ledger_url, lambda ledger: ledger.statement_closing("2026-10"))
     assert closing is not None and closing.closed_by == "me" and closing.restatement == 0
+
+
+def test_closed_months_are_not_read_again_until_late_usage_arrives(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    months = ("2026-06", "2026-07", "2026-08")
+    on(db, lambda ledger: ledger.record_many(
+        [event(f"m{i}", datetime(2026, 6 + i, 10, 12, tzinfo=UTC), 400_000) for i in range(3)]))
+    for month in months:
+        assert cli("close", "--period", month, "--db", db, "--policy", str(policy))[0] == 0
+    engine = create_engine(normalize_url(db))
+    with engine.begin() as conn:  # the earliest statement no longer matches its checksum
+        conn.execute(text("UPDATE statements SET body = replace(body, :old, :new) WHERE period = '2026-06'"),
+                     {"old": '"usage_cents":100', "new": '"usage_cents":1'})
+    engine.dispose()
+
+    code, said = cli("report", "chargeback", "--period", "2026-09", "--db", db, "--policy", str(policy),
+                     "--format", "csv")
+    assert code == 0, said
+
+    on(db, lambda ledger: ledger.record(event("late", datetime(2026, 6, 20, 12, tzinfo=UTC), 400_000)))
+    code, said = cli("report", "chargeback", "--period", "2026-09", "--db", db, "--policy", str(policy))
+    assert code == 1 and "2026-06 does not match its checksum" in said

@@ -193,3 +193,18 @@ def test_without_a_policy_each_event_takes_the_stored_policy_version_then_in_for
 
     # 1,000 input tokens at 2.00 or 3.00 and 100 output tokens at 10.00 per 1M
     assert asyncio.run(costs()) == {"before-any": 3_000_000, "first": 3_000_000, "second": 4_000_000}
+
+
+def test_a_bad_record_after_whole_batches_refuses_the_file_and_rolls_them_back(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    good: list[dict[str, Any] | None] = [record(f"e{i}") for i in range(12_000)]  # more than a batch of 10,000
+    late_bad = write(tmp_path / "late-bad.jsonl", [*good, record("negative", cost_nanos=-1)])
+    refused = runner.invoke(app, ["ledger", "import", str(late_bad), "--db", db, "--policy", str(policy)])
+    assert refused.exit_code == 1 and "line 12001 (negative): negative cost" in " ".join(refused.output.split())
+    assert cost_of(db) == 0  # the batches written before the bad record were rolled back, rollups too
+    fine = write(tmp_path / "good.jsonl", good)
+    done = runner.invoke(app, ["ledger", "import", str(fine), "--db", db, "--policy", str(policy)])
+    assert done.exit_code == 0 and "imported 12000 new events" in " ".join(done.output.split())
+    assert cost_of(db) == 12_000 * 3_500_000

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from costwarden.cli.common import (
     DbOption,
@@ -22,8 +32,9 @@ from costwarden.cli.common import (
 from costwarden.core.catalog import Catalog, CatalogTimeline
 from costwarden.errors import PolicyError
 from costwarden.ledger import Ledger, PolicyVersion
-from costwarden.ledger.export import ImportResult, import_records, write_export
-from costwarden.ledger.import_rows import ImportRefused, checked_records
+from costwarden.ledger.export import ImportResult, write_export
+from costwarden.ledger.import_rows import ImportRefused
+from costwarden.ledger.import_stream import import_lines
 from costwarden.policy import bundled_catalog, load_policy, parse_policy
 
 app = typer.Typer(help="Export and import the usage ledger.", no_args_is_help=True)
@@ -56,10 +67,15 @@ def export(
 
     async def work() -> int:
         async with ledger_at(db) as ledger:
-            if output is None:
-                return await write_export(ledger, sys.stdout, fmt, start, end, department.upper() if department else None)
-            with output.open("w", encoding="utf-8", newline="") as out:
-                return await write_export(ledger, out, fmt, start, end, department.upper() if department else None)
+            where = None if department is None else {"department": department.upper()}
+            total = sum(row.requests for row in await ledger.totals(start, end, where=where))
+            with progress_bar("exporting", total) as advance:
+                if output is None:
+                    return await write_export(ledger, sys.stdout, fmt, start, end,
+                                              department.upper() if department else None, progress=advance)
+                with output.open("w", encoding="utf-8", newline="") as out:
+                    return await write_export(ledger, out, fmt, start, end, department.upper() if department else None,
+                                              progress=advance)
 
     written = run(work)
     err_console.print(f"exported {written} records", highlight=False)
@@ -95,16 +111,35 @@ def import_(
     async def work() -> ImportResult:
         async with ledger_at(db) as ledger:
             catalog = load_policy(policy).catalog if policy else await catalog_timeline(ledger)
-            with path.open(encoding="utf-8") as source:
+            lines = _line_count(path)
+            with path.open(encoding="utf-8") as source, progress_bar("importing", lines) as advance:
                 try:
-                    records, repriced = checked_records(source, catalog)
+                    return await ledger.write_with(lambda conn: import_lines(conn, source, catalog, advance))
                 except ImportRefused as exc:
                     raise fail(str(exc)) from exc
                 except PolicyError as exc:  # a stored version that no longer loads
                     raise fail(f"{exc}\ngive --policy FILE to price the import with it") from exc
-            return await import_records(ledger, records, repriced)
 
     done = run(work)
     console.print(f"imported {done.events_new} new events and {done.rejections_new} new refused calls from "
                   f"{path}; {done.events_present} events and {done.rejections_present} refused calls were already "
                   f"present; {done.repriced} events re-priced from the catalog", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_bar(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on standard error (when it is a terminal) for ``total`` records; yields a
+    function taking the number done so far, which may be called from any thread."""
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _line_count(path: Path) -> int:
+    """The lines of a file, counted in binary blocks (the progress bar's total)."""
+    lines = 0
+    with path.open("rb") as raw:
+        while block := raw.read(1 << 20):
+            lines += block.count(b"\n")
+    return lines

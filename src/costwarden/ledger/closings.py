@@ -6,6 +6,7 @@ reopened it and why, so that a restated period keeps every version it had."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,8 +41,9 @@ def checksum(body: str) -> str:
 
 
 def freeze(conn: Connection, period: str, body: str, at: datetime, closed_by: str | None,
-           policy_version: int | None) -> datetime | None:
-    """Close the period (unless closed already) and store its statement; None if one is stored."""
+           policy_version: int | None, summary: str | None = None) -> datetime | None:
+    """Close the period (unless closed already) and store its statement, with its billed
+    ``summary`` (see ``schema.SUMMARY_COLUMNS``); None if one is stored."""
     close_period(conn, period, at)
     closed_at: datetime = conn.execute(
         select(closed_periods.c.closed_at).where(closed_periods.c.period == period)).scalar_one()
@@ -50,7 +52,7 @@ def freeze(conn: Connection, period: str, body: str, at: datetime, closed_by: st
     stored = conn.execute(
         insert_ignoring_duplicates(conn, statements)
         .values(period=period, closed_at=closed_at, body=body, closed_by=closed_by, policy_version=policy_version,
-                checksum=checksum(body), restatement=int(restatement))
+                checksum=checksum(body), restatement=int(restatement), summary=summary)
         .returning(statements.c.period)
     ).first()
     return closed_at if stored is not None else None
@@ -65,6 +67,12 @@ def frozen(conn: Connection, period: str) -> tuple[datetime, str] | None:
     if row[2] is not None and row[2] != checksum(row[1]):
         raise StorageError(f"the frozen statement of {period} does not match its checksum {row[2]}: it was altered")
     return row[0], row[1]
+
+
+def summaries(conn: Connection, periods: Sequence[str]) -> dict[str, str | None]:
+    """The billed summary of each period's frozen statement (None: stored without one)."""
+    rows = conn.execute(select(statements.c.period, statements.c.summary).where(statements.c.period.in_(periods)))
+    return {row[0]: row[1] for row in rows}
 
 
 def closing(conn: Connection, period: str) -> Closing | None:
@@ -100,4 +108,4 @@ def reopen(conn: Connection, period: str, at: datetime, by: str, reason: str) ->
                    row["restatement"], utc(at), by, reason)
 
 
-__all__ = ["Closing", "checksum", "closing", "freeze", "frozen", "history", "reopen"]
+__all__ = ["Closing", "checksum", "closing", "freeze", "frozen", "history", "reopen", "summaries"]

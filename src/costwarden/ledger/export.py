@@ -11,17 +11,26 @@ JSON text and booleans are ``true``/``false``; a text cell a spreadsheet would r
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
 
 from costwarden.core.csvsafe import safe_cell
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus
-from costwarden.core.money import format_usd, usd_to_nanos
+from costwarden.core.money import usd_to_nanos
 from costwarden.ledger.ledger import Ledger
+from costwarden.ledger.rows import rejection_from_row, utc
+from costwarden.ledger.schema import rejections, usage_events
+from costwarden.ledger.sqlite_statements import utc_text
 
 FORMATS = ("jsonl", "csv")
 FIELDS = (
@@ -37,26 +46,50 @@ FIELDS = (
 BILLED_PARTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens")
 
 
-def event_fields(event: UsageEvent) -> dict[str, Any]:
-    """The export record of an event."""
+class RawJson(str):
+    """JSON text stored in the ledger (tags, shadow decisions, tool calls), written as it is: the
+    ledger stores it compact, with sorted keys and without escaping non-ASCII text, as exported."""
+
+    __slots__ = ()
+
+
+def event_fields(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """The export record of a usage_events row (as the driver or SQLAlchemy reads it)."""
+    tool_calls = row["tool_calls"] or "{}"
     return {
-        "record": "event", "id": event.id, "admitted_at": event.admitted_at.isoformat(),
-        "finished_at": event.finished_at.isoformat(), "department": event.department,
-        "team": event.team, "key_id": event.key_id, "user": event.user,
-        "model_requested": event.model_requested, "model_served": event.model_served,
-        "provider": event.provider, "endpoint": event.endpoint, "input_tokens": event.input_tokens,
-        "cached_input_tokens": event.cached_input_tokens, "output_tokens": event.output_tokens,
-        "cost_usd": format_usd(event.cost_nanos), "cost_nanos": event.cost_nanos,
-        "estimate_usd": format_usd(event.estimate_nanos), "estimate_nanos": event.estimate_nanos,
-        "price_version": event.price_version, "decision": event.decision, "status": event.status,
-        "http_status": event.http_status, "latency_ms": event.latency_ms,
-        "overrun_tokens": event.overrun_tokens, "interrupted": event.interrupted, "stream": event.stream,
-        "tags": dict(event.tags), "shadow": list(event.shadow), "code": None, "message": None,
-        "model_sent": event.model_sent, **{name: getattr(event, name) for name in BILLED_PARTS},
-        "service_tier": event.service_tier, "tool_calls": dict(event.tool_calls),
-        "usage_malformed": event.usage_malformed, "customer": event.customer or None,
-        "trimmed_tokens": event.trimmed_tokens,
+        "record": "event", "id": row["id"], "admitted_at": iso_utc(row["admitted_at"]),
+        "finished_at": iso_utc(row["finished_at"]), "department": row["department"],
+        "team": row["team"], "key_id": row["key_id"], "user": row["user"],
+        "model_requested": row["model_requested"], "model_served": row["model_served"],
+        "provider": row["provider"], "endpoint": row["endpoint"], "input_tokens": row["input_tokens"],
+        "cached_input_tokens": row["cached_input_tokens"], "output_tokens": row["output_tokens"],
+        "cost_usd": usd_text(row["cost_nanos"]), "cost_nanos": row["cost_nanos"],
+        "estimate_usd": usd_text(row["estimate_nanos"]), "estimate_nanos": row["estimate_nanos"],
+        "price_version": row["price_version"], "decision": row["decision"], "status": row["status"],
+        "http_status": row["http_status"], "latency_ms": row["latency_ms"],
+        "overrun_tokens": row["overrun_tokens"], "interrupted": bool(row["interrupted"]),
+        "stream": bool(row["stream"]), "tags": RawJson(row["tags"] or "{}"), "shadow": RawJson(row["shadow"] or "[]"),
+        "code": None, "message": None, "model_sent": row["model_sent"] or "",
+        **{name: row[name] for name in BILLED_PARTS}, "service_tier": row["service_tier"] or "",
+        "tool_calls": RawJson(tool_calls) if tool_calls.isascii() else json.loads(tool_calls),
+        "usage_malformed": bool(row["usage_malformed"]), "customer": row["customer"] or None,
+        "trimmed_tokens": row["trimmed_tokens"],
     }
+
+
+def iso_utc(value: datetime | str) -> str:
+    """A stored UTC time as ``datetime.isoformat`` writes it: SQLite's naive text, or an aware datetime."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    text = value.replace(" ", "T", 1)
+    return (text[:-7] if text.endswith(".000000") else text) + "+00:00"
+
+
+def usd_text(nanos: int) -> str:
+    """``format_usd`` in integer arithmetic (an export writes two per event)."""
+    whole, fraction = divmod(abs(nanos), 1_000_000_000)
+    text = f"{whole}.{fraction:09d}".rstrip("0").rstrip(".") if fraction else str(whole)
+    return "-" + text if nanos < 0 else text
 
 
 def rejection_fields(rejection: Rejection) -> dict[str, Any]:
@@ -87,30 +120,114 @@ def _csv_value(name: str, value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, RawJson):
+        return safe_cell(str(value))
     if isinstance(value, dict | list):
         return safe_cell(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
     return safe_cell(str(value), numeric=name in NUMERIC)
 
 
+def jsonl_line(fields: Mapping[str, Any]) -> bytes:
+    """One JSON Lines record, as ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``."""
+    return orjson.dumps(fields, default=_raw, option=orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_APPEND_NEWLINE)
+
+
+def _raw(value: Any) -> Any:
+    if isinstance(value, RawJson):
+        return orjson.Fragment(str(value))
+    raise TypeError(f"cannot export {type(value).__name__}")
+
+
+def csv_line(writer: Any, fields: Mapping[str, Any]) -> None:
+    """One CSV record through ``writer`` (a ``csv.writer``), in ``FIELDS`` order."""
+    writer.writerow([_csv_value(name, fields[name]) for name in FIELDS])
+
+
 async def write_export(ledger: Ledger, out: TextIO, fmt: str = "jsonl", since: datetime | None = None,
                        until: datetime | None = None, department: str | None = None,
-                       include_rejections: bool = True) -> int:
-    """Write the events (and refused calls) admitted in [since, until) to ``out``; returns how
-    many records were written."""
+                       include_rejections: bool = True, progress: Callable[[int], None] | None = None) -> int:
+    """Write the events (and refused calls) admitted in [since, until) to ``out``, streamed from
+    one read in batches; returns how many records were written. ``progress`` is told the
+    number of records written so far after each batch."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: use {' or '.join(FORMATS)}")
-    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n") if fmt == "csv" else None
+    return await ledger.read_with(lambda conn: export_records(conn, out, fmt, since, until, department,
+                                                              include_rejections, progress))
+
+
+EXPORT_BATCH = 10_000  # records read and written at a time
+
+
+def export_records(conn: Connection, out: TextIO, fmt: str, since: datetime | None, until: datetime | None,
+                   department: str | None, include_rejections: bool,
+                   progress: Callable[[int], None] | None = None) -> int:
+    """``write_export`` on one reading connection: events through the driver's cursor, in batches."""
+    writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
-        writer.writeheader()
+        writer.writerow(FIELDS)
     written = 0
-    async for item in ledger.iter_events(since, until, department, include_rejections=include_rejections):
-        fields = event_fields(item) if isinstance(item, UsageEvent) else rejection_fields(item)
+    batches = _event_batches(conn, since, until, department)
+    if include_rejections:
+        batches = itertools.chain(batches, _rejection_batches(conn, since, until, department))
+    for records in batches:
         if writer is not None:
-            writer.writerow({name: _csv_value(name, value) for name, value in fields.items()})
+            for fields in records:
+                csv_line(writer, fields)
         else:
-            out.write(json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n")
-        written += 1
+            out.write(b"".join(map(jsonl_line, records)).decode())
+        written += len(records)
+        if progress is not None:
+            progress(written)
     return written
+
+
+def _event_batches(conn: Connection, since: datetime | None, until: datetime | None,
+                   department: str | None) -> Iterator[list[dict[str, Any]]]:
+    """Export records of the events in admission order. On SQLite the rows come from the driver
+    as they are stored (SQLAlchemy's row processing would cost more than the rest of the export)."""
+    names = [column.name for column in usage_events.c]
+    if conn.dialect.name != "sqlite":
+        query = select(usage_events).order_by(usage_events.c.admitted_at, usage_events.c.id)
+        query = _where(query, usage_events.c.admitted_at, usage_events.c.department, since, until, department)
+        for part in conn.execution_options(yield_per=EXPORT_BATCH).execute(query).mappings().partitions():
+            yield [event_fields(row) for row in part]
+        return
+    clauses, params = [], []
+    for clause, value in (("admitted_at >= ?", since), ("admitted_at < ?", until)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(utc_text(utc(value)))
+    if department is not None:
+        clauses.append("department = ?")
+        params.append(department)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    columns = ", ".join(f'"{name}"' for name in names)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"SELECT {columns} FROM usage_events{where} ORDER BY admitted_at, id", params)
+        while rows := cursor.fetchmany(EXPORT_BATCH):
+            yield [event_fields(dict(zip(names, row, strict=True))) for row in rows]
+    finally:
+        cursor.close()
+
+
+def _rejection_batches(conn: Connection, since: datetime | None, until: datetime | None,
+                       department: str | None) -> Iterator[list[dict[str, Any]]]:
+    query = _where(select(rejections).order_by(rejections.c.at, rejections.c.id), rejections.c.at,
+                   rejections.c.department, since, until, department)
+    for part in conn.execution_options(yield_per=EXPORT_BATCH).execute(query).mappings().partitions():
+        yield [rejection_fields(rejection_from_row(row)) for row in part]
+
+
+def _where(query: Select[Any], when: Any, department_column: Any, since: datetime | None, until: datetime | None,
+           department: str | None) -> Select[Any]:
+    if since is not None:
+        query = query.where(when >= utc(since))
+    if until is not None:
+        query = query.where(when < utc(until))
+    if department is not None:
+        query = query.where(department_column == department)
+    return query
 
 
 def read_jsonl(lines: Iterable[str]) -> Iterator[UsageEvent | Rejection]:
@@ -186,7 +303,6 @@ def _time(text: str) -> datetime:
 
 # -- import: counted (records are checked and re-priced by ``import_rows``) ------------------------
 
-BATCH = 1000  # events written per batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,19 +324,3 @@ class ImportResult:
         return self.rejections_read - self.rejections_new
 
 
-async def import_records(ledger: Ledger, records: list[UsageEvent | Rejection], repriced: int,
-                         progress: Callable[[int], None] | None = None) -> ImportResult:
-    """Write checked records in batches; ids the ledger holds already are left as they are. New
-    records are counted by the ledger's row counts before and after (exact unless something else
-    writes to the same ledger during the import)."""
-    events_before, rejections_before = await ledger.count_events(), await ledger.count_rejections()
-    events = [r for r in records if isinstance(r, UsageEvent)]
-    rejections = [r for r in records if isinstance(r, Rejection)]
-    for start in range(0, len(events), BATCH):
-        await ledger.record_many(events[start:start + BATCH])
-        if progress is not None:
-            progress(min(start + BATCH, len(events)))
-    for rejection in rejections:
-        await ledger.record_rejection(rejection)
-    return ImportResult(len(events), await ledger.count_events() - events_before, len(rejections),
-                        await ledger.count_rejections() - rejections_before, repriced)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,27 +84,6 @@ def validated_record(text: str, line: int, catalog: Prices) -> Checked:
     except ValueError as exc:
         raise ImportRowError(ImportProblem(line, record.id, str(exc))) from None
     return Checked(priced, priced is not record)
-
-
-def checked_records(lines: Iterable[str], catalog: Prices) -> tuple[list[UsageEvent | Rejection], int]:
-    """Every record of a JSON Lines export (blank lines skipped), checked and re-priced; returns the
-    records and how many were re-priced. Raises ImportRefused listing every bad record."""
-    records: list[UsageEvent | Rejection] = []
-    problems: list[ImportProblem] = []
-    changed = 0
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            checked = validated_record(line, number, catalog)
-        except ImportRowError as exc:
-            problems.append(exc.problem)
-            continue
-        records.append(checked.record)
-        changed += checked.repriced
-    if problems:
-        raise ImportRefused(problems)
-    return records, changed
 
 
 def repriced(event: UsageEvent, obj: Mapping[str, Any], catalog: Prices) -> UsageEvent:
@@ -179,5 +158,5 @@ def _label_picos(label: str) -> tuple[int, int, int] | None:
     return input_price.picos_per_token, cached_price.picos_per_token, output_price.picos_per_token
 
 
-__all__ = ["Checked", "ImportProblem", "ImportRefused", "ImportRowError", "checked_records", "repriced",
+__all__ = ["Checked", "ImportProblem", "ImportRefused", "ImportRowError", "repriced",
            "validated_record"]

@@ -35,7 +35,8 @@ from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url,
 from costwarden.ledger.migrations import migrate
 from costwarden.ledger.outage import Outage, WhenDown, replay
 from costwarden.ledger.queries import TotalsRow, WhereValue
-from costwarden.ledger.queue_items import Job, RowKind, RowRefused, Waiter, Write, insert_ignoring_duplicates
+from costwarden.ledger.queue_items import Job, RowKind, RowRefused, Waiter, Write
+from costwarden.ledger.rollups import insert_events
 from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, rejection_row, utc
 from costwarden.ledger.schema import inflight, rejections, usage_events
 from costwarden.ledger.spool import Spool, SpooledRow
@@ -287,7 +288,7 @@ class Ledger:
             settled = set(conn.execute(select(usage_events.c.id).where(usage_events.c.id.in_(ids))).scalars())
             events = [interrupted_event(row, at) for row in rows if row["id"] not in settled]
             if events:
-                conn.execute(insert_ignoring_duplicates(conn, usage_events), [event_row(e) for e in events])
+                insert_events(conn, [event_row(e) for e in events])  # and their rollups
             conn.execute(delete(inflight).where(inflight.c.id.in_(ids)))
             return events
 
@@ -481,15 +482,21 @@ class Ledger:
         return await self._read(audit.list_closed_periods)
 
     async def freeze_statement(self, period: str, body: str, now: datetime | None = None, *,
-                               closed_by: str | None = None, policy_version: int | None = None) -> datetime | None:
+                               closed_by: str | None = None, policy_version: int | None = None,
+                               summary: str | None = None) -> datetime | None:
         """Close billing period ``YYYY-MM`` (unless it is closed already) and store its statement
         ``body`` with who closed it, the policy version and its checksum, in one transaction.
         Returns the period's close time, or None (and nothing is written) when a statement of the
         period is stored already: a frozen statement never changes (it may be reopened)."""
         at = _now(now)
         result: datetime | None = await self._write(
-            lambda conn: closings.freeze(conn, period, body, at, closed_by, policy_version))
+            lambda conn: closings.freeze(conn, period, body, at, closed_by, policy_version, summary))
         return result
+
+    async def statement_summaries(self, periods: Sequence[str]) -> dict[str, str | None]:
+        """What the frozen statements of ``periods`` billed, as stored at their close (None:
+        frozen without a summary); periods without a frozen statement are left out."""
+        return await self._read(lambda conn: closings.summaries(conn, periods))
 
     async def frozen_statement(self, period: str) -> tuple[datetime, str] | None:
         """The statement stored when ``period`` was closed, with its close time; None if there is
@@ -530,6 +537,16 @@ class Ledger:
             lambda conn: audit_log.list_entries(conn, since, until, department, action, limit, offset))
 
     # -- plumbing --------------------------------------------------------------------------
+
+    async def write_with(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction on the writer, after the rows queued before it
+        (an import streaming its batches); an exception it raises rolls the transaction back."""
+        result: T = await self._write(fn)
+        return result
+
+    async def read_with(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a reading connection in a worker thread (an export streaming its rows)."""
+        return await self._read(fn)
 
     async def _write(self, fn: Callable[[Connection], Any]) -> Any:
         if self._child is not None and _running_loop() is self._child.loop:

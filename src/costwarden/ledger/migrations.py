@@ -18,6 +18,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from costwarden.errors import StorageError
+from costwarden.ledger import rollups
 from costwarden.ledger.schema import (
     APP_TABLES,
     BILLING_COLUMNS,
@@ -26,6 +27,7 @@ from costwarden.ledger.schema import (
     CUSTOMER_EVENT_COLUMNS,
     CUSTOMER_INFLIGHT_COLUMNS,
     INFLIGHT_COLUMNS,
+    SUMMARY_COLUMNS,
     admin_tokens,
     api_keys,
     audit_log,
@@ -36,6 +38,7 @@ from costwarden.ledger.schema import (
     statement_history,
     statements,
     usage_events,
+    usage_rollups,
 )
 
 # Any constant shared by every costwarden process; it names the migration lock on PostgreSQL.
@@ -110,6 +113,19 @@ def _department_metadata(conn: Connection) -> None:
     department_metadata.create(conn, checkfirst=True)
 
 
+def _usage_rollups(conn: Connection) -> None:
+    """Daily rollups of usage (ledger/rollups.py), filled from the events already stored, and
+    the billed summary of frozen statements (NULL for those frozen before)."""
+    present = {column["name"] for column in inspect(conn).get_columns(statements.name)}
+    for make in SUMMARY_COLUMNS:
+        column = make()
+        if column.name not in present:
+            conn.execute(text(f'ALTER TABLE {statements.name} ADD COLUMN "{column.name}" {column.type.compile(dialect=conn.dialect)}'))
+    usage_rollups.create(conn, checkfirst=True)
+    conn.execute(usage_rollups.delete())  # rebuilt whole: a table left by an earlier run is not added to
+    rollups.backfill(conn)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "initial schema", _initial_schema),
     Step(2, "frozen chargeback statements", _frozen_statements),
@@ -117,6 +133,7 @@ STEPS: tuple[Step, ...] = (
     Step(4, "audit log", _audit_log),
     Step(5, "statement closings and restatements", _statement_closings),
     Step(6, "customers and plans", _customers),
+    Step(7, "daily usage rollups", _usage_rollups),
     Step(8, "effective-dated department metadata", _department_metadata),
 )
 

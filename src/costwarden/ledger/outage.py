@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from costwarden.errors import StorageError
 from costwarden.ledger.queue_items import RowKind, insert_ignoring_duplicates
+from costwarden.ledger.rollups import insert_events
 from costwarden.ledger.schema import inflight, rejections, usage_events
 from costwarden.ledger.spool import Journal, Spool, SpooledRow, SpoolError
 
@@ -236,7 +237,7 @@ def replay(conn: Connection, rows: Sequence[SpooledRow]) -> None:
         by_kind[kind].append(row)
     events, ahead = by_kind[RowKind.EVENT], by_kind[RowKind.INFLIGHT]
     if events:
-        conn.execute(insert_ignoring_duplicates(conn, usage_events), events)
+        insert_events(conn, events)  # and their rollups
     if by_kind[RowKind.REJECTION]:
         conn.execute(insert_ignoring_duplicates(conn, rejections), by_kind[RowKind.REJECTION])
     if ahead:

@@ -2,6 +2,10 @@
 
 Grouping is done in SQL with dialect-specific expressions for the UTC day, the epoch bucket and
 JSON tags, so that totals over millions of events never leave the database; sums are integers.
+Event totals without buckets read the daily rollups (``usage_rollups``, see ``rollups.py``) for
+the whole UTC days of their window and the events only for the hours before the first and after
+the last UTC midnight (a month in a policy timezone other than UTC begins and ends mid-day), so
+that they cost in proportion to their groups and days, not to events.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Date, Integer, and_, cast, false, func, literal, or_, select
@@ -20,7 +24,7 @@ from sqlalchemy.sql.schema import Table
 
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.ledger.rows import event_from_row, rejection_from_row, utc
-from costwarden.ledger.schema import rejections, usage_events
+from costwarden.ledger.schema import rejections, usage_events, usage_rollups
 
 GroupValue = str | date | None
 WhereValue = str | None | Sequence[str | None]
@@ -64,15 +68,23 @@ class TotalsRow:
         raise KeyError(name)
 
 
+_ROLLUP_NULLABLE = ("team", "key_id", "user")  # stored as '' in the rollups
+
+
 def _time_column(table: Table) -> Any:
     return table.c.admitted_at if table is usage_events else table.c.at
 
 
 def _dimension(conn: Connection, table: Table, name: str) -> ColumnElement[Any]:
-    dimensions = EVENT_DIMENSIONS if table is usage_events else REJECTION_DIMENSIONS
+    dimensions = REJECTION_DIMENSIONS if table is rejections else EVENT_DIMENSIONS
     if name in dimensions:
         column: ColumnElement[Any] = table.c[name]
+        if table is usage_rollups and name in _ROLLUP_NULLABLE:
+            return func.nullif(column, "")
         return column
+    if name == "day" and table is usage_rollups:
+        day: ColumnElement[Any] = table.c.day
+        return day
     if name == "day":
         when = _time_column(table)
         if conn.dialect.name == "postgresql":
@@ -94,6 +106,12 @@ def _epoch_seconds(conn: Connection, table: Table) -> ColumnElement[int]:
 
 
 def _window(query: Select[Any], table: Table, since: datetime | None, until: datetime | None) -> Select[Any]:
+    if table is usage_rollups:  # whole UTC days: [since's day, until's day)
+        if since is not None:
+            query = query.where(table.c.day >= utc(since).date().isoformat())
+        if until is not None:
+            query = query.where(table.c.day < utc(until).date().isoformat())
+        return query
     when = _time_column(table)
     if since is not None:
         query = query.where(when >= utc(since))
@@ -121,18 +139,75 @@ def _filters(conn: Connection, query: Select[Any], table: Table,
 
 def totals(conn: Connection, since: datetime | None, until: datetime | None, group_by: Sequence[str],
            where: Mapping[str, WhereValue] | None, bucket_seconds: int | None,
-           table: Table = usage_events) -> list[TotalsRow]:
-    """Exact sums per group over [since, until); rejections count in ``requests`` only."""
+           table: Table = usage_events, use_rollups: bool = True) -> list[TotalsRow]:
+    """Exact sums per group over [since, until); rejections count in ``requests`` only.
+    ``use_rollups=False`` sums the events themselves (the rollups give the same rows)."""
     if bucket_seconds is not None and bucket_seconds < 1:
         raise ValueError("bucket_seconds must be a positive number of seconds")
+    if table is usage_events and bucket_seconds is None and use_rollups:
+        split = whole_days(since, until)
+        if split is not None:
+            first, end, edges = split
+            parts = [_totals(conn, first, end, group_by, where, None, usage_rollups)]
+            parts += [_totals(conn, start, stop, group_by, where, None, usage_events) for start, stop in edges]
+            return parts[0] if len(parts) == 1 else _merge(conn, parts, group_by)
+    return _totals(conn, since, until, group_by, where, bucket_seconds, table)
+
+
+def whole_days(since: datetime | None, until: datetime | None
+               ) -> tuple[datetime | None, datetime | None, list[tuple[datetime, datetime]]] | None:
+    """[since, until) as the UTC midnights bounding its whole days and the windows before the
+    first and after the last (empty windows left out); None if it holds no whole UTC day."""
+    first = end = None
+    edges = []
+    if since is not None:
+        since = utc(since)
+        first = datetime.combine(since.date(), time(), UTC)
+        if first < since:
+            first += timedelta(days=1)
+            edges.append((since, first))
+    if until is not None:
+        until = utc(until)
+        end = datetime.combine(until.date(), time(), UTC)
+        if end < until:
+            edges.append((end, until))
+    if first is not None and end is not None and first >= end:
+        return None
+    return first, end, edges
+
+
+def _merge(conn: Connection, parts: list[list[TotalsRow]], group_by: Sequence[str]) -> list[TotalsRow]:
+    """The rows of ``parts`` (disjoint windows) summed per group, in the order SQL gives them."""
+    merged: dict[tuple[GroupValue, ...], dict[str, int]] = {}
+    groups: dict[tuple[GroupValue, ...], Mapping[str, GroupValue]] = {}
+    for part in parts:
+        for row in part:
+            key = tuple(row.groups[name] for name in group_by)
+            sums = merged.setdefault(key, dict.fromkeys(("requests", *_SUMS), 0))
+            groups.setdefault(key, row.groups)
+            for name in sums:
+                sums[name] += getattr(row, name)
+    nulls_first = conn.dialect.name == "sqlite"  # as each database orders NULL in ORDER BY
+
+    def order(key: tuple[GroupValue, ...]) -> tuple[tuple[bool, str], ...]:
+        return tuple(((value is not None) == nulls_first, "" if value is None else str(value)) for value in key)
+
+    return [TotalsRow(groups=groups[key], **merged[key]) for key in sorted(merged, key=order)]
+
+
+def _totals(conn: Connection, since: datetime | None, until: datetime | None, group_by: Sequence[str],
+            where: Mapping[str, WhereValue] | None, bucket_seconds: int | None, table: Table) -> list[TotalsRow]:
     keys = [(f"g{i}", name, _dimension(conn, table, name)) for i, name in enumerate(group_by)]
     columns: list[Any] = [expr.label(label) for label, _, expr in keys]
     if bucket_seconds is not None:
         bucket = _epoch_seconds(conn, table) // literal(bucket_seconds, BigInteger)
         keys.append(("bucket", "bucket", bucket))
         columns.append(bucket.label("bucket"))
-    columns.append(func.count().label("requests"))
-    if table is usage_events:
+    if table is usage_rollups:
+        columns.append(func.coalesce(func.sum(table.c.requests), 0).label("requests"))
+    else:
+        columns.append(func.count().label("requests"))
+    if table is not rejections:
         columns += [func.coalesce(func.sum(table.c[m]), 0).label(m) for m in _SUMS]
     query = _filters(conn, _window(select(*columns), table, since, until), table, where)
     if keys:
@@ -140,11 +215,10 @@ def totals(conn: Connection, since: datetime | None, until: datetime | None, gro
     rows = []
     for row in conn.execute(query).mappings():
         groups = {name: _group_value(name, row[label]) for label, name, _ in keys if label != "bucket"}
-        sums = {m: int(row[m]) for m in _SUMS} if table is usage_events else {}
+        sums = {m: int(row[m]) for m in _SUMS} if table is not rejections else {}
         bucket_value = None if bucket_seconds is None else int(row["bucket"])
         rows.append(TotalsRow(groups=groups, requests=int(row["requests"]), bucket=bucket_value, **sums))
     return rows
-
 
 
 def _group_value(name: str, value: Any) -> GroupValue:

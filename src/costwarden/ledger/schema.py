@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -240,6 +241,14 @@ CLOSING_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
     lambda: Column("restatement", Integer, nullable=False, server_default="0"),  # 0, then 1 per reopening
 )
 
+# What a frozen statement billed, in a few bytes (migration 7): JSON ``{"start", "end", "billed":
+# {period: requests}}``, its window and the calls it billed per period, its own and the closed
+# ones it corrects. A later open period compares it with the rollups' count of calls and skips a
+# closed period nothing arrived for, without reading its statement (NULL: read the statement).
+SUMMARY_COLUMNS: tuple[Callable[[], Column[Any]], ...] = (
+    lambda: Column("summary", Text),
+)
+
 # The chargeback statement of a closed period, frozen at its close (JSON text, see
 # costwarden.reports.codec); later usage for the period is posted as corrections elsewhere.
 statements = Table(
@@ -249,6 +258,7 @@ statements = Table(
     Column("closed_at", UTCDateTime, nullable=False),
     Column("body", Text, nullable=False),
     *(make() for make in CLOSING_COLUMNS),
+    *(make() for make in SUMMARY_COLUMNS),
 )
 
 # Frozen statements that were reopened (``costwarden reopen``): kept whole, with who reopened them
@@ -303,6 +313,27 @@ department_metadata = Table(
     Column("recorded_at", UTCDateTime, nullable=False),
 )
 
+# Daily totals of usage_events (migration 7), kept in the transaction that inserts the events
+# (ledger/rollups.py), so that reports cost in proportion to their groups, not to events. One row
+# per UTC day of admission and every dimension a report groups or filters by; absent team, key
+# and user are stored as '' (a key column cannot be NULL), and ``tags`` is the event's JSON text.
+ROLLUP_DIMENSIONS = ("department", "team", "key_id", "user", "model_requested", "model_served", "provider",
+                     "endpoint", "status", "decision", "price_version", "customer", "service_tier", "tags")
+ROLLUP_MEASURES = ("input_tokens", "cached_input_tokens", "output_tokens", "cost_nanos", "estimate_nanos",
+                   "cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens", "audio_input_tokens",
+                   "trimmed_tokens", "overrun_tokens")
+
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("day", String(10), nullable=False),  # YYYY-MM-DD, the UTC date of admitted_at
+    *(Column(name, Text if name == "tags" else String, nullable=False) for name in ROLLUP_DIMENSIONS),
+    Column("requests", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in ROLLUP_MEASURES),
+    PrimaryKeyConstraint("day", *ROLLUP_DIMENSIONS, name="pk_usage_rollups"),
+    sqlite_with_rowid=False,  # one B-tree, ordered by its key: an upsert finds and updates a row in one place
+)
+
 # The tables the application owns, in creation order (schema_migrations is the runner's own).
 APP_TABLES = (
     usage_events,
@@ -316,5 +347,6 @@ APP_TABLES = (
     statements,
     audit_log,
     statement_history,
+    usage_rollups,
     department_metadata,
 )

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.schema import Table
 
+from costwarden.ledger import rollups
 from costwarden.ledger.queue_items import MAX_ROWS_PER_STATEMENT, Row, Write, partition
 from costwarden.ledger.schema import inflight, rejections, usage_events
 from costwarden.ledger.writer_process import Statement
@@ -36,14 +37,15 @@ class SqliteStatements:
         if ahead:
             self._insert(statements, inflight, ahead)
         if events:
-            self._insert(statements, usage_events, events)
+            self._insert(statements, usage_events, events, rollups.SQLITE_AFTER_INSERT)
         for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
             statements.append((f"DELETE FROM inflight WHERE id IN ({', '.join('?' * size)})", part, size))
         if refused:
             self._insert(statements, rejections, refused)
         return statements
 
-    def _insert(self, out: list[Statement], table: Table, rows: list[Row]) -> None:
+    def _insert(self, out: list[Statement], table: Table, rows: list[Row], after: Statement | None = None) -> None:
+        """Multi-row inserts of ``rows``, each followed by ``after`` when given."""
         keys = tuple(rows[0])
         insert = self._inserts.get((table.name, keys))
         if insert is None:
@@ -51,6 +53,8 @@ class SqliteStatements:
         values = [insert.values(row) for row in rows]
         for part, size in _parts(values, self._max_rows(len(keys))):
             out.append((insert.sql_for(size), part, size))
+            if after is not None:
+                out.append(after)
 
     def _max_rows(self, columns: int) -> int:
         return max(1, min(MAX_ROWS_PER_STATEMENT, self._max_variables // columns))
@@ -99,7 +103,7 @@ class _Insert:
 _SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC))
 
 
-def _utc_text(value: Any) -> Any:
+def utc_text(value: Any) -> Any:
     """An aware UTC datetime as SQLite stores it through SQLAlchemy: naive UTC text."""
     return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (value.year, value.month, value.day, value.hour,  # noqa: UP031
                                                     value.minute, value.second, value.microsecond)
@@ -111,15 +115,15 @@ def _faster(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None
     if process is None:
         return None
     try:
-        same = all(process(sample) == _utc_text(sample) for sample in _SAMPLES)
+        same = all(process(sample) == utc_text(sample) for sample in _SAMPLES)
     except Exception:  # not a processor of times
         same = False
     if not same:
         return process
 
-    def utc_text(value: Any) -> Any:
+    def fast(value: Any) -> Any:
         if type(value) is datetime and value.tzinfo is UTC:
-            return _utc_text(value)
+            return utc_text(value)
         return process(value)  # other zones, naive times (refused there), None
 
-    return utc_text
+    return fast

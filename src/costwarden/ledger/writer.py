@@ -53,7 +53,8 @@ from costwarden.ledger.queue_items import (
     partition,
     resolve_all,
 )
-from costwarden.ledger.schema import inflight, rejections, usage_events
+from costwarden.ledger.rollups import insert_events
+from costwarden.ledger.schema import inflight, rejections
 from costwarden.ledger.sqlite_statements import SqliteStatements
 from costwarden.ledger.writer_process import parameters
 
@@ -288,7 +289,7 @@ def _write_batch(conn: Connection, writes: list[Write]) -> None:
     if ahead:
         conn.execute(insert_ignoring_duplicates(conn, inflight), ahead)
     if events:
-        conn.execute(insert_ignoring_duplicates(conn, usage_events), events)
+        insert_events(conn, events)  # and their rollups
         if stale:
             conn.execute(delete(inflight).where(inflight.c.id.in_(stale)))
     if refused:

@@ -115,14 +115,14 @@ def _by_department(rows: Iterable[UsageRow]) -> dict[str, list[UsageRow]]:
 
 
 def _models(rows: Sequence[UsageRow]) -> tuple[ModelUsage, ...]:
-    totals: dict[tuple[str, str], Counts] = defaultdict(Counts)
+    grouped: dict[tuple[str, str], list[Counts]] = defaultdict(list)
     tiers: dict[tuple[str, str], int | None] = {}
     for row in rows:
         key = (row.model, row.provider)
-        totals[key] = totals[key] + row.counts
+        grouped[key].append(row.counts)
         tiers[key] = tiers.get(key) or row.tier
-    return tuple(ModelUsage(model, provider, tiers[(model, provider)], totals[(model, provider)])
-                 for model, provider in sorted(totals))
+    return tuple(ModelUsage(model, provider, tiers[(model, provider)], Counts.total(grouped[(model, provider)]))
+                 for model, provider in sorted(grouped))
 
 
 def _weights(shared: SharedCosts, ids: Sequence[str], costs: Sequence[int],

@@ -10,10 +10,12 @@ correction lines of the next open period; the closed statement is never rewritte
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from costwarden.core.catalog import Catalog
 from costwarden.core.metadata import MetadataVersion, changes, merged, relevant
@@ -132,19 +134,67 @@ async def pending_corrections(ledger: Ledger, period: str, closed: Mapping[str, 
 
     ``period`` is the next open period of every closed period in the unbroken run of closed periods
     that ends just before it; later statements of that run may have posted corrections already.
+    A closed period whose count of calls in the ledger is what its statement and the later ones
+    billed has nothing new (the ledger is append-only): it costs one count over its rollups, and
+    neither its statement nor its usage is read.
     """
-    corrections: list[UsageRow] = []
-    later: list[Statement] = []  # frozen statements between the closed period and ``period``
+    run = []
     earlier = previous_period(period)
     while earlier in closed:
-        frozen = await frozen_statement(ledger, earlier)
-        if frozen is not None:
-            billed = [*frozen.usage, *(row for s in later for row in s.corrections if row.corrects == earlier)]
-            live = await period_usage(ledger, frozen.start, frozen.end, catalog)
-            corrections += _difference(live, billed, earlier)
-            later.append(frozen)
+        run.append(earlier)
         earlier = previous_period(earlier)
+    summaries = {p: _summary_of(text) for p, text in (await ledger.statement_summaries(run)).items()}
+    statements: dict[str, Statement | None] = {}
+
+    async def statement(of: str) -> Statement | None:
+        if of not in statements:
+            statements[of] = await frozen_statement(ledger, of)
+        return statements[of]
+
+    corrections: list[UsageRow] = []
+    for i, earlier in enumerate(run):
+        if await _billed_in_full(ledger, earlier, [summaries.get(p) for p in run[:i + 1]]):
+            continue
+        frozen = await statement(earlier)
+        if frozen is None:
+            continue
+        later = [s for p in run[:i] if _may_correct(summaries.get(p), earlier) and (s := await statement(p)) is not None]
+        billed = [*frozen.usage, *(row for s in later for row in s.corrections if row.corrects == earlier)]
+        live = await period_usage(ledger, frozen.start, frozen.end, catalog)
+        corrections += _difference(live, billed, earlier)
     return sorted(corrections, key=lambda row: (row.corrects or "", row.key))
+
+
+def summary(statement: Statement) -> str:
+    """What ``statement`` bills, in the few bytes stored beside it (``schema.SUMMARY_COLUMNS``)."""
+    billed: dict[str, int] = defaultdict(int)
+    billed[statement.period] += sum(row.counts.requests for row in statement.usage)
+    for row in statement.corrections:
+        if row.corrects is not None:
+            billed[row.corrects] += row.counts.requests
+    return json.dumps({"start": statement.start.isoformat(), "end": statement.end.isoformat(), "billed": billed},
+                      sort_keys=True)
+
+
+def _summary_of(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else dict(json.loads(text))
+
+
+def _may_correct(summary: dict[str, Any] | None, period: str) -> bool:
+    """Whether a later statement (by its summary) may hold corrections of ``period``."""
+    return summary is None or int(summary["billed"].get(period, 0)) != 0
+
+
+async def _billed_in_full(ledger: Ledger, period: str, summaries: Sequence[dict[str, Any] | None]) -> bool:
+    """Whether the ledger holds no more calls of closed ``period`` than its statement (the last of
+    ``summaries``) and the later ones (the others) billed; False when one has no summary."""
+    if any(s is None for s in summaries):
+        return False
+    own = summaries[-1]
+    assert own is not None
+    billed = sum(int(s["billed"].get(period, 0)) for s in summaries if s is not None)
+    start, end = datetime.fromisoformat(own["start"]), datetime.fromisoformat(own["end"])
+    return sum(row.requests for row in await ledger.totals(start, end)) == billed
 
 
 def _difference(live: Sequence[UsageRow], billed: Sequence[UsageRow], corrects: str) -> list[UsageRow]:
@@ -179,7 +229,7 @@ async def close(ledger: Ledger, policy: Policy, period: str, shared: SharedCosts
     statement = await live_statement(ledger, policy, period, shared, invoice_nanos, now, invoices)
     statement = replace(statement, closed_at=closed_at)
     stored_at = await ledger.freeze_statement(period, codec.dumps(statement), now, closed_by=closed_by,
-                                              policy_version=policy_version)
+                                              policy_version=policy_version, summary=summary(statement))
     if stored_at is None:  # closed by someone else meanwhile
         raise PeriodClosed(f"{period} was closed meanwhile; its statement is frozen")
     return replace(statement, closed_at=stored_at)

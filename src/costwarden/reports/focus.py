@@ -22,7 +22,9 @@ same tokens at the bundled catalog's public prices when it knows the model.
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -90,6 +92,7 @@ class TokenCharge:
         return None if self.price is None else self.tokens * self.price.picos_per_token
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of price versions, parsed once per export
 def parse_price_version(text: str) -> tuple[Price, Price, Price] | None:
     """Input, cached input and output prices of ``0.15/0.075/0.60@2025-08-07``; a cached price of
     ``-`` means cached input is priced as input. None when the text is not of that shape."""
@@ -104,6 +107,7 @@ def parse_price_version(text: str) -> tuple[Price, Price, Price] | None:
     return given[0], cached, given[1]
 
 
+@functools.lru_cache(maxsize=1024)
 def write_prices(text: str) -> tuple[Price | None, Price | None]:
     """The 5-minute and 1-hour cache-write prices a price label states (None where it states none)."""
     prices = text.split("@", 1)[0].split("/")
@@ -196,8 +200,7 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
                 "SkuId": f"{usage.model}/{charge.token_type}",
                 "SkuPriceId": f"{usage.model}/{charge.token_type}@{usage.price_version}",
                 "SkuMeter": _METERS[charge.token_type],
-                "SkuPriceDetails": json.dumps({"x_Model": usage.model, "x_TokenType": charge.token_type,
-                                               "x_PriceVersion": usage.price_version}, sort_keys=True),
+                "SkuPriceDetails": _sku_price_details(usage.model, charge.token_type, usage.price_version),
                 **_department_columns(department, usage),
                 "x_Model": usage.model, "x_Tier": "" if usage.tier is None else str(usage.tier),
                 "x_TokenType": charge.token_type, "x_PriceVersion": usage.price_version,
@@ -206,9 +209,16 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
 
 
 def _department_columns(department: DepartmentInfo, usage: UsageRow | None) -> dict[str, str]:
+    if usage is None:
+        return _columns(department, None, None, None)
+    return _columns(department, usage.team, usage.user, usage.project)
+
+
+@functools.lru_cache(maxsize=65536)  # the same department and team, user and project on many rows
+def _columns(department: DepartmentInfo, team: str | None, user: str | None, project: str | None) -> dict[str, str]:
     tags = {"cost_center": department.cost_center, "gl_account": department.gl_account}
-    if usage is not None:
-        tags |= {"team": usage.team or "", "user": usage.user or "", "project": usage.project or ""}
+    if team is not None or user is not None or project is not None:
+        tags |= {"team": team or "", "user": user or "", "project": project or ""}
     return {"SubAccountId": department.id, "SubAccountName": department.name,
             "Tags": json.dumps({k: v for k, v in tags.items() if v}, sort_keys=True),
             "x_DepartmentId": department.id, "x_DepartmentName": department.name,
@@ -261,13 +271,20 @@ def _variance_issuer(statement: Statement) -> str:
     return ACCOUNT_NAME
 
 
+_FORMULA = re.compile("(?:^|\0)[=+\\-@\t\r\n]")  # a cell that safe_cell may quote, among cells joined by NUL
+
+
 def write_focus(statement: Statement, out: TextIO, list_prices: ListPrices | None = None) -> int:
     """Write the statement as FOCUS 1.2 CSV to ``out``; returns the number of rows."""
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    numeric = [name in _NUMERIC for name in COLUMNS]
     written = 0
     for row in focus_rows(statement, list_prices=list_prices):
-        writer.writerow({name: safe_cell(value, numeric=name in _NUMERIC) for name, value in row.items()})
+        values = [row.get(name, "") for name in COLUMNS]
+        if _FORMULA.search("\0".join(values)):  # one search a row; most rows have no cell to quote
+            values = [safe_cell(value, numeric=flag) for value, flag in zip(values, numeric, strict=True)]
+        writer.writerow(values)
         written += 1
     return written
 
@@ -283,6 +300,12 @@ def bundled_list_prices() -> ListPrices:
     return prices
 
 
+@functools.lru_cache(maxsize=1024)
+def _sku_price_details(model: str, token_type: str, price_version: str) -> str:
+    return json.dumps({"x_Model": model, "x_TokenType": token_type, "x_PriceVersion": price_version}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=1024)
 def _utc_month(at: datetime) -> tuple[datetime, datetime]:
     """The providers' billing period holding ``at``: its calendar month in UTC."""
     return month_bounds(f"{at.astimezone(UTC):%Y-%m}", ZoneInfo("UTC"))
@@ -299,6 +322,7 @@ def _decimal_usd(nanos: int) -> str:
     return _decimal(Decimal(nanos).scaleb(-9))
 
 
+@functools.lru_cache(maxsize=4096)  # a few instants (days, months) on every row
 def _instant(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

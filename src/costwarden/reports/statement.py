@@ -7,6 +7,7 @@ Money is integers: nano-dollars for ledger amounts, cents for the rounded figure
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -40,20 +41,19 @@ class Counts:
                 self.audio_input_tokens)
 
     def __add__(self, other: Counts) -> Counts:
-        return Counts(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Counts(*map(operator.add, self.values(), other.values()))
 
     def __sub__(self, other: Counts) -> Counts:
-        return Counts(*(a - b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Counts(*map(operator.sub, self.values(), other.values()))
 
     def __bool__(self) -> bool:
         return any(self.values())
 
     @staticmethod
     def total(items: Iterable[Counts]) -> Counts:
-        result = Counts()
-        for item in items:
-            result = result + item
-        return result
+        """The sum of ``items``, field by field (in C: a statement adds up tens of thousands of groups)."""
+        columns = list(zip(*(item.values() for item in items), strict=True))
+        return Counts(*map(sum, columns)) if columns else Counts()
 
 
 UsageKey = tuple[date, str, str, str, str, str | None, str | None, str | None]
