@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
-from costwarden.counters.base import Conflict, Reservation, Snapshot, StoreEmptied
+from costwarden.counters.base import Attempt, Conflict, Reservation, Settlement, Snapshot, StoreEmptied, Threshold
 
 _NO_FLAGS: frozenset[str] = frozenset()
 BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is
@@ -85,6 +85,14 @@ class MemoryCounterStore:
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         if self._marker is None:
             self._check()
+        seen = self.remembered(windows, flag_keys, now)
+        assert seen is not None
+        return seen
+
+    def remembered(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot | None:
+        """The figures themselves: an in-process store is never stale (None until it is built)."""
+        if self._marker is None:
+            return None
         counters = self._counters
         usage = []
         for window in windows:
@@ -94,8 +102,7 @@ class MemoryCounterStore:
             usage.append((counter.spent, counter.reserved))
         if not flag_keys:
             return Snapshot(usage, _NO_FLAGS)
-        flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now)
-        return Snapshot(usage, flags)
+        return Snapshot(usage, frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now))
 
     async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
         self._check()
@@ -139,6 +146,42 @@ class MemoryCounterStore:
         self._reservations[reservation_id] = (reservation, counters)
         return reservation
 
+    async def try_reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float,
+                          flag_keys: Sequence[str], now: float) -> Attempt:
+        if self._marker is None:
+            self._check()
+        flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now) if flag_keys else _NO_FLAGS
+        held = self._reservations.get(reservation_id)
+        if held is not None:
+            return Attempt(held[0], None, flags)
+        all_counters = self._counters
+        counters: list[_Counter] = []
+        usage: list[tuple[int, int]] = []
+        conflict: Conflict | None = None
+        for hold in holds:
+            window = hold.window
+            counter = all_counters.get(window.key)
+            if counter is None or window.bucket > counter.top:
+                counter = self._counter(window)
+            spent, reserved = counter.spent, counter.reserved
+            usage.append((spent, reserved))
+            if conflict is None and hold.limit is not None and spent + reserved + hold.amount > hold.limit:
+                conflict = Conflict(len(counters), spent + reserved)
+            counters.append(counter)
+        if conflict is not None:
+            return Attempt(conflict, usage, flags)
+        for hold, counter in zip(holds, counters, strict=True):
+            amount = hold.amount
+            cell = counter.buckets.get(hold.window.bucket)
+            if cell is None:
+                counter.buckets[hold.window.bucket] = [0, amount]
+            else:
+                cell[1] += amount
+            counter.reserved += amount
+        reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
+        self._reservations[reservation_id] = (reservation, counters)
+        return Attempt(reservation, usage, flags)
+
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         if len(amounts) != len(reservation.holds):
             raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
@@ -148,6 +191,26 @@ class MemoryCounterStore:
         if held is None:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
         return self._apply(*held, amounts)
+
+    async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
+                              thresholds: Sequence[Threshold], now: float) -> Settlement:
+        if len(amounts) != len(reservation.holds):
+            raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
+        if self._marker is None:
+            self._check()
+        held = self._reservations.pop(reservation.id, None)
+        if held is None:
+            return Settlement([(0, 0)] * len(reservation.holds), [], ())
+        counters = held[1]
+        moved = self._apply(held[0], counters, amounts)
+        claimed: list[int] = []
+        flags = self._flags
+        for index, threshold in enumerate(thresholds):
+            before, after = moved[threshold.hold]
+            if before < threshold.level <= after and flags.get(threshold.key, 0.0) <= now:
+                flags[threshold.key] = threshold.expires_at
+                claimed.append(index)
+        return Settlement(moved, [(c.spent, c.reserved) for c in counters], tuple(claimed))
 
     @staticmethod
     def _apply(reservation: Reservation, counters: list[_Counter], amounts: Sequence[int]) -> list[tuple[int, int]]:
