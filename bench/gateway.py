@@ -7,7 +7,11 @@ direct first, then through the gateway, at each concurrency. Prints p50/p99 late
 second, the latency the gateway adds and its throughput as a share of direct, and checks the
 hard cap with a burst at concurrency 64 against a department whose budget fits about 20 calls.
 
-Run: python bench/gateway.py [--seconds 5] [--levels 1,16,64] [--stream-level 16]
+With ``--store redis`` the gateway keeps its counters in a Redis server of its own (started here,
+without persistence) and the run also counts the Redis commands per call from the server's
+INFO commandstats.
+
+Run: python bench/gateway.py [--seconds 5] [--levels 1,16,64] [--stream-level 16] [--store redis]
 """
 
 from __future__ import annotations
@@ -347,6 +351,8 @@ def main() -> None:
                         help="concurrency levels for unary calls (default 1,16,64)")
     parser.add_argument("--stream-level", type=int, default=16, help="concurrency of the streaming run (0: skip)")
     parser.add_argument("--burst", type=int, default=300, help="calls in the hard-cap burst (default 300)")
+    parser.add_argument("--store", default="memory",
+                        help="counter store: memory (default), redis (a server started here) or a redis:// URL")
     args = parser.parse_args()
     if uvloop is not None:
         uvloop.install()
@@ -370,19 +376,74 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"generator ceiling (64 connections to a static HTTP server): {top.rate:,.0f} calls/s, "
           f"p50 {top.percentile(50) * 1000:.2f} ms")
 
-    with process(cli("mock-upstream", "--port", str(mock_port)), tmp / "mock.log", env) as mock, \
-            process(cli("serve", "--policy", str(policy), "--db", db_url, "--port", str(gw_port)),
-                    tmp / "gateway.log", env) as gateway:
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_store(args.store, tmp, env))
+        serve = ["--redis", redis_url] if redis_url else []
+        mock = stack.enter_context(process(cli("mock-upstream", "--port", str(mock_port)), tmp / "mock.log", env))
+        gateway = stack.enter_context(process(cli("serve", "--policy", str(policy), "--db", db_url, "--port",
+                                                  str(gw_port), *serve), tmp / "gateway.log", env))
         wait_for_port(mock_port, mock, "mock upstream")
         wait_for_port(gw_port, gateway, "gateway")
         print(f"mock upstream pid {mock.pid} on :{mock_port}; gateway pid {gateway.pid} on :{gw_port}", flush=True)
         rows = asyncio.run(measure(args, mock_port, gw_port, keys["BENCH"]))
+        if redis_url:
+            redis_commands_per_call(redis_url, gw_port, keys["BENCH"])
         statuses = asyncio.run(burst(gw_port, keys["CAP"], args.burst))
         events = [e for e in ledger_events(db_url, "CAP", env) if e["record"] == "event"]
         gateway_log = (tmp / "gateway.log").read_text(errors="replace")
     print_table(rows)
     print(f"load average after the runs: {load_avg()}")
     report(rows, statuses, events, gateway_log)
+
+
+@contextlib.contextmanager
+def redis_store(store: str, tmp: Path, env: dict[str, str]) -> Iterator[str | None]:
+    """The Redis URL the gateway keeps its counters at (a server started here for ``redis``), or
+    None for in-process counters."""
+    if store == "memory":
+        yield None
+        return
+    if store != "redis":
+        yield store
+        return
+    port = free_port()
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp)]
+    with process(args, tmp / "redis.log", env) as server:
+        wait_for_port(port, server, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
+
+
+def redis_commands_per_call(url: str, port: int, key: str, calls: int = 2000, concurrency: int = 16) -> float:
+    """Redis round trips per gateway call, measured on the server over ``calls`` calls (after
+    CONFIG RESETSTAT): scripts run (INFO commandstats; the commands a script runs inside are
+    listed there too, so they are shown apart) and requests read from clients (INFO stats
+    ``total_reads_processed``). The gateway's background work (leases, expiry sweeps, the
+    reconciler) is counted too, so these are upper bounds of the per-call cost."""
+    from redis import Redis
+
+    client = Redis.from_url(url)
+    try:
+        client.config_resetstat()
+        result = asyncio.run(load(port, http_request(port, "/v1/chat/completions", CHAT, key), concurrency,
+                                  seconds=120.0, total=calls))
+        reads = int(client.info("stats")["total_reads_processed"]) - 1  # less this INFO's own read
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    done = max(1, len(result.statuses))
+    counts = {name.removeprefix("cmdstat_"): int(fields["calls"]) for name, fields in stats.items()}
+    scripts = sum(counts.get(name, 0) for name in SCRIPT_COMMANDS)
+    detail = ", ".join(f"{name} {n / done:.2f}" for name, n in sorted(counts.items())
+                       if not name.startswith(("config", "info")))
+    print(f"\nredis, {done:,} calls at concurrency {concurrency} ({result.errors} errors): "
+          f"{scripts / done:.2f} scripts and {reads / done:.2f} client requests per call")
+    print(f"  commands per call, those run inside scripts included: {detail}")
+    check("Redis round trips per call <= 2", reads / done <= 2.05, f"{reads / done:.2f}")
+    return reads / done
 
 
 def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]], gateway_log: str) -> None:
