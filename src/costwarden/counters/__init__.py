@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from costwarden.counters.base import (Attempt, Conflict, CounterStore, Reservation, Settlement, Snapshot, StoreEmptied,
-                                      Threshold)
+from costwarden.counters.base import (
+    Attempt,
+    Conflict,
+    CounterStore,
+    Reservation,
+    Settlement,
+    Snapshot,
+    StoreEmptied,
+    Threshold,
+)
 from costwarden.counters.memory import MemoryCounterStore
 
 

@@ -6,7 +6,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
-from costwarden.counters.base import Attempt, Conflict, Reservation, Settlement, Snapshot, StoreEmptied, Threshold
+from costwarden.counters.base import (
+    Attempt,
+    Conflict,
+    Reservation,
+    Settlement,
+    Snapshot,
+    StoreEmptied,
+    Threshold,
+)
 
 _NO_FLAGS: frozenset[str] = frozenset()
 BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is

@@ -28,7 +28,15 @@ from redis.exceptions import RedisError, ResponseError
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
-from costwarden.counters.base import Attempt, Conflict, Reservation, Settlement, Snapshot, StoreEmptied, Threshold
+from costwarden.counters.base import (
+    Attempt,
+    Conflict,
+    Reservation,
+    Settlement,
+    Snapshot,
+    StoreEmptied,
+    Threshold,
+)
 from costwarden.counters.figures import Figures
 from costwarden.counters.scripts import Scripts
 from costwarden.errors import StorageError
