@@ -21,7 +21,11 @@ class StoreEmptied(StorageError):
     has no generation marker. Nothing may be decided on it until it is rebuilt from the ledger."""
 
 
-@dataclass(frozen=True, slots=True)
+# Reservation and Snapshot are made on every call: plain slotted dataclasses (a frozen one sets each
+# field through object.__setattr__); treat them as immutable all the same.
+
+
+@dataclass(slots=True)
 class Reservation:
     """Amounts held on counters for one call until it is settled or released."""
 
@@ -39,7 +43,7 @@ class Conflict:
     used: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snapshot:
     usage: list[tuple[int, int]]  # (spent, reserved) per requested window
     flags: frozenset[str]

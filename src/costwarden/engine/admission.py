@@ -157,7 +157,7 @@ class Admission:
         the one made when the store held the figures it was made on, else the one those figures
         give if it holds the same amounts."""
         seen = attempt.usage
-        if seen is None or (attempt.flags == expected and _same_use(usage, seen)):
+        if seen is None or (attempt.flags == expected and (seen == usage or _same_use(usage, seen))):
             return decision  # None: a retried call whose first attempt held it already
         again = decide(policy, request, plan, seen, attempt.flags, now)
         if again.denial is None and again.holds == decision.holds and again.model is decision.model \
@@ -202,7 +202,8 @@ class Admission:
                    for h in reservation.holds]
         thresholds, crossings = self._thresholds(admitted.plan)
         try:
-            settlement = await self.store.settle_claiming(reservation, amounts, thresholds, self.clock().timestamp())
+            # claimed as at admission: an alert flag lasts a day past its period, far longer than a call
+            settlement = await self.store.settle_claiming(reservation, amounts, thresholds, admitted.at.timestamp())
         except StorageError:
             self.pending.settle(reservation, amounts)  # retried; the event is recorded all the same
             return priced
