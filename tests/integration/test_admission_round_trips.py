@@ -5,11 +5,17 @@ the decisions those replicas' figures give, with the hard cap and the rate limit
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from clock import FakeClock
@@ -18,6 +24,7 @@ from costwarden.core.scopes import Caller, Planner
 from costwarden.counters.redis import RedisCounterStore
 from costwarden.engine.admission import Admission, Admitted
 from costwarden.policy import parse_policy
+from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, start_gateway
 
 pytestmark = pytest.mark.service
 
@@ -143,3 +150,37 @@ async def test_stale_figures_on_three_replicas_never_pass_a_cap_and_decide_as_fr
     finally:
         for store in [*stores, observer]:
             await store.close()
+
+
+GATEWAY_POLICY = UPSTREAMS + """
+departments:
+  HR:
+    budgets: [{limit: 0.004, period: monthly, alert_at: [0.2, 0.9], action: reject}]
+    limits: {rpm: 100000, tpm: 100000000}
+""" + PLAIN_DEPARTMENTS
+
+
+def test_a_gateway_call_on_redis_runs_two_scripts(tmp_path: Path, mock_url: str, redis_url: str) -> None:
+    """Through the real gateway: one script admits a call, one settles it and claims its alerts;
+    whatever else the server runs meanwhile is the gateway's background work (a few a second)."""
+    client = SyncRedis.from_url(redis_url)
+    client.flushdb()
+    calls = 100
+    body = {"model": "gpt-4o-mini", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi #mock output_tokens=20"}]}
+    try:
+        with contextmanager(start_gateway)(tmp_path, mock_url, GATEWAY_POLICY, redis_url=redis_url) as gw, \
+                httpx.Client(base_url=gw.url, timeout=30, headers={"Authorization": f"Bearer {gw.keys['HR']}"}) as http:
+            assert http.post("/v1/chat/completions", json=body).status_code == 200  # scripts loaded, figures seen
+            client.config_resetstat()
+            started = time.monotonic()
+            statuses = [http.post("/v1/chat/completions", json=body).status_code for _ in range(calls)]
+            elapsed = time.monotonic() - started
+            stats = client.info("commandstats")
+            alerts = gw.ledger_query(lambda ledger: ledger.list_alerts())
+    finally:
+        client.close()
+    assert statuses == [200] * calls
+    scripts = sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in SCRIPTS)
+    background = 8 * (math.ceil(elapsed) + 1)  # an upkeep tick a second runs a few commands at most
+    assert 2 * calls <= scripts <= 2 * calls + background, (scripts, elapsed)
+    assert any(a.kind == "threshold" and a.threshold == "0.2" for a in alerts)  # claimed inside the settlement
