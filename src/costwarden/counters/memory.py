@@ -67,8 +67,9 @@ class MemoryCounterStore:
         self._replica = replica
         self._marker = marker
         self._counters: dict[str, _Counter] = {}
-        # each open reservation with the counters it holds on, so settling needs no lookups
-        self._reservations: dict[str, tuple[Reservation, list[_Counter]]] = {}
+        # each open reservation with the counters and bucket cells it holds on, so settling needs
+        # no lookups
+        self._reservations: dict[str, tuple[Reservation, list[_Counter], list[list[int]]]] = {}
         self._flags: dict[str, float] = {}
         self._leases: dict[str, float] = {}
 
@@ -127,32 +128,7 @@ class MemoryCounterStore:
         return out
 
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
-        if self._marker is None:
-            self._check()
-        held = self._reservations.get(reservation_id)
-        if held is not None:
-            return held[0]  # a retried reserve of an id still held changes nothing
-        all_counters = self._counters
-        counters: list[_Counter] = []
-        for hold in holds:
-            window = hold.window
-            counter = all_counters.get(window.key)
-            if counter is None or window.bucket > counter.top:
-                counter = self._counter(window)
-            if hold.limit is not None and counter.spent + counter.reserved + hold.amount > hold.limit:
-                return Conflict(len(counters), counter.spent + counter.reserved)
-            counters.append(counter)
-        for hold, counter in zip(holds, counters, strict=True):
-            amount = hold.amount
-            cell = counter.buckets.get(hold.window.bucket)
-            if cell is None:
-                counter.buckets[hold.window.bucket] = [0, amount]
-            else:
-                cell[1] += amount
-            counter.reserved += amount
-        reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        self._reservations[reservation_id] = (reservation, counters)
-        return reservation
+        return (await self.try_reserve(reservation_id, holds, expires_at, (), 0.0)).outcome
 
     async def try_reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float,
                           flag_keys: Sequence[str], now: float) -> Attempt:
@@ -161,7 +137,7 @@ class MemoryCounterStore:
         flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now) if flag_keys else _NO_FLAGS
         held = self._reservations.get(reservation_id)
         if held is not None:
-            return Attempt(held[0], None, flags)
+            return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
         all_counters = self._counters
         counters: list[_Counter] = []
         usage: list[tuple[int, int]] = []
@@ -178,16 +154,18 @@ class MemoryCounterStore:
             counters.append(counter)
         if conflict is not None:
             return Attempt(conflict, usage, flags)
+        cells: list[list[int]] = []
         for hold, counter in zip(holds, counters, strict=True):
-            amount = hold.amount
-            cell = counter.buckets.get(hold.window.bucket)
+            amount, bucket = hold.amount, hold.window.bucket
+            cell = counter.buckets.get(bucket)
             if cell is None:
-                counter.buckets[hold.window.bucket] = [0, amount]
+                cell = counter.buckets[bucket] = [0, amount]
             else:
                 cell[1] += amount
             counter.reserved += amount
+            cells.append(cell)
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        self._reservations[reservation_id] = (reservation, counters)
+        self._reservations[reservation_id] = (reservation, counters, cells)
         return Attempt(reservation, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
@@ -210,7 +188,7 @@ class MemoryCounterStore:
         if held is None:
             return Settlement([(0, 0)] * len(reservation.holds), [], ())
         counters = held[1]
-        moved = self._apply(held[0], counters, amounts)
+        moved = self._apply(*held, amounts)
         claimed: list[int] = []
         flags = self._flags
         for index, threshold in enumerate(thresholds):
@@ -221,15 +199,15 @@ class MemoryCounterStore:
         return Settlement(moved, [(c.spent, c.reserved) for c in counters], tuple(claimed))
 
     @staticmethod
-    def _apply(reservation: Reservation, counters: list[_Counter], amounts: Sequence[int]) -> list[tuple[int, int]]:
+    def _apply(reservation: Reservation, counters: list[_Counter], cells: list[list[int]],
+               amounts: Sequence[int]) -> list[tuple[int, int]]:
         moved = []
-        for hold, counter, amount in zip(reservation.holds, counters, amounts, strict=True):
+        for hold, counter, cell, amount in zip(reservation.holds, counters, cells, amounts, strict=True):
             bucket = hold.window.bucket
             if bucket > counter.top:
                 counter.advance(bucket)
             before = counter.spent
-            cell = counter.buckets.get(bucket)
-            if cell is not None:  # None: the bucket already left its rolling window
+            if bucket > counter.top - counter.span:  # else the bucket already left its rolling window
                 cell[0] += amount
                 cell[1] -= hold.amount
                 counter.spent = before + amount
@@ -257,14 +235,14 @@ class MemoryCounterStore:
     async def expire(self, now: float) -> list[Reservation]:
         self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
-        for reservation, counters in stale:
+        for reservation, counters, cells in stale:
             del self._reservations[reservation.id]
-            self._apply(reservation, counters, [h.amount for h in reservation.holds])
+            self._apply(reservation, counters, cells, [h.amount for h in reservation.holds])
         for key in [k for k, c in self._counters.items() if _finished(c, now)]:
             del self._counters[key]
         for key in [k for k, until in self._flags.items() if until <= now]:
             del self._flags[key]
-        return [reservation for reservation, _ in stale]
+        return [held[0] for held in stale]
 
     async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
         self._check()
@@ -308,7 +286,7 @@ class MemoryCounterStore:
         return sorted(replica for replica, until in self._leases.items() if until < now)
 
     async def owned_by(self, replica: str) -> list[Reservation]:
-        return [reservation for reservation, _ in self._reservations.values() if reservation.owner == replica]
+        return [held[0] for held in self._reservations.values() if held[0].owner == replica]
 
     async def ping(self) -> None:
         return None
