@@ -72,11 +72,10 @@ class Threshold:
 
 @dataclass(slots=True)
 class Settlement:
-    """What a settlement moved: settled spend (before, after) per hold, (spent, reserved) per hold
-    afterwards, and the indexes of the thresholds it claimed."""
+    """What a settlement moved: settled spend (before, after) per hold, and the indexes of the
+    thresholds it claimed."""
 
     moved: list[tuple[int, int]]
-    usage: list[tuple[int, int]]
     claimed: tuple[int, ...]
 
 

@@ -186,8 +186,7 @@ class MemoryCounterStore:
             self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is None:
-            return Settlement([(0, 0)] * len(reservation.holds), [], ())
-        counters = held[1]
+            return Settlement([(0, 0)] * len(reservation.holds), ())
         moved = self._apply(*held, amounts)
         claimed: list[int] = []
         flags = self._flags
@@ -196,7 +195,7 @@ class MemoryCounterStore:
             if before < threshold.level <= after and flags.get(threshold.key, 0.0) <= now:
                 flags[threshold.key] = threshold.expires_at
                 claimed.append(index)
-        return Settlement(moved, [(c.spent, c.reserved) for c in counters], tuple(claimed))
+        return Settlement(moved, tuple(claimed))
 
     @staticmethod
     def _apply(reservation: Reservation, counters: list[_Counter], cells: list[list[int]],

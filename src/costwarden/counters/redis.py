@@ -241,12 +241,12 @@ class RedisCounterStore:
         out = await self._settle(reservation, amounts, thresholds, now)
         count = len(reservation.holds)
         if not out:
-            return Settlement([(0, 0)] * count, [], ())
+            return Settlement([(0, 0)] * count, ())
         moved = [(int(out[1 + 3 * i]), int(out[2 + 3 * i])) for i in range(count)]
         usage = [(after, int(out[3 + 3 * i])) for i, (_, after) in enumerate(moved)]
         self._figures.learn([h.window for h in reservation.holds], usage)
         claims = out[1 + 3 * count:]
-        return Settlement(moved, usage, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
+        return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
 
     async def release(self, reservation: Reservation) -> None:
         """Drop the holds of a call that will not be charged."""
