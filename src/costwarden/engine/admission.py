@@ -97,21 +97,22 @@ class Admission:
         """
         policy = planner.policy
         now = self.clock()
-        plan = planner.plan(request.caller, now, now.timestamp())
+        stamp = now.timestamp()
+        plan = planner.plan(request.caller, now, stamp)
         try:
-            return await self._admit(call_id, request, plan, policy, now)
+            return await self._admit(call_id, request, plan, policy, now, stamp)
         except StorageError:
             if hard_checked(plan) or policy.on_store_failure == StoreFailure.CLOSED:
                 raise
             return self._let_through(call_id, request, policy, plan, now)
 
-    async def _admit(self, call_id: str, request: CallRequest, plan: Plan, policy: Policy,
-                     now: datetime) -> Admitted | Decision:
+    async def _admit(self, call_id: str, request: CallRequest, plan: Plan, policy: Policy, now: datetime,
+                     stamp: float) -> Admitted | Decision:
         """Decide on the figures the store last showed and reserve in one round trip; the store
         answers with the figures it held. A decision is kept only if made on those (or on figures
         one round trip old, as any read-then-reserve is); a refusal or a new restriction is only
         ever decided on figures just read."""
-        store, stamp = self.store, now.timestamp()
+        store = self.store
         expires_at = stamp + self.reservation_ttl_s
         seen = store.remembered(plan.windows, plan.flag_keys, stamp)
         fresh = seen is None
