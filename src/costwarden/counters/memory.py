@@ -140,8 +140,11 @@ class MemoryCounterStore:
             return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
         all_counters = self._counters
         counters: list[_Counter] = []
+        cells: list[list[int]] = []
         usage: list[tuple[int, int]] = []
         conflict: Conflict | None = None
+        # One pass, holding as it goes (every hold of a call is on a counter of its own); a hold
+        # that does not fit undoes those before it, and the rest are only read.
         for hold in holds:
             window = hold.window
             counter = all_counters.get(window.key)
@@ -149,21 +152,25 @@ class MemoryCounterStore:
                 counter = self._counter(window)
             spent, reserved = counter.spent, counter.reserved
             usage.append((spent, reserved))
-            if conflict is None and hold.limit is not None and spent + reserved + hold.amount > hold.limit:
-                conflict = Conflict(len(counters), spent + reserved)
-            counters.append(counter)
-        if conflict is not None:
-            return Attempt(conflict, usage, flags)
-        cells: list[list[int]] = []
-        for hold, counter in zip(holds, counters, strict=True):
-            amount, bucket = hold.amount, hold.window.bucket
-            cell = counter.buckets.get(bucket)
+            if conflict is not None:
+                continue
+            amount, limit = hold.amount, hold.limit
+            if limit is not None and spent + reserved + amount > limit:
+                conflict = Conflict(len(cells), spent + reserved)
+                continue
+            cell = counter.buckets.get(window.bucket)
             if cell is None:
-                cell = counter.buckets[bucket] = [0, amount]
+                cell = counter.buckets[window.bucket] = [0, amount]
             else:
                 cell[1] += amount
-            counter.reserved += amount
+            counter.reserved = reserved + amount
+            counters.append(counter)
             cells.append(cell)
+        if conflict is not None:
+            for hold, counter, cell in zip(holds, counters, cells, strict=False):
+                cell[1] -= hold.amount
+                counter.reserved -= hold.amount
+            return Attempt(conflict, usage, flags)
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
         self._reservations[reservation_id] = (reservation, counters, cells)
         return Attempt(reservation, usage, flags)

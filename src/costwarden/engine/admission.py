@@ -139,6 +139,9 @@ class Admission:
             attempt = await store.try_reserve(call_id, decision.holds, expires_at, plan.flag_keys, stamp)
             held = attempt.outcome
             if isinstance(held, Reservation):
+                answered = attempt.usage
+                if answered is None or (answered == usage and attempt.flags == expected):  # the usual answer
+                    return Admitted(call_id, request, decision, held, plan, now)
                 kept = self._kept(decision, attempt, usage, expected, fresh, request, plan, policy, now)
                 if kept is not None:
                     return Admitted(call_id, request, kept, held, plan, now)
