@@ -161,7 +161,7 @@ class Admission:
         the one made when the store held the figures it was made on, else the one those figures
         give if it holds the same amounts."""
         seen = attempt.usage
-        if seen is None or (attempt.flags == expected and (seen == usage or _same_use(usage, seen))):
+        if seen is None or (attempt.flags == expected and _same_use(usage, seen)):
             return decision  # None: a retried call whose first attempt held it already
         again = decide(policy, request, plan, seen, attempt.flags, now)
         if again.denial is None and again.holds == decision.holds and again.model is decision.model \
