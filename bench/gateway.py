@@ -10,7 +10,8 @@ hard cap with a burst at concurrency 64 against a department whose budget fits a
 With ``--store redis`` it runs the scale-out configuration too (Redis counters and a PostgreSQL
 ledger, with 1 and then 2 workers) beside the embedded one, and measures what each call costs:
 the gateway's CPU (all its processes), PostgreSQL commits (``pg_stat_database.xact_commit``) and
-Redis commands (``INFO commandstats``). Redis and PostgreSQL are started in temporary directories
+Redis round trips (requests read from clients, ``INFO stats``) and commands (``INFO commandstats``,
+those run inside scripts included). Redis and PostgreSQL are started in temporary directories
 unless ``--redis`` and ``--db`` name servers the bench may use (it empties that Redis database and
 creates, then drops, databases beside the one named).
 
@@ -339,6 +340,7 @@ class Costs:
     commits: int | None
     redis_commands: int | None
     redis_cpu_s: float | None = None
+    redis_requests: int | None = None  # round trips: requests Redis read from its clients
 
 
 @dataclass
@@ -388,13 +390,14 @@ class Probe:
 
     def stop(self) -> Costs:
         cpu = services.tree_cpu_seconds(self.pid) - self._cpu
+        requests = services.redis_client_requests(self.config.redis_url) if self.config.redis_url else None
         commands = services.redis_command_count(self.config.redis_url) if self.config.redis_url else None
         redis_cpu = services.redis_cpu_seconds(self.config.redis_url) - self._redis_cpu if self.config.redis_url else None
         commits = None
         if self.config.db_url.startswith("postgresql"):
             # after every backend reported this run; less the reading taken by start()
             commits = services.pg_settled_commits(self.config.db_url) - self._commits - 1
-        return Costs(cpu, commits, commands, redis_cpu)
+        return Costs(cpu, commits, commands, redis_cpu, requests)
 
 
 @dataclass
@@ -465,6 +468,8 @@ def describe(row: Row) -> str:
     parts = [f"CPU {_figure(row.per_call(row.costs.cpu_s * 1000), '.2f')} ms/call"]
     if (commits := row.per_call(row.costs.commits)) is not None:
         parts.append(f"{commits:.2f} commits/call")
+    if (trips := row.per_call(row.costs.redis_requests)) is not None:
+        parts.append(f"{trips:.2f} Redis round trips/call")
     if (commands := row.per_call(row.costs.redis_commands)) is not None:
         parts.append(f"{commands:.1f} Redis commands/call")
     if (redis_cpu := row.per_call(row.costs.redis_cpu_s)) is not None:
@@ -569,7 +574,7 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
     """The headline figures of every configuration, one line each."""
     print("\nside by side (req/s through the gateway; added p50 at c=1 over direct; per call at the highest level)")
     print(f"{'configuration':<32}{'req/s by level':>24}{'added p50':>11}{'CPU/call':>10}"
-          f"{'commits/call':>16}{'Redis cmds/call':>18}")
+          f"{'commits/call':>16}{'Redis trips/call':>18}")
     for outcome in outcomes:
         unary = [row for row in outcome.rows if row.name.startswith("unary")]
         rates = " / ".join(f"{row.gateway.rate:,.0f}" for row in unary)
@@ -578,12 +583,12 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
         cpu = _figure(last.per_call(last.costs.cpu_s * 1000 if last.costs else None), ".2f") + " ms"
         commits = " / ".join(_figure(row.per_call(row.costs.commits if row.costs else None), ".2f")
                              for row in (first, last))
-        commands = " / ".join(_figure(row.per_call(row.costs.redis_commands if row.costs else None), ".1f")
+        commands = " / ".join(_figure(row.per_call(row.costs.redis_requests if row.costs else None), ".2f")
                               for row in (first, last))
         print(f"{outcome.config.name:<32}{rates:>24}{added * 1000:>8.2f} ms{cpu:>10}{commits:>16}{commands:>18}")
     levels = [row.name.split("=")[1] for row in outcomes[0].rows if row.name.startswith("unary")]
-    print(f"(levels c={'/'.join(levels)}; commits and Redis commands at the lowest / highest level, measured "
-          "with pg_stat_database and INFO commandstats; CPU: every process of the gateway)")
+    print(f"(levels c={'/'.join(levels)}; commits and Redis round trips at the lowest / highest level, measured "
+          "with pg_stat_database and INFO stats, background work included; CPU: every process of the gateway)")
 
 
 def _figure(value: float | None, spec: str) -> str:

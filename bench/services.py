@@ -197,6 +197,16 @@ def redis_command_count(url: str) -> int:
     return sum(int(entry["calls"]) for name, entry in stats.items() if name != "cmdstat_info")
 
 
+def redis_client_requests(url: str) -> int:
+    """Requests Redis read from its clients since its statistics were reset (``INFO stats``
+    ``total_reads_processed``, less the ``INFO`` that reads it): round trips, a pipeline or a
+    script counting once."""
+    import redis as redis_client
+
+    with redis_client.Redis.from_url(url) as client:
+        return int(client.info("stats")["total_reads_processed"]) - 1
+
+
 def redis_cpu_seconds(url: str) -> float:
     """User plus system CPU seconds the Redis server has used (``INFO cpu``)."""
     import redis as redis_client

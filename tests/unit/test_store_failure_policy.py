@@ -31,6 +31,9 @@ departments:
 
 
 class Unreachable(MemoryCounterStore):
+    def remembered(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot | None:
+        return None  # nothing seen yet: the first call reads the store
+
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         raise errors.StorageError("counter store unreachable")
 

@@ -24,6 +24,8 @@ from costwarden.core.sliding import leaves_at, restored_at, room_at, seconds_unt
 
 MIN_CLAMPED_OUTPUT = 64  # a clamped call must still be able to say something useful
 USD, TOKENS, REQUESTS = Unit.USD, Unit.TOKENS, Unit.REQUESTS
+# read on every admitted call with rate limits: a property and an attribute, looked up once here
+_RATE_SECONDS, _RATE_WIDTH = RATE_PERIOD.seconds, RATE_PERIOD.bucket_seconds
 
 
 # The values below are made once or more per call, so they are plain slotted dataclasses: a
@@ -272,18 +274,19 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
         estimate = model.cost(call.input_priced, output_tokens * call.choices)
     windows = plan.windows
     holds: list[Hold] = []
+    hold = holds.append
     remaining: int | None = None
     for i, (limit, in_tokens, hard) in enumerate(plan.budget_terms):
         if in_tokens:
-            holds.append(Hold(windows[i], tokens, hard, TOKENS))
+            hold(Hold(windows[i], tokens, hard, TOKENS))
             continue
-        holds.append(Hold(windows[i], estimate, hard, USD))
+        hold(Hold(windows[i], estimate, hard, USD))
         room = limit - used[i] - estimate
         if remaining is None or room < remaining:
             remaining = room
     for i, (_, rpm, enforced) in enumerate(plan.limit_terms, count):
-        holds.append(Hold(windows[i], 1, enforced, REQUESTS) if rpm else Hold(windows[i], tokens, enforced, TOKENS))
-    requested_bound = _output_bound(model, call)
+        hold(Hold(windows[i], 1, enforced, REQUESTS) if rpm else Hold(windows[i], tokens, enforced, TOKENS))
+    requested_bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
     return Decision(
         requested=requested,
         model=model,
@@ -330,15 +333,16 @@ def _check_limits(plan: Plan, used: list[int], offset: int, tokens: int,
     # ceil(RATE_PERIOD.seconds - fraction) = RATE_PERIOD.seconds whole seconds from now.
     info = RateInfo()
     if rpm_limit is not None:
-        info.limit_requests, info.remaining_requests = rpm_limit, max(rpm_left, 0)
-        info.reset_requests_s, info.reset_requests_at = _full_window(plan.limits[rpm_reset].window)
+        window = plan.limits[rpm_reset].window
+        info.limit_requests, info.remaining_requests = rpm_limit, rpm_left if rpm_left > 0 else 0
+        info.reset_requests_s, info.reset_requests_at = _RATE_SECONDS, leaves_at(window.bucket, window.span, _RATE_WIDTH)
     if tpm_limit is not None:
-        info.limit_tokens, info.remaining_tokens = tpm_limit, max(tpm_left, 0)
+        info.limit_tokens, info.remaining_tokens = tpm_limit, tpm_left if tpm_left > 0 else 0
         window = plan.limits[tpm_reset].window
         if tpm_left < tpm_limit:
-            info.reset_tokens_s, info.reset_tokens_at = _full_window(window)
+            info.reset_tokens_s, info.reset_tokens_at = _RATE_SECONDS, leaves_at(window.bucket, window.span, _RATE_WIDTH)
         else:  # nothing in the window, not even this call: it is full already
-            info.reset_tokens_at = window.bucket * RATE_PERIOD.bucket_seconds
+            info.reset_tokens_at = window.bucket * _RATE_WIDTH
     return info, False
 
 
@@ -351,11 +355,6 @@ def with_buckets(decision: Decision, call: CallRequest, plan: Plan, usage: Seque
     rate, denial = _refuse_rate(plan, used, len(plan.budget_terms), tokens, buckets, now)
     return Decision(requested=decision.requested, output_tokens=decision.output_tokens, denial=denial,
                     shadow=decision.shadow, rate=rate)
-
-
-def _full_window(window: Window) -> tuple[int, int]:
-    """(seconds, instant) until the newest bucket of a rate window leaves."""
-    return RATE_PERIOD.seconds, leaves_at(window.bucket, window.span, RATE_PERIOD.bucket_seconds)
 
 
 def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,

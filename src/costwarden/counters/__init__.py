@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from costwarden.counters.base import Conflict, CounterStore, Reservation, Snapshot, StoreEmptied
+from costwarden.counters.base import (
+    Attempt,
+    Conflict,
+    CounterStore,
+    Reservation,
+    Settlement,
+    Snapshot,
+    StoreEmptied,
+    Threshold,
+)
 from costwarden.counters.memory import MemoryCounterStore
 
 
@@ -18,4 +27,5 @@ def open_store(url: str | None, replica: str | None = None) -> CounterStore:
     raise ValueError(f"unknown counter store URL {url!r}: use memory:// or redis://host:port/db")
 
 
-__all__ = ["Conflict", "CounterStore", "MemoryCounterStore", "Reservation", "Snapshot", "StoreEmptied", "open_store"]
+__all__ = ["Attempt", "Conflict", "CounterStore", "MemoryCounterStore", "Reservation", "Settlement", "Snapshot",
+           "StoreEmptied", "Threshold", "open_store"]

@@ -21,7 +21,11 @@ class StoreEmptied(StorageError):
     has no generation marker. Nothing may be decided on it until it is rebuilt from the ledger."""
 
 
-@dataclass(frozen=True, slots=True)
+# Reservation and Snapshot are made on every call: plain slotted dataclasses (a frozen one sets each
+# field through object.__setattr__); treat them as immutable all the same.
+
+
+@dataclass(slots=True)
 class Reservation:
     """Amounts held on counters for one call until it is settled or released."""
 
@@ -39,10 +43,40 @@ class Conflict:
     used: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snapshot:
     usage: list[tuple[int, int]]  # (spent, reserved) per requested window
     flags: frozenset[str]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """A reservation tried, and what the store held when it was tried: (spent, reserved) per hold
+    just before it (None for an id held already, a retried call) and which flags were set."""
+
+    outcome: Reservation | Conflict
+    usage: list[tuple[int, int]] | None
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """An alert level on one hold: settled spend crossing ``level`` claims flag ``key`` (until
+    ``expires_at``) for the first settlement that crosses it, across every replica."""
+
+    hold: int
+    level: int
+    key: str
+    expires_at: float
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What a settlement moved: settled spend (before, after) per hold, and the indexes of the
+    thresholds it claimed."""
+
+    moved: list[tuple[int, int]]
+    claimed: tuple[int, ...]
 
 
 class CounterStore(Protocol):
@@ -63,6 +97,12 @@ class CounterStore(Protocol):
         """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
         ...
 
+    def remembered(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot | None:
+        """``snapshot`` as this process last saw it, without a round trip: exact for an
+        in-process store, possibly stale for a shared one (nothing is enforced on it: the
+        store's answer to ``try_reserve`` tells). None when some of it was never seen."""
+        ...
+
     async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
         """The non-empty buckets of each rolling window, oldest first, as (bucket, spent +
         reserved): when each part of a window's use leaves it. Read only for a call a rate
@@ -76,8 +116,20 @@ class CounterStore(Protocol):
         """
         ...
 
+    async def try_reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float,
+                          flag_keys: Sequence[str], now: float) -> Attempt:
+        """``reserve``, answering also with the counters of ``holds`` as they were just before it
+        and which of ``flag_keys`` are set at ``now``, whether it was held or refused."""
+        ...
+
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         """Replace each hold by its actual amount; returns settled spend (before, after) per hold."""
+        ...
+
+    async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
+                              thresholds: Sequence[Threshold], now: float) -> Settlement:
+        """``settle``, and ``claim`` (at ``now``) each threshold whose level the settled spend of
+        its hold crossed (before < level <= after). A reservation settled already moves nothing."""
         ...
 
     async def release(self, reservation: Reservation) -> None:

@@ -6,7 +6,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
-from costwarden.counters.base import Conflict, Reservation, Snapshot, StoreEmptied
+from costwarden.counters.base import (
+    Attempt,
+    Conflict,
+    Reservation,
+    Settlement,
+    Snapshot,
+    StoreEmptied,
+    Threshold,
+)
 
 _NO_FLAGS: frozenset[str] = frozenset()
 BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is
@@ -59,8 +67,9 @@ class MemoryCounterStore:
         self._replica = replica
         self._marker = marker
         self._counters: dict[str, _Counter] = {}
-        # each open reservation with the counters it holds on, so settling needs no lookups
-        self._reservations: dict[str, tuple[Reservation, list[_Counter]]] = {}
+        # each open reservation with the counters and bucket cells it holds on, so settling needs
+        # no lookups
+        self._reservations: dict[str, tuple[Reservation, list[_Counter], list[list[int]]]] = {}
         self._flags: dict[str, float] = {}
         self._leases: dict[str, float] = {}
 
@@ -85,6 +94,14 @@ class MemoryCounterStore:
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         if self._marker is None:
             self._check()
+        seen = self.remembered(windows, flag_keys, now)
+        assert seen is not None
+        return seen
+
+    def remembered(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot | None:
+        """The figures themselves: an in-process store is never stale (None until it is built)."""
+        if self._marker is None:
+            return None
         counters = self._counters
         usage = []
         for window in windows:
@@ -94,8 +111,7 @@ class MemoryCounterStore:
             usage.append((counter.spent, counter.reserved))
         if not flag_keys:
             return Snapshot(usage, _NO_FLAGS)
-        flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now)
-        return Snapshot(usage, flags)
+        return Snapshot(usage, frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now))
 
     async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
         self._check()
@@ -112,32 +128,52 @@ class MemoryCounterStore:
         return out
 
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
+        return (await self.try_reserve(reservation_id, holds, expires_at, (), 0.0)).outcome
+
+    async def try_reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float,
+                          flag_keys: Sequence[str], now: float) -> Attempt:
         if self._marker is None:
             self._check()
+        flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now) if flag_keys else _NO_FLAGS
         held = self._reservations.get(reservation_id)
         if held is not None:
-            return held[0]  # a retried reserve of an id still held changes nothing
+            return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
         all_counters = self._counters
         counters: list[_Counter] = []
+        cells: list[list[int]] = []
+        usage: list[tuple[int, int]] = []
+        conflict: Conflict | None = None
+        # One pass, holding as it goes (every hold of a call is on a counter of its own); a hold
+        # that does not fit undoes those before it, and the rest are only read.
         for hold in holds:
             window = hold.window
             counter = all_counters.get(window.key)
             if counter is None or window.bucket > counter.top:
                 counter = self._counter(window)
-            if hold.limit is not None and counter.spent + counter.reserved + hold.amount > hold.limit:
-                return Conflict(len(counters), counter.spent + counter.reserved)
-            counters.append(counter)
-        for hold, counter in zip(holds, counters, strict=True):
-            amount = hold.amount
-            cell = counter.buckets.get(hold.window.bucket)
+            spent, reserved = counter.spent, counter.reserved
+            usage.append((spent, reserved))
+            if conflict is not None:
+                continue
+            amount, limit = hold.amount, hold.limit
+            if limit is not None and spent + reserved + amount > limit:
+                conflict = Conflict(len(cells), spent + reserved)
+                continue
+            cell = counter.buckets.get(window.bucket)
             if cell is None:
-                counter.buckets[hold.window.bucket] = [0, amount]
+                cell = counter.buckets[window.bucket] = [0, amount]
             else:
                 cell[1] += amount
-            counter.reserved += amount
+            counter.reserved = reserved + amount
+            counters.append(counter)
+            cells.append(cell)
+        if conflict is not None:
+            for hold, counter, cell in zip(holds, counters, cells, strict=False):
+                cell[1] -= hold.amount
+                counter.reserved -= hold.amount
+            return Attempt(conflict, usage, flags)
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        self._reservations[reservation_id] = (reservation, counters)
-        return reservation
+        self._reservations[reservation_id] = (reservation, counters, cells)
+        return Attempt(reservation, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         if len(amounts) != len(reservation.holds):
@@ -149,16 +185,35 @@ class MemoryCounterStore:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
         return self._apply(*held, amounts)
 
+    async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
+                              thresholds: Sequence[Threshold], now: float) -> Settlement:
+        if len(amounts) != len(reservation.holds):
+            raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
+        if self._marker is None:
+            self._check()
+        held = self._reservations.pop(reservation.id, None)
+        if held is None:
+            return Settlement([(0, 0)] * len(reservation.holds), ())
+        moved = self._apply(*held, amounts)
+        claimed: list[int] = []
+        flags = self._flags
+        for index, threshold in enumerate(thresholds):
+            before, after = moved[threshold.hold]
+            if before < threshold.level <= after and flags.get(threshold.key, 0.0) <= now:
+                flags[threshold.key] = threshold.expires_at
+                claimed.append(index)
+        return Settlement(moved, tuple(claimed))
+
     @staticmethod
-    def _apply(reservation: Reservation, counters: list[_Counter], amounts: Sequence[int]) -> list[tuple[int, int]]:
+    def _apply(reservation: Reservation, counters: list[_Counter], cells: list[list[int]],
+               amounts: Sequence[int]) -> list[tuple[int, int]]:
         moved = []
-        for hold, counter, amount in zip(reservation.holds, counters, amounts, strict=True):
+        for hold, counter, cell, amount in zip(reservation.holds, counters, cells, amounts, strict=True):
             bucket = hold.window.bucket
             if bucket > counter.top:
                 counter.advance(bucket)
             before = counter.spent
-            cell = counter.buckets.get(bucket)
-            if cell is not None:  # None: the bucket already left its rolling window
+            if bucket > counter.top - counter.span:  # else the bucket already left its rolling window
                 cell[0] += amount
                 cell[1] -= hold.amount
                 counter.spent = before + amount
@@ -186,14 +241,14 @@ class MemoryCounterStore:
     async def expire(self, now: float) -> list[Reservation]:
         self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
-        for reservation, counters in stale:
+        for reservation, counters, cells in stale:
             del self._reservations[reservation.id]
-            self._apply(reservation, counters, [h.amount for h in reservation.holds])
+            self._apply(reservation, counters, cells, [h.amount for h in reservation.holds])
         for key in [k for k, c in self._counters.items() if _finished(c, now)]:
             del self._counters[key]
         for key in [k for k, until in self._flags.items() if until <= now]:
             del self._flags[key]
-        return [reservation for reservation, _ in stale]
+        return [held[0] for held in stale]
 
     async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
         self._check()
@@ -237,7 +292,7 @@ class MemoryCounterStore:
         return sorted(replica for replica, until in self._leases.items() if until < now)
 
     async def owned_by(self, replica: str) -> list[Reservation]:
-        return [reservation for reservation, _ in self._reservations.values() if reservation.owner == replica]
+        return [held[0] for held in self._reservations.values() if held[0].owner == replica]
 
     async def ping(self) -> None:
         return None

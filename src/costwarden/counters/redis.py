@@ -28,7 +28,16 @@ from redis.exceptions import RedisError, ResponseError
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
-from costwarden.counters.base import Conflict, Reservation, Snapshot, StoreEmptied
+from costwarden.counters.base import (
+    Attempt,
+    Conflict,
+    Reservation,
+    Settlement,
+    Snapshot,
+    StoreEmptied,
+    Threshold,
+)
+from costwarden.counters.figures import Figures
 from costwarden.counters.scripts import Scripts
 from costwarden.errors import StorageError
 
@@ -56,6 +65,7 @@ class RedisCounterStore:
         # rebuilt while the calls are in flight); a settlement still to be retried keeps its entry.
         self._held: dict[str, Reservation] = {}
         self._adopting: asyncio.Event | None = None  # set while moving to a new build
+        self._figures = Figures()  # what the counters held when this replica last saw them
 
     @property
     def replica(self) -> str:
@@ -157,7 +167,13 @@ class RedisCounterStore:
         usage = [(int(out[2 * i]), int(out[2 * i + 1])) for i in range(len(windows))]
         values = out[2 * len(windows):]
         flags = frozenset(k for k, v in zip(flag_keys, values, strict=True) if v and _flag_until(v) > now)
+        self._figures.learn(windows, usage, flag_keys, flags)
         return Snapshot(usage, flags)
+
+    def remembered(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot | None:
+        """What this replica last saw of ``windows`` and ``flag_keys`` (other replicas may have
+        moved them since); None when it has not seen them yet."""
+        return self._figures.recall(windows, flag_keys)
 
     async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
         """The non-empty buckets of each rolling window, oldest first, as (bucket, spent + reserved)."""
@@ -176,18 +192,38 @@ class RedisCounterStore:
 
         Reserving an id that is still held changes nothing (a retried call) and returns it.
         """
+        return (await self.try_reserve(reservation_id, holds, expires_at, (), 0.0)).outcome
+
+    async def try_reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float,
+                          flag_keys: Sequence[str], now: float) -> Attempt:
+        """``reserve`` in one script that also reads the holds' counters and ``flag_keys``."""
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        keys = [self._reservations, self._deadlines] + [self._key(h.window) for h in holds]
-        args = [reservation_id, repr(float(expires_at)), self._record(reservation)]
+        key = self._key
+        keys = [self._reservations, self._deadlines, *[key(h.window) for h in holds],
+                *[self._flag(k) for k in flag_keys]]
+        args = [reservation_id, repr(float(expires_at)), self._record(reservation), str(len(holds))]
         for hold in holds:
-            limit = "" if hold.limit is None else str(hold.limit)
-            args += [str(hold.window.bucket), str(hold.window.span), str(hold.amount), limit,
-                     str(_keep_until_ms(hold.window, expires_at))]
+            window = hold.window
+            args += [str(window.bucket), str(window.span), str(hold.amount), "" if hold.limit is None else str(hold.limit),
+                     str(_keep_until_ms(window, expires_at))]
         out = await self._run(self._scripts.reserve, keys, args)
-        if out[0] == "conflict":
-            return Conflict(int(out[1]), int(out[2]) + int(out[3]))
+        if out[0] == "known":  # a retried call whose first attempt held it
+            self._held[reservation_id] = reservation
+            return Attempt(reservation, None, frozenset())
+        first = 1 if out[0] == "ok" else 2
+        count = len(holds)
+        usage = [(int(out[first + 2 * i]), int(out[first + 2 * i + 1])) for i in range(count)]
+        values = out[first + 2 * count:]
+        flags = frozenset(k for k, v in zip(flag_keys, values, strict=True) if v and _flag_until(v) > now)
+        windows = [h.window for h in holds]
+        if first == 2:
+            self._figures.learn(windows, usage, flag_keys, flags)
+            index = int(out[1])
+            return Attempt(Conflict(index, sum(usage[index])), usage, flags)
+        self._figures.learn(windows, [(s, r + h.amount) for (s, r), h in zip(usage, holds, strict=True)],
+                            flag_keys, flags)
         self._held[reservation_id] = reservation
-        return reservation
+        return Attempt(reservation, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         """Replace each hold by its actual amount; returns settled spend (before, after) per hold.
@@ -195,23 +231,38 @@ class RedisCounterStore:
         Only the first settle (or release, or expiry) of a reservation counts; later ones
         return zeros.
         """
+        return (await self.settle_claiming(reservation, amounts, (), 0.0)).moved
+
+    async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
+                              thresholds: Sequence[Threshold], now: float) -> Settlement:
+        """``settle`` and the claims of the thresholds it crossed, in one script."""
         if len(amounts) != len(reservation.holds):
             raise ValueError(f"settle needs {len(reservation.holds)} amounts, got {len(amounts)}")
-        out = await self._settle(reservation, amounts)
+        out = await self._settle(reservation, amounts, thresholds, now)
+        count = len(reservation.holds)
         if not out:
-            return [(0, 0)] * len(reservation.holds)
-        return [(int(out[1 + 2 * i]), int(out[2 + 2 * i])) for i in range(len(reservation.holds))]
+            return Settlement([(0, 0)] * count, ())
+        moved = [(int(out[1 + 3 * i]), int(out[2 + 3 * i])) for i in range(count)]
+        usage = [(after, int(out[3 + 3 * i])) for i, (_, after) in enumerate(moved)]
+        self._figures.learn([h.window for h in reservation.holds], usage)
+        claims = out[1 + 3 * count:]
+        return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
 
     async def release(self, reservation: Reservation) -> None:
         """Drop the holds of a call that will not be charged."""
-        await self._settle(reservation, [0] * len(reservation.holds))
+        await self._settle(reservation, [0] * len(reservation.holds), (), 0.0)
 
-    async def _settle(self, reservation: Reservation, amounts: Sequence[int]) -> Any:
-        keys = [self._reservations, self._deadlines] + [self._key(h.window) for h in reservation.holds]
-        args = [reservation.id]
+    async def _settle(self, reservation: Reservation, amounts: Sequence[int], thresholds: Sequence[Threshold],
+                      now: float) -> Any:
+        keys = [self._reservations, self._deadlines, *[self._key(h.window) for h in reservation.holds],
+                *[self._flag(t.key) for t in thresholds]]
+        args = [reservation.id, str(len(reservation.holds)), repr(float(now))]
         for hold, amount in zip(reservation.holds, amounts, strict=True):
             args += [str(hold.window.bucket), str(hold.window.span), str(hold.amount), str(amount),
                      str(_keep_until_ms(hold.window, reservation.expires_at))]
+        for threshold in thresholds:
+            args += [str(threshold.hold + 1), str(threshold.level), repr(float(threshold.expires_at)),
+                     str(_ms(threshold.expires_at))]
         out = await self._run(self._scripts.settle, keys, args)
         self._held.pop(reservation.id, None)
         return out

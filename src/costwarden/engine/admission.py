@@ -1,8 +1,9 @@
 """Admission and settlement of calls over a CounterStore: the enforcement loop.
 
-admit: plan the counters -> snapshot -> decide -> reserve atomically (re-deciding on a lost
-race) ; settle: price the actual usage exactly -> move holds to spend -> report the alert
-thresholds that settled spend crossed (each once per budget, scope and period).
+admit: plan the counters -> decide on the figures the store last showed -> reserve atomically,
+the store answering with the figures it held (re-deciding on them when they had moved, or on a
+lost race); settle: price the actual usage exactly -> move holds to spend and claim the alert
+thresholds that settled spend crossed (each once per budget, scope and period), at once.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from costwarden.core.policy import Policy
 from costwarden.core.pricing import ServiceTier, TokenType
 from costwarden.core.scopes import BudgetCheck, Caller, Plan, Planner
 from costwarden.core.watch import breaker_key
-from costwarden.counters.base import Conflict, CounterStore, Reservation
+from costwarden.counters.base import Attempt, Conflict, CounterStore, Reservation, Threshold
 from costwarden.engine.settlements import PendingSettlements
 from costwarden.errors import StorageError
 
 RESERVATION_TTL_S = 3600.0  # a call still open after this long is settled at its estimate
 MAX_ATTEMPTS = 8  # lost reservation races before refusing (only under extreme contention)
+ALERT_CLAIM_S = 86400.0  # an alert's claim outlives its period by a day
+THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten wholesale when full)
 
 
 # Made for every call: plain slotted dataclasses (see core/decision.py); treat them as immutable.
@@ -84,6 +87,8 @@ class Admission:
         self.clock = clock
         self.reservation_ttl_s = reservation_ttl_s
         self.pending = PendingSettlements(store)  # settlements the store could not take, retried
+        # per plan (by id, checked by identity): its thresholds and the crossing each reports
+        self._by_plan: dict[int, tuple[Plan, tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]] = {}
 
     async def admit(self, call_id: str, request: CallRequest, planner: Planner) -> Admitted | Decision:
         """An ``Admitted`` call holding its reservation, or the refusing ``Decision``.
@@ -92,35 +97,86 @@ class Admission:
         ``StorageError`` propagates: 503, retry); a soft-only one follows the policy's
         ``on_store_failure`` and, when open, is let through without a reservation.
         """
-        policy, store = planner.policy, self.store
+        policy = planner.policy
         now = self.clock()
         stamp = now.timestamp()
         plan = planner.plan(request.caller, now, stamp)
-        conflict: Conflict | None = None
-        decision: Decision | None = None
-        flag_keys, breaker = _with_breaker(plan.flag_keys, request.caller, policy)
         try:
-            for _ in range(MAX_ATTEMPTS):
-                snapshot = await store.snapshot(plan.windows, flag_keys, stamp)
-                if breaker is not None and breaker in snapshot.flags:
-                    return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
-                decision = decide(policy, request, plan, snapshot.usage, snapshot.flags, now)
-                if decision.new_flags:
-                    await store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
-                if decision.denial is not None:
-                    if decision.needs_buckets:
-                        return await self._retry_time(decision, request, plan, snapshot.usage, now)
-                    return decision
-                held = await store.reserve(call_id, decision.holds, stamp + self.reservation_ttl_s)
-                if isinstance(held, Reservation):
-                    return Admitted(call_id, request, decision, held, plan, now)
-                conflict = held
+            return await self._admit(call_id, request, plan, policy, now, stamp)
         except StorageError:
             if hard_checked(plan) or policy.on_store_failure == StoreFailure.CLOSED:
                 raise
             return self._let_through(call_id, request, policy, plan, now)
-        assert decision is not None and conflict is not None
+
+    async def _admit(self, call_id: str, request: CallRequest, plan: Plan, policy: Policy, now: datetime,
+                     stamp: float) -> Admitted | Decision:
+        """Decide on the figures the store last showed and reserve in one round trip; the store
+        answers with the figures it held. A decision is kept only if made on those (or on figures
+        one round trip old, as any read-then-reserve is); a refusal or a new restriction is only
+        ever decided on figures just read."""
+        store = self.store
+        expires_at = stamp + self.reservation_ttl_s
+        flag_keys, breaker = _with_breaker(plan.flag_keys, request.caller, policy)
+        seen = store.remembered(plan.windows, flag_keys, stamp)
+        fresh = seen is None
+        if seen is None:
+            seen = await store.snapshot(plan.windows, flag_keys, stamp)
+        usage, flags = seen.usage, seen.flags
+        conflict: Conflict | None = None
+        decision: Decision | None = None
+        for _ in range(MAX_ATTEMPTS):
+            if breaker is not None and breaker in flags:  # the key's breaker is open
+                return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
+            decision = decide(policy, request, plan, usage, flags, now)
+            # the flags set once this decision is acted on: a restriction it trips is set first
+            expected = flags | {key for key, _ in decision.new_flags} if decision.new_flags else flags
+            if decision.denial is not None or expected != flags:
+                if not fresh:
+                    seen, fresh = await store.snapshot(plan.windows, flag_keys, stamp), True
+                    usage, flags = seen.usage, seen.flags
+                    continue
+                if expected != flags:
+                    await store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
+                if decision.denial is not None:
+                    if decision.needs_buckets:
+                        return await self._retry_time(decision, request, plan, usage, now)
+                    return decision
+            attempt = await store.try_reserve(call_id, decision.holds, expires_at, flag_keys, stamp)
+            held = attempt.outcome
+            if isinstance(held, Reservation):
+                if breaker is not None and breaker in attempt.flags:  # opened since the figures were seen
+                    await store.release(held)
+                    return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
+                answered = attempt.usage
+                if answered is None or (answered == usage and attempt.flags == expected):  # the usual answer
+                    return Admitted(call_id, request, decision, held, plan, now)
+                kept = self._kept(decision, attempt, usage, expected, fresh, request, plan, policy, now)
+                if kept is not None:
+                    return Admitted(call_id, request, kept, held, plan, now)
+                await store.release(held)  # decided on figures that had moved: decide again
+                conflict = None
+            else:
+                conflict = held
+            assert attempt.usage is not None
+            usage, flags, fresh = attempt.usage, attempt.flags, True
+        assert decision is not None and conflict is not None  # only a first attempt is ever released
         return _lost_race(decision, plan, conflict, policy)
+
+    @staticmethod
+    def _kept(decision: Decision, attempt: Attempt, usage: list[tuple[int, int]], expected: frozenset[str],
+              fresh: bool, request: CallRequest, plan: Plan, policy: Policy, now: datetime) -> Decision | None:
+        """The decision to admit a held reservation with, or None to release it and decide again:
+        the one made when the store held the figures it was made on, else the one those figures
+        give if it holds the same amounts."""
+        seen = attempt.usage
+        if seen is None or (attempt.flags == expected and _same_use(usage, seen)):
+            return decision  # None: a retried call whose first attempt held it already
+        again = decide(policy, request, plan, seen, attempt.flags, now)
+        if again.denial is None and again.holds == decision.holds and again.model is decision.model \
+                and again.output_tokens == decision.output_tokens \
+                and all(key in attempt.flags for key, _ in again.new_flags):
+            return again
+        return decision if fresh else None
 
     async def _retry_time(self, decision: Decision, request: CallRequest, plan: Plan,
                           usage: list[tuple[int, int]], now: datetime) -> Decision:
@@ -156,14 +212,37 @@ class Admission:
             return priced
         amounts = [priced.cost_nanos if h.unit == USD else tokens if h.unit == TOKENS else 1
                    for h in reservation.holds]
+        thresholds, crossings = self._thresholds(admitted.plan)
         try:
-            moved = await self.store.settle(reservation, amounts)
+            # claimed as at admission: an alert flag lasts a day past its period, far longer than a call
+            settlement = await self.store.settle_claiming(reservation, amounts, thresholds, admitted.at.timestamp())
         except StorageError:
             self.pending.settle(reservation, amounts)  # retried; the event is recorded all the same
             return priced
-        if _crossed(admitted.plan, moved):
-            return Settled(priced.cost_nanos, priced.overrun_tokens, await self._crossings(admitted, moved))
+        if settlement.claimed:
+            moved = settlement.moved
+            found = tuple(Crossing(*crossings[i], moved[thresholds[i].hold][1]) for i in settlement.claimed)
+            return Settled(priced.cost_nanos, priced.overrun_tokens, found)
         return priced
+
+    def _thresholds(self, plan: Plan) -> tuple[tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]:
+        """The alert thresholds of ``plan``'s holds, made once per plan."""
+        if not plan.alerting:
+            return (), ()
+        kept = self._by_plan.get(id(plan))
+        if kept is not None and kept[0] is plan:
+            return kept[1], kept[2]
+        if len(self._by_plan) >= THRESHOLD_PLANS:
+            self._by_plan.clear()
+        thresholds: list[Threshold] = []
+        crossings: list[tuple[BudgetCheck, Decimal]] = []
+        for index, check, levels in plan.alerting:
+            for level, fraction in levels:  # alert levels computed once per plan
+                key = f"alert|{check.window.key}|{fraction}"
+                thresholds.append(Threshold(index, level, key, check.window.end.timestamp() + ALERT_CLAIM_S))
+                crossings.append((check, fraction))
+        entry = self._by_plan[id(plan)] = (plan, tuple(thresholds), tuple(crossings))
+        return entry[1], entry[2]
 
     @staticmethod
     def price(admitted: Admitted, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, *,
@@ -182,7 +261,7 @@ class Admission:
         replica sharing the store. False when the store cannot say: an alert may be missed then,
         a call is never failed for it."""
         try:
-            return await self.store.claim(key, until.timestamp() + 86400, self.clock().timestamp())
+            return await self.store.claim(key, until.timestamp() + ALERT_CLAIM_S, self.clock().timestamp())
         except StorageError:
             return False
 
@@ -193,18 +272,6 @@ class Admission:
             await self.store.release(reservation)
         except StorageError:
             self.pending.settle(reservation, [0] * len(reservation.holds))
-
-    async def _crossings(self, admitted: Admitted, moved: list[tuple[int, int]]) -> tuple[Crossing, ...]:
-        found: list[Crossing] = []
-        for index, check, levels in admitted.plan.alerting:
-            before, after = moved[index]
-            for level, fraction in levels:  # alert levels computed once per plan
-                if before < level <= after:
-                    key = f"alert|{check.window.key}|{fraction}"
-                    if await self.store.claim(key, check.window.end.timestamp() + 86400, self.clock().timestamp()):
-                        found.append(Crossing(check, fraction, after))
-        return tuple(found)
-
 
 def _with_breaker(flag_keys: tuple[str, ...], caller: Caller, policy: Policy) -> tuple[tuple[str, ...], str | None]:
     """The flags to read for a call: its plan's, and its key's breaker when a rule may trip one
@@ -222,15 +289,13 @@ def hard_checked(plan: Plan) -> bool:
             or any(term[2] is not None for term in plan.limit_terms))
 
 
-def _crossed(plan: Plan, moved: list[tuple[int, int]]) -> bool:
-    """Whether settled spend crossed any alert level (the usual answer, no, without a coroutine)."""
-    for index, _, levels in plan.alerting:
-        before, after = moved[index]
-        if before != after:
-            for level, _ in levels:
-                if before < level <= after:
-                    return True
-    return False
+def _same_use(usage: list[tuple[int, int]], seen: list[tuple[int, int]]) -> bool:
+    """Whether two readings show the same use (spent + reserved) of every counter: all ``decide``
+    looks at."""
+    for (spent, reserved), (now_spent, now_reserved) in zip(usage, seen, strict=True):
+        if spent + reserved != now_spent + now_reserved:
+            return False
+    return True
 
 
 def _lost_race(decision: Decision, plan: Plan, conflict: Conflict, policy: Policy) -> Decision:

@@ -1,7 +1,11 @@
--- Hold every amount, or none: each hold with a limit must fit under it.
--- KEYS: reservations hash, deadlines zset, one counter per hold.
--- ARGV: id, expires_at, record, then per hold: bucket, span, amount, limit ('' for none), keep-until ms.
--- Returns {'ok'}, {'known'} for an id already held (a retried call), or {'conflict', index, spent, reserved}.
+-- Hold every amount, or none: each hold with a limit must fit under it. The answer carries what
+-- the counters held just before (and the flags), so that the caller, who decided on figures it
+-- remembered, learns in the same round trip whether they were the current ones.
+-- KEYS: reservations hash, deadlines zset, one counter per hold, then the flags to read.
+-- ARGV: id, expires_at, record, number of holds, then per hold: bucket, span, amount, limit ('' for
+-- none), keep-until ms.
+-- Returns {'known'} for an id already held (a retried call), else {'ok'} or {'conflict', index}
+-- followed by spent and reserved per hold and the stored value of each flag ('' when unset).
 local no = refused()
 if no then
   return no
@@ -10,26 +14,33 @@ local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
   return {'known'}
 end
-local holds = #KEYS - 2
+local holds = tonumber(ARGV[4])
+local out = {'ok'}
+local conflict = nil
 for i = 1, holds do
-  local a = 4 + (i - 1) * 5
+  local a = 5 + (i - 1) * 5
   advance(KEYS[i + 2], ARGV[a], ARGV[a + 1])
-end
-for i = 1, holds do
-  local a = 4 + (i - 1) * 5
-  if ARGV[a + 3] ~= '' then
-    local spent, reserved = totals(KEYS[i + 2])
-    if exceeds({spent, reserved, ARGV[a + 2]}, ARGV[a + 3]) then
-      return {'conflict', i - 1, spent, reserved}
-    end
+  local spent, reserved = totals(KEYS[i + 2])
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
+  if not conflict and ARGV[a + 3] ~= '' and exceeds({spent, reserved, ARGV[a + 2]}, ARGV[a + 3]) then
+    conflict = i - 1
   end
+end
+for i = holds + 3, #KEYS do
+  out[#out + 1] = redis.call('GET', KEYS[i]) or ''
+end
+if conflict then
+  out[1] = 'conflict'
+  table.insert(out, 2, conflict)
+  return out
 end
 local now = now_ms()
 for i = 1, holds do
-  local a = 4 + (i - 1) * 5
+  local a = 5 + (i - 1) * 5
   add(KEYS[i + 2], 'r:' .. ARGV[a], 'R', ARGV[a + 2])
   keep(KEYS[i + 2], ARGV[a + 4], now)
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], id)
-return {'ok'}
+return out

@@ -1,8 +1,12 @@
--- Settle (or, with zero amounts, release) a reservation once: move each hold to its actual spend.
--- KEYS: reservations hash, deadlines zset, one counter per hold.
--- ARGV: id, then per hold: bucket, span, held, actual, keep-until ms.
+-- Settle (or, with zero amounts, release) a reservation once: move each hold to its actual spend,
+-- and claim the alert thresholds that the settled spend crossed (each flag once per period), so
+-- that a settlement and its alerts take one round trip.
+-- KEYS: reservations hash, deadlines zset, one counter per hold, then one flag per threshold.
+-- ARGV: id, number of holds, now (epoch seconds), then per hold: bucket, span, held, actual,
+-- keep-until ms; then per threshold: hold number (from 1), level, expires_at, the same in ms.
 -- Returns {} when the id is not held (settled, released or expired already), else
--- {'settled', before1, after1, before2, after2, ...}.
+-- {'settled', before1, after1, reserved1, ...} (settled spend before and after, reservations
+-- after, per hold) followed by 1 or 0 per threshold: whether this settlement claimed it.
 local no = refused()
 if no then
   return no
@@ -12,12 +16,33 @@ if redis.call('HDEL', KEYS[1], id) == 0 then
   return {}
 end
 redis.call('ZREM', KEYS[2], id)
+local holds = tonumber(ARGV[2])
 local now = now_ms()
 local out = {'settled'}
-for i = 1, #KEYS - 2 do
-  local a = 2 + (i - 1) * 5
+local moved = {}
+for i = 1, holds do
+  local a = 4 + (i - 1) * 5
   local before, after = apply(KEYS[i + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now)
+  moved[i] = {before, after}
   out[#out + 1] = before
   out[#out + 1] = after
+  out[#out + 1] = redis.call('HGET', KEYS[i + 2], 'R') or '0'
+end
+local t = 4 + holds * 5
+for i = holds + 3, #KEYS do
+  local span = moved[tonumber(ARGV[t])]
+  local level = ARGV[t + 1]
+  local claimed = 0
+  -- crossed: before < level <= after
+  if exceeds({level}, span[1]) and not exceeds({level}, span[2]) then
+    local current = redis.call('GET', KEYS[i])
+    if not current or tonumber(string.match(current, '^[^|]*')) <= tonumber(ARGV[3]) then
+      redis.call('SET', KEYS[i], ARGV[t + 2])
+      keep(KEYS[i], ARGV[t + 3], now)
+      claimed = 1
+    end
+  end
+  out[#out + 1] = claimed
+  t = t + 4
 end
 return out
