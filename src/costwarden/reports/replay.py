@@ -1,0 +1,309 @@
+"""Replaying recorded calls under a policy, with the gateway's ``decide()`` as the only judge.
+
+Each call is judged as ``Admission`` judges it over a memory store (the plan of ``Planner``, the
+counters' spend and the restriction flags up at its instant, then ``decide()``) and settled at once
+with the tokens it used. The counters are plain integers (replay_counters.py).
+
+``decide()`` is pure, and what it makes of a call (the model served, whether downgraded, or the
+refusal's error and the restrictions raised; not its messages) depends only on the policy, the
+plan's budgets and limits, the model asked for, the flags up, and which comparisons of a worst
+case with a room come out true: each candidate of the model's ``downgrade_to`` chain, with its
+output bound, fits the room of each counter or not. That holds while every input fits every
+candidate's context window, and outside the one place a number is made from a room: an enforced
+``reject`` budget too small for a candidate's worst case clamps the output to what fits when the
+input fits. So a call's *signature* (the flags up, and one bit per counter and candidate that does
+not fit, plus one per such ``reject`` counter whose room the input alone exceeds) names its verdict,
+and the first call of each signature asks ``decide()``; calls of a signature already seen, in a
+group of the same structure, get its verdict. A counter whose spend leaves room for the largest
+call of every candidate contributes no bits and is not priced. Calls whose input may exceed a
+context window, or that fall where ``reject`` clamps, always ask ``decide()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import chain
+from datetime import UTC, datetime, timedelta
+
+from costwarden import errors
+from costwarden.core.decision import CallRequest, decide
+from costwarden.core.kinds import Unit
+from costwarden.core.policy import Policy
+from costwarden.core.scopes import BudgetCheck, Caller, Planner
+from costwarden.reports.replay_counters import Counters
+from costwarden.reports.replay_groups import Group, Memo, Route, Verdict, make_group, make_route
+from costwarden.reports.replay_result import UNKNOWN, Outcome, RunOut, Simulation
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROS = 1_000_000
+# One recorded call: admitted at (epoch microseconds), id, department, team, key id, user,
+# customer, model asked for, input tokens, cached input tokens, output tokens, cost in nano-dollars.
+Row = tuple[int, str, str, str | None, str | None, str | None, str | None, str, int, int, int, int]
+RAN_OUT_BY = (errors.BudgetExceeded, errors.ModelNotAllowed)
+
+
+def instant(micros: int) -> datetime:
+    """The UTC instant of ``micros`` epoch microseconds."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+class Replay:
+    """Replays rows one after another under ``policy``; ``run`` them in time order."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.planner = Planner(policy)
+        self.counters = Counters()
+        self.result = Simulation()
+        self._groups: dict[tuple[str, str | None, str | None, str | None, str | None], Group | None] = {}
+        self._plans: dict[tuple[str, str | None, str | None, str | None, str | None], Group] = {}
+        self._memos: dict[tuple[object, ...], Memo] = {}
+        self._last = -(2**63)
+        self.decided = 0  # calls that asked decide(), for the bench
+
+    def run(self, rows: Iterable[Row]) -> None:
+        """Replay ``rows`` (in time order, after the ones replayed before)."""
+        groups, result, ran_out = self._groups, self.result, self.result.ran_out
+        rows = iter(rows)
+        first = next(rows, None)
+        if first is None:
+            return
+        if result.first is None:
+            result.first = instant(first[0])
+        last = self._last
+        count = 0
+        for row in chain((first,), rows):
+            us, ident, department, team, key_id, user, customer, model, inp, cached, out, before = row
+            if us < last:
+                raise errors.InvalidRequest(f"events must be in time order: {ident} was admitted at "
+                                            f"{instant(us).isoformat()}, before the one replayed before it")
+            last = us
+            count += 1
+            group = groups.get((department, team, key_id, user, customer))
+            stamp = us / MICROS
+            if group is None or stamp >= group.valid_until:
+                group = self._group(row, stamp)
+                if group is None:
+                    outcome = self._outcome(UNKNOWN)
+                    outcome.calls += 1
+                    outcome.cost_before_nanos += before
+                    _reject(outcome, errors.UnknownDepartment.code)
+                    continue
+            outcome = group.outcome
+            outcome.calls += 1
+            outcome.cost_before_nanos += before
+            route = group.routes.get(model)
+            if route is None:
+                route = self._route(group, model)
+            verdict: Verdict | None = None
+            signature: int | None = None
+            if inp <= route.min_context:
+                for counter, ample_below in route.checks:
+                    if counter.used > ample_below:
+                        signature = self._bits(route, inp, out, int(stamp))
+                        break
+                else:
+                    signature = 0
+                if signature is not None:
+                    if group.flag_keys:
+                        signature = self._flags(group, signature, stamp)
+                    verdict = route.memo.get(signature)
+            if verdict is None:
+                self._decide(group, route, row, signature)
+                continue
+            served = verdict.served
+            if verdict.flagged:
+                self._raise_flags(group, verdict.flagged)
+            if served is None:
+                _reject(outcome, verdict.code)
+                if verdict.exhausted:
+                    self._could_not_fit(group, route, inp, out, us)
+                continue
+            cost = served.cost(inp, out, cached)
+            outcome.cost_after_nanos += cost
+            if verdict.downgraded:
+                outcome.downgraded += 1
+                self._could_not_fit(group, route, inp, out, us)
+            else:
+                outcome.allowed += 1
+            tokens = inp + out
+            for counter in group.cal_usd:
+                counter.used += cost
+            for counter in group.cal_tokens:
+                counter.used += tokens
+            if group.rolling_usd or group.rolling_tokens or group.rolling_requests:
+                _spend_rolling(group, cost, tokens, int(stamp))
+            for counter, limit, check, _ in group.calendar:
+                if counter.used >= limit and check.window.key not in ran_out:
+                    self._mark(check, us)
+        self._last = last
+        result.events += count
+        result.last = instant(last)
+
+    # -- the slow path: decide() itself --------------------------------------------------------
+
+    def _decide(self, group: Group, route: Route, row: Row, signature: int | None) -> None:
+        us, _, department, team, key_id, user, customer, model, inp, cached, out, _ = row
+        now, stamp = instant(us), us / MICROS
+        second = int(stamp)
+        caller = Caller(department, team, key_id, user, customer)
+        plan = self.planner.plan(caller, now, stamp)
+        usage = [(counter.exact(second), 0) for counter in group.counters]
+        flags = frozenset(k for k in plan.flag_keys if self.counters.flag_up(k, stamp))
+        decision = decide(self.policy, CallRequest(caller, model, inp, out), plan, usage, flags, now)
+        self.decided += 1
+        flagged = tuple(i for i, c in enumerate(plan.budgets) if any(c.flag_key == k for k, _ in decision.new_flags))
+        if flagged:
+            self._raise_flags(group, flagged)
+        outcome = group.outcome
+        if decision.denial is not None:
+            error = decision.denial.error
+            code = error.code or "refused"
+            _reject(outcome, code)
+            exhausted = error in RAN_OUT_BY
+            if exhausted:
+                self._could_not_fit(group, route, inp, out, us)
+            if signature is not None:
+                route.memo[signature] = Verdict(None, code, exhausted=exhausted, flagged=flagged)
+            return
+        served = decision.model
+        assert served is not None
+        output = min(out, decision.output_tokens) if decision.clamped else out
+        cost = served.cost(inp, output, cached)
+        outcome.cost_after_nanos += cost
+        downgraded = decision.downgraded_from is not None
+        if downgraded:
+            outcome.downgraded += 1
+            self._could_not_fit(group, route, inp, out, us)
+        if decision.clamped:
+            outcome.clamped += 1
+        elif not downgraded:
+            outcome.allowed += 1
+        if signature is not None and not decision.clamped:
+            route.memo[signature] = Verdict(served, downgraded=downgraded, flagged=flagged)
+        tokens = inp + output
+        for counter in group.cal_usd:
+            counter.used += cost
+        for counter in group.cal_tokens:
+            counter.used += tokens
+        _spend_rolling(group, cost, tokens, second)
+        for counter, limit, check, _ in group.calendar:
+            if counter.used >= limit and check.window.key not in self.result.ran_out:
+                self._mark(check, us)
+
+    # -- signatures ----------------------------------------------------------------------------
+
+    def _bits(self, route: Route, inp: int, out: int, second: int) -> int | None:
+        """The bits of the candidates that do not fit each counter (None: decide() must see it)."""
+        bits = 0
+        needs: list[tuple[int, int]] | None = None
+        width = 2 * len(route.candidates)
+        for window in route.windows:
+            counter = window.counter
+            if counter.used <= window.ample_below or counter.exact(second) <= window.ample_below:
+                continue
+            room = window.limit - counter.used
+            unit = window.unit
+            if needs is None:
+                needs = [(spec.cost(inp, min(out, spec.max_output)), inp + min(out, spec.max_output))
+                         for spec in route.candidates]
+            for k, (cost, tokens) in enumerate(needs):
+                need = cost if unit == Unit.USD else tokens if unit == Unit.TOKENS else 1
+                if need <= room:
+                    continue
+                bit = 1 << (window.index * width + 2 * k)
+                bits |= bit
+                if window.rejects:
+                    # decide() clamps the output to the room when the input fits in it: a number
+                    alone = route.candidates[k].cost(inp, 0) if unit == Unit.USD else inp
+                    if alone <= room:
+                        return None
+                    bits |= bit << 1
+        return bits
+
+    def _flags(self, group: Group, bits: int, stamp: float) -> int:
+        """``bits`` with one more bit per restriction flag of the group that is up."""
+        flags = self.counters.flags
+        for key in group.flag_keys:
+            bits = bits << 1 | (flags.get(key, 0.0) > stamp)
+        return bits
+
+    def _raise_flags(self, group: Group, budgets: tuple[int, ...]) -> None:
+        # A rolling window ends when its plan was made, never after the call: its flag is never
+        # up for a later call, whichever plan's end it expires at.
+        for index in budgets:
+            check = group.plan.budgets[index]
+            self.counters.set_flag(check.flag_key, check.window.end.timestamp())
+
+    # -- groups and routes ---------------------------------------------------------------------
+
+    def _group(self, row: Row, stamp: float) -> Group | None:
+        """The group of ``row``'s caller at ``stamp`` (None for a department the policy lacks)."""
+        us, _, department, team, key_id, user, customer = row[:7]
+        raw = (department, team, key_id, user, customer)
+        dept = self.policy.departments.get(department)
+        if dept is None:
+            self._groups[raw] = None
+            return None
+        named = (department, team, key_id if dept.per_key else None, user if dept.per_user else None, customer)
+        group = self._plans.get(named)
+        if group is None or stamp >= group.valid_until:
+            caller = Caller(department, team, key_id, user, customer)
+            plan = self.planner.plan(caller, instant(us), stamp)
+            group = self._plans[named] = make_group(self.policy, caller, plan, self.counters)
+            group.outcome = self._outcome(department)
+        self._groups[raw] = group
+        return group
+
+    def _route(self, group: Group, model: str) -> Route:
+        memo = self._memos.setdefault((group.structure, model), {})
+        route = group.routes[model] = make_route(self.policy, group, model, memo)
+        return route
+
+    def _outcome(self, department: str) -> Outcome:
+        outcome = self.result.departments.get(department)
+        if outcome is None:
+            outcome = self.result.departments[department] = Outcome()
+        return outcome
+
+    # -- run-out dates -------------------------------------------------------------------------
+
+    def _could_not_fit(self, group: Group, route: Route, inp: int, out: int, us: int) -> None:
+        """Mark the calendar budgets whose room no longer held the call's worst case on the
+        model it asked for."""
+        model = route.resolved
+        if model is None:
+            return
+        bound = min(out or model.max_output, model.max_output)
+        cost: int | None = None
+        ran_out = self.result.ran_out
+        for counter, limit, check, in_tokens in group.calendar:
+            if check.window.key in ran_out:
+                continue
+            if in_tokens:
+                need = inp + bound
+            else:
+                need = cost = model.cost(inp, bound) if cost is None else cost
+            if counter.used + need > limit:
+                self._mark(check, us)
+
+    def _mark(self, check: BudgetCheck, us: int) -> None:
+        at = instant(us)
+        self.result.ran_out[check.window.key] = RunOut(check, at.astimezone(self.policy.timezone).date(), at)
+
+
+def _spend_rolling(group: Group, cost: int, tokens: int, second: int) -> None:
+    for counter in group.rolling_usd:
+        counter.add(cost, second)
+    for counter in group.rolling_tokens:
+        counter.add(tokens, second)
+    for counter in group.rolling_requests:
+        counter.add(1, second)
+
+
+def _reject(outcome: Outcome, code: str) -> None:
+    outcome.rejected += 1
+    outcome.reasons[code] = outcome.reasons.get(code, 0) + 1
+
+
+__all__ = ["MICROS", "Replay", "Row", "instant"]
