@@ -162,3 +162,19 @@ def test_an_async_listing_replays_as_a_list_and_reports_progress() -> None:
     from_list = replay_rows(policy, map(event_row, events))
     assert_same(asyncio.run(simulate(policy, listing(), seen.append)), from_list)
     assert seen == [10_000, 20_000, 25_000]
+
+
+def test_a_call_that_cannot_be_clamped_does_not_decide_one_that_can() -> None:
+    """Where a reject budget has room for the input but not the worst case, the output is clamped
+    to the room when 64 tokens or more fit, and the call refused otherwise: two such calls look
+    alike (neither worst case fits) and are still decided one by one."""
+    policy = dept_policy(Budget(10**9, MONTHLY, Action(ActionKind.REJECT)))  # $1.00
+    sizes = [(100_000, 4_096)] * 3 + [(50_800, 4_096), (40_000, 4_096)]  # $0.29096 each, then $0.12712 left
+    events = [UsageEvent(id=f"e{n}", admitted_at=START + timedelta(minutes=n), finished_at=START, department="A",
+                         model_requested="big", model_served="big", provider="openai", endpoint="/v1/chat/completions",
+                         input_tokens=inp, output_tokens=out) for n, (inp, out) in enumerate(sizes)]
+    fast = replay_rows(policy, map(event_row, events))
+    assert_same(fast, reference(policy, events))
+    outcome = fast.departments["A"]
+    # $0.127 of input leaves room for 12 output tokens: refused; $0.10 leaves room for 2,712: clamped
+    assert (outcome.allowed, outcome.rejected, outcome.clamped) == (3, 1, 1)
