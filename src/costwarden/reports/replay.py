@@ -30,7 +30,7 @@ from costwarden.core.decision import CallRequest, decide
 from costwarden.core.kinds import Unit
 from costwarden.core.policy import Policy
 from costwarden.core.scopes import BudgetCheck, Caller, Planner
-from costwarden.reports.replay_counters import Counters
+from costwarden.reports.replay_counters import NEVER, Counter, Counters
 from costwarden.reports.replay_groups import Group, Memo, Route, Verdict, make_group, make_route
 from costwarden.reports.replay_result import UNKNOWN, Outcome, RunOut, Simulation
 
@@ -59,11 +59,12 @@ class Replay:
         self._plans: dict[tuple[str, str | None, str | None, str | None, str | None], Group] = {}
         self._memos: dict[tuple[object, ...], Memo] = {}
         self._last = -(2**63)
+        self._epoch = 0  # see _prove
         self.decided = 0  # calls that asked decide(), for the bench
 
     def run(self, rows: Iterable[Row]) -> None:
         """Replay ``rows`` (in time order, after the ones replayed before)."""
-        groups, result, ran_out = self._groups, self.result, self.result.ran_out
+        groups, result = self._groups, self.result
         rows = iter(rows)
         first = next(rows, None)
         if first is None:
@@ -95,19 +96,24 @@ class Replay:
             route = group.routes.get(model)
             if route is None:
                 route = self._route(group, model)
-            verdict: Verdict | None = None
-            signature: int | None = None
-            if inp <= route.min_context:
-                for counter, ample_below in route.checks:
-                    if counter.used > ample_below:
-                        signature = self._bits(route, inp, out, int(stamp))
-                        break
-                else:
-                    signature = 0
-                if signature is not None:
-                    if group.flag_keys:
-                        signature = self._flags(group, signature, stamp)
-                    verdict = route.memo.get(signature)
+            signature: int | None
+            if inp > route.min_context:
+                signature = None
+            elif route.proven == self._epoch or self._prove(route, int(stamp)):
+                signature = 0
+            else:
+                signature = self._bits(route, inp, out, int(stamp))
+            if signature is None:
+                self._decide(group, route, row, None)
+                continue
+            if group.flag_keys:
+                signature = self._flags(group, signature, stamp)
+                verdict = route.memo.get(signature)
+            elif signature:
+                verdict = route.memo.get(signature)
+            else:
+                verdict = route.plain or route.memo.get(0)
+                route.plain = verdict
             if verdict is None:
                 self._decide(group, route, row, signature)
                 continue
@@ -127,18 +133,16 @@ class Replay:
             else:
                 outcome.allowed += 1
             tokens = inp + out
-            for counter in group.cal_usd:
-                counter.used += cost
-            for counter in group.cal_tokens:
-                counter.used += tokens
-            if group.rolling_usd or group.rolling_tokens or group.rolling_requests:
-                _spend_rolling(group, cost, tokens, int(stamp))
-            for counter, limit, check, _ in group.calendar:
-                if counter.used >= limit and check.window.key not in ran_out:
-                    self._mark(check, us)
+            for counter, in_tokens in group.cal:
+                counter.used += tokens if in_tokens else cost
+                if counter.used > counter.alarm:
+                    self._alarm(counter, us)
+            if group.rolling:
+                self._spend_rolling(group, cost, tokens, int(stamp))
         self._last = last
         result.events += count
         result.last = instant(last)
+        self.counters.trim(int(last / MICROS))
 
     # -- the slow path: decide() itself --------------------------------------------------------
 
@@ -182,14 +186,51 @@ class Replay:
         if signature is not None and not decision.clamped:
             route.memo[signature] = Verdict(served, downgraded=downgraded, flagged=flagged)
         tokens = inp + output
-        for counter in group.cal_usd:
-            counter.used += cost
-        for counter in group.cal_tokens:
-            counter.used += tokens
-        _spend_rolling(group, cost, tokens, second)
-        for counter, limit, check, _ in group.calendar:
-            if counter.used >= limit and check.window.key not in self.result.ran_out:
-                self._mark(check, us)
+        for counter, in_tokens in group.cal:
+            counter.used += tokens if in_tokens else cost
+            if counter.used > counter.alarm:
+                self._alarm(counter, us)
+        self._spend_rolling(group, cost, tokens, second)
+
+    # -- spend and what it proves --------------------------------------------------------------
+
+    def _spend_rolling(self, group: Group, cost: int, tokens: int, second: int) -> None:
+        for counter, unit in group.rolling:
+            amount = cost if unit is Unit.USD else tokens if unit is Unit.TOKENS else 1
+            counter.used += amount
+            counter.log.append((second, amount))
+            if counter.used > counter.alarm:
+                self._alarm(counter, second * MICROS)
+
+    def _prove(self, route: Route, second: int) -> bool:
+        """Whether every counter of ``route`` has room for the largest call of every candidate; if
+        so, arm the counters to end the proof (a new epoch) when their spend passes that room.
+
+        While ``route.proven`` is the current epoch, no counter has passed the spend at which
+        ``route`` proved it roomy: a counter past its ``floor`` starts a new epoch, and a proof sets
+        each counter's floor at or below its own bound."""
+        for counter, ample_below in route.checks:
+            if counter.used > ample_below and counter.exact(second) > ample_below:
+                return False
+        for counter, ample_below in route.checks:
+            if ample_below < counter.floor:
+                counter.floor = ample_below
+                counter.alarm = min(ample_below, counter.watch)
+        route.proven = self._epoch
+        return True
+
+    def _alarm(self, counter: Counter, us: int) -> None:
+        """``counter`` passed its alarm: a new epoch if it passed its floor, and its calendar
+        budget runs out if it reached its limit."""
+        if counter.used > counter.floor:
+            self._epoch += 1
+            counter.floor = NEVER
+        if counter.used > counter.watch:
+            counter.watch = NEVER
+            assert counter.check is not None
+            if counter.key not in self.result.ran_out:
+                self._mark(counter.check, us)
+        counter.alarm = min(counter.floor, counter.watch)
 
     # -- signatures ----------------------------------------------------------------------------
 
@@ -290,15 +331,6 @@ class Replay:
     def _mark(self, check: BudgetCheck, us: int) -> None:
         at = instant(us)
         self.result.ran_out[check.window.key] = RunOut(check, at.astimezone(self.policy.timezone).date(), at)
-
-
-def _spend_rolling(group: Group, cost: int, tokens: int, second: int) -> None:
-    for counter in group.rolling_usd:
-        counter.add(cost, second)
-    for counter in group.rolling_tokens:
-        counter.add(tokens, second)
-    for counter in group.rolling_requests:
-        counter.add(1, second)
 
 
 def _reject(outcome: Outcome, code: str) -> None:

@@ -57,6 +57,8 @@ class Route:
     checks: tuple[tuple[Counter, int], ...]  # (counter, ample_below) of every window
     min_context: int  # a longer input may not fit a candidate's context window: always decided
     memo: Memo
+    proven: int = -1  # the replay's epoch in which every counter was shown to have room (replay.py)
+    plain: Verdict | None = None  # the verdict of a call that every counter has room for, no flag up
 
 
 @dataclass(slots=True)
@@ -69,12 +71,10 @@ class Group:
     valid_until: float  # epoch seconds: the end of its first calendar window to end
     structure: tuple[object, ...]  # what decide() reads of the plan: groups alike share verdicts
     flag_keys: tuple[str, ...]
-    # counters that a settled call adds its cost, its tokens or itself to, calendar or rolling
-    cal_usd: tuple[Counter, ...]
-    cal_tokens: tuple[Counter, ...]
-    rolling_usd: tuple[Counter, ...]
-    rolling_tokens: tuple[Counter, ...]
-    rolling_requests: tuple[Counter, ...]
+    # the counters a settled call adds to, in plan order: calendar ones (counted in tokens or not),
+    # then rolling ones with what they count
+    cal: tuple[tuple[Counter, bool], ...]
+    rolling: tuple[tuple[Counter, Unit], ...]
     # calendar budgets, which can run out: (counter, limit, check, counted in tokens)
     calendar: tuple[tuple[Counter, int, BudgetCheck, bool], ...]
     routes: dict[str, Route] = field(default_factory=dict)
@@ -87,22 +87,23 @@ def make_group(policy: Policy, caller: Caller, plan: Plan, counters: Counters) -
     units: list[Unit] = []
     for check in plan.budgets:
         period = check.budget.period
-        bound.append(counters.get(check.window, 0 if period.is_calendar else period.bucket_seconds))
+        if period.is_calendar:
+            bound.append(counters.get(check.window, 0, check))
+        else:
+            bound.append(counters.get(check.window, period.bucket_seconds, None))
         units.append(Unit.TOKENS if check.budget.unit == Unit.TOKENS else Unit.USD)
     for limit in plan.limits:
-        bound.append(counters.get(limit.window, RATE_PERIOD.bucket_seconds))
+        bound.append(counters.get(limit.window, RATE_PERIOD.bucket_seconds, None))
         units.append(Unit.REQUESTS if limit.metric == "rpm" else Unit.TOKENS)
     calendar = tuple((bound[i], c.budget.limit, c, units[i] == Unit.TOKENS)
                      for i, c in enumerate(plan.budgets) if c.budget.period.is_calendar)
     ends = [c.window.end.timestamp() for c in plan.budgets if c.budget.period.is_calendar]
 
-    def pick(unit: Unit, rolling: bool) -> tuple[Counter, ...]:
-        return tuple(c for c, u in zip(bound, units, strict=True) if u == unit and bool(c.width) == rolling)
-
     structure = (caller.department, tuple(c.budget for c in plan.budgets), plan.limit_terms)
+    cal = tuple((c, u == Unit.TOKENS) for c, u in zip(bound, units, strict=True) if not c.width)
+    rolling = tuple((c, u) for c, u in zip(bound, units, strict=True) if c.width)
     return Group(caller, plan, tuple(bound), min(ends, default=float("inf")), structure, plan.flag_keys,
-                 pick(Unit.USD, False), pick(Unit.TOKENS, False), pick(Unit.USD, True), pick(Unit.TOKENS, True),
-                 pick(Unit.REQUESTS, True), calendar)
+                 cal, rolling, calendar)
 
 
 def make_route(policy: Policy, group: Group, model: str, memo: Memo) -> Route:
