@@ -121,15 +121,17 @@ class Replay:
             if verdict.flagged:
                 self._raise_flags(group, verdict.flagged)
             if served is None:
-                _reject(outcome, verdict.code)
+                outcome.rejected += 1
+                reasons = outcome.reasons
+                reasons[verdict.code] = reasons.get(verdict.code, 0) + 1
                 if verdict.exhausted:
-                    self._could_not_fit(group, route, inp, out, us)
+                    self._could_not_fit(route, inp, out, us)
                 continue
             cost = served.cost(inp, out, cached)
             outcome.cost_after_nanos += cost
             if verdict.downgraded:
                 outcome.downgraded += 1
-                self._could_not_fit(group, route, inp, out, us)
+                self._could_not_fit(route, inp, out, us)
             else:
                 outcome.allowed += 1
             tokens = inp + out
@@ -166,7 +168,7 @@ class Replay:
             _reject(outcome, code)
             exhausted = error in RAN_OUT_BY
             if exhausted:
-                self._could_not_fit(group, route, inp, out, us)
+                self._could_not_fit(route, inp, out, us)
             if signature is not None:
                 route.memo[signature] = Verdict(None, code, exhausted=exhausted, flagged=flagged)
             return
@@ -178,7 +180,7 @@ class Replay:
         downgraded = decision.downgraded_from is not None
         if downgraded:
             outcome.downgraded += 1
-            self._could_not_fit(group, route, inp, out, us)
+            self._could_not_fit(route, inp, out, us)
         if decision.clamped:
             outcome.clamped += 1
         elif not downgraded:
@@ -209,8 +211,13 @@ class Replay:
         While ``route.proven`` is the current epoch, no counter has passed the spend at which
         ``route`` proved it roomy: a counter past its ``floor`` starts a new epoch, and a proof sets
         each counter's floor at or below its own bound."""
-        for counter, ample_below in route.checks:
-            if counter.used > ample_below and counter.exact(second) > ample_below:
+        blocker = route.blocker
+        if blocker is not None and blocker[0].used > blocker[1] and not blocker[0].width:
+            return False  # still past its bound: the usual answer while a budget is spent
+        for check in route.checks:
+            counter, ample_below = check
+            if counter.used > ample_below and (not counter.width or counter.exact(second) > ample_below):
+                route.blocker = check
                 return False
         for counter, ample_below in route.checks:
             if ample_below < counter.floor:
@@ -237,26 +244,31 @@ class Replay:
     def _bits(self, route: Route, inp: int, out: int, second: int) -> int | None:
         """The bits of the candidates that do not fit each counter (None: decide() must see it)."""
         bits = 0
-        needs: list[tuple[int, int]] | None = None
-        width = 2 * len(route.candidates)
+        candidates = route.candidates
+        costs: list[int] | None = None
+        shift = 2 * len(candidates)
         for window in route.windows:
             counter = window.counter
-            if counter.used <= window.ample_below or counter.exact(second) <= window.ample_below:
+            if counter.used <= window.ample_below or (counter.width and counter.exact(second) <= window.ample_below):
                 continue
             room = window.limit - counter.used
             unit = window.unit
-            if needs is None:
-                needs = [(spec.cost(inp, min(out, spec.max_output)), inp + min(out, spec.max_output))
-                         for spec in route.candidates]
-            for k, (cost, tokens) in enumerate(needs):
-                need = cost if unit == Unit.USD else tokens if unit == Unit.TOKENS else 1
+            if unit is Unit.USD:
+                if costs is None:
+                    costs = [spec.cost(inp, min(out, spec.max_output)) for spec in candidates]
+                needs = costs
+            elif unit is Unit.TOKENS:
+                needs = [inp + min(out, spec.max_output) for spec in candidates]
+            else:
+                needs = [1] * len(candidates)
+            for k, need in enumerate(needs):
                 if need <= room:
                     continue
-                bit = 1 << (window.index * width + 2 * k)
+                bit = 1 << (window.index * shift + 2 * k)
                 bits |= bit
                 if window.rejects:
                     # decide() clamps the output to the room when the input fits in it: a number
-                    alone = route.candidates[k].cost(inp, 0) if unit == Unit.USD else inp
+                    alone = candidates[k].cost(inp, 0) if unit is Unit.USD else inp
                     if alone <= room:
                         return None
                     bits |= bit << 1
@@ -309,7 +321,7 @@ class Replay:
 
     # -- run-out dates -------------------------------------------------------------------------
 
-    def _could_not_fit(self, group: Group, route: Route, inp: int, out: int, us: int) -> None:
+    def _could_not_fit(self, route: Route, inp: int, out: int, us: int) -> None:
         """Mark the calendar budgets whose room no longer held the call's worst case on the
         model it asked for."""
         model = route.resolved
@@ -318,8 +330,9 @@ class Replay:
         bound = min(out or model.max_output, model.max_output)
         cost: int | None = None
         ran_out = self.result.ran_out
-        for counter, limit, check, in_tokens in group.calendar:
-            if check.window.key in ran_out:
+        roomy = inp <= model.context_window
+        for counter, limit, check, in_tokens, safe_below in route.calendar:
+            if (roomy and counter.used <= safe_below) or check.window.key in ran_out:
                 continue
             if in_tokens:
                 need = inp + bound

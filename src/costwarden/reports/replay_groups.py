@@ -57,6 +57,10 @@ class Route:
     checks: tuple[tuple[Counter, int], ...]  # (counter, ample_below) of every window
     min_context: int  # a longer input may not fit a candidate's context window: always decided
     memo: Memo
+    # calendar budgets that can run out, with the spend up to which the model asked for fits whole:
+    # (counter, limit, check, counted in tokens, safe below)
+    calendar: tuple[tuple[Counter, int, BudgetCheck, bool, int], ...] = ()
+    blocker: tuple[Counter, int] | None = None  # the check that last failed to prove the route roomy
     proven: int = -1  # the replay's epoch in which every counter was shown to have room (replay.py)
     plain: Verdict | None = None  # the verdict of a call that every counter has room for, no flag up
 
@@ -120,9 +124,12 @@ def make_route(policy: Policy, group: Group, model: str, memo: Memo) -> Route:
         most = max((largest_need(spec, unit) for spec in candidates), default=0)
         rejects = budget is not None and budget.enforce and budget.action.kind == ActionKind.REJECT
         windows.append(Window(index, counter, limits[index], unit, limits[index] - most, rejects))
-    return Route(requested, policy.catalog.resolve(model), candidates, tuple(windows),
-                 tuple((w.counter, w.ample_below) for w in windows),
-                 min((spec.context_window for spec in candidates), default=ANY_INPUT), memo)
+    resolved = policy.catalog.resolve(model)
+    calendar = tuple((counter, limit, check, in_tokens,
+                      limit - largest_need(resolved, Unit.TOKENS if in_tokens else Unit.USD) if resolved else limit)
+                     for counter, limit, check, in_tokens in group.calendar)
+    return Route(requested, resolved, candidates, tuple(windows), tuple((w.counter, w.ample_below) for w in windows),
+                 min((spec.context_window for spec in candidates), default=ANY_INPUT), memo, calendar)
 
 
 def largest_need(spec: ModelSpec, unit: Unit) -> int:
