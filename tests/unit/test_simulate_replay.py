@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from simulate_reference import replay_reference
 
 from costwarden import errors
 from costwarden.core.catalog import Catalog, ModelSpec
@@ -25,6 +24,7 @@ from costwarden.core.policy import Action, Budget, Department, Policy, RateLimit
 from costwarden.reports.replay import Replay
 from costwarden.reports.replay_result import Simulation
 from costwarden.reports.simulate import event_row, replay_rows, simulate
+from simulate_reference import replay_reference
 
 # id, tier, downgrade_to: a three-step chain and a model outside it
 MODELS = (("big", 3, "mid"), ("mid", 2, "small"), ("small", 1, None), ("solo", 2, None))
@@ -122,7 +122,10 @@ CHAIN = Catalog({"big": ModelSpec("big", "openai", 3, Price("2.5"), Price("10"),
 MONTHLY = Period.parse("monthly")
 
 
-def dept_policy(budget: Budget, rules: Rules = Rules()) -> Policy:
+NO_RULES = Rules()
+
+
+def dept_policy(budget: Budget, rules: Rules = NO_RULES) -> Policy:
     department = Department("A", "A", Rules((budget,), RateLimits(tpm=3_000_000, rpm=600)), per_key=rules)
     return Policy(catalog=CHAIN, departments={"A": department},
                   organization=Rules((Budget(10**12, MONTHLY, Action(ActionKind.REJECT)),)))

@@ -22,8 +22,8 @@ context window, or that fall where ``reject`` clamps, always ask ``decide()``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from itertools import chain
-from datetime import UTC, datetime, timedelta
 
 from costwarden import errors
 from costwarden.core.decision import CallRequest, decide
@@ -34,17 +34,17 @@ from costwarden.reports.replay_counters import NEVER, Counter, Counters
 from costwarden.reports.replay_groups import Group, Memo, Route, Verdict, make_group, make_route
 from costwarden.reports.replay_result import UNKNOWN, Outcome, RunOut, Simulation
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROS = 1_000_000
-# One recorded call: admitted at (epoch microseconds), id, department, team, key id, user,
+# One recorded call: admitted at (epoch seconds, as ``datetime.timestamp()`` gives them: exact to
+# the microsecond, which ``instant`` gives back), id, department, team, key id, user,
 # customer, model asked for, input tokens, cached input tokens, output tokens, cost in nano-dollars.
-Row = tuple[int, str, str, str | None, str | None, str | None, str | None, str, int, int, int, int]
+Row = tuple[float, str, str, str | None, str | None, str | None, str | None, str, int, int, int, int]
 RAN_OUT_BY = (errors.BudgetExceeded, errors.ModelNotAllowed)
+USD, TOKENS = Unit.USD, Unit.TOKENS
 
 
-def instant(micros: int) -> datetime:
-    """The UTC instant of ``micros`` epoch microseconds."""
-    return EPOCH + timedelta(microseconds=micros)
+def instant(stamp: float) -> datetime:
+    """The UTC instant of ``stamp`` epoch seconds."""
+    return datetime.fromtimestamp(stamp, UTC)
 
 
 class Replay:
@@ -58,7 +58,7 @@ class Replay:
         self._groups: dict[tuple[str, str | None, str | None, str | None, str | None], Group | None] = {}
         self._plans: dict[tuple[str, str | None, str | None, str | None, str | None], Group] = {}
         self._memos: dict[tuple[object, ...], Memo] = {}
-        self._last = -(2**63)
+        self._last = float("-inf")
         self._epoch = 0  # see _prove
         self.decided = 0  # calls that asked decide(), for the bench
 
@@ -74,14 +74,13 @@ class Replay:
         last = self._last
         count = 0
         for row in chain((first,), rows):
-            us, ident, department, team, key_id, user, customer, model, inp, cached, out, before = row
-            if us < last:
+            stamp, ident, department, team, key_id, user, customer, model, inp, cached, out, before = row
+            if stamp < last:
                 raise errors.InvalidRequest(f"events must be in time order: {ident} was admitted at "
-                                            f"{instant(us).isoformat()}, before the one replayed before it")
-            last = us
+                                            f"{instant(stamp).isoformat()}, before the one replayed before it")
+            last = stamp
             count += 1
             group = groups.get((department, team, key_id, user, customer))
-            stamp = us / MICROS
             if group is None or stamp >= group.valid_until:
                 group = self._group(row, stamp)
                 if group is None:
@@ -125,32 +124,38 @@ class Replay:
                 reasons = outcome.reasons
                 reasons[verdict.code] = reasons.get(verdict.code, 0) + 1
                 if verdict.exhausted:
-                    self._could_not_fit(route, inp, out, us)
+                    self._could_not_fit(route, inp, out, stamp)
                 continue
             cost = served.cost(inp, out, cached)
             outcome.cost_after_nanos += cost
             if verdict.downgraded:
                 outcome.downgraded += 1
-                self._could_not_fit(route, inp, out, us)
+                self._could_not_fit(route, inp, out, stamp)
             else:
                 outcome.allowed += 1
             tokens = inp + out
             for counter, in_tokens in group.cal:
                 counter.used += tokens if in_tokens else cost
                 if counter.used > counter.alarm:
-                    self._alarm(counter, us)
+                    self._alarm(counter, stamp)
             if group.rolling:
-                self._spend_rolling(group, cost, tokens, int(stamp))
+                second = int(stamp)
+                for counter, unit in group.rolling:
+                    amount = cost if unit is USD else tokens if unit is TOKENS else 1
+                    counter.used += amount
+                    counter.log.append((second, amount))
+                    if counter.used > counter.alarm:
+                        self._alarm(counter, stamp)
         self._last = last
         result.events += count
         result.last = instant(last)
-        self.counters.trim(int(last / MICROS))
+        self.counters.trim(int(last))
 
     # -- the slow path: decide() itself --------------------------------------------------------
 
     def _decide(self, group: Group, route: Route, row: Row, signature: int | None) -> None:
-        us, _, department, team, key_id, user, customer, model, inp, cached, out, _ = row
-        now, stamp = instant(us), us / MICROS
+        stamp, _, department, team, key_id, user, customer, model, inp, cached, out, _ = row
+        now = instant(stamp)
         second = int(stamp)
         caller = Caller(department, team, key_id, user, customer)
         plan = self.planner.plan(caller, now, stamp)
@@ -168,7 +173,7 @@ class Replay:
             _reject(outcome, code)
             exhausted = error in RAN_OUT_BY
             if exhausted:
-                self._could_not_fit(route, inp, out, us)
+                self._could_not_fit(route, inp, out, stamp)
             if signature is not None:
                 route.memo[signature] = Verdict(None, code, exhausted=exhausted, flagged=flagged)
             return
@@ -180,7 +185,7 @@ class Replay:
         downgraded = decision.downgraded_from is not None
         if downgraded:
             outcome.downgraded += 1
-            self._could_not_fit(route, inp, out, us)
+            self._could_not_fit(route, inp, out, stamp)
         if decision.clamped:
             outcome.clamped += 1
         elif not downgraded:
@@ -191,18 +196,18 @@ class Replay:
         for counter, in_tokens in group.cal:
             counter.used += tokens if in_tokens else cost
             if counter.used > counter.alarm:
-                self._alarm(counter, us)
+                self._alarm(counter, stamp)
         self._spend_rolling(group, cost, tokens, second)
 
     # -- spend and what it proves --------------------------------------------------------------
 
     def _spend_rolling(self, group: Group, cost: int, tokens: int, second: int) -> None:
         for counter, unit in group.rolling:
-            amount = cost if unit is Unit.USD else tokens if unit is Unit.TOKENS else 1
+            amount = cost if unit is USD else tokens if unit is TOKENS else 1
             counter.used += amount
             counter.log.append((second, amount))
             if counter.used > counter.alarm:
-                self._alarm(counter, second * MICROS)
+                self._alarm(counter, second)
 
     def _prove(self, route: Route, second: int) -> bool:
         """Whether every counter of ``route`` has room for the largest call of every candidate; if
@@ -226,7 +231,7 @@ class Replay:
         route.proven = self._epoch
         return True
 
-    def _alarm(self, counter: Counter, us: int) -> None:
+    def _alarm(self, counter: Counter, stamp: float) -> None:
         """``counter`` passed its alarm: a new epoch if it passed its floor, and its calendar
         budget runs out if it reached its limit."""
         if counter.used > counter.floor:
@@ -236,7 +241,7 @@ class Replay:
             counter.watch = NEVER
             assert counter.check is not None
             if counter.key not in self.result.ran_out:
-                self._mark(counter.check, us)
+                self._mark(counter.check, stamp)
         counter.alarm = min(counter.floor, counter.watch)
 
     # -- signatures ----------------------------------------------------------------------------
@@ -253,12 +258,12 @@ class Replay:
                 continue
             room = window.limit - counter.used
             unit = window.unit
-            if unit is Unit.USD:
+            if unit is USD:
                 if costs is None:
-                    costs = [spec.cost(inp, min(out, spec.max_output)) for spec in candidates]
+                    costs = [spec.cost(inp, out if out < spec.max_output else spec.max_output) for spec in candidates]
                 needs = costs
-            elif unit is Unit.TOKENS:
-                needs = [inp + min(out, spec.max_output) for spec in candidates]
+            elif unit is TOKENS:
+                needs = [inp + (out if out < spec.max_output else spec.max_output) for spec in candidates]
             else:
                 needs = [1] * len(candidates)
             for k, need in enumerate(needs):
@@ -268,7 +273,7 @@ class Replay:
                 bits |= bit
                 if window.rejects:
                     # decide() clamps the output to the room when the input fits in it: a number
-                    alone = candidates[k].cost(inp, 0) if unit is Unit.USD else inp
+                    alone = candidates[k].cost(inp, 0) if unit is USD else inp
                     if alone <= room:
                         return None
                     bits |= bit << 1
@@ -292,7 +297,7 @@ class Replay:
 
     def _group(self, row: Row, stamp: float) -> Group | None:
         """The group of ``row``'s caller at ``stamp`` (None for a department the policy lacks)."""
-        us, _, department, team, key_id, user, customer = row[:7]
+        _, _, department, team, key_id, user, customer = row[:7]
         raw = (department, team, key_id, user, customer)
         dept = self.policy.departments.get(department)
         if dept is None:
@@ -302,7 +307,7 @@ class Replay:
         group = self._plans.get(named)
         if group is None or stamp >= group.valid_until:
             caller = Caller(department, team, key_id, user, customer)
-            plan = self.planner.plan(caller, instant(us), stamp)
+            plan = self.planner.plan(caller, instant(stamp), stamp)
             group = self._plans[named] = make_group(self.policy, caller, plan, self.counters)
             group.outcome = self._outcome(department)
         self._groups[raw] = group
@@ -321,7 +326,7 @@ class Replay:
 
     # -- run-out dates -------------------------------------------------------------------------
 
-    def _could_not_fit(self, route: Route, inp: int, out: int, us: int) -> None:
+    def _could_not_fit(self, route: Route, inp: int, out: int, stamp: float) -> None:
         """Mark the calendar budgets whose room no longer held the call's worst case on the
         model it asked for."""
         model = route.resolved
@@ -339,10 +344,10 @@ class Replay:
             else:
                 need = cost = model.cost(inp, bound) if cost is None else cost
             if counter.used + need > limit:
-                self._mark(check, us)
+                self._mark(check, stamp)
 
-    def _mark(self, check: BudgetCheck, us: int) -> None:
-        at = instant(us)
+    def _mark(self, check: BudgetCheck, stamp: float) -> None:
+        at = instant(stamp)
         self.result.ran_out[check.window.key] = RunOut(check, at.astimezone(self.policy.timezone).date(), at)
 
 
@@ -351,4 +356,4 @@ def _reject(outcome: Outcome, code: str) -> None:
     outcome.reasons[code] = outcome.reasons.get(code, 0) + 1
 
 
-__all__ = ["MICROS", "Replay", "Row", "instant"]
+__all__ = ["Replay", "Row", "instant"]

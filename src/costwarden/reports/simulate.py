@@ -17,24 +17,22 @@ downgraded or restricted), or on the day its spend reached its limit, whichever 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from datetime import timedelta
 from itertools import islice
 
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.kinds import Unit
 from costwarden.core.money import format_usd
 from costwarden.core.policy import Policy
-from costwarden.reports.replay import EPOCH, Replay, Row
+from costwarden.reports.replay import Replay, Row
 from costwarden.reports.replay_result import UNKNOWN, Outcome, RunOut, Simulation
 from costwarden.reports.tabular import Cell, Report
 
 PROGRESS_EVERY = 10_000  # events between progress reports
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def event_row(event: UsageEvent) -> Row:
     """The fields of ``event`` a replay reads."""
-    return ((event.admitted_at - EPOCH) // _MICROSECOND, event.id, event.department, event.team, event.key_id,
+    return (event.admitted_at.timestamp(), event.id, event.department, event.team, event.key_id,
             event.user, event.customer or None, event.model_requested, event.input_tokens,
             event.cached_input_tokens, event.output_tokens, event.cost_nanos)
 
