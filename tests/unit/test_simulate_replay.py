@@ -7,6 +7,7 @@ unit and period, rate limits, restrictions and an allow-list, and on generated e
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -158,7 +159,7 @@ def test_an_async_listing_replays_as_a_list_and_reports_progress() -> None:
     events = long_stream(25_000, timedelta(seconds=90))
     seen: list[int] = []
 
-    async def listing():  # type: ignore[no-untyped-def]
+    async def listing() -> AsyncIterator[UsageEvent]:
         for event in events:
             yield event
 

@@ -60,7 +60,7 @@ class Replay:
         self._memos: dict[tuple[object, ...], Memo] = {}
         self._last = float("-inf")
         self._epoch = 0  # see _prove
-        self.decided = 0  # calls that asked decide(), for the bench
+        self.decided = 0  # calls that asked decide()
 
     def run(self, rows: Iterable[Row]) -> None:
         """Replay ``rows`` (in time order, after the ones replayed before)."""
@@ -138,7 +138,7 @@ class Replay:
                 counter.used += tokens if in_tokens else cost
                 if counter.used > counter.alarm:
                     self._alarm(counter, stamp)
-            if group.rolling:
+            if group.rolling:  # _spend_rolling, written out: this runs for every call admitted
                 second = int(stamp)
                 for counter, unit in group.rolling:
                     amount = cost if unit is USD else tokens if unit is TOKENS else 1
