@@ -17,14 +17,17 @@ downgraded or restricted), or on the day its spend reached its limit, whichever 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from datetime import datetime
 from itertools import islice
 
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.kinds import Unit
 from costwarden.core.money import format_usd
 from costwarden.core.policy import Policy
+from costwarden.ledger import Ledger
 from costwarden.reports.replay import Replay, Row
 from costwarden.reports.replay_result import UNKNOWN, Outcome, RunOut, Simulation
+from costwarden.reports.replay_source import ledger_rows
 from costwarden.reports.tabular import Cell, Report
 
 PROGRESS_EVERY = 10_000  # events between progress reports
@@ -69,6 +72,13 @@ async def simulate(policy: Policy, events: AsyncIterable[UsageEvent] | Iterable[
     if progress is not None:
         progress(replay.result.events)
     return replay.result
+
+
+async def simulate_ledger(policy: Policy, ledger: Ledger, since: datetime, until: datetime,
+                          progress: Callable[[int], None] | None = None) -> Simulation:
+    """Replay the ledger's calls admitted in [since, until) under ``policy``, in a worker thread
+    that reads them with a raw cursor (replay_source.py)."""
+    return await ledger.read(lambda conn: replay_rows(policy, ledger_rows(conn, since, until), progress))
 
 
 async def only_events(items: AsyncIterable[UsageEvent | Rejection]) -> AsyncIterator[UsageEvent]:
@@ -125,4 +135,4 @@ def _run_out_text(run_out: RunOut) -> str:
 
 
 __all__ = ["UNKNOWN", "Outcome", "RunOut", "Simulation", "event_row", "only_events", "replay_rows", "simulate",
-           "simulation_report"]
+           "simulate_ledger", "simulation_report"]
