@@ -183,3 +183,17 @@ def test_a_call_that_cannot_be_clamped_does_not_decide_one_that_can() -> None:
     outcome = fast.departments["A"]
     # $0.127 of input leaves room for 12 output tokens: refused; $0.10 leaves room for 2,712: clamped
     assert (outcome.allowed, outcome.rejected, outcome.clamped) == (3, 1, 1)
+
+
+def test_a_restriction_raised_holds_for_the_calls_that_would_fit() -> None:
+    """Once a restrict_tiers budget trips, a tier-3 call is downgraded even when its worst case fits
+    the room left: the flag up is part of what a verdict is remembered by."""
+    policy = dept_policy(Budget(10**9, MONTHLY, Action(ActionKind.RESTRICT_TIERS, frozenset({1}))))  # $1.00
+    # three calls of $0.29 on big, then $0.15 of input that does not fit the $0.13 left, then $0.05 that does
+    sizes = [(100_000, 4_000)] * 3 + [(60_000, 0), (20_000, 0)]
+    events = [UsageEvent(id=f"e{n}", admitted_at=START + timedelta(minutes=n), finished_at=START, department="A",
+                         model_requested="big", model_served="big", provider="openai", endpoint="/v1/chat/completions",
+                         input_tokens=inp, output_tokens=out) for n, (inp, out) in enumerate(sizes)]
+    fast = replay_rows(policy, map(event_row, events))
+    assert_same(fast, reference(policy, events))
+    assert (fast.departments["A"].allowed, fast.departments["A"].downgraded) == (3, 2)
