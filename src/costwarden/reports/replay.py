@@ -308,7 +308,7 @@ class Replay:
         if group is None or stamp >= group.valid_until:
             caller = Caller(department, team, key_id, user, customer)
             plan = self.planner.plan(caller, instant(stamp), stamp)
-            group = self._plans[named] = make_group(self.policy, caller, plan, self.counters)
+            group = self._plans[named] = make_group(caller, plan, self.counters)
             group.outcome = self._outcome(department)
         self._groups[raw] = group
         return group

@@ -72,6 +72,8 @@ class Group:
     caller: Caller
     plan: Plan
     counters: tuple[Counter, ...]
+    limits: tuple[int, ...]  # per counter
+    units: tuple[Unit, ...]  # what each counter counts
     valid_until: float  # epoch seconds: the end of its first calendar window to end
     structure: tuple[object, ...]  # what decide() reads of the plan: groups alike share verdicts
     flag_keys: tuple[str, ...]
@@ -85,7 +87,7 @@ class Group:
     outcome: Outcome = field(default_factory=Outcome)
 
 
-def make_group(policy: Policy, caller: Caller, plan: Plan, counters: Counters) -> Group:
+def make_group(caller: Caller, plan: Plan, counters: Counters) -> Group:
     """Bind ``plan``'s windows to the replay's counters."""
     bound: list[Counter] = []
     units: list[Unit] = []
@@ -106,8 +108,9 @@ def make_group(policy: Policy, caller: Caller, plan: Plan, counters: Counters) -
     structure = (caller.department, tuple(c.budget for c in plan.budgets), plan.limit_terms)
     cal = tuple((c, u == Unit.TOKENS) for c, u in zip(bound, units, strict=True) if not c.width)
     rolling = tuple((c, u) for c, u in zip(bound, units, strict=True) if c.width)
-    return Group(caller, plan, tuple(bound), min(ends, default=float("inf")), structure, plan.flag_keys,
-                 cal, rolling, calendar)
+    limits = tuple(c.budget.limit for c in plan.budgets) + tuple(c.limit for c in plan.limits)
+    return Group(caller, plan, tuple(bound), limits, tuple(units), min(ends, default=float("inf")), structure,
+                 plan.flag_keys, cal, rolling, calendar)
 
 
 def make_route(policy: Policy, group: Group, model: str, memo: Memo) -> Route:
@@ -115,15 +118,12 @@ def make_route(policy: Policy, group: Group, model: str, memo: Memo) -> Route:
     requested = policy.catalog.get(model)
     candidates = policy.catalog.chain(model) if requested is not None else ()
     windows = []
-    plan = group.plan
-    limits = [c.budget.limit for c in plan.budgets] + [c.limit for c in plan.limits]
-    for index, counter in enumerate(group.counters):
-        budget = plan.budgets[index].budget if index < len(plan.budgets) else None
-        unit = (Unit.TOKENS if budget.unit == Unit.TOKENS else Unit.USD) if budget is not None \
-            else Unit.REQUESTS if plan.limits[index - len(plan.budgets)].metric == "rpm" else Unit.TOKENS
+    budgets = group.plan.budgets
+    for index, (counter, limit, unit) in enumerate(zip(group.counters, group.limits, group.units, strict=True)):
         most = max((largest_need(spec, unit) for spec in candidates), default=0)
+        budget = budgets[index].budget if index < len(budgets) else None
         rejects = budget is not None and budget.enforce and budget.action.kind == ActionKind.REJECT
-        windows.append(Window(index, counter, limits[index], unit, limits[index] - most, rejects))
+        windows.append(Window(index, counter, limit, unit, limit - most, rejects))
     resolved = policy.catalog.resolve(model)
     calendar = tuple((counter, limit, check, in_tokens,
                       limit - largest_need(resolved, Unit.TOKENS if in_tokens else Unit.USD) if resolved else limit)
