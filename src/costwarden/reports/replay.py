@@ -16,7 +16,10 @@ not fit, plus one per such ``reject`` counter whose room the input alone exceeds
 and the first call of each signature asks ``decide()``; calls of a signature already seen, in a
 group of the same structure, get its verdict. A counter whose spend leaves room for the largest
 call of every candidate contributes no bits and is not priced. Calls whose input may exceed a
-context window, or that fall where ``reject`` clamps, always ask ``decide()``.
+context window, or that fall where ``reject`` clamps, always ask ``decide()``. That every counter
+of a route has such room is proven once and holds until a counter's spend passes it (``_prove``).
+tests/unit/test_simulate_replay.py holds this replay to the one that admits every call through
+``Admission``, on generated policies and calls.
 """
 
 from __future__ import annotations
