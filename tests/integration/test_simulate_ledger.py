@@ -47,7 +47,7 @@ async def rows_of(url: str, events: list[UsageEvent]) -> list[tuple[object, ...]
 
 def expected(events: list[UsageEvent]) -> list[tuple[object, ...]]:
     inside = sorted((e for e in events if START <= e.admitted_at < END), key=lambda e: (e.admitted_at, e.id))
-    return [event_row(e) for e in inside]
+    return [(*row[:6], row[6] or None, *row[7:]) for row in map(event_row, inside)]
 
 
 def test_sqlite_rows_are_the_recorded_events_in_time_order(tmp_path: Path) -> None:

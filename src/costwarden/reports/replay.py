@@ -39,7 +39,7 @@ from costwarden.reports.replay_result import UNKNOWN, Outcome, RunOut, Simulatio
 
 # One recorded call: admitted at (epoch seconds, as ``datetime.timestamp()`` gives them: exact to
 # the microsecond, which ``instant`` gives back), id, department, team, key id, user,
-# customer, model asked for, input tokens, cached input tokens, output tokens, cost in nano-dollars.
+# customer ("" or None: none), model asked for, input tokens, cached input tokens, output tokens, cost in nano-dollars.
 Row = tuple[float, str, str, str | None, str | None, str | None, str | None, str, int, int, int, int]
 RAN_OUT_BY = (errors.BudgetExceeded, errors.ModelNotAllowed)
 USD, TOKENS = Unit.USD, Unit.TOKENS

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import islice
+from operator import attrgetter
 
 from costwarden.core.events import Rejection, UsageEvent
 from costwarden.core.kinds import Unit
@@ -33,11 +34,13 @@ from costwarden.reports.tabular import Cell, Report
 PROGRESS_EVERY = 10_000  # events between progress reports
 
 
+_FIELDS = attrgetter("id", "department", "team", "key_id", "user", "customer", "model_requested", "input_tokens",
+                     "cached_input_tokens", "output_tokens", "cost_nanos")
+
+
 def event_row(event: UsageEvent) -> Row:
-    """The fields of ``event`` a replay reads."""
-    return (event.admitted_at.timestamp(), event.id, event.department, event.team, event.key_id,
-            event.user, event.customer or None, event.model_requested, event.input_tokens,
-            event.cached_input_tokens, event.output_tokens, event.cost_nanos)
+    """The fields of ``event`` a replay reads (a customer of "" is no customer, as None is)."""
+    return (event.admitted_at.timestamp(), *_FIELDS(event))
 
 
 def replay_rows(policy: Policy, rows: Iterable[Row], progress: Callable[[int], None] | None = None) -> Simulation:
