@@ -18,7 +18,7 @@ from costwarden.core.events import UsageEvent
 from costwarden.ledger.export import read_jsonl
 from costwarden.policy import load_policy
 from costwarden.reports.collect import period_bounds
-from costwarden.reports.simulate import Simulation, only_events, simulate, simulation_report
+from costwarden.reports.simulate import Simulation, simulate, simulate_ledger, simulation_report
 
 LARGE = 50_000  # events from which a progress bar is shown
 
@@ -54,7 +54,7 @@ def simulate_command(
             start, end = period_bounds(period, new)
             total = sum(row.requests for row in await ledger.totals(start, end))
             with _bar(total) as tick:
-                return await simulate(new, only_events(ledger.iter_events(start, end)), tick)
+                return await simulate_ledger(new, ledger, start, end, tick)
 
     started = datetime.now(UTC)
     result = run(work)

@@ -553,6 +553,10 @@ class Ledger:
             await self._child.drain()  # rows queued before this write land before it
         return await self._writer.submit(Job(fn, Waiter()))
 
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on a reader connection in a worker thread (reports that read in bulk)."""
+        return await self._read(fn)
+
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self._read_sync, fn)
 

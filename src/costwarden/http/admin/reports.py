@@ -28,7 +28,7 @@ from costwarden.reports.collect import period_bounds
 from costwarden.reports.efficiency import efficiency, efficiency_report
 from costwarden.reports.focus import bundled_list_prices, write_focus
 from costwarden.reports.render import statement_document
-from costwarden.reports.simulate import only_events, simulate, simulation_report
+from costwarden.reports.simulate import simulate_ledger, simulation_report
 from costwarden.reports.tabular import Report, csv_text
 
 CSV = "text/csv; charset=utf-8"
@@ -139,7 +139,7 @@ async def simulation(call: AdminCall[ReportQuery, NoBody]) -> BaseModel:
     department = visible_department(call.who, call.query.department)
     period = call.query.period or f"{call.runtime.admission.clock().astimezone(proposed.timezone):%Y-%m}"
     start, end = period_bounds(period, proposed)
-    result = await simulate(proposed, only_events(call.runtime.ledger.iter_events(start, end)))
+    result = await simulate_ledger(proposed, call.runtime.ledger, start, end)
     return _answer(simulation_report(result, proposed), call.query.format, f"simulation-{period}", department)
 
 
