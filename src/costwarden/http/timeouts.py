@@ -15,6 +15,11 @@ a file descriptor; enough of them and real calls fail. ``TimedHttpToolsProtocol`
 
 Deadlines are totals, not idle timers, so a trickle of one byte every few seconds does not keep a
 connection alive. A request that arrives in one piece arms no timer at all.
+
+It also writes a complete answer (a head with content-length, then its whole body) to the socket
+in one piece rather than two: uvicorn writes the head as soon as it is sent, and on loopback each
+write costs the gateway a system call and the client a wake-up. uvicorn's own ``send`` still
+builds and checks both; only its writes are collected (``_coalesce``).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from enum import Enum
 from typing import Any
 
 import orjson
+from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 BACKLOG = 4096  # connections the kernel queues before accept(); it caps this at net.core.somaxconn
@@ -116,8 +122,11 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _Phase.HEAD
 
     def on_headers_complete(self) -> None:
+        before = self.cycle
         super().on_headers_complete()
         self._phase = _Phase.BODY
+        if self.cycle is not None and self.cycle is not before:
+            _coalesce(self.cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -159,6 +168,67 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.close()
+
+
+class _Collected:
+    """Stands in for a cycle's transport while uvicorn writes one complete answer."""
+
+    __slots__ = ("closing", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:  # a connection: close answer; closed once the bytes are written
+        self.closing = True
+
+
+def _coalesce(cycle: RequestResponseCycle) -> None:
+    """Make ``cycle`` write a complete answer in one piece.
+
+    The start of an answer that declares its content-length is held until its body follows in
+    one message; then uvicorn's ``send`` runs for both into ``_Collected`` and the bytes go to the
+    socket at once. Anything else (a stream, a body in parts) is sent as it comes, a held start
+    first. The task running the application looks ``cycle.send`` up only when it starts, after this.
+    """
+    send = cycle.send
+    transport = cycle.transport
+    held: list[ASGISendEvent] = []
+
+    async def coalescing(message: ASGISendEvent) -> None:
+        if not held:
+            if message["type"] == "http.response.start" and _declares_length(message):
+                held.append(message)
+                return
+            await send(message)
+            return
+        start = held.pop()
+        if message["type"] != "http.response.body" or message.get("more_body", False):
+            await send(start)
+            await send(message)
+            return
+        collected = _Collected()
+        cycle.transport = collected  # type: ignore[assignment]  # write and close are all send uses
+        try:
+            await send(start)
+            await send(message)
+        finally:
+            cycle.transport = transport
+            if collected.parts:
+                transport.write(b"".join(collected.parts))
+            if collected.closing:
+                transport.close()
+
+    cycle.send = coalescing  # type: ignore[method-assign]
+
+
+def _declares_length(message: ASGISendEvent) -> bool:
+    # Names as the gateway and Starlette write them (lower case); another spelling is only not
+    # coalesced. The gateway's answers name it last.
+    return any(name == b"content-length" for name, _ in reversed(message.get("headers", ())))  # type: ignore[call-overload]
 
 
 def _timeout_response(seconds: float) -> bytes:
