@@ -247,11 +247,12 @@ def _rows(statement: Statement, account_id: str, account_name: str, list_prices:
             if price is None:  # unknown prices: every cost is the billed one, no unit prices
                 row[_LIST] = row[_CONTRACTED] = billed
             else:
-                list_price = listed_by_type.get(charge.token_type, price)
-                row[_CONTRACTED] = decimal_text(tokens * price.picos_per_token, 12)
-                row[_LIST] = decimal_text(tokens * list_price.picos_per_token, 12)
-                row[_LIST_UNIT] = row[_CURRENCY_LIST_UNIT] = _unit_price(list_price)
-                row[_CONTRACTED_UNIT] = row[_CURRENCY_CONTRACTED_UNIT] = _unit_price(price)
+                picos = price.picos_per_token
+                list_picos = listed_by_type.get(charge.token_type, price).picos_per_token
+                row[_CONTRACTED] = decimal_text(tokens * picos, 12)
+                row[_LIST] = decimal_text(tokens * list_picos, 12)
+                row[_LIST_UNIT] = row[_CURRENCY_LIST_UNIT] = _unit_price(list_picos)
+                row[_CONTRACTED_UNIT] = row[_CURRENCY_CONTRACTED_UNIT] = _unit_price(picos)
             row[_CONSUMED] = f"{tokens}.0"
             row[_PRICING_QUANTITY] = decimal_text(tokens, 6)
             for at, value in zip(_CHARGE_AT, _charge_cells(usage.model, charge.token_type, usage.price_version,
@@ -273,9 +274,9 @@ def _charge_cells(model: str, token_type: str, price_version: str, department: s
     return tuple(cell(text) for text in cells)
 
 
-@functools.lru_cache(maxsize=256)
-def _unit_price(price: Price) -> str:
-    return decimal_text(price.picos_per_token, 6)  # USD per million tokens
+@functools.lru_cache(maxsize=256)  # keyed by the integer: hashing a Price runs Python code
+def _unit_price(picos_per_token: int) -> str:
+    return decimal_text(picos_per_token, 6)  # USD per million tokens
 
 
 @functools.lru_cache(maxsize=65536)  # the same department and team, user and project on many rows
