@@ -147,7 +147,6 @@ def split_cost(usage: UsageRow) -> list[TokenCharge]:
 
 _safe_cell = functools.lru_cache(maxsize=65536)(safe_cell)  # names, days, models recur on many rows
 _AT = {name: index for index, name in enumerate(COLUMNS)}
-_FREE = frozenset(COLUMNS) - _NUMERIC
 
 
 def _row(cells: dict[str, str], cell: Callable[[str], str]) -> list[str]:
@@ -199,11 +198,11 @@ def focus_values(statement: Statement, account_id: str = ACCOUNT_ID, account_nam
 
 def _rows(statement: Statement, account_id: str, account_name: str, list_prices: ListPrices | None,
           cell: Callable[[str], str]) -> Iterator[list[str]]:
-    """The FOCUS rows of a statement, each a list of cells in ``COLUMNS`` order, every cell but the
-    numbers (plain decimals) through ``cell``: its period's usage, the corrections of closed periods, then the allocated shared
-    costs and invoice variance of each department line as rows of their own. ``list_prices``
-    gives a model's public list prices (ListCost); without it, or for a model it does not know,
-    the prices charged are the list."""
+    """The FOCUS rows of a statement, each a list of cells in ``COLUMNS`` order with every cell but
+    the numbers (plain decimals) through ``cell``: its period's usage, the corrections of closed
+    periods, then the allocated shared costs and invoice variance of each department line as rows
+    of their own. ``list_prices`` gives a model's public list prices (ListCost); without it, or
+    for a model it does not know, the prices charged are the list."""
     departments = {line.department.id: line.department for line in statement.lines}
     codes = CodeBook(statement)
     zone = ZoneInfo(statement.timezone)
@@ -397,5 +396,4 @@ def _instant(at: datetime) -> str:
 
 
 __all__ = ["COLUMNS", "MANDATORY", "TOKEN_TYPES", "TokenCharge", "bundled_list_prices", "decimal_text", "focus_rows",
-           "focus_values", "parse_price_version",
-           "split_cost", "write_focus"]
+           "focus_values", "parse_price_version", "split_cost", "write_focus"]
