@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
@@ -145,12 +145,64 @@ def split_cost(usage: UsageRow) -> list[TokenCharge]:
     return [*charges, TokenCharge(OUTPUT, visible, output_price, rest)]
 
 
+_safe_cell = functools.lru_cache(maxsize=65536)(safe_cell)  # names, days, models recur on many rows
+_AT = {name: index for index, name in enumerate(COLUMNS)}
+
+
+def _row(cells: dict[str, str], cell: Callable[[str], str]) -> list[str]:
+    """``cells`` in column order ("" for the others), each through ``cell`` but the numbers."""
+    return [cells.get(name, "") if name in _NUMERIC else cell(cells.get(name, "")) for name in COLUMNS]
+
+
+@functools.lru_cache(maxsize=65536)  # names, days, models and tags recur on many rows
+def _csv_cell(text: str) -> str:
+    """``text`` made safe for a spreadsheet, as the csv module writes it in a row."""
+    text = safe_cell(text)
+    if _UNQUOTED.fullmatch(text):
+        return text
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow([text, ""])
+    return out.getvalue()[:-2]  # less the empty cell's comma and the line end
+
+
+_UNQUOTED = re.compile(r'[ !#-+\--~]*')  # printable ASCII but '"' and ',': the csv module writes it as it is
+
+
+# The cells set per usage row and per token charge, by position: a row is its group's cells
+# (already made safe) with these filled in. The numbers are plain decimals, which safe_cell keeps.
+(_BILLED, _EFFECTIVE, _CURRENCY_EFFECTIVE, _LIST, _CONTRACTED, _LIST_UNIT, _CURRENCY_LIST_UNIT, _CONTRACTED_UNIT,
+ _CURRENCY_CONTRACTED_UNIT, _CONSUMED, _PRICING_QUANTITY) = (_AT[name] for name in (
+    "BilledCost", "EffectiveCost", "PricingCurrencyEffectiveCost", "ListCost", "ContractedCost", "ListUnitPrice",
+    "PricingCurrencyListUnitPrice", "ContractedUnitPrice", "PricingCurrencyContractedUnitPrice", "ConsumedQuantity",
+    "PricingQuantity"))
+_CHARGE_CELLS = ("ChargeDescription", "SkuId", "SkuPriceId", "SkuMeter", "SkuPriceDetails", "x_TokenType")
+_CHARGE_AT = tuple(_AT[name] for name in _CHARGE_CELLS)
+_GROUP_AT = tuple(_AT[name] for name in (
+    "ChargeClass", "BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd", "ProviderName",
+    "PublisherName", "InvoiceIssuerName", "InvoiceId", "ServiceName", "x_Model", "x_Tier", "x_PriceVersion"))
+
+
 def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name: str = ACCOUNT_NAME,
                list_prices: ListPrices | None = None) -> Iterator[dict[str, str]]:
-    """The FOCUS rows of a statement: its period's usage, the corrections of closed periods, then
-    the allocated shared costs and invoice variance of each department line as rows of their own.
-    ``list_prices`` gives a model's public list prices (ListCost); without it, or for a model it
-    does not know, the prices charged are the list."""
+    """The FOCUS rows of a statement by column name, as ``write_focus`` writes them."""
+    for row in focus_values(statement, account_id, account_name, list_prices):
+        yield dict(zip(COLUMNS, row, strict=True))
+
+
+def focus_values(statement: Statement, account_id: str = ACCOUNT_ID, account_name: str = ACCOUNT_NAME,
+                 list_prices: ListPrices | None = None) -> Iterator[list[str]]:
+    """The FOCUS rows of a statement, each a list of cells in ``COLUMNS`` order made safe for a
+    spreadsheet."""
+    return _rows(statement, account_id, account_name, list_prices, _safe_cell)
+
+
+def _rows(statement: Statement, account_id: str, account_name: str, list_prices: ListPrices | None,
+          cell: Callable[[str], str]) -> Iterator[list[str]]:
+    """The FOCUS rows of a statement, each a list of cells in ``COLUMNS`` order with every cell but
+    the numbers (plain decimals) through ``cell``: its period's usage, the corrections of closed
+    periods, then the allocated shared costs and invoice variance of each department line as rows
+    of their own. ``list_prices`` gives a model's public list prices (ListCost); without it, or
+    for a model it does not know, the prices charged are the list."""
     departments = {line.department.id: line.department for line in statement.lines}
     codes = CodeBook(statement)
     zone = ZoneInfo(statement.timezone)
@@ -161,6 +213,8 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
         "ServiceSubcategory": "Generative AI", "SubAccountType": "Department", "PricingCurrency": "USD",
         "CommitmentDiscountStatus": "",
     }
+    usage_row = _row({**common, "ChargeCategory": "Usage"}, cell)
+    listed_by_model: dict[str, dict[str, Price]] = {}
     for usage in (*statement.usage, *statement.corrections):
         bounds = (statement.start, statement.end) if usage.corrects is None else month_bounds(usage.corrects, zone)
         start = max(datetime.combine(usage.day, time(), UTC), bounds[0])
@@ -168,54 +222,72 @@ def focus_rows(statement: Statement, account_id: str = ACCOUNT_ID, account_name:
         department = codes.on(departments.get(usage.department) or DepartmentInfo(usage.department, usage.department),
                               usage.day)
         provider = _PROVIDERS.get(usage.provider, usage.provider)
-        listed_prices = list_prices(usage.model) if list_prices is not None else None
+        listed_by_type = listed_by_model.get(usage.model)
+        if listed_by_type is None:
+            listed_prices = list_prices(usage.model) if list_prices is not None else None
+            listed_by_type = listed_by_model[usage.model] = (
+                dict(zip((INPUT, CACHED_INPUT, OUTPUT), listed_prices, strict=True)) if listed_prices else {})
         billing_start, billing_end = _utc_month(start)
-        listed_by_type = dict(zip((INPUT, CACHED_INPUT, OUTPUT), listed_prices, strict=True)) if listed_prices else {}
+        group = usage_row.copy()
+        for at, value in zip(_GROUP_AT, (
+                "" if usage.corrects is None else "Correction", _instant(billing_start), _instant(billing_end),
+                _instant(start), _instant(end), provider, provider, provider, f"{usage.provider}-{billing_start:%Y-%m}",
+                f"{provider} API", usage.model, "" if usage.tier is None else str(usage.tier), usage.price_version),
+                strict=True):
+            group[at] = cell(value)
+        for at, value in _department_cells(department, usage.team, usage.user, usage.project, cell):
+            group[at] = value
         for charge in split_cost(usage):
-            if charge.tokens == 0 and charge.billed_nanos == 0:
+            tokens, price = charge.tokens, charge.price
+            if tokens == 0 and charge.billed_nanos == 0:
                 continue
-            billed = _decimal_usd(charge.billed_nanos)
-            contracted = billed if charge.list_picos is None else _decimal(Decimal(charge.list_picos).scaleb(-12))
-            list_price = charge.price if charge.price is None else listed_by_type.get(charge.token_type, charge.price)
-            listed = contracted if list_price is None else _decimal(Decimal(charge.tokens * list_price.picos_per_token)
-                                                                    .scaleb(-12))
-            description = f"{usage.model} {_LABELS[charge.token_type]} tokens, {usage.department}"
-            list_unit = "" if list_price is None else _decimal(list_price.usd_per_million)
-            contracted_unit = "" if charge.price is None else _decimal(charge.price.usd_per_million)
-            yield {
-                **common,
-                "BilledCost": billed, "EffectiveCost": billed, "ListCost": listed, "ContractedCost": contracted,
-                "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
-                "PricingCurrencyListUnitPrice": list_unit, "PricingCurrencyContractedUnitPrice": contracted_unit,
-                "PricingCurrencyEffectiveCost": billed,
-                "ChargeCategory": "Usage", "ChargeClass": "" if usage.corrects is None else "Correction",
-                "ChargeDescription": description if usage.corrects is None
-                else f"{description} (correction of {usage.corrects})",
-                "BillingPeriodStart": _instant(billing_start), "BillingPeriodEnd": _instant(billing_end),
-                "ChargePeriodStart": _instant(start), "ChargePeriodEnd": _instant(end),
-                "ConsumedQuantity": _decimal(Decimal(charge.tokens)),
-                "PricingQuantity": _decimal(Decimal(charge.tokens).scaleb(-6)),
-                "ProviderName": provider, "PublisherName": provider, "InvoiceIssuerName": provider,
-                "InvoiceId": f"{usage.provider}-{billing_start:%Y-%m}", "ServiceName": f"{provider} API",
-                "SkuId": f"{usage.model}/{charge.token_type}",
-                "SkuPriceId": f"{usage.model}/{charge.token_type}@{usage.price_version}",
-                "SkuMeter": _METERS[charge.token_type],
-                "SkuPriceDetails": _sku_price_details(usage.model, charge.token_type, usage.price_version),
-                **_department_columns(department, usage),
-                "x_Model": usage.model, "x_Tier": "" if usage.tier is None else str(usage.tier),
-                "x_TokenType": charge.token_type, "x_PriceVersion": usage.price_version,
-            }
-    yield from _adjustment_rows(statement, common, codes)
+            row = group.copy()
+            billed = row[_BILLED] = row[_EFFECTIVE] = row[_CURRENCY_EFFECTIVE] = decimal_text(charge.billed_nanos, 9)
+            if price is None:  # unknown prices: every cost is the billed one, no unit prices
+                row[_LIST] = row[_CONTRACTED] = billed
+            else:
+                picos = price.picos_per_token
+                list_picos = listed_by_type.get(charge.token_type, price).picos_per_token
+                row[_CONTRACTED] = decimal_text(tokens * picos, 12)
+                row[_LIST] = decimal_text(tokens * list_picos, 12)
+                row[_LIST_UNIT] = row[_CURRENCY_LIST_UNIT] = _unit_price(list_picos)
+                row[_CONTRACTED_UNIT] = row[_CURRENCY_CONTRACTED_UNIT] = _unit_price(picos)
+            row[_CONSUMED] = f"{tokens}.0"
+            row[_PRICING_QUANTITY] = decimal_text(tokens, 6)
+            for at, value in zip(_CHARGE_AT, _charge_cells(usage.model, charge.token_type, usage.price_version,
+                                                           usage.department, usage.corrects, cell), strict=True):
+                row[at] = value
+            yield row
+    yield from _adjustment_rows(statement, common, codes, cell)
 
 
-def _department_columns(department: DepartmentInfo, usage: UsageRow | None) -> dict[str, str]:
-    if usage is None:
-        return _columns(department, None, None, None)
-    return _columns(department, usage.team, usage.user, usage.project)
+@functools.lru_cache(maxsize=4096)  # a few models, token types and price versions, on many rows
+def _charge_cells(model: str, token_type: str, price_version: str, department: str, corrects: str | None,
+                  cell: Callable[[str], str]) -> tuple[str, ...]:
+    """The cells of a token charge that do not depend on its amounts, in ``_CHARGE_CELLS`` order."""
+    description = f"{model} {_LABELS[token_type]} tokens, {department}"
+    if corrects is not None:
+        description = f"{description} (correction of {corrects})"
+    cells = (description, f"{model}/{token_type}", f"{model}/{token_type}@{price_version}", _METERS[token_type],
+             _sku_price_details(model, token_type, price_version), token_type)
+    return tuple(cell(text) for text in cells)
+
+
+@functools.lru_cache(maxsize=256)  # keyed by the integer: hashing a Price runs Python code
+def _unit_price(picos_per_token: int) -> str:
+    return decimal_text(picos_per_token, 6)  # USD per million tokens
 
 
 @functools.lru_cache(maxsize=65536)  # the same department and team, user and project on many rows
-def _columns(department: DepartmentInfo, team: str | None, user: str | None, project: str | None) -> dict[str, str]:
+def _department_cells(department: DepartmentInfo, team: str | None, user: str | None, project: str | None,
+                      cell: Callable[[str], str]) -> tuple[tuple[int, str], ...]:
+    """The department and tag cells of a row through ``cell``, by position."""
+    return tuple((_AT[name], cell(value))
+                 for name, value in _department_columns(department, team, user, project).items())
+
+
+def _department_columns(department: DepartmentInfo, team: str | None, user: str | None,
+                        project: str | None) -> dict[str, str]:
     tags = {"cost_center": department.cost_center, "gl_account": department.gl_account}
     if team is not None or user is not None or project is not None:
         tags |= {"team": team or "", "user": user or "", "project": project or ""}
@@ -225,7 +297,8 @@ def _columns(department: DepartmentInfo, team: str | None, user: str | None, pro
             "x_CostCenter": department.cost_center, "x_GlAccount": department.gl_account}
 
 
-def _adjustment_rows(statement: Statement, common: dict[str, str], codes: CodeBook) -> Iterator[dict[str, str]]:
+def _adjustment_rows(statement: Statement, common: dict[str, str], codes: CodeBook,
+                     cell: Callable[[str], str]) -> Iterator[list[str]]:
     """The allocated shared costs and invoice variance of each line: not usage, so no SKU or quantity."""
     billing_start, billing_end = _utc_month(statement.start + (statement.end - statement.start) / 2)
     adjustment = {
@@ -240,13 +313,13 @@ def _adjustment_rows(statement: Statement, common: dict[str, str], codes: CodeBo
     }
     unattributed = statement.unattributed.cost_nanos
     if unattributed:  # its usage rows above are shared costs: moved out here, allocated below
-        amount = _decimal_usd(-unattributed)
-        yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
-               "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": ACCOUNT_NAME,
-               "PublisherName": ACCOUNT_NAME,
-               "InvoiceIssuerName": ACCOUNT_NAME,
-               "ChargeDescription": f"Unattributed usage moved to shared costs, {statement.period}",
-               **_department_columns(DepartmentInfo(UNATTRIBUTED, UNATTRIBUTED), None)}
+        amount = decimal_text(-unattributed, 9)
+        yield _row({**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
+                    "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": ACCOUNT_NAME,
+                    "PublisherName": ACCOUNT_NAME,
+                    "InvoiceIssuerName": ACCOUNT_NAME,
+                    "ChargeDescription": f"Unattributed usage moved to shared costs, {statement.period}",
+                    **_department_columns(DepartmentInfo(UNATTRIBUTED, UNATTRIBUTED), None, None, None)}, cell)
     for line in statement.lines:
         parts = codes.parts(line)  # under each version of its codes, for its part of the usage
         for total, what, issuer in ((line.shared_cents, f"Shared costs allocated ({statement.method_applied})",
@@ -255,12 +328,12 @@ def _adjustment_rows(statement: Statement, common: dict[str, str], codes: CodeBo
             for department, cents in split(total, parts):
                 if cents == 0:
                     continue
-                amount = _decimal(Decimal(cents).scaleb(-2))
-                yield {**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
-                       "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": issuer,
-                       "PublisherName": issuer, "InvoiceIssuerName": issuer,
-                       "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
-                       **_department_columns(department, None)}
+                amount = decimal_text(cents, 2)
+                yield _row({**adjustment, "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount,
+                            "ContractedCost": amount, "PricingCurrencyEffectiveCost": amount, "ProviderName": issuer,
+                            "PublisherName": issuer, "InvoiceIssuerName": issuer,
+                            "ChargeDescription": f"{what}, {line.department.id}, {statement.period}",
+                            **_department_columns(department, None, None, None)}, cell)
 
 
 def _variance_issuer(statement: Statement) -> str:
@@ -271,20 +344,15 @@ def _variance_issuer(statement: Statement) -> str:
     return ACCOUNT_NAME
 
 
-_FORMULA = re.compile("(?:^|\0)[=+\\-@\t\r\n]")  # a cell that safe_cell may quote, among cells joined by NUL
-
-
 def write_focus(statement: Statement, out: TextIO, list_prices: ListPrices | None = None) -> int:
     """Write the statement as FOCUS 1.2 CSV to ``out``; returns the number of rows."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    numeric = [name in _NUMERIC for name in COLUMNS]
+    csv.writer(out, lineterminator="\n").writerow(COLUMNS)
+    # Cells are quoted as the csv module would, once per distinct text (cached), and rows joined
+    # here: csv.writer re-scanned every character of every row.
     written = 0
-    for row in focus_rows(statement, list_prices=list_prices):
-        values = [row.get(name, "") for name in COLUMNS]
-        if _FORMULA.search("\0".join(values)):  # one search a row; most rows have no cell to quote
-            values = [safe_cell(value, numeric=flag) for value, flag in zip(values, numeric, strict=True)]
-        writer.writerow(values)
+    for row in _rows(statement, ACCOUNT_ID, ACCOUNT_NAME, list_prices, _csv_cell):
+        out.write(",".join(row))
+        out.write("\n")
         written += 1
     return written
 
@@ -311,15 +379,15 @@ def _utc_month(at: datetime) -> tuple[datetime, datetime]:
     return month_bounds(f"{at.astimezone(UTC):%Y-%m}", ZoneInfo("UTC"))
 
 
-def _decimal(value: Decimal) -> str:
-    """A decimal with at least one digit after the point (``800000.0``), never an exponent: FOCUS
-    readers type a column of whole numbers as integers, and these columns are decimal."""
-    text = _plain(value)
-    return text if "." in text else f"{text}.0"
-
-
-def _decimal_usd(nanos: int) -> str:
-    return _decimal(Decimal(nanos).scaleb(-9))
+def decimal_text(units: int, scale: int) -> str:
+    """``units`` x 10^-``scale`` as a decimal with at least one digit after the point
+    (``800000.0``) and no exponent or trailing zeros: FOCUS readers type a column of whole numbers
+    as integers, and these columns are decimal. Integer arithmetic: it runs for every cell."""
+    whole, fraction = divmod(-units if units < 0 else units, 10**scale)
+    sign = "-" if units < 0 else ""
+    if fraction == 0:
+        return f"{sign}{whole}.0"
+    return f"{sign}{whole}." + f"{fraction:0{scale}d}".rstrip("0")
 
 
 @functools.lru_cache(maxsize=4096)  # a few instants (days, months) on every row
@@ -327,13 +395,5 @@ def _instant(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _plain(value: Decimal) -> str:
-    """A decimal without exponent or trailing zeros."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-__all__ = ["COLUMNS", "MANDATORY", "TOKEN_TYPES", "TokenCharge", "bundled_list_prices", "focus_rows", "parse_price_version",
-           "split_cost", "write_focus"]
+__all__ = ["COLUMNS", "MANDATORY", "TOKEN_TYPES", "TokenCharge", "bundled_list_prices", "decimal_text", "focus_rows",
+           "focus_values", "parse_price_version", "split_cost", "write_focus"]
