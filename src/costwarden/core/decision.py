@@ -328,18 +328,18 @@ def _check_limits(plan: Plan, used: list[int], offset: int, tokens: int,
     # An admitted call lands in its window's newest bucket, so the window is fully restored when
     # that bucket leaves (plan.limit_resets): one whole window from the start of the current
     # second, which is ceil(RATE_PERIOD.seconds - fraction) = RATE_PERIOD.seconds whole seconds from now.
-    info = RateInfo()
+    resets = plan.limit_resets
+    requests_s = requests_at = tokens_s = tokens_at = 0
     if rpm_limit is not None:
-        info.limit_requests, info.remaining_requests = rpm_limit, rpm_left if rpm_left > 0 else 0
-        info.reset_requests_s, info.reset_requests_at = _RATE_SECONDS, plan.limit_resets[rpm_reset][0]
+        requests_s, requests_at = _RATE_SECONDS, resets[rpm_reset][0]
     if tpm_limit is not None:
-        info.limit_tokens, info.remaining_tokens = tpm_limit, tpm_left if tpm_left > 0 else 0
-        leaves, started = plan.limit_resets[tpm_reset]
         if tpm_left < tpm_limit:
-            info.reset_tokens_s, info.reset_tokens_at = _RATE_SECONDS, leaves
+            tokens_s, tokens_at = _RATE_SECONDS, resets[tpm_reset][0]
         else:  # nothing in the window, not even this call: it is full already
-            info.reset_tokens_at = started
-    return info, False
+            tokens_at = resets[tpm_reset][1]
+    return RateInfo(rpm_limit, None if rpm_limit is None else rpm_left if rpm_left > 0 else 0, requests_s,
+                    tpm_limit, None if tpm_limit is None else tpm_left if tpm_left > 0 else 0, tokens_s,
+                    requests_at, tokens_at), False
 
 
 def with_buckets(decision: Decision, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],

@@ -241,15 +241,20 @@ class Planner:
         # calendar budget checks by counter key base (which names the scope and the budget), shared
         # by every caller in that scope
         self._calendar: dict[str, BudgetCheck] = {}
+        # per department: whether it has per-key and per-user rules (which name a caller's plan)
+        self._templates: dict[str, tuple[bool, bool]] = {}
 
     def plan(self, caller: Caller, now: datetime, stamp: float) -> Plan:
         """The plan of ``caller`` at ``now`` (``stamp`` is ``now.timestamp()``)."""
-        dept = self.policy.departments[caller.department]
+        templates = self._templates.get(caller.department)
+        if templates is None:
+            dept = self.policy.departments[caller.department]
+            templates = self._templates[caller.department] = (bool(dept.per_key), bool(dept.per_user))
         # Only the fields that select a scope name a plan: the users of a department without
         # per-user rules share one, and so do calls whose tags have no rules, so a stream of new
         # user ids or tag values cannot fill this cache.
-        key = (caller.department, caller.team, caller.key_id if dept.per_key else None,
-               caller.user if dept.per_user else None, caller.customer,
+        key = (caller.department, caller.team, caller.key_id if templates[0] else None,
+               caller.user if templates[1] else None, caller.customer,
                ruled_tags(self.policy, caller.tags) if caller.tags and self.policy.tags else ())
         plan = self._plans.get(key)
         if plan is not None and plan.valid_from <= stamp < plan.valid_until:
