@@ -34,6 +34,9 @@ departments:
 """ for i in range(5))
 
 
+STEP = timedelta(microseconds=1000)  # made once: the clock's own cost is not the engine's
+
+
 class Clock:
     """Advances 1 ms per reading, so rolling buckets move as they would under real traffic."""
 
@@ -41,7 +44,7 @@ class Clock:
         self.now = datetime(2026, 11, 10, tzinfo=UTC)
 
     def __call__(self) -> datetime:
-        self.now += timedelta(microseconds=1000)
+        self.now += STEP
         return self.now
 
 

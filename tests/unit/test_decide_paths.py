@@ -24,12 +24,13 @@ from hypothesis import strategies as st
 
 from costwarden.core import decision as decision_module
 from costwarden.core.catalog import Catalog, ModelSpec
-from costwarden.core.decision import CallRequest, Decision, decide
+from costwarden.core.decision import CallRequest, Decision, Hold, decide
 from costwarden.core.kinds import ActionKind, Unit
 from costwarden.core.money import Price
 from costwarden.core.periods import Period
 from costwarden.core.policy import Action, Budget, Department, Policy, RateLimits, Rules, Team
 from costwarden.core.scopes import RATE_PERIOD, Caller, Plan, Planner, plan_for
+from costwarden.core.sliding import leaves_at
 
 PERIODS = ("monthly", "weekly", "daily", "1h", "90m", "7d", "5m")
 ZONES = ("UTC", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu")
@@ -240,3 +241,47 @@ def test_planner_plans_as_plan_for(policy: Policy, start: datetime, schedule: li
                 assert new.start - old.start == lag and timedelta(0) <= lag < timedelta(seconds=period.bucket_seconds)
         # a kept plan was made earlier, so its own horizon may end sooner, never later
         assert stamp < kept.valid_until <= fresh.valid_until
+
+
+def reference_admission(s: Scenario, decision: Decision) -> tuple[tuple[Hold, ...], int | None, tuple[int, ...]]:
+    """The holds, the dollar room left and the rate-header instants of an admitted call, worked
+    out from the plan's checks one by one (as ``decide`` did before it kept per-plan terms)."""
+    call, plan = s.call, s.plan
+    used = [spent + reserved for spent, reserved in s.usage]
+    tokens = call.input_tokens + decision.output_tokens * call.choices
+    holds: list[Hold] = []
+    remaining: int | None = None
+    for i, check in enumerate(plan.budgets):
+        hard = check.budget.limit if check.budget.is_hard else None
+        if check.budget.unit == Unit.TOKENS:
+            holds.append(Hold(check.window, tokens, hard, Unit.TOKENS))
+            continue
+        holds.append(Hold(check.window, decision.estimate_nanos, hard, Unit.USD))
+        room = check.budget.limit - used[i] - decision.estimate_nanos
+        remaining = room if remaining is None else min(remaining, room)
+    for limit in plan.limits:
+        enforced = limit.limit if limit.enforce else None
+        holds.append(Hold(limit.window, 1, enforced, Unit.REQUESTS) if limit.metric == "rpm"
+                     else Hold(limit.window, tokens, enforced, Unit.TOKENS))
+    width = RATE_PERIOD.bucket_seconds
+    resets = tuple(sorted({leaves_at(c.window.bucket, c.window.span, width) for c in plan.limits}
+                          | {c.window.bucket * width for c in plan.limits}))
+    return tuple(holds), None if remaining is None else max(remaining, 0), resets
+
+
+@EXAMPLES
+@given(scenarios())
+def test_an_admitted_call_holds_what_its_plan_checks(scenario: Scenario) -> None:
+    """The holds, the dollar room left and the rate-header instants that ``decide`` builds from
+    the plan's precomputed terms are those the plan's checks give one by one."""
+    decision = decide(scenario.policy, scenario.call, scenario.plan, scenario.usage, scenario.flags, scenario.now)
+    if decision.denial is not None:
+        return
+    holds, remaining, resets = reference_admission(scenario, decision)
+    assert decision.holds == holds
+    assert decision.remaining_nanos == remaining
+    if decision.rate is not None:
+        said = {decision.rate.reset_requests_at, decision.rate.reset_tokens_at} - {0}
+        assert said <= set(resets)
+    else:
+        assert not scenario.plan.limits

@@ -20,7 +20,7 @@ from costwarden.core.kinds import ActionKind, Unit
 from costwarden.core.periods import Window
 from costwarden.core.policy import DOWNGRADE, Policy
 from costwarden.core.scopes import RATE_PERIOD, BudgetCheck, Caller, LimitCheck, Plan
-from costwarden.core.sliding import leaves_at, restored_at, room_at, seconds_until
+from costwarden.core.sliding import restored_at, room_at, seconds_until
 
 MIN_CLAMPED_OUTPUT = 64  # a clamped call must still be able to say something useful
 USD, TOKENS, REQUESTS = Unit.USD, Unit.TOKENS, Unit.REQUESTS
@@ -196,8 +196,9 @@ def _active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
 
 def _worst_cost_if_fits(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, bound: int) -> int | None:
     """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
-    worst_tokens = call.input_tokens + bound * call.choices
-    worst_cost = model.cost(call.input_priced, bound * call.choices)
+    outputs = bound * call.choices
+    worst_tokens = call.input_tokens + outputs
+    worst_cost = model.cost(call.input_priced, outputs)
     for (limit, in_tokens, _), now_used in zip(plan.budget_terms, used, strict=False):
         if (worst_tokens if in_tokens else worst_cost) > limit - now_used:
             return None
@@ -264,28 +265,24 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
     """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``estimate``
     is its worst-case cost when already known."""
     tokens = call.input_tokens + output_tokens * call.choices
-    count = len(plan.budget_terms)
-    rate, refused = _check_limits(plan, used, count, tokens, shadow)
-    if refused:
-        rate, rate_denied = _refuse_rate(plan, used, count, tokens, buckets, now)
-        return Decision(requested=call.model, output_tokens=output_tokens, denial=rate_denied,
-                        shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
+    if plan.limit_terms:
+        count = len(plan.budget_terms)
+        rate, refused = _check_limits(plan, used, count, tokens, shadow)
+        if refused:
+            rate, rate_denied = _refuse_rate(plan, used, count, tokens, buckets, now)
+            return Decision(requested=call.model, output_tokens=output_tokens, denial=rate_denied,
+                            shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
+    else:
+        rate = None
     if estimate is None:
         estimate = model.cost(call.input_priced, output_tokens * call.choices)
-    windows = plan.windows
-    holds: list[Hold] = []
-    hold = holds.append
+    # one hold per window of the plan, in its order (plan.hold_terms)
+    holds = tuple([Hold(window, estimate if unit is USD else tokens if unit is TOKENS else 1, hard, unit)
+                   for window, hard, unit in plan.hold_terms])
     remaining: int | None = None
-    for i, (limit, in_tokens, hard) in enumerate(plan.budget_terms):
-        if in_tokens:
-            hold(Hold(windows[i], tokens, hard, TOKENS))
-            continue
-        hold(Hold(windows[i], estimate, hard, USD))
-        room = limit - used[i] - estimate
-        if remaining is None or room < remaining:
-            remaining = room
-    for i, (_, rpm, enforced) in enumerate(plan.limit_terms, count):
-        hold(Hold(windows[i], 1, enforced, REQUESTS) if rpm else Hold(windows[i], tokens, enforced, TOKENS))
+    if plan.usd_budgets:  # the least room left in a dollar budget once this call is held
+        room = min([limit - used[i] for i, limit in plan.usd_budgets]) - estimate
+        remaining = room if room > 0 else 0
     requested_bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
     return Decision(
         requested=requested,
@@ -294,10 +291,10 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
         estimate_nanos=estimate,
         clamped=output_tokens < requested_bound,
         downgraded_from=requested if model.id != requested else None,
-        holds=tuple(holds),
+        holds=holds,
         new_flags=tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else (),
         shadow=tuple(shadow) if shadow else (),
-        remaining_nanos=None if remaining is None else max(remaining, 0),
+        remaining_nanos=remaining,
         rate=rate,
     )
 
@@ -329,21 +326,20 @@ def _check_limits(plan: Plan, used: list[int], offset: int, tokens: int,
     if refused:
         return None, True
     # An admitted call lands in its window's newest bucket, so the window is fully restored when
-    # that bucket leaves: one whole window from the start of the current second, which is
-    # ceil(RATE_PERIOD.seconds - fraction) = RATE_PERIOD.seconds whole seconds from now.
-    info = RateInfo()
+    # that bucket leaves (plan.limit_resets): one whole window from the start of the current
+    # second, which is ceil(RATE_PERIOD.seconds - fraction) = RATE_PERIOD.seconds whole seconds from now.
+    resets = plan.limit_resets
+    requests_s = requests_at = tokens_s = tokens_at = 0
     if rpm_limit is not None:
-        window = plan.limits[rpm_reset].window
-        info.limit_requests, info.remaining_requests = rpm_limit, rpm_left if rpm_left > 0 else 0
-        info.reset_requests_s, info.reset_requests_at = _RATE_SECONDS, leaves_at(window.bucket, window.span, _RATE_WIDTH)
+        requests_s, requests_at = _RATE_SECONDS, resets[rpm_reset][0]
     if tpm_limit is not None:
-        info.limit_tokens, info.remaining_tokens = tpm_limit, tpm_left if tpm_left > 0 else 0
-        window = plan.limits[tpm_reset].window
         if tpm_left < tpm_limit:
-            info.reset_tokens_s, info.reset_tokens_at = _RATE_SECONDS, leaves_at(window.bucket, window.span, _RATE_WIDTH)
+            tokens_s, tokens_at = _RATE_SECONDS, resets[tpm_reset][0]
         else:  # nothing in the window, not even this call: it is full already
-            info.reset_tokens_at = window.bucket * _RATE_WIDTH
-    return info, False
+            tokens_at = resets[tpm_reset][1]
+    return RateInfo(rpm_limit, None if rpm_limit is None else rpm_left if rpm_left > 0 else 0, requests_s,
+                    tpm_limit, None if tpm_limit is None else tpm_left if tpm_left > 0 else 0, tokens_s,
+                    requests_at, tokens_at), False
 
 
 def with_buckets(decision: Decision, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],

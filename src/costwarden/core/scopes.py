@@ -12,9 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from costwarden.core.kinds import ScopeKind
+from costwarden.core.kinds import ScopeKind, Unit
 from costwarden.core.periods import Period, Window
 from costwarden.core.policy import RESTRICT, Budget, Policy, Rules, TagRules
+from costwarden.core.sliding import leaves_at
 
 RATE_PERIOD = Period(text="1m", kind="rolling", seconds=60)
 PLAN_CACHE_SIZE = 100_000  # callers whose plans a Planner keeps (cleared wholesale when full)
@@ -93,6 +94,14 @@ class Plan:
     # it crosses the fraction
     alerting: tuple[tuple[int, BudgetCheck, tuple[tuple[int, Decimal], ...]], ...] = field(
         init=False, repr=False, compare=False)
+    # per window, the hold an admitted call puts on it: (window, limit the store re-checks or None,
+    # unit); an admitted call's holds follow these one to one
+    hold_terms: tuple[tuple[Window, int | None, Unit], ...] = field(init=False, repr=False, compare=False)
+    # the dollar budgets, as (index, limit): the room left after a call is the least of theirs
+    usd_budgets: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    # per limit: the instant its current bucket leaves the window, and the instant that bucket
+    # started (what the rate headers of an admitted call say; fixed while the plan holds)
+    limit_resets: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         terms = tuple((c.budget.limit, c.budget.unit == "tokens", c.budget.limit if c.budget.is_hard else None)
@@ -104,6 +113,16 @@ class Plan:
         object.__setattr__(self, "limit_terms", limit_terms)
         object.__setattr__(self, "restricting", restricting)
         object.__setattr__(self, "alerting", alerting)
+        holds = [(c.window, hard, Unit.TOKENS if in_tokens else Unit.USD)
+                 for c, (_, in_tokens, hard) in zip(self.budgets, terms, strict=True)]
+        holds += [(c.window, enforced, Unit.REQUESTS if rpm else Unit.TOKENS)
+                  for c, (_, rpm, enforced) in zip(self.limits, limit_terms, strict=True)]
+        object.__setattr__(self, "hold_terms", tuple(holds))
+        object.__setattr__(self, "usd_budgets", tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms)
+                                                      if not in_tokens))
+        width = RATE_PERIOD.bucket_seconds
+        object.__setattr__(self, "limit_resets", tuple((leaves_at(c.window.bucket, c.window.span, width),
+                                                        c.window.bucket * width) for c in self.limits))
 
 
 def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
@@ -222,15 +241,20 @@ class Planner:
         # calendar budget checks by counter key base (which names the scope and the budget), shared
         # by every caller in that scope
         self._calendar: dict[str, BudgetCheck] = {}
+        # per department: whether it has per-key and per-user rules (which name a caller's plan)
+        self._templates: dict[str, tuple[bool, bool]] = {}
 
     def plan(self, caller: Caller, now: datetime, stamp: float) -> Plan:
         """The plan of ``caller`` at ``now`` (``stamp`` is ``now.timestamp()``)."""
-        dept = self.policy.departments[caller.department]
+        templates = self._templates.get(caller.department)
+        if templates is None:
+            dept = self.policy.departments[caller.department]
+            templates = self._templates[caller.department] = (bool(dept.per_key), bool(dept.per_user))
         # Only the fields that select a scope name a plan: the users of a department without
         # per-user rules share one, and so do calls whose tags have no rules, so a stream of new
         # user ids or tag values cannot fill this cache.
-        key = (caller.department, caller.team, caller.key_id if dept.per_key else None,
-               caller.user if dept.per_user else None, caller.customer,
+        key = (caller.department, caller.team, caller.key_id if templates[0] else None,
+               caller.user if templates[1] else None, caller.customer,
                ruled_tags(self.policy, caller.tags) if caller.tags and self.policy.tags else ())
         plan = self._plans.get(key)
         if plan is not None and plan.valid_from <= stamp < plan.valid_until:

@@ -210,8 +210,8 @@ class Admission:
             self.pending.spend([(h.window, priced.cost_nanos if h.unit == USD else tokens if h.unit == TOKENS else 1)
                                 for h in holds])
             return priced
-        amounts = [priced.cost_nanos if h.unit == USD else tokens if h.unit == TOKENS else 1
-                   for h in reservation.holds]
+        cost = priced.cost_nanos
+        amounts = [cost if h.unit is USD else tokens if h.unit is TOKENS else 1 for h in reservation.holds]
         thresholds, crossings = self._thresholds(admitted.plan)
         try:
             # claimed as at admission: an alert flag lasts a day past its period, far longer than a call
