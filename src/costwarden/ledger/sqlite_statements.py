@@ -26,8 +26,6 @@ class SqliteStatements:
     """The driver-level statements (SQL, parameters) of a batch of writes: ``_write_batch``'s
     effect, with one multi-row statement per table in the usual batch."""
 
-    placeholder = "?"
-
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
         self._inserts: dict[tuple[str, tuple[str, ...]], _Insert] = {}
@@ -45,12 +43,17 @@ class SqliteStatements:
             self._insert(statements, inflight, ahead)
         if events:
             self._insert(statements, usage_events, events, self._events)
-        for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
-            marks = ", ".join([self.placeholder] * size)
-            statements.append((f"DELETE FROM inflight WHERE id IN ({marks})", part, size))
+        if stale:
+            self._delete(statements, stale)
         if refused:
             self._insert(statements, rejections, refused)
         return statements
+
+    def _delete(self, out: list[Statement], stale: list[str]) -> None:
+        """Delete the write-ahead rows of ids ``stale``."""
+        for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
+            marks = ", ".join("?" * size)
+            out.append((f"DELETE FROM inflight WHERE id IN ({marks})", part, size))
 
     def _events(self, insert: str) -> list[tuple[str, bool]]:
         """The statements that insert usage events with ``insert`` and add those it stored to the
@@ -63,7 +66,7 @@ class SqliteStatements:
         keys = tuple(rows[0])
         insert = self._inserts.get((table.name, keys))
         if insert is None:
-            insert = self._inserts[(table.name, keys)] = _Insert(table, keys, self._dialect, self.placeholder)
+            insert = self._inserts[(table.name, keys)] = _Insert(table, keys, self._dialect)
         values = [insert.values(row) for row in rows]
         for part, size in _parts(values, self._max_rows(len(keys))):
             if wrap is None:
@@ -92,11 +95,11 @@ class _Insert:
     """INSERT ... ON CONFLICT DO NOTHING of ``keys`` into ``table`` for the sqlite3 driver, and
     the bind processors SQLAlchemy would apply to those columns (UTC times as text, booleans)."""
 
-    def __init__(self, table: Table, keys: tuple[str, ...], dialect: Dialect, placeholder: str = "?") -> None:
+    def __init__(self, table: Table, keys: tuple[str, ...], dialect: Dialect) -> None:
         quote = dialect.identifier_preparer.quote
         columns = [table.c[key] for key in keys]
         self._head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) VALUES "
-        self._row = f"({', '.join(placeholder for _ in columns)})"
+        self._row = f"({', '.join('?' for _ in columns)})"
         self._sql: dict[int, str] = {}
         self.keys = keys
         processors = [_for_wire(c.type.dialect_impl(dialect).bind_processor(dialect), dialect.name)
@@ -118,18 +121,49 @@ class _Insert:
 
 
 class PostgresStatements(SqliteStatements):
-    """``SqliteStatements`` for PostgreSQL (through psycopg): times go as ISO 8601 text, which the
-    server reads as the column's type, and each insert into usage_events adds the rows it stored
-    (``RETURNING``) to the rollups in the same statement."""
+    """``SqliteStatements`` for PostgreSQL (through psycopg): one statement per table whatever the
+    batch's size, taking one array per column (``unnest``), so that its text is short and the
+    same for every batch: psycopg parses a long text anew on every execution (a multi-row VALUES
+    of 64 rows took half the writer process's time), while this one it parses once and the
+    server prepares once. Times go as ISO 8601 text, cast to the column's type, and each insert
+    into usage_events adds the rows it stored (``RETURNING``) to the rollups in the same
+    statement."""
 
-    placeholder = "%s"
+    def __init__(self, dialect: Dialect) -> None:
+        super().__init__(dialect)
+        self._texts: dict[tuple[str, tuple[str, ...]], tuple[str, _Insert]] = {}
 
     @staticmethod
     def _variables() -> int:
         return 65_535  # parameters of one statement (the protocol's limit)
 
+    def _insert(self, out: list[Statement], table: Table, rows: list[Row],
+                wrap: Callable[[str], list[tuple[str, bool]]] | None = None) -> None:
+        keys = tuple(rows[0])
+        known = self._texts.get((table.name, keys))
+        if known is None:
+            known = self._texts[(table.name, keys)] = _unnest(table, keys, self._dialect)
+        sql, insert = known
+        columns = [list(column) for column in zip(*(insert.values(row) for row in rows), strict=True)]
+        for text, _ in (wrap(sql) if wrap is not None else [(sql, True)]):
+            out.append((text, [columns], 1))
+
+    def _delete(self, out: list[Statement], stale: list[str]) -> None:
+        out.append(("DELETE FROM inflight WHERE id = ANY(%s::varchar[])", [[stale]], 1))
+
     def _events(self, insert: str) -> list[tuple[str, bool]]:
         return [(rollups.after_insert_postgres(insert), True)]
+
+
+def _unnest(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[str, _Insert]:
+    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING, and the
+    column values' processors."""
+    quote = dialect.identifier_preparer.quote
+    columns = [table.c[key] for key in keys]
+    arrays = ", ".join(f"%s::{column.type.compile(dialect=dialect)}[]" for column in columns)
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "
+           f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING")
+    return sql, _Insert(table, keys, dialect)
 
 
 _SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC))
