@@ -27,7 +27,7 @@ class SqliteStatements:
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
-        self._inserts: dict[tuple[str, tuple[str, ...]], _Insert] = {}
+        self._inserts: dict[tuple[str, tuple[str, ...]], SqliteInsert] = {}
         with contextlib.closing(sqlite3.connect(":memory:")) as probe:
             self._max_variables = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
@@ -49,7 +49,7 @@ class SqliteStatements:
         keys = tuple(rows[0])
         insert = self._inserts.get((table.name, keys))
         if insert is None:
-            insert = self._inserts[(table.name, keys)] = _Insert(table, keys, self._dialect)
+            insert = self._inserts[(table.name, keys)] = SqliteInsert(table, keys, self._dialect)
         values = [insert.values(row) for row in rows]
         for part, size in _parts(values, self._max_rows(len(keys))):
             out.append((insert.sql_for(size), part, size))
@@ -72,7 +72,7 @@ def _parts(rows: list[list[Any]], most: int) -> Iterator[tuple[list[list[Any]], 
         yield part, 1 << (len(part) - 1).bit_length()
 
 
-class _Insert:
+class SqliteInsert:
     """INSERT ... ON CONFLICT DO NOTHING of ``keys`` into ``table`` for the sqlite3 driver, and
     the bind processors SQLAlchemy would apply to those columns (UTC times as text, booleans)."""
 
