@@ -21,11 +21,12 @@ import orjson
 
 from costwarden.core.kinds import CallStatus
 from costwarden.core.pricing import ServiceTier, service_tier_of
-from costwarden.ledger.export import BILLED_PARTS, usd_text
+from costwarden.ledger.export import FIELDS, usd_text
 from costwarden.ledger.import_rows import ROUNDING_NANOS, Prices, stated_cost
 from costwarden.ledger.schema import usage_events
 
 COLUMNS = tuple(column.name for column in usage_events.c)
+_FIELDS = list(FIELDS)
 Row = tuple[Any, ...]
 
 _STATUSES = frozenset(str(status) for status in CallStatus)
@@ -37,56 +38,55 @@ _TAGS_KEPT = 4096
 
 def fast_row(text: str | bytes, catalog: Prices) -> tuple[Row, bool] | None:
     """The stored row of an ordinary event record and whether re-pricing changed it, or None when
-    the general path must decide (a rejection, an unusual or a bad record)."""
+    the general path must decide (a rejection, another layout than ``export.FIELDS``, an unusual
+    or a bad record)."""
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError:
         return None
-    if type(obj) is not dict or obj.get("record", "event") != "event":
+    if type(obj) is not dict or list(obj) != _FIELDS:
         return None
     try:
-        return _event_row(obj, catalog)
-    except (KeyError, ValueError, TypeError):  # a missing field, a malformed time: the general path says why
+        return _event_row(*obj.values(), catalog=catalog)
+    except (ValueError, TypeError):  # a malformed time, an unhashable status: the general path says why
         return None
 
 
-def _event_row(obj: dict[str, Any], catalog: Prices) -> tuple[Row, bool] | None:
-    get = obj.get
-    ident, department = obj["id"], obj["department"]
-    requested, served, provider, endpoint = obj["model_requested"], obj["model_served"], obj["provider"], obj["endpoint"]
-    team, key_id, user = get("team"), get("key_id"), get("user")
+def _event_row(record: Any, ident: Any, admitted_at: Any, finished_at: Any, department: Any, team: Any, key_id: Any,
+               user: Any, requested: Any, served: Any, provider: Any, endpoint: Any, input_tokens: Any, cached: Any,
+               output: Any, cost_usd: Any, cost: Any, _estimate_usd: Any, estimate: Any, label: Any, decision: Any,
+               status: Any, http_status: Any, latency: Any, overrun: Any, interrupted: Any, stream: Any, tags: Any,
+               shadow: Any, _code: Any, _message: Any, model_sent: Any, write_5m: Any, write_1h: Any, reasoning: Any,
+               audio: Any, tier: Any, tool_calls: Any, malformed: Any, customer: Any, trimmed: Any, *,
+               catalog: Prices) -> tuple[Row, bool] | None:
+    """``fast_row`` of a record's values in ``export.FIELDS`` order."""
+    if record != "event" or write_5m or write_1h or reasoning or audio or tool_calls:
+        return None  # parts billed at their own rates: the catalog's full charge, on the general path
     if not (type(ident) is str and type(department) is str and type(requested) is str and type(served) is str
             and type(provider) is str and type(endpoint) is str and isinstance(team, _TEXT_OR_NONE)
             and isinstance(key_id, _TEXT_OR_NONE) and isinstance(user, _TEXT_OR_NONE)):
         return None
-    admitted_text, admitted = _utc(obj["admitted_at"])
-    finished_text, _ = _utc(obj["finished_at"])
-    if finished_text < admitted_text:  # same fixed form: text order is time order
-        return None
-    input_tokens, cached, output = get("input_tokens", 0), get("cached_input_tokens", 0), get("output_tokens", 0)
-    latency, overrun, http_status = get("latency_ms", 0), get("overrun_tokens", 0), get("http_status", 200)
-    cost, estimate, trimmed = get("cost_nanos"), get("estimate_nanos"), get("trimmed_tokens") or 0
+    trimmed = trimmed or 0
     if not (type(input_tokens) is int and type(cached) is int and type(output) is int and type(latency) is int
             and type(overrun) is int and type(http_status) is int and type(cost) is int and type(estimate) is int
             and type(trimmed) is int):
         return None
     if min(input_tokens, cached, output, latency, overrun, cost, estimate, trimmed) < 0 or cached > input_tokens:
         return None
-    if any(get(name) for name in BILLED_PARTS) or get("tool_calls"):
-        return None  # parts billed at their own rates: the catalog's full charge, on the general path
-    tier, model_sent, customer = get("service_tier") or "", get("model_sent") or "", get("customer") or ""
-    status, decision, label = get("status") or "ok", get("decision") or "allow", get("price_version") or ""
+    tier, model_sent, customer = tier or "", model_sent or "", customer or ""
+    status, decision, label = status or "ok", decision or "allow", label or ""
     if not (type(tier) is str and type(model_sent) is str and type(customer) is str and status in _STATUSES
-            and type(decision) is str and type(label) is str) or service_tier_of(tier) is not ServiceTier.STANDARD:
+            and type(decision) is str and type(label) is str and type(interrupted) is bool and type(stream) is bool
+            and isinstance(malformed, _FLAG)) or (tier and service_tier_of(tier) is not ServiceTier.STANDARD):
         return None
-    usd = get("cost_usd")
-    if usd is not None and usd != usd_text(cost):
+    if cost_usd is not None and cost_usd != usd_text(cost):
         return None
-    interrupted, stream, malformed = get("interrupted", False), get("stream", False), get("usage_malformed")
-    if not (type(interrupted) is bool and type(stream) is bool and isinstance(malformed, _FLAG)):
-        return None
-    tags, shadow = _tags(get("tags")), _shadow(get("shadow"))
-    if tags is None or shadow is None:
+    admitted = datetime.fromisoformat(admitted_at)
+    finished = datetime.fromisoformat(finished_at)
+    if admitted.isoformat() != admitted_at or finished.isoformat() != finished_at or finished < admitted:
+        return None  # not the export's own UTC form, or inconsistent
+    stored_tags, stored_shadow = _tags(tags), _shadow(shadow)
+    if stored_tags is None or stored_shadow is None:
         return None
     spec = catalog.resolve_at(served, admitted)
     if spec is None:
@@ -96,21 +96,15 @@ def _event_row(obj: dict[str, Any], catalog: Prices) -> tuple[Row, bool] | None:
     if abs(cost - (expected if stated is None else stated)) > ROUNDING_NANOS:
         return None
     changed = cost != expected or label != spec.price_version
-    return (ident, admitted_text, finished_text, department, team, key_id, user, requested, served, provider, endpoint,
-            tags, input_tokens, cached, output, expected, estimate, spec.price_version, decision, status, http_status,
-            latency, overrun, int(interrupted), shadow, int(stream), model_sent, 0, 0, 0, 0, tier, "{}",
-            int(bool(malformed)), customer, trimmed), changed
+    return (ident, _stored(admitted_at), _stored(finished_at), department, team, key_id, user, requested, served,
+            provider, endpoint, stored_tags, input_tokens, cached, output, expected, estimate, spec.price_version,
+            decision, status, http_status, latency, overrun, int(interrupted), stored_shadow, int(stream), model_sent,
+            0, 0, 0, 0, tier, "{}", int(bool(malformed)), customer, trimmed), changed
 
 
-def _utc(text: Any) -> tuple[str, datetime]:
-    """A time as the export writes it (``2026-11-01T10:00:00[.123456]+00:00``) as SQLite stores it,
-    and as a datetime; raises ValueError for anything else."""
-    if type(text) is not str or len(text) not in (25, 32) or text[-6:] != "+00:00" or text[10] != "T" \
-            or text[4] != "-" or text[7] != "-" or text[13] != ":" or text[16] != ":" \
-            or (len(text) == 32 and text[19] != "."):
-        raise ValueError("not the export's UTC form")
-    when = datetime.fromisoformat(text)  # checks the digits make a real time
-    return f"{text[:10]} {text[11:19]}{text[19:26] if len(text) == 32 else '.000000'}", when
+def _stored(text: str) -> str:
+    """A time in the export's form (``2026-11-01T10:00:00[.123456]+00:00``, checked) as SQLite stores it."""
+    return f"{text[:10]} {text[11:26]}" if len(text) == 32 else f"{text[:10]} {text[11:19]}.000000"
 
 
 def _tags(value: Any) -> str | None:
