@@ -118,7 +118,7 @@ def test_the_direct_path_takes_ordinary_records() -> None:
     """An export line of an ordinary event does not fall back (else the property above says little)."""
     admitted = datetime(2026, 11, 3, 15, 0, 0, 250000, tzinfo=UTC)
     spec = OLD["gpt-4o"]
-    fields = {name: None for name in FIELDS} | {
+    fields: dict[str, Any] = {name: None for name in FIELDS} | {
         "record": "event", "id": "ev-1", "admitted_at": admitted.isoformat(),
         "finished_at": (admitted + timedelta(seconds=1)).isoformat(), "department": "HR", "team": "HR-T1",
         "key_id": "key_1", "user": "ana", "model_requested": "gpt-4o", "model_served": "gpt-4o",
