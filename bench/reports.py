@@ -221,26 +221,31 @@ async def main(events: int, io_events: int, base: Path, repeat: int, generate_on
             with exported.open("w", encoding="utf-8") as out:
                 await write_export(ledger, out, "jsonl", since, until, include_rejections=False)
 
-        wall, _, cpu = await timed("ledger export (JSON Lines)", 1, export)
+        wall, _, cpu = await timed("ledger export (JSON Lines)", repeat, export)
         with exported.open("rb") as counted:
             lines = sum(block.count(b"\n") for block in iter(lambda: counted.read(1 << 20), b""))
         throughput("ledger export", lines, wall, cpu)
     finally:
         await ledger.close()
 
-    for stale in base.glob("imported.db*"):  # from an earlier run on the same directory
+    for stale in base.glob("imported*.db*"):  # from an earlier run on the same directory
         stale.unlink()
-    target = await Ledger.open(f"sqlite:///{base / 'imported.db'}")
-    try:
-        async def import_() -> None:
-            with exported.open(encoding="utf-8") as source:
-                result = await target.write_with(lambda conn: import_lines(conn, source, policy.catalog))
-            assert result.events_new == lines and result.repriced == 0, result
+    # each run into a new ledger, opened beforehand, so that every run stores every event
+    targets = [await Ledger.open(f"sqlite:///{base / f'imported-{run}.db'}") for run in range(repeat)]
+    runs = iter(targets)
 
-        wall, _, cpu = await timed("ledger import (JSON Lines)", 1, import_)
+    async def import_() -> None:
+        target = next(runs)
+        with exported.open(encoding="utf-8") as source:
+            result = await target.write_with(lambda conn: import_lines(conn, source, policy.catalog))
+        assert result.events_new == lines and result.repriced == 0, result
+
+    try:
+        wall, _, cpu = await timed("ledger import (JSON Lines)", repeat, import_)
         throughput("ledger import", lines, wall, cpu)
     finally:
-        await target.close()
+        for target in targets:
+            await target.close()
 
 
 if __name__ == "__main__":

@@ -208,3 +208,17 @@ def test_a_bad_record_after_whole_batches_refuses_the_file_and_rolls_them_back(t
     done = runner.invoke(app, ["ledger", "import", str(fine), "--db", db, "--policy", str(policy)])
     assert done.exit_code == 0 and "imported 12000 new events" in " ".join(done.output.split())
     assert cost_of(db) == 12_000 * 3_500_000
+
+
+def test_fields_of_the_wrong_json_type_are_refused_with_their_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    bad = write(tmp_path / "bad.jsonl", [record("fine"), record("null-model", model_served=None),
+                                         record("listed-tags", tags=["project", "atlas"])])
+    result = runner.invoke(app, ["ledger", "import", str(bad), "--db", db, "--policy", str(policy)])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert "2 record(s) refused, nothing imported" in message
+    assert "line 2 (null-model): unreadable" in message and "line 3 (listed-tags): unreadable" in message
+    assert cost_of(db) == 0

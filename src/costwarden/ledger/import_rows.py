@@ -74,7 +74,7 @@ def validated_record(text: str, line: int, catalog: Prices) -> Checked:
     try:
         obj = json.loads(text)
         record = parse_record(obj)
-    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
         ident = obj.get("id", "") if isinstance(obj, dict) else ""
         raise ImportRowError(ImportProblem(line, str(ident), f"unreadable: {exc}")) from exc
     if isinstance(record, Rejection):
@@ -83,6 +83,8 @@ def validated_record(text: str, line: int, catalog: Prices) -> Checked:
         priced = repriced(record, obj, catalog)
     except ValueError as exc:
         raise ImportRowError(ImportProblem(line, record.id, str(exc))) from None
+    except (TypeError, AttributeError) as exc:  # a field of the wrong JSON type (a null model, a list of tags)
+        raise ImportRowError(ImportProblem(line, str(record.id), f"unreadable: {exc}")) from None
     return Checked(priced, priced is not record)
 
 
@@ -98,7 +100,8 @@ def repriced(event: UsageEvent, obj: Mapping[str, Any], catalog: Prices) -> Usag
         expected = spec.charge(event.by_type(), service_tier_of(event.service_tier), event.tool_calls).nanos
     else:
         expected = spec.cost(event.input_tokens, event.output_tokens, event.cached_input_tokens)
-    stated = None if beyond or not event.price_version else _stated_cost(event)
+    stated = None if beyond or not event.price_version else stated_cost(
+        event.price_version, event.input_tokens, event.cached_input_tokens, event.output_tokens)
     check = expected if stated is None else stated
     if abs(event.cost_nanos - check) > ROUNDING_NANOS:
         at = f"at its prices {event.price_version}" if stated is not None else f"at {spec.price_version}"
@@ -132,14 +135,14 @@ def _check_amounts(event: UsageEvent, obj: Mapping[str, Any]) -> None:
         raise ValueError(f"inconsistent: cost_usd {obj['cost_usd']} is not cost_nanos {obj['cost_nanos']}")
 
 
-def _stated_cost(event: UsageEvent) -> int | None:
-    """The event's tokens at the prices its own label states, or None when the label is not prices."""
-    picos = _label_picos(event.price_version)
+def stated_cost(label: str, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> int | None:
+    """Tokens at the prices a price label states, or None when the label is not prices."""
+    picos = _label_picos(label)
     if picos is None:
         return None
     per_input, per_cached, per_output = picos
-    total = ((event.input_tokens - event.cached_input_tokens) * per_input + event.cached_input_tokens * per_cached
-             + event.output_tokens * per_output)
+    total = ((input_tokens - cached_input_tokens) * per_input + cached_input_tokens * per_cached
+             + output_tokens * per_output)
     return -((-total) // 1000)
 
 
@@ -158,5 +161,5 @@ def _label_picos(label: str) -> tuple[int, int, int] | None:
     return input_price.picos_per_token, cached_price.picos_per_token, output_price.picos_per_token
 
 
-__all__ = ["Checked", "ImportProblem", "ImportRefused", "ImportRowError", "repriced",
+__all__ = ["Checked", "ImportProblem", "ImportRefused", "ImportRowError", "repriced", "stated_cost",
            "validated_record"]

@@ -28,7 +28,7 @@ class SqliteStatements:
 
     def __init__(self, dialect: Dialect) -> None:
         self._dialect = dialect
-        self._inserts: dict[tuple[str, tuple[str, ...]], _Insert] = {}
+        self._inserts: dict[tuple[str, tuple[str, ...]], SqliteInsert] = {}
         self._max_variables = self._variables()
 
     @staticmethod
@@ -66,7 +66,7 @@ class SqliteStatements:
         keys = tuple(rows[0])
         insert = self._inserts.get((table.name, keys))
         if insert is None:
-            insert = self._inserts[(table.name, keys)] = _Insert(table, keys, self._dialect)
+            insert = self._inserts[(table.name, keys)] = SqliteInsert(table, keys, self._dialect)
         values = [insert.values(row) for row in rows]
         for part, size in _parts(values, self._max_rows(len(keys))):
             if wrap is None:
@@ -91,7 +91,7 @@ def _parts(rows: list[list[Any]], most: int) -> Iterator[tuple[list[list[Any]], 
         yield part, 1 << (len(part) - 1).bit_length()
 
 
-class _Insert:
+class SqliteInsert:
     """INSERT ... ON CONFLICT DO NOTHING of ``keys`` into ``table`` for the sqlite3 driver, and
     the bind processors SQLAlchemy would apply to those columns (UTC times as text, booleans)."""
 
@@ -131,7 +131,7 @@ class PostgresStatements(SqliteStatements):
 
     def __init__(self, dialect: Dialect) -> None:
         super().__init__(dialect)
-        self._texts: dict[tuple[str, tuple[str, ...]], tuple[str, _Insert]] = {}
+        self._texts: dict[tuple[str, tuple[str, ...]], tuple[str, SqliteInsert]] = {}
 
     @staticmethod
     def _variables() -> int:
@@ -155,7 +155,7 @@ class PostgresStatements(SqliteStatements):
         return [(rollups.after_insert_postgres(insert), True)]
 
 
-def _unnest(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[str, _Insert]:
+def _unnest(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[str, SqliteInsert]:
     """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING, and the
     column values' processors."""
     quote = dialect.identifier_preparer.quote
@@ -163,7 +163,7 @@ def _unnest(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[str,
     arrays = ", ".join(f"%s::{column.type.compile(dialect=dialect)}[]" for column in columns)
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "
            f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING")
-    return sql, _Insert(table, keys, dialect)
+    return sql, SqliteInsert(table, keys, dialect)
 
 
 _SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC))
