@@ -38,7 +38,6 @@ from costwarden.counters.base import (
     Threshold,
 )
 from costwarden.counters.figures import Figures
-from costwarden.counters.script_calls import ScriptCalls
 from costwarden.counters.scripts import Scripts
 from costwarden.errors import StorageError
 
@@ -57,7 +56,6 @@ class RedisCounterStore:
         self._prefix = key_prefix
         self._replica = replica or uuid.uuid4().hex
         self._scripts = Scripts.register(client)
-        self._calls = ScriptCalls(client)  # the hot path's transport (see ``script_calls.py``)
         self._reservations = f"{key_prefix}reservations"
         self._deadlines = f"{key_prefix}deadlines"
         self._leases = f"{key_prefix}leases"
@@ -107,7 +105,7 @@ class RedisCounterStore:
             if self._adopting is not None:  # nothing runs under a new build until restored
                 await self._adopting.wait()
             try:
-                return await self._calls.run(script, [*keys, self._mark_key], [*args, self._marker])
+                return await script(keys=[*keys, self._mark_key], args=[*args, self._marker])
             except ResponseError as exc:
                 moved = self._refusal(exc)
             except RedisError as exc:
@@ -390,7 +388,6 @@ class RedisCounterStore:
             raise StorageError(f"the counter store (Redis) cannot be reached: {exc}") from exc
 
     async def close(self) -> None:
-        await self._calls.close()
         await self._client.aclose()
 
     def _record(self, reservation: Reservation) -> str:
