@@ -13,11 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from answer_gate import AnswerGate
 from costwarden.core.decision import Hold
 from costwarden.core.kinds import Unit
 from costwarden.core.periods import Period, Window
 from costwarden.counters import Conflict, CounterStore, Reservation, StoreEmptied, open_store
 from costwarden.counters.redis import RedisCounterStore
+from costwarden.counters.scripts import NAMES, source
 from costwarden.errors import StorageError
 from service_fixtures import free_port
 
@@ -471,6 +473,38 @@ async def test_an_emptied_server_is_detected_and_a_rebuild_keeps_calls_in_flight
     assert await usage(one, org) == [(100, 50)]  # replica one held its call again on seeing the build
     assert await one.settle(flying, [40]) == [(100, 140)]
     assert await usage(two, org) == [(140, 0)]
+
+
+@pytest.mark.service
+async def test_a_settlement_still_unanswered_is_not_held_again_by_a_new_build(redis_url: str) -> None:
+    """A replica moving to a new build holds its calls in flight again; one whose settlement the
+    server has carried out but not yet answered must not be among them, or it stays held for good."""
+    url = await flushed(redis_url)
+    gate = await AnswerGate(int(url.rsplit(":", 1)[1].split("/")[0])).start()
+    one = RedisCounterStore.from_url(f"redis://127.0.0.1:{gate.port}/0", replica="one")
+    two = RedisCounterStore.from_url(url, replica="two")
+    try:
+        for name in NAMES:  # loaded, so that every script runs at its first request
+            await two.client.script_load(source(name))
+        org = monthly()
+        await two.replace([], "build-1")
+        flying = await reserved(one, "flying", [hold(org, 50, 1000)])
+        gate.hold_next()
+        settling = asyncio.create_task(one.settle(flying, [40]))
+        await gate.held.wait()  # settled on the server; the answer is on its way
+        await two.replace([(org, 40)], "build-2")  # another replica rebuilds from the ledger
+        reading = asyncio.create_task(one.snapshot([org], [], T))  # refused under build-1: one adopts build-2
+        restored_early = await gate.sent(b'"id": "flying"', timeout_s=2)
+        gate.release()
+        assert await settling == [(0, 40)]
+        assert (await reading).usage == [(40, 0)]
+        assert not restored_early, "the call was held again while its settlement was unanswered"
+        assert await usage(two, org) == [(40, 0)]
+        assert await two.client.hlen("cw:reservations") == 0
+    finally:
+        for store in (one, two):
+            await store.close()
+        await gate.close()
 
 
 async def test_redis_errors_become_storage_errors() -> None:

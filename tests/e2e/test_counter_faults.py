@@ -140,7 +140,8 @@ def settled_books(redis_url: str, db_url: str, policy: Policy, timeout_s: float 
         poll(agree, timeout_s, "counters to equal the ledger")
     except AssertionError:
         last = found[0] if found else None
-        raise AssertionError(f"counters never equalled the ledger: {last and (last.counters, last.ledger)}") from None
+        state = last and f"counters {last.counters}, ledger {last.ledger}, reserved {last.reserved}, in flight {last.inflight}"
+        raise AssertionError(f"the books never settled: {state}") from None
     return found[0]
 
 

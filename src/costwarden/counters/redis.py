@@ -65,6 +65,8 @@ class RedisCounterStore:
         # rebuilt while the calls are in flight); a settlement still to be retried keeps its entry.
         self._held: dict[str, Reservation] = {}
         self._adopting: asyncio.Event | None = None  # set while moving to a new build
+        self._sent = 0  # scripts sent and not yet answered
+        self._answered: asyncio.Event | None = None  # set when the last of them is answered
         self._figures = Figures()  # what the counters held when this replica last saw them
 
     @property
@@ -102,14 +104,19 @@ class RedisCounterStore:
 
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
         for _ in range(3):
-            if self._adopting is not None:  # nothing runs under a new build until restored
+            while self._adopting is not None:  # nothing runs under a new build until restored
                 await self._adopting.wait()
+            self._sent += 1
             try:
                 return await script(keys=[*keys, self._mark_key], args=[*args, self._marker])
             except ResponseError as exc:
                 moved = self._refusal(exc)
             except RedisError as exc:
                 raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
+            finally:
+                self._sent -= 1
+                if not self._sent and self._answered is not None:
+                    self._answered.set()
             await self._adopt(moved)
         raise StorageError("the counter store (Redis) was rebuilt again and again during one operation")
 
@@ -126,18 +133,26 @@ class RedisCounterStore:
 
     async def _adopt(self, marker: str) -> None:
         """Move to the build ``marker``: hold this replica's in-flight reservations again (a
-        rebuilt store lost them; restore skips those it kept). Other operations of this store wait
-        meanwhile: one that settled a reservation before it was held again would find nothing to
-        settle, and the restore would then hold it for good."""
+        rebuilt store lost them; restore skips those it kept).
+
+        A reservation settled on the server but not yet answered would be held again for good, so
+        the restore waits until every script already sent is answered, and operations of this
+        store that start meanwhile wait for the restore. A build adopted already is not adopted
+        twice (this replica's rebuild and a call refused under its new marker both ask)."""
+        if marker == self._marker:
+            return
         if self._adopting is not None:
             await self._adopting.wait()  # another operation is adopting; then retry
             return
         done = self._adopting = asyncio.Event()
         try:
+            while self._sent:
+                answered = self._answered = asyncio.Event()
+                await answered.wait()
             for _ in range(3):
-                self._marker = marker
                 try:
-                    await self._restore()
+                    await self._restore(marker)
+                    self._marker = marker
                     return
                 except ResponseError as exc:
                     marker = self._refusal(exc)  # rebuilt again meanwhile
@@ -145,17 +160,18 @@ class RedisCounterStore:
         except RedisError as exc:
             raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
         finally:
+            self._answered = None
             self._adopting = None
             done.set()
 
-    async def _restore(self) -> None:
+    async def _restore(self, marker: str) -> None:
         held = list(self._held.values())
         keys = [self._reservations, self._deadlines, self._mark_key]
         for start in range(0, len(held), RESTORE_BATCH):
             args: list[str] = []
             for reservation in held[start:start + RESTORE_BATCH]:
                 args += [reservation.id, repr(float(reservation.expires_at)), self._record(reservation)]
-            await self._scripts.restore(keys=keys, args=[*args, self._marker])
+            await self._scripts.restore(keys=keys, args=[*args, marker])
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
