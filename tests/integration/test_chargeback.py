@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -28,8 +27,8 @@ from costwarden.policy import parse_policy
 from costwarden.reports.focus import MANDATORY
 from costwarden.reports.render import CSV_COLUMNS
 from gateway_fixtures import Gateway
+from ledger_helpers import on_ledger
 
-T = TypeVar("T")
 runner = CliRunner()
 
 POLICY = """
@@ -65,17 +64,6 @@ HEADER = ("period,department_id,department_name,cost_center,requests,input_token
 OCTOBER = datetime(2026, 10, 10, 15, tzinfo=UTC)
 
 
-def run(work: Callable[[Ledger], Awaitable[T]], db: str) -> T:
-    async def main() -> T:
-        ledger = await Ledger.open(db)
-        try:
-            return await work(ledger)
-        finally:
-            await ledger.close()
-
-    return asyncio.run(main())
-
-
 def event(ident: str, department: str, model: str, at: datetime, input_tokens: int, cached: int, output: int,
           finished: datetime | None = None) -> UsageEvent:
     spec = CATALOG[model]
@@ -97,7 +85,7 @@ def seed(db: str, events: list[UsageEvent], rejections: Sequence[Rejection] = ()
         for rejection in rejections:
             await ledger.record_rejection(rejection)
 
-    run(work, db)
+    on_ledger(work, db)
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -167,7 +155,7 @@ def test_csv_has_the_contract_columns_and_exact_rows(october: str, policy_file: 
 
 
 def test_output_file_and_the_stored_policy(october: str, policy_file: str, tmp_path: Path) -> None:
-    run(lambda ledger: ledger.store_policy(POLICY), october)
+    on_ledger(lambda ledger: ledger.store_policy(POLICY), october)
     target = tmp_path / "out.csv"
     assert report(october, None, "--period", "2026-10", "--format", "csv", "--output", str(target)) == ""
     assert target.read_text() == report(october, policy_file, "--period", "2026-10", "--format", "csv")
@@ -185,8 +173,8 @@ def test_statement_sums_reconcile_to_the_ledger_to_the_cent(ledger_url: str, pol
                             input_tokens, rng.randrange(input_tokens), rng.randrange(30_000)))
     seed(db, events)
     start, end = month_bounds("2026-10", parse_policy(POLICY).timezone)
-    (ledger_total,) = run(lambda ledger: ledger.totals(start, end), db)
-    (unattributed,) = run(lambda ledger: ledger.totals(start, end, where={"department": "UNATTRIBUTED"}), db)
+    (ledger_total,) = on_ledger(lambda ledger: ledger.totals(start, end), db)
+    (unattributed,) = on_ledger(lambda ledger: ledger.totals(start, end, where={"department": "UNATTRIBUTED"}), db)
     rows = rows_of(report(db, policy_file, "--period", "2026-10", "--format", "csv"))
     assert [r["department_id"] for r in rows] == ["ENGINEERING", "HR", "MARKETING", "OLD-TEAM", "SALES"]
     usage_cents = sum(cents(r["usage_cost_usd"]) for r in rows)
@@ -356,7 +344,7 @@ def test_close_freezes_the_statement_and_late_usage_is_a_correction(ledger_url: 
         recovered = await ledger.recover_interrupted(datetime.now(UTC))
         assert [e.id for e in recovered] == ["inflight-1"]
 
-    run(crash_and_restart, db)
+    on_ledger(crash_and_restart, db)
     seed(db, [event("late-unattributed", "UNATTRIBUTED", "gpt-4o", september, 40_000, 0, 0),  # $0.10
               event("o1", "SALES", "gpt-4o-mini", OCTOBER, 1_000_000, 0, 0)])  # $0.15 in October
     assert report(db, policy_file, "--period", "2026-09", "--format", "csv") == before  # frozen
@@ -404,7 +392,7 @@ def test_close_refusals(october: str, policy_file: str, tmp_path: Path) -> None:
 
 def test_a_period_closed_without_a_statement_is_live_until_frozen(october: str, policy_file: str) -> None:
     closed_at = datetime(2026, 11, 3, 9, tzinfo=UTC)
-    assert run(lambda ledger: ledger.close_period("2026-10", now=closed_at), october)
+    assert on_ledger(lambda ledger: ledger.close_period("2026-10", now=closed_at), october)
     live = json.loads(report(october, policy_file, "--period", "2026-10", "--format", "json"))
     assert (live["status"], live["closed_at"], live["totals"]["total_cost_usd"]) == ("closed", closed_at.isoformat(), "8.25")
     assert cli("close", "--period", "2026-10", "--db", october, "--policy", policy_file)[0] == 0

@@ -3,25 +3,21 @@ and an audit trail of every step."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 from sqlalchemy import create_engine, delete, inspect, text
 from typer.testing import CliRunner
 
 from costwarden.cli import app
 from costwarden.core.events import UsageEvent
-from costwarden.ledger import Ledger
 from costwarden.ledger.engine import normalize_url
 from costwarden.ledger.migrations import migrate
 from costwarden.ledger.schema import schema_migrations, statement_history
 from costwarden.policy import parse_policy
+from ledger_helpers import on_ledger
 
-T = TypeVar("T")
 runner = CliRunner()
 POLICY = """
 version: 1
@@ -43,17 +39,6 @@ def event(ident: str, at: datetime, tokens: int) -> UsageEvent:
                       price_version=spec.price_version)
 
 
-def on(db: str, work: Callable[[Ledger], Awaitable[T]]) -> T:
-    async def main() -> T:
-        ledger = await Ledger.open(db)
-        try:
-            return await work(ledger)
-        finally:
-            await ledger.close()
-
-    return asyncio.run(main())
-
-
 def cli(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, list(args))
     return result.exit_code, " ".join(result.output.split())
@@ -64,30 +49,30 @@ def test_close_reopen_restate_keep_a_complete_trail(tmp_path: Path) -> None:
     policy.write_text(POLICY)
     db = f"sqlite:///{tmp_path}/ledger.db"
     october = datetime(2026, 10, 10, 12, tzinfo=UTC)
-    on(db, lambda ledger: ledger.record_many([event("a", october, 400_000)]))  # $1.00
+    on_ledger(lambda ledger: ledger.record_many([event("a", october, 400_000)]), db)  # $1.00
 
     code, said = cli("close", "--period", "2026-10", "--db", db, "--policy", str(policy))
     assert code == 0, said
-    first = on(db, lambda ledger: ledger.statement_closing("2026-10"))
+    first = on_ledger(lambda ledger: ledger.statement_closing("2026-10"), db)
     assert first is not None and first.restatement == 0 and first.closed_by
     assert first.checksum is not None and first.checksum.startswith("sha256:") and first.checksum in said
     assert f"Closed by {first.closed_by}" in said and "policy file not stored" in said
 
     # Usage arrives late; the period is reopened to restate it (a reason is required).
-    on(db, lambda ledger: ledger.record_many([event("late", october, 800_000)]))  # $2.00
+    on_ledger(lambda ledger: ledger.record_many([event("late", october, 800_000)]), db)  # $2.00
     assert cli("reopen", "--period", "2026-10", "--reason", " ", "--db", db)[0] == 1
     code, said = cli("reopen", "--period", "2026-10", "--reason", "supplier invoice arrived late", "--db", db)
     assert code == 0, said
-    assert on(db, lambda ledger: ledger.statement_closing("2026-10")) is None
+    assert on_ledger(lambda ledger: ledger.statement_closing("2026-10"), db) is None
     code, out = cli("report", "chargeback", "--period", "2026-10", "--format", "json", "--db", db,
                     "--policy", str(policy))
     assert json.loads(out)["status"] == "open" and json.loads(out)["totals"]["usage_cost_usd"] == "3.00"
 
     code, said = cli("close", "--period", "2026-10", "--db", db, "--policy", str(policy))
     assert code == 0 and "restatement 1" in said
-    second = on(db, lambda ledger: ledger.statement_closing("2026-10"))
+    second = on_ledger(lambda ledger: ledger.statement_closing("2026-10"), db)
     assert second is not None and second.restatement == 1 and second.checksum != first.checksum
-    [old] = on(db, lambda ledger: ledger.statement_history("2026-10"))
+    [old] = on_ledger(lambda ledger: ledger.statement_history("2026-10"), db)
     assert (old.checksum, old.reason, old.restatement, old.reopened_by) == (
         first.checksum, "supplier invoice arrived late", 0, first.closed_by)
     engine = create_engine(normalize_url(db))
@@ -96,7 +81,7 @@ def test_close_reopen_restate_keep_a_complete_trail(tmp_path: Path) -> None:
     engine.dispose()
     assert '"usage_cents":100' in body
 
-    entries = on(db, lambda ledger: ledger.list_audit(None, None, None, None, 100, 0))
+    entries = on_ledger(lambda ledger: ledger.list_audit(None, None, None, None, 100, 0), db)
     trail = [(e.action, e.target) for e in sorted(entries, key=lambda e: e.id or 0)]
     assert trail == [("period.closed", "2026-10"), ("period.reopened", "2026-10"), ("period.closed", "2026-10")]
     reopened = next(e for e in entries if e.action == "period.reopened")
@@ -114,7 +99,7 @@ def test_an_altered_frozen_statement_is_refused(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     db = f"sqlite:///{tmp_path}/ledger.db"
-    on(db, lambda ledger: ledger.record_many([event("a", datetime(2026, 10, 10, 12, tzinfo=UTC), 400_000)]))
+    on_ledger(lambda ledger: ledger.record_many([event("a", datetime(2026, 10, 10, 12, tzinfo=UTC), 400_000)]), db)
     assert cli("close", "--period", "2026-10", "--db", db, "--policy", str(policy))[0] == 0
     engine = create_engine(normalize_url(db))
     with engine.begin() as conn:
@@ -126,7 +111,7 @@ def test_an_altered_frozen_statement_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_database_of_the_previous_schema_gets_the_closing_columns(ledger_url: str) -> None:
-    on(ledger_url, lambda ledger: ledger.count_events())  # a database at the current schema
+    on_ledger(lambda ledger: ledger.count_events(), ledger_url)  # a database at the current schema
     engine = create_engine(normalize_url(ledger_url))
     try:
         with engine.begin() as conn:  # as a costwarden of schema version 4 left it
@@ -140,9 +125,9 @@ def test_a_database_of_the_previous_schema_gets_the_closing_columns(ledger_url: 
         assert "statement_history" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
-    stored = on(ledger_url, lambda ledger: ledger.freeze_statement("2026-10", "{}", closed_by="me"))
+    stored = on_ledger(lambda ledger: ledger.freeze_statement("2026-10", "{}", closed_by="me"), ledger_url)
     assert stored is not None
-    closing = on(ledger_url, lambda ledger: ledger.statement_closing("2026-10"))
+    closing = on_ledger(lambda ledger: ledger.statement_closing("2026-10"), ledger_url)
     assert closing is not None and closing.closed_by == "me" and closing.restatement == 0
 
 
@@ -151,8 +136,8 @@ def test_closed_months_are_not_read_again_until_late_usage_arrives(tmp_path: Pat
     policy.write_text(POLICY)
     db = f"sqlite:///{tmp_path}/ledger.db"
     months = ("2026-06", "2026-07", "2026-08")
-    on(db, lambda ledger: ledger.record_many(
-        [event(f"m{i}", datetime(2026, 6 + i, 10, 12, tzinfo=UTC), 400_000) for i in range(3)]))
+    on_ledger(lambda ledger: ledger.record_many(
+        [event(f"m{i}", datetime(2026, 6 + i, 10, 12, tzinfo=UTC), 400_000) for i in range(3)]), db)
     for month in months:
         assert cli("close", "--period", month, "--db", db, "--policy", str(policy))[0] == 0
     engine = create_engine(normalize_url(db))
@@ -165,6 +150,6 @@ def test_closed_months_are_not_read_again_until_late_usage_arrives(tmp_path: Pat
                      "--format", "csv")
     assert code == 0, said
 
-    on(db, lambda ledger: ledger.record(event("late", datetime(2026, 6, 20, 12, tzinfo=UTC), 400_000)))
+    on_ledger(lambda ledger: ledger.record(event("late", datetime(2026, 6, 20, 12, tzinfo=UTC), 400_000)), db)
     code, said = cli("report", "chargeback", "--period", "2026-09", "--db", db, "--policy", str(policy))
     assert code == 1 and "2026-06 does not match its checksum" in said

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 from typer.testing import CliRunner
 
@@ -22,8 +20,8 @@ from costwarden.core.metadata import MetadataVersion
 from costwarden.counters import MemoryCounterStore
 from costwarden.ledger import Ledger
 from costwarden.policy import parse_policy
+from ledger_helpers import on_ledger
 
-T = TypeVar("T")
 runner = CliRunner()
 POLICY = """
 version: 1
@@ -40,17 +38,6 @@ BACKDATED = POLICY.format(hr_cc="CC-NEW", hr_gl='"6200"', hr_from=", effective_f
 
 def at(day: int, hour: int = 12) -> datetime:
     return datetime(2026, 11, day, hour, tzinfo=UTC)
-
-
-def run(work: Callable[[Ledger], Awaitable[T]], db: str) -> T:
-    async def main() -> T:
-        ledger = await Ledger.open(db)
-        try:
-            return await work(ledger)
-        finally:
-            await ledger.close()
-
-    return asyncio.run(main())
 
 
 def event(ident: str, department: str, when: datetime, input_tokens: int, output_tokens: int) -> UsageEvent:
@@ -70,9 +57,9 @@ async def start_with(db: str, text: str, now: datetime) -> None:
 
 def usage(db: str) -> None:
     # HR: $2.50 on the 3rd and $6.00 on the 20th; ENG: $1.00 on the 10th
-    run(lambda ledger: ledger.record_many([event("hr-3", "HR", at(3), 1_000_000, 0),
-                                           event("hr-20", "HR", at(20), 2_000_000, 100_000),
-                                           event("eng-10", "ENG", at(10), 0, 100_000)]), db)
+    on_ledger(lambda ledger: ledger.record_many([event("hr-3", "HR", at(3), 1_000_000, 0),
+                                                 event("hr-20", "HR", at(20), 2_000_000, 100_000),
+                                                 event("eng-10", "ENG", at(10), 0, 100_000)]), db)
 
 
 def cli(*args: str) -> str:
@@ -125,7 +112,7 @@ def test_a_back_dated_change_and_replicas_record_one_version(tmp_path: Path) -> 
     for _ in range(2):  # two replicas start with it on the 25th: one version, dated the 15th
         asyncio.run(start_with(db, BACKDATED, at(25)))
     usage(db)
-    assert run(lambda ledger: ledger.department_metadata(), db) == [
+    assert on_ledger(lambda ledger: ledger.department_metadata(), db) == [
         MetadataVersion("ENG", date(2026, 11, 1), "ENG", "CC-ENG", "6300"),
         MetadataVersion("HR", date(2026, 11, 1), "Human Resources", "CC-OLD", "6100"),
         MetadataVersion("HR", date(2026, 11, 15), "Human Resources", "CC-NEW", "6200"),
@@ -183,7 +170,7 @@ def test_a_ledger_from_before_versions_were_kept_gets_them_from_its_stored_polic
     asyncio.run(start_with(db, NEW, at(25)))
     usage(db)
     assert [(v.department, v.effective_from.day, v.cost_center) for v in
-            run(lambda ledger: ledger.department_metadata(), db)] == [
+            on_ledger(lambda ledger: ledger.department_metadata(), db)] == [
         ("ENG", 1, "CC-ENG"), ("HR", 1, "CC-OLD"), ("HR", 15, "CC-NEW")]
     assert focus_codes(db) == EXPECTED_FOCUS
     assert journal(db) == EXPECTED_JOURNAL

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import random
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,11 +20,10 @@ from costwarden.core.events import UsageEvent
 from costwarden.core.forecasting import ForecastState
 from costwarden.core.money import usd_to_nanos
 from costwarden.core.periods import month_bounds
-from costwarden.ledger import Ledger
 from costwarden.policy import parse_policy
 from costwarden.reports.budget_forecast import budget_forecasts
+from ledger_helpers import on_ledger
 
-T = TypeVar("T")
 runner = CliRunner()
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -48,17 +44,6 @@ departments:
 
 def policy_text(tz: str = "America/New_York", eng_limit: str = "5000", eng_action: str = "reject") -> str:
     return POLICY.format(tz=tz, eng_limit=eng_limit, eng_action=eng_action)
-
-
-def run(work: Callable[[Ledger], Awaitable[T]], db: str) -> T:
-    async def main() -> T:
-        ledger = await Ledger.open(db)
-        try:
-            return await work(ledger)
-        finally:
-            await ledger.close()
-
-    return asyncio.run(main())
 
 
 def event(ident: str, department: str, at: datetime, catalog: Catalog, input_tokens: int, output: int,
@@ -98,11 +83,11 @@ def test_an_office_hours_month_forecasts_within_5_percent_by_day_10(tmp_path: Pa
     # The ledger only holds events up to "now" in real life: cut the month at each instant.
     early_db = f"sqlite:///{tmp_path}/early.db"
     day10_at = datetime(2026, 11, 10, 13, tzinfo=NEW_YORK).astimezone(UTC)
-    run(lambda ledger: ledger.record_many([e for e in events if e.admitted_at < day10_at]), db)
-    run(lambda ledger: ledger.record_many([e for e in events if e.admitted_at < datetime(2026, 11, 3, 8, tzinfo=NEW_YORK)]),
+    on_ledger(lambda ledger: ledger.record_many([e for e in events if e.admitted_at < day10_at]), db)
+    on_ledger(lambda ledger: ledger.record_many([e for e in events if e.admitted_at < datetime(2026, 11, 3, 8, tzinfo=NEW_YORK)]),
         early_db)
-    day10 = run(lambda ledger: budget_forecasts(ledger, policy, start, end, day10_at), db)
-    early = run(lambda ledger: budget_forecasts(
+    day10 = on_ledger(lambda ledger: budget_forecasts(ledger, policy, start, end, day10_at), db)
+    early = on_ledger(lambda ledger: budget_forecasts(
         ledger, policy, start, end, datetime(2026, 11, 3, 8, tzinfo=NEW_YORK).astimezone(UTC)), early_db)
 
     eng = next(line for line in day10 if line.check.scope.id == "dept:ENGINEERING")
@@ -121,7 +106,7 @@ def test_forecast_cli_json_states_the_method(tmp_path: Path) -> None:
     policy_path.write_text(policy_text(eng_limit="50"))
     policy = parse_policy(policy_text(eng_limit="50"))
     db = f"sqlite:///{tmp_path}/ledger.db"
-    run(lambda ledger: ledger.record_many(office_month(policy.catalog)), db)
+    on_ledger(lambda ledger: ledger.record_many(office_month(policy.catalog)), db)
     result = runner.invoke(app, ["report", "forecast", "--period", "2026-11", "--format", "json", "--db", db,
                                  "--policy", str(policy_path)])
     assert result.exit_code == 0, result.output
@@ -138,7 +123,7 @@ def test_efficiency_savings_are_exact(tmp_path: Path) -> None:
     catalog = parse_policy(policy_text()).catalog
     at = datetime(2026, 11, 5, 15, tzinfo=UTC)
     db = f"sqlite:///{tmp_path}/ledger.db"
-    run(lambda ledger: ledger.record_many([
+    on_ledger(lambda ledger: ledger.record_many([
         # $3.00: 600k x 2.50 + 400k x 1.25 + 100k x 10.00 (per 1M); caching saved 400k x (2.50 - 1.25) = $0.50
         event("a", "ENGINEERING", at, catalog, 1_000_000, 100_000, cached=400_000),
         # asked gpt-4o, served gpt-4o-mini: 100k x 0.15 + 100k x 0.075 + 50k x 0.60 = $0.0525;
@@ -179,7 +164,7 @@ def test_simulate_says_the_department_runs_out_on_the_19th(tmp_path: Path, sourc
     events = daily_quarters(recorded.catalog)
     assert all(e.cost_nanos == usd_to_nanos(Decimal("0.25")) for e in events)
     db = f"sqlite:///{tmp_path}/ledger.db"
-    run(lambda ledger: ledger.record_many(events), db)
+    on_ledger(lambda ledger: ledger.record_many(events), db)
     proposed = tmp_path / "proposed.yaml"
     proposed.write_text(policy_text(tz="UTC", eng_limit="4.75"))  # 19 days of $0.25
     where = ["--period", "2026-11", "--db", db]
@@ -201,7 +186,7 @@ def test_simulate_says_the_department_runs_out_on_the_19th(tmp_path: Path, sourc
 def test_simulate_counts_downgrades_and_keeps_a_roomy_policy_unchanged(tmp_path: Path) -> None:
     recorded = parse_policy(policy_text(tz="UTC"))
     db = f"sqlite:///{tmp_path}/ledger.db"
-    run(lambda ledger: ledger.record_many(daily_quarters(recorded.catalog)), db)
+    on_ledger(lambda ledger: ledger.record_many(daily_quarters(recorded.catalog)), db)
     roomy, tight = tmp_path / "roomy.yaml", tmp_path / "tight.yaml"
     roomy.write_text(policy_text(tz="UTC"))
     tight.write_text(policy_text(tz="UTC", eng_limit="2.60", eng_action="downgrade"))
