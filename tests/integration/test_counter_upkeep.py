@@ -187,6 +187,38 @@ async def test_the_reconciler_confirms_drift_then_replaces_it(ledger: Ledger) ->
     assert reconciler.drift == {key: 0}
 
 
+async def test_drift_is_confirmed_while_traffic_moves_the_counter_and_the_ledger_alike(ledger: Ledger) -> None:
+    store = MemoryCounterStore()
+    await ledger.record(event("e1", 1_000))
+    await store.load([(window("HR"), 1_500)])  # 500 more than the ledger
+    reconciler = Reconciler(store, ledger, lambda: POLICY, FakeClock(NOW))
+    key = window("HR").key
+    assert await reconciler.round() == []  # a counter first seen is judged from the next round
+    assert await reconciler.round() == []  # a suspect
+    await ledger.record(event("e2", 2_000))  # a call between rounds: on the ledger and the counter
+    await store.load([(window("HR"), 2_000)])
+    assert await reconciler.round() == [Drift(key, 3_500, 3_000)]
+    assert await spent(store, "HR") == (3_000, 0)
+
+
+async def test_a_difference_that_changes_between_rounds_is_not_confirmed(ledger: Ledger) -> None:
+    """A call settled on the counter whose event is not committed yet shows as a passing difference."""
+    store = MemoryCounterStore()
+    await ledger.record(event("e1", 1_000))
+    await store.load([(window("HR"), 1_000)])
+    reconciler = Reconciler(store, ledger, lambda: POLICY, FakeClock(NOW))
+    assert await reconciler.round() == []
+    await store.load([(window("HR"), 700)])  # settled; its event still in the writer's queue
+    assert await reconciler.round() == []
+    await ledger.record(event("e2", 700))
+    await store.load([(window("HR"), 400)])  # the next one, likewise
+    assert await reconciler.round() == []
+    await ledger.record(event("e3", 400))
+    assert await reconciler.round() == []
+    assert set(reconciler.drift.values()) == {0}
+    assert await spent(store, "HR") == (2_100, 0)
+
+
 async def test_reservations_are_not_drift(ledger: Ledger) -> None:
     store = MemoryCounterStore()
     admission = Admission(store, FakeClock(NOW))

@@ -3,9 +3,11 @@
 Each round reads every current budget counter, the ledger's settled spend, and the counters
 again. Only settled spend is compared (reservations of calls in flight are not drift), and a
 counter that moved while the ledger was read is not judged this round. A difference is drift when
-two rounds in a row find the same one on an unmoved counter: a call settled on the counters an
-instant before its event is committed is not. Confirmed drift is published per counter and, when
-``correct`` is on, replaced by the ledger's figure, only if the counter still holds what was read.
+two rounds in a row find the same amount on a counter unmoved while each read the ledger: a call
+settled on the counters an instant before its event is committed is not, and traffic between the
+rounds (which moves the counter and the ledger alike) does not hide real drift. Confirmed drift is
+published per counter and, when ``correct`` is on, replaced by the ledger's figure, only if the
+counter still holds what was read.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ class Reconciler:
                 drift[key] = self.drift.get(key, 0)  # moved while the ledger was read: judge next round
                 continue
             found = Drift(key, counter, ledger)
-            if found.amount and self._suspects.get(key) == found:
+            suspect = self._suspects.get(key)
+            if found.amount and suspect is not None and suspect.amount == found.amount:
                 confirmed.append(found)
                 drift[key] = found.amount
             else:
