@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -83,3 +84,26 @@ def test_calls_without_a_department_are_unattributed_when_allowed(tmp_path: Path
                            headers={"Authorization": f"Bearer {gw.unbound}", "X-Department-ID": "hr"},
                            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
         assert named.headers["x-costwarden-department"] == "HR"
+
+
+SOFT_POLICY = UPSTREAMS + """
+departments:
+  MARKETING:
+    budgets: [{limit: 0.01, period: monthly, action: alert}]
+  HR: {}
+""" + PLAIN_DEPARTMENTS.replace("  MARKETING: {}\n", "")
+
+
+def test_budget_remaining_is_what_the_tightest_budget_has_left_after_the_call(tmp_path: Path, mock_url: str) -> None:
+    for gateway in start_gateway(tmp_path, mock_url, SOFT_POLICY):
+        key = gateway.keys["MARKETING"]
+        first = call(gateway, key, "gpt-4o-mini", max_tokens=1000)
+        assert first.status_code == 200
+        cost = Decimal(first.headers["x-costwarden-cost-usd"])
+        assert Decimal(first.headers["x-costwarden-budget-remaining-usd"]) == Decimal("0.01") - cost
+        # a soft budget never blocks: a call whose worst case overruns its room is served, and
+        # once the budget is spent there is nothing left, whatever the call's estimate was
+        over = call(gateway, key, "gpt-4o-mini", "#mock input_tokens=100000", max_tokens=1000)
+        assert over.status_code == 200 and over.headers["x-costwarden-budget-remaining-usd"] == "0"
+        after = call(gateway, key, "gpt-4o-mini", max_tokens=1000)
+        assert after.status_code == 200 and after.headers["x-costwarden-budget-remaining-usd"] == "0"

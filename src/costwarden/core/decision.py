@@ -281,8 +281,9 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
                    for window, hard, unit in plan.hold_terms])
     remaining: int | None = None
     if plan.usd_budgets:  # the least room left in a dollar budget once this call is held
-        room = min([limit - used[i] for i, limit in plan.usd_budgets]) - estimate
-        remaining = room if room > 0 else 0
+        # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
+        # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
+        remaining = min([limit - used[i] for i, limit in plan.usd_budgets]) - estimate
     requested_bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
     return Decision(
         requested=requested,
