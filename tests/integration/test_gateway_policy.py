@@ -107,3 +107,29 @@ def test_budget_remaining_is_what_the_tightest_budget_has_left_after_the_call(tm
         assert over.status_code == 200 and over.headers["x-costwarden-budget-remaining-usd"] == "0"
         after = call(gateway, key, "gpt-4o-mini", max_tokens=1000)
         assert after.status_code == 200 and after.headers["x-costwarden-budget-remaining-usd"] == "0"
+
+
+LIMITED_POLICY = UPSTREAMS + """
+departments:
+  HR:
+    limits: {rpm: 5, tpm: 100000}
+    budgets: [{limit: 0.0002, period: monthly, action: reject}]
+""" + PLAIN_DEPARTMENTS
+
+
+def test_a_budget_refusal_carries_the_rate_limit_headers_without_counting_itself(tmp_path: Path,
+                                                                                   mock_url: str) -> None:
+    for gateway in start_gateway(tmp_path, mock_url, LIMITED_POLICY):
+        key = gateway.keys["HR"]
+        admitted = call(gateway, key, "gpt-4o", max_tokens=10)
+        assert admitted.status_code == 200 and admitted.headers["x-ratelimit-remaining-requests"] == "4"
+        used_tokens = 100_000 - int(admitted.headers["x-ratelimit-remaining-tokens"])
+        for reply in (call(gateway, key, "gpt-4o", max_tokens=1000),
+                      call(gateway, key, "claude-opus-4-1", path="/v1/messages", max_tokens=1000)):
+            assert reply.status_code == 429 and reply.json()["error"]["code"] == "budget_exceeded"
+            assert reply.headers["x-ratelimit-limit-requests"] == "5"
+            assert reply.headers["x-ratelimit-remaining-requests"] == "4"  # the refused calls take no room
+            assert reply.headers["x-ratelimit-limit-tokens"] == "100000"
+            assert 100_000 - int(reply.headers["x-ratelimit-remaining-tokens"]) <= used_tokens
+            assert 0 < int(reply.headers["x-ratelimit-reset-requests"].removesuffix("s")) <= 60
+        assert reply.headers["anthropic-ratelimit-requests-remaining"] == "4"

@@ -132,6 +132,17 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
     """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``; ``buckets``,
     when given, the non-empty buckets of each rate window of ``plan.limits``, oldest first, as
     (bucket, spent + reserved), from which a rate refusal tells exactly when to retry."""
+    decision = _decide(policy, call, plan, usage, flags, now, buckets)
+    if decision.denial is not None and decision.rate is None and plan.limit_terms:
+        # Every refusal tells the caller's rate limits as they stand (a 429 for a budget too, as
+        # OpenAI's insufficient_quota does); the refused call takes no room, so it is not counted.
+        used = [spent + reserved for spent, reserved in usage]
+        decision.rate = _standing_rate(plan, used, len(plan.budget_terms), buckets, now.timestamp())
+    return decision
+
+
+def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],
+            flags: Set[str], now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None) -> Decision:
     requested = policy.catalog.get(call.model)
     if requested is None:
         return Decision(requested=call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
@@ -361,8 +372,6 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
     such window has room for it; without ``buckets`` all use is taken as the newest (never early)."""
     stamp = now.timestamp()
     width = RATE_PERIOD.bucket_seconds
-    info = RateInfo()
-    tightest: dict[bool, int] = {}
     retry_at = 0
     first: tuple[LimitCheck, int, int] | None = None
     never = False
@@ -371,9 +380,6 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
         need, now_used = (1 if rpm else tokens), used[offset + i]
         live = _live(check.window, now_used) if buckets is None else buckets[i]
         room = limit - now_used
-        best = tightest.get(rpm)
-        if best is None or room < limit - used[offset + best]:
-            tightest[rpm] = i
         if need <= room or not check.enforce:
             continue
         first = first or (check, now_used, need)
@@ -382,6 +388,23 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
             never = True
         else:
             retry_at = max(retry_at, at)
+    assert first is not None
+    # A refusal made on a snapshot that a window has since left behind still says 1 s, not 0.
+    wait = None if never else max(1, seconds_until(retry_at, stamp))
+    return _standing_rate(plan, used, offset, buckets, stamp), rate_denial(first[0], first[1], first[2], wait)
+
+
+def _standing_rate(plan: Plan, used: list[int], offset: int, buckets: Sequence[Sequence[tuple[int, int]]] | None,
+                   stamp: float) -> RateInfo:
+    """The rate headers of a refused call: the tightest limit of each kind as it stands, the call
+    not counted; without ``buckets`` all use is taken as the newest (a reset never early)."""
+    width = RATE_PERIOD.bucket_seconds
+    info = RateInfo()
+    tightest: dict[bool, int] = {}
+    for i, (limit, rpm, _) in enumerate(plan.limit_terms):
+        best = tightest.get(rpm)
+        if best is None or limit - used[offset + i] < limit - used[offset + best]:
+            tightest[rpm] = i
     for rpm, i in tightest.items():
         limit = plan.limit_terms[i][0]
         window = plan.limits[i].window
@@ -394,10 +417,7 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
         else:
             info.limit_tokens, info.remaining_tokens = limit, remaining
             info.reset_tokens_s, info.reset_tokens_at = reset_s, restored
-    assert first is not None
-    # A refusal made on a snapshot that a window has since left behind still says 1 s, not 0.
-    wait = None if never else max(1, seconds_until(retry_at, stamp))
-    return info, rate_denial(first[0], first[1], first[2], wait)
+    return info
 
 
 def _live(window: Window, amount: int) -> list[tuple[int, int]]:
