@@ -3,7 +3,9 @@ forwarded as sent (less a provider prefix), recorded against the entry (SPEC sec
 
 from __future__ import annotations
 
+import anthropic
 import httpx
+import pytest
 
 from gateway_fixtures import Gateway
 
@@ -37,3 +39,13 @@ def test_an_id_that_names_no_entry_is_model_not_found(gateway: Gateway) -> None:
         reply = chat(gateway, model)
         assert reply.status_code == 404, model
         assert reply.json()["error"]["code"] == "model_not_found"
+
+
+def test_count_tokens_resolves_snapshots_aliases_and_prefixes(gateway: Gateway) -> None:
+    client = gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys["SALES"], max_retries=0))
+    messages: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hi"}]
+    for model in ("claude-3-5-haiku-latest", "claude-sonnet-4-5-20250929", "anthropic/claude-sonnet-4-5"):
+        assert client.messages.count_tokens(model=model, messages=messages).input_tokens > 0, model
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="claude-7", messages=messages)
+    assert gateway.ledger_query(lambda ledger: ledger.count_events()) == 0  # counting is not charged

@@ -118,14 +118,18 @@ async def count_tokens(request: Request) -> Response:
         payload = parse_json(body)
         attribute(policy, identity, request.headers, payload)
         model = payload.get("model")
-        spec = policy.catalog.get(model) if isinstance(model, str) else None
-        if spec is None:
+        # a snapshot, alias or prefixed id resolves as on every other call (SPEC §9)
+        resolution = policy.catalog.resolution(model) if isinstance(model, str) else None
+        if resolution is None:
             raise errors.ModelNotFound(f"Unknown model {model!r}: count_tokens needs a model the catalog knows.",
                                        param="model")
+        spec = resolution.spec
         upstream = policy.upstreams[spec.provider]
         if upstream.type != UpstreamType.ANTHROPIC:
             raise errors.InvalidRequest(f"{spec.id} is not served by an Anthropic upstream; count_tokens is "
                                         "Anthropic's endpoint.", param="model")
+        if resolution.upstream_id != model:  # a provider prefix is not sent upstream
+            body = orjson.dumps({**payload, "model": resolution.upstream_id})
         reply = await generation.upstreams.post(upstream.name, COUNT_TOKENS, body,
                                                 header_map(request.headers.raw))
     except errors.CostwardenError as exc:
