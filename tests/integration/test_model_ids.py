@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 from gateway_fixtures import Gateway
@@ -49,3 +50,16 @@ def test_count_tokens_resolves_snapshots_aliases_and_prefixes(gateway: Gateway) 
     with pytest.raises(anthropic.NotFoundError):
         client.messages.count_tokens(model="claude-7", messages=messages)
     assert gateway.ledger_query(lambda ledger: ledger.count_events()) == 0  # counting is not charged
+
+
+def test_a_model_is_retrieved_by_any_id_that_resolves_to_it(gateway: Gateway) -> None:
+    client = gateway.track(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.keys["SUPPORT"], max_retries=0))
+    for model in ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai/gpt-4o-mini"):
+        found = client.models.retrieve(model)
+        assert (found.id, found.owned_by) == ("gpt-4o-mini", "openai"), model
+    for model in ("gpt-7", "gpt-4o"):  # unknown, and not a model SUPPORT (tier 1) may use
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.models.retrieve(model)
+        assert refused.value.code == "model_not_found"
+    claude = gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys["SUPPORT"], max_retries=0))
+    assert claude.models.retrieve("claude-3-5-haiku-latest").id == "claude-3-5-haiku"

@@ -21,6 +21,7 @@ from costwarden import errors
 from costwarden.app.auth import attribute
 from costwarden.app.runtime import Runtime
 from costwarden.app.service import Answer
+from costwarden.core.catalog import ModelSpec
 from costwarden.core.kinds import UpstreamType
 from costwarden.http.bodies import header_map, parse_json, read_body, receive_body
 from costwarden.http.errors import ClientGone, error_response, unexpected
@@ -83,26 +84,38 @@ class ProxyHandler:
         await stream(scope, receive, send)
 
 
+def _model_object(model: ModelSpec, *, anthropic: bool) -> dict[str, Any]:
+    if anthropic:
+        return {"type": "model", "id": model.id, "display_name": model.id, "created_at": "2024-01-01T00:00:00Z"}
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider, "tier": model.tier}
+
+
 async def list_models(request: Request) -> Response:
-    """GET /v1/models: only what the caller's department may use (Anthropic shape on request)."""
+    """GET /v1/models: only what the caller's department may use (Anthropic shape on request);
+    GET /v1/models/{model}: one of them, by any id that resolves to it, else 404 model_not_found."""
     runtime: Runtime = request.app.state.runtime
     policy = runtime.generation.policy
     anthropic = "anthropic-version" in request.headers
+    wanted: str | None = request.path_params.get("model")
     try:
         identity = runtime.keys.authenticate(request.headers)
         who = attribute(policy, identity, request.headers, {})
+        dept = policy.departments[who.caller.department]
+        if wanted is not None:
+            resolution = policy.catalog.resolution(wanted)
+            if resolution is None or not dept.may_use(resolution.spec.id, resolution.spec.tier):
+                raise errors.ModelNotFound(f"The model {wanted!r} does not exist in this gateway's catalog or is not "
+                                           f"one department {dept.id} may use. GET /v1/models lists them.")
+            return Response(orjson.dumps(_model_object(resolution.spec, anthropic=anthropic)),
+                            media_type="application/json")
     except errors.CostwardenError as exc:
         return error_response(exc, anthropic=anthropic)
-    dept = policy.departments[who.caller.department]
-    models = [m for m in policy.catalog.values() if dept.may_use(m.id, m.tier)]
+    data = [_model_object(m, anthropic=anthropic) for m in policy.catalog.values() if dept.may_use(m.id, m.tier)]
     if anthropic:
-        data: list[dict[str, Any]] = [{"type": "model", "id": m.id, "display_name": m.id,
-                                       "created_at": "2024-01-01T00:00:00Z"} for m in models]
-        body = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}
+        body: dict[str, Any] = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                "last_id": data[-1]["id"] if data else None}
     else:
-        body = {"object": "list", "data": [{"id": m.id, "object": "model", "created": 0, "owned_by": m.provider,
-                                            "tier": m.tier} for m in models]}
+        body = {"object": "list", "data": data}
     return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -149,4 +162,5 @@ def gateway_routes(handlers: dict[str, ProxyHandler] | None = None) -> list[Rout
     routes = [Route(path, handler, methods=["POST"]) for path, handler in handlers.items()]
     routes.append(Route(COUNT_TOKENS, count_tokens, methods=["POST"]))
     routes.append(Route("/v1/models", list_models, methods=["GET"]))
+    routes.append(Route("/v1/models/{model:path}", list_models, methods=["GET"]))
     return routes
