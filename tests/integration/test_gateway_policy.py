@@ -114,7 +114,9 @@ departments:
   HR:
     limits: {rpm: 5, tpm: 100000}
     budgets: [{limit: 0.0002, period: monthly, action: reject}]
-""" + PLAIN_DEPARTMENTS
+  SALES:
+    limits: {tpm: 100000}
+""" + PLAIN_DEPARTMENTS.replace("  SALES: {}\n", "")
 
 
 def test_a_budget_refusal_carries_the_rate_limit_headers_without_counting_itself(tmp_path: Path,
@@ -134,6 +136,6 @@ def test_a_budget_refusal_carries_the_rate_limit_headers_without_counting_itself
             assert 0 < int(reply.headers["x-ratelimit-reset-requests"].removesuffix("s")) <= 60
         assert reply.headers["anthropic-ratelimit-requests-remaining"] == "4"
         # a call larger than the token limit itself: a 429 no wait cures, so SDKs are told not to retry
-        too_big = call(gateway, key, "gpt-4o-mini", "hello " * 100_000, max_tokens=10)
+        too_big = call(gateway, gateway.keys["SALES"], "gpt-4o-mini", "hello " * 100_000, max_tokens=10)
         assert too_big.status_code == 429 and too_big.json()["error"]["code"] == "rate_limit_exceeded"
         assert too_big.headers["x-should-retry"] == "false" and "retry-after" not in too_big.headers
