@@ -7,6 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import openai
+import pytest
 
 from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, Gateway, start_gateway
 
@@ -139,3 +141,23 @@ def test_a_budget_refusal_carries_the_rate_limit_headers_without_counting_itself
         too_big = call(gateway, gateway.keys["SALES"], "gpt-4o-mini", "hello " * 100_000, max_tokens=10)
         assert too_big.status_code == 429 and too_big.json()["error"]["code"] == "rate_limit_exceeded"
         assert too_big.headers["x-should-retry"] == "false" and "retry-after" not in too_big.headers
+
+
+RESTRICTED_POLICY = UPSTREAMS + """
+departments:
+  HR:
+    budgets: [{limit: 0.001, period: monthly, action: {restrict_tiers: [1]}}]
+""" + PLAIN_DEPARTMENTS
+
+
+def test_models_lists_only_the_tiers_a_tripped_restriction_still_serves(tmp_path: Path, mock_url: str) -> None:
+    for gateway in start_gateway(tmp_path, mock_url, RESTRICTED_POLICY):
+        client = gateway.track(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.keys["HR"], max_retries=0))
+        assert {model.tier for model in client.models.list().data} == {1, 2, 3}
+        assert client.models.retrieve("gpt-4o").id == "gpt-4o"
+        tripped = call(gateway, gateway.keys["HR"], "gpt-4o", max_tokens=1000)  # its worst case does not fit
+        assert tripped.status_code == 200 and tripped.headers["x-costwarden-downgraded-from"] == "gpt-4o"
+        assert {model.tier for model in client.models.list().data} == {1}
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-4o")
+        assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"

@@ -148,7 +148,7 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
         return Decision(requested=call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
     dept = policy.departments[call.caller.department]
     used = [spent + reserved for spent, reserved in usage]
-    allowed_tiers = _active_restriction(plan, flags) if plan.restricting else None
+    allowed_tiers = active_restriction(plan, flags) if plan.restricting else None
     if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
             and call.window_tokens <= requested.context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
@@ -196,7 +196,8 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
     return Decision(requested=call.model, denial=denial, shadow=tuple(shadow), new_flags=flags_out)
 
 
-def _active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
+def active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
+    """The tiers a tripped ``restrict_tiers`` budget of ``plan`` still serves (None: no restriction)."""
     tiers: frozenset[int] | None = None
     for check in plan.restricting:
         if check.flag_key in flags:

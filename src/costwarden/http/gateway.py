@@ -22,7 +22,9 @@ from costwarden.app.auth import attribute
 from costwarden.app.runtime import Runtime
 from costwarden.app.service import Answer
 from costwarden.core.catalog import ModelSpec
+from costwarden.core.decision import active_restriction
 from costwarden.core.kinds import UpstreamType
+from costwarden.core.scopes import Caller, Planner
 from costwarden.http.bodies import header_map, parse_json, read_body, receive_body
 from costwarden.http.errors import ClientGone, error_response, unexpected
 from costwarden.http.headers import call_headers
@@ -90,27 +92,49 @@ def _model_object(model: ModelSpec, *, anthropic: bool) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider, "tier": model.tier}
 
 
+async def _restricted_tiers(runtime: Runtime, planner: Planner, caller: Caller) -> frozenset[int] | None:
+    """The tiers a tripped ``restrict_tiers`` budget still serves ``caller`` until its period ends
+    (None: no restriction). A store that cannot say leaves the listing to the department's rights."""
+    now = runtime.admission.clock()
+    stamp = now.timestamp()
+    plan = planner.plan(caller, now, stamp)
+    if not plan.restricting:
+        return None
+    try:
+        seen = await runtime.admission.store.snapshot(plan.windows, plan.flag_keys, stamp)
+    except errors.StorageError:
+        return None
+    return active_restriction(plan, seen.flags)
+
+
 async def list_models(request: Request) -> Response:
-    """GET /v1/models: only what the caller's department may use (Anthropic shape on request);
+    """GET /v1/models: only what the caller's department may use, and while a ``restrict_tiers``
+    budget is tripped only the tiers it still serves (Anthropic shape on request);
     GET /v1/models/{model}: one of them, by any id that resolves to it, else 404 model_not_found."""
     runtime: Runtime = request.app.state.runtime
-    policy = runtime.generation.policy
+    generation = runtime.generation
+    policy = generation.policy
     anthropic = "anthropic-version" in request.headers
     wanted: str | None = request.path_params.get("model")
     try:
         identity = runtime.keys.authenticate(request.headers)
         who = attribute(policy, identity, request.headers, {})
         dept = policy.departments[who.caller.department]
+        tiers = await _restricted_tiers(runtime, generation.planner, who.caller)
+
+        def served(model: ModelSpec) -> bool:
+            return dept.may_use(model.id, model.tier) and (tiers is None or model.tier in tiers)
+
         if wanted is not None:
             resolution = policy.catalog.resolution(wanted)
-            if resolution is None or not dept.may_use(resolution.spec.id, resolution.spec.tier):
+            if resolution is None or not served(resolution.spec):
                 raise errors.ModelNotFound(f"The model {wanted!r} does not exist in this gateway's catalog or is not "
                                            f"one department {dept.id} may use. GET /v1/models lists them.")
             return Response(orjson.dumps(_model_object(resolution.spec, anthropic=anthropic)),
                             media_type="application/json")
     except errors.CostwardenError as exc:
         return error_response(exc, anthropic=anthropic)
-    data = [_model_object(m, anthropic=anthropic) for m in policy.catalog.values() if dept.may_use(m.id, m.tier)]
+    data = [_model_object(m, anthropic=anthropic) for m in policy.catalog.values() if served(m)]
     if anthropic:
         body: dict[str, Any] = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
                                 "last_id": data[-1]["id"] if data else None}
