@@ -80,6 +80,12 @@ class RateLimited(CostwardenError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
 
 
+class RateLimitNeverFits(RateLimited):
+    """A call that alone needs more than a rate limit allows: no wait makes room for it."""
+
+    should_retry = False
+
+
 class BudgetExceeded(CostwardenError):
     status, type, code = 429, "insufficient_quota", "budget_exceeded"
     should_retry = False  # retrying cannot help before the budget's period ends

@@ -42,6 +42,17 @@ def test_policy_check_lists_every_error_with_its_line(tmp_path: Path) -> None:
     assert "period" in out and "tiers" in out and "colour" in out
 
 
+def test_policy_check_prints_each_error_on_one_line_whatever_its_length(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ntimezone: Mars/Olympus\ndepartments:\n  HR:\n    colour: blue\n")
+    code, out = cli("policy", "check", str(bad))
+    assert code == 1
+    lines = out.splitlines()
+    assert "  timezone: unknown timezone 'Mars/Olympus': use an IANA name like America/New_York (line 2)" in lines
+    colour = [line for line in lines if line.startswith("  departments.HR: unknown key 'colour'")]
+    assert len(colour) == 1 and colour[0].endswith("(line 5)")
+
+
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/k.db"
     code, out = cli("keys", "create", "--department", "sales", "--name", "crm", "--json", "--db", db)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import openai
+import pytest
 
 from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, Gateway, start_gateway
 
@@ -83,3 +86,78 @@ def test_calls_without_a_department_are_unattributed_when_allowed(tmp_path: Path
                            headers={"Authorization": f"Bearer {gw.unbound}", "X-Department-ID": "hr"},
                            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
         assert named.headers["x-costwarden-department"] == "HR"
+
+
+SOFT_POLICY = UPSTREAMS + """
+departments:
+  MARKETING:
+    budgets: [{limit: 0.01, period: monthly, action: alert}]
+  HR: {}
+""" + PLAIN_DEPARTMENTS.replace("  MARKETING: {}\n", "")
+
+
+def test_budget_remaining_is_what_the_tightest_budget_has_left_after_the_call(tmp_path: Path, mock_url: str) -> None:
+    for gateway in start_gateway(tmp_path, mock_url, SOFT_POLICY):
+        key = gateway.keys["MARKETING"]
+        first = call(gateway, key, "gpt-4o-mini", max_tokens=1000)
+        assert first.status_code == 200
+        cost = Decimal(first.headers["x-costwarden-cost-usd"])
+        assert Decimal(first.headers["x-costwarden-budget-remaining-usd"]) == Decimal("0.01") - cost
+        # a soft budget never blocks: a call whose worst case overruns its room is served, and
+        # once the budget is spent there is nothing left, whatever the call's estimate was
+        over = call(gateway, key, "gpt-4o-mini", "#mock input_tokens=100000", max_tokens=1000)
+        assert over.status_code == 200 and over.headers["x-costwarden-budget-remaining-usd"] == "0"
+        after = call(gateway, key, "gpt-4o-mini", max_tokens=1000)
+        assert after.status_code == 200 and after.headers["x-costwarden-budget-remaining-usd"] == "0"
+
+
+LIMITED_POLICY = UPSTREAMS + """
+departments:
+  HR:
+    limits: {rpm: 5, tpm: 100000}
+    budgets: [{limit: 0.0002, period: monthly, action: reject}]
+  SALES:
+    limits: {tpm: 100000}
+""" + PLAIN_DEPARTMENTS.replace("  SALES: {}\n", "")
+
+
+def test_a_budget_refusal_carries_the_rate_limit_headers_without_counting_itself(tmp_path: Path,
+                                                                                   mock_url: str) -> None:
+    for gateway in start_gateway(tmp_path, mock_url, LIMITED_POLICY):
+        key = gateway.keys["HR"]
+        admitted = call(gateway, key, "gpt-4o", max_tokens=10)
+        assert admitted.status_code == 200 and admitted.headers["x-ratelimit-remaining-requests"] == "4"
+        used_tokens = 100_000 - int(admitted.headers["x-ratelimit-remaining-tokens"])
+        for reply in (call(gateway, key, "gpt-4o", max_tokens=1000),
+                      call(gateway, key, "claude-opus-4-1", path="/v1/messages", max_tokens=1000)):
+            assert reply.status_code == 429 and reply.json()["error"]["code"] == "budget_exceeded"
+            assert reply.headers["x-ratelimit-limit-requests"] == "5"
+            assert reply.headers["x-ratelimit-remaining-requests"] == "4"  # the refused calls take no room
+            assert reply.headers["x-ratelimit-limit-tokens"] == "100000"
+            assert 100_000 - int(reply.headers["x-ratelimit-remaining-tokens"]) <= used_tokens
+            assert 0 < int(reply.headers["x-ratelimit-reset-requests"].removesuffix("s")) <= 60
+        assert reply.headers["anthropic-ratelimit-requests-remaining"] == "4"
+        # a call larger than the token limit itself: a 429 no wait cures, so SDKs are told not to retry
+        too_big = call(gateway, gateway.keys["SALES"], "gpt-4o-mini", "hello " * 100_000, max_tokens=10)
+        assert too_big.status_code == 429 and too_big.json()["error"]["code"] == "rate_limit_exceeded"
+        assert too_big.headers["x-should-retry"] == "false" and "retry-after" not in too_big.headers
+
+
+RESTRICTED_POLICY = UPSTREAMS + """
+departments:
+  HR:
+    budgets: [{limit: 0.001, period: monthly, action: {restrict_tiers: [1]}}]
+""" + PLAIN_DEPARTMENTS
+
+
+def test_models_lists_only_the_tiers_a_tripped_restriction_still_serves(tmp_path: Path, mock_url: str) -> None:
+    for gateway in start_gateway(tmp_path, mock_url, RESTRICTED_POLICY):
+        client = gateway.track(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.keys["HR"], max_retries=0))
+        assert {model.tier for model in client.models.list().data} == {1, 2, 3}
+        assert client.models.retrieve("gpt-4o").id == "gpt-4o"
+        tripped = call(gateway, gateway.keys["HR"], "gpt-4o", max_tokens=1000)  # its worst case does not fit
+        assert tripped.status_code == 200 and tripped.headers["x-costwarden-downgraded-from"] == "gpt-4o"
+        assert {model.tier for model in client.models.list().data} == {1}
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-4o")
+        assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"

@@ -102,12 +102,19 @@ def test_upstream_timeout_is_504(small_gateway: Gateway) -> None:
     assert reply.status_code == 504 and error(reply)["code"] == "upstream_error"
     [event] = wait_for_events(small_gateway, 1)
     assert event.status == "upstream_unreachable" and event.cost_nanos == 0
+    # the answer names its event, as every proxied call's does
+    assert reply.headers["x-request-id"] == event.id and reply.headers["x-costwarden-department"] == "SALES"
 
 
 def test_unreachable_upstream_is_502(small_gateway: Gateway) -> None:
     reply = post(small_gateway, chat("hello", model="dead-model"))
     assert reply.status_code == 502 and error(reply)["type"] == "api_error"
     assert "deadhost" in str(error(reply)["message"])
+    streamed = post(small_gateway, chat("hello", model="dead-model", stream=True))
+    assert streamed.status_code == 502
+    events = {event.id: event for event in wait_for_events(small_gateway, 2)}
+    for answer in (reply, streamed):
+        assert events[answer.headers["x-request-id"]].status == "upstream_unreachable"
     assert post(small_gateway, chat("the gateway stays up")).status_code == 200
 
 

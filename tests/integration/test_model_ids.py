@@ -3,7 +3,10 @@ forwarded as sent (less a provider prefix), recorded against the entry (SPEC sec
 
 from __future__ import annotations
 
+import anthropic
 import httpx
+import openai
+import pytest
 
 from gateway_fixtures import Gateway
 
@@ -37,3 +40,26 @@ def test_an_id_that_names_no_entry_is_model_not_found(gateway: Gateway) -> None:
         reply = chat(gateway, model)
         assert reply.status_code == 404, model
         assert reply.json()["error"]["code"] == "model_not_found"
+
+
+def test_count_tokens_resolves_snapshots_aliases_and_prefixes(gateway: Gateway) -> None:
+    client = gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys["SALES"], max_retries=0))
+    messages: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hi"}]
+    for model in ("claude-3-5-haiku-latest", "claude-sonnet-4-5-20250929", "anthropic/claude-sonnet-4-5"):
+        assert client.messages.count_tokens(model=model, messages=messages).input_tokens > 0, model
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="claude-7", messages=messages)
+    assert gateway.ledger_query(lambda ledger: ledger.count_events()) == 0  # counting is not charged
+
+
+def test_a_model_is_retrieved_by_any_id_that_resolves_to_it(gateway: Gateway) -> None:
+    client = gateway.track(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.keys["SUPPORT"], max_retries=0))
+    for model in ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai/gpt-4o-mini"):
+        found = client.models.retrieve(model)
+        assert (found.id, found.owned_by) == ("gpt-4o-mini", "openai"), model
+    for model in ("gpt-7", "gpt-4o"):  # unknown, and not a model SUPPORT (tier 1) may use
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.models.retrieve(model)
+        assert refused.value.code == "model_not_found"
+    claude = gateway.track(anthropic.Anthropic(base_url=gateway.url, api_key=gateway.keys["SUPPORT"], max_retries=0))
+    assert claude.models.retrieve("claude-3-5-haiku-latest").id == "claude-3-5-haiku"

@@ -82,6 +82,13 @@ def test_tags_are_bounded_in_number_and_length() -> None:
     assert len(huge.message) < 300
 
 
+def test_a_tag_carries_one_value() -> None:
+    twice = refused(policy(), x_department_id="SALES", x_tags="project=atlas,feature=search,project=zeus")
+    assert twice.param == "X-Tags" and "'project' twice, as 'atlas' and 'zeus'" in twice.message
+    same = call(policy(), x_department_id="SALES", x_tags="project=atlas, project=atlas")
+    assert same.tags == {"project": "atlas"}
+
+
 def test_a_team_must_exist_in_the_department() -> None:
     error = refused(policy(), x_department_id="SUPPORT", x_team_id="NIGHT-SHIFT")
     assert error.code == "unknown_team" and error.param == "X-Team-ID"

@@ -244,8 +244,8 @@ def test_planner_plans_as_plan_for(policy: Policy, start: datetime, schedule: li
 
 
 def reference_admission(s: Scenario, decision: Decision) -> tuple[tuple[Hold, ...], int | None, tuple[int, ...]]:
-    """The holds, the dollar room left and the rate-header instants of an admitted call, worked
-    out from the plan's checks one by one (as ``decide`` did before it kept per-plan terms)."""
+    """The holds, the dollar room left (below zero when a budget that does not block is overrun)
+    and the rate-header instants of an admitted call, worked out from the plan's checks one by one (as ``decide`` did before it kept per-plan terms)."""
     call, plan = s.call, s.plan
     used = [spent + reserved for spent, reserved in s.usage]
     tokens = call.input_tokens + decision.output_tokens * call.choices
@@ -266,7 +266,7 @@ def reference_admission(s: Scenario, decision: Decision) -> tuple[tuple[Hold, ..
     width = RATE_PERIOD.bucket_seconds
     resets = tuple(sorted({leaves_at(c.window.bucket, c.window.span, width) for c in plan.limits}
                           | {c.window.bucket * width for c in plan.limits}))
-    return tuple(holds), None if remaining is None else max(remaining, 0), resets
+    return tuple(holds), remaining, resets
 
 
 @EXAMPLES

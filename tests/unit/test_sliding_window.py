@@ -158,3 +158,5 @@ def test_a_call_larger_than_the_limit_is_told_it_can_never_fit() -> None:
     decision = decide(POLICY, call, plan, [(0, 0), (0, 0)], frozenset(), SECOND, [[], []])
     assert decision.denial is not None and decision.denial.retry_after is None
     assert "can never fit" in decision.denial.message
+    refused = decision.denial.exception()  # a 429 that tells SDKs not to retry it (x-should-retry: false)
+    assert (refused.status, refused.code, refused.should_retry) == (429, "rate_limit_exceeded", False)

@@ -257,5 +257,9 @@ def parse_tags(header: str | None) -> dict[str, str]:
                 f"Bad X-Tags entry {shown!r}: use key=value pairs separated by commas, e.g. "
                 f"'project=atlas,feature=search' (letters, digits and _ . : / - only, at most {MAX_TAG_CHARS} "
                 "characters each).", param="X-Tags")
-        tags[name] = value
+        if tags.setdefault(name, value) != value:
+            # one value per tag: taking either silently would let a call leave its project's budget
+            raise errors.InvalidRequest(
+                f"X-Tags names the tag {name!r} twice, as {tags[name]!r} and {value!r}; a call carries one value "
+                "per tag.", param="X-Tags")
     return tags

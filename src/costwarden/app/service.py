@@ -204,6 +204,7 @@ class GatewayService:
             reply = await call.generation.upstreams.post(call.provider, call.endpoint.path, body, forward)
         except errors.UpstreamError as exc:
             await self._close(call, None, CallStatus.UPSTREAM_UNREACHABLE, exc.status)
+            exc.request_id, exc.department = call.id, call.who.caller.department  # its event's id
             raise
         usage = _trusted(call, _usage_of(call.endpoint, reply.body), ok=reply.status < 300)
         if usage is None and reply.status < 300:
@@ -222,6 +223,7 @@ class GatewayService:
         except errors.UpstreamError as exc:
             await resources.aclose()
             await self._close(call, None, CallStatus.UPSTREAM_UNREACHABLE, exc.status)
+            exc.request_id, exc.department = call.id, call.who.caller.department
             raise
         if reply.status >= 300:
             content = b"".join([chunk async for chunk in reply.chunks])

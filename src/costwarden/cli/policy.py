@@ -19,7 +19,7 @@ def check(path: Annotated[str, typer.Argument(help="The policy YAML file.")]) ->
     try:
         policy = load_policy(path)
     except errors.PolicyError as exc:
-        err_console.print(exc.message, highlight=False, markup=False)
+        err_console.print(exc.message, highlight=False, markup=False, soft_wrap=True)  # one line per problem
         raise typer.Exit(1) from exc
     console.print(summarize(policy), highlight=False, markup=False, soft_wrap=True)
     console.print(f"{path}: OK", style="green")

@@ -132,12 +132,23 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
     """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``; ``buckets``,
     when given, the non-empty buckets of each rate window of ``plan.limits``, oldest first, as
     (bucket, spent + reserved), from which a rate refusal tells exactly when to retry."""
+    decision = _decide(policy, call, plan, usage, flags, now, buckets)
+    if decision.denial is not None and decision.rate is None and plan.limit_terms:
+        # Every refusal tells the caller's rate limits as they stand (a 429 for a budget too, as
+        # OpenAI's insufficient_quota does); the refused call takes no room, so it is not counted.
+        used = [spent + reserved for spent, reserved in usage]
+        decision.rate = _standing_rate(plan, used, len(plan.budget_terms), buckets, now.timestamp())
+    return decision
+
+
+def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],
+            flags: Set[str], now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None) -> Decision:
     requested = policy.catalog.get(call.model)
     if requested is None:
         return Decision(requested=call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
     dept = policy.departments[call.caller.department]
     used = [spent + reserved for spent, reserved in usage]
-    allowed_tiers = _active_restriction(plan, flags) if plan.restricting else None
+    allowed_tiers = active_restriction(plan, flags) if plan.restricting else None
     if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
             and call.window_tokens <= requested.context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
@@ -185,7 +196,8 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
     return Decision(requested=call.model, denial=denial, shadow=tuple(shadow), new_flags=flags_out)
 
 
-def _active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
+def active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
+    """The tiers a tripped ``restrict_tiers`` budget of ``plan`` still serves (None: no restriction)."""
     tiers: frozenset[int] | None = None
     for check in plan.restricting:
         if check.flag_key in flags:
@@ -281,8 +293,9 @@ def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model
                    for window, hard, unit in plan.hold_terms])
     remaining: int | None = None
     if plan.usd_budgets:  # the least room left in a dollar budget once this call is held
-        room = min([limit - used[i] for i, limit in plan.usd_budgets]) - estimate
-        remaining = room if room > 0 else 0
+        # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
+        # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
+        remaining = min([limit - used[i] for i, limit in plan.usd_budgets]) - estimate
     requested_bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
     return Decision(
         requested=requested,
@@ -360,8 +373,6 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
     such window has room for it; without ``buckets`` all use is taken as the newest (never early)."""
     stamp = now.timestamp()
     width = RATE_PERIOD.bucket_seconds
-    info = RateInfo()
-    tightest: dict[bool, int] = {}
     retry_at = 0
     first: tuple[LimitCheck, int, int] | None = None
     never = False
@@ -370,9 +381,6 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
         need, now_used = (1 if rpm else tokens), used[offset + i]
         live = _live(check.window, now_used) if buckets is None else buckets[i]
         room = limit - now_used
-        best = tightest.get(rpm)
-        if best is None or room < limit - used[offset + best]:
-            tightest[rpm] = i
         if need <= room or not check.enforce:
             continue
         first = first or (check, now_used, need)
@@ -381,6 +389,23 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
             never = True
         else:
             retry_at = max(retry_at, at)
+    assert first is not None
+    # A refusal made on a snapshot that a window has since left behind still says 1 s, not 0.
+    wait = None if never else max(1, seconds_until(retry_at, stamp))
+    return _standing_rate(plan, used, offset, buckets, stamp), rate_denial(first[0], first[1], first[2], wait)
+
+
+def _standing_rate(plan: Plan, used: list[int], offset: int, buckets: Sequence[Sequence[tuple[int, int]]] | None,
+                   stamp: float) -> RateInfo:
+    """The rate headers of a refused call: the tightest limit of each kind as it stands, the call
+    not counted; without ``buckets`` all use is taken as the newest (a reset never early)."""
+    width = RATE_PERIOD.bucket_seconds
+    info = RateInfo()
+    tightest: dict[bool, int] = {}
+    for i, (limit, rpm, _) in enumerate(plan.limit_terms):
+        best = tightest.get(rpm)
+        if best is None or limit - used[offset + i] < limit - used[offset + best]:
+            tightest[rpm] = i
     for rpm, i in tightest.items():
         limit = plan.limit_terms[i][0]
         window = plan.limits[i].window
@@ -393,10 +418,7 @@ def _refuse_rate(plan: Plan, used: list[int], offset: int, tokens: int,
         else:
             info.limit_tokens, info.remaining_tokens = limit, remaining
             info.reset_tokens_s, info.reset_tokens_at = reset_s, restored
-    assert first is not None
-    # A refusal made on a snapshot that a window has since left behind still says 1 s, not 0.
-    wait = None if never else max(1, seconds_until(retry_at, stamp))
-    return info, rate_denial(first[0], first[1], first[2], wait)
+    return info
 
 
 def _live(window: Window, amount: int) -> list[tuple[int, int]]:

@@ -85,8 +85,8 @@ def rate_denial(check: LimitCheck, used: int, need: int, wait: int | None) -> De
             f"the last minute; this call needs {need:,}.")
     if wait is None:
         text += f" It can never fit in {check.limit:,} {what} per minute: make it smaller."
-    else:
-        text += f" Retry after {wait} s."
+        return Denial(errors.RateLimitNeverFits, text)
+    text += f" Retry after {wait} s."
     return Denial(errors.RateLimited, text, retry_after=wait)
 
 

@@ -21,7 +21,10 @@ from costwarden import errors
 from costwarden.app.auth import attribute
 from costwarden.app.runtime import Runtime
 from costwarden.app.service import Answer
+from costwarden.core.catalog import ModelSpec
+from costwarden.core.decision import active_restriction
 from costwarden.core.kinds import UpstreamType
+from costwarden.core.scopes import Caller, Planner
 from costwarden.http.bodies import header_map, parse_json, read_body, receive_body
 from costwarden.http.errors import ClientGone, error_response, unexpected
 from costwarden.http.headers import call_headers
@@ -83,26 +86,60 @@ class ProxyHandler:
         await stream(scope, receive, send)
 
 
+def _model_object(model: ModelSpec, *, anthropic: bool) -> dict[str, Any]:
+    if anthropic:
+        return {"type": "model", "id": model.id, "display_name": model.id, "created_at": "2024-01-01T00:00:00Z"}
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider, "tier": model.tier}
+
+
+async def _restricted_tiers(runtime: Runtime, planner: Planner, caller: Caller) -> frozenset[int] | None:
+    """The tiers a tripped ``restrict_tiers`` budget still serves ``caller`` until its period ends
+    (None: no restriction). A store that cannot say leaves the listing to the department's rights."""
+    now = runtime.admission.clock()
+    stamp = now.timestamp()
+    plan = planner.plan(caller, now, stamp)
+    if not plan.restricting:
+        return None
+    try:
+        seen = await runtime.admission.store.snapshot(plan.windows, plan.flag_keys, stamp)
+    except errors.StorageError:
+        return None
+    return active_restriction(plan, seen.flags)
+
+
 async def list_models(request: Request) -> Response:
-    """GET /v1/models: only what the caller's department may use (Anthropic shape on request)."""
+    """GET /v1/models: only what the caller's department may use, and while a ``restrict_tiers``
+    budget is tripped only the tiers it still serves (Anthropic shape on request);
+    GET /v1/models/{model}: one of them, by any id that resolves to it, else 404 model_not_found."""
     runtime: Runtime = request.app.state.runtime
-    policy = runtime.generation.policy
+    generation = runtime.generation
+    policy = generation.policy
     anthropic = "anthropic-version" in request.headers
+    wanted: str | None = request.path_params.get("model")
     try:
         identity = runtime.keys.authenticate(request.headers)
         who = attribute(policy, identity, request.headers, {})
+        dept = policy.departments[who.caller.department]
+        tiers = await _restricted_tiers(runtime, generation.planner, who.caller)
+
+        def served(model: ModelSpec) -> bool:
+            return dept.may_use(model.id, model.tier) and (tiers is None or model.tier in tiers)
+
+        if wanted is not None:
+            resolution = policy.catalog.resolution(wanted)
+            if resolution is None or not served(resolution.spec):
+                raise errors.ModelNotFound(f"The model {wanted!r} does not exist in this gateway's catalog or is not "
+                                           f"one department {dept.id} may use. GET /v1/models lists them.")
+            return Response(orjson.dumps(_model_object(resolution.spec, anthropic=anthropic)),
+                            media_type="application/json")
     except errors.CostwardenError as exc:
         return error_response(exc, anthropic=anthropic)
-    dept = policy.departments[who.caller.department]
-    models = [m for m in policy.catalog.values() if dept.may_use(m.id, m.tier)]
+    data = [_model_object(m, anthropic=anthropic) for m in policy.catalog.values() if served(m)]
     if anthropic:
-        data: list[dict[str, Any]] = [{"type": "model", "id": m.id, "display_name": m.id,
-                                       "created_at": "2024-01-01T00:00:00Z"} for m in models]
-        body = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None}
+        body: dict[str, Any] = {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                "last_id": data[-1]["id"] if data else None}
     else:
-        body = {"object": "list", "data": [{"id": m.id, "object": "model", "created": 0, "owned_by": m.provider,
-                                            "tier": m.tier} for m in models]}
+        body = {"object": "list", "data": data}
     return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -118,14 +155,18 @@ async def count_tokens(request: Request) -> Response:
         payload = parse_json(body)
         attribute(policy, identity, request.headers, payload)
         model = payload.get("model")
-        spec = policy.catalog.get(model) if isinstance(model, str) else None
-        if spec is None:
+        # a snapshot, alias or prefixed id resolves as on every other call (SPEC §9)
+        resolution = policy.catalog.resolution(model) if isinstance(model, str) else None
+        if resolution is None:
             raise errors.ModelNotFound(f"Unknown model {model!r}: count_tokens needs a model the catalog knows.",
                                        param="model")
+        spec = resolution.spec
         upstream = policy.upstreams[spec.provider]
         if upstream.type != UpstreamType.ANTHROPIC:
             raise errors.InvalidRequest(f"{spec.id} is not served by an Anthropic upstream; count_tokens is "
                                         "Anthropic's endpoint.", param="model")
+        if resolution.upstream_id != model:  # a provider prefix is not sent upstream
+            body = orjson.dumps({**payload, "model": resolution.upstream_id})
         reply = await generation.upstreams.post(upstream.name, COUNT_TOKENS, body,
                                                 header_map(request.headers.raw))
     except errors.CostwardenError as exc:
@@ -145,4 +186,5 @@ def gateway_routes(handlers: dict[str, ProxyHandler] | None = None) -> list[Rout
     routes = [Route(path, handler, methods=["POST"]) for path, handler in handlers.items()]
     routes.append(Route(COUNT_TOKENS, count_tokens, methods=["POST"]))
     routes.append(Route("/v1/models", list_models, methods=["GET"]))
+    routes.append(Route("/v1/models/{model:path}", list_models, methods=["GET"]))
     return routes
