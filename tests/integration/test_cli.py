@@ -63,6 +63,16 @@ def test_keys_create_checks_the_department_against_the_policy(tmp_path: Path) ->
     assert code == 1 and "unknown department 'LEGAL'" in out
 
 
+def test_keys_and_tokens_refuse_a_malformed_department_without_any_policy(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/k.db"  # no server has stored a policy here: only the id's form is known
+    for args in (("keys", "create", "--department", "bad id"), ("keys", "create", "--department", "HR", "--team", "a/b"),
+                 ("tokens", "create", "--role", "manager", "--department", "-HR")):
+        code, out = cli(*args, "--db", db)
+        assert code == 1 and "bad id" in out, args
+    code, out = cli("keys", "list", "--json", "--db", db)
+    assert code == 0 and out == ""
+
+
 def test_cli_key_changes_reach_a_running_server_within_5_seconds(gateway: Gateway) -> None:
     code, out = cli("keys", "create", "--department", "HR", "--json", "--db", gateway.db_url)
     assert code == 0
