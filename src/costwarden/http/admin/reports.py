@@ -28,6 +28,7 @@ from costwarden.reports.collect import period_bounds
 from costwarden.reports.efficiency import efficiency, efficiency_report
 from costwarden.reports.focus import bundled_list_prices, write_focus
 from costwarden.reports.render import statement_document
+from costwarden.reports.shared import PROPORTIONAL, parse_shared_costs
 from costwarden.reports.simulate import simulate_ledger, simulation_report
 from costwarden.reports.tabular import Report, csv_text
 
@@ -50,6 +51,12 @@ class ChargebackQuery(Query):
     department: DepartmentId | None = Field(None, description="Only this department's line (a manager's own).")
     format: Literal["json", "csv", "focus"] = Field("json", description="json, csv, or focus (FOCUS 1.2 CSV).")
     invoice_total: str | None = Field(None, description="An invoice total in USD to reconcile an open period to.")
+    method: Literal["proportional", "even", "fixed"] | None = Field(
+        None, description="How shared costs are allocated (default proportional); fixed needs weights.")
+    weights: str | None = Field(None, description="Method fixed: DEPARTMENT:WEIGHT pairs, comma-separated "
+                                                  "(ENGINEERING:3,MARKETING:1).")
+    shared_costs: str | None = Field(None, description="A shared-costs document (YAML or JSON, as the CLI's "
+                                                       "--shared-costs file): method, weights and named items.")
 
 
 class Document(RootModel[dict[str, Any]]):
@@ -86,11 +93,13 @@ async def chargeback(call: AdminCall[ChargebackQuery, NoBody]) -> BaseModel:
     statement = await frozen_statement(runtime.ledger, query.period)
     if statement is None:
         invoice = None if query.invoice_total is None else parse_usd(query.invoice_total, "invoice_total")
-        statement = await live_statement(runtime.ledger, runtime.policy, query.period, SharedCosts(), invoice,
+        statement = await live_statement(runtime.ledger, runtime.policy, query.period, _shared_costs(query), invoice,
                                          runtime.admission.clock())
-    elif query.invoice_total is not None:
-        raise errors.InvalidRequest(f"{query.period} is closed: its statement was frozen with its invoice total.",
-                                    param="invoice_total")
+    else:
+        given = [name for name in ("invoice_total", "method", "weights", "shared_costs") if getattr(query, name)]
+        if given:
+            raise errors.InvalidRequest(f"{query.period} is closed: its statement was frozen with its shared costs "
+                                        "and invoice total.", param=given[0])
     if department is not None:
         statement = _only(statement, department)
     if query.format == "json":
@@ -102,6 +111,29 @@ async def chargeback(call: AdminCall[ChargebackQuery, NoBody]) -> BaseModel:
         write_focus(statement, out, bundled_list_prices())
     suffix = "-focus" if query.format == "focus" else ""
     return Download(content=out.getvalue(), media_type=CSV, filename=f"chargeback-{query.period}{suffix}.csv")
+
+
+_WEIGHT = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*:\s*([0-9]+(?:\.[0-9]+)?)\s*$")
+
+
+def _shared_costs(query: ChargebackQuery) -> SharedCosts:
+    """The allocation the caller names: a shared-costs document, or ``method`` and ``weights``
+    (validated as the same document, so that both give the same errors)."""
+    if query.shared_costs is not None:
+        if query.method is not None or query.weights is not None:
+            raise errors.InvalidRequest("Give either shared_costs or method and weights, not both.",
+                                        param="shared_costs")
+        return parse_shared_costs(query.shared_costs, "shared_costs")
+    if query.method is None and query.weights is None:
+        return SharedCosts()
+    lines = [f"method: {query.method or PROPORTIONAL}"]
+    if query.weights is not None:
+        pairs = [_WEIGHT.match(pair) for pair in query.weights.split(",")]
+        if not all(pairs):
+            raise errors.InvalidRequest(f"Bad weights {query.weights!r}: use DEPARTMENT:WEIGHT pairs, "
+                                        "comma-separated (ENGINEERING:3,MARKETING:1).", param="weights")
+        lines += ["weights:", *(f"  {m[1].upper()}: {m[2]}" for m in pairs if m)]
+    return parse_shared_costs("\n".join(lines) + "\n", "method and weights")
 
 
 def _only(statement: Statement, department: str) -> Statement:
