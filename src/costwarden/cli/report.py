@@ -159,7 +159,7 @@ async def statement_for(db: str | None, policy: str | None, period: str) -> Stat
 def journal_command(
     period: PeriodOption,
     clearing_account: Annotated[str, typer.Option("--clearing-account", help="The account credited.")] = CLEARING_ACCOUNT,
-    fmt: Annotated[str, typer.Option("--format", help="csv, table or json.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv (for a GL import) or json.")] = "table",
     shared_costs: SharedOption = None,
     output: OutputOption = None,
     db: DbOption = None,
