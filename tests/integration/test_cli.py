@@ -140,3 +140,11 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert int(support[8]) > 0, "the traffic shows a tier refusal"
     gold = re.search(r"Acme Corp \(gold\) pays (\d+)% less per call than Globex \(silver\)", done.stdout)
     assert gold is not None and int(gold.group(1)) > 0, done.stdout
+
+
+def test_every_period_command_refuses_a_year_outside_the_ledger_with_one_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/k.db"
+    for command in (("report", "chargeback"), ("report", "journal"), ("report", "customers"), ("report", "efficiency"),
+                    ("report", "forecast"), ("close",), ("simulate",)):
+        code, out = cli(*command, "--period", "0001-01", "--policy", str(EXAMPLE), "--db", db)
+        assert code == 1 and "bad billing period '0001-01'" in out, (command, out)

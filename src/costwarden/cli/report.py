@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -17,6 +16,7 @@ from rich.console import Console
 from costwarden import errors
 from costwarden.app.bootstrap import policy_for
 from costwarden.cli.common import DbOption, PolicyOption, fail, ledger_at, run
+from costwarden.core.periods import BILLING_PERIOD
 from costwarden.core.policy import Policy
 from costwarden.ledger import Ledger
 from costwarden.reports import (
@@ -42,7 +42,7 @@ from costwarden.reports.reconcile import parse_invoice_options, read_invoice_fil
 from costwarden.reports.tabular import Format, Report, write_report
 
 FORMATS = ("table", "csv", "json", "focus")
-_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+_PERIOD = BILLING_PERIOD
 
 app = typer.Typer(help="Reports over the ledger.", no_args_is_help=True)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from costwarden import errors
+from costwarden.core.periods import BILLING_PERIOD
 from costwarden.http.admin.access import EVERYONE, known_department, visible_department
 from costwarden.http.admin.api import AdminCall, Download, Operation
 from costwarden.http.admin.schemas import DepartmentId, NoBody, Query
@@ -33,9 +34,7 @@ from costwarden.reports.simulate import simulate_ledger, simulation_report
 from costwarden.reports.tabular import Report, csv_text
 
 CSV = "text/csv; charset=utf-8"
-# Years 1970-8999: a month outside the ledger's time range has bounds that cannot be computed in
-# every timezone (year 1 in New York starts before datetime.min in UTC) nor printed as YYYY-MM.
-_PERIOD = re.compile(r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(f"^{BILLING_PERIOD.pattern}$")
 Period = Field(pattern=_PERIOD.pattern, description="Billing period YYYY-MM (a month in the policy's timezone).")
 
 
