@@ -148,3 +148,15 @@ def test_every_period_command_refuses_a_year_outside_the_ledger_with_one_line(tm
                     ("report", "forecast"), ("close",), ("simulate",)):
         code, out = cli(*command, "--period", "0001-01", "--policy", str(EXAMPLE), "--db", db)
         assert code == 1 and "bad billing period '0001-01'" in out, (command, out)
+
+
+def test_a_file_that_cannot_be_read_or_written_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/k.db"
+    for args, named in ((("ledger", "import", str(tmp_path)), str(tmp_path)),
+                        (("ledger", "export", "-o", str(tmp_path / "no" / "x.jsonl")), str(tmp_path / "no" / "x.jsonl")),
+                        (("report", "forecast", "--policy", str(EXAMPLE), "-o", str(tmp_path)), str(tmp_path))):
+        done = subprocess.run([sys.executable, "-c", "from costwarden.cli import main; main()", *args, "--db", db],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (args, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("error: ") and named in line, args
