@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_efficiency_savings_are_exact(tmp_path: Path) -> None:
         # caching saved at the served prices: 100k x (0.15 - 0.075) = $0.0075
         event("b", "ENGINEERING", at, catalog, 200_000, 50_000, cached=100_000, served="gpt-4o-mini"),
         event("c", "MARKETING", at, catalog, 1_000, 0),  # $0.0025, nothing saved
+        replace(event("d", "MARKETING", at, catalog, 3_000, 0), customer="ACME"),  # $0.0075, for a customer
     ]), db)
     result = runner.invoke(app, ["report", "efficiency", "--period", "2026-11", "--format", "csv", "--db", db,
                                  "--policy", str(policy_path)])
@@ -149,6 +151,16 @@ def test_efficiency_savings_are_exact(tmp_path: Path) -> None:
     assert Decimal(mini["cost_per_1m_tokens_usd"]) == Decimal("0.21")  # 0.0525 / 0.25
     marketing = next(r for r in rows if r["level"] == "department" and r["department"] == "MARKETING")
     assert Decimal(marketing["saved_by_caching_usd"]) == 0 and Decimal(marketing["saved_by_downgrades_usd"]) == 0
+    # Per tier: gpt-4o is tier 3, gpt-4o-mini tier 1; per customer, within its department.
+    tiers = {(r["department"], r["tier"]): r for r in rows if r["level"] == "tier"}
+    assert set(tiers) == {("ENGINEERING", "1"), ("ENGINEERING", "3"), ("MARKETING", "3")}
+    assert (tiers["ENGINEERING", "3"]["calls"], Decimal(tiers["ENGINEERING", "3"]["cost_usd"])) == ("1", Decimal(3))
+    assert Decimal(tiers["ENGINEERING", "1"]["cost_per_call_usd"]) == Decimal("0.0525")
+    assert Decimal(tiers["MARKETING", "3"]["cost_per_1m_tokens_usd"]) == Decimal("2.5")
+    [acme] = [r for r in rows if r["level"] == "customer"]
+    assert (acme["customer"], acme["department"], acme["calls"], Decimal(acme["cost_usd"])) == (
+        "ACME", "MARKETING", "1", Decimal("0.0075"))
+    assert all(r["customer"] == "" for r in rows if r["level"] != "customer")
 
 
 def daily_quarters(catalog: Catalog) -> list[UsageEvent]:
