@@ -215,3 +215,23 @@ def test_simulate_counts_downgrades_and_keeps_a_roomy_policy_unchanged(tmp_path:
     assert (eng["allowed"], eng["downgraded"], eng["rejected"]) == (10, 6, 14)
     assert Decimal(eng["cost_after_usd"]) == Decimal("2.59")
     assert "ran out on 2026-11-11" in eng["budget_runs_out"]
+
+
+def test_simulate_replays_the_current_period_when_given_no_period_or_events(tmp_path: Path) -> None:
+    recorded = parse_policy(policy_text(tz="UTC"))
+    now = datetime.now(UTC)
+    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    on_ledger(lambda ledger: ledger.record_many([
+        event("now", "ENGINEERING", now - timedelta(seconds=1), recorded.catalog, 1_000, 100),
+        event("before", "ENGINEERING", this_month - timedelta(seconds=1), recorded.catalog, 1_000, 100),
+    ]), db)
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(policy_text(tz="UTC"))
+    result = runner.invoke(app, ["simulate", "--policy", str(proposed), "--db", db, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [eng] = [row for row in json.loads(result.output)["rows"] if row["department"] == "ENGINEERING"]
+    assert (eng["calls"], eng["allowed"]) == (1, 1)  # last month's call is not this period's
+    both = runner.invoke(app, ["simulate", "--policy", str(proposed), "--db", db, "--period", "2026-11",
+                               "--events", str(tmp_path / "x.jsonl")])
+    assert both.exit_code == 1 and "not both" in both.output
