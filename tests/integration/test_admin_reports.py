@@ -132,9 +132,12 @@ def test_the_caller_names_the_allocation_of_shared_costs(gw: Gateway) -> None:
     eventually_ok(gw, finance)
     assert statement(finance, method="even").status_code == 200
 
-    for params in ({"method": "fixed"}, {"method": "fixed", "weights": "LEGAL:1"}, {"weights": "HR=1"},
-                   {"method": "weighted"}, {"shared_costs": "method: even", "method": "even"},
-                   {"shared_costs": "items: [{name: fee, amount_usd: lots}]"}):
+    for params, param in (({"method": "fixed"}, "method"), ({"method": "fixed", "weights": "LEGAL:1"}, "weights"),
+                          ({"weights": "HR=1"}, "weights"), ({"method": "weighted"}, "method"),
+                          ({"shared_costs": "method: even", "method": "even"}, "shared_costs"),
+                          ({"shared_costs": "items: [{name: fee, amount_usd: lots}]"}, "shared_costs"),
+                          ({"invoice_total": "lots"}, "invoice_total")):
         refused = statement(**params)
         assert refused.status_code == 400, params
-        assert refused.json()["error"]["type"] == "invalid_request_error", params
+        error = refused.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", param), (params, error)

@@ -8,6 +8,8 @@ budget forecast, the efficiency report (JSON or CSV) and a simulation under a po
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from io import StringIO
@@ -29,7 +31,7 @@ from costwarden.reports.collect import period_bounds
 from costwarden.reports.efficiency import efficiency, efficiency_report
 from costwarden.reports.focus import bundled_list_prices, write_focus
 from costwarden.reports.render import statement_document
-from costwarden.reports.shared import PROPORTIONAL, parse_shared_costs
+from costwarden.reports.shared import PROPORTIONAL, SharedCostsError, parse_shared_costs
 from costwarden.reports.simulate import simulate_ledger, simulation_report
 from costwarden.reports.tabular import Report, csv_text
 
@@ -91,9 +93,12 @@ async def chargeback(call: AdminCall[ChargebackQuery, NoBody]) -> BaseModel:
     department = _department(call, query.department)
     statement = await frozen_statement(runtime.ledger, query.period)
     if statement is None:
-        invoice = None if query.invoice_total is None else parse_usd(query.invoice_total, "invoice_total")
-        statement = await live_statement(runtime.ledger, runtime.policy, query.period, _shared_costs(query), invoice,
-                                         runtime.admission.clock())
+        with _naming("invoice_total"):
+            invoice = None if query.invoice_total is None else parse_usd(query.invoice_total, "invoice_total")
+        # the allocation is checked against the statement's lines too (weights naming no department)
+        with _naming("shared_costs" if query.shared_costs else "weights" if query.weights else "method"):
+            statement = await live_statement(runtime.ledger, runtime.policy, query.period, _shared_costs(query),
+                                             invoice, runtime.admission.clock())
     else:
         given = [name for name in ("invoice_total", "method", "weights", "shared_costs") if getattr(query, name)]
         if given:
@@ -133,6 +138,16 @@ def _shared_costs(query: ChargebackQuery) -> SharedCosts:
                                         "comma-separated (ENGINEERING:3,MARKETING:1).", param="weights")
         lines += ["weights:", *(f"  {m[1].upper()}: {m[2]}" for m in pairs if m)]
     return parse_shared_costs("\n".join(lines) + "\n", "method and weights")
+
+
+@contextmanager
+def _naming(param: str) -> Iterator[None]:
+    """A refusal of the block's shared costs or amounts names the query parameter ``param``."""
+    try:
+        yield
+    except SharedCostsError as exc:
+        exc.param = exc.param or param
+        raise
 
 
 def _only(statement: Statement, department: str) -> Statement:
