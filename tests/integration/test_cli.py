@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -140,6 +141,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert int(support[8]) > 0, "the traffic shows a tier refusal"
     gold = re.search(r"Acme Corp \(gold\) pays (\d+)% less per call than Globex \(silver\)", done.stdout)
     assert gold is not None and int(gold.group(1)) > 0, done.stdout
+    # The summary's dollars are the ledger's, streamed calls included (their cost is in the last chunk).
+    total = next(line for line in done.stdout.splitlines() if "│ total" in line).split("│")[-2].strip()
+    exported = subprocess.run([sys.executable, "-m", "costwarden", "ledger", "export"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60).stdout
+    ledger = sum(Decimal(r["cost_usd"]) for r in map(json.loads, exported.splitlines()) if r["record"] == "event")
+    assert Decimal(total) == ledger.quantize(Decimal("0.0001")), (total, ledger)
 
 
 def test_every_period_command_refuses_a_year_outside_the_ledger_with_one_line(tmp_path: Path) -> None:
