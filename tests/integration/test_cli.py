@@ -167,3 +167,14 @@ def test_a_file_that_cannot_be_read_or_written_is_one_error_line_not_a_traceback
         assert done.returncode == 1, (args, done.stderr)
         [line] = done.stderr.strip().splitlines()
         assert line.startswith("error: ") and named in line, args
+
+
+def test_a_port_or_worker_count_out_of_range_is_refused_before_anything_starts() -> None:
+    # A bad --db as well, so that a command that took the bad number would end at once (exit 1), not serve.
+    for args in (("serve", "--port", "99999"), ("serve", "--workers", "0"), ("serve", "--max-body-mb", "0"),
+                 ("demo", "--port", "-1"), ("demo", "--mock-port", "65536")):
+        result = runner.invoke(app, [*args, "--db", "foo://x"])
+        assert result.exit_code == 2 and "Invalid value" in result.output, (args, result.output)
+    for args in (("mock-upstream", "--port", "70000"), ("mock-upstream", "--port", "-5")):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2 and "Invalid value" in result.output, (args, result.output)
