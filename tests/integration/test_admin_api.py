@@ -112,7 +112,9 @@ def test_finance_reads_everything_and_changes_nothing(gw: Gateway) -> None:
     assert {b["scope"] for b in ok(api(gw, "GET", "/budgets", finance))["budgets"]} >= {"org", "dept:HR", "dept:ENGINEERING"}
     ok(api(gw, "GET", "/policy", finance))
     ok(api(gw, "GET", "/keys", finance))
-    for method, path, body in (("POST", "/keys", {"department": "HR"}), ("GET", "/tokens", None),
+    listed = ok(api(gw, "GET", "/tokens", finance))["tokens"]
+    assert token_id in {t["id"] for t in listed} and all("token" not in t for t in listed)
+    for method, path, body in (("POST", "/keys", {"department": "HR"}), ("POST", "/tokens", {"role": "admin"}),
                                ("POST", "/policy/reload", None), ("DELETE", f"/tokens/{token_id}", None)):
         refused = api(gw, method, path, finance, json=body)
         assert refused.status_code == 403, (method, path)

@@ -83,7 +83,7 @@ def test_what_the_fuzz_run_found_answers_400_or_200(gw: Gateway, tokens: dict[st
     """Regressions: a period of year 1 (its bounds fall before the earliest UTC time in New York)
     was a 500 from every report; a manager of a department a reload removed got a 500 from /whoami."""
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    for path in ("/reports/forecast", "/reports/efficiency", "/chargeback"):
+    for path in ("/reports/forecast", "/reports/efficiency", "/chargeback", "/customers"):
         refused = httpx.get(f"{gw.url}/admin/v1{path}", params={"period": "0001-01", "format": "focus"}
                             if path == "/chargeback" else {"period": "0001-01"}, headers=admin, timeout=30)
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "period", (path, refused.text)

@@ -105,3 +105,39 @@ def _period() -> str:
     """The current billing period in the example policy's timezone."""
     zone = parse_policy(EXAMPLE.read_text()).timezone
     return f"{datetime.now(UTC).astimezone(zone):%Y-%m}"
+
+
+def test_the_caller_names_the_allocation_of_shared_costs(gw: Gateway) -> None:
+    chat(gw, "ENGINEERING")
+    chat(gw, "MARKETING")
+
+    def statement(token: str = ADMIN, **params: str) -> httpx.Response:
+        return api(gw, "GET", "/chargeback", token, params={"period": _period(), **params})
+
+    def shared(**params: str) -> dict[str, str]:
+        answer = statement(format="csv", **params)
+        assert answer.status_code == 200, answer.text
+        return {row["department_id"]: row["shared_cost_usd"] for row in csv.DictReader(io.StringIO(answer.text))}
+
+    even = shared(shared_costs="method: even\nitems: [{name: Platform fee, amount_usd: 1.00}]\n")
+    assert set(even.values()) == {"0.20"} and len(even) == 5  # every department line, idle ones included
+    fixed = shared(shared_costs='{"method": "fixed", "weights": {"ENGINEERING": 3, "MARKETING": 1},'
+                                ' "items": [{"name": "Vector database", "amount_usd": 1.00}]}')
+    assert (fixed["ENGINEERING"], fixed["MARKETING"], fixed["HR"]) == ("0.75", "0.25", "0.00")
+    document = statement(method="fixed", weights="engineering:3,MARKETING:1").json()
+    assert document["allocation"]["method"] == "fixed"
+    assert document["allocation"]["weights"] == {"ENGINEERING": "3", "MARKETING": "1"}
+    assert statement(method="even").json()["allocation"]["method"] == "even"
+    finance = token_for(gw, "finance")
+    eventually_ok(gw, finance)
+    assert statement(finance, method="even").status_code == 200
+
+    for params, param in (({"method": "fixed"}, "method"), ({"method": "fixed", "weights": "LEGAL:1"}, "weights"),
+                          ({"weights": "HR=1"}, "weights"), ({"method": "weighted"}, "method"),
+                          ({"shared_costs": "method: even", "method": "even"}, "shared_costs"),
+                          ({"shared_costs": "items: [{name: fee, amount_usd: lots}]"}, "shared_costs"),
+                          ({"invoice_total": "lots"}, "invoice_total")):
+        refused = statement(**params)
+        assert refused.status_code == 400, params
+        error = refused.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", param), (params, error)

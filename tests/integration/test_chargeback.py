@@ -419,6 +419,7 @@ def test_a_database_from_before_statements_is_migrated(october: str, policy_file
 @pytest.mark.parametrize(("args", "message"), [
     (("--period", "2026-13"), "bad billing period '2026-13'"),
     (("--period", "November"), "use YYYY-MM"),
+    (("--period", "0001-01"), "bad billing period '0001-01'"),  # before the earliest UTC time in New York
     (("--period", "2026-10", "--format", "xml"), "unknown format 'xml'"),
     (("--period", "2026-10", "--invoice-total", "lots"), "is not an amount in USD"),
     (("--period", "2026-10", "--invoice-total", "-5"), "negative"),

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -72,6 +73,16 @@ def test_keys_create_checks_the_department_against_the_policy(tmp_path: Path) ->
     code, out = cli("keys", "create", "--department", "LEGAL", "--policy", str(EXAMPLE), "--db",
                     f"sqlite:///{tmp_path}/k.db")
     assert code == 1 and "unknown department 'LEGAL'" in out
+
+
+def test_keys_and_tokens_refuse_a_malformed_department_without_any_policy(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/k.db"  # no server has stored a policy here: only the id's form is known
+    for args in (("keys", "create", "--department", "bad id"), ("keys", "create", "--department", "HR", "--team", "a/b"),
+                 ("tokens", "create", "--role", "manager", "--department", "-HR")):
+        code, out = cli(*args, "--db", db)
+        assert code == 1 and "bad id" in out, args
+    code, out = cli("keys", "list", "--json", "--db", db)
+    assert code == 0 and out == ""
 
 
 def test_cli_key_changes_reach_a_running_server_within_5_seconds(gateway: Gateway) -> None:
@@ -141,3 +152,40 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert int(support[8]) > 0, "the traffic shows a tier refusal"
     gold = re.search(r"Acme Corp \(gold\) pays (\d+)% less per call than Globex \(silver\)", done.stdout)
     assert gold is not None and int(gold.group(1)) > 0, done.stdout
+    # The summary's dollars are the ledger's, streamed calls included (their cost is in the last chunk).
+    total = next(line for line in done.stdout.splitlines() if "│ total" in line).split("│")[-2].strip()
+    exported = subprocess.run([sys.executable, "-m", "costwarden", "ledger", "export"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60).stdout
+    ledger = sum(Decimal(r["cost_usd"]) for r in map(json.loads, exported.splitlines()) if r["record"] == "event")
+    assert Decimal(total) == ledger.quantize(Decimal("0.0001")), (total, ledger)
+
+
+def test_every_period_command_refuses_a_year_outside_the_ledger_with_one_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/k.db"
+    for command in (("report", "chargeback"), ("report", "journal"), ("report", "customers"), ("report", "efficiency"),
+                    ("report", "forecast"), ("close",), ("simulate",)):
+        code, out = cli(*command, "--period", "0001-01", "--policy", str(EXAMPLE), "--db", db)
+        assert code == 1 and "bad billing period '0001-01'" in out, (command, out)
+
+
+def test_a_file_that_cannot_be_read_or_written_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/k.db"
+    for args, named in ((("ledger", "import", str(tmp_path)), str(tmp_path)),
+                        (("ledger", "export", "-o", str(tmp_path / "no" / "x.jsonl")), str(tmp_path / "no" / "x.jsonl")),
+                        (("report", "forecast", "--policy", str(EXAMPLE), "-o", str(tmp_path)), str(tmp_path))):
+        done = subprocess.run([sys.executable, "-c", "from costwarden.cli import main; main()", *args, "--db", db],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (args, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("error: ") and named in line, args
+
+
+def test_a_port_or_worker_count_out_of_range_is_refused_before_anything_starts() -> None:
+    # A bad --db as well, so that a command that took the bad number would end at once (exit 1), not serve.
+    for args in (("serve", "--port", "99999"), ("serve", "--workers", "0"), ("serve", "--max-body-mb", "0"),
+                 ("demo", "--port", "-1"), ("demo", "--mock-port", "65536")):
+        result = runner.invoke(app, [*args, "--db", "foo://x"])
+        assert result.exit_code == 2 and "Invalid value" in result.output, (args, result.output)
+    for args in (("mock-upstream", "--port", "70000"), ("mock-upstream", "--port", "-5")):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2 and "Invalid value" in result.output, (args, result.output)

@@ -110,6 +110,19 @@ def test_an_altered_frozen_statement_is_refused(tmp_path: Path) -> None:
     assert code == 1 and "does not match its checksum" in said
 
 
+def test_a_wrong_policy_path_is_refused_for_a_closed_period_too(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    on_ledger(lambda ledger: ledger.record_many([event("a", datetime(2026, 10, 10, 12, tzinfo=UTC), 400_000)]), db)
+    assert cli("close", "--period", "2026-10", "--db", db, "--policy", str(policy))[0] == 0
+    missing = str(tmp_path / "nope.yaml")
+    for command in (("chargeback", "--format", "csv"), ("chargeback", "--format", "focus"), ("journal",)):
+        code, said = cli("report", command[0], "--period", "2026-10", *command[1:], "--db", db, "--policy", missing)
+        assert code == 1 and "file not found" in said and "2026-10," not in said, command
+    assert cli("report", "chargeback", "--period", "2026-10", "--db", db, "--policy", str(policy))[0] == 0
+
+
 def test_a_database_of_the_previous_schema_gets_the_closing_columns(ledger_url: str) -> None:
     on_ledger(lambda ledger: ledger.count_events(), ledger_url)  # a database at the current schema
     engine = create_engine(normalize_url(ledger_url))

@@ -76,7 +76,7 @@ def focus_codes(db: str) -> list[tuple[str, str, str, str, str]]:
 
 
 def journal(db: str) -> list[tuple[str, str, str, str]]:
-    rows = csv.DictReader(io.StringIO(cli("report", "journal", "--period", "2026-11", "--db", db)))
+    rows = csv.DictReader(io.StringIO(cli("report", "journal", "--period", "2026-11", "--format", "csv", "--db", db)))
     return [(row["account"], row["cost_center"], row["debit_usd"], row["credit_usd"]) for row in rows]
 
 
@@ -149,7 +149,7 @@ def test_shared_costs_follow_the_usage_under_each_cost_center(tmp_path: Path) ->
     adjustments = {(r["x_DepartmentId"], r["x_CostCenter"]): r["BilledCost"] for r in rows
                    if r["ChargeCategory"] == "Adjustment"}
     assert adjustments == {("HR", "CC-OLD"): "0.5", ("HR", "CC-NEW"): "1.2", ("ENG", "CC-ENG"): "0.2"}
-    entry = csv.DictReader(io.StringIO(cli("report", "journal", "--period", "2026-11", "--shared-costs", str(shared),
+    entry = csv.DictReader(io.StringIO(cli("report", "journal", "--period", "2026-11", "--format", "csv", "--shared-costs", str(shared),
                                            "--db", db)))
     assert [(r["cost_center"], r["debit_usd"], r["credit_usd"]) for r in entry] == [
         ("CC-OLD", "3.00", "0.00"), ("CC-NEW", "7.20", "0.00"), ("CC-ENG", "1.20", "0.00"), ("", "0.00", "11.40")]

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_efficiency_savings_are_exact(tmp_path: Path) -> None:
         # caching saved at the served prices: 100k x (0.15 - 0.075) = $0.0075
         event("b", "ENGINEERING", at, catalog, 200_000, 50_000, cached=100_000, served="gpt-4o-mini"),
         event("c", "MARKETING", at, catalog, 1_000, 0),  # $0.0025, nothing saved
+        replace(event("d", "MARKETING", at, catalog, 3_000, 0), customer="ACME"),  # $0.0075, for a customer
     ]), db)
     result = runner.invoke(app, ["report", "efficiency", "--period", "2026-11", "--format", "csv", "--db", db,
                                  "--policy", str(policy_path)])
@@ -149,6 +151,16 @@ def test_efficiency_savings_are_exact(tmp_path: Path) -> None:
     assert Decimal(mini["cost_per_1m_tokens_usd"]) == Decimal("0.21")  # 0.0525 / 0.25
     marketing = next(r for r in rows if r["level"] == "department" and r["department"] == "MARKETING")
     assert Decimal(marketing["saved_by_caching_usd"]) == 0 and Decimal(marketing["saved_by_downgrades_usd"]) == 0
+    # Per tier: gpt-4o is tier 3, gpt-4o-mini tier 1; per customer, within its department.
+    tiers = {(r["department"], r["tier"]): r for r in rows if r["level"] == "tier"}
+    assert set(tiers) == {("ENGINEERING", "1"), ("ENGINEERING", "3"), ("MARKETING", "3")}
+    assert (tiers["ENGINEERING", "3"]["calls"], Decimal(tiers["ENGINEERING", "3"]["cost_usd"])) == ("1", Decimal(3))
+    assert Decimal(tiers["ENGINEERING", "1"]["cost_per_call_usd"]) == Decimal("0.0525")
+    assert Decimal(tiers["MARKETING", "3"]["cost_per_1m_tokens_usd"]) == Decimal("2.5")
+    [acme] = [r for r in rows if r["level"] == "customer"]
+    assert (acme["customer"], acme["department"], acme["calls"], Decimal(acme["cost_usd"])) == (
+        "ACME", "MARKETING", "1", Decimal("0.0075"))
+    assert all(r["customer"] == "" for r in rows if r["level"] != "customer")
 
 
 def daily_quarters(catalog: Catalog) -> list[UsageEvent]:
@@ -203,3 +215,23 @@ def test_simulate_counts_downgrades_and_keeps_a_roomy_policy_unchanged(tmp_path:
     assert (eng["allowed"], eng["downgraded"], eng["rejected"]) == (10, 6, 14)
     assert Decimal(eng["cost_after_usd"]) == Decimal("2.59")
     assert "ran out on 2026-11-11" in eng["budget_runs_out"]
+
+
+def test_simulate_replays_the_current_period_when_given_no_period_or_events(tmp_path: Path) -> None:
+    recorded = parse_policy(policy_text(tz="UTC"))
+    now = datetime.now(UTC)
+    this_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    db = f"sqlite:///{tmp_path}/ledger.db"
+    on_ledger(lambda ledger: ledger.record_many([
+        event("now", "ENGINEERING", now - timedelta(seconds=1), recorded.catalog, 1_000, 100),
+        event("before", "ENGINEERING", this_month - timedelta(seconds=1), recorded.catalog, 1_000, 100),
+    ]), db)
+    proposed = tmp_path / "proposed.yaml"
+    proposed.write_text(policy_text(tz="UTC"))
+    result = runner.invoke(app, ["simulate", "--policy", str(proposed), "--db", db, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    [eng] = [row for row in json.loads(result.output)["rows"] if row["department"] == "ENGINEERING"]
+    assert (eng["calls"], eng["allowed"]) == (1, 1)  # last month's call is not this period's
+    both = runner.invoke(app, ["simulate", "--policy", str(proposed), "--db", db, "--period", "2026-11",
+                               "--events", str(tmp_path / "x.jsonl")])
+    assert both.exit_code == 1 and "not both" in both.output

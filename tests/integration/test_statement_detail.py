@@ -92,7 +92,10 @@ def test_each_department_by_team_user_and_project(tmp_path: Path) -> None:
 def test_journal_entry_debits_cost_centers_and_credits_clearing(tmp_path: Path) -> None:
     db, policy = setup(tmp_path)
     entry = rows("report", "journal", "--period", "2026-11", "--db", db, "--policy", policy,
-                 "--clearing-account", "2990")
+                 "--clearing-account", "2990", "--format", "csv")
+    table = runner.invoke(app, ["report", "journal", "--period", "2026-11", "--db", db, "--policy", policy])
+    assert table.exit_code == 0 and "AI-CLEARING" in table.output  # a table by default, as every report
+    assert not table.output.startswith(",".join(entry[0]))
     debits = {(r["account"], r["cost_center"]): r["debit_usd"] for r in entry if r["debit_usd"] != "0.00"}
     # ENGINEERING $3.0025 -> 3.00, MARKETING 3.00, HR $0.005 -> 0.01 (the lines add up to round($6.0075) = $6.01)
     assert debits == {("6100", "CC-100"): "3.00", ("6200", "CC-200"): "3.00", ("UNASSIGNED", "UNASSIGNED"): "0.01"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from costwarden.cli import catalog, close, demo, keys, ledger, policy, report, serve, simulate
+from costwarden.cli.common import fail
 
 app = typer.Typer(
     name="costwarden",
@@ -27,4 +28,8 @@ app.command("simulate")(simulate.simulate_command)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as exc:  # a file named on the command line that cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        raise SystemExit(fail(f"{exc.strerror or exc}{where}").exit_code) from None

@@ -68,8 +68,8 @@ def background(server: uvicorn.Server, name: str) -> Iterator[None]:
 
 
 def demo(
-    port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
-    mock_port: Annotated[int, typer.Option(help="Mock upstream port.")] = 8100,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Gateway port.")] = 8000,
+    mock_port: Annotated[int, typer.Option(min=0, max=65535, help="Mock upstream port.")] = 8100,
     host: Annotated[str, typer.Option(help="Interface for both servers.")] = "127.0.0.1",
     calls: Annotated[int, typer.Option(help="Synthetic calls to send.")] = 240,
     exit_after: Annotated[bool, typer.Option("--exit", help="Stop after the traffic instead of serving.")] = False,

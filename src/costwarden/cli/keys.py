@@ -14,6 +14,7 @@ from costwarden.cli.common import DbOption, PolicyOption, audit, console, fail, 
 from costwarden.core.audit import AuditAction
 from costwarden.core.policy import Policy
 from costwarden.ledger.credentials import KeyRecord, TokenRecord
+from costwarden.policy.fields import SCOPE_ID
 
 
 def _status(record: KeyRecord | TokenRecord) -> str:
@@ -198,8 +199,12 @@ def _customer_department(known: Policy | None, customer: str, department: str | 
 
 
 def _check_scope(known: Policy | None, department: str | None, team: str | None) -> None:
-    """Refuse a department (or a team of it) the policy does not have. Without any policy (a
-    database no server has used yet) there is nothing to check against."""
+    """Refuse an id that is not a department or team id, and a department (or a team of it) the
+    policy does not have. Without any policy (a database no server has used yet) only the ids'
+    form can be checked."""
+    for given in (department, team):
+        if given is not None and not SCOPE_ID.fullmatch(given):
+            raise fail(f"bad id {given!r}: ids match [A-Z0-9][A-Z0-9_-]{{0,63}} (e.g. MARKETING, TIER1-DESK)")
     if known is None:
         return
     if department is not None and department not in known.departments:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -17,6 +16,7 @@ from rich.console import Console
 from costwarden import errors
 from costwarden.app.bootstrap import policy_for
 from costwarden.cli.common import DbOption, PolicyOption, fail, ledger_at, run
+from costwarden.core.periods import BILLING_PERIOD
 from costwarden.core.policy import Policy
 from costwarden.ledger import Ledger
 from costwarden.reports import (
@@ -42,7 +42,7 @@ from costwarden.reports.reconcile import parse_invoice_options, read_invoice_fil
 from costwarden.reports.tabular import Format, Report, write_report
 
 FORMATS = ("table", "csv", "json", "focus")
-_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+_PERIOD = BILLING_PERIOD
 
 app = typer.Typer(help="Reports over the ledger.", no_args_is_help=True)
 
@@ -89,6 +89,14 @@ async def require_policy(ledger: Ledger, path: str | None) -> Policy:
     return policy
 
 
+async def frozen_or_none(ledger: Ledger, period: str, policy: str | None) -> Statement | None:
+    """The frozen statement of ``period`` if it is closed. A ``--policy`` given is loaded first, so
+    that a wrong one is an error even where the frozen statement does not need it."""
+    if policy is not None:
+        await require_policy(ledger, policy)
+    return await frozen_statement(ledger, period)
+
+
 @app.command("chargeback")
 def chargeback(
     period: PeriodOption,
@@ -114,7 +122,7 @@ def chargeback(
 
     async def work() -> Statement:
         async with ledger_at(db) as ledger:
-            frozen = await frozen_statement(ledger, period)
+            frozen = await frozen_or_none(ledger, period, policy)
             if frozen is not None:
                 if shared_costs is not None or invoice_total is not None or invoices:
                     raise fail(f"{period} is closed: its statement was frozen with its shared costs and "
@@ -148,7 +156,7 @@ def _dimension(by: str | None, fmt: str) -> Dimension | None:
 async def statement_for(db: str | None, policy: str | None, period: str) -> Statement:
     """The frozen statement of a closed period, else the live one (no shared costs or invoice)."""
     async with ledger_at(db) as ledger:
-        frozen = await frozen_statement(ledger, period)
+        frozen = await frozen_or_none(ledger, period, policy)
         if frozen is not None:
             return frozen
         known = await require_policy(ledger, policy)
@@ -159,7 +167,7 @@ async def statement_for(db: str | None, policy: str | None, period: str) -> Stat
 def journal_command(
     period: PeriodOption,
     clearing_account: Annotated[str, typer.Option("--clearing-account", help="The account credited.")] = CLEARING_ACCOUNT,
-    fmt: Annotated[str, typer.Option("--format", help="csv, table or json.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv (for a GL import) or json.")] = "table",
     shared_costs: SharedOption = None,
     output: OutputOption = None,
     db: DbOption = None,
@@ -174,7 +182,7 @@ def journal_command(
         if shared_costs is None:
             return await statement_for(db, policy, period)
         async with ledger_at(db) as ledger:
-            if await frozen_statement(ledger, period) is not None:
+            if await frozen_or_none(ledger, period, policy) is not None:
                 raise fail(f"{period} is closed: its statement was frozen with its shared costs; drop --shared-costs")
             known = await require_policy(ledger, policy)
             return await live_statement(ledger, known, period, shared, None, datetime.now(UTC))

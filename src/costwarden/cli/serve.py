@@ -21,9 +21,9 @@ def serve(
     db: DbOption = None,
     redis: Annotated[str | None, typer.Option(help="Redis URL for counters shared by several replicas or workers.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (more than 1 needs --redis).")] = 1,
-    max_body_mb: Annotated[int, typer.Option(help="Largest request body accepted, in MB.")] = 16,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (more than 1 needs --redis).")] = 1,
+    max_body_mb: Annotated[int, typer.Option(min=1, help="Largest request body accepted, in MB.")] = 16,
     upstream_env: Annotated[list[str] | None, typer.Option(
         "--upstream-env", metavar="NAME",
         help="An environment variable a policy reloaded through the admin API may send upstream as an API key "
@@ -68,9 +68,9 @@ def run_server(settings: Settings) -> None:
 
 
 def mock_upstream(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8100,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    latency_ms: Annotated[int, typer.Option(help="Added latency per call, in ms.")] = 0,
+    latency_ms: Annotated[int, typer.Option(min=0, help="Added latency per call, in ms.")] = 0,
 ) -> None:
     """Run a faithful imitation of the OpenAI and Anthropic APIs (streaming included)."""
     from costwarden.mock_upstream import serve as serve_mock

@@ -25,7 +25,7 @@ LARGE = 50_000  # events from which a progress bar is shown
 
 def simulate_command(
     policy: Annotated[str, typer.Option("--policy", help="The policy file to replay the calls under.")],
-    period: Annotated[str | None, typer.Option("--period", help="Replay the ledger's calls of this billing period YYYY-MM (in NEW's timezone).")] = None,
+    period: Annotated[str | None, typer.Option("--period", help="Replay the ledger's calls of this billing period YYYY-MM (in NEW's timezone; default: the current one).")] = None,
     events: Annotated[Path | None, typer.Option("--events", help="Replay the usage events of this JSON Lines export instead of the ledger.")] = None,
     fmt: FormatOption = "table",
     output: OutputOption = None,
@@ -35,8 +35,8 @@ def simulate_command(
     would have been allowed, downgraded, clamped and rejected, the cost before and after, and the
     date each budget would have run out."""
     chosen = report_format(fmt)
-    if (period is None) == (events is None):
-        raise fail("give exactly one of --period P (the ledger's calls) and --events FILE")
+    if period is not None and events is not None:
+        raise fail("give one of --period P (the ledger's calls) and --events FILE, not both")
     if period is not None and not _PERIOD.fullmatch(period):
         raise fail(f"bad billing period {period!r}: use YYYY-MM, e.g. 2026-11")
     try:
@@ -49,9 +49,8 @@ def simulate_command(
             replayed = sorted(_file_events(events), key=lambda e: (e.admitted_at, e.id))
             with _bar(len(replayed)) as tick:
                 return await simulate(new, replayed, tick)
-        assert period is not None
         async with ledger_at(db) as ledger:
-            start, end = period_bounds(period, new)
+            start, end = period_bounds(period or f"{datetime.now(UTC).astimezone(new.timezone):%Y-%m}", new)
             total = sum(row.requests for row in await ledger.totals(start, end))
             with _bar(total) as tick:
                 return await simulate_ledger(new, ledger, start, end, tick)

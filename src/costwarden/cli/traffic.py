@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -152,12 +153,26 @@ def send_traffic(gateway_url: str, keys: DemoKeys, calls: int) -> list[Outcome]:
             if reply.status_code >= 400:
                 error = reply.json().get("error", {})
                 code = error.get("code") or error.get("type") or ""
-            cost = reply.headers.get("x-costwarden-cost-usd")
-            outcomes.append(Outcome(planned.department, reply.status_code, Decimal(cost) if cost else Decimal(0),
+            outcomes.append(Outcome(planned.department, reply.status_code, settled_cost(reply),
                                     "x-costwarden-downgraded-from" in reply.headers,
                                     "x-costwarden-max-tokens-clamped" in reply.headers, code, planned.customer))
             progress.advance(task)
     return outcomes
+
+
+def settled_cost(reply: httpx.Response) -> Decimal:
+    """A call's settled cost: its header, or for a stream (whose headers leave before the cost is
+    known) ``usage.cost`` in its final usage chunk; 0 for a refused call."""
+    header = reply.headers.get("x-costwarden-cost-usd")
+    if header:
+        return Decimal(header)
+    if reply.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in reversed(reply.text.splitlines()):
+            if line.startswith("data: {") and '"cost"' in line:
+                usage = json.loads(line.removeprefix("data: "), parse_float=Decimal).get("usage") or {}
+                if "cost" in usage:
+                    return Decimal(usage["cost"])
+    return Decimal(0)
 
 
 def print_summary(outcomes: list[Outcome]) -> None:

@@ -114,9 +114,14 @@ def parse_timezone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown timezone {name!r}: use an IANA name like America/New_York") from exc
 
 
+# Years 1970-8999: a month outside the ledger's time range has bounds that cannot be computed in
+# every timezone (year 1 in New York starts before datetime.min in UTC) nor printed as YYYY-MM.
+BILLING_PERIOD = re.compile(r"(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])")
+
+
 def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """Bounds of a billing month given as ``YYYY-MM`` in ``tz``."""
-    match = re.fullmatch(r"(\d{4})-(\d{2})", month)
-    if not match or not 1 <= int(match[2]) <= 12:
-        raise ValueError(f"bad billing period {month!r}: use YYYY-MM, e.g. 2026-11")
+    match = BILLING_PERIOD.fullmatch(month)
+    if not match:
+        raise ValueError(f"bad billing period {month!r}: use YYYY-MM, e.g. 2026-11 (years 1970 to 8999)")
     return Period.parse("monthly").bounds(local_midnight(date(int(match[1]), int(match[2]), 1), tz), tz)

@@ -1,4 +1,5 @@
-"""``report efficiency``: what caching and downgrades saved, and what calls cost, per department.
+"""``report efficiency``: what caching and downgrades saved, and what calls cost, per department,
+and within it per tier, per model served and per business customer.
 
 - Saved by caching: cached input tokens x (input price - cached input price), at the prices the
   calls were charged at (the event's price label; the catalog's when the label cannot be read).
@@ -6,6 +7,7 @@
   model's catalog prices minus the served model's charged prices, for the same tokens of each type.
 - Tokens trimmed: the input that a customer plan's ``thin_context`` removed before forwarding.
 - Cost per call and per 1M tokens (input, cached included, plus output) per model and tier.
+- A customer's row holds its calls of that department (the customers report adds its invoice).
 
 Savings are exact products (pico-dollars per token x tokens), shown as exact decimal USD.
 """
@@ -23,16 +25,16 @@ from costwarden.ledger import Ledger, TotalsRow
 from costwarden.reports.focus import parse_price_version
 from costwarden.reports.tabular import Report
 
-GROUPS = ("department", "model_requested", "model_served", "price_version")
+GROUPS = ("department", "model_requested", "model_served", "price_version", "customer")
 NANO = Decimal("0.000000001")
 COLUMNS = ("level", "department", "model", "tier", "calls", "input_tokens", "cached_input_tokens", "output_tokens",
            "cost_usd", "saved_by_caching_usd", "saved_by_downgrades_usd", "tokens_trimmed", "cost_per_call_usd",
-           "cost_per_1m_tokens_usd")
+           "cost_per_1m_tokens_usd", "customer")
 
 
 @dataclass(slots=True)
 class Tally:
-    """Sums of one department, or of one model of one department."""
+    """Sums of one department, or of one tier, model or customer of one department."""
 
     calls: int = 0
     input_tokens: int = 0
@@ -44,6 +46,8 @@ class Tally:
     trimmed_tokens: int = 0
     tier: int | None = None
     models: dict[str, Tally] = field(default_factory=dict)
+    tiers: dict[int, Tally] = field(default_factory=dict)
+    customers: dict[str, Tally] = field(default_factory=dict)
 
     def add(self, row: TotalsRow, caching: int, downgrade: int) -> None:
         self.calls += row.requests
@@ -81,7 +85,7 @@ def downgrade_saved_picos(row: TotalsRow, served: tuple[Price, Price, Price],
 
 
 def tally(rows: list[TotalsRow], catalog: Catalog) -> dict[str, Tally]:
-    """Per department, its sums and savings, and the same per model served."""
+    """Per department, its sums and savings, and the same per tier, model served and customer."""
     departments: dict[str, Tally] = defaultdict(Tally)
     for row in rows:
         department, served = str(row.groups["department"]), str(row.groups["model_served"])
@@ -99,7 +103,13 @@ def tally(rows: list[TotalsRow], catalog: Catalog) -> dict[str, Tally]:
         model = line.models.setdefault(served, Tally())
         spec = catalog.get(served)
         model.tier = spec.tier if spec is not None else None
-        model.add(row, caching, downgrade)
+        parts = [model]
+        if model.tier is not None:
+            parts.append(line.tiers.setdefault(model.tier, Tally(tier=model.tier)))
+        if row.groups["customer"]:
+            parts.append(line.customers.setdefault(str(row.groups["customer"]), Tally()))
+        for part in parts:
+            part.add(row, caching, downgrade)
     return dict(departments)
 
 
@@ -111,23 +121,27 @@ async def efficiency(ledger: Ledger, catalog: Catalog, start: datetime, end: dat
 
 
 def efficiency_report(tallies: dict[str, Tally], period: str) -> Report:
-    """One ``department`` row per department followed by one ``model`` row per model it used."""
+    """One ``department`` row per department followed by one ``tier`` row per tier, one ``model``
+    row per model and one ``customer`` row per business customer of its calls."""
     rows = []
     for department in sorted(tallies):
         line = tallies[department]
         rows.append(_row("department", department, None, line))
-        for model in sorted(line.models):
-            rows.append(_row("model", department, model, line.models[model]))
+        rows += [_row("tier", department, None, line.tiers[tier]) for tier in sorted(line.tiers)]
+        rows += [_row("model", department, model, line.models[model]) for model in sorted(line.models)]
+        rows += [_row("customer", department, None, line.customers[customer], customer)
+                 for customer in sorted(line.customers)]
     notes = (f"Period {period}. Savings are exact: cached tokens x (input - cached price), and the requested "
              "model's prices minus the served model's for the same tokens. tokens_trimmed: input a plan's "
              "thin_context removed before forwarding.",)
     return Report("Efficiency", COLUMNS, rows, notes, {"period": period})
 
 
-def _row(level: str, department: str, model: str | None, t: Tally) -> dict[str, str | int | None]:
+def _row(level: str, department: str, model: str | None, t: Tally,
+         customer: str | None = None) -> dict[str, str | int | None]:
     tokens = t.input_tokens + t.output_tokens
     return {
-        "level": level, "department": department, "model": model, "tier": t.tier if model else None,
+        "level": level, "department": department, "model": model, "tier": t.tier, "customer": customer,
         "calls": t.calls, "input_tokens": t.input_tokens, "cached_input_tokens": t.cached_input_tokens,
         "output_tokens": t.output_tokens, "cost_usd": format_usd(t.cost_nanos),
         "saved_by_caching_usd": _picos(t.caching_picos), "saved_by_downgrades_usd": _picos(t.downgrade_picos),

@@ -1,4 +1,4 @@
-"""Virtual keys (admins, and managers for their department) and admin tokens (admins only).
+"""Virtual keys (admins, and managers for their department) and admin tokens (admins; finance reads them).
 
 A secret is in the answer to its creation only; the ledger keeps its hash. Servers pick up new
 and revoked credentials within seconds (their directories re-read the ledger).
@@ -17,6 +17,7 @@ from costwarden.http.admin.access import (
     EVERYONE,
     KEY_KEEPERS,
     MANAGER,
+    ORGANIZATION,
     check_key_department,
     known_department,
     visible_department,
@@ -162,8 +163,8 @@ OPERATIONS: list[Operation[Any, Any]] = [
     Operation("DELETE", "/keys/{key_id}", "Revoke a key", KEY_KEEPERS, revoke_key, NoQuery, NoBody, KeyOut,
               description="Calls with the key are refused within seconds on every server. Revoking twice keeps "
                           "the first revocation time."),
-    Operation("GET", "/tokens", "List admin tokens", (ADMIN,), list_tokens, TokenQuery, NoBody, TokenList,
-              description="Admin API tokens, never their secrets."),
+    Operation("GET", "/tokens", "List admin tokens", ORGANIZATION, list_tokens, TokenQuery, NoBody, TokenList,
+              description="Admin API tokens, never their secrets. Finance reads them too (it reads everything)."),
     Operation("POST", "/tokens", "Create an admin token", (ADMIN,), create_token, NoQuery, TokenCreate,
               TokenCreated, 201, description="A new admin API token with a role; the answer holds its secret, "
                                              "shown this once. A manager token names its department."),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from costwarden import errors
 from costwarden.app.auth import AdminIdentity
+from costwarden.core.periods import BILLING_PERIOD
 from costwarden.http.admin.access import ADMIN, FINANCE, MANAGER
 from costwarden.http.admin.api import AdminCall, Download, Operation
 from costwarden.http.admin.reports import CSV, Document
@@ -24,7 +25,7 @@ from costwarden.reports.tabular import csv_text
 
 CUSTOMER = "customer"
 READERS = (ADMIN, FINANCE, MANAGER, CUSTOMER)
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(f"^{BILLING_PERIOD.pattern}$")
 
 
 class CustomersQuery(Query):

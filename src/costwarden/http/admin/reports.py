@@ -8,6 +8,8 @@ budget forecast, the efficiency report (JSON or CSV) and a simulation under a po
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from io import StringIO
@@ -16,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, RootModel
 
 from costwarden import errors
+from costwarden.core.periods import BILLING_PERIOD
 from costwarden.http.admin.access import EVERYONE, known_department, visible_department
 from costwarden.http.admin.api import AdminCall, Download, Operation
 from costwarden.http.admin.schemas import DepartmentId, NoBody, Query
@@ -28,13 +31,12 @@ from costwarden.reports.collect import period_bounds
 from costwarden.reports.efficiency import efficiency, efficiency_report
 from costwarden.reports.focus import bundled_list_prices, write_focus
 from costwarden.reports.render import statement_document
+from costwarden.reports.shared import PROPORTIONAL, SharedCostsError, parse_shared_costs
 from costwarden.reports.simulate import simulate_ledger, simulation_report
 from costwarden.reports.tabular import Report, csv_text
 
 CSV = "text/csv; charset=utf-8"
-# Years 1970-8999: a month outside the ledger's time range has bounds that cannot be computed in
-# every timezone (year 1 in New York starts before datetime.min in UTC) nor printed as YYYY-MM.
-_PERIOD = re.compile(r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(f"^{BILLING_PERIOD.pattern}$")
 Period = Field(pattern=_PERIOD.pattern, description="Billing period YYYY-MM (a month in the policy's timezone).")
 
 
@@ -50,6 +52,12 @@ class ChargebackQuery(Query):
     department: DepartmentId | None = Field(None, description="Only this department's line (a manager's own).")
     format: Literal["json", "csv", "focus"] = Field("json", description="json, csv, or focus (FOCUS 1.2 CSV).")
     invoice_total: str | None = Field(None, description="An invoice total in USD to reconcile an open period to.")
+    method: Literal["proportional", "even", "fixed"] | None = Field(
+        None, description="How shared costs are allocated (default proportional); fixed needs weights.")
+    weights: str | None = Field(None, description="Method fixed: DEPARTMENT:WEIGHT pairs, comma-separated "
+                                                  "(ENGINEERING:3,MARKETING:1).")
+    shared_costs: str | None = Field(None, description="A shared-costs document (YAML or JSON, as the CLI's "
+                                                       "--shared-costs file): method, weights and named items.")
 
 
 class Document(RootModel[dict[str, Any]]):
@@ -85,12 +93,17 @@ async def chargeback(call: AdminCall[ChargebackQuery, NoBody]) -> BaseModel:
     department = _department(call, query.department)
     statement = await frozen_statement(runtime.ledger, query.period)
     if statement is None:
-        invoice = None if query.invoice_total is None else parse_usd(query.invoice_total, "invoice_total")
-        statement = await live_statement(runtime.ledger, runtime.policy, query.period, SharedCosts(), invoice,
-                                         runtime.admission.clock())
-    elif query.invoice_total is not None:
-        raise errors.InvalidRequest(f"{query.period} is closed: its statement was frozen with its invoice total.",
-                                    param="invoice_total")
+        with _naming("invoice_total"):
+            invoice = None if query.invoice_total is None else parse_usd(query.invoice_total, "invoice_total")
+        # the allocation is checked against the statement's lines too (weights naming no department)
+        with _naming("shared_costs" if query.shared_costs else "weights" if query.weights else "method"):
+            statement = await live_statement(runtime.ledger, runtime.policy, query.period, _shared_costs(query),
+                                             invoice, runtime.admission.clock())
+    else:
+        given = [name for name in ("invoice_total", "method", "weights", "shared_costs") if getattr(query, name)]
+        if given:
+            raise errors.InvalidRequest(f"{query.period} is closed: its statement was frozen with its shared costs "
+                                        "and invoice total.", param=given[0])
     if department is not None:
         statement = _only(statement, department)
     if query.format == "json":
@@ -102,6 +115,39 @@ async def chargeback(call: AdminCall[ChargebackQuery, NoBody]) -> BaseModel:
         write_focus(statement, out, bundled_list_prices())
     suffix = "-focus" if query.format == "focus" else ""
     return Download(content=out.getvalue(), media_type=CSV, filename=f"chargeback-{query.period}{suffix}.csv")
+
+
+_WEIGHT = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*:\s*([0-9]+(?:\.[0-9]+)?)\s*$")
+
+
+def _shared_costs(query: ChargebackQuery) -> SharedCosts:
+    """The allocation the caller names: a shared-costs document, or ``method`` and ``weights``
+    (validated as the same document, so that both give the same errors)."""
+    if query.shared_costs is not None:
+        if query.method is not None or query.weights is not None:
+            raise errors.InvalidRequest("Give either shared_costs or method and weights, not both.",
+                                        param="shared_costs")
+        return parse_shared_costs(query.shared_costs, "shared_costs")
+    if query.method is None and query.weights is None:
+        return SharedCosts()
+    lines = [f"method: {query.method or PROPORTIONAL}"]
+    if query.weights is not None:
+        pairs = [_WEIGHT.match(pair) for pair in query.weights.split(",")]
+        if not all(pairs):
+            raise errors.InvalidRequest(f"Bad weights {query.weights!r}: use DEPARTMENT:WEIGHT pairs, "
+                                        "comma-separated (ENGINEERING:3,MARKETING:1).", param="weights")
+        lines += ["weights:", *(f"  {m[1].upper()}: {m[2]}" for m in pairs if m)]
+    return parse_shared_costs("\n".join(lines) + "\n", "method and weights")
+
+
+@contextmanager
+def _naming(param: str) -> Iterator[None]:
+    """A refusal of the block's shared costs or amounts names the query parameter ``param``."""
+    try:
+        yield
+    except SharedCostsError as exc:
+        exc.param = exc.param or param
+        raise
 
 
 def _only(statement: Statement, department: str) -> Statement:
