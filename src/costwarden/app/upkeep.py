@@ -24,6 +24,7 @@ from costwarden.core.policy import Policy
 from costwarden.counters.base import CounterStore
 from costwarden.engine.admission import Admission
 from costwarden.engine.rebuild import rebuild_counters
+from costwarden.engine.settlements import PendingSettlements
 from costwarden.errors import StorageError
 from costwarden.ledger import Ledger
 
@@ -51,15 +52,24 @@ class UpkeepTimes:
         return cls(reconcile_s=settings.reconcile_s, lease_ttl_s=ttl, lease_renew_s=min(LEASE_RENEW_S, ttl / 5))
 
 
-async def ensure_built(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime) -> bool:
+async def ensure_built(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime,
+                       pending: PendingSettlements | None = None) -> bool:
     """Rebuild an emptied (or never built) store from the ledger, once across replicas; True
-    when the store is built (by this replica or found so), False while another one rebuilds it."""
+    when the store is built (by this replica or found so), False while another one rebuilds it.
+
+    Settlements held in ``pending`` whose events the rebuild reads from the ledger are not applied
+    again: the counters equal the ledger afterwards, not the ledger plus the outage's spend."""
     if await store.marker() is not None:
         return True
     stamp = now.timestamp()
     if not await store.claim(REBUILD_CLAIM, stamp + REBUILD_CLAIM_S, stamp):
         return False
+    # Looked up before the rebuild reads the ledger, so every event found is surely in its figures;
+    # one committed in between is counted twice, the safe side, until the reconciler corrects it.
+    counted = await ledger.recorded(pending.call_ids()) if pending is not None and len(pending) else set()
     cells = await rebuild_counters(policy, store, ledger, now)
+    if pending is not None and counted:
+        pending.counted(counted)
     log.warning("the counter store had no counters: rebuilt %d counter cells from the ledger", cells)
     return True
 
@@ -91,7 +101,8 @@ class CounterUpkeep:
         try:
             if self._is_due("lease", at, times.lease_renew_s):
                 await renew(self.store, self.admission.clock().timestamp(), times.lease_ttl_s)
-            if not await ensure_built(self.policy(), self.store, self.ledger, self.admission.clock()):
+            if not await ensure_built(self.policy(), self.store, self.ledger, self.admission.clock(),
+                                      self.admission.pending):
                 return
             if len(self.admission.pending):
                 await self.admission.pending.retry()
