@@ -10,6 +10,7 @@ import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, PlainValidator
@@ -167,8 +168,14 @@ def _env_name(value: object) -> str:
 
 def _base_url(value: object) -> str:
     text = _text(value)
-    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) == 0:
+    if not text.startswith(("http://", "https://")) or not urlsplit(text).hostname or any(c.isspace() for c in text):
         raise ValueError(f"must be an http:// or https:// URL (got {text!r})")
+    try:
+        port = urlsplit(text).port  # raises on a port out of range or not a number
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"bad port in {text!r}: use a number from 1 to 65535")
     return text.rstrip("/")
 
 
