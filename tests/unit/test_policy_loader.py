@@ -356,6 +356,12 @@ def test_an_upstream_url_a_client_cannot_use_is_refused() -> None:
         "upstreams.anthropic.base_url: must be an http:// or https:// URL (got 'http://:8100') (line 3)",
         "upstreams.google.base_url: bad port in 'http://mock:port/v1': use a number from 1 to 65535 (line 4)",
     ]
+    assert problems_of("""\
+        departments:
+          HR:
+            notify: ["https://hooks.example.com/x", "http://127.0.0.1:99999/hook"]
+    """) == ["departments.HR.notify[1]: bad port in 'http://127.0.0.1:99999/hook': use a number from 1 to 65535 "
+             "(line 3)"]
 
 
 def test_bad_action_and_inexact_limits() -> None:
