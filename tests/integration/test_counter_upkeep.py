@@ -141,6 +141,32 @@ async def test_settlements_held_through_an_outage_are_not_added_again_to_the_reb
 
 
 @pytest.mark.service
+async def test_soft_spend_held_through_an_outage_is_not_added_again_when_another_replica_rebuilt(
+        redis_server: RedisServer, redis_store: RedisCounterStore, ledger: Ledger) -> None:
+    admission = Admission(redis_store, FakeClock(NOW))
+    hard = await admission.admit("hard", request("HR"), PLANNER)
+    assert isinstance(hard, Admitted)
+    assert await ensure_built(POLICY, redis_store, ledger, NOW, admission.pending)  # the build it knows
+    redis_server.kill()
+    soft = await admission.admit("soft", request("SALES"), PLANNER)
+    assert isinstance(soft, Admitted)
+    for call in (hard, soft):
+        await admission.settle(call, 1000, 50)
+    await ledger.record(event("hard", 180_000))
+    await ledger.record(event("soft", 180_000, "SALES"))
+    redis_server.start()  # back, and empty
+    other = RedisCounterStore.from_url(redis_server.url, replica="two")
+    try:
+        assert await ensure_built(POLICY, other, ledger, NOW)  # the other replica rebuilds
+    finally:
+        await other.close()
+    assert await ensure_built(POLICY, redis_store, ledger, NOW, admission.pending)  # found built
+    assert await admission.pending.retry() == 1
+    assert await spent(redis_store, "SALES") == (180_000, 0)  # not twice: no early alert
+    assert await spent(redis_store, "HR") == (360_000, 0)  # a reservation's settlement: counted high, safe
+
+
+@pytest.mark.service
 async def test_an_emptied_store_is_rebuilt_once_by_replacement(
         redis_server: RedisServer, redis_store: RedisCounterStore, ledger: Ledger) -> None:
     await ledger.record(event("e1", 1_000))

@@ -52,6 +52,7 @@ class PendingSettlements:
         self._queue: deque[Pending] = deque()
         self._limit = limit
         self.dropped = 0  # settlements that fell off the queue (the reconciler corrects them)
+        self.build: str | None = None  # the store's build (generation marker) the queue was last judged against
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -65,9 +66,9 @@ class PendingSettlements:
         if spend:
             self._add(PendingSpend(call_id, tuple(spend)))
 
-    def call_ids(self) -> set[str]:
-        """The calls whose settlements are queued."""
-        return {item.call_id for item in self._queue}
+    def call_ids(self, *, unreserved_only: bool = False) -> set[str]:
+        """The calls whose settlements are queued (only those let through unreserved)."""
+        return {item.call_id for item in self._queue if not unreserved_only or isinstance(item, PendingSpend)}
 
     def counted(self, ids: Collection[str]) -> None:
         """Forget the spend of calls ``ids``, which a rebuild took from the ledger: adding it again
