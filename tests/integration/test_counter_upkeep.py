@@ -120,6 +120,53 @@ async def test_a_settlement_redis_could_not_take_is_retried_onto_the_rebuilt_sto
 
 
 @pytest.mark.service
+async def test_settlements_held_through_an_outage_are_not_added_again_to_the_rebuilt_store(
+        redis_server: RedisServer, redis_store: RedisCounterStore, ledger: Ledger) -> None:
+    admission = Admission(redis_store, FakeClock(NOW))
+    hard = await admission.admit("hard", request("HR"), PLANNER)
+    late = await admission.admit("late", request("HR"), PLANNER)
+    redis_server.kill()
+    soft = await admission.admit("soft", request("SALES"), PLANNER)  # let through, nothing reserved
+    assert isinstance(hard, Admitted) and isinstance(late, Admitted) and isinstance(soft, Admitted)
+    for call in (hard, late, soft):
+        await admission.settle(call, 1000, 50)
+    assert len(admission.pending) == 3
+    await ledger.record(event("hard", 180_000))
+    await ledger.record(event("soft", 180_000, "SALES"))  # "late" is not committed yet
+    redis_server.start()  # back, and empty
+    assert await ensure_built(POLICY, redis_store, ledger, NOW, admission.pending)
+    assert await admission.pending.retry() == 2  # "hard" only released, "soft" dropped, "late" settled
+    assert await spent(redis_store, "SALES") == (180_000, 0)  # the ledger's figure, not twice it
+    assert await spent(redis_store, "HR") == (360_000, 0)  # "hard" from the ledger, "late" retried
+
+
+@pytest.mark.service
+async def test_soft_spend_held_through_an_outage_is_not_added_again_when_another_replica_rebuilt(
+        redis_server: RedisServer, redis_store: RedisCounterStore, ledger: Ledger) -> None:
+    admission = Admission(redis_store, FakeClock(NOW))
+    hard = await admission.admit("hard", request("HR"), PLANNER)
+    assert isinstance(hard, Admitted)
+    assert await ensure_built(POLICY, redis_store, ledger, NOW, admission.pending)  # the build it knows
+    redis_server.kill()
+    soft = await admission.admit("soft", request("SALES"), PLANNER)
+    assert isinstance(soft, Admitted)
+    for call in (hard, soft):
+        await admission.settle(call, 1000, 50)
+    await ledger.record(event("hard", 180_000))
+    await ledger.record(event("soft", 180_000, "SALES"))
+    redis_server.start()  # back, and empty
+    other = RedisCounterStore.from_url(redis_server.url, replica="two")
+    try:
+        assert await ensure_built(POLICY, other, ledger, NOW)  # the other replica rebuilds
+    finally:
+        await other.close()
+    assert await ensure_built(POLICY, redis_store, ledger, NOW, admission.pending)  # found built
+    assert await admission.pending.retry() == 1
+    assert await spent(redis_store, "SALES") == (180_000, 0)  # not twice: no early alert
+    assert await spent(redis_store, "HR") == (360_000, 0)  # a reservation's settlement: counted high, safe
+
+
+@pytest.mark.service
 async def test_an_emptied_store_is_rebuilt_once_by_replacement(
         redis_server: RedisServer, redis_store: RedisCounterStore, ledger: Ledger) -> None:
     await ledger.record(event("e1", 1_000))

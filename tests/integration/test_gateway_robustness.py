@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from gateway_fixtures import Gateway, start_gateway
+from service_fixtures import RedisServer
 
 SLOW_POLICY = """
 version: 1
@@ -155,6 +157,28 @@ def test_anthropic_errors_use_anthropic_shape(gateway: Gateway) -> None:
     assert reply.json()["type"] == "error" and reply.json()["error"]["type"] == "authentication_error"
     wrong_wire = post(gateway, chat("x", model="claude-haiku-4-5"))
     assert wrong_wire.status_code == 400 and "/v1/messages" in str(error(wrong_wire)["message"])
+
+
+@pytest.mark.service
+def test_readyz_says_503_at_once_while_redis_hangs(tmp_path: Path, mock_url: str, redis_server: RedisServer) -> None:
+    assert redis_server.process is not None
+    started = start_gateway(tmp_path, mock_url, redis_url=redis_server.url)
+    gateway = next(started)
+    try:
+        assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+        redis_server.process.send_signal(signal.SIGSTOP)  # neither an error nor a reply: a partition, a stall
+        try:
+            # the Redis client would wait 10 s per attempt, three times, before saying it failed
+            ready = httpx.get(f"{gateway.url}/readyz", timeout=8)
+            assert ready.status_code == 503 and ready.json()["checks"]["counters"] is False
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{gateway.url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "still not ready after Redis answered again"
+            time.sleep(0.1)
+    finally:
+        started.close()
 
 
 def test_health_ready_and_metrics(gateway: Gateway) -> None:

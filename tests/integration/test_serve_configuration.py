@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,12 @@ def serve(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
     ((), {}, "error: no --policy given, and this database has no policy stored by an earlier start"),
     (("--policy", "MOVED", "--upstream-env", "OPENAI_API_KEY"), {},
      "error: the start-up policy names variables --upstream-env does not allow: upstreams.anthropic.api_key_env"),
+    (("--policy", str(EXAMPLE), "--db", "postgresql://costwarden@127.0.0.1:1/costs"), {},  # psycopg says it in two lines
+     "error: ledger: opening postgresql+psycopg://costwarden@127.0.0.1:1/costs failed: OperationalError: "),
+    (("--policy", str(EXAMPLE), "--port", "99999"), {}, "error: --port 99999: a port is a number from 0 to 65535"),
+    (("--policy", str(EXAMPLE), "--host", "no-such-host.invalid"), {}, "error: cannot listen on no-such-host.invalid:0: "),
 ], ids=["bad-policy", "missing-policy", "redis-scheme", "smtp-scheme", "smtp-port", "db-scheme", "no-policy",
-        "allow-list"])
+        "allow-list", "db-unreachable", "port-range", "host"])
 def test_a_configuration_mistake_is_one_line(tmp_path: Path, args: tuple[str, ...], env: dict[str, str],
                                              message: str) -> None:
     files = {"BAD": tmp_path / "bad.yaml", "MISSING": tmp_path / "missing.yaml", "MOVED": tmp_path / "moved.yaml"}
@@ -66,3 +71,13 @@ def test_the_real_command_prints_no_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == "error: --redis: unknown counter store URL 'foo://x': use memory:// or redis://host:port/db\n"
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, stderr = serve(tmp_path, "--policy", str(EXAMPLE), "--port", str(port))
+    assert code == 1
+    assert stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"

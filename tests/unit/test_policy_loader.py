@@ -344,6 +344,26 @@ def test_bad_notify_target() -> None:
     ]
 
 
+def test_an_upstream_url_a_client_cannot_use_is_refused() -> None:
+    # each used to pass, and every call through it failed with a 500 from the HTTP client
+    assert problems_of("""\
+        upstreams:
+          openai: {type: openai, base_url: "http://127.0.0.1:99999/v1", api_key_env: K}
+          anthropic: {type: anthropic, base_url: "http://:8100", api_key_env: K}
+          google: {type: openai, base_url: "http://mock:port/v1", api_key_env: K}
+    """) == [
+        "upstreams.openai.base_url: bad port in 'http://127.0.0.1:99999/v1': use a number from 1 to 65535 (line 2)",
+        "upstreams.anthropic.base_url: must be an http:// or https:// URL (got 'http://:8100') (line 3)",
+        "upstreams.google.base_url: bad port in 'http://mock:port/v1': use a number from 1 to 65535 (line 4)",
+    ]
+    assert problems_of("""\
+        departments:
+          HR:
+            notify: ["https://hooks.example.com/x", "http://127.0.0.1:99999/hook"]
+    """) == ["departments.HR.notify[1]: bad port in 'http://127.0.0.1:99999/hook': use a number from 1 to 65535 "
+             "(line 3)"]
+
+
 def test_bad_action_and_inexact_limits() -> None:
     assert problems_of("""\
         departments:

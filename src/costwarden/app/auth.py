@@ -86,8 +86,8 @@ class _Directory(Generic[T]):
             await asyncio.sleep(self._refresh_s)
             try:
                 self._known = await self._load()
-            except errors.StorageError:
-                log.warning("could not refresh %s; keeping the %d known", self._what, len(self._known), exc_info=True)
+            except errors.StorageError as exc:  # the ledger is down: one line each time, not a traceback
+                log.warning("could not refresh %s (%s); keeping the %d known", self._what, exc, len(self._known))
 
     def _lookup(self, secret: str) -> T | None:
         return self._known.get(hash_secret(secret))

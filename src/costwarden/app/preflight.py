@@ -3,6 +3,8 @@ command with one clear line instead of a traceback from inside the server's star
 
 from __future__ import annotations
 
+import socket
+
 from costwarden import errors
 from costwarden.alerts import SmtpSettings
 from costwarden.app.bootstrap import policy_for
@@ -17,6 +19,7 @@ async def preflight(settings: Settings) -> Policy:
     """The start-up policy, once the policy, the database and Redis URLs, the SMTP settings and
     the upstream allow-list are known to be usable; else ConfigurationError (or StorageError when
     a store is configured correctly but unreachable), each with a one-line message."""
+    check_listen(settings.host, settings.port)
     smtp_settings(settings)
     await _check_counter_store(settings.redis_url)
     # opened as the server will open it (the same spool, which it replays, as the server would)
@@ -44,6 +47,22 @@ def one_line(exc: errors.PolicyError) -> str:
     return f"{head}: {'; '.join(exc.problems)}"
 
 
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once, as the server will, so that a port in use or out of range, or a host
+    that is no interface of this machine, is one line (ConfigurationError) rather than the server's
+    log after its whole start-up."""
+    if not 0 <= port <= 65535:
+        raise errors.ConfigurationError(f"--port {port}: a port is a number from 0 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise errors.ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def smtp_settings(settings: Settings) -> SmtpSettings | None:
     """The alert e-mail settings, or ConfigurationError naming the bad variable."""
     try:
@@ -63,4 +82,4 @@ async def _check_counter_store(url: str | None) -> None:
         await store.close()
 
 
-__all__ = ["one_line", "preflight", "smtp_settings"]
+__all__ = ["check_listen", "one_line", "preflight", "smtp_settings"]

@@ -97,9 +97,8 @@ async def follow_policy(runtime: Runtime, interval_s: float = FOLLOW_S) -> None:
         await asyncio.sleep(interval_s)
         try:
             await adopt_latest(runtime)
-        except errors.CostwardenError:
-            log.warning("could not check for a newer policy; keeping version %d", runtime.policy_version,
-                        exc_info=True)
+        except errors.CostwardenError as exc:  # the ledger is down: said in one line, every 2 s meanwhile
+            log.warning("could not check for a newer policy (%s); keeping version %d", exc, runtime.policy_version)
 
 
 async def adopt_latest(runtime: Runtime) -> PolicyChange | None:

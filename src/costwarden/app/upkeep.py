@@ -23,7 +23,8 @@ from costwarden.app.settings import Settings
 from costwarden.core.policy import Policy
 from costwarden.counters.base import CounterStore
 from costwarden.engine.admission import Admission
-from costwarden.engine.rebuild import rebuild_counters
+from costwarden.engine.rebuild import new_marker, rebuild_counters
+from costwarden.engine.settlements import PendingSettlements
 from costwarden.errors import StorageError
 from costwarden.ledger import Ledger
 
@@ -51,15 +52,36 @@ class UpkeepTimes:
         return cls(reconcile_s=settings.reconcile_s, lease_ttl_s=ttl, lease_renew_s=min(LEASE_RENEW_S, ttl / 5))
 
 
-async def ensure_built(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime) -> bool:
+async def ensure_built(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime,
+                       pending: PendingSettlements | None = None) -> bool:
     """Rebuild an emptied (or never built) store from the ledger, once across replicas; True
-    when the store is built (by this replica or found so), False while another one rebuilds it."""
-    if await store.marker() is not None:
+    when the store is built (by this replica or found so), False while another one rebuilds it.
+
+    Settlements held in ``pending`` whose events a rebuild read from the ledger are not applied
+    again: the counters equal the ledger afterwards, not the ledger plus the outage's spend."""
+    marker = await store.marker()
+    if marker is not None:
+        if pending is not None and pending.build != marker:
+            if pending.build is not None and len(pending):
+                # Another replica rebuilt; when it read the ledger is unknown here. The spend of
+                # calls let through unreserved (soft budgets only) found in the ledger now is taken
+                # as counted: at worst a call that committed after that read is missed until the
+                # reconciler, rather than a soft budget counted twice and alerting early. Settlements
+                # of reservations (hard budgets too) are all applied: over-counting is the safe side.
+                pending.counted(await ledger.recorded(pending.call_ids(unreserved_only=True)))
+            pending.build = marker
         return True
     stamp = now.timestamp()
     if not await store.claim(REBUILD_CLAIM, stamp + REBUILD_CLAIM_S, stamp):
         return False
-    cells = await rebuild_counters(policy, store, ledger, now)
+    # Looked up before the rebuild reads the ledger, so every event found is surely in its figures;
+    # one committed in between is counted twice, the safe side, until the reconciler corrects it.
+    counted = await ledger.recorded(pending.call_ids()) if pending is not None and len(pending) else set()
+    marker = new_marker(now)
+    cells = await rebuild_counters(policy, store, ledger, now, marker)
+    if pending is not None:
+        pending.counted(counted)
+        pending.build = marker
     log.warning("the counter store had no counters: rebuilt %d counter cells from the ledger", cells)
     return True
 
@@ -91,7 +113,8 @@ class CounterUpkeep:
         try:
             if self._is_due("lease", at, times.lease_renew_s):
                 await renew(self.store, self.admission.clock().timestamp(), times.lease_ttl_s)
-            if not await ensure_built(self.policy(), self.store, self.ledger, self.admission.clock()):
+            if not await ensure_built(self.policy(), self.store, self.ledger, self.admission.clock(),
+                                      self.admission.pending):
                 return
             if len(self.admission.pending):
                 await self.admission.pending.retry()

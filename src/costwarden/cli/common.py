@@ -57,7 +57,8 @@ async def ledger_at(db: str | None) -> AsyncIterator[Ledger]:
 def fail(message: str) -> typer.Exit:
     """Print ``error: message`` on one line of stderr (never wrapped at the terminal's width, and
     with any [brackets] in the message shown as they are); the caller raises the returned Exit."""
-    err_console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    line = " ".join(message.split())  # a driver's message may span lines (psycopg: "...\n\tIs the server running")
+    err_console.print(Text.assemble(("error:", "red"), " ", line), highlight=False, soft_wrap=True)
     sys.stderr.flush()
     return typer.Exit(1)
 

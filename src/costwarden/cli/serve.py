@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from costwarden.app.preflight import preflight
+from costwarden.app.preflight import check_listen, preflight
 from costwarden.app.settings import Settings, load_settings, settings_to_environment
 from costwarden.cli.common import DbOption, fail, run
 from costwarden.errors import ConfigurationError
@@ -75,4 +75,8 @@ def mock_upstream(
     """Run a faithful imitation of the OpenAI and Anthropic APIs (streaming included)."""
     from costwarden.mock_upstream import serve as serve_mock
 
+    try:
+        check_listen(host, port)
+    except ConfigurationError as exc:
+        raise fail(exc.message) from None
     serve_mock(host, port, latency_ms)

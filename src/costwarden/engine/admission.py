@@ -207,8 +207,8 @@ class Admission:
         reservation = admitted.reservation
         if not reservation.holds:  # let through while the store was down: add its spend later
             holds = admitted.decision.holds
-            self.pending.spend([(h.window, priced.cost_nanos if h.unit == USD else tokens if h.unit == TOKENS else 1)
-                                for h in holds])
+            self.pending.spend(admitted.id, [
+                (h.window, priced.cost_nanos if h.unit == USD else tokens if h.unit == TOKENS else 1) for h in holds])
             return priced
         cost = priced.cost_nanos
         amounts = [cost if h.unit is USD else tokens if h.unit is TOKENS else 1 for h in reservation.holds]

@@ -32,11 +32,12 @@ def _periods(policy: Policy) -> dict[str, Period]:
     return {b.period.text: b.period for r in rules for b in r.budgets}
 
 
-async def rebuild_counters(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime) -> int:
+async def rebuild_counters(policy: Policy, store: CounterStore, ledger: Ledger, now: datetime,
+                           marker: str | None = None) -> int:
     """Set every counter to the ledger's settled spend of its current window, under a new generation
-    marker; returns the number of counter cells written."""
+    marker (``marker``, or one made here); returns the number of counter cells written."""
     loads = [(window, amount) for _, window, amount in await ledger_spend(policy, ledger, now)]
-    await store.replace(loads, new_marker(now))
+    await store.replace(loads, marker or new_marker(now))
     return len(loads)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from costwarden.core.periods import Window
@@ -28,11 +28,16 @@ class PendingSettle:
     reservation: Reservation
     amounts: tuple[int, ...]
 
+    @property
+    def call_id(self) -> str:
+        return self.reservation.id
+
 
 @dataclass(frozen=True, slots=True)
 class PendingSpend:
     """Add spend that was never reserved (a call let through while the store was down)."""
 
+    call_id: str
     spend: tuple[tuple[Window, int], ...]
 
 
@@ -47,6 +52,7 @@ class PendingSettlements:
         self._queue: deque[Pending] = deque()
         self._limit = limit
         self.dropped = 0  # settlements that fell off the queue (the reconciler corrects them)
+        self.build: str | None = None  # the store's build (generation marker) the queue was last judged against
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -55,10 +61,27 @@ class PendingSettlements:
         """Keep a settlement (or, with zero amounts, a release) for ``retry``."""
         self._add(PendingSettle(reservation, tuple(amounts)))
 
-    def spend(self, spend: Sequence[tuple[Window, int]]) -> None:
-        """Keep unreserved spend to add for ``retry``."""
+    def spend(self, call_id: str, spend: Sequence[tuple[Window, int]]) -> None:
+        """Keep the unreserved spend of call ``call_id`` to add for ``retry``."""
         if spend:
-            self._add(PendingSpend(tuple(spend)))
+            self._add(PendingSpend(call_id, tuple(spend)))
+
+    def call_ids(self, *, unreserved_only: bool = False) -> set[str]:
+        """The calls whose settlements are queued (only those let through unreserved)."""
+        return {item.call_id for item in self._queue if not unreserved_only or isinstance(item, PendingSpend)}
+
+    def counted(self, ids: Collection[str]) -> None:
+        """Forget the spend of calls ``ids``, which a rebuild took from the ledger: adding it again
+        would count it twice. Their reservations are only released (the store holds them again
+        after a rebuild); their unreserved spend is dropped."""
+        chosen = set(ids)
+        kept: deque[Pending] = deque()
+        for item in self._queue:
+            if item.call_id not in chosen:
+                kept.append(item)
+            elif isinstance(item, PendingSettle):
+                kept.append(PendingSettle(item.reservation, (0,) * len(item.amounts)))
+        self._queue = kept
 
     def _add(self, item: Pending) -> None:
         if len(self._queue) >= self._limit:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,6 +13,8 @@ from starlette.routing import Route
 from costwarden import errors
 from costwarden.app.runtime import Runtime
 from costwarden.engine.status import budget_status
+
+READY_S = 2.0
 
 
 async def healthz(request: Request) -> Response:
@@ -20,15 +25,29 @@ async def readyz(request: Request) -> Response:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     checks = {"policy": runtime is not None, "ledger": False, "counters": False}
     if runtime is not None:
-        checks["ledger"] = await runtime.ledger.ready()  # False while new calls would be refused
-        try:
-            await runtime.admission.store.ping()
-            checks["counters"] = True
-        except errors.StorageError:
-            checks["counters"] = False
+        # False while new calls would be refused; both asked at once, each given READY_S
+        checks["ledger"], checks["counters"] = await asyncio.gather(
+            _within(runtime.ledger.ready()), _within(_counters_reachable(runtime)))
     ready = all(checks.values())
     body = orjson.dumps({"status": "ready" if ready else "not ready", "checks": checks})
     return Response(body, status_code=200 if ready else 503, media_type="application/json")
+
+
+async def _counters_reachable(runtime: Runtime) -> bool:
+    try:
+        await runtime.admission.store.ping()
+    except errors.StorageError:
+        return False
+    return True
+
+
+async def _within(check: Awaitable[bool]) -> bool:
+    """A store that does not answer within READY_S (a hung Redis or database: no error, no reply)
+    is unreachable: a probe gets its 503 at once rather than after the client's own retries."""
+    try:
+        return await asyncio.wait_for(check, READY_S)
+    except TimeoutError:
+        return False
 
 
 async def metrics(request: Request) -> Response:

@@ -372,6 +372,19 @@ class Ledger:
         """How many write-ahead rows are waiting for their final event."""
         return await self._read(lambda conn: queries.count(conn, inflight))
 
+    async def recorded(self, ids: Collection[str]) -> set[str]:
+        """Which of ``ids`` have their final event committed in the database."""
+        chosen = sorted(ids)
+
+        def find(conn: Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(chosen), 500):  # SQLite's bound-parameter limit
+                query = select(usage_events.c.id).where(usage_events.c.id.in_(chosen[start:start + 500]))
+                found.update(conn.execute(query).scalars())
+            return found
+
+        return await self._read(find) if chosen else set()
+
     async def ping(self) -> None:
         """Raise StorageError unless the database answers (for /readyz)."""
         await self._read(lambda conn: conn.execute(select(1)).scalar())

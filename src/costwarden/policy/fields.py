@@ -10,6 +10,7 @@ import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, PlainValidator
@@ -139,6 +140,8 @@ def _notify(value: object) -> str:
     text = _text(value)
     if not text.startswith(NOTIFY_SCHEMES) or (text in NOTIFY_SCHEMES and text != "log:"):
         raise ValueError(f"unknown notify target {text!r}: use mailto:ADDRESS, https://URL, http://URL or log:")
+    if text.startswith(("http://", "https://")):
+        _check_http_url(text)
     return text
 
 
@@ -167,9 +170,20 @@ def _env_name(value: object) -> str:
 
 def _base_url(value: object) -> str:
     text = _text(value)
-    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) == 0:
-        raise ValueError(f"must be an http:// or https:// URL (got {text!r})")
+    _check_http_url(text)
     return text.rstrip("/")
+
+
+def _check_http_url(text: str) -> None:
+    """ValueError unless ``text`` is an http(s) URL an HTTP client can open (a host, a usable port)."""
+    if not text.startswith(("http://", "https://")) or not urlsplit(text).hostname or any(c.isspace() for c in text):
+        raise ValueError(f"must be an http:// or https:// URL (got {text!r})")
+    try:
+        port = urlsplit(text).port  # raises on a port out of range or not a number
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"bad port in {text!r}: use a number from 1 to 65535")
 
 
 def _header(value: object) -> str:
