@@ -202,6 +202,9 @@ class Ledger:
         if self._closed:
             raise StorageError("ledger is closed")
         if not self._outage.available:  # known down: do not wait for the database
+            child = self._child
+            if child is not None and child.loop is _running_loop():
+                child.forget([write])  # its call, begun there, ended here
             await self._outage.keep([(write.kind, write.row)])
             return
         write.waiter = waiter = Waiter()

@@ -95,7 +95,7 @@ class WriterProcessClient:
         self._exits = 0  # process exits since the last batch committed
         self._idle: list[asyncio.Future[None]] = []
         self._company = Company() if program.company else None
-        self._hold: tuple[float, int] | None = None  # while held: until when, and for how many events
+        self._hold: _Hold | None = None
 
     def put(self, write: Write) -> None:
         """Queue ``write`` for the next batch."""
@@ -106,6 +106,12 @@ class WriterProcessClient:
         if self._company is not None:
             self._company.note((write,), time.monotonic())
         self._kick()
+
+    def forget(self, writes: Sequence[Write]) -> None:
+        """The calls of ``writes`` ended without this writer (their rows went to the spool): no
+        batch waits for them any more (see ``company.py``)."""
+        if self._company is not None:
+            self._company.forget(write.row["id"] for write in writes)
 
     def start(self) -> None:
         """Start the process now rather than for the first row (it takes a moment to start)."""
@@ -152,25 +158,36 @@ class WriterProcessClient:
         self._maybe_idle()
 
     def _held(self) -> bool:
-        """Whether the pending rows wait for company now (see ``company.py``)."""
+        """Whether the pending rows wait for company now (see ``company.py``). A hold ends once
+        enough events came or once its timer has fired, whatever the clocks say then: the event
+        loop's clock need not agree with ``time.monotonic`` (uvloop's runs a few milliseconds
+        behind, so its timers fire early by it), and once no more rows come, the timer is the
+        only thing that sends the held ones."""
         if self._company is None or self._singles or not all(w.waiter is not None for w in self._pending):
-            self._hold = None
+            self._release()
             return False
         events = sum(1 for w in self._pending if w.kind is RowKind.EVENT)
-        now = time.monotonic()
         if self._hold is None:
             wait = self._company.wait()
             if wait is None:
                 return False
             window_s, wanted = wait
-            self._hold = (now + window_s, events + wanted)
-            self.loop.call_later(window_s, self._kick)
+            self._hold = _Hold(self.loop.call_later(window_s, self._hold_over), events + wanted)
             return True
-        until, enough = self._hold
-        if now < until and events < enough:
+        if not self._hold.over and events < self._hold.enough:
             return True
-        self._hold = None
+        self._release()
         return False
+
+    def _hold_over(self) -> None:
+        if self._hold is not None:
+            self._hold.over = True
+        self._kick()
+
+    def _release(self) -> None:
+        if self._hold is not None:
+            self._hold.timer.cancel()
+            self._hold = None
 
     def _send(self) -> None:
         self._scheduled = False
@@ -219,7 +236,7 @@ class WriterProcessClient:
 
     def _give_up(self) -> None:
         self.usable = False
-        self._hold = None
+        self._release()
         pending, self._pending, self._singles = self._pending, [], 0
         for write in pending:
             try:
@@ -244,6 +261,16 @@ class WriterProcessClient:
         for future in idle:
             if not future.done():
                 future.set_result(None)
+
+
+@dataclass(slots=True)
+class _Hold:
+    """Pending rows held back for company: the timer that ends the hold, how many pending events
+    end it sooner, and whether the timer has fired."""
+
+    timer: asyncio.TimerHandle
+    enough: int
+    over: bool = False
 
 
 class _Process(asyncio.SubprocessProtocol):
