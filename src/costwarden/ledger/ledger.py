@@ -1,8 +1,8 @@
 """The usage ledger: one object per database URL, async, safe to share by every request.
 
 Writes go through the database's single writer thread (see ``writer.py``); the usage rows of the
-hot path go to a writer process instead (``writer_process.py`` on SQLite, ``writer_process_pg.py``
-on PostgreSQL), one per event loop that writes them, started on first use. Reads run on a small reader pool in worker threads. Every backend exception leaves
+hot path go to a writer process instead (``writer_process.py``, with ``--postgresql`` on
+PostgreSQL), one per event loop that writes them, started on first use. Reads run on a small reader pool in worker threads. Every backend exception leaves
 this class as StorageError, except on the hot path: the rows of a call already forwarded that the
 database does not take within ``COMMIT_DEADLINE_S`` go to the local spool (``outage.py``).
 """

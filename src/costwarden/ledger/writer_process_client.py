@@ -1,5 +1,5 @@
 """The gateway's end of a ledger's writer process (``writer_process.py`` for SQLite,
-``writer_process_pg.py`` for PostgreSQL): usage rows put on one event loop are sent to the process
+``--postgresql`` for PostgreSQL): usage rows put on one event loop are sent to the process
 in batches, and a row's waiter resolves only once the process has committed it (an event is
 durable before its response ends).
 """
