@@ -301,8 +301,8 @@ async def test_a_stopped_postgres_ledger_spools_and_catches_up(postgres_server: 
 
 class EarlyTimers(asyncio.SelectorEventLoop):
     """An event loop whose timers fire before ``time.monotonic`` has moved by their delay, as
-    uvloop's do (libuv reads a coarse clock, once per loop iteration): here by half the delay,
-    so that it always shows."""
+    uvloop's often do by a fraction of a millisecond (it rounds a delay to whole milliseconds and
+    reads a coarser clock): here by half the delay, so that it always shows."""
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: object,
                    context: contextvars.Context | None = None) -> asyncio.TimerHandle:

@@ -159,9 +159,9 @@ class WriterProcessClient:
 
     def _held(self) -> bool:
         """Whether the pending rows wait for company now (see ``company.py``). A hold ends once
-        enough events came or once its timer has fired, whatever the clocks say then: the event
-        loop's clock need not agree with ``time.monotonic`` (uvloop's runs a few milliseconds
-        behind, so its timers fire early by it), and once no more rows come, the timer is the
+        enough events came or once its timer has fired, whatever the clocks say then: a timer may
+        fire before ``time.monotonic`` has moved by its delay (uvloop rounds a delay to whole
+        milliseconds and reads a coarser clock), and once no more rows come, the timer is the
         only thing that sends the held ones."""
         if self._company is None or self._singles or not all(w.waiter is not None for w in self._pending):
             self._release()
