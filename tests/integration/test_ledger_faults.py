@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import signal
 import sqlite3
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from spooling_process import call, event
 from costwarden.core.events import UsageEvent
 from costwarden.errors import StorageError
 from costwarden.ledger import Ledger
+from costwarden.ledger.company import SIBLINGS
 from costwarden.ledger.outage import UNAVAILABLE, WhenDown
 from costwarden.ledger.spool import Spool, SpoolError
 from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, Gateway, start_gateway
@@ -37,6 +39,7 @@ POLICY = UPSTREAMS + "departments:\n" + PLAIN_DEPARTMENTS
 CONCURRENCY = 12
 OUTAGE_S = 3.0  # how long each fault is held (at least; until enough calls were refused)
 DEADLINE_S = 45.0
+WAIT_S = 10.0  # for one ledger's rows to land (past its commit deadline, through its spool)
 SPOOLING_PROCESS = Path(__file__).with_name("spooling_process.py")
 
 
@@ -294,6 +297,50 @@ async def test_a_stopped_postgres_ledger_spools_and_catches_up(postgres_server: 
         assert list((tmp_path / "spool").rglob("*.cwspool")) == []
     finally:
         await ledger.close()
+
+
+class EarlyTimers(asyncio.SelectorEventLoop):
+    """An event loop whose timers fire before ``time.monotonic`` has moved by their delay, as
+    uvloop's often do by a fraction of a millisecond (it rounds a delay to whole milliseconds and
+    reads a coarser clock): here by half the delay, so that it always shows."""
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: object,
+                   context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        return super().call_later(delay / 2, callback, *args, context=context)
+
+
+@pytest.mark.service
+def test_the_last_event_of_a_burst_is_committed_by_the_end_of_its_wait(postgres_database: str,
+                                                                       tmp_path: Path) -> None:
+    """With calls in flight, an event waits a little for theirs (``company.py``); the last of a
+    burst, which no other row follows, goes when its wait is over, whatever the clocks say. It
+    once stayed until another row came: past its commit deadline it went to the spool, and the
+    spool's replay, which first waits for the rows already sent to the writer, waited for it."""
+
+    async def scenario() -> None:
+        ledger = await Ledger.open(postgres_database, spool_dir=tmp_path / "spool")
+        try:
+            for n in range(2 * SIBLINGS):
+                ledger.begin(call(n))  # calls in flight: an event waits for company
+            await until_async(ledger.count_inflight, 2 * SIBLINGS, "the write-ahead rows")
+            await ledger.record(event(0))  # no other row comes after it
+            await until_async(ledger.count_events, 1, "the event in the ledger")
+            await until(lambda: ledger.available, "the ledger to be available", WAIT_S)
+            assert await ledger.count_inflight() == 2 * SIBLINGS - 1
+        finally:
+            await asyncio.wait_for(ledger.close(), WAIT_S)  # not for ever: it waits for the writer
+
+    with asyncio.Runner(loop_factory=EarlyTimers) as runner:
+        runner.run(scenario())
+
+
+async def until_async(read: Callable[[], Awaitable[int]], wanted: int, what: str) -> None:
+    """Poll ``read`` until it gives ``wanted``, for at most ``WAIT_S`` (by ``time.monotonic``)."""
+    deadline = time.monotonic() + WAIT_S
+    while (got := await read()) != wanted:
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}: {got}, not {wanted}")
+        await asyncio.sleep(0.05)  # polling interval
 
 
 async def test_new_calls_may_be_accepted_into_the_spool(tmp_path: Path) -> None:

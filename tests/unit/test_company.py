@@ -48,3 +48,11 @@ def test_calls_whose_event_never_comes_are_forgotten() -> None:
     assert company.in_flight == 10
     assert company.note([end("c24"), end("c0")], now=0.0) == 2  # c0 was forgotten already
     assert company.in_flight == 9
+
+
+def test_calls_that_ended_elsewhere_no_longer_hold_a_batch() -> None:
+    company = Company()
+    company.note([begin(f"c{i}") for i in range(SIBLINGS)], now=0.0)
+    assert company.wait() is not None
+    company.forget(["c0", "c1", "never-begun"])  # their events went to the spool
+    assert company.in_flight == SIBLINGS - 2 and company.wait() is None

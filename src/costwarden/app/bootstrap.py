@@ -124,6 +124,7 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
         upstreams_for = upstreams_for or pool_factory(settings)
         generation = generation_of(policy, version, upstreams_for)
         service = GatewayService(admission, ledger, observer, clock)
+        ledger.start_writer()
         return Runtime(settings, admission, ledger, keys, service, metrics, observer, tokens, generation,
                        endpoints, upstreams_for)
     except BaseException:

@@ -38,6 +38,7 @@ from costwarden.counters.base import (
     Threshold,
 )
 from costwarden.counters.figures import Figures
+from costwarden.counters.script_calls import ScriptCalls
 from costwarden.counters.scripts import Scripts
 from costwarden.errors import StorageError
 
@@ -56,6 +57,7 @@ class RedisCounterStore:
         self._prefix = key_prefix
         self._replica = replica or uuid.uuid4().hex
         self._scripts = Scripts.register(client)
+        self._calls = ScriptCalls(client)  # the hot path's transport (see ``script_calls.py``)
         self._reservations = f"{key_prefix}reservations"
         self._deadlines = f"{key_prefix}deadlines"
         self._leases = f"{key_prefix}leases"
@@ -108,7 +110,7 @@ class RedisCounterStore:
                 await self._adopting.wait()
             self._sent += 1
             try:
-                return await script(keys=[*keys, self._mark_key], args=[*args, self._marker])
+                return await self._calls.run(script, [*keys, self._mark_key], [*args, self._marker])
             except ResponseError as exc:
                 moved = self._refusal(exc)
             except RedisError as exc:
@@ -404,6 +406,7 @@ class RedisCounterStore:
             raise StorageError(f"the counter store (Redis) cannot be reached: {exc}") from exc
 
     async def close(self) -> None:
+        await self._calls.close()
         await self._client.aclose()
 
     def _record(self, reservation: Reservation) -> str:

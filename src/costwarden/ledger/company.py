@@ -49,6 +49,12 @@ class Company:
             del self._open[next(iter(self._open))]
         return events
 
+    def forget(self, ids: Iterable[str]) -> None:
+        """Calls that ended elsewhere (their event went to the spool, not to this writer): no
+        batch waits for them any more."""
+        for ident in ids:
+            self._open.pop(ident, None)
+
     def wait(self) -> tuple[float, int] | None:
         """How long a batch someone waits for may wait for company, and for how many events;
         None: not at all."""

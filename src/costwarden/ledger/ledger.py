@@ -1,8 +1,8 @@
 """The usage ledger: one object per database URL, async, safe to share by every request.
 
-Writes go through the database's single writer thread (see ``writer.py``); on SQLite the usage
-rows of the hot path go to a writer process instead, one per event loop that writes them, started
-on first use. Reads run on a small reader pool in worker threads. Every backend exception leaves
+Writes go through the database's single writer thread (see ``writer.py``); the usage rows of the
+hot path go to a writer process instead (``writer_process.py``, with ``--postgresql`` on
+PostgreSQL), one per event loop that writes them, started on first use. Reads run on a small reader pool in worker threads. Every backend exception leaves
 this class as StorageError, except on the hot path: the rows of a call already forwarded that the
 database does not take within ``COMMIT_DEADLINE_S`` go to the local spool (``outage.py``).
 """
@@ -41,7 +41,12 @@ from costwarden.ledger.rows import event_row, inflight_row, interrupted_event, r
 from costwarden.ledger.schema import inflight, rejections, usage_events
 from costwarden.ledger.spool import Spool, SpooledRow
 from costwarden.ledger.writer import Writer
-from costwarden.ledger.writer_process_client import WriterProcessClient
+from costwarden.ledger.writer_process_client import (
+    Program,
+    WriterProcessClient,
+    postgres_program,
+    sqlite_program,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -72,6 +77,7 @@ class Ledger:
         self._outage = Outage(Spool(spool_dir), when_down, self._probe, self._replay)
         self._writer = Writer(writer_engine, self._lost_in_thread)
         self._child_path = _sqlite_file(writer_engine)
+        self._program = _writer_program(writer_engine, self._child_path)
         self._child: WriterProcessClient | None = None
         self._closed = False
 
@@ -158,6 +164,11 @@ class Ledger:
             return False
         return True
 
+    def start_writer(self) -> None:
+        """Start the writer process of the running event loop now (a server, before its first
+        call): it takes a moment to start, which the first call would otherwise wait for."""
+        self._writer_process()
+
     def begin(self, call: InflightCall) -> None:
         """Queue the write-ahead row of a call about to be forwarded; does not wait. It goes with
         the writer's next batch, and is not written at all if this call's event is in the same
@@ -191,6 +202,9 @@ class Ledger:
         if self._closed:
             raise StorageError("ledger is closed")
         if not self._outage.available:  # known down: do not wait for the database
+            child = self._child
+            if child is not None and child.loop is _running_loop():
+                child.forget([write])  # its call, begun there, ended here
             await self._outage.keep([(write.kind, write.row)])
             return
         write.waiter = waiter = Waiter()
@@ -209,20 +223,28 @@ class Ledger:
         await self._outage.keep([(write.kind, write.row)])
 
     def _put(self, write: Write) -> None:
-        """Queue a hot-path row: to this loop's writer process on SQLite, else to the thread."""
+        """Queue a hot-path row: to this loop's writer process, else to the thread."""
         if self._closed:
             raise StorageError("ledger is closed")
         loop = _running_loop()
         if loop is not None:
             self._outage.attach(loop)
-        if loop is not None and self._child_path is not None:
-            if self._child is None:
-                self._child = WriterProcessClient(self._child_path, self._writer_engine.dialect, loop,
-                                                  self._writer.put, self._lost_on_loop)
-            if self._child.loop is loop and self._child.usable:
-                self._child.put(write)
-                return
+        child = self._writer_process()
+        if child is not None and child.usable:
+            child.put(write)
+            return
         self._writer.put(write)
+
+    def _writer_process(self) -> WriterProcessClient | None:
+        """The writer process of the running event loop, started on first use; None: rows go to
+        the writer thread (no loop, another loop, or a URL the process does not take)."""
+        loop = _running_loop()
+        if loop is None or self._program is None:
+            return None
+        if self._child is None:
+            self._child = WriterProcessClient(self._program, loop, self._writer.put, self._lost_on_loop)
+            self._child.start()
+        return self._child if self._child.loop is loop else None
 
     def _lost_on_loop(self, writes: list[Write]) -> None:
         """Write-ahead rows the writer process could not commit."""
@@ -617,6 +639,17 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _writer_program(engine: Engine, sqlite_file: str | None) -> Program | None:
+    """The writer process of the hot path's rows; None: the writer thread takes them (a SQLite
+    URL with options)."""
+    if sqlite_file is not None:
+        return sqlite_program(sqlite_file, engine.dialect)
+    if engine.dialect.name == "postgresql":
+        return postgres_program(engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                                engine.dialect)
+    return None
 
 
 def _sqlite_file(engine: Engine) -> str | None:

@@ -6,8 +6,9 @@ nothing. Through SQLAlchemy (``insert_events``) the insert returns the ids it st
 batch's rows of those ids are summed per group in Python and upserted once per group (INSERT ...
 ON CONFLICT DO UPDATE, the same text on SQLite and PostgreSQL). The SQLite writer's statements
 get no results back from the writer process, so each INSERT into usage_events is followed by one
-statement that sums, in SQL, exactly the rows that INSERT stored (``SQLITE_AFTER_INSERT``). The
-migration fills the table from the events already there the same way.
+statement that sums, in SQL, exactly the rows that INSERT stored (``SQLITE_AFTER_INSERT``); the
+PostgreSQL writer process's INSERT returns the rows it stored to a rollup upsert in the same
+statement (``after_insert_postgres``). The migration fills the table from the events already there the same way.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ _INSERT = f"INSERT INTO {usage_rollups.name} ({', '.join(_q(c) for c in COLUMNS)
 UPSERT = _INSERT + f"VALUES ({', '.join(f':c{i}' for i in range(len(COLUMNS)))})" + _CONFLICT
 
 
-def from_events(dialect: str, where: str) -> str:
-    """INSERT ... SELECT adding the events matching ``where`` (SQL) to the rollups."""
+def from_events(dialect: str, where: str, source: str = usage_events.name) -> str:
+    """INSERT ... SELECT adding the events of ``source`` (a table) matching ``where`` (SQL) to the
+    rollups."""
     day = ("substr(admitted_at, 1, 10)" if dialect == "sqlite"
            else "to_char(admitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
     dims = [f"coalesce({_q(n)}, '')" if n in NULLABLE else _q(n) for n in ROLLUP_DIMENSIONS]
     sums = ["count(*)", *(f"sum({_q(m)})" for m in ROLLUP_MEASURES)]
     groups = ", ".join(str(i) for i in range(1, len(KEY) + 1))
-    return (_INSERT + f"SELECT {', '.join([day, *dims, *sums])} FROM {usage_events.name} WHERE {where} "
+    return (_INSERT + f"SELECT {', '.join([day, *dims, *sums])} FROM {source} WHERE {where} "
             f"GROUP BY {groups}" + _CONFLICT)
 
 
@@ -58,6 +60,13 @@ def from_events(dialect: str, where: str) -> str:
 # ``changes()`` is that of the last completed statement, and usage_rollups has no rowid on SQLite.
 SQLITE_AFTER_INSERT: Statement = (
     from_events("sqlite", "rowid > last_insert_rowid() - changes() AND rowid <= last_insert_rowid()"), [[]], 1)
+
+
+def after_insert_postgres(insert: str) -> str:
+    """``insert`` (an INSERT into usage_events ... ON CONFLICT DO NOTHING) as one PostgreSQL
+    statement that also adds the rows it stored, which it returns, to the rollups (one row per
+    group, so the upsert meets each rollup row once)."""
+    return f"WITH stored AS ({insert} RETURNING *) " + from_events("postgresql", "true", "stored")
 
 
 def aggregate(rows: Iterable[Row]) -> list[list[Any]]:
@@ -103,5 +112,5 @@ def backfill(conn: Connection) -> None:
     conn.execute(text(from_events(conn.dialect.name, "1 = 1")))
 
 
-__all__ = ["COLUMNS", "SQLITE_AFTER_INSERT", "UPSERT", "aggregate", "apply_rollups", "backfill",
-           "insert_events"]
+__all__ = ["COLUMNS", "SQLITE_AFTER_INSERT", "UPSERT", "after_insert_postgres", "aggregate", "apply_rollups",
+           "backfill", "insert_events"]

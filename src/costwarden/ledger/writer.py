@@ -10,9 +10,10 @@ thread in their own transaction, in their place in the queue.
 On SQLite, rows are written through the driver with statements prepared once per table (a batch
 takes one multi-row statement per table) and SQLAlchemy's own bind processors, so the rows stored
 are the same as through SQLAlchemy Core. The usage rows of the gateway's hot path go to a writer
-process instead (``writer_process.py``): the writer thread shares the interpreter lock with the
-event loop, and under load every lock hand-over between them cost the loop more than the write
-itself. Rows without a waiter (write-ahead rows) that fail go to ``lost`` (the ledger's spool).
+process instead (``writer_process.py``), on SQLite and on PostgreSQL: the writer thread shares the
+interpreter lock with the event loop, and under load every lock hand-over between them cost the
+loop more than the write itself. The thread takes those rows only where no process can (another
+event loop, a SQLite URL with options) or once processes keep failing to start. Rows without a waiter (write-ahead rows) that fail go to ``lost`` (the ledger's spool).
 
 Write-ahead rows are never held back: a row still in this process's queue is lost with it in a
 ``kill -9``, and the call it stands for would then go unsettled. Nobody waits for them, though, so

@@ -1,6 +1,7 @@
-"""The gateway's end of a SQLite ledger's writer process (``writer_process.py``): usage rows put
-on one event loop are sent to the process in batches, and a row's waiter resolves only once the
-process has committed it (an event is durable before its response ends).
+"""The gateway's end of a ledger's writer process (``writer_process.py`` for SQLite,
+``--postgresql`` for PostgreSQL): usage rows put on one event loop are sent to the process
+in batches, and a row's waiter resolves only once the process has committed it (an event is
+durable before its response ends).
 """
 
 from __future__ import annotations
@@ -8,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Dialect
 
 from costwarden.errors import StorageError
 from costwarden.ledger import writer_process
+from costwarden.ledger.company import Company
 from costwarden.ledger.engine import SQLITE_BUSY_TIMEOUT_MS
-from costwarden.ledger.queue_items import RowRefused, Write
-from costwarden.ledger.sqlite_statements import SqliteStatements
+from costwarden.ledger.queue_items import RowKind, RowRefused, Write
+from costwarden.ledger.sqlite_statements import PostgresStatements, SqliteStatements
 
 log = logging.getLogger(__name__)
 MAX_EXITS = 3  # writer processes that may exit in a row before the thread takes over
@@ -26,8 +31,38 @@ IN_FLIGHT = 2  # batches sent to the writer process before the first is answered
 Lost = Callable[[list[Write]], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Program:
+    """How to start a writer process and what to send it: the command line, the frame of a
+    numbered batch, whether a batch waits for company (``company.py``) before it is sent, and the
+    process's environment (None: this process's)."""
+
+    argv: Sequence[str]
+    encode: Callable[[int, list[Write]], bytes]
+    company: bool = False
+    env: Mapping[str, str] | None = field(default=None)
+
+
+def sqlite_program(path: str, dialect: Dialect) -> Program:
+    """The SQLite writer process: marshalled driver statements, prepared in this process."""
+    statements = SqliteStatements(dialect)
+    # -I -S: no environment, no site packages; the program needs the standard library only
+    return Program([sys.executable, "-I", "-S", writer_process.__file__, path, str(SQLITE_BUSY_TIMEOUT_MS)],
+                   lambda number, batch: writer_process.frame((number, statements.batch(batch))))
+
+
+def postgres_program(url: str, dialect: Dialect) -> Program:
+    """The PostgreSQL writer process, through psycopg. More batches may be in flight than on
+    SQLite: a batch someone waits for is held back to wait for company (``company.py``)."""
+    statements = PostgresStatements(dialect)
+    # -I: no PYTHON* variables nor user site; the site packages stay, for psycopg
+    return Program([sys.executable, "-I", writer_process.__file__, "--postgresql"],
+                   lambda number, batch: writer_process.frame((number, statements.batch(batch))),
+                   company=True, env={**os.environ, writer_process.URL_VARIABLE: url})
+
+
 class WriterProcessClient:
-    """Usage rows of one SQLite ledger for one event loop, written by a writer process.
+    """Usage rows of one ledger for one event loop, written by a writer process.
 
     Rows put on the loop are sent as one batch when the loop next runs callbacks; up to
     ``IN_FLIGHT`` batches are sent before the first is answered, so the process never waits for the
@@ -38,17 +73,18 @@ class WriterProcessClient:
     DELETE), so if the process exits, the batches it had not answered are sent again to a new one;
     if processes cannot be started or keep exiting, the rows go to ``fallback`` (the writer
     thread) and this writer is no longer ``usable``. Rows without a waiter (write-ahead rows) that
-    fail are handed to ``lost``. Not thread-safe: everything runs on ``loop``.
+    fail are handed to ``lost``. With ``Program.company``, a batch whose every row is waited for
+    is held back while it waits for company, by the writer thread's rules (``company.py``); a
+    batch with a write-ahead row goes at once. Not thread-safe: everything runs on ``loop``.
     """
 
-    def __init__(self, path: str, dialect: Dialect, loop: asyncio.AbstractEventLoop,
+    def __init__(self, program: Program, loop: asyncio.AbstractEventLoop,
                  fallback: Callable[[Write], None], lost: Lost) -> None:
         self.loop = loop
         self.usable = True
-        self._path = path
+        self._program = program
         self._fallback = fallback
         self._lost = lost
-        self._statements = SqliteStatements(dialect)
         self._pending: list[Write] = []
         self._sent: collections.deque[list[Write]] = collections.deque()  # answered in this order
         self._singles = 0  # batches to send one write at a time (finding a refused row)
@@ -58,6 +94,8 @@ class WriterProcessClient:
         self._starting: asyncio.Task[None] | None = None
         self._exits = 0  # process exits since the last batch committed
         self._idle: list[asyncio.Future[None]] = []
+        self._company = Company() if program.company else None
+        self._hold: _Hold | None = None
 
     def put(self, write: Write) -> None:
         """Queue ``write`` for the next batch."""
@@ -65,7 +103,20 @@ class WriterProcessClient:
             self._fallback(write)
             return
         self._pending.append(write)
+        if self._company is not None:
+            self._company.note((write,), time.monotonic())
         self._kick()
+
+    def forget(self, writes: Sequence[Write]) -> None:
+        """The calls of ``writes`` ended without this writer (their rows went to the spool): no
+        batch waits for them any more (see ``company.py``)."""
+        if self._company is not None:
+            self._company.forget(write.row["id"] for write in writes)
+
+    def start(self) -> None:
+        """Start the process now rather than for the first row (it takes a moment to start)."""
+        if self.usable and self._process is None and self._starting is None:
+            self._starting = self.loop.create_task(self._start())
 
     async def drain(self) -> None:
         """Return once every row put so far has been committed (or has failed)."""
@@ -89,8 +140,7 @@ class WriterProcessClient:
         if len(self._sent) >= IN_FLIGHT or not self._pending:
             return
         if self._process is None:
-            if self._starting is None:
-                self._starting = self.loop.create_task(self._start())
+            self.start()
             return
         if not self._scheduled:
             self._scheduled = True
@@ -98,7 +148,7 @@ class WriterProcessClient:
 
     async def _start(self) -> None:
         try:
-            self._process = await _Process.spawn(self.loop, self._path, self._on_reply, self._on_exit)
+            self._process = await _Process.spawn(self.loop, self._program, self._on_reply, self._on_exit)
         except Exception:  # the edge of a background task: hand the rows on, never hang them
             log.exception("ledger: could not start the writer process; writing from a thread instead")
             self._give_up()
@@ -107,9 +157,43 @@ class WriterProcessClient:
         self._kick()
         self._maybe_idle()
 
+    def _held(self) -> bool:
+        """Whether the pending rows wait for company now (see ``company.py``). A hold ends once
+        enough events came or once its timer has fired, whatever the clocks say then: a timer may
+        fire before ``time.monotonic`` has moved by its delay (uvloop rounds a delay to whole
+        milliseconds and reads a coarser clock), and once no more rows come, the timer is the
+        only thing that sends the held ones."""
+        if self._company is None or self._singles or not all(w.waiter is not None for w in self._pending):
+            self._release()
+            return False
+        events = sum(1 for w in self._pending if w.kind is RowKind.EVENT)
+        if self._hold is None:
+            wait = self._company.wait()
+            if wait is None:
+                return False
+            window_s, wanted = wait
+            self._hold = _Hold(self.loop.call_later(window_s, self._hold_over), events + wanted)
+            return True
+        if not self._hold.over and events < self._hold.enough:
+            return True
+        self._release()
+        return False
+
+    def _hold_over(self) -> None:
+        if self._hold is not None:
+            self._hold.over = True
+        self._kick()
+
+    def _release(self) -> None:
+        if self._hold is not None:
+            self._hold.timer.cancel()
+            self._hold = None
+
     def _send(self) -> None:
         self._scheduled = False
         while len(self._sent) < IN_FLIGHT and self._pending and self._process is not None:
+            if self._held():
+                return
             if self._singles:
                 self._singles -= 1
                 batch, self._pending = self._pending[:1], self._pending[1:]
@@ -117,7 +201,7 @@ class WriterProcessClient:
                 batch, self._pending = self._pending, []
             self._sent.append(batch)
             self._number += 1
-            self._process.send((self._number, self._statements.batch(batch)))
+            self._process.send(self._program.encode(self._number, batch))
 
     def _on_reply(self, number: int, kind: str | None, message: str) -> None:
         batch = self._sent.popleft() if self._sent else []
@@ -152,6 +236,7 @@ class WriterProcessClient:
 
     def _give_up(self) -> None:
         self.usable = False
+        self._release()
         pending, self._pending, self._singles = self._pending, [], 0
         for write in pending:
             try:
@@ -178,6 +263,16 @@ class WriterProcessClient:
                 future.set_result(None)
 
 
+@dataclass(slots=True)
+class _Hold:
+    """Pending rows held back for company: the timer that ends the hold, how many pending events
+    end it sooner, and whether the timer has fired."""
+
+    timer: asyncio.TimerHandle
+    enough: int
+    over: bool = False
+
+
 class _Process(asyncio.SubprocessProtocol):
     """The writer process and its framed pipes."""
 
@@ -191,21 +286,20 @@ class _Process(asyncio.SubprocessProtocol):
         self._stopping = False
 
     @classmethod
-    async def spawn(cls, loop: asyncio.AbstractEventLoop, path: str,
+    async def spawn(cls, loop: asyncio.AbstractEventLoop, program: Program,
                     on_reply: Callable[[int, str | None, str], None], on_exit: Callable[[], None]) -> _Process:
         process = cls(on_reply, on_exit)
         process._exited = loop.create_future()
-        # -I -S: no environment, no site packages; the program needs the standard library only
         transport, _ = await loop.subprocess_exec(
-            lambda: process, sys.executable, "-I", "-S", writer_process.__file__, path, str(SQLITE_BUSY_TIMEOUT_MS),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+            lambda: process, *program.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+            env=None if program.env is None else dict(program.env))
         process._transport = transport
         process._stdin = transport.get_pipe_transport(0)  # type: ignore[assignment]  # a write pipe (uvloop's too)
         return process
 
-    def send(self, message: tuple[int, list[writer_process.Statement]]) -> None:
+    def send(self, data: bytes) -> None:
         assert self._stdin is not None
-        self._stdin.write(writer_process.frame(message))
+        self._stdin.write(data)
 
     async def stop(self) -> None:
         assert self._stdin is not None and self._exited is not None
