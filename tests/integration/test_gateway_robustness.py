@@ -160,7 +160,7 @@ def test_anthropic_errors_use_anthropic_shape(gateway: Gateway) -> None:
 
 
 @pytest.mark.service
-def test_readyz_says_503_at_once_while_redis_hangs(tmp_path: Path, mock_url: str, redis_server: RedisServer) -> None:
+def test_readyz_and_hard_checked_calls_say_503_at_once_while_redis_hangs(tmp_path: Path, mock_url: str, redis_server: RedisServer) -> None:
     assert redis_server.process is not None
     started = start_gateway(tmp_path, mock_url, redis_url=redis_server.url)
     gateway = next(started)
@@ -171,6 +171,11 @@ def test_readyz_says_503_at_once_while_redis_hangs(tmp_path: Path, mock_url: str
             # the Redis client would wait 10 s per attempt, three times, before saying it failed
             ready = httpx.get(f"{gateway.url}/readyz", timeout=8)
             assert ready.status_code == 503 and ready.json()["checks"]["counters"] is False
+            # a hard-checked call is refused as soon as the store is known not to answer, not 30 s later
+            refused = httpx.post(f"{gateway.url}/v1/chat/completions", json=chat("held?"), timeout=8,
+                                 headers={"Authorization": f"Bearer {gateway.keys['HR']}"})
+            assert refused.status_code == 503 and refused.headers["x-should-retry"] == "true"
+            assert error(refused)["code"] == "storage_unavailable"
         finally:
             redis_server.process.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 10

@@ -8,7 +8,8 @@ client's pool when none is free, so the pool's limit still bounds them), sends E
 the answer, then keeps the connection for the next call; beyond ``KEPT`` idle ones it goes back
 to the pool. A script the server does not know (restarted, flushed) is loaded and sent again. A
 connection that fails is dropped and the call is tried again, ``RETRIES`` times after a short
-pause, as the client's retry did: the scripts are safe to run again. A call cancelled mid-command
+pause, as the client's retry does: the scripts are safe to run again. A server that does not answer
+in time is not asked again. A call cancelled mid-command
 drops its connection, whose next answer would belong to nobody.
 """
 
@@ -55,7 +56,10 @@ class ScriptCalls:
             except ResponseError:
                 await self._keep(conn)  # the server answered with an error: the connection is fine
                 raise
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+            except RedisTimeoutError:
+                await self._drop(conn)  # no answer in time: a retry would only wait as long again
+                raise
+            except (RedisConnectionError, OSError):
                 await self._drop(conn)
                 if attempt == RETRIES:
                     raise
