@@ -494,7 +494,7 @@ async def test_a_settlement_still_unanswered_is_not_held_again_by_a_new_build(re
         await gate.held.wait()  # settled on the server; the answer is on its way
         await two.replace([(org, 40)], "build-2")  # another replica rebuilds from the ledger
         reading = asyncio.create_task(one.snapshot([org], [], T))  # refused under build-1: one adopts build-2
-        restored_early = await gate.sent(b'"id": "flying"', timeout_s=2)
+        restored_early = await gate.sent(b'"id": "flying"', timeout_s=0.5)  # well within the answer timeout
         gate.release()
         assert await settling == [(0, 40)]
         assert (await reading).usage == [(40, 0)]
