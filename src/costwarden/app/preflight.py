@@ -47,12 +47,12 @@ def one_line(exc: errors.PolicyError) -> str:
     return f"{head}: {'; '.join(exc.problems)}"
 
 
-def check_listen(host: str, port: int) -> None:
+def check_listen(host: str, port: int, option: str = "--port") -> None:
     """Bind ``host:port`` once, as the server will, so that a port in use or out of range, or a host
     that is no interface of this machine, is one line (ConfigurationError) rather than the server's
     log after its whole start-up."""
     if not 0 <= port <= 65535:
-        raise errors.ConfigurationError(f"--port {port}: a port is a number from 0 to 65535")
+        raise errors.ConfigurationError(f"{option} {port}: a port is a number from 0 to 65535")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]

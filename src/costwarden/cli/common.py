@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from costwarden import errors
+from costwarden.app.preflight import check_listen
 from costwarden.app.settings import db_url_from_env
 from costwarden.core.audit import CLI_ROLE, Actor, AuditAction, AuditEntry
 from costwarden.ledger import Ledger
@@ -61,6 +62,15 @@ def fail(message: str) -> typer.Exit:
     err_console.print(Text.assemble(("error:", "red"), " ", line), highlight=False, soft_wrap=True)
     sys.stderr.flush()
     return typer.Exit(1)
+
+
+def listen_or_fail(host: str, port: int, option: str = "--port") -> None:
+    """End the command in one line unless ``host:port`` (given as ``option``) can be listened on:
+    a port out of range or in use, a host that is no interface here."""
+    try:
+        check_listen(host, port, option)
+    except errors.ConfigurationError as exc:
+        raise fail(exc.message) from None
 
 
 def cli_actor() -> Actor:

@@ -24,7 +24,7 @@ import typer
 import uvicorn
 
 from costwarden.app.settings import load_settings
-from costwarden.cli.common import DbOption, console, fail, open_ledger, run
+from costwarden.cli.common import DbOption, console, fail, listen_or_fail, open_ledger, run
 from costwarden.cli.traffic import (
     DemoKeys,
     Outcome,
@@ -68,14 +68,16 @@ def background(server: uvicorn.Server, name: str) -> Iterator[None]:
 
 
 def demo(
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Gateway port.")] = 8000,
-    mock_port: Annotated[int, typer.Option(min=0, max=65535, help="Mock upstream port.")] = 8100,
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
+    mock_port: Annotated[int, typer.Option(help="Mock upstream port.")] = 8100,
     host: Annotated[str, typer.Option(help="Interface for both servers.")] = "127.0.0.1",
     calls: Annotated[int, typer.Option(help="Synthetic calls to send.")] = 240,
     exit_after: Annotated[bool, typer.Option("--exit", help="Stop after the traffic instead of serving.")] = False,
     db: DbOption = None,
 ) -> None:
     """Run the gateway on embedded defaults with a mock upstream, a seed-like policy and traffic."""
+    listen_or_fail(host, mock_port, "--mock-port")
+    listen_or_fail(host, port)
     mock_url = f"http://{host}:{mock_port}"
     policy = parse_policy(demo_policy_text(mock_url), source="demo policy")
     os.environ.setdefault("COSTWARDEN_DEMO_UPSTREAM_KEY", "demo-upstream-key")

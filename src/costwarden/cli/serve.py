@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from costwarden.app.preflight import check_listen, preflight
+from costwarden.app.preflight import preflight
 from costwarden.app.settings import Settings, load_settings, settings_to_environment
-from costwarden.cli.common import DbOption, fail, run
+from costwarden.cli.common import DbOption, fail, listen_or_fail, run
 from costwarden.errors import ConfigurationError
 from costwarden.http.app import create_app
 from costwarden.http.timeouts import raise_fd_limit, server_options
@@ -21,9 +21,9 @@ def serve(
     db: DbOption = None,
     redis: Annotated[str | None, typer.Option(help="Redis URL for counters shared by several replicas or workers.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (more than 1 needs --redis).")] = 1,
-    max_body_mb: Annotated[int, typer.Option(min=1, help="Largest request body accepted, in MB.")] = 16,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (more than 1 needs --redis).")] = 1,
+    max_body_mb: Annotated[int, typer.Option(help="Largest request body accepted, in MB.")] = 16,
     upstream_env: Annotated[list[str] | None, typer.Option(
         "--upstream-env", metavar="NAME",
         help="An environment variable a policy reloaded through the admin API may send upstream as an API key "
@@ -39,6 +39,11 @@ def serve(
              "accept them into the spool (default: refuse).")] = None,
 ) -> None:
     """Run the gateway."""
+    # a number out of range is a configuration mistake like any other: one line (SPEC section 10)
+    if workers < 1:
+        raise fail(f"--workers {workers}: at least 1")
+    if max_body_mb < 1:
+        raise fail(f"--max-body-mb {max_body_mb}: at least 1")
     if workers > 1 and not redis:
         raise fail("--workers > 1 needs --redis, so that the workers share budget counters")
     try:
@@ -68,15 +73,12 @@ def run_server(settings: Settings) -> None:
 
 
 def mock_upstream(
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8100,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     latency_ms: Annotated[int, typer.Option(min=0, help="Added latency per call, in ms.")] = 0,
 ) -> None:
     """Run a faithful imitation of the OpenAI and Anthropic APIs (streaming included)."""
     from costwarden.mock_upstream import serve as serve_mock
 
-    try:
-        check_listen(host, port)
-    except ConfigurationError as exc:
-        raise fail(exc.message) from None
+    listen_or_fail(host, port)
     serve_mock(host, port, latency_ms)
