@@ -433,7 +433,7 @@ def print_table(rows: list[Row]) -> None:
               f"{ms(g.cpu_per_call(1)):>8}")
     print("(latencies in ms; 'added' = gateway minus direct; 'gen cpu' = the generator's CPU share "
           "during the gateway run; 'gw cpu/call' = the gateway process's CPU (user + system) per call, "
-          "'writer' = its ledger writer process's)")
+          "'writer' = its child processes': the ledger writer, and with several workers the workers)")
 
 
 def check(label: str, ok: bool, detail: str) -> bool:
@@ -597,7 +597,7 @@ def _figure(value: float | None, spec: str) -> str:
 
 def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]], gateway_log: str) -> bool:
     by_name = {row.name: row for row in rows}
-    print("\ngoals (one worker):")
+    print("\ngoals:")
     if (c1 := by_name.get("unary c=1")) is not None:
         added = c1.gateway.percentile(50) - c1.direct.percentile(50)
         check("added p50 <= 1 ms at concurrency 1", added <= 0.001, f"{added * 1000:.2f} ms")
@@ -608,7 +608,7 @@ def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]]
         rate, ratio = c64.gateway.rate, c64.gateway.rate / c64.direct.rate
         check(">= 2,000 calls/s at concurrency 64", rate >= 2000, f"{rate:,.0f} calls/s")
         check(">= 0.18 x direct at concurrency 64", ratio >= 0.18, f"{ratio:.2f} x")
-        cpu = c64.gateway.cpu_per_call()
+        cpu = c64.gateway.cpu_per_call() + c64.gateway.cpu_per_call(1)  # every process: workers are children
         check("gateway CPU per call <= 0.2 ms at concurrency 64", cpu <= 0.0002, f"{cpu * 1000:.3f} ms")
     admitted = statuses.count(200)
     others = sorted(set(statuses) - {200, 429})
