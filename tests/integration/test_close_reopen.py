@@ -95,12 +95,18 @@ def test_close_reopen_restate_keep_a_complete_trail(tmp_path: Path) -> None:
     assert code == 1 and "reopen 2026-11 first" in said
 
 
-def test_an_altered_frozen_statement_is_refused(tmp_path: Path) -> None:
+def closed_october(tmp_path: Path) -> tuple[Path, str]:
+    """A policy file and a ledger with $1.00 of usage in 2026-10, closed."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     db = f"sqlite:///{tmp_path}/ledger.db"
     on_ledger(lambda ledger: ledger.record_many([event("a", datetime(2026, 10, 10, 12, tzinfo=UTC), 400_000)]), db)
     assert cli("close", "--period", "2026-10", "--db", db, "--policy", str(policy))[0] == 0
+    return policy, db
+
+
+def test_an_altered_frozen_statement_is_refused(tmp_path: Path) -> None:
+    _, db = closed_october(tmp_path)
     engine = create_engine(normalize_url(db))
     with engine.begin() as conn:
         conn.execute(text("UPDATE statements SET body = replace(body, :old, :new)"),
@@ -111,11 +117,7 @@ def test_an_altered_frozen_statement_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_wrong_policy_path_is_refused_for_a_closed_period_too(tmp_path: Path) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    db = f"sqlite:///{tmp_path}/ledger.db"
-    on_ledger(lambda ledger: ledger.record_many([event("a", datetime(2026, 10, 10, 12, tzinfo=UTC), 400_000)]), db)
-    assert cli("close", "--period", "2026-10", "--db", db, "--policy", str(policy))[0] == 0
+    policy, db = closed_october(tmp_path)
     missing = str(tmp_path / "nope.yaml")
     for command in (("chargeback", "--format", "csv"), ("chargeback", "--format", "focus"), ("journal",)):
         code, said = cli("report", command[0], "--period", "2026-10", *command[1:], "--db", db, "--policy", missing)
