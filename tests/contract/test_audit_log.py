@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import create_engine, delete, inspect
 
 from costwarden.core.audit import Actor, AuditAction, AuditEntry
@@ -18,15 +16,6 @@ from costwarden.ledger.schema import audit_log, schema_migrations
 T0 = datetime(2026, 11, 10, 15, 0, tzinfo=UTC)
 ADMIN = Actor("tok_admin", "admin")
 SERVER = Actor("server", "server")
-
-
-@pytest.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(ledger_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def entry(action: AuditAction, at: datetime = T0, department: str | None = None, **fields: object) -> AuditEntry:

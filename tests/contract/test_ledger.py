@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -58,15 +57,6 @@ def make_rejection(ident: str, at: datetime = T0, **fields: Any) -> Rejection:
     }
     values.update(fields)
     return Rejection(**values)
-
-
-@pytest.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(ledger_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def all_events(ledger: Ledger) -> list[UsageEvent]:

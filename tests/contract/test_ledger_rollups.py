@@ -4,13 +4,12 @@ the events, duplicates and windows (whole days, hours of a day, a month in anoth
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
@@ -69,15 +68,6 @@ def event(ident: str, spec: dict[str, Any]) -> UsageEvent:
         reasoning_tokens=spec["tokens"] // 11, trimmed_tokens=spec["tokens"] // 13, customer=spec["customer"],
         price_version="p1" if spec["minute"] % 2 else "p2",
     )
-
-
-@pytest.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(ledger_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 FILTER: dict[str, Any] = {"team": ["DESK", None], "tag:project": "atlas", "user": None}
