@@ -62,11 +62,13 @@ SQLITE_AFTER_INSERT: Statement = (
     from_events("sqlite", "rowid > last_insert_rowid() - changes() AND rowid <= last_insert_rowid()"), [[]], 1)
 
 
-def after_insert_postgres(insert: str) -> str:
+def after_insert_postgres(insert: str, before: str = "") -> str:
     """``insert`` (an INSERT into usage_events ... ON CONFLICT DO NOTHING) as one PostgreSQL
     statement that also adds the rows it stored, which it returns, to the rollups (one row per
-    group, so the upsert meets each rollup row once)."""
-    return f"WITH stored AS ({insert} RETURNING *) " + from_events("postgresql", "true", "stored")
+    group, so the upsert meets each rollup row once). ``before``: a data-modifying statement run
+    as part of it (a common table expression, which runs whether or not anything reads it)."""
+    first = f"done AS ({before}), " if before else ""
+    return f"WITH {first}stored AS ({insert} RETURNING *) " + from_events("postgresql", "true", "stored")
 
 
 def aggregate(rows: Iterable[Row]) -> list[list[Any]]:

@@ -21,10 +21,12 @@ only, which a test checks.
 On PostgreSQL (``python -I writer_process.py --postgresql``, the URL in ``URL_VARIABLE``) it does
 the same through psycopg, which is all it imports besides the standard library (importing the
 package and SQLAlchemy took a second on a loaded machine, longer than a call waits for its
-commit). A batch of write-ahead rows only commits without waiting for the WAL flush
-(``synchronous_commit = off``): the next batch with an event flushes it, as the WAL sync does on
-SQLite. A connection idle for ``PING_AFTER_IDLE_S`` is checked before it is used (PostgreSQL may
-have restarted meanwhile); one that failed is replaced at the next batch.
+commit). A batch of write-ahead rows only commits without waiting for the WAL flush, on a
+connection of its own (``synchronous_commit = off``): the next batch with an event flushes it, as
+the WAL sync does on SQLite. A batch of one statement (most are: a call's event deletes its
+write-ahead row and adds to the rollups in the same statement) runs as a transaction of its own,
+in one round trip. A connection idle for ``PING_AFTER_IDLE_S`` is checked before it is used
+(PostgreSQL may have restarted meanwhile); one that failed is replaced at the next batch.
 """
 
 from __future__ import annotations
@@ -203,28 +205,31 @@ def serve(path: str, busy_timeout_ms: int, source: int = 0, sink: int = 1) -> No
 
 
 class Postgres:
-    """One held psycopg connection (autocommit: transactions are explicit) to ``url``."""
+    """Two held psycopg connections to ``url`` (autocommit): one commits durably, the other,
+    for batches of write-ahead rows only, without waiting for the WAL flush."""
 
     def __init__(self, url: str) -> None:
         import psycopg  # here, not above: the SQLite program imports the standard library only
 
         self._psycopg = psycopg
         self._url = url
-        self._conn: Any = None
-        self._used = 0.0
+        self._conns: dict[bool, Any] = {}  # by whether it commits without waiting for the flush
+        self._used: dict[bool, float] = {}
 
     def commit(self, statements: list[Statement]) -> tuple[str | None, str]:
-        """``commit``'s contract, on PostgreSQL."""
+        """``commit``'s contract, on PostgreSQL. A batch of one statement (the usual one: a
+        call's event, or write-ahead rows) is a transaction of its own, one round trip."""
         psycopg = self._psycopg
         try:
-            conn = self._connection()
+            conn = self._connection(write_ahead_only(statements))
             # Not in psycopg's pipeline mode: it cost more CPU here than the round trips it saves.
-            with conn.transaction():
-                if write_ahead_only(statements):
-                    conn.execute("SET LOCAL synchronous_commit TO OFF")
-                for sql, rows, size in statements:
-                    conn.execute(sql, parameters(rows, size))
-            self._used = time.monotonic()
+            if len(statements) == 1:
+                sql, rows, size = statements[0]
+                conn.execute(sql, parameters(rows, size))
+            else:
+                with conn.transaction():
+                    for sql, rows, size in statements:
+                        conn.execute(sql, parameters(rows, size))
         except (psycopg.IntegrityError, psycopg.DataError) as exc:
             return ROW_REFUSED, f"{type(exc).__name__}: {exc}"
         except psycopg.Error as exc:
@@ -232,22 +237,27 @@ class Postgres:
             return FAILED, f"{type(exc).__name__}: {exc}"
         return None, ""
 
-    def _connection(self) -> Any:
-        if self._conn is not None and time.monotonic() - self._used > PING_AFTER_IDLE_S:
+    def _connection(self, unflushed: bool) -> Any:
+        conn = self._conns.get(unflushed)
+        if conn is not None and time.monotonic() - self._used[unflushed] > PING_AFTER_IDLE_S:
             try:
-                self._conn.execute("SELECT 1")
+                conn.execute("SELECT 1")
             except self._psycopg.Error:
                 self.close()
-        if self._conn is None:
-            self._conn = self._psycopg.connect(self._url, autocommit=True)
-            self._used = time.monotonic()
-        return self._conn
+                conn = None
+        if conn is None:
+            conn = self._psycopg.connect(self._url, autocommit=True)
+            self._conns[unflushed] = conn
+            if unflushed:
+                conn.execute("SET synchronous_commit TO OFF")
+        self._used[unflushed] = time.monotonic()
+        return conn
 
     def close(self) -> None:
-        if self._conn is not None:
+        conns, self._conns = self._conns, {}
+        for conn in conns.values():
             with contextlib.suppress(self._psycopg.Error):
-                self._conn.close()
-            self._conn = None
+                conn.close()
 
 
 def serve_postgres(url: str, source: int = 0, sink: int = 1) -> None:
