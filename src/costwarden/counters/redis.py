@@ -13,13 +13,13 @@ decimal strings, so counters are exact up to 2**63 nano-dollars.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import uuid
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -48,6 +48,7 @@ LOAD_BATCH = 500  # windows per load script, so a rebuild never blocks the serve
 EXPIRE_BATCH = 500  # reservations per expire script
 RESTORE_BATCH = 200  # reservations per restore script
 _EMPTIED, _MOVED = "COSTWARDEN_EMPTIED", "COSTWARDEN_MOVED"
+WINDOWS_KEPT = 10_000  # windows whose script arguments are remembered (``_words``)
 ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: longer means unavailable
 
 
@@ -72,6 +73,7 @@ class RedisCounterStore:
         self._sent = 0  # scripts sent and not yet answered
         self._answered: asyncio.Event | None = None  # set when the last of them is answered
         self._figures = Figures()  # what the counters held when this replica last saw them
+        self._windows: dict[Window, tuple[str, str, int]] = {}  # see ``_words``
 
     @property
     def replica(self) -> str:
@@ -91,11 +93,12 @@ class RedisCounterStore:
                  replica: str | None = None) -> RedisCounterStore:
         """A store on ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
 
-        Calls wait for one of ``max_connections`` connections rather than opening one per call.
-        A dropped connection is retried twice, quickly: the scripts are safe to run again. A server
-        that does not answer within ``ANSWER_TIMEOUT_S`` (stopped, partitioned) fails the call
-        then, without a retry, which would only wait as long again: a hard-checked call gets its
-        503 in seconds rather than after three long waits.
+        The scripts share one pipelined connection (``script_calls.py``); other commands wait for
+        one of ``max_connections`` pooled connections rather than opening one per call. A dropped
+        connection is retried twice, quickly: the scripts are safe to run again. A server that
+        does not answer within ``ANSWER_TIMEOUT_S`` (stopped, partitioned) fails the call then,
+        without a retry, which would only wait as long again: a hard-checked call gets its 503 in
+        seconds rather than after three long waits.
         """
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=ANSWER_TIMEOUT_S, decode_responses=True,
@@ -106,6 +109,16 @@ class RedisCounterStore:
 
     def _key(self, window: Window) -> str:
         return f"{self._prefix}c:{window.key}"
+
+    def _words(self, window: Window) -> tuple[str, str, int]:
+        """A window's bucket and span as script arguments, and until when its counter matters
+        (milliseconds): computed once per window, which every call of its period shares."""
+        words = self._windows.get(window)
+        if words is None:
+            if len(self._windows) >= WINDOWS_KEPT:
+                self._windows.clear()  # windows of periods gone by
+            words = self._windows[window] = (str(window.bucket), str(window.span), _keep_until_ms(window))
+        return words
 
     def _flag(self, key: str) -> str:
         return f"{self._prefix}f:{key}"
@@ -226,10 +239,11 @@ class RedisCounterStore:
         keys = [self._reservations, self._deadlines, *[key(h.window) for h in holds],
                 *[self._flag(k) for k in flag_keys]]
         args = [reservation_id, repr(float(expires_at)), self._record(reservation), str(len(holds))]
+        deadline_ms = _ms(expires_at)
         for hold in holds:
-            window = hold.window
-            args += [str(window.bucket), str(window.span), str(hold.amount), "" if hold.limit is None else str(hold.limit),
-                     str(_keep_until_ms(window, expires_at))]
+            bucket, span, until_ms = self._words(hold.window)
+            args += [bucket, span, str(hold.amount), "" if hold.limit is None else str(hold.limit),
+                     str(max(until_ms, deadline_ms))]
         out = await self._run(self._scripts.reserve, keys, args)
         if out[0] == "known":  # a retried call whose first attempt held it
             self._held[reservation_id] = reservation
@@ -281,9 +295,10 @@ class RedisCounterStore:
         keys = [self._reservations, self._deadlines, *[self._key(h.window) for h in reservation.holds],
                 *[self._flag(t.key) for t in thresholds]]
         args = [reservation.id, str(len(reservation.holds)), repr(float(now))]
+        deadline_ms = _ms(reservation.expires_at)
         for hold, amount in zip(reservation.holds, amounts, strict=True):
-            args += [str(hold.window.bucket), str(hold.window.span), str(hold.amount), str(amount),
-                     str(_keep_until_ms(hold.window, reservation.expires_at))]
+            bucket, span, until_ms = self._words(hold.window)
+            args += [bucket, span, str(hold.amount), str(amount), str(max(until_ms, deadline_ms))]
         for threshold in thresholds:
             args += [str(threshold.hold + 1), str(threshold.level), repr(float(threshold.expires_at)),
                      str(_ms(threshold.expires_at))]
@@ -392,7 +407,7 @@ class RedisCounterStore:
         found: list[Reservation] = []
         try:
             async for _, record in self._client.hscan_iter(self._reservations, count=1000):
-                if json.loads(record).get("o") == replica:
+                if orjson.loads(record).get("o") == replica:
                     found.append(_reservation(record))
         except RedisError as exc:
             raise StorageError(f"the counter store (Redis) failed: {exc}") from exc
@@ -424,11 +439,12 @@ class RedisCounterStore:
             "s": h.window.start.isoformat(), "e": h.window.end.isoformat(),
             "l": None if h.limit is None else str(h.limit), "u": h.unit,
         } for h in reservation.holds]
-        return json.dumps({"id": reservation.id, "x": reservation.expires_at, "o": reservation.owner, "h": holds})
+        return orjson.dumps({"id": reservation.id, "x": reservation.expires_at, "o": reservation.owner,
+                             "h": holds}).decode()
 
 
 def _reservation(record: str) -> Reservation:
-    data = json.loads(record)
+    data = orjson.loads(record)
     holds = tuple(
         Hold(
             Window(h["w"], int(h["b"]), int(h["n"]), datetime.fromisoformat(h["s"]), datetime.fromisoformat(h["e"])),

@@ -1,90 +1,230 @@
-"""The counter scripts' calls to Redis, straight on connections this store keeps.
+"""The counter scripts' calls to Redis, pipelined on one connection this store opens itself.
 
-redis-py's client runs each command through a pool checkout (a condition, a timeout and a check
-that the connection has nothing unread), a retry wrapper and observability hooks; per call of the
-gateway (one reserve, one settle) that cost more of the event loop than sending the script and
-parsing its answer. Here a call takes a connection this store already holds (one from the
-client's pool when none is free, so the pool's limit still bounds them), sends EVALSHA and reads
-the answer, then keeps the connection for the next call; beyond ``KEPT`` idle ones it goes back
-to the pool. A script the server does not know (restarted, flushed) is loaded and sent again. A
-connection that fails is dropped and the call is tried again, ``RETRIES`` times after a short
-pause, as the client's retry does: the scripts are safe to run again. A server that does not answer
-in time is not asked again. A call cancelled mid-command
-drops its connection, whose next answer would belong to nobody.
+redis-py's client runs each command through a pool checkout, a retry wrapper, a task that times
+its write and observability hooks; per call of the gateway (one reserve, one settle) that cost
+more of the event loop than the script and its answer. Here the scripts go over one connection of
+this store's own, opened from the client's settings (host and port or socket path, TLS, user and
+password, database): a call queues its EVALSHA as one buffer, the commands queued in one turn of
+the event loop leave in one write, and Redis answers a connection's commands in the order sent,
+so each answer goes to the oldest call still waiting. A call cancelled meanwhile keeps its place:
+its answer is read and dropped, never handed to the next call.
+
+A script the server does not know (restarted, flushed) is loaded and sent again. A lost
+connection fails the calls waiting on it; each is tried again on a new one, ``RETRIES`` times
+after a short pause, as the client's retry does: the scripts are safe to run again. A server that
+does not answer within the client's socket timeout is not asked again: the connection is closed
+and every call waiting on it fails at once with a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+import collections
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
+import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import SSLConnection
 from redis.commands.core import AsyncScript
+from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-KEPT = 16  # idle connections kept beside the pool's
 PAUSES_S = (0.02, 0.04)  # before each retry of a call whose connection failed
 RETRIES = len(PAUSES_S)
+DEFAULT_TIMEOUT_S = 5.0  # connecting and answering, when the client sets no timeout
+
+
+def pack_command(words: Sequence[str]) -> bytes:
+    """``words`` as one RESP command (an array of bulk strings), in a single buffer."""
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _error(reply: ResponseError) -> RedisError:
+    """An error answer as redis-py raises it: the generic code ``ERR`` taken off the message, and
+    the kinds a script call handles apart as their own classes."""
+    code, _, rest = str(reply).partition(" ")
+    if code == "ERR":
+        return ResponseError(rest)
+    if code == "NOSCRIPT":
+        return NoScriptError(rest)
+    if code == "LOADING":  # a restarted server reading its data: try again shortly
+        return BusyLoadingError(rest)
+    return reply
+
+
+class _Connection(asyncio.Protocol):
+    """One connection; answers go to the waiting calls in the order their commands were sent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._outgoing: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+        self.failure: Exception | None = None  # why it can serve no more calls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            if not self._waiting:  # an answer nobody asked for: the stream cannot be trusted
+                self.fail(RedisConnectionError("Redis sent an answer to no command"))
+                return
+            future = self._waiting.popleft()
+            if future.done():  # its call was cancelled
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(_error(reply))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisConnectionError(f"the connection to Redis was lost: {exc or 'closed by the server'}"))
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        """Queue ``command``; the future resolves with its answer."""
+        if self.failure is not None:
+            raise self.failure
+        future = self._loop.create_future()
+        self._waiting.append(future)
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
+        self._outgoing.append(command)
+        return future
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self.failure is None and self._transport is not None:
+            self._transport.write(b"".join(outgoing))
+
+    def fail(self, failure: Exception) -> None:
+        """Serve no more calls: close, and fail every call still waiting with ``failure``."""
+        if self.failure is None:
+            self.failure = failure
+        if self._transport is not None:
+            self._transport.abort()
+        waiting, self._waiting = self._waiting, collections.deque()
+        for future in waiting:
+            if not future.done():
+                future.set_exception(self.failure)
+                future.exception()  # a cancelled caller will not look at it: no warning
 
 
 class ScriptCalls:
-    """EVALSHA on kept connections of ``client``'s pool."""
+    """EVALSHA over one pipelined connection to the server of ``client``."""
 
-    def __init__(self, client: Redis, kept: int = KEPT) -> None:
+    def __init__(self, client: Redis) -> None:
         self._client = client
-        self._pool = client.connection_pool
-        self._free: list[AbstractConnection] = []
-        self._kept = kept
+        settings = client.connection_pool.connection_kwargs
+        self._settings = settings
+        self._timeout = settings.get("socket_timeout") or DEFAULT_TIMEOUT_S
+        self._connect_timeout = settings.get("socket_connect_timeout") or self._timeout
+        tls = issubclass(client.connection_pool.connection_class, SSLConnection)
+        self._tls = _tls_context(settings) if tls else None
+        self._conn: _Connection | None = None
+        self._opening = asyncio.Lock()
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run ``script`` on ``keys`` and ``args``; raises the client's RedisError subclasses."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        command = pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args))
         attempt = 0
         while True:
-            conn = self._free.pop() if self._free else await self._pool.get_connection()  # type: ignore[no-untyped-call]
             try:
-                await conn.send_command(*command)
-                response = await conn.read_response()
+                return await self._call(command)
             except NoScriptError:
-                await self._keep(conn)
                 await self._client.script_load(script.script)
-                continue
-            except ResponseError:
-                await self._keep(conn)  # the server answered with an error: the connection is fine
-                raise
-            except RedisTimeoutError:
-                await self._drop(conn)  # no answer in time: a retry would only wait as long again
-                raise
-            except (RedisConnectionError, OSError):
-                await self._drop(conn)
+            except RedisConnectionError:  # BusyLoadingError is one too
                 if attempt == RETRIES:
                     raise
                 await asyncio.sleep(PAUSES_S[attempt])  # a back-off before trying again
                 attempt += 1
-                continue
-            except BaseException:
-                await self._drop(conn)  # cancelled mid-command, say: its answer would belong to nobody
-                raise
-            await self._keep(conn)
-            return response
 
-    async def _keep(self, conn: AbstractConnection) -> None:
-        if len(self._free) < self._kept:
-            self._free.append(conn)
-        else:
-            await self._pool.release(conn)
+    async def _call(self, command: bytes) -> Any:
+        conn = self._conn
+        if conn is None or conn.failure is not None:
+            conn = await self._connection()
+        future = conn.send(command)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await future
+        except TimeoutError:
+            failure = RedisTimeoutError(f"Redis did not answer within {self._timeout:g} s")
+            conn.fail(failure)
+            raise failure from None
 
-    async def _drop(self, conn: AbstractConnection) -> None:
-        await conn.disconnect(nowait=True)
-        await self._pool.release(conn)
+    async def _connection(self) -> _Connection:
+        """The open connection, or a new one (one opening at a time, shared by the calls)."""
+        async with self._opening:
+            if self._conn is None or self._conn.failure is not None:
+                self._conn = await self._open()
+            return self._conn
+
+    async def _open(self) -> _Connection:
+        settings, loop = self._settings, asyncio.get_running_loop()
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                if settings.get("path"):
+                    transport, conn = await loop.create_unix_connection(lambda: _Connection(loop), settings["path"])
+                else:
+                    host = settings.get("host", "localhost")
+                    transport, conn = await loop.create_connection(
+                        lambda: _Connection(loop), host, settings.get("port", 6379), ssl=self._tls,
+                        server_hostname=host if self._tls is not None else None)
+                conn.connection_made(transport)  # uvloop may call it only after returning
+                await asyncio.gather(*(conn.send(pack_command(words)) for words in _hello(settings)))
+        except BaseException as exc:
+            if conn is not None:
+                conn.fail(RedisConnectionError("the connection to Redis could not be set up"))
+            if isinstance(exc, TimeoutError):
+                raise RedisTimeoutError(f"Redis did not accept a connection within {self._connect_timeout:g} s") \
+                    from None
+            if isinstance(exc, ResponseError):  # a wrong password, an unknown database
+                raise RedisConnectionError(f"Redis refused the connection: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"could not connect to Redis: {exc}") from exc
+            raise
+        return conn
 
     async def close(self) -> None:
-        """Give every kept connection back to the pool."""
-        free, self._free = self._free, []
-        for conn in free:
-            await self._pool.release(conn)
+        """Close the connection; calls still waiting fail."""
+        if self._conn is not None:
+            self._conn.fail(RedisConnectionError("the counter store was closed"))
+            self._conn = None
 
+
+def _hello(settings: Mapping[str, Any]) -> list[list[str]]:
+    """The commands that make a new connection the client's: authenticate, pick the database."""
+    commands = []
+    password = settings.get("password")
+    if password is not None:
+        username = settings.get("username")
+        commands.append(["AUTH", *([username] if username else []), password])
+    if settings.get("db"):
+        commands.append(["SELECT", str(settings["db"])])
+    return commands
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def _tls_context(settings: Mapping[str, Any]) -> ssl.SSLContext:
+    """A TLS context from the client's ``ssl_*`` settings (``rediss://`` URLs)."""
+    context = ssl.create_default_context(cafile=settings.get("ssl_ca_certs"), capath=settings.get("ssl_ca_path"),
+                                         cadata=settings.get("ssl_ca_data"))
+    required = settings.get("ssl_cert_reqs", "required")
+    required = _CERT_REQS.get(required, required) if isinstance(required, str) else required
+    context.check_hostname = bool(settings.get("ssl_check_hostname", required != ssl.CERT_NONE))
+    context.verify_mode = required
+    if settings.get("ssl_certfile"):
+        context.load_cert_chain(settings["ssl_certfile"], settings.get("ssl_keyfile"), settings.get("ssl_password"))
+    return context
