@@ -16,6 +16,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -52,6 +53,18 @@ WINDOWS_KEPT = 10_000  # windows whose script arguments are remembered (``_words
 ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: longer means unavailable
 
 
+@dataclass(frozen=True, slots=True)
+class _Words:
+    """A window as the scripts take it: its counter's key, bucket and span, until when the counter
+    matters (ms, before any reservation's deadline), and its part of a reservation's record."""
+
+    key: str
+    bucket: str
+    span: str
+    until_ms: int
+    record: dict[str, str]
+
+
 class RedisCounterStore:
     """The shared CounterStore on Redis (6.2 or later; a standalone server or one hash slot)."""
 
@@ -73,7 +86,7 @@ class RedisCounterStore:
         self._sent = 0  # scripts sent and not yet answered
         self._answered: asyncio.Event | None = None  # set when the last of them is answered
         self._figures = Figures()  # what the counters held when this replica last saw them
-        self._windows: dict[Window, tuple[str, str, int]] = {}  # see ``_words``
+        self._windows: dict[Window, _Words] = {}  # see ``_words``
 
     @property
     def replica(self) -> str:
@@ -110,14 +123,17 @@ class RedisCounterStore:
     def _key(self, window: Window) -> str:
         return f"{self._prefix}c:{window.key}"
 
-    def _words(self, window: Window) -> tuple[str, str, int]:
-        """A window's bucket and span as script arguments, and until when its counter matters
-        (milliseconds): computed once per window, which every call of its period shares."""
+    def _words(self, window: Window) -> _Words:
+        """What the scripts and the reservation records say of ``window``: made once per window,
+        which every call of its period shares."""
         words = self._windows.get(window)
         if words is None:
             if len(self._windows) >= WINDOWS_KEPT:
                 self._windows.clear()  # windows of periods gone by
-            words = self._windows[window] = (str(window.bucket), str(window.span), _keep_until_ms(window))
+            key, bucket, span = self._key(window), str(window.bucket), str(window.span)
+            record = {"k": key, "b": bucket, "n": span, "w": window.key,
+                      "s": window.start.isoformat(), "e": window.end.isoformat()}
+            words = self._windows[window] = _Words(key, bucket, span, _keep_until_ms(window), record)
         return words
 
     def _flag(self, key: str) -> str:
@@ -235,15 +251,13 @@ class RedisCounterStore:
                           flag_keys: Sequence[str], now: float) -> Attempt:
         """``reserve`` in one script that also reads the holds' counters and ``flag_keys``."""
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        key = self._key
-        keys = [self._reservations, self._deadlines, *[key(h.window) for h in holds],
-                *[self._flag(k) for k in flag_keys]]
-        args = [reservation_id, repr(float(expires_at)), self._record(reservation), str(len(holds))]
+        words = [self._words(h.window) for h in holds]
+        keys = [self._reservations, self._deadlines, *[w.key for w in words], *[self._flag(k) for k in flag_keys]]
+        args = [reservation_id, repr(float(expires_at)), self._record(reservation, words), str(len(holds))]
         deadline_ms = _ms(expires_at)
-        for hold in holds:
-            bucket, span, until_ms = self._words(hold.window)
-            args += [bucket, span, str(hold.amount), "" if hold.limit is None else str(hold.limit),
-                     str(max(until_ms, deadline_ms))]
+        for hold, word in zip(holds, words, strict=True):
+            args += [word.bucket, word.span, str(hold.amount), "" if hold.limit is None else str(hold.limit),
+                     str(max(word.until_ms, deadline_ms))]
         out = await self._run(self._scripts.reserve, keys, args)
         if out[0] == "known":  # a retried call whose first attempt held it
             self._held[reservation_id] = reservation
@@ -292,13 +306,12 @@ class RedisCounterStore:
 
     async def _settle(self, reservation: Reservation, amounts: Sequence[int], thresholds: Sequence[Threshold],
                       now: float) -> Any:
-        keys = [self._reservations, self._deadlines, *[self._key(h.window) for h in reservation.holds],
-                *[self._flag(t.key) for t in thresholds]]
+        words = [self._words(h.window) for h in reservation.holds]
+        keys = [self._reservations, self._deadlines, *[w.key for w in words], *[self._flag(t.key) for t in thresholds]]
         args = [reservation.id, str(len(reservation.holds)), repr(float(now))]
         deadline_ms = _ms(reservation.expires_at)
-        for hold, amount in zip(reservation.holds, amounts, strict=True):
-            bucket, span, until_ms = self._words(hold.window)
-            args += [bucket, span, str(hold.amount), str(amount), str(max(until_ms, deadline_ms))]
+        for hold, word, amount in zip(reservation.holds, words, amounts, strict=True):
+            args += [word.bucket, word.span, str(hold.amount), str(amount), str(max(word.until_ms, deadline_ms))]
         for threshold in thresholds:
             args += [str(threshold.hold + 1), str(threshold.level), repr(float(threshold.expires_at)),
                      str(_ms(threshold.expires_at))]
@@ -430,15 +443,16 @@ class RedisCounterStore:
         await self._calls.close()
         await self._client.aclose()
 
-    def _record(self, reservation: Reservation) -> str:
+    def _record(self, reservation: Reservation, words: Sequence[_Words] | None = None) -> str:
         """The reservation as stored: counter fields for the expire script (strings, so that
-        amounts stay exact in Lua) and the whole hold, to hand back from ``expire``."""
-        holds = [{
-            "k": self._key(h.window), "b": str(h.window.bucket), "n": str(h.window.span), "a": str(h.amount),
-            "t": str(_keep_until_ms(h.window, reservation.expires_at)), "w": h.window.key,
-            "s": h.window.start.isoformat(), "e": h.window.end.isoformat(),
-            "l": None if h.limit is None else str(h.limit), "u": h.unit,
-        } for h in reservation.holds]
+        amounts stay exact in Lua) and the whole hold, to hand back from ``expire``. ``words``:
+        its holds' windows' (``_words``), when the caller has them already."""
+        if words is None:
+            words = [self._words(h.window) for h in reservation.holds]
+        deadline_ms = _ms(reservation.expires_at)
+        holds = [{**word.record, "a": str(h.amount), "t": str(max(word.until_ms, deadline_ms)),
+                  "l": None if h.limit is None else str(h.limit), "u": h.unit}
+                 for h, word in zip(reservation.holds, words, strict=True)]
         return orjson.dumps({"id": reservation.id, "x": reservation.expires_at, "o": reservation.owner,
                              "h": holds}).decode()
 
