@@ -39,6 +39,9 @@ DEFAULT_TIMEOUT_S = 5.0  # connecting and answering, when the client sets no tim
 
 def pack_command(words: Sequence[str]) -> bytes:
     """``words`` as one RESP command (an array of bulk strings), in a single buffer."""
+    text = "".join([f"${len(word)}\r\n{word}\r\n" for word in words])
+    if text.isascii():  # the usual command: lengths in characters are lengths in bytes
+        return b"*%d\r\n%b" % (len(words), text.encode())
     parts = [b"*%d\r\n" % len(words)]
     for word in words:
         data = word.encode()
