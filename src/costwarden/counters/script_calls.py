@@ -63,14 +63,20 @@ def _error(reply: ResponseError) -> RedisError:
 
 
 class _Connection(asyncio.Protocol):
-    """One connection; answers go to the waiting calls in the order their commands were sent."""
+    """One connection; answers go to the waiting calls in the order their commands were sent.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    One timer watches the oldest call still waiting: if it has waited ``timeout_s``, the server
+    is taken to have stopped answering, and the connection fails with a timeout (a timer per call
+    cost more than its script's answer)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
         self._loop = loop
+        self._timeout_s = timeout_s
         self._reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
-        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()  # and when sent
         self._outgoing: list[bytes] = []
         self._transport: asyncio.Transport | None = None
+        self._watch: asyncio.TimerHandle | None = None
         self.failure: Exception | None = None  # why it can serve no more calls
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,7 +88,7 @@ class _Connection(asyncio.Protocol):
             if not self._waiting:  # an answer nobody asked for: the stream cannot be trusted
                 self.fail(RedisConnectionError("Redis sent an answer to no command"))
                 return
-            future = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
             if future.done():  # its call was cancelled
                 continue
             if isinstance(reply, ResponseError):
@@ -98,7 +104,10 @@ class _Connection(asyncio.Protocol):
         if self.failure is not None:
             raise self.failure
         future = self._loop.create_future()
-        self._waiting.append(future)
+        now = self._loop.time()
+        self._waiting.append((future, now))
+        if self._watch is None:
+            self._watch = self._loop.call_at(now + self._timeout_s, self._check)
         if not self._outgoing:
             self._loop.call_soon(self._flush)
         self._outgoing.append(command)
@@ -109,14 +118,27 @@ class _Connection(asyncio.Protocol):
         if self.failure is None and self._transport is not None:
             self._transport.write(b"".join(outgoing))
 
+    def _check(self) -> None:
+        self._watch = None
+        if not self._waiting:
+            return
+        due = self._waiting[0][1] + self._timeout_s
+        if self._loop.time() >= due:
+            self.fail(RedisTimeoutError(f"Redis did not answer within {self._timeout_s:g} s"))
+        else:
+            self._watch = self._loop.call_at(due, self._check)
+
     def fail(self, failure: Exception) -> None:
         """Serve no more calls: close, and fail every call still waiting with ``failure``."""
         if self.failure is None:
             self.failure = failure
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._transport is not None:
             self._transport.abort()
         waiting, self._waiting = self._waiting, collections.deque()
-        for future in waiting:
+        for future, _ in waiting:
             if not future.done():
                 future.set_exception(self.failure)
                 future.exception()  # a cancelled caller will not look at it: no warning
@@ -155,14 +177,7 @@ class ScriptCalls:
         conn = self._conn
         if conn is None or conn.failure is not None:
             conn = await self._connection()
-        future = conn.send(command)
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await future
-        except TimeoutError:
-            failure = RedisTimeoutError(f"Redis did not answer within {self._timeout:g} s")
-            conn.fail(failure)
-            raise failure from None
+        return await conn.send(command)
 
     async def _connection(self) -> _Connection:
         """The open connection, or a new one (one opening at a time, shared by the calls)."""
@@ -174,14 +189,18 @@ class ScriptCalls:
     async def _open(self) -> _Connection:
         settings, loop = self._settings, asyncio.get_running_loop()
         conn: _Connection | None = None
+
+        def protocol() -> _Connection:
+            return _Connection(loop, self._timeout)
+
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if settings.get("path"):
-                    transport, conn = await loop.create_unix_connection(lambda: _Connection(loop), settings["path"])
+                    transport, conn = await loop.create_unix_connection(protocol, settings["path"])
                 else:
                     host = settings.get("host", "localhost")
                     transport, conn = await loop.create_connection(
-                        lambda: _Connection(loop), host, settings.get("port", 6379), ssl=self._tls,
+                        protocol, host, settings.get("port", 6379), ssl=self._tls,
                         server_hostname=host if self._tls is not None else None)
                 conn.connection_made(transport)  # uvloop may call it only after returning
                 await asyncio.gather(*(conn.send(pack_command(words)) for words in _hello(settings)))
