@@ -7,8 +7,6 @@ end
 local now = now_ms()
 for i = 1, #KEYS do
   local a = (i - 1) * 4
-  advance(KEYS[i], ARGV[a + 1], ARGV[a + 2])
-  add(KEYS[i], 's:' .. ARGV[a + 1], 'S', ARGV[a + 3])
-  keep(KEYS[i], ARGV[a + 4], now)
+  add(read(KEYS[i], ARGV[a + 1], ARGV[a + 2]), ARGV[a + 3], nil, ARGV[a + 4], now)
 end
 return 0

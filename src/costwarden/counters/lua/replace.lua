@@ -27,11 +27,12 @@ for i = 1, #KEYS do
       redis.call('HSET', key, 'S', '0')
     end
     for _ = 1, n do
-      advance(key, ARGV[a], ARGV[a + 1])
+      local c = read(key, ARGV[a], ARGV[a + 1])
       if ARGV[a + 2] ~= '0' then
-        add(key, 's:' .. ARGV[a], 'S', ARGV[a + 2])
+        add(c, ARGV[a + 2], nil, ARGV[a + 3], now)
+      else
+        keep_counter(c, ARGV[a + 3], now)
       end
-      keep(key, ARGV[a + 3], now)
       a = a + 4
     end
   end

@@ -17,13 +17,15 @@ end
 local holds = tonumber(ARGV[4])
 local out = {'ok'}
 local conflict = nil
+local counters, uses = {}, {}
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  advance(KEYS[i + 2], ARGV[a], ARGV[a + 1])
-  local spent, reserved = totals(KEYS[i + 2])
-  out[#out + 1] = spent
-  out[#out + 1] = reserved
-  if not conflict and ARGV[a + 3] ~= '' and exceeds({spent, reserved, ARGV[a + 2]}, ARGV[a + 3]) then
+  local c = read(KEYS[i + 2], ARGV[a], ARGV[a + 1])
+  counters[i] = c
+  uses[c.key] = (uses[c.key] or 0) + 1
+  out[#out + 1] = c.S
+  out[#out + 1] = c.R
+  if not conflict and ARGV[a + 3] ~= '' and exceeds({c.S, c.R, ARGV[a + 2]}, ARGV[a + 3]) then
     conflict = i - 1
   end
 end
@@ -38,8 +40,11 @@ end
 local now = now_ms()
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  add(KEYS[i + 2], 'r:' .. ARGV[a], 'R', ARGV[a + 2])
-  keep(KEYS[i + 2], ARGV[a + 4], now)
+  local c = counters[i]
+  if uses[c.key] > 1 then -- another hold on the same counter moved it since it was read
+    c = read(c.key, ARGV[a], ARGV[a + 1])
+  end
+  add(c, nil, ARGV[a + 2], ARGV[a + 4], now)
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], id)
