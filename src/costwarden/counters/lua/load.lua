@@ -7,6 +7,8 @@ end
 local now = now_ms()
 for i = 1, #KEYS do
   local a = (i - 1) * 4
-  add(read(KEYS[i], ARGV[a + 1], ARGV[a + 2]), ARGV[a + 3], nil, ARGV[a + 4], now)
+  local _, _, x = read(KEYS[i], ARGV[a + 1], ARGV[a + 2])
+  add(KEYS[i], 's:' .. ARGV[a + 1], 'S', ARGV[a + 3])
+  keep_counter(KEYS[i], x, ARGV[a + 4], now)
 end
 return 0

@@ -27,12 +27,11 @@ for i = 1, #KEYS do
       redis.call('HSET', key, 'S', '0')
     end
     for _ = 1, n do
-      local c = read(key, ARGV[a], ARGV[a + 1])
+      local _, _, x = read(key, ARGV[a], ARGV[a + 1])
       if ARGV[a + 2] ~= '0' then
-        add(c, ARGV[a + 2], nil, ARGV[a + 3], now)
-      else
-        keep_counter(c, ARGV[a + 3], now)
+        add(key, 's:' .. ARGV[a], 'S', ARGV[a + 2])
       end
+      keep_counter(key, x, ARGV[a + 3], now)
       a = a + 4
     end
   end

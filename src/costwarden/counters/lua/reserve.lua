@@ -17,15 +17,14 @@ end
 local holds = tonumber(ARGV[4])
 local out = {'ok'}
 local conflict = nil
-local counters, uses = {}, {}
+local expiries = {}
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  local c = read(KEYS[i + 2], ARGV[a], ARGV[a + 1])
-  counters[i] = c
-  uses[c.key] = (uses[c.key] or 0) + 1
-  out[#out + 1] = c.S
-  out[#out + 1] = c.R
-  if not conflict and ARGV[a + 3] ~= '' and exceeds({c.S, c.R, ARGV[a + 2]}, ARGV[a + 3]) then
+  local spent, reserved, x = read(KEYS[i + 2], ARGV[a], ARGV[a + 1])
+  expiries[i] = x
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
+  if not conflict and ARGV[a + 3] ~= '' and exceeds({spent, reserved, ARGV[a + 2]}, ARGV[a + 3]) then
     conflict = i - 1
   end
 end
@@ -40,11 +39,8 @@ end
 local now = now_ms()
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  local c = counters[i]
-  if uses[c.key] > 1 then -- another hold on the same counter moved it since it was read
-    c = read(c.key, ARGV[a], ARGV[a + 1])
-  end
-  add(c, nil, ARGV[a + 2], ARGV[a + 4], now)
+  add(KEYS[i + 2], 'r:' .. ARGV[a], 'R', ARGV[a + 2])
+  keep_counter(KEYS[i + 2], expiries[i], ARGV[a + 4], now)
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], id)

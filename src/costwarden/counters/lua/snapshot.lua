@@ -7,9 +7,9 @@ end
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 1, n do
-  local c = read(KEYS[i], ARGV[2 * i], ARGV[2 * i + 1])
-  out[#out + 1] = c.S
-  out[#out + 1] = c.R
+  local spent, reserved = read(KEYS[i], ARGV[2 * i], ARGV[2 * i + 1])
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
 end
 for i = n + 1, #KEYS do
   out[#out + 1] = redis.call('GET', KEYS[i]) or ''
