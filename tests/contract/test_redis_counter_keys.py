@@ -108,6 +108,18 @@ async def test_a_rebuild_gives_its_counters_an_expiry_and_creates_no_empty_one(s
     assert not await store.client.exists(f"cw:c:{empty.key}")
     assert (await store.snapshot([spent, empty], [], 0.0)).usage == [(5, 0), (0, 0)]
 
+
+async def test_a_counter_held_twice_in_one_call_takes_both_holds(store: RedisCounterStore) -> None:
+    month, minute = calendar("twice"), rolling("twice-rate")
+    later = rolling("twice-rate")
+    later = Window(later.key, later.bucket + 1, later.span, later.start, later.end)  # the same key, a newer bucket
+    holds = [Hold(w, amount, None, Unit.USD) for w, amount in [(month, 3), (minute, 5), (month, 4), (later, 6)]]
+    reservation = await store.reserve("both", holds, time.time() + DAY)
+    assert isinstance(reservation, Reservation)
+    assert (await store.snapshot([month, later], [], 0.0)).usage == [(0, 7), (0, 11)]
+    assert await store.settle(reservation, [1, 2, 3, 10**16]) == [(0, 1), (0, 2), (1, 4), (2, 10**16 + 2)]
+    assert (await store.snapshot([month, later], [], 0.0)).usage == [(4, 0), (10**16 + 2, 0)]
+
 # Figures of 15 and 16 digits, sums of three on both sides of 2**53, and figures far past it.
 SIZES = [(10**15 - 10, 10**15 + 10), (3 * 10**15, 34 * 10**14), (0, 2**61)]
 
