@@ -163,13 +163,13 @@ local function read(key, bucket, span, ...)
   local v
   if oldest <= 0 then
     v = redis.call('HMGET', key, 'S', 'R', 'x', ...)
-    return v[1] or '0', v[2] or '0', v[3], v[4], v[5]
+    return v[1] or '0', v[2] or '0', v[3], v[4]
   end
   v = redis.call('HMGET', key, 'lo', 'S', 'R', 'x', ...)
   if oldest > tonumber(v[1] or '0') and forget(key, oldest) then
     v = redis.call('HMGET', key, 'lo', 'S', 'R', 'x', ...)
   end
-  return v[2] or '0', v[3] or '0', v[4], v[5], v[6]
+  return v[2] or '0', v[3] or '0', v[4], v[5]
 end
 
 local function add(key, field, total, amount)
@@ -177,59 +177,21 @@ local function add(key, field, total, amount)
   redis.call('HINCRBY', key, total, amount)
 end
 
--- a + b, exactly, when both have at most EXACT_DIGITS characters (their sum is below 2^53);
--- else nil.
-local function plus(a, b)
-  if #a > EXACT_DIGITS or #b > EXACT_DIGITS then
-    return nil
-  end
-  return string.format('%d', tonumber(a) + tonumber(b))
-end
-
--- Add `spend` to the settled spend and `hold` to the reservations (nil: nothing) of counter
--- `key` in `bucket`, whose totals read `spent` and `reserved` and whose bucket read `s` and `r`
--- (false: absent) just before: one HSET of the sums. Returns the totals after.
-local function put(key, bucket, spent, reserved, s, r, spend, hold)
-  local s2, spent2, r2, reserved2
-  if spend then
-    s2, spent2 = plus(s or '0', spend), plus(spent, spend)
-  end
-  if hold then
-    r2, reserved2 = plus(r or '0', hold), plus(reserved, hold)
-  end
-  if spend and hold and s2 and spent2 and r2 and reserved2 then
-    redis.call('HSET', key, 's:' .. bucket, s2, 'S', spent2, 'r:' .. bucket, r2, 'R', reserved2)
-    return spent2, reserved2
-  elseif spend and not hold and s2 and spent2 then
-    redis.call('HSET', key, 's:' .. bucket, s2, 'S', spent2)
-    return spent2, reserved
-  elseif hold and not spend and r2 and reserved2 then
-    redis.call('HSET', key, 'r:' .. bucket, r2, 'R', reserved2)
-    return spent, reserved2
-  end
-  -- a figure too long to add as a double: HINCRBY adds it exactly (and fails past 2^63, as ever)
-  if spend then
-    add(key, 's:' .. bucket, 'S', spend)
-  end
-  if hold then
-    add(key, 'r:' .. bucket, 'R', hold)
-  end
-  local totals = redis.call('HMGET', key, 'S', 'R')
-  return totals[1] or '0', totals[2] or '0'
-end
-
 -- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before and after,
 -- and reserved after. A bucket that left its rolling window takes nothing: that spend is
 -- outside the window already.
 local function apply(key, bucket, span, held, actual, until_ms, now)
-  local before, reserved, x, r, s = read(key, bucket, span, 'r:' .. bucket, 's:' .. bucket)
-  local hold = nil
-  if r then
-    hold = negate(held)
-  elseif span ~= '1' then
+  local field = 'r:' .. bucket
+  local before, reserved, x, hold = read(key, bucket, span, field)
+  if hold then
+    add(key, 's:' .. bucket, 'S', actual)
+    add(key, field, 'R', negate(held))
+  elseif span == '1' then
+    add(key, 's:' .. bucket, 'S', actual) -- a calendar counter that was lost: keep the spend
+  else
     return before, before, reserved
-  end -- else a calendar counter that was lost: keep the spend
-  local after, left = put(key, bucket, before, reserved, s, r, actual, hold)
+  end
   keep_counter(key, x, until_ms, now)
-  return before, after, left
+  local after = redis.call('HMGET', key, 'S', 'R')
+  return before, after[1], after[2] or '0'
 end

@@ -27,9 +27,9 @@ for i = 1, #KEYS do
       redis.call('HSET', key, 'S', '0')
     end
     for _ = 1, n do
-      local spent, reserved, x, s = read(key, ARGV[a], ARGV[a + 1], 's:' .. ARGV[a])
+      local _, _, x = read(key, ARGV[a], ARGV[a + 1])
       if ARGV[a + 2] ~= '0' then
-        put(key, ARGV[a], spent, reserved, s, nil, ARGV[a + 2], nil)
+        add(key, 's:' .. ARGV[a], 'S', ARGV[a + 2])
       end
       keep_counter(key, x, ARGV[a + 3], now)
       a = a + 4

@@ -17,13 +17,11 @@ end
 local holds = tonumber(ARGV[4])
 local out = {'ok'}
 local conflict = nil
-local seen, again, counters = {}, {}, {}
+local expiries = {}
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  local key = KEYS[i + 2]
-  local spent, reserved, x, r = read(key, ARGV[a], ARGV[a + 1], 'r:' .. ARGV[a])
-  counters[i] = {spent, reserved, x, r}
-  again[key], seen[key] = seen[key], true -- a counter held twice must be read again to add to it
+  local spent, reserved, x = read(KEYS[i + 2], ARGV[a], ARGV[a + 1])
+  expiries[i] = x
   out[#out + 1] = spent
   out[#out + 1] = reserved
   if not conflict and ARGV[a + 3] ~= '' and exceeds({spent, reserved, ARGV[a + 2]}, ARGV[a + 3]) then
@@ -41,12 +39,8 @@ end
 local now = now_ms()
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  local key, c = KEYS[i + 2], counters[i]
-  if again[key] then
-    c = {read(key, ARGV[a], ARGV[a + 1], 'r:' .. ARGV[a])}
-  end
-  put(key, ARGV[a], c[1], c[2], nil, c[4], nil, ARGV[a + 2])
-  keep_counter(key, c[3], ARGV[a + 4], now)
+  add(KEYS[i + 2], 'r:' .. ARGV[a], 'R', ARGV[a + 2])
+  keep_counter(KEYS[i + 2], expiries[i], ARGV[a + 4], now)
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], id)

@@ -11,8 +11,8 @@ for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
     for _, hold in ipairs(cjson.decode(ARGV[i + 2]).h) do
-      local spent, reserved, x, r = read(hold.k, hold.b, hold.n, 'r:' .. hold.b)
-      put(hold.k, hold.b, spent, reserved, nil, r, nil, hold.a)
+      local _, _, x = read(hold.k, hold.b, hold.n)
+      add(hold.k, 'r:' .. hold.b, 'R', hold.a)
       keep_counter(hold.k, x, hold.t, now)
     end
     redis.call('HSET', KEYS[1], id, ARGV[i + 2])
