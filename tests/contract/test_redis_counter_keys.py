@@ -120,8 +120,9 @@ async def test_a_counter_held_twice_in_one_call_takes_both_holds(store: RedisCou
     assert await store.settle(reservation, [1, 2, 3, 10**16]) == [(0, 1), (0, 2), (1, 4), (2, 10**16 + 2)]
     assert (await store.snapshot([month, later], [], 0.0)).usage == [(4, 0), (10**16 + 2, 0)]
 
-# Figures of 15 and 16 digits, sums of three on both sides of 2**53, and figures far past it.
-SIZES = [(10**15 - 10, 10**15 + 10), (3 * 10**15, 34 * 10**14), (0, 2**61)]
+# Sums crossing a digit, figures of 15 and 16 digits, sums of three on both sides of 2**53, and
+# figures far past it.
+SIZES = [(0, 999), (10**15 - 10, 10**15 + 10), (3 * 10**15, 34 * 10**14), (0, 2**61)]
 
 
 @st.composite

@@ -47,13 +47,17 @@ end
 local EXACT_DIGITS = 15 -- a figure of at most 15 characters is below 10^15: three sum to under 2^53
 
 -- Whether the sum of the decimal strings `terms` is greater than the decimal string `limit`.
+-- Lengths settle most checks without parsing a figure: terms of at most d characters are each
+-- below 10^d, so three sum to below 10^(d+1), the least limit of d+2 digits.
 local function exceeds(terms, limit)
-  local n = #terms
-  local short = #limit <= EXACT_DIGITS
+  local n, longest = #terms, 0
   for i = 1, n do
-    short = short and #terms[i] <= EXACT_DIGITS
+    longest = math.max(longest, #terms[i])
   end
-  if short and n <= 3 then -- then every sum and the difference are exact as doubles
+  if n <= 3 and #limit >= longest + 2 and string.byte(limit) ~= 45 then -- 45: '-'
+    return false
+  end
+  if n <= 3 and longest <= EXACT_DIGITS and #limit <= EXACT_DIGITS then -- every sum is exact as a double
     local sum = 0
     for i = 1, n do
       sum = sum + tonumber(terms[i])
@@ -159,7 +163,10 @@ end
 -- reserved totals ('0' when absent), then 'x' and the value of each further field asked for
 -- (false when absent), all in one HMGET.
 local function read(key, bucket, span, ...)
-  local oldest = tonumber(bucket) - tonumber(span) + 1
+  local oldest = 0 -- a calendar window's, without parsing its figures
+  if span ~= '1' or bucket ~= '0' then
+    oldest = tonumber(bucket) - tonumber(span) + 1
+  end
   local v
   if oldest <= 0 then
     v = redis.call('HMGET', key, 'S', 'R', 'x', ...)
