@@ -4,21 +4,30 @@ The policy and callers of ``engine.py`` (five holds per call: organization and d
 monthly, a per-key rolling hour, department TPM and RPM), driven at concurrency 1 and 64 against
 a throwaway Redis. Prints, from ``INFO commandstats`` (reset before each run): the scripts run
 (EVALSHA), the server's CPU per script (usec_per_call), the commands the scripts ran per pair and
-pairs per second.
-Run: python bench/redis_scripts.py [--pairs N] [--repeat R]
+pairs per second. Server CPU times on a shared machine move by tens of percent from run to run;
+with ``--callgrind`` the server runs under valgrind and the figure is the instructions it ran per
+script and per pair, which does not move (slow: use a few hundred pairs).
+Run: python bench/redis_scripts.py [--pairs N] [--repeat R] [--callgrind]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import re
+import shutil
+import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis as redis_client
 from engine import POLICY, STEP
-from services import redis
+from services import free_port, redis, stop, wait_until
 
 from costwarden.core.decision import CallRequest
 from costwarden.core.scopes import Caller, Planner
@@ -39,7 +48,42 @@ class Clock:
         return self.now
 
 
-async def run(url: str, pairs: int, concurrency: int) -> tuple[float, int]:
+@contextlib.contextmanager
+def callgrind_redis() -> Iterator[tuple[str, Callable[[], None], Callable[[], int]]]:
+    """A Redis server under callgrind: yields its URL, a function that zeroes the instruction
+    count and one that returns the instructions run since."""
+    base = Path(tempfile.mkdtemp(prefix="costwarden-bench-callgrind-"))
+    log, port = base / "redis.log", free_port()
+    try:
+        with open(log, "wb") as out:
+            server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={base}/cg.%p",
+                                       "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(base)], stdout=out, stderr=subprocess.STDOUT)
+
+        def ping() -> bool:
+            with contextlib.suppress(redis_client.RedisError), redis_client.Redis(port=port) as client:
+                return bool(client.ping())
+            return False
+
+        def control(option: str) -> None:
+            subprocess.run(["callgrind_control", option, str(server.pid)], check=True, capture_output=True)
+
+        def counted() -> int:
+            control("-d")
+            dump = max(base.glob("cg.*"), key=lambda path: path.stat().st_mtime)
+            found = re.search(r"^summary:\s*(\d+)", dump.read_text(), re.MULTILINE)
+            return int(found[1]) if found else 0
+
+        try:
+            wait_until(ping, "redis-server under callgrind", server, log)
+            yield f"redis://127.0.0.1:{port}/0", lambda: control("-z"), counted
+        finally:
+            stop(server)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def run(url: str, pairs: int, concurrency: int, zero: Callable[[], None] | None = None) -> tuple[float, int]:
     store = RedisCounterStore.from_url(url)
     await store.replace([], "m1")  # the generation marker every script checks
     admission = Admission(store, Clock())
@@ -61,6 +105,8 @@ async def run(url: str, pairs: int, concurrency: int) -> tuple[float, int]:
         await admission.admit("warm", requests[0], planner)  # scripts loaded, connections open
         with redis_client.Redis.from_url(url) as client:
             client.config_resetstat()
+        if zero is not None:
+            zero()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return time.perf_counter() - start, admitted
@@ -79,7 +125,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=3_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--callgrind", action="store_true", help="count the server's instructions")
     args = parser.parse_args()
+    if args.callgrind:
+        with callgrind_redis() as (url, zero, counted):
+            asyncio.run(run(url, 20, 1))  # scripts compiled, keys created, expiries set
+            stats(url)
+            for concurrency in (1, 64):
+                asyncio.run(run(url, args.pairs, concurrency, zero))
+                instructions = counted()
+                scripts = int(stats(url)["cmdstat_evalsha"]["calls"])
+                print(f"c={concurrency}: {instructions / scripts:,.0f} instructions per script, "
+                      f"{instructions / args.pairs:,.0f} per pair ({scripts} scripts)")
+        return
     with redis() as url:
         for concurrency in (1, 64):
             rows = []
@@ -101,7 +159,6 @@ def main() -> None:
                 print("  last run, commands per pair: " + ", ".join(
                     f"{k.removeprefix('cmdstat_')} {int(v['calls']) / args.pairs:.2f}" for k, v in per
                     if k not in ("cmdstat_evalsha", "cmdstat_info")))
-
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -67,7 +67,8 @@ async def expiry(store: RedisCounterStore, window: Window) -> tuple[int, int | N
 
 
 @pytest.mark.parametrize("make", [calendar, rolling])
-async def test_a_counter_remembers_its_expiry_which_only_moves_later(store: RedisCounterStore, make) -> None:  # type: ignore[no-untyped-def]
+async def test_a_counter_remembers_its_expiry_which_only_moves_later(store: RedisCounterStore,
+                                                                     make: Callable[[str], Window]) -> None:
     window = make("org")
     later = time.time() + 30 * DAY
     await reserve(store, window, later)
