@@ -54,7 +54,8 @@ local function exceeds(terms, limit)
   for i = 1, n do
     longest = math.max(longest, #terms[i])
   end
-  if n <= 3 and #limit >= longest + 2 and string.byte(limit) ~= 45 then -- 45: '-'
+  local first = string.byte(limit)
+  if n <= 3 and #limit >= longest + 2 and first ~= 45 and first ~= 48 then -- neither '-' nor '0'
     return false
   end
   if n <= 3 and longest <= EXACT_DIGITS and #limit <= EXACT_DIGITS then -- every sum is exact as a double
