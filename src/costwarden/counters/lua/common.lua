@@ -1,9 +1,13 @@
 -- Helpers prepended to every counter script; each script runs atomically on the server.
 --
 -- A counter is one hash: 's:<bucket>' / 'r:<bucket>' hold settled spend and reservations per
--- bucket, 'S' / 'R' their totals over the live buckets, 'lo' the oldest live bucket.
+-- bucket, 'S' / 'R' their totals over the live buckets, 'lo' the oldest live bucket, 'x' the
+-- moment (epoch ms) the key expires, once these scripts set it.
 -- Money travels as decimal strings and is only added with HINCRBY (exact to 2^63): a Lua number
--- is a double, so the one comparison made here works on 9-digit limbs.
+-- is a double, so the one comparison made here works on 9-digit limbs unless every figure is
+-- small enough for a double to hold the sum exactly.
+-- Each command a script runs costs the server more than its own work, and so does Lua's own
+-- work: a counter is read with one HMGET, and figures are only parsed where compared.
 
 -- Every script gets the generation marker's key as its last key and the marker the caller
 -- expects as its last argument; they are taken off here, so each body sees only its own.
@@ -40,11 +44,30 @@ local function limbs(s)
   return sign * tonumber(string.sub(s, 1, n - 9)), sign * tonumber(string.sub(s, n - 8))
 end
 
+local EXACT_DIGITS = 15 -- a figure of at most 15 characters is below 10^15: three sum to under 2^53
+
 -- Whether the sum of the decimal strings `terms` is greater than the decimal string `limit`.
+-- Lengths settle most checks without parsing a figure: terms of at most d characters are each
+-- below 10^d, so three sum to below 10^(d+1), the least limit of d+2 digits.
 local function exceeds(terms, limit)
+  local n, longest = #terms, 0
+  for i = 1, n do
+    longest = math.max(longest, #terms[i])
+  end
+  local first = string.byte(limit)
+  if n <= 3 and #limit >= longest + 2 and first ~= 45 and first ~= 48 then -- neither '-' nor '0'
+    return false
+  end
+  if n <= 3 and longest <= EXACT_DIGITS and #limit <= EXACT_DIGITS then -- every sum is exact as a double
+    local sum = 0
+    for i = 1, n do
+      sum = sum + tonumber(terms[i])
+    end
+    return sum > tonumber(limit)
+  end
   local high, low = 0, 0
-  for _, term in ipairs(terms) do
-    local h, l = limbs(term)
+  for i = 1, n do
+    local h, l = limbs(terms[i])
     high, low = high + h, low + l
   end
   local h, l = limbs(limit)
@@ -70,7 +93,8 @@ local function now_ms()
 end
 
 -- Expiry is garbage collection only: every decision uses the times the caller passes, so a key
--- is kept until MARGIN_MS past the later of `until_ms` and the server's clock, never shortened.
+-- is kept until at least MARGIN_MS past the later of `until_ms` and the server's clock, never
+-- shortened. A flag (a string key) asks the server for its expiry each time.
 local function keep(key, until_ms, now)
   local target = math.max(tonumber(until_ms), now) + MARGIN_MS
   local ttl = redis.call('PTTL', key)
@@ -79,15 +103,37 @@ local function keep(key, until_ms, now)
   end
 end
 
--- Forget the buckets that left a rolling window whose newest bucket is `bucket`.
-local function advance(key, bucket, span)
-  local oldest = tonumber(bucket) - tonumber(span) + 1
-  if oldest <= tonumber(redis.call('HGET', key, 'lo') or '0') then
+local EXPIRY_STEP_MS = 60000 -- a counter's expiry moves in whole minutes, so most writes leave it
+local kept = {} -- counter key -> the expiry this script gave it ('x' read before that is stale)
+
+-- Keep a counter, whose 'x' field read `x`, until its target. 'x' is written with each
+-- PEXPIREAT of a counter, in the same script, so it is the key's expiry when present and the
+-- server need not be asked. Without it (a hash written before 'x' existed) the server is asked;
+-- a later expiry found there is kept, and a key that does not exist is not created.
+local function keep_counter(key, x, until_ms, now)
+  x = kept[key] or x
+  local target = math.max(tonumber(until_ms), now) + MARGIN_MS
+  if x and tonumber(x) >= target then
     return
   end
+  if not x then
+    local ttl = redis.call('PTTL', key)
+    if ttl == -2 or (ttl >= 0 and now + ttl >= target) then
+      return
+    end
+  end
+  local at = string.format('%d', math.ceil(target / EXPIRY_STEP_MS) * EXPIRY_STEP_MS)
+  redis.call('HSET', key, 'x', at)
+  redis.call('PEXPIREAT', key, at)
+  kept[key] = at
+end
+
+-- Forget the buckets of `key` before `oldest`; false when the key does not exist (it is not
+-- created).
+local function forget(key, oldest)
   local fields = redis.call('HGETALL', key)
   if #fields == 0 then
-    return -- nothing to forget; do not create the key
+    return false
   end
   for i = 1, #fields, 2 do
     local kind, index = string.match(fields[i], '^([sr]):(-?%d+)$')
@@ -99,11 +145,39 @@ local function advance(key, bucket, span)
     end
   end
   redis.call('HSET', key, 'lo', string.format('%d', oldest))
+  return true
 end
 
-local function totals(key)
-  local values = redis.call('HMGET', key, 'S', 'R')
-  return values[1] or '0', values[2] or '0'
+-- 'lo' is only ever set to an oldest bucket above the 'lo' before it (0 when absent), so it is
+-- absent or above 0: a window whose oldest bucket is at or below 0 has nothing to forget. That
+-- is every calendar window (bucket 0, span 1), whose 'lo' need not be read.
+
+-- Forget the buckets that left a rolling window whose newest bucket is `bucket`.
+local function advance(key, bucket, span)
+  local oldest = tonumber(bucket) - tonumber(span) + 1
+  if oldest > 0 and oldest > tonumber(redis.call('HGET', key, 'lo') or '0') then
+    forget(key, oldest)
+  end
+end
+
+-- Counter `key` as of `bucket`, after forgetting the buckets that left its window: spent and
+-- reserved totals ('0' when absent), then 'x' and the value of each further field asked for
+-- (false when absent), all in one HMGET.
+local function read(key, bucket, span, ...)
+  local oldest = 0 -- a calendar window's, without parsing its figures
+  if span ~= '1' or bucket ~= '0' then
+    oldest = tonumber(bucket) - tonumber(span) + 1
+  end
+  local v
+  if oldest <= 0 then
+    v = redis.call('HMGET', key, 'S', 'R', 'x', ...)
+    return v[1] or '0', v[2] or '0', v[3], v[4]
+  end
+  v = redis.call('HMGET', key, 'lo', 'S', 'R', 'x', ...)
+  if oldest > tonumber(v[1] or '0') and forget(key, oldest) then
+    v = redis.call('HMGET', key, 'lo', 'S', 'R', 'x', ...)
+  end
+  return v[2] or '0', v[3] or '0', v[4], v[5]
 end
 
 local function add(key, field, total, amount)
@@ -111,19 +185,21 @@ local function add(key, field, total, amount)
   redis.call('HINCRBY', key, total, amount)
 end
 
--- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before and after.
--- A bucket that left its rolling window takes nothing: that spend is outside the window already.
+-- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before and after,
+-- and reserved after. A bucket that left its rolling window takes nothing: that spend is
+-- outside the window already.
 local function apply(key, bucket, span, held, actual, until_ms, now)
-  advance(key, bucket, span)
-  local before = redis.call('HGET', key, 'S') or '0'
-  if redis.call('HEXISTS', key, 'r:' .. bucket) == 1 then
+  local field = 'r:' .. bucket
+  local before, reserved, x, hold = read(key, bucket, span, field)
+  if hold then
     add(key, 's:' .. bucket, 'S', actual)
-    add(key, 'r:' .. bucket, 'R', negate(held))
+    add(key, field, 'R', negate(held))
   elseif span == '1' then
     add(key, 's:' .. bucket, 'S', actual) -- a calendar counter that was lost: keep the spend
   else
-    return before, before
+    return before, before, reserved
   end
-  keep(key, until_ms, now)
-  return before, redis.call('HGET', key, 'S')
+  keep_counter(key, x, until_ms, now)
+  local after = redis.call('HMGET', key, 'S', 'R')
+  return before, after[1], after[2] or '0'
 end

@@ -7,8 +7,8 @@ end
 local now = now_ms()
 for i = 1, #KEYS do
   local a = (i - 1) * 4
-  advance(KEYS[i], ARGV[a + 1], ARGV[a + 2])
+  local _, _, x = read(KEYS[i], ARGV[a + 1], ARGV[a + 2])
   add(KEYS[i], 's:' .. ARGV[a + 1], 'S', ARGV[a + 3])
-  keep(KEYS[i], ARGV[a + 4], now)
+  keep_counter(KEYS[i], x, ARGV[a + 4], now)
 end
 return 0

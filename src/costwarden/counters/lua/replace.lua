@@ -27,11 +27,11 @@ for i = 1, #KEYS do
       redis.call('HSET', key, 'S', '0')
     end
     for _ = 1, n do
-      advance(key, ARGV[a], ARGV[a + 1])
+      local _, _, x = read(key, ARGV[a], ARGV[a + 1])
       if ARGV[a + 2] ~= '0' then
         add(key, 's:' .. ARGV[a], 'S', ARGV[a + 2])
       end
-      keep(key, ARGV[a + 3], now)
+      keep_counter(key, x, ARGV[a + 3], now)
       a = a + 4
     end
   end

@@ -17,10 +17,11 @@ end
 local holds = tonumber(ARGV[4])
 local out = {'ok'}
 local conflict = nil
+local expiries = {}
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  advance(KEYS[i + 2], ARGV[a], ARGV[a + 1])
-  local spent, reserved = totals(KEYS[i + 2])
+  local spent, reserved, x = read(KEYS[i + 2], ARGV[a], ARGV[a + 1])
+  expiries[i] = x
   out[#out + 1] = spent
   out[#out + 1] = reserved
   if not conflict and ARGV[a + 3] ~= '' and exceeds({spent, reserved, ARGV[a + 2]}, ARGV[a + 3]) then
@@ -39,7 +40,7 @@ local now = now_ms()
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
   add(KEYS[i + 2], 'r:' .. ARGV[a], 'R', ARGV[a + 2])
-  keep(KEYS[i + 2], ARGV[a + 4], now)
+  keep_counter(KEYS[i + 2], expiries[i], ARGV[a + 4], now)
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], id)

@@ -11,9 +11,9 @@ for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
     for _, hold in ipairs(cjson.decode(ARGV[i + 2]).h) do
-      advance(hold.k, hold.b, hold.n)
+      local _, _, x = read(hold.k, hold.b, hold.n)
       add(hold.k, 'r:' .. hold.b, 'R', hold.a)
-      keep(hold.k, hold.t, now)
+      keep_counter(hold.k, x, hold.t, now)
     end
     redis.call('HSET', KEYS[1], id, ARGV[i + 2])
     redis.call('ZADD', KEYS[2], ARGV[i + 1], id)

@@ -22,11 +22,11 @@ local out = {'settled'}
 local moved = {}
 for i = 1, holds do
   local a = 4 + (i - 1) * 5
-  local before, after = apply(KEYS[i + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now)
+  local before, after, reserved = apply(KEYS[i + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now)
   moved[i] = {before, after}
   out[#out + 1] = before
   out[#out + 1] = after
-  out[#out + 1] = redis.call('HGET', KEYS[i + 2], 'R') or '0'
+  out[#out + 1] = reserved
 end
 local t = 4 + holds * 5
 for i = holds + 3, #KEYS do

@@ -7,8 +7,7 @@ end
 local n = tonumber(ARGV[1])
 local out = {}
 for i = 1, n do
-  advance(KEYS[i], ARGV[2 * i], ARGV[2 * i + 1])
-  local spent, reserved = totals(KEYS[i])
+  local spent, reserved = read(KEYS[i], ARGV[2 * i], ARGV[2 * i + 1])
   out[#out + 1] = spent
   out[#out + 1] = reserved
 end

@@ -1,0 +1,164 @@
+"""What the counter scripts cost the Redis server: admit+settle pairs through the Redis store.
+
+The policy and callers of ``engine.py`` (five holds per call: organization and department
+monthly, a per-key rolling hour, department TPM and RPM), driven at concurrency 1 and 64 against
+a throwaway Redis. Prints, from ``INFO commandstats`` (reset before each run): the scripts run
+(EVALSHA), the server's CPU per script (usec_per_call), the commands the scripts ran per pair and
+pairs per second. Server CPU times on a shared machine move by tens of percent from run to run;
+with ``--callgrind`` the server runs under valgrind and the figure is the instructions it ran per
+script and per pair, which does not move (slow: use a few hundred pairs).
+Run: python bench/redis_scripts.py [--pairs N] [--repeat R] [--callgrind]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis as redis_client
+from engine import POLICY, STEP
+from services import free_port, redis, stop, wait_until
+
+from costwarden.core.decision import CallRequest
+from costwarden.core.scopes import Caller, Planner
+from costwarden.counters.redis import RedisCounterStore
+from costwarden.engine.admission import Admission, Admitted
+from costwarden.policy import parse_policy
+
+
+class Clock:
+    """Today's time, advancing 1 ms per reading: rolling buckets move as under real traffic, and
+    calendar windows are the current ones (so key expiry is what it is in service)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        self.now += STEP
+        return self.now
+
+
+@contextlib.contextmanager
+def callgrind_redis() -> Iterator[tuple[str, Callable[[], None], Callable[[], int]]]:
+    """A Redis server under callgrind: yields its URL, a function that zeroes the instruction
+    count and one that returns the instructions run since."""
+    base = Path(tempfile.mkdtemp(prefix="costwarden-bench-callgrind-"))
+    log, port = base / "redis.log", free_port()
+    try:
+        with open(log, "wb") as out:
+            server = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={base}/cg.%p",
+                                       "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(base)], stdout=out, stderr=subprocess.STDOUT)
+
+        def ping() -> bool:
+            with contextlib.suppress(redis_client.RedisError), redis_client.Redis(port=port) as client:
+                return bool(client.ping())
+            return False
+
+        def control(option: str) -> None:
+            subprocess.run(["callgrind_control", option, str(server.pid)], check=True, capture_output=True)
+
+        def counted() -> int:
+            control("-d")
+            dump = max(base.glob("cg.*"), key=lambda path: path.stat().st_mtime)
+            found = re.search(r"^summary:\s*(\d+)", dump.read_text(), re.MULTILINE)
+            return int(found[1]) if found else 0
+
+        try:
+            wait_until(ping, "redis-server under callgrind", server, log)
+            yield f"redis://127.0.0.1:{port}/0", lambda: control("-z"), counted
+        finally:
+            stop(server)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def run(url: str, pairs: int, concurrency: int, zero: Callable[[], None] | None = None) -> tuple[float, int]:
+    store = RedisCounterStore.from_url(url)
+    await store.replace([], "m1")  # the generation marker every script checks
+    admission = Admission(store, Clock())
+    planner = Planner(parse_policy(POLICY))
+    requests = [CallRequest(Caller(f"DEPT{i % 5}", key_id=f"key{i % 50}"), "gpt-4o-mini", 800, 400)
+                for i in range(100)]
+    admitted = 0
+    counter = iter(range(pairs))
+
+    async def worker() -> None:
+        nonlocal admitted
+        for i in counter:
+            outcome = await admission.admit(str(i), requests[i % 100], planner)
+            if isinstance(outcome, Admitted):
+                admitted += 1
+                await admission.settle(outcome, 800, 200)
+
+    try:
+        await admission.admit("warm", requests[0], planner)  # scripts loaded, connections open
+        with redis_client.Redis.from_url(url) as client:
+            client.config_resetstat()
+        if zero is not None:
+            zero()
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, admitted
+    finally:
+        await store.close()
+
+
+def stats(url: str) -> dict[str, Any]:
+    with redis_client.Redis.from_url(url) as client:
+        found: dict[str, Any] = client.info("commandstats")
+        client.flushdb()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=int, default=3_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--callgrind", action="store_true", help="count the server's instructions")
+    args = parser.parse_args()
+    if args.callgrind:
+        with callgrind_redis() as (url, zero, counted):
+            asyncio.run(run(url, 20, 1))  # scripts compiled, keys created, expiries set
+            stats(url)
+            for concurrency in (1, 64):
+                asyncio.run(run(url, args.pairs, concurrency, zero))
+                instructions = counted()
+                scripts = int(stats(url)["cmdstat_evalsha"]["calls"])
+                print(f"c={concurrency}: {instructions / scripts:,.0f} instructions per script, "
+                      f"{instructions / args.pairs:,.0f} per pair ({scripts} scripts)")
+        return
+    with redis() as url:
+        for concurrency in (1, 64):
+            rows = []
+            for _ in range(args.repeat):
+                elapsed, admitted = asyncio.run(run(url, args.pairs, concurrency))
+                found = stats(url)
+                script = found.get("cmdstat_evalsha", {"calls": 0, "usec_per_call": 0.0})
+                inner = sum(int(v["calls"]) for k, v in found.items() if k not in ("cmdstat_evalsha", "cmdstat_info"))
+                rows.append((float(script["usec_per_call"]), int(script["calls"]), inner / args.pairs,
+                             args.pairs / elapsed, admitted))
+                print(f"c={concurrency}: evalsha {rows[-1][1]} calls, {rows[-1][0]:.2f} usec_per_call, "
+                      f"{rows[-1][2]:.2f} commands per pair, {rows[-1][3]:,.0f} pairs/s ({admitted} admitted)")
+            usec = [r[0] for r in rows]
+            rate = [r[3] for r in rows]
+            print(f"c={concurrency}: best usec_per_call {min(usec):.2f} (spread {max(usec) - min(usec):.2f}), "
+                  f"best pairs/s {max(rate):,.0f} (spread {max(rate) - min(rate):,.0f})")
+            if concurrency == 1:
+                per = sorted(found.items())
+                print("  last run, commands per pair: " + ", ".join(
+                    f"{k.removeprefix('cmdstat_')} {int(v['calls']) / args.pairs:.2f}" for k, v in per
+                    if k not in ("cmdstat_evalsha", "cmdstat_info")))
+
+if __name__ == "__main__":
+    main()
