@@ -49,7 +49,7 @@ LOAD_BATCH = 500  # windows per load script, so a rebuild never blocks the serve
 EXPIRE_BATCH = 500  # reservations per expire script
 RESTORE_BATCH = 200  # reservations per restore script
 _EMPTIED, _MOVED = "COSTWARDEN_EMPTIED", "COSTWARDEN_MOVED"
-WINDOWS_KEPT = 10_000  # windows whose script arguments are remembered (``_words``)
+WINDOWS_KEPT = 10_000  # calendar windows whose script arguments are remembered (``_words``)
 ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: longer means unavailable
 
 
@@ -124,16 +124,18 @@ class RedisCounterStore:
         return f"{self._prefix}c:{window.key}"
 
     def _words(self, window: Window) -> _Words:
-        """What the scripts and the reservation records say of ``window``: made once per window,
-        which every call of its period shares."""
-        words = self._windows.get(window)
+        """What the scripts and the reservation records say of ``window``: made once per calendar
+        window, which every call of its period shares (a rolling window moves with every call)."""
+        words = self._windows.get(window) if window.span == 1 else None
         if words is None:
-            if len(self._windows) >= WINDOWS_KEPT:
-                self._windows.clear()  # windows of periods gone by
             key, bucket, span = self._key(window), str(window.bucket), str(window.span)
             record = {"k": key, "b": bucket, "n": span, "w": window.key,
                       "s": window.start.isoformat(), "e": window.end.isoformat()}
-            words = self._windows[window] = _Words(key, bucket, span, _keep_until_ms(window), record)
+            words = _Words(key, bucket, span, _keep_until_ms(window), record)
+            if window.span == 1:
+                if len(self._windows) >= WINDOWS_KEPT:
+                    self._windows.clear()  # windows of periods gone by
+                self._windows[window] = words
         return words
 
     def _flag(self, key: str) -> str:
