@@ -10,8 +10,9 @@ hard cap with a burst at concurrency 64 against a department whose budget fits a
 With ``--store redis`` it runs the scale-out configuration too (Redis counters and a PostgreSQL
 ledger, with 1 and then 2 workers) beside the embedded one, and measures what each call costs:
 the gateway's CPU (all its processes), PostgreSQL commits (``pg_stat_database.xact_commit``) and
-Redis round trips (requests read from clients, ``INFO stats``) and commands (``INFO commandstats``,
-those run inside scripts included). Redis and PostgreSQL are started in temporary directories
+Redis reads (requests read from clients' sockets, ``INFO stats``: at c=1 a call's round trips; at
+higher concurrency the scripts of calls sent together share a read) and commands (``INFO
+commandstats``, those run inside scripts included). Redis and PostgreSQL are started in temporary directories
 unless ``--redis`` and ``--db`` name servers the bench may use (it empties that Redis database and
 creates, then drops, databases beside the one named).
 
@@ -340,7 +341,7 @@ class Costs:
     commits: int | None
     redis_commands: int | None
     redis_cpu_s: float | None = None
-    redis_requests: int | None = None  # round trips: requests Redis read from its clients
+    redis_requests: int | None = None  # requests Redis read from its clients' sockets
 
 
 @dataclass
@@ -469,7 +470,7 @@ def describe(row: Row) -> str:
     if (commits := row.per_call(row.costs.commits)) is not None:
         parts.append(f"{commits:.2f} commits/call")
     if (trips := row.per_call(row.costs.redis_requests)) is not None:
-        parts.append(f"{trips:.2f} Redis round trips/call")
+        parts.append(f"{trips:.2f} Redis reads/call")
     if (commands := row.per_call(row.costs.redis_commands)) is not None:
         parts.append(f"{commands:.1f} Redis commands/call")
     if (redis_cpu := row.per_call(row.costs.redis_cpu_s)) is not None:
@@ -574,7 +575,7 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
     """The headline figures of every configuration, one line each."""
     print("\nside by side (req/s through the gateway; added p50 at c=1 over direct; per call at the highest level)")
     print(f"{'configuration':<32}{'req/s by level':>24}{'added p50':>11}{'CPU/call':>10}"
-          f"{'commits/call':>16}{'Redis trips/call':>18}")
+          f"{'commits/call':>16}{'Redis reads/call':>18}")
     for outcome in outcomes:
         unary = [row for row in outcome.rows if row.name.startswith("unary")]
         rates = " / ".join(f"{row.gateway.rate:,.0f}" for row in unary)
@@ -587,8 +588,9 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
                               for row in (first, last))
         print(f"{outcome.config.name:<32}{rates:>24}{added * 1000:>8.2f} ms{cpu:>10}{commits:>16}{commands:>18}")
     levels = [row.name.split("=")[1] for row in outcomes[0].rows if row.name.startswith("unary")]
-    print(f"(levels c={'/'.join(levels)}; commits and Redis round trips at the lowest / highest level, measured "
-          "with pg_stat_database and INFO stats, background work included; CPU: every process of the gateway)")
+    print(f"(levels c={'/'.join(levels)}; commits and Redis reads at the lowest / highest level, measured with "
+          "pg_stat_database and INFO stats, background work included: at c=1 a read is a round trip, above it "
+          "the scripts of calls sent together share one; CPU: every process of the gateway)")
 
 
 def _figure(value: float | None, spec: str) -> str:

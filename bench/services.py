@@ -198,9 +198,10 @@ def redis_command_count(url: str) -> int:
 
 
 def redis_client_requests(url: str) -> int:
-    """Requests Redis read from its clients since its statistics were reset (``INFO stats``
-    ``total_reads_processed``, less the ``INFO`` that reads it): round trips, a pipeline or a
-    script counting once."""
+    """Reads Redis made from its clients' sockets since its statistics were reset (``INFO stats``
+    ``total_reads_processed``, less the ``INFO`` that reads it): one per round trip of a lone
+    client; commands written together (a pipeline, the scripts of calls sent in one write) share
+    one."""
     import redis as redis_client
 
     with redis_client.Redis.from_url(url) as client:
