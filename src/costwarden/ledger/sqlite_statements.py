@@ -43,20 +43,21 @@ class SqliteStatements:
         if ahead:
             self._insert(statements, inflight, ahead)
         if events:
-            self._insert(statements, usage_events, events, self._events)
-        if stale:
-            self._delete(statements, stale)
+            self._events(statements, events, stale)
         if refused:
             self._insert(statements, rejections, refused)
         return statements
 
-    def _delete(self, out: list[Statement], stale: list[str]) -> None:
-        """Delete the write-ahead rows of ids ``stale``."""
+    def _events(self, out: list[Statement], events: list[Row], stale: list[str]) -> None:
+        """Insert usage ``events``, add those stored to the rollups, and delete the write-ahead
+        rows of ids ``stale`` (the events' own)."""
+        self._insert(out, usage_events, events, self._with_rollups)
         for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
             marks = ", ".join("?" * size)
             out.append((f"DELETE FROM inflight WHERE id IN ({marks})", part, size))
 
-    def _events(self, insert: str) -> list[tuple[str, bool]]:
+    @staticmethod
+    def _with_rollups(insert: str) -> list[tuple[str, bool]]:
         """The statements that insert usage events with ``insert`` and add those it stored to the
         rollups, each with whether it takes the insert's parameters."""
         return [(insert, True), (rollups.SQLITE_AFTER_INSERT[0], False)]
@@ -141,8 +142,7 @@ class PostgresStatements(SqliteStatements):
     def _insert(self, out: list[Statement], table: Table, rows: list[Row],
                 wrap: Callable[[str], list[tuple[str, bool]]] | None = None) -> None:
         sql, params = self._rows(table, rows)
-        for text, _ in (wrap(sql) if wrap is not None else [(sql, True)]):
-            out.append((text, [params], 1))
+        out.append((sql, [params], 1))  # a usage event's rollups are its own statement's (``_events``)
 
     def _rows(self, table: Table, rows: list[Row]) -> tuple[str, list[Any]]:
         """The insert of ``rows`` into ``table``, and its parameters: the rows as one JSON text."""
@@ -154,23 +154,15 @@ class PostgresStatements(SqliteStatements):
         text = orjson.dumps([dict(zip(keys, insert.values(row), strict=True)) for row in rows]).decode()
         return sql, [text]
 
-    def batch(self, writes: list[Write]) -> list[Statement]:
-        """As on SQLite, but the events' insert also deletes their write-ahead rows and adds them
-        to the rollups: the usual batch of events is one statement, which the writer process runs
-        as a transaction of its own (one round trip to the server instead of four)."""
-        ahead, events, stale, refused = partition(writes)
-        statements: list[Statement] = []
-        if ahead:
-            self._insert(statements, inflight, ahead)
-        if events:
-            sql, params = self._rows(usage_events, events)
-            if stale:
-                statements.append((rollups.after_insert_postgres(sql, _DELETE_STALE), [[stale, *params]], 1))
-            else:
-                statements.append((rollups.after_insert_postgres(sql), [params], 1))
-        if refused:
-            self._insert(statements, rejections, refused)
-        return statements
+    def _events(self, out: list[Statement], events: list[Row], stale: list[str]) -> None:
+        """One statement: the events' insert, the deletion of their write-ahead rows and the
+        rollups' upsert, which the writer process runs as a transaction of its own (one round trip
+        to the server instead of four)."""
+        sql, params = self._rows(usage_events, events)
+        if stale:
+            out.append((rollups.after_insert_postgres(sql, _DELETE_STALE), [[stale, *params]], 1))
+        else:
+            out.append((rollups.after_insert_postgres(sql), [params], 1))
 
 
 _DELETE_STALE = "DELETE FROM inflight WHERE id = ANY(%s::varchar[])"
