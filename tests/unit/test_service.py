@@ -3,11 +3,9 @@ reservation and records its event, and a failing counter store never fails a ser
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from typing import Any
 
-import orjson
 import pytest
 
 from clock import FakeClock
@@ -19,9 +17,10 @@ from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus
 from costwarden.core.scopes import Caller, Planner, plan_for
 from costwarden.counters import MemoryCounterStore
-from costwarden.engine.admission import Admission, Settled
+from costwarden.engine.admission import Admission
 from costwarden.policy import parse_policy
-from costwarden.providers import ENDPOINTS, Reply, StreamingReply
+from costwarden.providers import ENDPOINTS
+from service_doubles import FakeObserver, FakeUpstream
 
 POLICY = parse_policy("""
 version: 1
@@ -31,9 +30,6 @@ departments:
 """)
 CHAT = ENDPOINTS["/v1/chat/completions"]
 WHO = Attribution(Caller("HR"))
-ANSWER = {"id": "x", "object": "chat.completion", "model": "gpt-4o-mini",
-          "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-          "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
 
 
 class FakeLedger:
@@ -55,56 +51,16 @@ class FakeLedger:
             raise RuntimeError("write-ahead queue broke")
         self.begun.append(call)
 
-    async def record(self, event: UsageEvent) -> None:
+    def queue(self, event: UsageEvent) -> Awaitable[None]:
         self.events.append(event)
+        return _durable()
 
     async def record_rejection(self, rejection: Rejection) -> None:
         self.rejections.append(rejection)
 
 
-class FakeUpstream:
-    """Answers every call with ``body``; a stream yields ``chunks``."""
-
-    def __init__(self, body: bytes = orjson.dumps(ANSWER), chunks: tuple[bytes, ...] = ()) -> None:
-        self.body = body
-        self.chunks = chunks
-        self.calls = 0
-
-    async def post(self, upstream_name: str, path: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        self.calls += 1
-        return Reply(200, {"content-type": "application/json"}, self.body)
-
-    @asynccontextmanager
-    async def stream(self, upstream_name: str, path: str, body: bytes,
-                     headers: Mapping[str, str]) -> AsyncIterator[StreamingReply]:
-        self.calls += 1
-
-        async def chunks() -> AsyncIterator[bytes]:
-            for chunk in self.chunks:
-                yield chunk
-
-        yield StreamingReply(200, {"content-type": "text/event-stream"}, chunks())
-
-    async def aclose(self) -> None:
-        pass
-
-
-class FakeObserver:
-    def __init__(self) -> None:
-        self.events: list[UsageEvent] = []
-        self.alerts: list[object] = []
-
-    def on_event(self, event: UsageEvent, settled: Settled | None, notify: object) -> None:
-        self.events.append(event)
-
-    def on_rejection(self, rejection: Rejection) -> None:
-        pass
-
-    def on_request(self, caller: object, payload: object, notify: object, loop: object) -> None:
-        pass
-
-    def on_alert(self, notification: object, notify: object) -> None:
-        self.alerts.append(notification)
+async def _durable() -> None:
+    """Kept in memory: durable at once."""
 
 
 class BrokenPrepare:

@@ -6,7 +6,7 @@ The counter store's port is ``costwarden.counters.CounterStore``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -31,8 +31,8 @@ class UsageLedger(Protocol):
         """Queue the write-ahead row of a call about to be forwarded; does not wait."""
         ...
 
-    async def record(self, event: UsageEvent) -> None:
-        """Make ``event`` durable; returns once it is."""
+    def queue(self, event: UsageEvent) -> Awaitable[None]:
+        """Hand ``event`` to be made durable now; the awaitable completes once it is."""
         ...
 
     async def record_rejection(self, rejection: Rejection) -> None:

@@ -250,26 +250,27 @@ class GatewayService:
                          _receipt(call, None), reply, tap, finish, resources)
 
     async def _close(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> UsageEvent:
-        """Settle (or release) the reservation and make the event durable."""
+        """Make the event durable and settle (or release) the reservation, the two at once: the
+        event's price needs nothing from the counter store."""
         call.closed = True
         admitted = call.admitted
-        settled: Settled | None = None
+        priced = None if usage is None else self.admission.price(
+            admitted, usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, billed=billed(usage))
+        event = _event(call, usage, priced, status, http_status, self.clock())
+        durable = self.ledger.queue(event)
+        settled = priced
         try:
-            if usage is None:
+            if priced is None:
                 await self.admission.release(admitted)
             else:
-                settled = await self.admission.settle(admitted, usage.input_tokens, usage.output_tokens,
-                                                      usage.cached_input_tokens, billed=billed(usage))
+                settled = await self.admission.charge(admitted, priced, event.input_tokens + event.output_tokens)
         except errors.StorageError:
             # The counter store failed after the upstream answered. The event is the truth and is
             # recorded all the same; the store's hold lapses and the counters are put right from
             # the ledger (SPEC §10), so the client is never failed for it.
             log.warning("call %s: could not settle its counters; recording its event", call.id, exc_info=True)
-            if usage is not None:
-                settled = self.admission.price(admitted, usage.input_tokens, usage.output_tokens,
-                                               usage.cached_input_tokens, billed=billed(usage))
-        event = _event(call, usage, settled, status, http_status, self.clock())
-        await self.ledger.record(event)
+        finally:
+            await durable
         self.observer.on_event(event, settled, call.generation)
         return event
 

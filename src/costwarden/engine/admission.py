@@ -203,7 +203,10 @@ class Admission:
         """Charge the actual usage (priced exactly, cached input as cached, and by ``billed``'s
         token types, service tier and tool calls when given) and free the rest."""
         priced = self.price(admitted, input_tokens, output_tokens, cached_input_tokens, billed=billed)
-        tokens = input_tokens + output_tokens
+        return await self.charge(admitted, priced, input_tokens + output_tokens)
+
+    async def charge(self, admitted: Admitted, priced: Settled, tokens: int) -> Settled:
+        """Settle ``admitted`` at what ``price`` made of its usage (``tokens``: input + output)."""
         reservation = admitted.reservation
         if not reservation.holds:  # let through while the store was down: add its spend later
             holds = admitted.decision.holds

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -183,7 +183,12 @@ class Ledger:
         """Append ``event``; returns once it is durable: committed, or, if the database does not
         take it, in the spool. An existing id is left as it is. Raises only for a row the database
         refuses by itself (RowRefused), never because the database is down, locked or full."""
-        await self._commit_or_keep(Write(RowKind.EVENT, event_row(event)))
+        await self.queue(event)
+
+    def queue(self, event: UsageEvent) -> Awaitable[None]:
+        """Hand ``event`` to the writer now; the awaitable completes once it is durable, as
+        ``record``'s does. Lets a call's other closing work overlap the commit."""
+        return self._commit_or_keep(Write(RowKind.EVENT, event_row(event)))
 
     async def record_many(self, events: Sequence[UsageEvent]) -> None:
         """Append many events (an import); returns once all are committed (no spool: an import
@@ -197,18 +202,21 @@ class Ledger:
         """Append a refused call, like ``record``. An existing id is left as it is."""
         await self._commit_or_keep(Write(RowKind.REJECTION, rejection_row(rejection)))
 
-    async def _commit_or_keep(self, write: Write) -> None:
-        """Commit ``write``; if the database fails it or overruns the deadline, spool it."""
+    def _commit_or_keep(self, write: Write) -> Awaitable[None]:
+        """Queue ``write`` at once; the awaitable commits it or, if the database fails it or
+        overruns the deadline, spools it."""
         if self._closed:
             raise StorageError("ledger is closed")
         if not self._outage.available:  # known down: do not wait for the database
             child = self._child
             if child is not None and child.loop is _running_loop():
                 child.forget([write])  # its call, begun there, ended here
-            await self._outage.keep([(write.kind, write.row)])
-            return
+            return self._outage.keep([(write.kind, write.row)])
         write.waiter = waiter = Waiter()
         self._put(write)
+        return self._committed(write, waiter)
+
+    async def _committed(self, write: Write, waiter: Waiter) -> None:
         deadline = waiter.loop.call_later(COMMIT_DEADLINE_S, _overdue, waiter.future)
         try:
             await waiter.future
