@@ -1,4 +1,4 @@
-"""The gateway service: admission -> forward -> settle -> record, over the ports.
+"""The gateway service: admission -> forward -> settle and record, over the ports.
 
 The HTTP edge parses a request and calls ``GatewayService.call``; this module decides nothing
 itself (the core does), forwards through the provider adapters, settles the reservation with the
