@@ -134,6 +134,30 @@ def test_the_tokenizer_of_a_model_is_remembered_within_a_bound(monkeypatch: pyte
     assert len(estimator._counters) == 3  # the bound holds
 
 
+def test_texts_counted_before_count_the_same_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_REMEMBERED_CHARS", 80)
+    counted: list[str] = []
+
+    def counter(text: str) -> int:
+        counted.append(text)
+        return len(text.split())
+
+    estimator = TokenEstimator(counter=counter)
+    system, question = "You are a terse assistant.", "What is the weather in Paris today?"
+    first = estimator.estimate(InputTally(texts=[system, question], messages=2), model="gpt-4o")
+    again = estimator.estimate(InputTally(texts=[system, question], messages=2), model="gpt-4o")
+    assert first == again == TokenEstimator(counter=counter).estimate(
+        InputTally(texts=[system, question], messages=2), model="gpt-4o")
+    assert counted == [system, question, system, question]  # the second estimate counted nothing anew
+    long = "word " * 20  # 100 characters, longer than the whole bound: counted every time, never kept
+    estimator.estimate(InputTally(texts=[long, long]), model="gpt-4o")
+    assert counted[-2:] == [long, long]
+    estimator.estimate(InputTally(texts=["a b c " * 5]), model="gpt-4o")  # 30 more: past the bound, all dropped
+    estimator.estimate(InputTally(texts=[system]), model="gpt-4o")
+    assert counted[-1] == system
+    assert sum(len(text) for text in estimator._counts[counter]._known) <= 80
+
+
 # -- JSON text --------------------------------------------------------------------------------------
 
 json_values = st.recursive(
