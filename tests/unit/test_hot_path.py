@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,8 +17,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from costwarden.app.metrics import Metrics
+from costwarden.app.service import Receipt
+from costwarden.core.decision import Decision, RateInfo
 from costwarden.core.events import UsageEvent
 from costwarden.http.app import GatewayApp
+from costwarden.http.headers import call_headers, rate_headers, rfc3339, usd
 from costwarden.providers import tokens
 from costwarden.providers.jsontext import dumps
 from costwarden.providers.tokens import InputTally, TokenEstimator
@@ -201,3 +205,73 @@ def test_metrics_add_up_and_a_series_appears_once_it_moves() -> None:
     assert "cached_input" not in text  # no cached tokens yet: no series
     metrics.on_event(event(cached_input_tokens=5), None)
     assert 'type="cached_input"} 5.0' in metrics.render().decode()
+
+
+# -- response headers -------------------------------------------------------------------------------
+
+def reference_call_headers(receipt: Receipt, *, anthropic: bool) -> list[tuple[bytes, bytes]]:
+    """The headers of a call as SPEC section 4 lists them, built the plain way."""
+    decision = receipt.decision
+    headers = {"x-request-id": receipt.id, "x-costwarden-department": receipt.department}
+    if receipt.cost_nanos is not None:
+        headers["x-costwarden-cost-usd"] = usd(receipt.cost_nanos)
+    if decision.remaining_nanos is not None:
+        spent = receipt.cost_nanos if receipt.cost_nanos is not None else decision.estimate_nanos
+        headers["x-costwarden-budget-remaining-usd"] = usd(max(0, decision.remaining_nanos
+                                                               + decision.estimate_nanos - spent))
+    if decision.downgraded_from:
+        headers["x-costwarden-downgraded-from"] = decision.downgraded_from
+    if decision.clamped:
+        headers["x-costwarden-max-tokens-clamped"] = str(decision.output_tokens)
+    if receipt.trimmed_tokens:
+        headers["x-costwarden-context-trimmed"] = str(receipt.trimmed_tokens)
+    if decision.shadow:
+        headers["x-costwarden-shadow"] = "; ".join(decision.shadow)
+    rate = decision.rate
+    for kind, limit, remaining, reset, reset_at in (
+            ("requests", rate.limit_requests, rate.remaining_requests, rate.reset_requests_s, rate.reset_requests_at),
+            ("tokens", rate.limit_tokens, rate.remaining_tokens, rate.reset_tokens_s, rate.reset_tokens_at)
+    ) if rate is not None else ():
+        if limit is None:
+            continue
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = f"{reset}s"
+        if anthropic:
+            headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
+            headers[f"anthropic-ratelimit-{kind}-remaining"] = str(remaining)
+            headers[f"anthropic-ratelimit-{kind}-reset"] = datetime.fromtimestamp(reset_at, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+nanos = st.integers(0, 10**15)
+limits = st.one_of(st.none(), st.integers(1, 10**9))
+instants = st.integers(1_700_000_000, 1_900_000_000)
+rates = st.one_of(st.none(), st.builds(RateInfo, limits, st.integers(0, 10**9), st.integers(0, 3600), limits,
+                                       st.integers(0, 10**9), st.integers(0, 3600), instants, instants))
+decisions = st.builds(Decision, requested=st.just("gpt-4o-mini"), output_tokens=st.integers(1, 10**5),
+                      estimate_nanos=nanos, clamped=st.booleans(),
+                      downgraded_from=st.one_of(st.none(), st.just("gpt-4o")),
+                      shadow=st.lists(st.sampled_from(["dept:RD/0", "org/1"]), max_size=2).map(tuple),
+                      remaining_nanos=st.one_of(st.none(), nanos), rate=rates)
+receipts = st.builds(Receipt, st.just("req_" + "0" * 32), st.sampled_from(["BENCH", "R&D-É"]), decisions,
+                     st.one_of(st.none(), nanos), st.integers(0, 5000))
+
+
+@given(receipts, st.booleans())
+def test_call_headers_are_those_spec_lists_in_their_order(receipt: Receipt, anthropic: bool) -> None:
+    assert call_headers(receipt, anthropic=anthropic) == reference_call_headers(receipt, anthropic=anthropic)
+
+
+@given(rates.filter(lambda rate: rate is not None), st.booleans())
+def test_rate_headers_of_a_refusal_are_those_of_a_call(rate: RateInfo, anthropic: bool) -> None:
+    receipt = Receipt("req_1", "BENCH", Decision(requested="m", rate=rate), None)
+    expected = reference_call_headers(receipt, anthropic=anthropic)[2:]
+    assert [(name.encode(), value.encode()) for name, value in rate_headers(rate, anthropic=anthropic).items()] \
+        == expected
+
+
+def test_an_instant_is_written_in_rfc3339_whether_remembered_or_not() -> None:
+    assert rfc3339(1_764_640_147) == rfc3339(1_764_640_147) == "2025-12-02T01:49:07Z"
+    assert rfc3339(0) == "1970-01-01T00:00:00Z"
