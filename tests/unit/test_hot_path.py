@@ -12,6 +12,9 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import Column, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -22,6 +25,8 @@ from costwarden.core.decision import Decision, RateInfo
 from costwarden.core.events import UsageEvent
 from costwarden.http.app import GatewayApp
 from costwarden.http.headers import call_headers, rate_headers, rfc3339, usd
+from costwarden.ledger.schema import inflight, usage_events
+from costwarden.ledger.sqlite_statements import SqliteInsert
 from costwarden.providers import tokens
 from costwarden.providers.jsontext import dumps
 from costwarden.providers.tokens import InputTally, TokenEstimator
@@ -275,3 +280,35 @@ def test_rate_headers_of_a_refusal_are_those_of_a_call(rate: RateInfo, anthropic
 def test_an_instant_is_written_in_rfc3339_whether_remembered_or_not() -> None:
     assert rfc3339(1_764_640_147) == rfc3339(1_764_640_147) == "2025-12-02T01:49:07Z"
     assert rfc3339(0) == "1970-01-01T00:00:00Z"
+
+
+# -- ledger rows as the writer process binds them ---------------------------------------------------
+
+def column_values(table: Table) -> st.SearchStrategy[dict[str, Any]]:
+    """Rows of ``table``: a value of each column's type (None where it may be null)."""
+    def of(column: Column[Any]) -> st.SearchStrategy[Any]:
+        python = getattr(column.type, "impl", column.type).python_type  # a decorated type: its base
+        kind = {bool: st.booleans(), int: st.integers(-(2**63), 2**63 - 1), str: st.text(max_size=8),
+                datetime: st.datetimes(timezones=st.just(UTC))}[python]
+        return st.one_of(st.none(), kind) if column.nullable else kind
+    return st.fixed_dictionaries({column.name: of(column) for column in table.c})
+
+
+@pytest.mark.parametrize("table", [usage_events, inflight], ids=lambda table: table.name)
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=lambda dialect: dialect.name)
+def test_a_rows_values_are_bound_as_sqlalchemy_binds_them(table: Table, dialect: Dialect) -> None:
+    keys = tuple(column.name for column in table.c)
+    insert = SqliteInsert(table, keys, dialect)
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in table.c]
+
+    @given(column_values(table))
+    def check(row: dict[str, Any]) -> None:
+        expected = [value if process is None else process(value)
+                    for value, process in zip([row[key] for key in keys], processors, strict=True)]
+        if dialect.name == "postgresql":  # times go as ISO 8601 text there
+            expected = [value.isoformat() if isinstance(value, datetime) else value for value in expected]
+        got = insert.values(row)
+        assert got == expected
+        assert [type(value) for value in got] == [type(value) for value in expected]  # 1, not True
+
+    check()
