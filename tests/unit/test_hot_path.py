@@ -24,6 +24,7 @@ from costwarden.app.service import Receipt
 from costwarden.core.decision import Decision, RateInfo
 from costwarden.core.events import UsageEvent
 from costwarden.http.app import GatewayApp
+from costwarden.http.bodies import header_map
 from costwarden.http.headers import call_headers, rate_headers, rfc3339, usd
 from costwarden.ledger.schema import inflight, usage_events
 from costwarden.ledger.sqlite_statements import SqliteInsert
@@ -312,3 +313,16 @@ def test_a_rows_values_are_bound_as_sqlalchemy_binds_them(table: Table, dialect:
         assert [type(value) for value in got] == [type(value) for value in expected]  # 1, not True
 
     check()
+
+
+# -- request headers --------------------------------------------------------------------------------
+
+@given(st.lists(st.tuples(st.sampled_from([b"authorization", b"X-Tags", b"x-tags", b"content-type", b"x-user-id"]),
+                          st.binary(max_size=6)), max_size=8))
+def test_request_headers_are_read_first_one_wins_in_their_order(raw: list[tuple[bytes, bytes]]) -> None:
+    expected: dict[str, str] = {}
+    for name, value in raw:
+        expected.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    got = header_map(raw)
+    assert got == expected
+    assert list(got) == list(expected)
