@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -13,13 +13,14 @@ from costwarden import errors
 from costwarden.http.errors import ClientGone
 
 
-def header_map(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """Request headers by lower-case name; the first of repeated headers wins (as Starlette's
     ``Headers.get``). ASGI servers hand header names over in lower case already."""
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
-    if len(headers) < len(raw):  # a name repeated: its last value was kept, put its first back
-        for name, value in reversed(raw):
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
     return headers
 
 
