@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -18,14 +18,16 @@ FLUSH_EVERY = 1000  # events whose metrics are held at most before they are appl
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Series:
     """The label children every event of one kind (department, model, status, decision) moves.
-    Token and cost series are looked up as they are needed: a series exists once it has moved."""
+    Token and cost series are looked up as they are needed, a series exists once it has moved,
+    and kept in ``moved`` by token type ("cost": the cost's)."""
 
     calls: Any
     decisions: Any
     latency: Any
+    moved: dict[str, Any] = field(default_factory=dict)
 
 
 class Metrics:
@@ -74,16 +76,22 @@ class Metrics:
             series = self._series[key] = _Series(
                 self._child(self.calls, dept, model, event.status), self._child(self.decisions, dept, event.decision),
                 self._child(self.latency, dept, model))
-        add = self._add
+        add, moved = self._add, series.moved
         add(series.calls, 1)
         add(series.decisions, 1)
         for kind, count in (("input", event.input_tokens - event.cached_input_tokens),
                             ("cached_input", event.cached_input_tokens), ("output", event.output_tokens)):
             if count:
-                add(self._child(self.tokens, dept, model, kind), count)
+                child = moved.get(kind)
+                if child is None:
+                    child = moved[kind] = self._child(self.tokens, dept, model, kind)
+                add(child, count)
         if event.cost_nanos:
             cost = event.cost_nanos / 1e9 if event.cost_nanos < 2**53 else float(nanos_to_usd(event.cost_nanos))
-            add(self._child(self.cost, dept, model), cost)  # the same double as float(Decimal)
+            child = moved.get("cost")
+            if child is None:
+                child = moved["cost"] = self._child(self.cost, dept, model)
+            add(child, cost)  # the same double as float(Decimal)
         observations = self._observations.get(series.latency)
         if observations is None:
             observations = self._observations[series.latency] = []

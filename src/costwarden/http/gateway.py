@@ -38,11 +38,10 @@ COUNT_TOKENS = "/v1/messages/count_tokens"
 def answer_start(answer: Answer, *, anthropic: bool = False) -> dict[str, Any]:
     """The ``http.response.start`` message of a complete answer (content-length included)."""
     headers = call_headers(answer.receipt, anthropic=anthropic)
-    headers["content-type"] = answer.content_type
+    headers.append((b"content-type", answer.content_type.encode("latin-1")))
     if not (answer.status < 200 or answer.status in (204, 304)):
-        headers["content-length"] = str(len(answer.body))
-    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-    return {"type": "http.response.start", "status": answer.status, "headers": raw}
+        headers.append((b"content-length", b"%d" % len(answer.body)))
+    return {"type": "http.response.start", "status": answer.status, "headers": headers}
 
 
 class ProxyHandler:

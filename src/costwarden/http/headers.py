@@ -7,6 +7,7 @@ The service and the core return values (a ``Receipt``, an error with ``retry_aft
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from costwarden.app.service import Receipt
 from costwarden.core.decision import RateInfo
@@ -20,27 +21,33 @@ def usd(nanos: int) -> str:
     return sign + (f"{whole}.{fraction:09d}".rstrip("0") if fraction else str(whole))
 
 
-def call_headers(receipt: Receipt, *, anthropic: bool = False) -> dict[str, str]:
-    """The costwarden and rate-limit headers of a forwarded call (``anthropic``: a call on the
-    Messages API, which also gets Anthropic's rate-limit names)."""
+Raw = list[tuple[bytes, bytes]]  # ASGI header pairs
+
+
+def call_headers(receipt: Receipt, *, anthropic: bool = False) -> Raw:
+    """The costwarden and rate-limit headers of a forwarded call, as ASGI header pairs
+    (``anthropic``: a call on the Messages API, which also gets Anthropic's rate-limit names)."""
     decision = receipt.decision
-    headers = {"x-request-id": receipt.id, "x-costwarden-department": receipt.department}
+    headers = [(b"x-request-id", receipt.id.encode("latin-1")),
+               (b"x-costwarden-department", receipt.department.encode("latin-1"))]
     cost = receipt.cost_nanos
     if cost is not None:
-        headers["x-costwarden-cost-usd"] = usd(cost)
+        headers.append((b"x-costwarden-cost-usd", usd(cost).encode("latin-1")))
     if decision.remaining_nanos is not None:
         refund = decision.estimate_nanos - (cost if cost is not None else decision.estimate_nanos)
-        headers["x-costwarden-budget-remaining-usd"] = usd(max(0, decision.remaining_nanos + refund))
+        headers.append((b"x-costwarden-budget-remaining-usd",
+                        usd(max(0, decision.remaining_nanos + refund)).encode("latin-1")))
     if decision.downgraded_from:
-        headers["x-costwarden-downgraded-from"] = decision.downgraded_from
+        headers.append((b"x-costwarden-downgraded-from", decision.downgraded_from.encode("latin-1")))
     if decision.clamped:
-        headers["x-costwarden-max-tokens-clamped"] = str(decision.output_tokens)
+        headers.append((b"x-costwarden-max-tokens-clamped", b"%d" % decision.output_tokens))
     if receipt.trimmed_tokens:
-        headers["x-costwarden-context-trimmed"] = str(receipt.trimmed_tokens)
+        headers.append((b"x-costwarden-context-trimmed", b"%d" % receipt.trimmed_tokens))
     if decision.shadow:
-        headers["x-costwarden-shadow"] = "; ".join(decision.shadow)
+        headers.append((b"x-costwarden-shadow", "; ".join(decision.shadow).encode("latin-1")))
     if decision.rate is not None:
-        headers.update(rate_headers(decision.rate, anthropic=anthropic))
+        headers += [(_RAW_NAMES[name], value.encode("latin-1"))
+                    for name, value in _rate_items(decision.rate, anthropic=anthropic)]
     return headers
 
 
@@ -52,22 +59,34 @@ def rate_headers(rate: RateInfo, *, anthropic: bool = False) -> dict[str, str]:
     Our token limit counts input and output together, so it is Anthropic's combined ``tokens``
     limit; the input- and output-tokens variants are not sent.
     """
-    headers: dict[str, str] = {}
-    for kind, limit, remaining, reset, reset_at in (
-            ("requests", rate.limit_requests, rate.remaining_requests, rate.reset_requests_s, rate.reset_requests_at),
-            ("tokens", rate.limit_tokens, rate.remaining_tokens, rate.reset_tokens_s, rate.reset_tokens_at)):
+    return dict(_rate_items(rate, anthropic=anthropic))
+
+
+# The rate-limit header names of each limit: OpenAI's three, then Anthropic's three.
+_RATE_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}",
+                      f"anthropic-ratelimit-{kind}-limit", f"anthropic-ratelimit-{kind}-remaining",
+                      f"anthropic-ratelimit-{kind}-reset") for kind in ("requests", "tokens")}
+_RAW_NAMES = {name: name.encode("latin-1") for names in _RATE_NAMES.values() for name in names}
+
+
+def _rate_items(rate: RateInfo, *, anthropic: bool) -> list[tuple[str, str]]:
+    """``rate_headers`` as (name, value) pairs, in order."""
+    items: list[tuple[str, str]] = []
+    for names, limit, remaining, reset, reset_at in (
+            (_RATE_NAMES["requests"], rate.limit_requests, rate.remaining_requests, rate.reset_requests_s,
+             rate.reset_requests_at),
+            (_RATE_NAMES["tokens"], rate.limit_tokens, rate.remaining_tokens, rate.reset_tokens_s,
+             rate.reset_tokens_at)):
         if limit is None:
             continue
-        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = f"{reset}s"
+        limit_text, remaining_text = str(limit), str(remaining)
+        items += ((names[0], limit_text), (names[1], remaining_text), (names[2], f"{reset}s"))
         if anthropic:
-            headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
-            headers[f"anthropic-ratelimit-{kind}-remaining"] = str(remaining)
-            headers[f"anthropic-ratelimit-{kind}-reset"] = rfc3339(reset_at)
-    return headers
+            items += ((names[3], limit_text), (names[4], remaining_text), (names[5], rfc3339(reset_at)))
+    return items
 
 
+@lru_cache(maxsize=64)  # calls in the same second share their resets' texts
 def rfc3339(instant: int) -> str:
     """An instant (epoch seconds) as RFC 3339 in UTC: ``2026-12-01T15:49:07Z``."""
     return datetime.fromtimestamp(instant, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

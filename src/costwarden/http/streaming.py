@@ -32,10 +32,8 @@ class MeteredStream:
     def __init__(self, streaming: Streaming, *, anthropic: bool = False) -> None:
         self.streaming = streaming
         # on the Messages API: Anthropic's rate-limit header names too
-        rendered = call_headers(streaming.receipt, anthropic=anthropic)
-        rendered["content-type"] = streaming.content_type
-        rendered["cache-control"] = "no-cache"
-        self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rendered.items()]
+        self._headers = call_headers(streaming.receipt, anthropic=anthropic)
+        self._headers += ((b"content-type", streaming.content_type.encode("latin-1")), (b"cache-control", b"no-cache"))
         self._gone = asyncio.Event()  # the client left: the pump counts, and sends nothing more
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,8 +18,9 @@ connection alive. A request that arrives in one piece arms no timer at all.
 
 It also writes a complete answer (a head with content-length, then its whole body) to the socket
 in one piece rather than two: uvicorn writes the head as soon as it is sent, and on loopback each
-write costs the gateway a system call and the client a wake-up. uvicorn's own ``send`` still
-builds and checks both; only its writes are collected (``_coalesce``).
+write costs the gateway a system call and the client a wake-up. An answer of the usual kind is
+written by ``_write_whole``, the same bytes for less work; anything else goes through uvicorn's
+own ``send``, whose writes are collected (``_coalesce``).
 """
 
 from __future__ import annotations
@@ -34,10 +35,21 @@ from typing import Any
 import orjson
 from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 BACKLOG = 4096  # connections the kernel queues before accept(); it caps this at net.core.somaxconn
+# uvicorn's own checks of a header name and value; each matches one byte, so a search of the
+# names (values) joined finds what a search of each would.
+_BAD_NAME, _BAD_VALUE = HEADER_RE, HEADER_VALUE_RE
+# Headers whose presence makes uvicorn's send do more than write them.
+_UVICORN_INTERPRETS = frozenset({b"transfer-encoding", b"connection"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +222,8 @@ def _coalesce(cycle: RequestResponseCycle) -> None:
             await send(start)
             await send(message)
             return
+        if _write_whole(cycle, start, message):
+            return
         collected = _Collected()
         cycle.transport = collected  # type: ignore[assignment]  # write and close are all send uses
         try:
@@ -223,6 +237,55 @@ def _coalesce(cycle: RequestResponseCycle) -> None:
                 transport.close()
 
     cycle.send = coalescing  # type: ignore[method-assign]
+
+
+def _write_whole(cycle: RequestResponseCycle, start: ASGISendEvent, end: ASGISendEvent) -> bool:
+    """Write a complete answer of the usual kind (a head with a content-length its body matches,
+    no connection or transfer-encoding header, not to a HEAD request) as uvicorn's ``send`` would
+    for the two messages, and end the cycle as it does; False, having done nothing, for anything
+    else, which goes through uvicorn's ``send`` (that also raises for what is invalid).
+
+    uvicorn checks each header name and value with a regular expression of its own, then builds
+    the head piece by piece; here the names, then the values, are checked in one search each."""
+    if (cycle.response_started or cycle.disconnected or cycle.flow.write_paused or cycle.access_log
+            or cycle.scope["method"] == "HEAD"):
+        return False
+    status = start["status"]  # type: ignore[typeddict-item]
+    line = STATUS_LINE.get(status)
+    body: bytes = end.get("body", b"")  # type: ignore[assignment]
+    if line is None:
+        return False
+    content = [line]
+    length = -1
+    names: list[bytes] = []
+    values: list[bytes] = []
+    for name, value in [*cycle.default_headers, *start.get("headers", ())]:  # type: ignore[misc]
+        name = name.lower()
+        if name == b"content-length":
+            if length < 0:
+                if not value.isdigit():
+                    return False
+                length = int(value)
+        elif name in _UVICORN_INTERPRETS:
+            return False
+        names.append(name)
+        values.append(value)
+        content += (name, b": ", value, b"\r\n")
+    if length != len(body) or _BAD_NAME.search(b"".join(names)) or _BAD_VALUE.search(b"".join(values)):
+        return False
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content += (b"\r\n", body)
+    cycle.response_started = cycle.response_complete = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = False
+    cycle.expected_content_length = 0
+    cycle.transport.write(b"".join(content))
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True
 
 
 def _declares_length(message: ASGISendEvent) -> bool:

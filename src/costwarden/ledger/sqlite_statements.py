@@ -9,6 +9,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -104,9 +105,12 @@ class SqliteInsert:
         self._row = f"({', '.join('?' for _ in columns)})"
         self._sql: dict[int, str] = {}
         self.keys = keys
+        self._take = itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
         processors = [_for_wire(c.type.dialect_impl(dialect).bind_processor(dialect), dialect.name)
                       for c in columns]
-        self.processors = [(i, p) for i, p in enumerate(processors) if p is not None]
+        self.processors = [(i, p) for i, p in enumerate(processors) if p is not None and not _int_flag(p)]
+        # columns whose processor binds True as 1 and False as 0 (booleans on SQLite): done inline
+        self.flags = [(i, p) for i, p in enumerate(processors) if p is not None and _int_flag(p)]
 
     def sql_for(self, rows: int) -> str:
         """The statement inserting ``rows`` rows at once."""
@@ -116,9 +120,12 @@ class SqliteInsert:
         return sql
 
     def values(self, row: Row) -> list[Any]:
-        values = [row[key] for key in self.keys]
+        values = list(self._take(row))
         for index, process in self.processors:
             values[index] = process(values[index])
+        for index, process in self.flags:
+            value = values[index]
+            values[index] = (1 if value else 0) if type(value) is bool else process(value)
         return values
 
 
@@ -201,6 +208,15 @@ def _for_wire(process: Callable[[Any], Any] | None, dialect: str) -> Callable[[A
         return value.isoformat() if isinstance(value, datetime) else value
 
     return iso
+
+
+def _int_flag(process: Callable[[Any], Any]) -> bool:
+    """Whether ``process`` binds True as the integer 1 and False as 0."""
+    try:
+        one, zero = process(True), process(False)
+    except Exception:  # not a processor of booleans
+        return False
+    return type(one) is int and one == 1 and type(zero) is int and zero == 0
 
 
 def _faster(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:

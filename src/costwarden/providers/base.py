@@ -183,6 +183,8 @@ def non_empty_list(body: Mapping[str, Any], field: str, example: str) -> list[An
 def check_messages(messages: list[Any], field: str = "messages") -> None:
     """Each message an object with a string role."""
     for index, message in enumerate(messages):
+        if type(message) is dict and type(message.get("role")) is str:
+            continue  # the usual case, checked without naming the message
         where = f"{field}[{index}]"
         if not isinstance(message, dict):
             raise InvalidRequest(f"{where}: must be an object, not {json_type(message)}.", param=where)

@@ -46,6 +46,10 @@ PER_MESSAGE = 4
 PER_IMAGE = 1_600
 LONGEST_TOKEN_BYTES = 128  # the longest token of o200k_base and cl100k_base, in UTF-8 bytes
 _KNOWN_MODELS = 4096  # model ids whose tokenizer is remembered
+# Characters of texts whose token counts are remembered, per tokenizer: a system prompt or a tool
+# description comes back with every call, and counting it anew cost more than the rest of the
+# estimate. Past the bound the remembered counts are dropped and gathered again.
+_REMEMBERED_CHARS = 4_000_000
 
 TextCounter = Callable[[str], int]
 
@@ -175,6 +179,7 @@ class TokenEstimator:
         # counter_for's answers by model id: a call's model is looked up once per process, not
         # matched against the family table on every call (bounded: ids come from clients too)
         self._counters: dict[str, TextCounter | None] = {}
+        self._counts: dict[TextCounter, _Counts] = {}  # texts' counts by tokenizer (``_REMEMBERED_CHARS``)
 
     @property
     def uses_tokenizer(self) -> bool:
@@ -211,9 +216,37 @@ class TokenEstimator:
             upper = sum(ceil_div(size, 3) for size in sizes)
             floor = sum(ceil_div(size, LONGEST_TOKEN_BYTES) for size in sizes)
         else:
+            counts = self._counts.get(counter)
+            if counts is None:
+                counts = self._counts[counter] = _Counts(counter)
             upper = floor = 0
             for text in tally.texts:
-                count = counter(text)
+                count = counts.count(text)
                 upper += max(count, ceil_div(len(text), 4))
                 floor += count
         return InputEstimate(fixed + upper, floor + tally.token_ids, tuple(tally.hidden))
+
+
+class _Counts:
+    """A tokenizer's counts of the texts it has seen, up to ``_REMEMBERED_CHARS`` characters."""
+
+    __slots__ = ("_chars", "_counter", "_known")
+
+    def __init__(self, counter: TextCounter) -> None:
+        self._counter = counter
+        self._known: dict[str, int] = {}
+        self._chars = 0
+
+    def count(self, text: str) -> int:
+        known = self._known.get(text)
+        if known is not None:
+            return known
+        count = self._counter(text)
+        if len(text) > _REMEMBERED_CHARS:
+            return count
+        self._chars += len(text)
+        if self._chars > _REMEMBERED_CHARS:
+            self._known.clear()
+            self._chars = len(text)
+        self._known[text] = count
+        return count

@@ -79,18 +79,24 @@ class _Reader:
         self.malformed = False
 
     def __call__(self, field: str, details: str | None = None) -> int:
-        holder: object = self.usage if details is None else self.usage.get(details)
-        if holder is None:
-            return 0
-        if not _is_mapping(holder):
+        found = _count_in(self.usage if details is None else self.usage.get(details), field)
+        if found < 0:
             self.malformed = True
             return 0
-        value = holder.get(field)  # type: ignore[attr-defined]  # a Mapping, checked above
-        if type(value) is int and value >= 0:  # the usual case: a plain JSON integer
-            return value
-        if not valid_count(value):
-            self.malformed = True
-        return count(value)
+        return found
+
+
+def _count_in(holder: object, field: str) -> int:
+    """The count ``field`` of the usage object ``holder``: 0 when either is absent, -1 when either
+    is malformed (see the module docstring)."""
+    if holder is None:
+        return 0
+    if not _is_mapping(holder):
+        return -1
+    value = holder.get(field)  # type: ignore[attr-defined]  # a Mapping, checked above
+    if type(value) is int and value >= 0:  # the usual case: a plain JSON integer
+        return value
+    return count(value) if valid_count(value) else -1
 
 
 def openai_usage(usage: object, service_tier: object = None) -> Usage | None:
@@ -98,13 +104,18 @@ def openai_usage(usage: object, service_tier: object = None) -> Usage | None:
     ``service_tier``: the tier the response reported (kept when a string)."""
     if not _is_mapping(usage):
         return None
-    read = _Reader(usage)  # type: ignore[arg-type]  # a Mapping, checked above
-    prompt = read("prompt_tokens")
-    cached = min(read("cached_tokens", "prompt_tokens_details"), prompt)
-    audio = min(read("audio_tokens", "prompt_tokens_details"), prompt - cached)
-    output = read("completion_tokens")
-    reasoning = min(read("reasoning_tokens", "completion_tokens_details"), output)
-    return Usage(prompt, cached, output, read.malformed, reasoning_tokens=reasoning, audio_input_tokens=audio,
+    get = usage.get  # type: ignore[attr-defined]  # a Mapping, checked above
+    prompt = _count_in(usage, "prompt_tokens")
+    output = _count_in(usage, "completion_tokens")
+    details, output_details = get("prompt_tokens_details"), get("completion_tokens_details")
+    cached, audio = _count_in(details, "cached_tokens"), _count_in(details, "audio_tokens")
+    reasoning = _count_in(output_details, "reasoning_tokens")
+    malformed = min(prompt, output, cached, audio, reasoning) < 0
+    if malformed:  # a malformed count reads as 0
+        prompt, output, cached, audio, reasoning = (max(0, n) for n in (prompt, output, cached, audio, reasoning))
+    cached = min(cached, prompt)
+    return Usage(prompt, cached, output, malformed, reasoning_tokens=min(reasoning, output),
+                 audio_input_tokens=min(audio, prompt - cached),
                  service_tier=service_tier if isinstance(service_tier, str) else None)
 
 
