@@ -102,6 +102,10 @@ class Plan:
     # per limit: the instant its current bucket leaves the window, and the instant that bucket
     # started (what the rate headers of an admitted call say; fixed while the plan holds)
     limit_resets: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    # per limit, what an admitted call's rate headers are made of: (limit, counts requests (rpm),
+    # enforced, index of its window in ``windows``, its ``limit_resets``)
+    rate_terms: tuple[tuple[int, bool, bool, int, tuple[int, int]], ...] = field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         terms = tuple((c.budget.limit, c.budget.unit == "tokens", c.budget.limit if c.budget.is_hard else None)
@@ -121,8 +125,12 @@ class Plan:
         object.__setattr__(self, "usd_budgets", tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms)
                                                       if not in_tokens))
         width = RATE_PERIOD.bucket_seconds
-        object.__setattr__(self, "limit_resets", tuple((leaves_at(c.window.bucket, c.window.span, width),
-                                                        c.window.bucket * width) for c in self.limits))
+        resets = tuple((leaves_at(c.window.bucket, c.window.span, width), c.window.bucket * width)
+                       for c in self.limits)
+        object.__setattr__(self, "limit_resets", resets)
+        object.__setattr__(self, "rate_terms", tuple(
+            (c.limit, rpm, c.enforce, len(terms) + i, reset)
+            for i, (c, (_, rpm, _), reset) in enumerate(zip(self.limits, limit_terms, resets, strict=True))))
 
 
 def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:

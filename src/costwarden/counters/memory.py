@@ -18,6 +18,7 @@ from costwarden.counters.base import (
 
 _NO_FLAGS: frozenset[str] = frozenset()
 BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is
+BOUND_WINDOWS = 10_000  # windows tuples whose counters are kept (forgotten wholesale when full)
 
 
 class _Counter:
@@ -56,6 +57,11 @@ class _Counter:
         self.reserved += reserved
 
 
+# one hold of an open reservation: its counter, its bucket's [spent, reserved] cell, the amount
+# held and the bucket
+_Entry = tuple[_Counter, list[int], int, int]
+
+
 class MemoryCounterStore:
     """The embedded CounterStore. State is lost with the process; the ledger rebuilds it.
 
@@ -67,9 +73,11 @@ class MemoryCounterStore:
         self._replica = replica
         self._marker = marker
         self._counters: dict[str, _Counter] = {}
-        # each open reservation with the counters and bucket cells it holds on, so settling needs
-        # no lookups
-        self._reservations: dict[str, tuple[Reservation, list[_Counter], list[list[int]]]] = {}
+        # the counters of each windows tuple read lately, by its id (see ``remembered``)
+        self._bound: dict[int, tuple[Sequence[Window], list[_Counter]]] = {}
+        # each open reservation with, per hold, its counter, bucket cell, amount and bucket, so
+        # settling needs no lookups
+        self._reservations: dict[str, tuple[Reservation, list[_Entry]]] = {}
         self._flags: dict[str, float] = {}
         self._leases: dict[str, float] = {}
 
@@ -85,11 +93,17 @@ class MemoryCounterStore:
         counter = self._counters.get(window.key)
         if counter is None:
             counter = self._counters[window.key] = _Counter(window.span, window.end.timestamp())
-        counter.advance(window.bucket)
+        if window.bucket > counter.top:
+            self._advance(counter, window.bucket)
         return counter
 
-    # snapshot, reserve and settle run on every call: _counter() and _Counter.add() are inlined,
-    # and advance() is only called when the window moved past the counter's newest bucket.
+    def _advance(self, counter: _Counter, bucket: int) -> None:
+        """Move a rolling counter to ``bucket``, forgetting the counters bound to plans' windows."""
+        counter.advance(bucket)
+        self._bound.clear()
+
+    # snapshot, reserve and settle run on every call: they touch each counter once, and advance()
+    # is only called when a window moved past its counter's newest bucket.
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         if self._marker is None:
@@ -102,16 +116,22 @@ class MemoryCounterStore:
         """The figures themselves: an in-process store is never stale (None until it is built)."""
         if self._marker is None:
             return None
-        counters = self._counters
-        usage = []
-        for window in windows:
-            counter = counters.get(window.key)
-            if counter is None or window.bucket > counter.top:
-                counter = self._counter(window)
-            usage.append((counter.spent, counter.reserved))
+        # A plan's windows are one tuple, read on every call of its caller: its counters are found
+        # once, and kept until a counter moves to a new bucket or is dropped (``_bound.clear``).
+        bound = self._bound.get(id(windows))
+        if bound is None or bound[0] is not windows:
+            bound = self._bind(windows)
+        usage = [(counter.spent, counter.reserved) for counter in bound[1]]
         if not flag_keys:
             return Snapshot(usage, _NO_FLAGS)
         return Snapshot(usage, frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now))
+
+    def _bind(self, windows: Sequence[Window]) -> tuple[Sequence[Window], list[_Counter]]:
+        counters = [self._counter(window) for window in windows]  # may clear _bound: add after
+        if len(self._bound) >= BOUND_WINDOWS:
+            self._bound.clear()
+        bound = self._bound[id(windows)] = (windows, counters)  # the tuple kept: its id stays its own
+        return bound
 
     async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
         self._check()
@@ -122,7 +142,7 @@ class MemoryCounterStore:
                 out.append([])
                 continue
             if window.bucket > counter.top:
-                counter.advance(window.bucket)
+                self._advance(counter, window.bucket)
             out.append(sorted((b, spent + reserved) for b, (spent, reserved) in counter.buckets.items()
                               if spent + reserved))
         return out
@@ -138,42 +158,44 @@ class MemoryCounterStore:
         held = self._reservations.get(reservation_id)
         if held is not None:
             return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
-        all_counters = self._counters
-        counters: list[_Counter] = []
-        cells: list[list[int]] = []
+        get = self._counters.get
         usage: list[tuple[int, int]] = []
-        conflict: Conflict | None = None
+        entries: list[_Entry] = []
         # One pass, holding as it goes (every hold of a call is on a counter of its own); a hold
-        # that does not fit undoes those before it, and the rest are only read.
+        # that does not fit undoes those before it (``_refuse``).
         for hold in holds:
             window = hold.window
-            counter = all_counters.get(window.key)
-            if counter is None or window.bucket > counter.top:
+            bucket = window.bucket
+            counter = get(window.key)
+            if counter is None or bucket > counter.top:
                 counter = self._counter(window)
             spent, reserved = counter.spent, counter.reserved
             usage.append((spent, reserved))
-            if conflict is not None:
-                continue
             amount, limit = hold.amount, hold.limit
             if limit is not None and spent + reserved + amount > limit:
-                conflict = Conflict(len(cells), spent + reserved)
-                continue
-            cell = counter.buckets.get(window.bucket)
+                return self._refuse(holds, entries, usage, spent + reserved, flags)
+            cell = counter.buckets.get(bucket)
             if cell is None:
-                cell = counter.buckets[window.bucket] = [0, amount]
+                cell = counter.buckets[bucket] = [0, amount]
             else:
                 cell[1] += amount
             counter.reserved = reserved + amount
-            counters.append(counter)
-            cells.append(cell)
-        if conflict is not None:
-            for hold, counter, cell in zip(holds, counters, cells, strict=False):
-                cell[1] -= hold.amount
-                counter.reserved -= hold.amount
-            return Attempt(conflict, usage, flags)
+            entries.append((counter, cell, amount, bucket))
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        self._reservations[reservation_id] = (reservation, counters, cells)
+        self._reservations[reservation_id] = (reservation, entries)
         return Attempt(reservation, usage, flags)
+
+    def _refuse(self, holds: Sequence[Hold], entries: list[_Entry], usage: list[tuple[int, int]], used: int,
+                flags: frozenset[str]) -> Attempt:
+        """Undo the holds made before hold ``len(entries)``, which did not fit, and read the rest."""
+        for counter, cell, amount, _ in entries:
+            cell[1] -= amount
+            counter.reserved -= amount
+        conflict = Conflict(len(entries), used)
+        for hold in holds[len(usage):]:
+            counter = self._counter(hold.window)
+            usage.append((counter.spent, counter.reserved))
+        return Attempt(conflict, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         if len(amounts) != len(reservation.holds):
@@ -183,7 +205,7 @@ class MemoryCounterStore:
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
-        return self._apply(*held, amounts)
+        return self._apply(held[1], amounts)
 
     async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
                               thresholds: Sequence[Threshold], now: float) -> Settlement:
@@ -194,7 +216,9 @@ class MemoryCounterStore:
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return Settlement([(0, 0)] * len(reservation.holds), ())
-        moved = self._apply(*held, amounts)
+        moved = self._apply(held[1], amounts)
+        if not thresholds:
+            return Settlement(moved, ())
         claimed: list[int] = []
         flags = self._flags
         for index, threshold in enumerate(thresholds):
@@ -204,28 +228,28 @@ class MemoryCounterStore:
                 claimed.append(index)
         return Settlement(moved, tuple(claimed))
 
-    @staticmethod
-    def _apply(reservation: Reservation, counters: list[_Counter], cells: list[list[int]],
-               amounts: Sequence[int]) -> list[tuple[int, int]]:
+    def _apply(self, entries: list[_Entry], amounts: Sequence[int]) -> list[tuple[int, int]]:
         moved = []
-        for hold, counter, cell, amount in zip(reservation.holds, counters, cells, amounts, strict=True):
-            bucket = hold.window.bucket
-            if bucket > counter.top:
-                counter.advance(bucket)
+        for (counter, cell, held, bucket), amount in zip(entries, amounts, strict=True):
             before = counter.spent
-            if bucket > counter.top - counter.span:  # else the bucket already left its rolling window
-                cell[0] += amount
-                cell[1] -= hold.amount
-                counter.spent = before + amount
-                counter.reserved -= hold.amount
-            moved.append((before, counter.spent))
+            if bucket != counter.top:  # the window moved on since (or a newer one was seen first)
+                if bucket > counter.top:
+                    self._advance(counter, bucket)
+                if bucket <= counter.top - counter.span:  # the bucket left its rolling window
+                    moved.append((before, before))
+                    continue
+            cell[0] += amount
+            cell[1] -= held
+            counter.spent = before + amount
+            counter.reserved -= held
+            moved.append((before, before + amount))
         return moved
 
     async def release(self, reservation: Reservation) -> None:
         self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is not None:
-            self._apply(*held, [0] * len(reservation.holds))
+            self._apply(held[1], [0] * len(reservation.holds))
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         self._check()
@@ -241,11 +265,14 @@ class MemoryCounterStore:
     async def expire(self, now: float) -> list[Reservation]:
         self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
-        for reservation, counters, cells in stale:
+        for reservation, entries in stale:
             del self._reservations[reservation.id]
-            self._apply(reservation, counters, cells, [h.amount for h in reservation.holds])
-        for key in [k for k, c in self._counters.items() if _finished(c, now)]:
+            self._apply(entries, [h.amount for h in reservation.holds])
+        finished = [k for k, c in self._counters.items() if _finished(c, now)]
+        for key in finished:
             del self._counters[key]
+        if finished:
+            self._bound.clear()
         for key in [k for k, until in self._flags.items() if until <= now]:
             del self._flags[key]
         return [held[0] for held in stale]
@@ -300,6 +327,7 @@ class MemoryCounterStore:
     async def close(self) -> None:
         self._leases.clear()
         self._counters.clear()
+        self._bound.clear()
         self._reservations.clear()
         self._flags.clear()
 
