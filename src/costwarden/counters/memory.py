@@ -141,7 +141,9 @@ class MemoryCounterStore:
             bound = self._bind(windows)
         usage = [(counter.spent, counter.reserved) for counter in bound.counters]
         self._seen = (bound, usage)
-        return Snapshot(usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS)
+        snapshot = _new(Snapshot)
+        snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
+        return snapshot
 
     def _set(self, flag_keys: Sequence[str], now: float) -> frozenset[str]:
         """Which of ``flag_keys`` are set at ``now`` (apart: a generator in the hot methods would
