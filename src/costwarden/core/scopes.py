@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from costwarden.core.kinds import ScopeKind, Unit
 from costwarden.core.periods import Period, Window
@@ -216,9 +215,7 @@ def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
     return _Skeleton(tuple(budgets), tuple(limits))
 
 
-def _plan(skeleton: _Skeleton, budgets: list[BudgetCheck], now: datetime, tz: ZoneInfo) -> Plan:
-    limits = [LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
-              for scope, metric, limit, enforce, base in skeleton.limits]
+def _plan(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime) -> Plan:
     windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
     flags = tuple(c.flag_key for c in budgets if c.budget.action.kind == RESTRICT)
     return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, now), now.timestamp())
@@ -230,7 +227,9 @@ def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
     tz = policy.timezone
     budgets = [BudgetCheck(scope, index, budget, budget.period.window(base, now, tz))
                for scope, index, budget, base in skeleton.budgets]
-    return _plan(skeleton, budgets, now, tz)
+    limits = [LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
+              for scope, metric, limit, enforce, base in skeleton.limits]
+    return _plan(budgets, limits, now)
 
 
 class Planner:
@@ -249,6 +248,11 @@ class Planner:
         # calendar budget checks by counter key base (which names the scope and the budget), shared
         # by every caller in that scope
         self._calendar: dict[str, BudgetCheck] = {}
+        # rolling budget and rate limit checks by key base, shared likewise while their bucket is
+        # current: every plan is rebuilt when its rate windows move on (each second), and the
+        # callers of a department share its rate windows
+        self._rolling: dict[str, BudgetCheck] = {}
+        self._rates: dict[str, LimitCheck] = {}
         # per department: whether it has per-key and per-user rules (which name a caller's plan)
         self._templates: dict[str, tuple[bool, bool]] = {}
 
@@ -271,21 +275,39 @@ class Planner:
             self._plans.clear()
             self._skeletons.clear()
             self._calendar.clear()
+            self._rolling.clear()
+            self._rates.clear()
         skeleton = self._skeletons.get(key)
         if skeleton is None:
             skeleton = self._skeletons[key] = _skeleton(self.policy, caller)
         tz = self.policy.timezone
         budgets = []
         for scope, index, budget, base in skeleton.budgets:
-            if not budget.period.is_calendar:
-                budgets.append(BudgetCheck(scope, index, budget, budget.period.window(base, now, tz)))
+            period = budget.period
+            if not period.is_calendar:
+                check = self._rolling.get(base)
+                if check is None or not _current(check.window, now, stamp, period.bucket_seconds):
+                    check = self._rolling[base] = BudgetCheck(scope, index, budget, period.window(base, now, tz))
+                budgets.append(check)
                 continue
             check = self._calendar.get(base)
             if check is None or not check.window.start <= now < check.window.end:
-                check = self._calendar[base] = BudgetCheck(scope, index, budget, budget.period.window(base, now, tz))
+                check = self._calendar[base] = BudgetCheck(scope, index, budget, period.window(base, now, tz))
             budgets.append(check)
-        plan = self._plans[key] = _plan(skeleton, budgets, now, tz)
+        limits = []
+        for scope, metric, limit, enforce, base in skeleton.limits:
+            rate = self._rates.get(base)
+            if rate is None or not _current(rate.window, now, stamp, RATE_PERIOD.bucket_seconds):
+                rate = self._rates[base] = LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
+            limits.append(rate)
+        plan = self._plans[key] = _plan(budgets, limits, now)
         return plan
+
+
+def _current(window: Window, now: datetime, stamp: float, width: int) -> bool:
+    """Whether a rolling window made earlier may serve at ``now``: it is at ``now``'s bucket, and
+    was made no later than ``now`` (so its bounds are at most one bucket old, as a kept plan's)."""
+    return window.bucket == int(stamp) // width and window.end <= now
 
 
 def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime) -> float:
