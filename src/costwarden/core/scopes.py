@@ -7,7 +7,8 @@ computation, in the policy's timezone, is the costly part) between callers and r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -106,30 +107,55 @@ class Plan:
     rate_terms: tuple[tuple[int, bool, bool, int, tuple[int, int]], ...] = field(
         init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        terms = tuple((c.budget.limit, c.budget.unit == "tokens", c.budget.limit if c.budget.is_hard else None)
-                      for c in self.budgets)
-        limit_terms = tuple((c.limit, c.metric == "rpm", c.limit if c.enforce else None) for c in self.limits)
-        restricting = tuple(c for c in self.budgets if c.budget.action.kind == RESTRICT and c.budget.enforce)
-        alerting = tuple((i, c, alert_levels(c.budget)) for i, c in enumerate(self.budgets) if c.budget.alert_at)
-        object.__setattr__(self, "budget_terms", terms)
-        object.__setattr__(self, "limit_terms", limit_terms)
-        object.__setattr__(self, "restricting", restricting)
-        object.__setattr__(self, "alerting", alerting)
-        holds = [(c.window, hard, Unit.TOKENS if in_tokens else Unit.USD)
-                 for c, (_, in_tokens, hard) in zip(self.budgets, terms, strict=True)]
-        holds += [(c.window, enforced, Unit.REQUESTS if rpm else Unit.TOKENS)
-                  for c, (_, rpm, enforced) in zip(self.limits, limit_terms, strict=True)]
-        object.__setattr__(self, "hold_terms", tuple(holds))
-        object.__setattr__(self, "usd_budgets", tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms)
-                                                      if not in_tokens))
+    # what the fields above are derived from besides the checks (made with the caller's skeleton)
+    shape: InitVar[_Shape | None] = None
+
+    def __post_init__(self, shape: _Shape | None) -> None:
+        if shape is None:
+            shape = _shape([c.budget for c in self.budgets], [(c.limit, c.metric == "rpm", c.enforce) for c in self.limits])
+        budgets = self.budgets
+        object.__setattr__(self, "budget_terms", shape.budget_terms)
+        object.__setattr__(self, "limit_terms", shape.limit_terms)
+        object.__setattr__(self, "restricting", tuple(budgets[i] for i in shape.restricting))
+        object.__setattr__(self, "alerting", tuple((i, budgets[i], levels) for i, levels in shape.alerting))
+        object.__setattr__(self, "hold_terms", tuple(
+            (window, hard, unit) for window, (hard, unit) in zip(self.windows, shape.holds, strict=True)))
+        object.__setattr__(self, "usd_budgets", shape.usd_budgets)
         width = RATE_PERIOD.bucket_seconds
         resets = tuple((leaves_at(c.window.bucket, c.window.span, width), c.window.bucket * width)
                        for c in self.limits)
         object.__setattr__(self, "limit_resets", resets)
         object.__setattr__(self, "rate_terms", tuple(
-            (c.limit, rpm, c.enforce, len(terms) + i, reset)
-            for i, (c, (_, rpm, _), reset) in enumerate(zip(self.limits, limit_terms, resets, strict=True))))
+            (*rate, reset) for rate, reset in zip(shape.rates, resets, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a plan derives from its budgets and limits alone, whatever their windows: worked out
+    once per caller (with its skeleton), not each time its plan is rebuilt as a window moves."""
+
+    budget_terms: tuple[tuple[int, bool, int | None], ...]  # as Plan's
+    limit_terms: tuple[tuple[int, bool, int | None], ...]  # as Plan's
+    restricting: tuple[int, ...]  # the indexes of Plan.restricting's budgets
+    alerting: tuple[tuple[int, tuple[tuple[int, Decimal], ...]], ...]  # Plan.alerting less the checks
+    holds: tuple[tuple[int | None, Unit], ...]  # Plan.hold_terms less the windows
+    usd_budgets: tuple[tuple[int, int], ...]  # as Plan's
+    rates: tuple[tuple[int, bool, bool, int], ...]  # Plan.rate_terms less the resets
+
+
+def _shape(budgets: Sequence[Budget], limits: Sequence[tuple[int, bool, bool]]) -> _Shape:
+    """The shape of a plan of ``budgets`` and of ``limits`` given as (limit, rpm, enforced)."""
+    terms = tuple((b.limit, b.unit == "tokens", b.limit if b.is_hard else None) for b in budgets)
+    limit_terms = tuple((limit, rpm, limit if enforced else None) for limit, rpm, enforced in limits)
+    holds = [(hard, Unit.TOKENS if in_tokens else Unit.USD) for _, in_tokens, hard in terms]
+    holds += [(enforced, Unit.REQUESTS if rpm else Unit.TOKENS) for _, rpm, enforced in limit_terms]
+    return _Shape(
+        terms, limit_terms,
+        tuple(i for i, b in enumerate(budgets) if b.action.kind == RESTRICT and b.enforce),
+        tuple((i, alert_levels(b)) for i, b in enumerate(budgets) if b.alert_at),
+        tuple(holds),
+        tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms) if not in_tokens),
+        tuple((limit, rpm, enforced, len(terms) + i) for i, (limit, rpm, enforced) in enumerate(limits)))
 
 
 def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
@@ -198,6 +224,7 @@ class _Skeleton:
 
     budgets: tuple[tuple[Scope, int, Budget, str], ...]  # scope, index, budget, counter key base
     limits: tuple[tuple[Scope, str, int, bool, str], ...]  # scope, metric, limit, enforce, key base
+    shape: _Shape
 
 
 def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
@@ -212,13 +239,16 @@ def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
         for metric, limit in (("rpm", rate.rpm), ("tpm", rate.tpm)):
             if limit is not None:
                 limits.append((scope, metric, limit, rate.enforce, f"r|{scope.id}|{metric}"))
-    return _Skeleton(tuple(budgets), tuple(limits))
+    shape = _shape([budget for _, _, budget, _ in budgets],
+                   [(limit, metric == "rpm", enforce) for _, metric, limit, enforce, _ in limits])
+    return _Skeleton(tuple(budgets), tuple(limits), shape)
 
 
-def _plan(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime) -> Plan:
+def _plan(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime, shape: _Shape) -> Plan:
     windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
     flags = tuple(c.flag_key for c in budgets if c.budget.action.kind == RESTRICT)
-    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, now), now.timestamp())
+    stamp = now.timestamp()
+    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, stamp), stamp, shape)
 
 
 def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
@@ -229,7 +259,7 @@ def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
                for scope, index, budget, base in skeleton.budgets]
     limits = [LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
               for scope, metric, limit, enforce, base in skeleton.limits]
-    return _plan(budgets, limits, now)
+    return _plan(budgets, limits, now, skeleton.shape)
 
 
 class Planner:
@@ -300,7 +330,7 @@ class Planner:
             if rate is None or not _current(rate.window, now, stamp, RATE_PERIOD.bucket_seconds):
                 rate = self._rates[base] = LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
             limits.append(rate)
-        plan = self._plans[key] = _plan(budgets, limits, now)
+        plan = self._plans[key] = _plan(budgets, limits, now, skeleton.shape)
         return plan
 
 
@@ -310,12 +340,16 @@ def _current(window: Window, now: datetime, stamp: float, width: int) -> bool:
     return window.bucket == int(stamp) // width and window.end <= now
 
 
-def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime) -> float:
-    until = now.timestamp() + 3600.0
+def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: float) -> float:
+    until = now + 3600.0
     for check in budgets:
         period = check.budget.period
         edge = check.window.end.timestamp() if period.is_calendar else (check.window.bucket + 1) * period.bucket_seconds
-        until = min(until, edge)
+        if edge < until:
+            until = edge
+    width = RATE_PERIOD.bucket_seconds
     for limit in limits:
-        until = min(until, (limit.window.bucket + 1) * RATE_PERIOD.bucket_seconds)
+        edge = (limit.window.bucket + 1) * width
+        if edge < until:
+            until = edge
     return until
