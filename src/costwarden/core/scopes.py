@@ -116,8 +116,10 @@ class Plan:
         budgets = self.budgets
         object.__setattr__(self, "budget_terms", shape.budget_terms)
         object.__setattr__(self, "limit_terms", shape.limit_terms)
-        object.__setattr__(self, "restricting", tuple(budgets[i] for i in shape.restricting))
-        object.__setattr__(self, "alerting", tuple((i, budgets[i], levels) for i, levels in shape.alerting))
+        object.__setattr__(self, "restricting", tuple(budgets[i] for i in shape.restricting)
+                           if shape.restricting else ())
+        object.__setattr__(self, "alerting", tuple((i, budgets[i], levels) for i, levels in shape.alerting)
+                           if shape.alerting else ())
         object.__setattr__(self, "hold_terms", tuple(
             (window, hard, unit) for window, (hard, unit) in zip(self.windows, shape.holds, strict=True)))
         object.__setattr__(self, "usd_budgets", shape.usd_budgets)
@@ -137,6 +139,7 @@ class _Shape:
     budget_terms: tuple[tuple[int, bool, int | None], ...]  # as Plan's
     limit_terms: tuple[tuple[int, bool, int | None], ...]  # as Plan's
     restricting: tuple[int, ...]  # the indexes of Plan.restricting's budgets
+    flagged: tuple[int, ...]  # the indexes of the restrict_tiers budgets (Plan.flag_keys)
     alerting: tuple[tuple[int, tuple[tuple[int, Decimal], ...]], ...]  # Plan.alerting less the checks
     holds: tuple[tuple[int | None, Unit], ...]  # Plan.hold_terms less the windows
     usd_budgets: tuple[tuple[int, int], ...]  # as Plan's
@@ -152,6 +155,7 @@ def _shape(budgets: Sequence[Budget], limits: Sequence[tuple[int, bool, bool]]) 
     return _Shape(
         terms, limit_terms,
         tuple(i for i, b in enumerate(budgets) if b.action.kind == RESTRICT and b.enforce),
+        tuple(i for i, b in enumerate(budgets) if b.action.kind == RESTRICT),
         tuple((i, alert_levels(b)) for i, b in enumerate(budgets) if b.alert_at),
         tuple(holds),
         tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms) if not in_tokens),
@@ -246,7 +250,7 @@ def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
 
 def _plan(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime, shape: _Shape) -> Plan:
     windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
-    flags = tuple(c.flag_key for c in budgets if c.budget.action.kind == RESTRICT)
+    flags = tuple(budgets[i].flag_key for i in shape.flagged) if shape.flagged else ()
     stamp = now.timestamp()
     return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, stamp), stamp, shape)
 
