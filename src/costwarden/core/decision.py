@@ -26,6 +26,7 @@ MIN_CLAMPED_OUTPUT = 64  # a clamped call must still be able to say something us
 USD, TOKENS, REQUESTS = Unit.USD, Unit.TOKENS, Unit.REQUESTS
 # read on every admitted call with rate limits: a property and an attribute, looked up once here
 _RATE_SECONDS, _RATE_WIDTH = RATE_PERIOD.seconds, RATE_PERIOD.bucket_seconds
+_new = object.__new__  # a bare instance, its slots filled in one by one (see _admit)
 
 
 # The values below are made once or more per call, so they are plain slotted dataclasses: a
@@ -147,16 +148,18 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
     if requested is None:
         return Decision(requested=call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
     dept = policy.departments[call.caller.department]
-    used = [spent + reserved for spent, reserved in usage]
     allowed_tiers = active_restriction(plan, flags) if plan.restricting else None
     if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
-            and call.window_tokens <= requested.context_window:
+            and (call.input_tokens if call.input_floor is None else call.input_floor) <= requested.context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
         # This is what the general loop below concludes for it, without its bookkeeping.
-        bound = _output_bound(requested, call)
-        worst_cost = _worst_cost_if_fits(plan, used, requested, call, bound)
+        bound = requested.max_output
+        if call.output_tokens is not None and call.output_tokens < bound:
+            bound = call.output_tokens  # _output_bound, inline
+        worst_cost = _worst_cost_if_fits(plan, usage, requested, call, bound)
         if worst_cost is not None:
-            return _admit(policy, call, plan, used, requested, bound, [], [], requested.id, now, buckets, worst_cost)
+            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost)
+    used = [spent + reserved for spent, reserved in usage]
     shadow: list[str] = []
     new_flags: list[BudgetCheck] = []
     last_move: BudgetCheck | None = None
@@ -184,8 +187,7 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
         if fit.move_on is not None:
             last_move = fit.move_on
             continue
-        return _admit(policy, call, plan, used, model, fit.output_tokens, shadow, new_flags, requested.id, now,
-                      buckets)
+        return _admit(call, plan, usage, model, fit.output_tokens, shadow, new_flags, requested.id, now, buckets)
     if last_move is not None and last_move.budget.action.kind == DOWNGRADE:
         denial = budget_denial(last_move, used[plan.budgets.index(last_move)], policy.timezone,
                                " and no cheaper model in its downgrade chain fits")
@@ -206,14 +208,18 @@ def active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
     return tiers
 
 
-def _worst_cost_if_fits(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, bound: int) -> int | None:
+def _worst_cost_if_fits(plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec, call: CallRequest,
+                        bound: int) -> int | None:
     """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
     outputs = bound * call.choices
     worst_tokens = call.input_tokens + outputs
-    worst_cost = model.cost(call.input_priced, outputs)
-    for (limit, in_tokens, _), now_used in zip(plan.budget_terms, used, strict=False):
-        if (worst_tokens if in_tokens else worst_cost) > limit - now_used:
+    worst_cost = model.cost(call.input_tokens if call.priced_input is None else call.priced_input, outputs)
+    i = 0  # budgets come first in the usage (counted by hand: enumerate() costs a call of its own)
+    for limit, in_tokens, _ in plan.budget_terms:
+        spent, reserved = usage[i]
+        if (worst_tokens if in_tokens else worst_cost) > limit - spent - reserved:
             return None
+        i += 1  # noqa: SIM113
     return worst_cost
 
 
@@ -270,89 +276,109 @@ def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int
     return most
 
 
-def _admit(policy: Policy, call: CallRequest, plan: Plan, used: list[int], model: ModelSpec,
+def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec,
            output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
            now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None,
            estimate: int | None = None) -> Decision:
     """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``estimate``
     is its worst-case cost when already known."""
-    tokens = call.input_tokens + output_tokens * call.choices
+    choices = call.choices
+    tokens = call.input_tokens + output_tokens * choices
+    rate = None
     if plan.limit_terms:
-        count = len(plan.budget_terms)
-        rate, refused = _check_limits(plan, used, count, tokens, shadow)
-        if refused:
-            rate, rate_denied = _refuse_rate(plan, used, count, tokens, buckets, now)
+        rate = _check_limits(plan, usage, tokens, shadow)
+        if rate is None:
+            used = [spent + reserved for spent, reserved in usage]
+            rate, rate_denied = _refuse_rate(plan, used, len(plan.budget_terms), tokens, buckets, now)
             return Decision(requested=call.model, output_tokens=output_tokens, denial=rate_denied,
                             shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
-    else:
-        rate = None
     if estimate is None:
-        estimate = model.cost(call.input_priced, output_tokens * call.choices)
-    # one hold per window of the plan, in its order (plan.hold_terms)
-    holds = tuple([Hold(window, estimate if unit is USD else tokens if unit is TOKENS else 1, hard, unit)
-                   for window, hard, unit in plan.hold_terms])
+        estimate = model.cost(call.input_tokens if call.priced_input is None else call.priced_input,
+                              output_tokens * choices)
+    # One hold per window of the plan, in its order (plan.hold_terms). Here and below, values made
+    # on every admitted call are filled in slot by slot on a bare instance: in CPython 3.11 a
+    # dataclass call goes through type.__call__ into an __init__ frame of its own, several times
+    # the cost (and a keyword call to Decision several times more).
+    holds = []
+    for window, hard, unit in plan.hold_terms:
+        hold = _new(Hold)
+        hold.window, hold.amount, hold.limit, hold.unit = \
+            window, estimate if unit is USD else tokens if unit is TOKENS else 1, hard, unit
+        holds.append(hold)
     remaining: int | None = None
-    if plan.usd_budgets:  # the least room left in a dollar budget once this call is held
+    for i, limit in plan.usd_budgets:  # the least room left in a dollar budget once this call is held
+        spent, reserved = usage[i]
+        room = limit - spent - reserved
+        if remaining is None or room < remaining:
+            remaining = room
+    if remaining is not None:
         # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
         # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
-        remaining = min([limit - used[i] for i, limit in plan.usd_budgets]) - estimate
-    requested_bound = model.max_output if call.output_tokens is None else min(call.output_tokens, model.max_output)
-    return Decision(
-        requested=requested,
-        model=model,
-        output_tokens=output_tokens,
-        estimate_nanos=estimate,
-        clamped=output_tokens < requested_bound,
-        downgraded_from=requested if model.id != requested else None,
-        holds=holds,
-        new_flags=tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else (),
-        shadow=tuple(shadow) if shadow else (),
-        remaining_nanos=remaining,
-        rate=rate,
-    )
+        remaining -= estimate
+    requested_bound = model.max_output
+    if call.output_tokens is not None and call.output_tokens < requested_bound:
+        requested_bound = call.output_tokens
+    decision = _new(Decision)
+    decision.requested = requested
+    decision.model = model
+    decision.output_tokens = output_tokens
+    decision.estimate_nanos = estimate
+    decision.clamped = output_tokens < requested_bound
+    decision.downgraded_from = requested if model.id != requested else None
+    decision.holds = tuple(holds)
+    decision.new_flags = tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else ()
+    decision.shadow = tuple(shadow) if shadow else ()
+    decision.denial = None
+    decision.remaining_nanos = remaining
+    decision.rate = rate
+    decision.needs_buckets = False
+    return decision
 
 
-def _check_limits(plan: Plan, used: list[int], offset: int, tokens: int,
-                  shadow: list[str]) -> tuple[RateInfo | None, bool]:
+def _check_limits(plan: Plan, usage: Sequence[tuple[int, int]], tokens: int, shadow: list[str]) -> RateInfo | None:
     """The rate headers of an admitted call (the tightest limit of each kind, remaining after
-    this call), and whether an enforced limit has no room for it (``_refuse_rate`` says more)."""
-    if not plan.limit_terms:
-        return None, False
+    this call), or None when an enforced limit has no room for it (``_refuse_rate`` says more)."""
     rpm_limit = tpm_limit = None
     rpm_left = tpm_left = 0
-    rpm_reset = tpm_reset = 0
+    rpm_reset = tpm_reset = (0, 0)
     refused = False
-    for i, (limit, rpm, _) in enumerate(plan.limit_terms):
-        need = 1 if rpm else tokens
-        left = limit - used[offset + i] - need
+    for limit, rpm, enforced, index, resets in plan.rate_terms:
+        spent, reserved = usage[index]
+        left = limit - spent - reserved - (1 if rpm else tokens)
         if rpm:
             if rpm_limit is None or left < rpm_left:
-                rpm_limit, rpm_left, rpm_reset = limit, left, i
+                rpm_limit, rpm_left, rpm_reset = limit, left, resets
         elif tpm_limit is None or left < tpm_left:
-            tpm_limit, tpm_left, tpm_reset = limit, left, i
+            tpm_limit, tpm_left, tpm_reset = limit, left, resets
         if left < 0:
-            check = plan.limits[i]
-            if check.enforce:
+            if enforced:
                 refused = True
             elif not refused:
+                check = plan.limits[index - len(plan.budget_terms)]
                 shadow.append(f"would rate-limit: {check.scope.id} {check.metric}")
     if refused:
-        return None, True
+        return None
     # An admitted call lands in its window's newest bucket, so the window is fully restored when
     # that bucket leaves (plan.limit_resets): one whole window from the start of the current
     # second, which is ceil(RATE_PERIOD.seconds - fraction) = RATE_PERIOD.seconds whole seconds from now.
-    resets = plan.limit_resets
-    requests_s = requests_at = tokens_s = tokens_at = 0
-    if rpm_limit is not None:
-        requests_s, requests_at = _RATE_SECONDS, resets[rpm_reset][0]
-    if tpm_limit is not None:
+    info = _new(RateInfo)
+    info.limit_requests = rpm_limit
+    info.limit_tokens = tpm_limit
+    info.reset_requests_s = info.reset_requests_at = info.reset_tokens_s = info.reset_tokens_at = 0
+    if rpm_limit is None:
+        info.remaining_requests = None
+    else:
+        info.remaining_requests = rpm_left if rpm_left > 0 else 0
+        info.reset_requests_s, info.reset_requests_at = _RATE_SECONDS, rpm_reset[0]
+    if tpm_limit is None:
+        info.remaining_tokens = None
+    else:
+        info.remaining_tokens = tpm_left if tpm_left > 0 else 0
         if tpm_left < tpm_limit:
-            tokens_s, tokens_at = _RATE_SECONDS, resets[tpm_reset][0]
+            info.reset_tokens_s, info.reset_tokens_at = _RATE_SECONDS, tpm_reset[0]
         else:  # nothing in the window, not even this call: it is full already
-            tokens_at = resets[tpm_reset][1]
-    return RateInfo(rpm_limit, None if rpm_limit is None else rpm_left if rpm_left > 0 else 0, requests_s,
-                    tpm_limit, None if tpm_limit is None else tpm_left if tpm_left > 0 else 0, tokens_s,
-                    requests_at, tokens_at), False
+            info.reset_tokens_at = tpm_reset[1]
+    return info
 
 
 def with_buckets(decision: Decision, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],

@@ -9,7 +9,7 @@ in steps of 1/60 of the window (one minute for ``1h``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -41,6 +41,14 @@ class Period:
     text: str
     kind: str  # monthly | weekly | daily | rolling
     seconds: int = 0  # rolling windows only
+    # Derived once: read each time a plan is rebuilt (for every caller, as its rate windows move)
+    is_calendar: bool = field(init=False, repr=False, compare=False)
+    bucket_seconds: int = field(init=False, repr=False, compare=False)
+    """Width of one bucket of a rolling window (at least one second)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_calendar", self.kind != "rolling")
+        object.__setattr__(self, "bucket_seconds", max(1, self.seconds // ROLLING_BUCKETS))
 
     @classmethod
     def parse(cls, text: str) -> Period:
@@ -53,15 +61,6 @@ class Period:
                 f"unknown period {text!r}: use monthly, weekly, daily or a rolling window like 90m, 1h, 7d"
             )
         return cls(text=text, kind="rolling", seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
-
-    @property
-    def is_calendar(self) -> bool:
-        return self.kind != "rolling"
-
-    @property
-    def bucket_seconds(self) -> int:
-        """Width of one bucket of a rolling window (at least one second)."""
-        return max(1, self.seconds // ROLLING_BUCKETS)
 
     def bounds(self, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
         """The window containing ``now``: [start, end) for calendar periods, (now - d, now] rolling."""

@@ -7,10 +7,10 @@ computation, in the policy's timezone, is the costly part) between callers and r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from costwarden.core.kinds import ScopeKind, Unit
 from costwarden.core.periods import Period, Window
@@ -102,27 +102,64 @@ class Plan:
     # per limit: the instant its current bucket leaves the window, and the instant that bucket
     # started (what the rate headers of an admitted call say; fixed while the plan holds)
     limit_resets: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+    # per limit, what an admitted call's rate headers are made of: (limit, counts requests (rpm),
+    # enforced, index of its window in ``windows``, its ``limit_resets``)
+    rate_terms: tuple[tuple[int, bool, bool, int, tuple[int, int]], ...] = field(
+        init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        terms = tuple((c.budget.limit, c.budget.unit == "tokens", c.budget.limit if c.budget.is_hard else None)
-                      for c in self.budgets)
-        limit_terms = tuple((c.limit, c.metric == "rpm", c.limit if c.enforce else None) for c in self.limits)
-        restricting = tuple(c for c in self.budgets if c.budget.action.kind == RESTRICT and c.budget.enforce)
-        alerting = tuple((i, c, alert_levels(c.budget)) for i, c in enumerate(self.budgets) if c.budget.alert_at)
-        object.__setattr__(self, "budget_terms", terms)
-        object.__setattr__(self, "limit_terms", limit_terms)
-        object.__setattr__(self, "restricting", restricting)
-        object.__setattr__(self, "alerting", alerting)
-        holds = [(c.window, hard, Unit.TOKENS if in_tokens else Unit.USD)
-                 for c, (_, in_tokens, hard) in zip(self.budgets, terms, strict=True)]
-        holds += [(c.window, enforced, Unit.REQUESTS if rpm else Unit.TOKENS)
-                  for c, (_, rpm, enforced) in zip(self.limits, limit_terms, strict=True)]
-        object.__setattr__(self, "hold_terms", tuple(holds))
-        object.__setattr__(self, "usd_budgets", tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms)
-                                                      if not in_tokens))
+    # what the fields above are derived from besides the checks (made with the caller's skeleton)
+    shape: InitVar[_Shape | None] = None
+
+    def __post_init__(self, shape: _Shape | None) -> None:
+        if shape is None:
+            shape = _shape([c.budget for c in self.budgets], [(c.limit, c.metric == "rpm", c.enforce) for c in self.limits])
+        budgets = self.budgets
+        object.__setattr__(self, "budget_terms", shape.budget_terms)
+        object.__setattr__(self, "limit_terms", shape.limit_terms)
+        object.__setattr__(self, "restricting", tuple(budgets[i] for i in shape.restricting)
+                           if shape.restricting else ())
+        object.__setattr__(self, "alerting", tuple((i, budgets[i], levels) for i, levels in shape.alerting)
+                           if shape.alerting else ())
+        object.__setattr__(self, "hold_terms", tuple(
+            (window, hard, unit) for window, (hard, unit) in zip(self.windows, shape.holds, strict=True)))
+        object.__setattr__(self, "usd_budgets", shape.usd_budgets)
         width = RATE_PERIOD.bucket_seconds
-        object.__setattr__(self, "limit_resets", tuple((leaves_at(c.window.bucket, c.window.span, width),
-                                                        c.window.bucket * width) for c in self.limits))
+        resets = tuple((leaves_at(c.window.bucket, c.window.span, width), c.window.bucket * width)
+                       for c in self.limits)
+        object.__setattr__(self, "limit_resets", resets)
+        object.__setattr__(self, "rate_terms", tuple(
+            (*rate, reset) for rate, reset in zip(shape.rates, resets, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a plan derives from its budgets and limits alone, whatever their windows: worked out
+    once per caller (with its skeleton), not each time its plan is rebuilt as a window moves."""
+
+    budget_terms: tuple[tuple[int, bool, int | None], ...]  # as Plan's
+    limit_terms: tuple[tuple[int, bool, int | None], ...]  # as Plan's
+    restricting: tuple[int, ...]  # the indexes of Plan.restricting's budgets
+    flagged: tuple[int, ...]  # the indexes of the restrict_tiers budgets (Plan.flag_keys)
+    alerting: tuple[tuple[int, tuple[tuple[int, Decimal], ...]], ...]  # Plan.alerting less the checks
+    holds: tuple[tuple[int | None, Unit], ...]  # Plan.hold_terms less the windows
+    usd_budgets: tuple[tuple[int, int], ...]  # as Plan's
+    rates: tuple[tuple[int, bool, bool, int], ...]  # Plan.rate_terms less the resets
+
+
+def _shape(budgets: Sequence[Budget], limits: Sequence[tuple[int, bool, bool]]) -> _Shape:
+    """The shape of a plan of ``budgets`` and of ``limits`` given as (limit, rpm, enforced)."""
+    terms = tuple((b.limit, b.unit == "tokens", b.limit if b.is_hard else None) for b in budgets)
+    limit_terms = tuple((limit, rpm, limit if enforced else None) for limit, rpm, enforced in limits)
+    holds = [(hard, Unit.TOKENS if in_tokens else Unit.USD) for _, in_tokens, hard in terms]
+    holds += [(enforced, Unit.REQUESTS if rpm else Unit.TOKENS) for _, rpm, enforced in limit_terms]
+    return _Shape(
+        terms, limit_terms,
+        tuple(i for i, b in enumerate(budgets) if b.action.kind == RESTRICT and b.enforce),
+        tuple(i for i, b in enumerate(budgets) if b.action.kind == RESTRICT),
+        tuple((i, alert_levels(b)) for i, b in enumerate(budgets) if b.alert_at),
+        tuple(holds),
+        tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms) if not in_tokens),
+        tuple((limit, rpm, enforced, len(terms) + i) for i, (limit, rpm, enforced) in enumerate(limits)))
 
 
 def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
@@ -191,6 +228,7 @@ class _Skeleton:
 
     budgets: tuple[tuple[Scope, int, Budget, str], ...]  # scope, index, budget, counter key base
     limits: tuple[tuple[Scope, str, int, bool, str], ...]  # scope, metric, limit, enforce, key base
+    shape: _Shape
 
 
 def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
@@ -205,15 +243,16 @@ def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
         for metric, limit in (("rpm", rate.rpm), ("tpm", rate.tpm)):
             if limit is not None:
                 limits.append((scope, metric, limit, rate.enforce, f"r|{scope.id}|{metric}"))
-    return _Skeleton(tuple(budgets), tuple(limits))
+    shape = _shape([budget for _, _, budget, _ in budgets],
+                   [(limit, metric == "rpm", enforce) for _, metric, limit, enforce, _ in limits])
+    return _Skeleton(tuple(budgets), tuple(limits), shape)
 
 
-def _plan(skeleton: _Skeleton, budgets: list[BudgetCheck], now: datetime, tz: ZoneInfo) -> Plan:
-    limits = [LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
-              for scope, metric, limit, enforce, base in skeleton.limits]
+def _plan(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime, shape: _Shape) -> Plan:
     windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
-    flags = tuple(c.flag_key for c in budgets if c.budget.action.kind == RESTRICT)
-    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, now), now.timestamp())
+    flags = tuple(budgets[i].flag_key for i in shape.flagged) if shape.flagged else ()
+    stamp = now.timestamp()
+    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, stamp), stamp, shape)
 
 
 def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
@@ -222,7 +261,9 @@ def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
     tz = policy.timezone
     budgets = [BudgetCheck(scope, index, budget, budget.period.window(base, now, tz))
                for scope, index, budget, base in skeleton.budgets]
-    return _plan(skeleton, budgets, now, tz)
+    limits = [LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
+              for scope, metric, limit, enforce, base in skeleton.limits]
+    return _plan(budgets, limits, now, skeleton.shape)
 
 
 class Planner:
@@ -241,6 +282,11 @@ class Planner:
         # calendar budget checks by counter key base (which names the scope and the budget), shared
         # by every caller in that scope
         self._calendar: dict[str, BudgetCheck] = {}
+        # rolling budget and rate limit checks by key base, shared likewise while their bucket is
+        # current: every plan is rebuilt when its rate windows move on (each second), and the
+        # callers of a department share its rate windows
+        self._rolling: dict[str, BudgetCheck] = {}
+        self._rates: dict[str, LimitCheck] = {}
         # per department: whether it has per-key and per-user rules (which name a caller's plan)
         self._templates: dict[str, tuple[bool, bool]] = {}
 
@@ -263,29 +309,51 @@ class Planner:
             self._plans.clear()
             self._skeletons.clear()
             self._calendar.clear()
+            self._rolling.clear()
+            self._rates.clear()
         skeleton = self._skeletons.get(key)
         if skeleton is None:
             skeleton = self._skeletons[key] = _skeleton(self.policy, caller)
         tz = self.policy.timezone
         budgets = []
         for scope, index, budget, base in skeleton.budgets:
-            if not budget.period.is_calendar:
-                budgets.append(BudgetCheck(scope, index, budget, budget.period.window(base, now, tz)))
+            period = budget.period
+            if not period.is_calendar:
+                check = self._rolling.get(base)
+                if check is None or not _current(check.window, now, stamp, period.bucket_seconds):
+                    check = self._rolling[base] = BudgetCheck(scope, index, budget, period.window(base, now, tz))
+                budgets.append(check)
                 continue
             check = self._calendar.get(base)
             if check is None or not check.window.start <= now < check.window.end:
-                check = self._calendar[base] = BudgetCheck(scope, index, budget, budget.period.window(base, now, tz))
+                check = self._calendar[base] = BudgetCheck(scope, index, budget, period.window(base, now, tz))
             budgets.append(check)
-        plan = self._plans[key] = _plan(skeleton, budgets, now, tz)
+        limits = []
+        for scope, metric, limit, enforce, base in skeleton.limits:
+            rate = self._rates.get(base)
+            if rate is None or not _current(rate.window, now, stamp, RATE_PERIOD.bucket_seconds):
+                rate = self._rates[base] = LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
+            limits.append(rate)
+        plan = self._plans[key] = _plan(budgets, limits, now, skeleton.shape)
         return plan
 
 
-def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime) -> float:
-    until = now.timestamp() + 3600.0
+def _current(window: Window, now: datetime, stamp: float, width: int) -> bool:
+    """Whether a rolling window made earlier may serve at ``now``: it is at ``now``'s bucket, and
+    was made no later than ``now`` (so its bounds are at most one bucket old, as a kept plan's)."""
+    return window.bucket == int(stamp) // width and window.end <= now
+
+
+def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: float) -> float:
+    until = now + 3600.0
     for check in budgets:
         period = check.budget.period
         edge = check.window.end.timestamp() if period.is_calendar else (check.window.bucket + 1) * period.bucket_seconds
-        until = min(until, edge)
+        if edge < until:
+            until = edge
+    width = RATE_PERIOD.bucket_seconds
     for limit in limits:
-        until = min(until, (limit.window.bucket + 1) * RATE_PERIOD.bucket_seconds)
+        edge = (limit.window.bucket + 1) * width
+        if edge < until:
+            until = edge
     return until

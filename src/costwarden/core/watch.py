@@ -8,7 +8,7 @@ and may stop a key (``trip_breaker``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -58,13 +58,13 @@ class AlertRules:
     forecast: bool = True
     anomaly: AnomalyRule | None = None
     loop: LoopRule | None = None
+    # Whether a rule may trip a key's breaker (so admission must look at breakers): read for every
+    # call, so worked out once rather than by a property (a frame of its own each time).
+    breaker: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def breaker(self) -> bool:
-        """Whether a rule may trip a key's breaker (so admission must look at breakers)."""
-        # read for every call: plain tests, not a generator
-        return (self.anomaly is not None and self.anomaly.trip_breaker) or \
-            (self.loop is not None and self.loop.trip_breaker)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "breaker", (self.anomaly is not None and self.anomaly.trip_breaker)
+                           or (self.loop is not None and self.loop.trip_breaker))
 
 
 def breaker_key(department: str, key_id: str) -> str:

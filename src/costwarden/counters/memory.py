@@ -17,7 +17,9 @@ from costwarden.counters.base import (
 )
 
 _NO_FLAGS: frozenset[str] = frozenset()
+_new = object.__new__  # a bare instance, its slots filled in one by one (see core/decision.py's _admit)
 BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is
+BOUND_WINDOWS = 10_000  # windows tuples whose counters are kept (forgotten wholesale when full)
 
 
 class _Counter:
@@ -56,6 +58,27 @@ class _Counter:
         self.reserved += reserved
 
 
+class _Binding:
+    """The counters of one tuple of windows (a plan's), found once and kept until a counter moves
+    to a new bucket or is dropped: what reading and holding on them needs, by window."""
+
+    __slots__ = ("buckets", "cells", "counters", "distinct", "windows")
+
+    def __init__(self, windows: Sequence[Window], counters: list[_Counter]) -> None:
+        self.windows = windows  # kept: the binding is found by the tuple's id, which stays its own
+        self.counters = counters
+        self.buckets = [window.bucket for window in windows]
+        # each window's bucket cell, made when first held on (a read alone makes none)
+        self.cells: list[list[int] | None] = [counter.buckets.get(window.bucket)
+                                               for counter, window in zip(counters, windows, strict=True)]
+        self.distinct = len({window.key for window in windows}) == len(windows)  # held on in one pass
+
+
+# An open reservation: per hold, its counter, bucket cell, bucket and amount held, so that settling
+# it needs no lookups (the first three shared with the binding it was held through).
+_Held = tuple[Reservation, Sequence[_Counter], Sequence[list[int] | None], Sequence[int], list[int]]
+
+
 class MemoryCounterStore:
     """The embedded CounterStore. State is lost with the process; the ledger rebuilds it.
 
@@ -67,9 +90,11 @@ class MemoryCounterStore:
         self._replica = replica
         self._marker = marker
         self._counters: dict[str, _Counter] = {}
-        # each open reservation with the counters and bucket cells it holds on, so settling needs
-        # no lookups
-        self._reservations: dict[str, tuple[Reservation, list[_Counter], list[list[int]]]] = {}
+        self._bound: dict[int, _Binding] = {}  # by the id of the windows tuple
+        # The binding and usage the last ``remembered`` read, while no counter has changed since:
+        # a reservation of holds on those windows (as an admission's are) is made on them.
+        self._seen: tuple[_Binding, list[tuple[int, int]]] | None = None
+        self._reservations: dict[str, _Held] = {}
         self._flags: dict[str, float] = {}
         self._leases: dict[str, float] = {}
 
@@ -85,11 +110,20 @@ class MemoryCounterStore:
         counter = self._counters.get(window.key)
         if counter is None:
             counter = self._counters[window.key] = _Counter(window.span, window.end.timestamp())
-        counter.advance(window.bucket)
+        if window.bucket > counter.top:
+            self._advance(counter, window.bucket)
         return counter
 
-    # snapshot, reserve and settle run on every call: _counter() and _Counter.add() are inlined,
-    # and advance() is only called when the window moved past the counter's newest bucket.
+    def _advance(self, counter: _Counter, bucket: int) -> None:
+        """Move a rolling counter to ``bucket``, forgetting every binding (their cells may be gone)."""
+        counter.advance(bucket)
+        self._bound.clear()
+        self._seen = None
+
+    # snapshot, reserve and settle run on every call: through a binding, they touch each counter
+    # once, and advance() is only called when a window moved past its counter's newest bucket.
+    # Their zip() calls pass no strict=: a keyword argument costs CPython 3.11 as much again as
+    # the call, and the lengths are equal by construction (or checked first).
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         if self._marker is None:
@@ -102,16 +136,26 @@ class MemoryCounterStore:
         """The figures themselves: an in-process store is never stale (None until it is built)."""
         if self._marker is None:
             return None
-        counters = self._counters
-        usage = []
-        for window in windows:
-            counter = counters.get(window.key)
-            if counter is None or window.bucket > counter.top:
-                counter = self._counter(window)
-            usage.append((counter.spent, counter.reserved))
-        if not flag_keys:
-            return Snapshot(usage, _NO_FLAGS)
-        return Snapshot(usage, frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now))
+        bound = self._bound.get(id(windows))
+        if bound is None or bound.windows is not windows:
+            bound = self._bind(windows)
+        usage = [(counter.spent, counter.reserved) for counter in bound.counters]
+        self._seen = (bound, usage)
+        snapshot = _new(Snapshot)
+        snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
+        return snapshot
+
+    def _set(self, flag_keys: Sequence[str], now: float) -> frozenset[str]:
+        """Which of ``flag_keys`` are set at ``now`` (apart: a generator in the hot methods would
+        make each call of theirs build closure cells)."""
+        return frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now)
+
+    def _bind(self, windows: Sequence[Window]) -> _Binding:
+        counters = [self._counter(window) for window in windows]  # may clear _bound: add after
+        if len(self._bound) >= BOUND_WINDOWS:
+            self._bound.clear()
+        bound = self._bound[id(windows)] = _Binding(windows, counters)
+        return bound
 
     async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
         self._check()
@@ -122,7 +166,7 @@ class MemoryCounterStore:
                 out.append([])
                 continue
             if window.bucket > counter.top:
-                counter.advance(window.bucket)
+                self._advance(counter, window.bucket)
             out.append(sorted((b, spent + reserved) for b, (spent, reserved) in counter.buckets.items()
                               if spent + reserved))
         return out
@@ -134,45 +178,78 @@ class MemoryCounterStore:
                           flag_keys: Sequence[str], now: float) -> Attempt:
         if self._marker is None:
             self._check()
-        flags = frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now) if flag_keys else _NO_FLAGS
+        flags = self._set(flag_keys, now) if flag_keys else _NO_FLAGS
         held = self._reservations.get(reservation_id)
         if held is not None:
             return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
-        all_counters = self._counters
+        seen, self._seen = self._seen, None
+        if seen is not None and seen[0].distinct and len(holds) == len(seen[0].windows):
+            attempt = self._reserve_seen(reservation_id, holds, expires_at, flags, seen[0], seen[1])
+            if attempt is not None:
+                return attempt
+        return self._reserve(reservation_id, holds, expires_at, flags)
+
+    def _reserve_seen(self, reservation_id: str, holds: Sequence[Hold], expires_at: float, flags: frozenset[str],
+                      bound: _Binding, usage: list[tuple[int, int]]) -> Attempt | None:
+        """Hold on the counters ``remembered`` just read, unchanged since (so ``usage`` is what
+        they hold): the admission path. None, with nothing held, unless each hold is on the
+        binding's window of the same rank and fits (``_reserve`` then says what does not)."""
+        amounts: list[int] = []
+        cells = bound.cells
+        for hold, window, counter, cell, (spent, reserved) in zip(  # noqa: B905 (equal lengths, checked)
+                holds, bound.windows, bound.counters, cells, usage):
+            amount, limit = hold.amount, hold.limit
+            if hold.window is not window or (limit is not None and spent + reserved + amount > limit):
+                for counter, cell, amount in zip(bound.counters, cells, amounts, strict=False):
+                    assert cell is not None
+                    cell[1] -= amount
+                    counter.reserved -= amount
+                return None
+            if cell is None:
+                cell = cells[len(amounts)] = counter.buckets.setdefault(window.bucket, [0, 0])
+            cell[1] += amount
+            counter.reserved = reserved + amount
+            amounts.append(amount)
+        reservation = _new(Reservation)
+        reservation.id, reservation.holds, reservation.expires_at, reservation.owner = \
+            reservation_id, tuple(holds), expires_at, self._replica
+        self._reservations[reservation_id] = (reservation, bound.counters, cells, bound.buckets, amounts)
+        attempt = _new(Attempt)
+        attempt.outcome, attempt.usage, attempt.flags = reservation, usage, flags
+        return attempt
+
+    def _reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float,
+                 flags: frozenset[str]) -> Attempt:
+        """Hold on any counters, in one pass, holding as it goes; a hold that does not fit undoes
+        those before it, and the rest are only read."""
         counters: list[_Counter] = []
-        cells: list[list[int]] = []
+        cells: list[list[int] | None] = []
+        buckets: list[int] = []
+        amounts: list[int] = []
         usage: list[tuple[int, int]] = []
         conflict: Conflict | None = None
-        # One pass, holding as it goes (every hold of a call is on a counter of its own); a hold
-        # that does not fit undoes those before it, and the rest are only read.
         for hold in holds:
-            window = hold.window
-            counter = all_counters.get(window.key)
-            if counter is None or window.bucket > counter.top:
-                counter = self._counter(window)
+            counter = self._counter(hold.window)
             spent, reserved = counter.spent, counter.reserved
             usage.append((spent, reserved))
             if conflict is not None:
                 continue
-            amount, limit = hold.amount, hold.limit
+            amount, limit, bucket = hold.amount, hold.limit, hold.window.bucket
             if limit is not None and spent + reserved + amount > limit:
-                conflict = Conflict(len(cells), spent + reserved)
+                conflict = Conflict(len(amounts), spent + reserved)
                 continue
-            cell = counter.buckets.get(window.bucket)
-            if cell is None:
-                cell = counter.buckets[window.bucket] = [0, amount]
-            else:
-                cell[1] += amount
+            cell = counter.buckets.setdefault(bucket, [0, 0])
+            cell[1] += amount
             counter.reserved = reserved + amount
             counters.append(counter)
             cells.append(cell)
+            buckets.append(bucket)
+            amounts.append(amount)
         if conflict is not None:
-            for hold, counter, cell in zip(holds, counters, cells, strict=False):
-                cell[1] -= hold.amount
-                counter.reserved -= hold.amount
+            self._apply(counters, cells, buckets, amounts, [0] * len(amounts))
             return Attempt(conflict, usage, flags)
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        self._reservations[reservation_id] = (reservation, counters, cells)
+        self._reservations[reservation_id] = (reservation, counters, cells, buckets, amounts)
         return Attempt(reservation, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
@@ -183,7 +260,8 @@ class MemoryCounterStore:
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
-        return self._apply(*held, amounts)
+        _, counters, cells, buckets, holding = held
+        return self._apply(counters, cells, buckets, holding, amounts)
 
     async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
                               thresholds: Sequence[Threshold], now: float) -> Settlement:
@@ -194,7 +272,8 @@ class MemoryCounterStore:
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return Settlement([(0, 0)] * len(reservation.holds), ())
-        moved = self._apply(*held, amounts)
+        _, counters, cells, buckets, holding = held
+        moved = self._apply(counters, cells, buckets, holding, amounts)
         claimed: list[int] = []
         flags = self._flags
         for index, threshold in enumerate(thresholds):
@@ -202,30 +281,37 @@ class MemoryCounterStore:
             if before < threshold.level <= after and flags.get(threshold.key, 0.0) <= now:
                 flags[threshold.key] = threshold.expires_at
                 claimed.append(index)
-        return Settlement(moved, tuple(claimed))
+        settlement = _new(Settlement)
+        settlement.moved, settlement.claimed = moved, tuple(claimed) if claimed else ()
+        return settlement
 
-    @staticmethod
-    def _apply(reservation: Reservation, counters: list[_Counter], cells: list[list[int]],
-               amounts: Sequence[int]) -> list[tuple[int, int]]:
+    def _apply(self, counters: Sequence[_Counter], cells: Sequence[list[int] | None], buckets: Sequence[int],
+               holding: Sequence[int], amounts: Sequence[int]) -> list[tuple[int, int]]:
+        """Replace each amount held by the amount spent (one per hold: the callers check the count)."""
+        self._seen = None
         moved = []
-        for hold, counter, cell, amount in zip(reservation.holds, counters, cells, amounts, strict=True):
-            bucket = hold.window.bucket
-            if bucket > counter.top:
-                counter.advance(bucket)
+        for counter, cell, bucket, held, amount in zip(counters, cells, buckets, holding, amounts):  # noqa: B905
             before = counter.spent
-            if bucket > counter.top - counter.span:  # else the bucket already left its rolling window
-                cell[0] += amount
-                cell[1] -= hold.amount
-                counter.spent = before + amount
-                counter.reserved -= hold.amount
-            moved.append((before, counter.spent))
+            if bucket != counter.top:  # the window moved on since (or a newer one was seen first)
+                if bucket > counter.top:
+                    self._advance(counter, bucket)
+                if bucket <= counter.top - counter.span:  # the bucket left its rolling window
+                    moved.append((before, before))
+                    continue
+            assert cell is not None  # every cell held on was made
+            cell[0] += amount
+            cell[1] -= held
+            counter.spent = after = before + amount
+            counter.reserved -= held
+            moved.append((before, after))
         return moved
 
     async def release(self, reservation: Reservation) -> None:
         self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is not None:
-            self._apply(*held, [0] * len(reservation.holds))
+            _, counters, cells, buckets, holding = held
+            self._apply(counters, cells, buckets, holding, [0] * len(holding))
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         self._check()
@@ -241,17 +327,22 @@ class MemoryCounterStore:
     async def expire(self, now: float) -> list[Reservation]:
         self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
-        for reservation, counters, cells in stale:
+        for reservation, counters, cells, buckets, holding in stale:
             del self._reservations[reservation.id]
-            self._apply(reservation, counters, cells, [h.amount for h in reservation.holds])
-        for key in [k for k, c in self._counters.items() if _finished(c, now)]:
+            self._apply(counters, cells, buckets, holding, holding)
+        finished = [k for k, c in self._counters.items() if _finished(c, now)]
+        for key in finished:
             del self._counters[key]
+        if finished:
+            self._bound.clear()
+            self._seen = None
         for key in [k for k, until in self._flags.items() if until <= now]:
             del self._flags[key]
         return [held[0] for held in stale]
 
     async def load(self, spend: Iterable[tuple[Window, int]]) -> None:
         self._check()
+        self._seen = None
         for window, amount in spend:
             self._counter(window).add(window.bucket, amount, 0)
 
@@ -266,6 +357,7 @@ class MemoryCounterStore:
         for window, amount in spend:
             by_key.setdefault(window.key, []).append((window, amount))
         keys = set(self._counters) | set(by_key) if expected is None else set(expected)
+        self._seen = None
         skipped = 0
         for key in keys:
             counter = self._counters.get(key)
@@ -300,6 +392,8 @@ class MemoryCounterStore:
     async def close(self) -> None:
         self._leases.clear()
         self._counters.clear()
+        self._bound.clear()
+        self._seen = None
         self._reservations.clear()
         self._flags.clear()
 
