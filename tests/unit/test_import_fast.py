@@ -81,7 +81,7 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 9)) == 0:
         name = draw(st.sampled_from(FIELDS))
         fields[name] = draw(st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=3), st.floats(),
-                                      st.lists(st.integers(), max_size=2)))
+                                      st.lists(st.integers(-2**63, 2**64 - 1), max_size=2)))
     return fields
 
 
