@@ -42,14 +42,12 @@ class Figures:
             return None
         return Snapshot(usage, frozenset(key for key in flag_keys if known[key]))
 
-    def learn(self, windows: Sequence[Window], usage: Sequence[tuple[int, int]],
+    def learn(self, windows: Sequence[Window], used: Sequence[int],
               flag_keys: Sequence[str] = (), flags: frozenset[str] = frozenset()) -> None:
-        """Remember ``usage`` ((spent, reserved) per window) and which of ``flag_keys`` are set."""
+        """Remember the use (spent + reserved) of each of ``windows`` and which of ``flag_keys`` are set."""
         if len(self._used) + len(self._flags) >= self._limit:
             self._used.clear()
             self._flags.clear()
-        used = self._used
-        for window, (spent, reserved) in zip(windows, usage, strict=True):
-            used[window.key] = spent + reserved
+        self._used.update(zip([window.key for window in windows], used, strict=True))
         for key in flag_keys:
             self._flags[key] = key in flags
