@@ -96,6 +96,8 @@ class RedisCounterStore:
         self._figures = Figures()  # what the counters held when this replica last saw them
         self._windows: dict[Window, _Words] = {}  # see ``_words``
         self._rolling: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # see ``_words``
+        self._end: tuple[datetime | None, float, str] = None, 0.0, ""  # see ``_words``
+        self._owner = _json(self._replica)  # the records' "o"
         self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
         self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
 
@@ -155,8 +157,13 @@ class RedisCounterStore:
                 self._rolling.clear()  # buckets gone by
             fixed = self._rolling[where] = self._place(window)
         key, place, head = fixed
-        return (key, place, _keep_until_ms(window),
-                f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
+        end = window.end
+        if end is not self._end[0]:  # the rolling windows of one call all end at its instant
+            self._end = end, end.timestamp(), end.isoformat()
+        _, until, text = self._end
+        length = (end - window.start).total_seconds()
+        until += length + length / window.span  # as ``_keep_until_ms``
+        return key, place, _ms(until), f'{head},"s":"{window.start.isoformat()}","e":"{text}"'
 
     def _place(self, window: Window) -> tuple[str, str, str]:
         """``window``'s counter key, its bucket and span (packed), and its record's fields for them."""
@@ -345,7 +352,8 @@ class RedisCounterStore:
             keys.append(key)
             settling.append((held, keep))
         # the record's JSON as orjson writes the whole of it, made from parts made once per window
-        record = (f'{{"id":{_json(reservation.id)},"x":{_json(reservation.expires_at)},"o":{_json(reservation.owner)},'
+        owner = self._owner if reservation.owner == self._replica else _json(reservation.owner)
+        record = (f'{{"id":{_json(reservation.id)},"x":{_json(reservation.expires_at)},"o":{owner},'
                   f'"h":[{",".join(parts)}]}}')
         entry = _Held(reservation, bulk(reservation.id), "".join(keys), tuple(settling))
         return entry, "".join(reserving), record
