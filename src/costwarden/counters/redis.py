@@ -313,20 +313,24 @@ class RedisCounterStore:
         if flag_keys:
             keys += "".join([self._flag_word(key) for key in flag_keys])
         args = f"{entry.id}{bulk(repr(float(expires_at)))}{bulk(record)}{bulk(str(count))}{reserving}"
-        out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 5 * count, args)
+        figures, windows, amounts = self._figures, [h.window for h in holds], [h.amount for h in holds]
+        figures.expect(windows, amounts)
+        try:
+            out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 5 * count, args)
+        finally:
+            figures.arrived(windows, amounts)
         if out[0] == "known":  # a retried call whose first attempt held it
             self._held[reservation_id] = entry
             return Attempt(reservation, None, _NO_FLAGS)
         first = 1 if out[0] == "ok" else 2
         usage = [(int(out[i]), int(out[i + 1])) for i in range(first, first + 2 * count, 2)]
         flags = _set_at(flag_keys, out[first + 2 * count:], now)
-        windows = [h.window for h in holds]
         if first == 2:
-            self._figures.learn(windows, [spent + reserved for spent, reserved in usage], flag_keys, flags)
+            figures.learn(windows, [spent + reserved for spent, reserved in usage], flag_keys, flags)
             index = int(out[1])
             return Attempt(Conflict(index, sum(usage[index])), usage, flags)
-        self._figures.learn(windows, [s + r + h.amount for (s, r), h in zip(usage, holds, strict=True)],
-                            flag_keys, flags)
+        figures.learn(windows, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
+                      flag_keys, flags)
         self._held[reservation_id] = entry
         return Attempt(reservation, usage, flags)
 
@@ -371,16 +375,12 @@ class RedisCounterStore:
         """``settle`` and the claims of the thresholds it crossed, in one script."""
         if len(amounts) != len(reservation.holds):
             raise ValueError(f"settle needs {len(reservation.holds)} amounts, got {len(amounts)}")
-        out = await self._settle(reservation, amounts, thresholds, now)
-        count = len(reservation.holds)
-        if not out:
-            return Settlement([(0, 0)] * count, ())
-        moved = [(int(out[i]), int(out[i + 1])) for i in range(1, 1 + 3 * count, 3)]
-        self._figures.learn([h.window for h in reservation.holds],
-                            [after + int(out[3 + 3 * i]) for i, (_, after) in enumerate(moved)])
+        settled = await self._settle(reservation, amounts, thresholds, now)
+        if settled is None:
+            return Settlement([(0, 0)] * len(amounts), ())
+        moved, claims = settled
         if not thresholds:
             return Settlement(moved, ())
-        claims = out[1 + 3 * count:]
         return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
 
     async def release(self, reservation: Reservation) -> None:
@@ -388,7 +388,9 @@ class RedisCounterStore:
         await self._settle(reservation, [0] * len(reservation.holds), (), 0.0)
 
     async def _settle(self, reservation: Reservation, amounts: Sequence[int], thresholds: Sequence[Threshold],
-                      now: float) -> Any:
+                      now: float) -> tuple[list[tuple[int, int]], Sequence[Any]] | None:
+        """Settle ``reservation``: settled spend (before, after) per hold and the threshold claims'
+        answers, or None when it was not held (settled, released or expired already)."""
         entry = self._held.get(reservation.id)
         if entry is None or entry.reservation is not reservation:  # not held here: packed anew
             entry = self._pack(reservation)[0]
@@ -399,10 +401,20 @@ class RedisCounterStore:
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
-        out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
-                               3 + 5 * count + 4 * len(thresholds), args)
+        figures, windows = self._figures, [h.window for h in reservation.holds]
+        changes = [amount - h.amount for h, amount in zip(reservation.holds, amounts, strict=True)]
+        figures.expect(windows, changes)
+        try:
+            out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
+                                   3 + 5 * count + 4 * len(thresholds), args)
+        finally:
+            figures.arrived(windows, changes)
         self._held.pop(reservation.id, None)
-        return out
+        if not out:
+            return None
+        moved = [(int(out[i]), int(out[i + 1])) for i in range(1, 1 + 3 * count, 3)]
+        figures.learn(windows, [after + int(out[3 + 3 * i]) for i, (_, after) in enumerate(moved)])
+        return moved, out[1 + 3 * count:]
 
     def _threshold_words_of(self, thresholds: Sequence[Threshold]) -> tuple[str, str]:
         """The settle script's keys and arguments for ``thresholds``, packed: made once per tuple of
