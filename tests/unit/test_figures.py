@@ -25,15 +25,21 @@ def test_the_figures_are_the_last_answer_and_the_changes_still_coming(
     figures = Figures()
     figures.learn(WINDOWS, base)
     pending: dict[int, list[int]] = {}
-    order = sorted(range(len(commands)), key=lambda i: (commands[i][1], i))  # the order answered in
-    for i, (changes, _) in enumerate(commands):
-        figures.expect(WINDOWS, changes)
+    tickets: dict[int, int] = {}
+    answered = sorted(range(len(commands)), key=lambda i: (commands[i][1], i))
+    for i, (changes, recalled) in enumerate(commands):
+        tickets[i] = figures.expect(WINDOWS, changes)
         pending[i] = changes
-    for i in order:
+        if recalled % 2:  # recalled meanwhile, or not: the changes are counted then, or later
+            coming = [sum(changes[j] for changes in pending.values()) for j in range(3)]
+            seen = figures.recall(WINDOWS, ())
+            assert seen is not None and seen.usage == [(b + c, 0) for b, c in zip(base, coming, strict=True)]
+    for i in answered:
         coming = [sum(changes[j] for changes in pending.values()) for j in range(3)]
         seen = figures.recall(WINDOWS, ())
         assert seen is not None and seen.usage == [(b + c, 0) for b, c in zip(base, coming, strict=True)]
-        figures.arrived(WINDOWS, pending.pop(i))
+        figures.arrived(tickets[i])
+        del pending[i]
     seen = figures.recall(WINDOWS, ())
     assert seen is not None and seen.usage == [(b, 0) for b in base]
 

@@ -27,17 +27,23 @@ class Figures:
     """The last seen use (spent + reserved) per counter key and state per flag key, and the
     change still coming per counter key from commands sent and not yet answered."""
 
-    __slots__ = ("_coming", "_flags", "_limit", "_used")
+    __slots__ = ("_coming", "_counted", "_flags", "_limit", "_sent", "_tickets", "_used")
 
     def __init__(self, limit: int = FIGURES_LIMIT) -> None:
         self._used: dict[str, int] = {}
-        self._coming: dict[str, int] = {}
+        self._coming: dict[str, int] = {}  # counter key -> the sum of the changes counted, not yet answered
+        # commands not yet answered, by ticket: their windows and changes, counted in ``_coming`` or not yet
+        self._sent: dict[int, tuple[Sequence[Window], Sequence[int]]] = {}
+        self._counted: dict[int, tuple[Sequence[Window], Sequence[int]]] = {}
+        self._tickets = 0
         self._flags: dict[str, bool] = {}
         self._limit = limit
 
     def recall(self, windows: Sequence[Window], flag_keys: Sequence[str]) -> Snapshot | None:
         """The figures of ``windows`` (as (use, 0)) and the flags remembered set; None when one of
         them was never seen."""
+        if self._sent:
+            self._count()
         used, coming = self._used, self._coming
         usage = []
         for window in windows:
@@ -53,26 +59,39 @@ class Figures:
             return None
         return Snapshot(usage, frozenset(key for key in flag_keys if known[key]))
 
-    def expect(self, windows: Sequence[Window], changes: Sequence[int]) -> None:
-        """A command was sent that will change the use of each of ``windows`` by ``changes``."""
-        coming = self._coming
-        for window, change in zip(windows, changes, strict=True):
-            if change:  # a counter's entry is 0 or absent when no change is coming
-                key = window.key
-                coming[key] = coming.get(key, 0) + change
+    def expect(self, windows: Sequence[Window], changes: Sequence[int]) -> int:
+        """A command was sent that will change the use of each of ``windows`` by ``changes``;
+        returns its ticket for ``arrived``. Added to the figures only when they are recalled while
+        it is still coming (alone in flight, as one call at a time is, it costs no more)."""
+        self._tickets += 1
+        self._sent[self._tickets] = windows, changes
+        return self._tickets
 
-    def arrived(self, windows: Sequence[Window], changes: Sequence[int]) -> None:
-        """The command ``expect`` was told of was answered (or failed): its changes are no longer
-        coming."""
+    def arrived(self, ticket: int) -> None:
+        """The command of ``ticket`` was answered (or failed): its changes are no longer coming."""
+        if self._sent.pop(ticket, None) is not None:
+            return
+        windows, changes = self._counted.pop(ticket)
         coming = self._coming
         for window, change in zip(windows, changes, strict=True):
             if change:
                 key = window.key
-                left = coming.get(key, 0) - change  # changes to it may have summed to 0 meanwhile
+                left = coming.get(key, 0) - change  # the changes to it may have summed to 0 meanwhile
                 if left:
                     coming[key] = left
                 else:
                     del coming[key]
+
+    def _count(self) -> None:
+        """Add the changes of the commands sent since the last recall to what is coming."""
+        coming = self._coming
+        for windows, changes in self._sent.values():
+            for window, change in zip(windows, changes, strict=True):
+                if change:  # absent stands for 0
+                    key = window.key
+                    coming[key] = coming.get(key, 0) + change
+        self._counted.update(self._sent)
+        self._sent.clear()
 
     def learn(self, windows: Sequence[Window], used: Sequence[int],
               flag_keys: Sequence[str] = (), flags: frozenset[str] = frozenset()) -> None:

@@ -314,11 +314,11 @@ class RedisCounterStore:
             keys += "".join([self._flag_word(key) for key in flag_keys])
         args = f"{entry.id}{bulk(repr(float(expires_at)))}{bulk(record)}{bulk(str(count))}{reserving}"
         figures, windows, amounts = self._figures, [h.window for h in holds], [h.amount for h in holds]
-        figures.expect(windows, amounts)
+        ticket = figures.expect(windows, amounts)
         try:
             out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 5 * count, args)
         finally:
-            figures.arrived(windows, amounts)
+            figures.arrived(ticket)
         if out[0] == "known":  # a retried call whose first attempt held it
             self._held[reservation_id] = entry
             return Attempt(reservation, None, _NO_FLAGS)
@@ -403,12 +403,12 @@ class RedisCounterStore:
             keys, args = keys + claim_keys, args + claim_args
         figures, windows = self._figures, [h.window for h in reservation.holds]
         changes = [amount - h.amount for h, amount in zip(reservation.holds, amounts, strict=True)]
-        figures.expect(windows, changes)
+        ticket = figures.expect(windows, changes)
         try:
             out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
                                    3 + 5 * count + 4 * len(thresholds), args)
         finally:
-            figures.arrived(windows, changes)
+            figures.arrived(ticket)
         self._held.pop(reservation.id, None)
         if not out:
             return None
