@@ -54,21 +54,25 @@ ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: 
 
 
 # A window as the scripts take it, packed (``script_calls.bulk``): its counter's key; its bucket and
-# span; until when the counter matters (ms, before any reservation's deadline); and its part of a
-# reservation's record (JSON, open for the hold's own fields). A plain tuple: made for each rolling
-# window of every call.
-_Words = tuple[str, str, int, str]
+# span; until when the counter matters (ms, before any reservation's deadline), as a number, as
+# text and packed (both '' for a rolling window: made only when the deadline is sooner); and its
+# part of a reservation's record (JSON, open for the hold's own fields). A plain tuple: made for
+# each rolling window of every call.
+_Words = tuple[str, str, int, str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Held:
     """A reservation this replica holds, and its settlement's arguments that reserving packed
-    already: its id, the counters' keys, and per hold the words before and after its actual amount."""
+    already: its id, the counters' keys, and per hold the words before and after its actual
+    amount; its holds' windows and amounts. Treat as immutable."""
 
     reservation: Reservation
     id: str
     keys: str
-    holds: tuple[tuple[str, str], ...]
+    holds: list[tuple[str, str]]
+    windows: list[Window]
+    amounts: list[int]
 
 
 class RedisCounterStore:
@@ -97,6 +101,7 @@ class RedisCounterStore:
         self._windows: dict[Window, _Words] = {}  # see ``_words``
         self._rolling: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # see ``_words``
         self._end: tuple[datetime | None, float, str] = None, 0.0, ""  # see ``_words``
+        self._start: tuple[datetime, str] = datetime.min, ""  # see ``_words``
         self._owner = _json(self._replica)  # the records' "o"
         self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
         self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
@@ -146,8 +151,9 @@ class RedisCounterStore:
                 if len(self._windows) >= WINDOWS_KEPT:
                     self._windows.clear()  # windows of periods gone by
                 key, place, head = self._place(window)
+                until_ms = _keep_until_ms(window)
                 words = self._windows[window] = (
-                    key, place, _keep_until_ms(window),
+                    key, place, until_ms, str(until_ms), bulk(str(until_ms)),
                     f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
             return words
         where = (window.key, window.bucket, window.span)
@@ -161,9 +167,13 @@ class RedisCounterStore:
         if end is not self._end[0]:  # the rolling windows of one call all end at its instant
             self._end = end, end.timestamp(), end.isoformat()
         _, until, text = self._end
-        length = (end - window.start).total_seconds()
+        start = window.start
+        length = (end - start).total_seconds()
         until += length + length / window.span  # as ``_keep_until_ms``
-        return key, place, _ms(until), f'{head},"s":"{window.start.isoformat()}","e":"{text}"'
+        last = self._start  # the rate limits' windows of one call start at the same instant
+        if start != last[0] or start.tzinfo is not last[0].tzinfo or start.fold != last[0].fold:
+            last = self._start = start, start.isoformat()
+        return key, place, _ms(until), "", "", f'{head},"s":"{last[1]}","e":"{text}"'
 
     def _place(self, window: Window) -> tuple[str, str, str]:
         """``window``'s counter key, its bucket and span (packed), and its record's fields for them."""
@@ -307,13 +317,13 @@ class RedisCounterStore:
                           flag_keys: Sequence[str], now: float) -> Attempt:
         """``reserve`` in one script that also reads the holds' counters and ``flag_keys``."""
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        entry, reserving, record = self._pack(reservation)
+        entry, reserving, record, score = self._pack(reservation)
         count = len(holds)
         keys = self._ledgers + entry.keys
         if flag_keys:
             keys += "".join([self._flag_word(key) for key in flag_keys])
-        args = f"{entry.id}{bulk(repr(float(expires_at)))}{bulk(record)}{bulk(str(count))}{reserving}"
-        figures, windows, amounts = self._figures, [h.window for h in holds], [h.amount for h in holds]
+        args = f"{entry.id}{bulk(score)}{bulk(record)}{_count(count)}{reserving}"
+        figures, windows, amounts = self._figures, entry.windows, entry.amounts
         ticket = figures.expect(windows, amounts)
         try:
             out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 5 * count, args)
@@ -334,18 +344,26 @@ class RedisCounterStore:
         self._held[reservation_id] = entry
         return Attempt(reservation, usage, flags)
 
-    def _pack(self, reservation: Reservation) -> tuple[_Held, str, str]:
+    def _pack(self, reservation: Reservation) -> tuple[_Held, str, str, str]:
         """What the scripts take of ``reservation``, packed: its settlement's words (``_Held``), the
-        reserve script's words per hold, and its record."""
+        reserve script's words per hold, its record, and its deadline as the record writes it
+        (the deadlines' score: the same number as ``repr`` writes)."""
         deadline_ms = _ms(reservation.expires_at)
+        deadline = str(deadline_ms)
+        at_deadline = f"${len(deadline)}\r\n{deadline}\r\n"
         keys: list[str] = []
         reserving: list[str] = []
         settling: list[tuple[str, str]] = []
         parts: list[str] = []
         for hold in reservation.holds:
-            key, place, until_ms, head = self._words(hold.window)
-            amount, until, limit = str(hold.amount), str(max(until_ms, deadline_ms)), hold.limit
-            held, keep = f"{place}${len(amount)}\r\n{amount}\r\n", f"${len(until)}\r\n{until}\r\n"
+            key, place, until_ms, until, keep, head = self._words(hold.window)
+            if until_ms <= deadline_ms:  # kept until the reservation's deadline
+                until, keep = deadline, at_deadline
+            elif not until:
+                until = str(until_ms)
+                keep = f"${len(until)}\r\n{until}\r\n"
+            amount, limit = str(hold.amount), hold.limit
+            held = f"{place}${len(amount)}\r\n{amount}\r\n"
             if limit is None:
                 reserving.append(f"{held}$0\r\n\r\n{keep}")
                 parts.append(f'{head},"a":"{amount}","t":"{until}","l":null,"u":"{hold.unit}"}}')
@@ -357,10 +375,12 @@ class RedisCounterStore:
             settling.append((held, keep))
         # the record's JSON as orjson writes the whole of it, made from parts made once per window
         owner = self._owner if reservation.owner == self._replica else _json(reservation.owner)
-        record = (f'{{"id":{_json(reservation.id)},"x":{_json(reservation.expires_at)},"o":{owner},'
-                  f'"h":[{",".join(parts)}]}}')
-        entry = _Held(reservation, bulk(reservation.id), "".join(keys), tuple(settling))
-        return entry, "".join(reserving), record
+        score = _json(reservation.expires_at)
+        record = f'{{"id":{_json(reservation.id)},"x":{score},"o":{owner},"h":[{",".join(parts)}]}}'
+        holds = reservation.holds
+        entry = _Held(reservation, bulk(reservation.id), "".join(keys), settling,
+                      [h.window for h in holds], [h.amount for h in holds])
+        return entry, "".join(reserving), record, score
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         """Replace each hold by its actual amount; returns settled spend (before, after) per hold.
@@ -397,12 +417,12 @@ class RedisCounterStore:
         count = len(reservation.holds)
         parts = [f"{held}${len(text)}\r\n{text}\r\n{keep}"
                  for (held, keep), text in zip(entry.holds, map(str, amounts), strict=True)]
-        keys, args = self._ledgers + entry.keys, f"{entry.id}{bulk(str(count))}{bulk(repr(float(now)))}{''.join(parts)}"
+        keys, args = self._ledgers + entry.keys, f"{entry.id}{_count(count)}{bulk(repr(float(now)))}{''.join(parts)}"
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
-        figures, windows = self._figures, [h.window for h in reservation.holds]
-        changes = [amount - h.amount for h, amount in zip(reservation.holds, amounts, strict=True)]
+        figures, windows = self._figures, entry.windows
+        changes = [amount - held for held, amount in zip(entry.amounts, amounts, strict=True)]
         ticket = figures.expect(windows, changes)
         try:
             out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
@@ -587,6 +607,14 @@ def _keep_until_ms(window: Window, deadline: float | None = None) -> int:
 
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
+
+
+_COUNTS = [bulk(str(count)) for count in range(32)]
+
+
+def _count(count: int) -> str:
+    """A count of holds, packed."""
+    return _COUNTS[count] if count < 32 else bulk(str(count))
 
 
 def _json(value: str | float) -> str:
