@@ -99,6 +99,7 @@ class RedisCounterStore:
         self._answered: asyncio.Event | None = None  # set when the last of them is answered
         self._figures = Figures()  # what the counters held when this replica last saw them
         self._windows: dict[Window, _Words] = {}  # see ``_words``
+        self._by_id: dict[int, tuple[Window, _Words]] = {}  # see ``_words``
         self._rolling: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # see ``_words``
         self._end: tuple[datetime | None, float, str] = None, 0.0, ""  # see ``_words``
         self._start: tuple[datetime, str] = datetime.min, ""  # see ``_words``
@@ -146,15 +147,22 @@ class RedisCounterStore:
         window, which every call of its period shares. A rolling window moves with every call
         (it ends then): only its key, bucket and span are made once per bucket."""
         if window.span == 1:
+            # known by identity first: the planner hands out the same calendar windows to every
+            # call of a period, and hashing a window costs more than this lookup
+            known = self._by_id.get(id(window))
+            if known is not None and known[0] is window:
+                return known[1]
             words = self._windows.get(window)
             if words is None:
-                if len(self._windows) >= WINDOWS_KEPT:
-                    self._windows.clear()  # windows of periods gone by
                 key, place, head = self._place(window)
                 until_ms = _keep_until_ms(window)
                 words = self._windows[window] = (
                     key, place, until_ms, str(until_ms), bulk(str(until_ms)),
                     f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
+            if len(self._by_id) >= WINDOWS_KEPT:
+                self._windows.clear()  # windows of periods gone by
+                self._by_id.clear()
+            self._by_id[id(window)] = window, words  # the window kept alive: its id is not reused
             return words
         where = (window.key, window.bucket, window.span)
         fixed = self._rolling.get(where)
