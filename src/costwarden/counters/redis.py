@@ -55,9 +55,7 @@ ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: 
 
 # A window as the scripts take it, packed (``script_calls.bulk``): its counter's key; its bucket and
 # span; until when the counter matters (ms, before any reservation's deadline), as a number, as
-# text and packed (both '' for a rolling window: made only when the deadline is sooner); and its
-# part of a reservation's record (JSON, open for the hold's own fields). A plain tuple: made for
-# each rolling window of every call.
+# text and packed; and its part of a reservation's record (JSON, open for the hold's own fields).
 _Words = tuple[str, str, int, str, str, str]
 
 
@@ -101,8 +99,6 @@ class RedisCounterStore:
         self._windows: dict[Window, _Words] = {}  # see ``_words``
         self._by_id: dict[int, tuple[Window, _Words]] = {}  # see ``_words``
         self._rolling: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # see ``_words``
-        self._end: tuple[datetime | None, float, str] = None, 0.0, ""  # see ``_words``
-        self._start: tuple[datetime, str] = datetime.min, ""  # see ``_words``
         self._owner = _json(self._replica)  # the records' "o"
         self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
         self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
@@ -143,15 +139,18 @@ class RedisCounterStore:
         return f"{self._prefix}c:{window.key}"
 
     def _words(self, window: Window) -> _Words:
-        """What the scripts and the reservation records say of ``window``: made once per calendar
-        window, which every call of its period shares. A rolling window moves with every call
-        (it ends then): only its key, bucket and span are made once per bucket."""
+        """What the scripts and the reservation records say of ``window``, made once per window:
+        known by identity first, as the planner hands the same windows to the calls its plan
+        serves (and hashing a window costs more than this lookup); a calendar window by its
+        value next, as every call of its period shares it."""
+        known = self._by_id.get(id(window))
+        if known is not None and known[0] is window:
+            return known[1]
+        if len(self._by_id) >= WINDOWS_KEPT:
+            self._by_id.clear()  # windows gone by
+            self._windows.clear()
+            self._rolling.clear()
         if window.span == 1:
-            # known by identity first: the planner hands out the same calendar windows to every
-            # call of a period, and hashing a window costs more than this lookup
-            known = self._by_id.get(id(window))
-            if known is not None and known[0] is window:
-                return known[1]
             words = self._windows.get(window)
             if words is None:
                 key, place, head = self._place(window)
@@ -159,29 +158,17 @@ class RedisCounterStore:
                 words = self._windows[window] = (
                     key, place, until_ms, str(until_ms), bulk(str(until_ms)),
                     f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
-            if len(self._by_id) >= WINDOWS_KEPT:
-                self._windows.clear()  # windows of periods gone by
-                self._by_id.clear()
-            self._by_id[id(window)] = window, words  # the window kept alive: its id is not reused
-            return words
-        where = (window.key, window.bucket, window.span)
-        fixed = self._rolling.get(where)
-        if fixed is None:
-            if len(self._rolling) >= WINDOWS_KEPT:
-                self._rolling.clear()  # buckets gone by
-            fixed = self._rolling[where] = self._place(window)
-        key, place, head = fixed
-        end = window.end
-        if end is not self._end[0]:  # the rolling windows of one call all end at its instant
-            self._end = end, end.timestamp(), end.isoformat()
-        _, until, text = self._end
-        start = window.start
-        length = (end - start).total_seconds()
-        until += length + length / window.span  # as ``_keep_until_ms``
-        last = self._start  # the rate limits' windows of one call start at the same instant
-        if start != last[0] or start.tzinfo is not last[0].tzinfo or start.fold != last[0].fold:
-            last = self._start = start, start.isoformat()
-        return key, place, _ms(until), "", "", f'{head},"s":"{last[1]}","e":"{text}"'
+        else:  # a rolling window ends when its plan was made: its key, bucket and span outlive it
+            where = (window.key, window.bucket, window.span)
+            fixed = self._rolling.get(where)
+            if fixed is None:
+                fixed = self._rolling[where] = self._place(window)
+            key, place, head = fixed
+            until_ms = _keep_until_ms(window)
+            words = (key, place, until_ms, str(until_ms), bulk(str(until_ms)),
+                     f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
+        self._by_id[id(window)] = window, words  # the window kept alive: its id is not reused
+        return words
 
     def _place(self, window: Window) -> tuple[str, str, str]:
         """``window``'s counter key, its bucket and span (packed), and its record's fields for them."""
@@ -367,9 +354,6 @@ class RedisCounterStore:
             key, place, until_ms, until, keep, head = self._words(hold.window)
             if until_ms <= deadline_ms:  # kept until the reservation's deadline
                 until, keep = deadline, at_deadline
-            elif not until:
-                until = str(until_ms)
-                keep = f"${len(until)}\r\n{until}\r\n"
             amount, limit = str(hold.amount), hold.limit
             held = f"{place}${len(amount)}\r\n{amount}\r\n"
             if limit is None:
