@@ -49,7 +49,7 @@ LOAD_BATCH = 500  # windows per load script, so a rebuild never blocks the serve
 EXPIRE_BATCH = 500  # reservations per expire script
 RESTORE_BATCH = 200  # reservations per restore script
 _EMPTIED, _MOVED = "COSTWARDEN_EMPTIED", "COSTWARDEN_MOVED"
-WINDOWS_KEPT = 10_000  # calendar windows whose script arguments are remembered (``_words``)
+WINDOWS_KEPT = 10_000  # windows (and flags, threshold sets) whose script arguments are remembered (``_words``)
 ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: longer means unavailable
 
 

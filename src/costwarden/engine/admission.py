@@ -110,8 +110,9 @@ class Admission:
 
     async def _admit(self, call_id: str, request: CallRequest, plan: Plan, policy: Policy, now: datetime,
                      stamp: float) -> Admitted | Decision:
-        """Decide on the figures the store last showed and reserve in one round trip; the store
-        answers with the figures it held. A decision is kept only if made on those (or on figures
+        """Decide on the figures the store last showed (with what this process sent since: see
+        ``counters/figures.py``) and reserve in one round trip; the store answers with the
+        figures it held. A decision is kept only if made on those (or on figures
         one round trip old, as any read-then-reserve is); a refusal or a new restriction is only
         ever decided on figures just read."""
         store = self.store
