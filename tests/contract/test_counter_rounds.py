@@ -4,6 +4,8 @@ thresholds a settlement crossed, once, and ``remembered`` never invents figures 
 
 from __future__ import annotations
 
+import asyncio
+
 import test_counter_store as contract
 from test_counter_store import NOW, T, hold, monthly, rolling
 
@@ -62,3 +64,22 @@ async def test_remembered_figures_are_exact_or_absent(store: CounterStore) -> No
     assert seen is not None
     assert [spent + reserved for spent, reserved in seen.usage] == [5, 7]
     assert seen.flags == frozenset()
+
+
+async def test_remembered_figures_count_what_is_in_flight(store: CounterStore) -> None:
+    """Calls in flight together decide on the figures the store will hold when each of their
+    reservations runs: what was last seen, and what this process has sent since."""
+    org = monthly("org")
+    await store.snapshot([org], [], T)  # seen: nothing spent
+    first = await store.try_reserve("first", [hold(org, 100)], T + 600, [], T)
+    assert isinstance(first.outcome, Reservation)
+    calls = [asyncio.create_task(store.try_reserve(f"r{i}", [hold(org, 10 + i)], T + 600, [], T)) for i in range(5)]
+    settling = asyncio.create_task(store.settle(first.outcome, [70]))
+    await asyncio.sleep(0)  # each call has sent its command; none is answered yet
+    seen = store.remembered([org], [], T)
+    assert seen is not None and [s + r for s, r in seen.usage] == [70 + sum(10 + i for i in range(5))]
+    attempts = await asyncio.gather(*calls)
+    await settling
+    assert all(isinstance(a.outcome, Reservation) for a in attempts)
+    seen = store.remembered([org], [], T)
+    assert seen is not None and [s + r for s, r in seen.usage] == [s + r for s, r in await contract.usage(store, org)]

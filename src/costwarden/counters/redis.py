@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
@@ -40,7 +40,7 @@ from costwarden.counters.base import (
     Threshold,
 )
 from costwarden.counters.figures import Figures
-from costwarden.counters.script_calls import ScriptCalls
+from costwarden.counters.script_calls import ScriptCalls, bulk, evalsha
 from costwarden.counters.scripts import Scripts
 from costwarden.errors import StorageError
 
@@ -49,20 +49,28 @@ LOAD_BATCH = 500  # windows per load script, so a rebuild never blocks the serve
 EXPIRE_BATCH = 500  # reservations per expire script
 RESTORE_BATCH = 200  # reservations per restore script
 _EMPTIED, _MOVED = "COSTWARDEN_EMPTIED", "COSTWARDEN_MOVED"
-WINDOWS_KEPT = 10_000  # calendar windows whose script arguments are remembered (``_words``)
+WINDOWS_KEPT = 10_000  # windows (and flags, threshold sets) whose script arguments are remembered (``_words``)
 ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: longer means unavailable
 
 
-@dataclass(frozen=True, slots=True)
-class _Words:
-    """A window as the scripts take it: its counter's key, bucket and span, until when the counter
-    matters (ms, before any reservation's deadline), and its part of a reservation's record."""
+# A window as the scripts take it, packed (``script_calls.bulk``): its counter's key; its bucket and
+# span; until when the counter matters (ms, before any reservation's deadline), as a number, as
+# text and packed; and its part of a reservation's record (JSON, open for the hold's own fields).
+_Words = tuple[str, str, int, str, str, str]
 
-    key: str
-    bucket: str
-    span: str
-    until_ms: int
-    record: dict[str, str]
+
+@dataclass(slots=True)
+class _Held:
+    """A reservation this replica holds, and its settlement's arguments that reserving packed
+    already: its id, the counters' keys, and per hold the words before and after its actual
+    amount; its holds' windows and amounts. Treat as immutable."""
+
+    reservation: Reservation
+    id: str
+    keys: str
+    holds: list[tuple[str, str]]
+    windows: list[Window]
+    amounts: list[int]
 
 
 class RedisCounterStore:
@@ -79,14 +87,21 @@ class RedisCounterStore:
         self._leases = f"{key_prefix}leases"
         self._mark_key = f"{key_prefix}generation"
         self._marker = ""  # the build this store last saw; '' until it first looks
+        self._mark_words = bulk(self._mark_key), bulk(self._marker)  # the last key and argument of every script
+        self._ledgers = bulk(self._reservations) + bulk(self._deadlines)  # reserve's and settle's first keys
         # This replica's open reservations, to hold again if the server loses them (emptied and
         # rebuilt while the calls are in flight); a settlement still to be retried keeps its entry.
-        self._held: dict[str, Reservation] = {}
+        self._held: dict[str, _Held] = {}
         self._adopting: asyncio.Event | None = None  # set while moving to a new build
         self._sent = 0  # scripts sent and not yet answered
         self._answered: asyncio.Event | None = None  # set when the last of them is answered
         self._figures = Figures()  # what the counters held when this replica last saw them
         self._windows: dict[Window, _Words] = {}  # see ``_words``
+        self._by_id: dict[int, tuple[Window, _Words]] = {}  # see ``_words``
+        self._rolling: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # see ``_words``
+        self._owner = _json(self._replica)  # the records' "o"
+        self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
+        self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
 
     @property
     def replica(self) -> str:
@@ -124,30 +139,73 @@ class RedisCounterStore:
         return f"{self._prefix}c:{window.key}"
 
     def _words(self, window: Window) -> _Words:
-        """What the scripts and the reservation records say of ``window``: made once per calendar
-        window, which every call of its period shares (a rolling window moves with every call)."""
-        words = self._windows.get(window) if window.span == 1 else None
-        if words is None:
-            key, bucket, span = self._key(window), str(window.bucket), str(window.span)
-            record = {"k": key, "b": bucket, "n": span, "w": window.key,
-                      "s": window.start.isoformat(), "e": window.end.isoformat()}
-            words = _Words(key, bucket, span, _keep_until_ms(window), record)
-            if window.span == 1:
-                if len(self._windows) >= WINDOWS_KEPT:
-                    self._windows.clear()  # windows of periods gone by
-                self._windows[window] = words
+        """What the scripts and the reservation records say of ``window``, made once per window:
+        known by identity first, as the planner hands the same windows to the calls its plan
+        serves (and hashing a window costs more than this lookup); a calendar window by its
+        value next, as every call of its period shares it."""
+        known = self._by_id.get(id(window))
+        if known is not None and known[0] is window:
+            return known[1]
+        if len(self._by_id) >= WINDOWS_KEPT:
+            self._by_id.clear()  # windows gone by
+            self._windows.clear()
+            self._rolling.clear()
+        if window.span == 1:
+            words = self._windows.get(window)
+            if words is None:
+                key, place, head = self._place(window)
+                until_ms = _keep_until_ms(window)
+                words = self._windows[window] = (
+                    key, place, until_ms, str(until_ms), bulk(str(until_ms)),
+                    f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
+        else:  # a rolling window ends when its plan was made: its key, bucket and span outlive it
+            where = (window.key, window.bucket, window.span)
+            fixed = self._rolling.get(where)
+            if fixed is None:
+                fixed = self._rolling[where] = self._place(window)
+            key, place, head = fixed
+            until_ms = _keep_until_ms(window)
+            words = (key, place, until_ms, str(until_ms), bulk(str(until_ms)),
+                     f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
+        self._by_id[id(window)] = window, words  # the window kept alive: its id is not reused
         return words
+
+    def _place(self, window: Window) -> tuple[str, str, str]:
+        """``window``'s counter key, its bucket and span (packed), and its record's fields for them."""
+        key, bucket, span = self._key(window), str(window.bucket), str(window.span)
+        record = f'{{"k":{_json(key)},"b":"{bucket}","n":"{span}","w":{_json(window.key)}'
+        return bulk(key), bulk(bucket) + bulk(span), record
+
+    def _flag_word(self, key: str) -> str:
+        """Flag ``key``'s Redis key, packed (made once per flag)."""
+        word = self._flag_words.get(key)
+        if word is None:
+            if len(self._flag_words) >= WINDOWS_KEPT:
+                self._flag_words.clear()
+            word = self._flag_words[key] = bulk(self._flag(key))
+        return word
 
     def _flag(self, key: str) -> str:
         return f"{self._prefix}f:{key}"
 
     async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
+        return await self._send(script, len(keys), "".join([bulk(key) for key in keys]),
+                                len(args), "".join([bulk(arg) for arg in args]))
+
+    async def _send(self, script: AsyncScript, key_count: int, keys: str, arg_count: int, args: str) -> Any:
+        """Run ``script`` on keys and arguments packed already (``script_calls.bulk``), under the
+        build this store is on, adopting a new one first when the script reports it."""
         for _ in range(3):
             while self._adopting is not None:  # nothing runs under a new build until restored
                 await self._adopting.wait()
+            mark_key, marker = self._mark_words
+            command = evalsha(script.sha, key_count + 1, keys + mark_key, arg_count + 1, args + marker)
             self._sent += 1
             try:
-                return await self._calls.run(script, [*keys, self._mark_key], [*args, self._marker])
+                try:
+                    return await self._calls.call(script, command)
+                except (NoScriptError, RedisConnectionError) as exc:
+                    return await self._calls.recover(script, command, exc)
             except ResponseError as exc:
                 moved = self._refusal(exc)
             except RedisError as exc:
@@ -192,6 +250,7 @@ class RedisCounterStore:
                 try:
                     await self._restore(marker)
                     self._marker = marker
+                    self._mark_words = self._mark_words[0], bulk(marker)
                     return
                 except ResponseError as exc:
                     marker = self._refusal(exc)  # rebuilt again meanwhile
@@ -204,7 +263,7 @@ class RedisCounterStore:
             done.set()
 
     async def _restore(self, marker: str) -> None:
-        held = list(self._held.values())
+        held = [entry.reservation for entry in self._held.values()]
         keys = [self._reservations, self._deadlines, self._mark_key]
         for start in range(0, len(held), RESTORE_BATCH):
             args: list[str] = []
@@ -221,8 +280,8 @@ class RedisCounterStore:
         out = await self._run(self._scripts.snapshot, keys, args)
         usage = [(int(out[2 * i]), int(out[2 * i + 1])) for i in range(len(windows))]
         values = out[2 * len(windows):]
-        flags = frozenset(k for k, v in zip(flag_keys, values, strict=True) if v and _flag_until(v) > now)
-        self._figures.learn(windows, usage, flag_keys, flags)
+        flags = _set_at(flag_keys, values, now)
+        self._figures.learn(windows, [spent + reserved for spent, reserved in usage], flag_keys, flags)
         return Snapshot(usage, flags)
 
     def remembered(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot | None:
@@ -253,31 +312,67 @@ class RedisCounterStore:
                           flag_keys: Sequence[str], now: float) -> Attempt:
         """``reserve`` in one script that also reads the holds' counters and ``flag_keys``."""
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        words = [self._words(h.window) for h in holds]
-        keys = [self._reservations, self._deadlines, *[w.key for w in words], *[self._flag(k) for k in flag_keys]]
-        args = [reservation_id, repr(float(expires_at)), self._record(reservation, words), str(len(holds))]
-        deadline_ms = _ms(expires_at)
-        for hold, word in zip(holds, words, strict=True):
-            args += [word.bucket, word.span, str(hold.amount), "" if hold.limit is None else str(hold.limit),
-                     str(max(word.until_ms, deadline_ms))]
-        out = await self._run(self._scripts.reserve, keys, args)
-        if out[0] == "known":  # a retried call whose first attempt held it
-            self._held[reservation_id] = reservation
-            return Attempt(reservation, None, frozenset())
-        first = 1 if out[0] == "ok" else 2
+        entry, reserving, record, score = self._pack(reservation)
         count = len(holds)
-        usage = [(int(out[first + 2 * i]), int(out[first + 2 * i + 1])) for i in range(count)]
-        values = out[first + 2 * count:]
-        flags = frozenset(k for k, v in zip(flag_keys, values, strict=True) if v and _flag_until(v) > now)
-        windows = [h.window for h in holds]
+        keys = self._ledgers + entry.keys
+        if flag_keys:
+            keys += "".join([self._flag_word(key) for key in flag_keys])
+        args = f"{entry.id}{bulk(score)}{bulk(record)}{_count(count)}{reserving}"
+        figures, windows, amounts = self._figures, entry.windows, entry.amounts
+        ticket = figures.expect(windows, amounts)
+        try:
+            out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 5 * count, args)
+        finally:
+            figures.arrived(ticket)
+        if out[0] == "known":  # a retried call whose first attempt held it
+            self._held[reservation_id] = entry
+            return Attempt(reservation, None, _NO_FLAGS)
+        first = 1 if out[0] == "ok" else 2
+        usage = [(int(out[i]), int(out[i + 1])) for i in range(first, first + 2 * count, 2)]
+        flags = _set_at(flag_keys, out[first + 2 * count:], now)
         if first == 2:
-            self._figures.learn(windows, usage, flag_keys, flags)
+            figures.learn(windows, [spent + reserved for spent, reserved in usage], flag_keys, flags)
             index = int(out[1])
             return Attempt(Conflict(index, sum(usage[index])), usage, flags)
-        self._figures.learn(windows, [(s, r + h.amount) for (s, r), h in zip(usage, holds, strict=True)],
-                            flag_keys, flags)
-        self._held[reservation_id] = reservation
+        figures.learn(windows, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
+                      flag_keys, flags)
+        self._held[reservation_id] = entry
         return Attempt(reservation, usage, flags)
+
+    def _pack(self, reservation: Reservation) -> tuple[_Held, str, str, str]:
+        """What the scripts take of ``reservation``, packed: its settlement's words (``_Held``), the
+        reserve script's words per hold, its record, and its deadline as the record writes it
+        (the deadlines' score: the same number as ``repr`` writes)."""
+        deadline_ms = _ms(reservation.expires_at)
+        deadline = str(deadline_ms)
+        at_deadline = f"${len(deadline)}\r\n{deadline}\r\n"
+        keys: list[str] = []
+        reserving: list[str] = []
+        settling: list[tuple[str, str]] = []
+        parts: list[str] = []
+        for hold in reservation.holds:
+            key, place, until_ms, until, keep, head = self._words(hold.window)
+            if until_ms <= deadline_ms:  # kept until the reservation's deadline
+                until, keep = deadline, at_deadline
+            amount, limit = str(hold.amount), hold.limit
+            held = f"{place}${len(amount)}\r\n{amount}\r\n"
+            if limit is None:
+                reserving.append(f"{held}$0\r\n\r\n{keep}")
+                parts.append(f'{head},"a":"{amount}","t":"{until}","l":null,"u":"{hold.unit}"}}')
+            else:
+                text = str(limit)
+                reserving.append(f"{held}${len(text)}\r\n{text}\r\n{keep}")
+                parts.append(f'{head},"a":"{amount}","t":"{until}","l":"{text}","u":"{hold.unit}"}}')
+            keys.append(key)
+            settling.append((held, keep))
+        # the record's JSON as orjson writes the whole of it, made from parts made once per window
+        owner = self._owner if reservation.owner == self._replica else _json(reservation.owner)
+        score = _json(reservation.expires_at)
+        record = f'{{"id":{_json(reservation.id)},"x":{score},"o":{owner},"h":[{",".join(parts)}]}}'
+        holds = reservation.holds
+        entry = _Held(reservation, bulk(reservation.id), "".join(keys), settling,
+                      [h.window for h in holds], [h.amount for h in holds])
+        return entry, "".join(reserving), record, score
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         """Replace each hold by its actual amount; returns settled spend (before, after) per hold.
@@ -292,14 +387,12 @@ class RedisCounterStore:
         """``settle`` and the claims of the thresholds it crossed, in one script."""
         if len(amounts) != len(reservation.holds):
             raise ValueError(f"settle needs {len(reservation.holds)} amounts, got {len(amounts)}")
-        out = await self._settle(reservation, amounts, thresholds, now)
-        count = len(reservation.holds)
-        if not out:
-            return Settlement([(0, 0)] * count, ())
-        moved = [(int(out[1 + 3 * i]), int(out[2 + 3 * i])) for i in range(count)]
-        usage = [(after, int(out[3 + 3 * i])) for i, (_, after) in enumerate(moved)]
-        self._figures.learn([h.window for h in reservation.holds], usage)
-        claims = out[1 + 3 * count:]
+        settled = await self._settle(reservation, amounts, thresholds, now)
+        if settled is None:
+            return Settlement([(0, 0)] * len(amounts), ())
+        moved, claims = settled
+        if not thresholds:
+            return Settlement(moved, ())
         return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
 
     async def release(self, reservation: Reservation) -> None:
@@ -307,19 +400,48 @@ class RedisCounterStore:
         await self._settle(reservation, [0] * len(reservation.holds), (), 0.0)
 
     async def _settle(self, reservation: Reservation, amounts: Sequence[int], thresholds: Sequence[Threshold],
-                      now: float) -> Any:
-        words = [self._words(h.window) for h in reservation.holds]
-        keys = [self._reservations, self._deadlines, *[w.key for w in words], *[self._flag(t.key) for t in thresholds]]
-        args = [reservation.id, str(len(reservation.holds)), repr(float(now))]
-        deadline_ms = _ms(reservation.expires_at)
-        for hold, word, amount in zip(reservation.holds, words, amounts, strict=True):
-            args += [word.bucket, word.span, str(hold.amount), str(amount), str(max(word.until_ms, deadline_ms))]
-        for threshold in thresholds:
-            args += [str(threshold.hold + 1), str(threshold.level), repr(float(threshold.expires_at)),
-                     str(_ms(threshold.expires_at))]
-        out = await self._run(self._scripts.settle, keys, args)
+                      now: float) -> tuple[list[tuple[int, int]], Sequence[Any]] | None:
+        """Settle ``reservation``: settled spend (before, after) per hold and the threshold claims'
+        answers, or None when it was not held (settled, released or expired already)."""
+        entry = self._held.get(reservation.id)
+        if entry is None or entry.reservation is not reservation:  # not held here: packed anew
+            entry = self._pack(reservation)[0]
+        count = len(reservation.holds)
+        parts = [f"{held}${len(text)}\r\n{text}\r\n{keep}"
+                 for (held, keep), text in zip(entry.holds, map(str, amounts), strict=True)]
+        keys, args = self._ledgers + entry.keys, f"{entry.id}{_count(count)}{bulk(repr(float(now)))}{''.join(parts)}"
+        if thresholds:
+            claim_keys, claim_args = self._threshold_words_of(thresholds)
+            keys, args = keys + claim_keys, args + claim_args
+        figures, windows = self._figures, entry.windows
+        changes = [amount - held for held, amount in zip(entry.amounts, amounts, strict=True)]
+        ticket = figures.expect(windows, changes)
+        try:
+            out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
+                                   3 + 5 * count + 4 * len(thresholds), args)
+        finally:
+            figures.arrived(ticket)
         self._held.pop(reservation.id, None)
-        return out
+        if not out:
+            return None
+        moved = [(int(out[i]), int(out[i + 1])) for i in range(1, 1 + 3 * count, 3)]
+        figures.learn(windows, [after + int(out[3 + 3 * i]) for i, (_, after) in enumerate(moved)])
+        return moved, out[1 + 3 * count:]
+
+    def _threshold_words_of(self, thresholds: Sequence[Threshold]) -> tuple[str, str]:
+        """The settle script's keys and arguments for ``thresholds``, packed: made once per tuple of
+        them (admission passes the same tuple for every call of a plan)."""
+        kept = self._threshold_words.get(id(thresholds))
+        if kept is not None and kept[0] is thresholds:
+            return kept[1], kept[2]
+        keys = "".join([self._flag_word(t.key) for t in thresholds])
+        args = "".join([bulk(str(t.hold + 1)) + bulk(str(t.level)) + bulk(repr(float(t.expires_at)))
+                        + bulk(str(_ms(t.expires_at))) for t in thresholds])
+        if isinstance(thresholds, tuple):  # immutable: safe to know by identity while kept here
+            if len(self._threshold_words) >= WINDOWS_KEPT:
+                self._threshold_words.clear()
+            self._threshold_words[id(thresholds)] = (thresholds, keys, args)
+        return keys, args
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         """Set flags (key, expires_at epoch seconds); a flag keeps its later expiry."""
@@ -345,7 +467,7 @@ class RedisCounterStore:
             settled += [_reservation(record) for record in records]
             if len(records) < EXPIRE_BATCH:
                 break
-        for reservation_id in [r.id for r in self._held.values() if r.expires_at <= now]:
+        for reservation_id in [key for key, entry in self._held.items() if entry.reservation.expires_at <= now]:
             del self._held[reservation_id]  # settled by this sweep or another replica's
         return settled
 
@@ -445,18 +567,10 @@ class RedisCounterStore:
         await self._calls.close()
         await self._client.aclose()
 
-    def _record(self, reservation: Reservation, words: Sequence[_Words] | None = None) -> str:
+    def _record(self, reservation: Reservation) -> str:
         """The reservation as stored: counter fields for the expire script (strings, so that
-        amounts stay exact in Lua) and the whole hold, to hand back from ``expire``. ``words``:
-        its holds' windows' (``_words``), when the caller has them already."""
-        if words is None:
-            words = [self._words(h.window) for h in reservation.holds]
-        deadline_ms = _ms(reservation.expires_at)
-        holds = [{**word.record, "a": str(h.amount), "t": str(max(word.until_ms, deadline_ms)),
-                  "l": None if h.limit is None else str(h.limit), "u": h.unit}
-                 for h, word in zip(reservation.holds, words, strict=True)]
-        return orjson.dumps({"id": reservation.id, "x": reservation.expires_at, "o": reservation.owner,
-                             "h": holds}).decode()
+        amounts stay exact in Lua) and the whole hold, to hand back from ``expire``."""
+        return self._pack(reservation)[2]
 
 
 def _reservation(record: str) -> Reservation:
@@ -485,6 +599,28 @@ def _keep_until_ms(window: Window, deadline: float | None = None) -> int:
 
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
+
+
+_COUNTS = [bulk(str(count)) for count in range(32)]
+
+
+def _count(count: int) -> str:
+    """A count of holds, packed."""
+    return _COUNTS[count] if count < 32 else bulk(str(count))
+
+
+def _json(value: str | float) -> str:
+    return orjson.dumps(value).decode()
+
+
+_NO_FLAGS: frozenset[str] = frozenset()
+
+
+def _set_at(flag_keys: Sequence[str], values: Sequence[str], now: float) -> frozenset[str]:
+    """Which of ``flag_keys`` are set at ``now``, from their stored ``values`` ('' when unset)."""
+    if not any(values):  # the usual answer
+        return _NO_FLAGS
+    return frozenset(k for k, v in zip(flag_keys, values, strict=True) if v and _flag_until(v) > now)
 
 
 def _flag_until(value: str) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -35,6 +35,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 PAUSES_S = (0.02, 0.04)  # before each retry of a call whose connection failed
 RETRIES = len(PAUSES_S)
 DEFAULT_TIMEOUT_S = 5.0  # connecting and answering, when the client sets no timeout
+
+
+def bulk(word: str) -> str:
+    """``word`` as one RESP bulk string, its length counted in UTF-8 bytes: a command made of
+    such pieces is encoded once, whole (``evalsha``)."""
+    return f"${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n"
+
+
+def evalsha(sha: str, key_count: int, keys: str, arg_count: int, args: str) -> bytes:
+    """EVALSHA of script ``sha`` on ``key_count`` keys and ``arg_count`` arguments, each part
+    already a run of ``bulk`` strings: the hot path packs the parts that do not change once."""
+    count = str(key_count)
+    return (f"*{3 + key_count + arg_count}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n"
+            f"${len(count)}\r\n{count}\r\n{keys}{args}").encode()
 
 
 def pack_command(words: Sequence[str]) -> bytes:
@@ -161,17 +175,36 @@ class ScriptCalls:
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run ``script`` on ``keys`` and ``args``; raises the client's RedisError subclasses."""
         command = pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args))
+        try:
+            return await self.call(script, command)
+        except (NoScriptError, RedisConnectionError) as exc:
+            return await self.recover(script, command, exc)
+
+    def call(self, script: AsyncScript, command: bytes) -> Awaitable[Any]:
+        """A first try of ``command`` (an EVALSHA of ``script``): on the open connection, the
+        answer's future itself, so that the usual call costs no coroutine of its own. Its
+        ``NoScriptError`` or ``RedisConnectionError`` goes to ``recover``."""
+        conn = self._conn
+        if conn is not None and conn.failure is None:
+            return conn.send(command)
+        return self.recover(script, command, None)
+
+    async def recover(self, script: AsyncScript, command: bytes, failure: RedisError | None) -> Any:
+        """Run ``command`` after ``failure`` (None: no connection was open yet): a script the
+        server forgot is loaded again, a lost connection tried again ``RETRIES`` times."""
         attempt = 0
         while True:
-            try:
-                return await self._call(command)
-            except NoScriptError:
+            if isinstance(failure, NoScriptError):
                 await self._client.script_load(script.script)
-            except RedisConnectionError:  # BusyLoadingError is one too
+            elif failure is not None:  # a RedisConnectionError; BusyLoadingError is one too
                 if attempt == RETRIES:
-                    raise
+                    raise failure
                 await asyncio.sleep(PAUSES_S[attempt])  # a back-off before trying again
                 attempt += 1
+            try:
+                return await self._call(command)
+            except (NoScriptError, RedisConnectionError) as exc:
+                failure = exc
 
     async def _call(self, command: bytes) -> Any:
         conn = self._conn

@@ -22,7 +22,7 @@ from costwarden.core.policy import Policy
 from costwarden.core.pricing import ServiceTier, TokenType
 from costwarden.core.scopes import BudgetCheck, Caller, Plan, Planner
 from costwarden.core.watch import breaker_key
-from costwarden.counters.base import Attempt, Conflict, CounterStore, Reservation, Threshold
+from costwarden.counters.base import Conflict, CounterStore, Reservation, Threshold
 from costwarden.engine.settlements import PendingSettlements
 from costwarden.errors import StorageError
 
@@ -110,8 +110,9 @@ class Admission:
 
     async def _admit(self, call_id: str, request: CallRequest, plan: Plan, policy: Policy, now: datetime,
                      stamp: float) -> Admitted | Decision:
-        """Decide on the figures the store last showed and reserve in one round trip; the store
-        answers with the figures it held. A decision is kept only if made on those (or on figures
+        """Decide on the figures the store last showed (with what this process sent since: see
+        ``counters/figures.py``) and reserve in one round trip; the store answers with the
+        figures it held. A decision is kept only if made on those (or on figures
         one round trip old, as any read-then-reserve is); a refusal or a new restriction is only
         ever decided on figures just read."""
         store = self.store
@@ -148,9 +149,10 @@ class Admission:
                     await store.release(held)
                     return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
                 answered = attempt.usage
-                if answered is None or (answered == usage and attempt.flags == expected):  # the usual answer
+                # the usual answer: the figures decided on (None: a retried call whose first attempt held it)
+                if answered is None or (attempt.flags == expected and (answered == usage or _same_use(usage, answered))):
                     return Admitted(call_id, request, decision, held, plan, now)
-                kept = self._kept(decision, attempt, usage, expected, fresh, request, plan, policy, now)
+                kept = self._kept(decision, answered, attempt.flags, fresh, request, plan, policy, now)
                 if kept is not None:
                     return Admitted(call_id, request, kept, held, plan, now)
                 await store.release(held)  # decided on figures that had moved: decide again
@@ -163,18 +165,15 @@ class Admission:
         return _lost_race(decision, plan, conflict, policy)
 
     @staticmethod
-    def _kept(decision: Decision, attempt: Attempt, usage: list[tuple[int, int]], expected: frozenset[str],
-              fresh: bool, request: CallRequest, plan: Plan, policy: Policy, now: datetime) -> Decision | None:
-        """The decision to admit a held reservation with, or None to release it and decide again:
-        the one made when the store held the figures it was made on, else the one those figures
-        give if it holds the same amounts."""
-        seen = attempt.usage
-        if seen is None or (attempt.flags == expected and _same_use(usage, seen)):
-            return decision  # None: a retried call whose first attempt held it already
-        again = decide(policy, request, plan, seen, attempt.flags, now)
+    def _kept(decision: Decision, seen: list[tuple[int, int]], flags: frozenset[str], fresh: bool,
+              request: CallRequest, plan: Plan, policy: Policy, now: datetime) -> Decision | None:
+        """The decision to admit a held reservation with, made on figures other than those the
+        store held (``seen``, ``flags``), or None to release it and decide again: the one those
+        figures give if it holds the same amounts."""
+        again = decide(policy, request, plan, seen, flags, now)
         if again.denial is None and again.holds == decision.holds and again.model is decision.model \
                 and again.output_tokens == decision.output_tokens \
-                and all(key in attempt.flags for key, _ in again.new_flags):
+                and all(key in flags for key, _ in again.new_flags):
             return again
         return decision if fresh else None
 
