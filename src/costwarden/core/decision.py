@@ -150,12 +150,10 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
     dept = policy.departments[call.caller.department]
     allowed_tiers = active_restriction(plan, flags) if plan.restricting else None
     if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
-            and (call.input_tokens if call.input_floor is None else call.input_floor) <= requested.context_window:
+            and call.window_tokens <= requested.context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
         # This is what the general loop below concludes for it, without its bookkeeping.
-        bound = requested.max_output
-        if call.output_tokens is not None and call.output_tokens < bound:
-            bound = call.output_tokens  # _output_bound, inline
+        bound = _output_bound(requested, call)
         worst_cost = _worst_cost_if_fits(plan, usage, requested, call, bound)
         if worst_cost is not None:
             return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost)
@@ -213,7 +211,7 @@ def _worst_cost_if_fits(plan: Plan, usage: Sequence[tuple[int, int]], model: Mod
     """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
     outputs = bound * call.choices
     worst_tokens = call.input_tokens + outputs
-    worst_cost = model.cost(call.input_tokens if call.priced_input is None else call.priced_input, outputs)
+    worst_cost = model.cost(call.input_priced, outputs)
     i = 0  # budgets come first in the usage (counted by hand: enumerate() costs a call of its own)
     for limit, in_tokens, _ in plan.budget_terms:
         spent, reserved = usage[i]
@@ -293,8 +291,7 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
             return Decision(requested=call.model, output_tokens=output_tokens, denial=rate_denied,
                             shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
     if estimate is None:
-        estimate = model.cost(call.input_tokens if call.priced_input is None else call.priced_input,
-                              output_tokens * choices)
+        estimate = model.cost(call.input_priced, output_tokens * choices)
     # One hold per window of the plan, in its order (plan.hold_terms). Here and below, values made
     # on every admitted call are filled in slot by slot on a bare instance: in CPython 3.11 a
     # dataclass call goes through type.__call__ into an __init__ frame of its own, several times
@@ -315,9 +312,7 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
         # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
         # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
         remaining -= estimate
-    requested_bound = model.max_output
-    if call.output_tokens is not None and call.output_tokens < requested_bound:
-        requested_bound = call.output_tokens
+    requested_bound = _output_bound(model, call)
     decision = _new(Decision)
     decision.requested = requested
     decision.model = model

@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
@@ -202,10 +202,7 @@ class RedisCounterStore:
             command = evalsha(script.sha, key_count + 1, keys + mark_key, arg_count + 1, args + marker)
             self._sent += 1
             try:
-                try:
-                    return await self._calls.call(script, command)
-                except (NoScriptError, RedisConnectionError) as exc:
-                    return await self._calls.recover(script, command, exc)
+                return await self._calls.run_packed(script, command)
             except ResponseError as exc:
                 moved = self._refusal(exc)
             except RedisError as exc:

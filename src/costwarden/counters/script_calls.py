@@ -53,14 +53,7 @@ def evalsha(sha: str, key_count: int, keys: str, arg_count: int, args: str) -> b
 
 def pack_command(words: Sequence[str]) -> bytes:
     """``words`` as one RESP command (an array of bulk strings), in a single buffer."""
-    text = "".join([f"${len(word)}\r\n{word}\r\n" for word in words])
-    if text.isascii():  # the usual command: lengths in characters are lengths in bytes
-        return b"*%d\r\n%b" % (len(words), text.encode())
-    parts = [b"*%d\r\n" % len(words)]
-    for word in words:
-        data = word.encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(parts)
+    return f"*{len(words)}\r\n{''.join([bulk(word) for word in words])}".encode()
 
 
 def _error(reply: ResponseError) -> RedisError:
@@ -174,22 +167,24 @@ class ScriptCalls:
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run ``script`` on ``keys`` and ``args``; raises the client's RedisError subclasses."""
-        command = pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args))
-        try:
-            return await self.call(script, command)
-        except (NoScriptError, RedisConnectionError) as exc:
-            return await self.recover(script, command, exc)
+        return await self.run_packed(script, pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args)))
 
-    def call(self, script: AsyncScript, command: bytes) -> Awaitable[Any]:
-        """A first try of ``command`` (an EVALSHA of ``script``): on the open connection, the
-        answer's future itself, so that the usual call costs no coroutine of its own. Its
-        ``NoScriptError`` or ``RedisConnectionError`` goes to ``recover``."""
+    async def run_packed(self, script: AsyncScript, command: bytes) -> Any:
+        """Run ``command``, an EVALSHA of ``script`` packed already (``evalsha``)."""
+        try:
+            return await self._first_try(script, command)
+        except (NoScriptError, RedisConnectionError) as exc:
+            return await self._recover(script, command, exc)
+
+    def _first_try(self, script: AsyncScript, command: bytes) -> Awaitable[Any]:
+        """On the open connection, the answer's future itself: the usual call costs no coroutine
+        of its own."""
         conn = self._conn
         if conn is not None and conn.failure is None:
             return conn.send(command)
-        return self.recover(script, command, None)
+        return self._recover(script, command, None)
 
-    async def recover(self, script: AsyncScript, command: bytes, failure: RedisError | None) -> Any:
+    async def _recover(self, script: AsyncScript, command: bytes, failure: RedisError | None) -> Any:
         """Run ``command`` after ``failure`` (None: no connection was open yet): a script the
         server forgot is loaded again, a lost connection tried again ``RETRIES`` times."""
         attempt = 0
