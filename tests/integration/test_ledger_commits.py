@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
+from spooling_process import call, event
 
 from costwarden.ledger import Ledger
 from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, policy_text
@@ -22,6 +23,7 @@ POLICY = UPSTREAMS + "departments:\n" + PLAIN_DEPARTMENTS
 CONCURRENCY = 32
 ROUNDS = 20
 SETTLE_S = 30.0
+WAIT_S = 10.0
 
 
 class CommitCounter:
@@ -113,3 +115,33 @@ def test_concurrent_calls_share_their_commits(tmp_path: Path, mock_url: str, pos
     assert statuses == [200] * calls
     assert asyncio.run(_key_and_count(postgres_database, key=False))[1] == calls
     assert commits / calls < 0.5, f"{commits} commits for {calls} calls at concurrency {CONCURRENCY}"
+
+
+async def test_a_lone_calls_event_goes_to_the_writer_at_once(postgres_database: str) -> None:
+    """With no other call in flight, no event could join a call's batch: its event is sent as it
+    is queued, not once the loop has run its other callbacks (the call's settlement, say), which
+    would only delay the commit the client waits for. Here the loop runs nothing else after the
+    event is queued, and the event must reach the ledger meanwhile."""
+    ledger = await Ledger.open(postgres_database)
+    try:
+        ledger.begin(call(0))
+        deadline = time.monotonic() + WAIT_S
+        while await ledger.count_inflight() != 1:
+            assert time.monotonic() < deadline, "the write-ahead row never reached the ledger"
+            await asyncio.sleep(0.02)  # polling interval
+        durable = ledger.queue(event(0))
+        with psycopg.connect(postgres_database, autocommit=True) as conn:  # the loop is held from here
+            deadline = time.monotonic() + WAIT_S
+            while not _count(conn, "SELECT count(*) FROM usage_events"):
+                assert time.monotonic() < deadline, "the event waited for the event loop's other callbacks"
+                time.sleep(0.01)  # polling interval
+        await durable
+        assert await ledger.count_inflight() == 0
+    finally:
+        await ledger.close()
+
+
+def _count(conn: psycopg.Connection[tuple[int]], sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -33,6 +33,10 @@ class Company:
     def in_flight(self) -> int:
         return len(self._open)
 
+    def is_open(self, ident: str) -> bool:
+        """Whether call ``ident`` began here (its write-ahead row) and has not ended yet."""
+        return ident in self._open
+
     def note(self, writes: Iterable[Write], now: float) -> int:
         """Note the calls ``writes`` begin and end at ``now``; returns how many events they hold."""
         events = 0

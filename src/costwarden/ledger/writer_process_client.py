@@ -98,13 +98,20 @@ class WriterProcessClient:
         self._hold: _Hold | None = None
 
     def put(self, write: Write) -> None:
-        """Queue ``write`` for the next batch."""
+        """Queue ``write`` for the next batch. The event of a call begun here, with no other
+        call in flight, goes at once: no other event could join its batch, and waiting for the
+        loop's other callbacks (its settlement's, say) would only delay its commit."""
         if not self.usable:
             self._fallback(write)
             return
         self._pending.append(write)
-        if self._company is not None:
-            self._company.note((write,), time.monotonic())
+        company = self._company
+        if company is not None:
+            lone = write.kind is RowKind.EVENT and company.is_open(write.row["id"])
+            company.note((write,), time.monotonic())
+            if lone and not company.in_flight and self._process is not None:
+                self._send()
+                return
         self._kick()
 
     def forget(self, writes: Sequence[Write]) -> None:
