@@ -180,26 +180,44 @@ local function read(key, bucket, span, ...)
   return v[2] or '0', v[3] or '0', v[4], v[5]
 end
 
+-- Add `amount` to `field` and to its `total`; returns the total's new value as HINCRBY answers
+-- it, a Lua number (see `figure`).
 local function add(key, field, total, amount)
   redis.call('HINCRBY', key, field, amount)
-  redis.call('HINCRBY', key, total, amount)
+  return redis.call('HINCRBY', key, total, amount)
 end
 
--- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before and after,
--- and reserved after. A bucket that left its rolling window takes nothing: that spend is
--- outside the window already.
+local EXACT = 2 ^ 53 -- an integer's double is below this in magnitude only when it is the integer
+
+-- HINCRBY's answer reaches Lua as a double: `n` when that is the integer itself, else nil (the
+-- caller reads the figure as a decimal string instead).
+local function figure(n)
+  if n < EXACT and n > -EXACT then
+    return n
+  end
+  return nil
+end
+
+-- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before (a decimal
+-- string) and after, and reserved after (each a decimal string, or a number that is the figure
+-- exactly: HINCRBY's answer, when below 2^53). A bucket that left its rolling window takes
+-- nothing: that spend is outside the window already.
 local function apply(key, bucket, span, held, actual, until_ms, now)
   local field = 'r:' .. bucket
   local before, reserved, x, hold = read(key, bucket, span, field)
+  local after
   if hold then
-    add(key, 's:' .. bucket, 'S', actual)
-    add(key, field, 'R', negate(held))
+    after = figure(add(key, 's:' .. bucket, 'S', actual))
+    reserved = figure(add(key, field, 'R', negate(held)))
   elseif span == '1' then
-    add(key, 's:' .. bucket, 'S', actual) -- a calendar counter that was lost: keep the spend
+    after = figure(add(key, 's:' .. bucket, 'S', actual)) -- a calendar counter that was lost: keep the spend
   else
     return before, before, reserved
   end
   keep_counter(key, x, until_ms, now)
-  local after = redis.call('HMGET', key, 'S', 'R')
-  return before, after[1], after[2] or '0'
+  if not (after and reserved) then -- past 2^53: read as decimal strings
+    local v = redis.call('HMGET', key, 'S', 'R')
+    return before, v[1], v[2] or '0'
+  end
+  return before, after, reserved
 end

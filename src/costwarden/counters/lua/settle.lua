@@ -6,7 +6,19 @@
 -- keep-until ms; then per threshold: hold number (from 1), level, expires_at, the same in ms.
 -- Returns {} when the id is not held (settled, released or expired already), else
 -- {'settled', before1, after1, reserved1, ...} (settled spend before and after, reservations
--- after, per hold) followed by 1 or 0 per threshold: whether this settlement claimed it.
+-- after, per hold: each a decimal string, or an integer when below 2^53) followed by 1 or 0 per
+-- threshold: whether this settlement claimed it.
+
+-- Whether settled spend `spent` (a decimal string, or a number that is the figure exactly, below
+-- 2^53) reaches the decimal string `level`. Against such a number the double nearest to `level`
+-- compares as `level` does: rounding moves only a level beyond 2^53, and leaves it there.
+local function reaches(spent, level)
+  if type(spent) == 'number' then
+    return spent >= tonumber(level)
+  end
+  return not exceeds({level}, spent)
+end
+
 local no = refused()
 if no then
   return no
@@ -34,7 +46,7 @@ for i = holds + 3, #KEYS do
   local level = ARGV[t + 1]
   local claimed = 0
   -- crossed: before < level <= after
-  if exceeds({level}, span[1]) and not exceeds({level}, span[2]) then
+  if not reaches(span[1], level) and reaches(span[2], level) then
     local current = redis.call('GET', KEYS[i])
     if not current or tonumber(string.match(current, '^[^|]*')) <= tonumber(ARGV[3]) then
       redis.call('SET', KEYS[i], ARGV[t + 2])
