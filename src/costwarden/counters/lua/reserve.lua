@@ -14,7 +14,7 @@ local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
   return {'known'}
 end
-local holds = tonumber(ARGV[4])
+local holds = ARGV[4] + 0
 local out = {'ok'}
 local conflict = nil
 local expiries = {}

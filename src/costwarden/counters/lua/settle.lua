@@ -14,7 +14,7 @@
 -- compares as `level` does: rounding moves only a level beyond 2^53, and leaves it there.
 local function reaches(spent, level)
   if type(spent) == 'number' then
-    return spent >= tonumber(level)
+    return spent >= level + 0
   end
   return not exceeds({level}, spent)
 end
@@ -28,7 +28,7 @@ if redis.call('HDEL', KEYS[1], id) == 0 then
   return {}
 end
 redis.call('ZREM', KEYS[2], id)
-local holds = tonumber(ARGV[2])
+local holds = ARGV[2] + 0
 local now = now_ms()
 local out = {'settled'}
 local moved = {}
@@ -42,7 +42,7 @@ for i = 1, holds do
 end
 local t = 4 + holds * 5
 for i = holds + 3, #KEYS do
-  local span = moved[tonumber(ARGV[t])]
+  local span = moved[ARGV[t] + 0]
   local level = ARGV[t + 1]
   local claimed = 0
   -- crossed: before < level <= after
