@@ -48,33 +48,44 @@ end
 
 local EXACT_DIGITS = 15 -- a figure of at most 15 characters is below 10^15: three sum to under 2^53
 
--- Whether the sum of the decimal strings `terms` is greater than the decimal string `limit`.
--- Lengths settle most checks without parsing a figure: terms of at most d characters are each
--- below 10^d, so three sum to below 10^(d+1), the least limit of d+2 digits.
-local function exceeds(terms, limit)
-  local n, longest = #terms, 0
-  for i = 1, n do
-    local length = #terms[i]
-    if length > longest then
-      longest = length
-    end
+-- Adds the decimal string `term` (when given) to the limbs `high`, `low`.
+local function add_limbs(high, low, term)
+  if not term then
+    return high, low
+  end
+  local h, l = limbs(term)
+  return high + h, low + l
+end
+
+-- Whether the decimal string `limit` is exceeded by the sum of the decimal strings `a`, `b`
+-- and `c` (`b` and `c` may be nil: no term). Lengths settle most checks without parsing a
+-- figure: terms of at most d characters are each below 10^d, so three sum to below 10^(d+1),
+-- the least limit of d+2 digits.
+local function exceeded(limit, a, b, c)
+  local longest = #a
+  if b and #b > longest then
+    longest = #b
+  end
+  if c and #c > longest then
+    longest = #c
   end
   local first = string.byte(limit)
-  if n <= 3 and #limit >= longest + 2 and first ~= 45 and first ~= 48 then -- neither '-' nor '0'
+  if #limit >= longest + 2 and first ~= 45 and first ~= 48 then -- neither '-' nor '0'
     return false
   end
-  if n <= 3 and longest <= EXACT_DIGITS and #limit <= EXACT_DIGITS then -- every sum is exact as a double
-    local sum = 0
-    for i = 1, n do
-      sum = sum + terms[i]
+  if longest <= EXACT_DIGITS and #limit <= EXACT_DIGITS then -- every sum is exact as a double
+    local sum = a + 0
+    if b then
+      sum = sum + b
+    end
+    if c then
+      sum = sum + c
     end
     return sum > limit + 0
   end
-  local high, low = 0, 0
-  for i = 1, n do
-    local h, l = limbs(terms[i])
-    high, low = high + h, low + l
-  end
+  local high, low = add_limbs(0, 0, a)
+  high, low = add_limbs(high, low, b)
+  high, low = add_limbs(high, low, c)
   local h, l = limbs(limit)
   high, low = high - h, low - l
   local carry = math.floor(low / LIMB)

@@ -16,7 +16,7 @@ local function reaches(spent, level)
   if type(spent) == 'number' then
     return spent >= level + 0
   end
-  return not exceeds({level}, spent)
+  return not exceeded(spent, level)
 end
 
 local no = refused()
@@ -31,22 +31,18 @@ redis.call('ZREM', KEYS[2], id)
 local holds = ARGV[2] + 0
 local now = now_ms()
 local out = {'settled'}
-local moved = {}
 for i = 1, holds do
   local a = 4 + (i - 1) * 5
-  local before, after, reserved = apply(KEYS[i + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now)
-  moved[i] = {before, after}
-  out[#out + 1] = before
-  out[#out + 1] = after
-  out[#out + 1] = reserved
+  out[3 * i - 1], out[3 * i], out[3 * i + 1] =
+    apply(KEYS[i + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now)
 end
 local t = 4 + holds * 5
 for i = holds + 3, #KEYS do
-  local span = moved[ARGV[t] + 0]
+  local at = 3 * ARGV[t] - 1 -- where `out` holds the settled spend before (a decimal string), then after
   local level = ARGV[t + 1]
   local claimed = 0
   -- crossed: before < level <= after
-  if not reaches(span[1], level) and reaches(span[2], level) then
+  if exceeded(out[at], level) and reaches(out[at + 1], level) then
     local current = redis.call('GET', KEYS[i])
     if not current or tonumber(string.match(current, '^[^|]*')) <= tonumber(ARGV[3]) then
       redis.call('SET', KEYS[i], ARGV[t + 2])
