@@ -13,8 +13,8 @@
 
 -- Every script gets the generation marker's key as its last key and the marker the caller
 -- expects as its last argument; they are taken off here, so each body sees only its own.
-local MARK_KEY = table.remove(KEYS)
-local MARK = table.remove(ARGV)
+local MARK_KEY, MARK = KEYS[#KEYS], ARGV[#ARGV]
+KEYS[#KEYS], ARGV[#ARGV] = nil, nil
 
 -- The error to return when the counters are not those of build MARK, else nil: the marker is
 -- missing when the store was emptied (restarted without persistence, flushed, failed over), and
