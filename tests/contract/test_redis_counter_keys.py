@@ -1,6 +1,6 @@
 """What the Redis counter scripts keep in a counter beyond its figures: the key's expiry, which
-only ever moves later, and limit checks that stay exact on both sides of where a double stops
-holding every sum."""
+only ever moves later, and limit checks and settlements' answers that stay exact on both sides of
+where a double stops holding every sum."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from costwarden.core.decision import Hold
 from costwarden.core.kinds import Unit
 from costwarden.core.periods import Window
-from costwarden.counters import Conflict, Reservation
+from costwarden.counters import Conflict, Reservation, Threshold
 from costwarden.counters.redis import RedisCounterStore
 
 pytestmark = pytest.mark.service
@@ -147,3 +147,43 @@ async def test_a_limit_is_checked_exactly_at_any_size(store: RedisCounterStore, 
         assert result == Conflict(0, spent + reserved)
     else:
         assert isinstance(result, Reservation)
+
+
+# Totals below 2**53, where HINCRBY's answer reaches Lua exactly, about it, past it (10**16: a
+# double holds only every other integer there) and just under 2**63, where a double rounds up out
+# of a long long.
+AROUND = [0, 2**53 - 1000, 10**16, 2**63 - 4000]
+
+
+@st.composite
+def settlements(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    """Settled spend, another call's open hold, this call's hold and its actual amount."""
+    spent = draw(st.sampled_from(AROUND)) + draw(st.integers(0, 1999))
+    other = draw(st.sampled_from(AROUND[:3])) + draw(st.integers(0, 1999))
+    held = draw(st.integers(0, 999))
+    assume(spent + other + held < 2**63)
+    return spent, other, held, draw(st.integers(0, held))
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(figures=settlements())
+async def test_a_settlement_answers_exact_figures_at_any_size(store: RedisCounterStore,
+                                                              figures: tuple[int, int, int, int]) -> None:
+    """The settled spend before and after and the reservations after, which alerts and the
+    remembered figures go by, are exact past 2**53 too."""
+    spent, other, held, actual = figures
+    tag, far = uuid.uuid4().hex, time.time() + DAY
+    window = calendar(tag)
+    await store.load([(window, spent)])
+    await reserve(store, window, far, other)  # another call's hold, still open
+    call = await reserve(store, window, far, held)
+    assert isinstance(call, Reservation)
+    after = spent + actual
+    levels = [spent, spent + 1, after - 1, after, after + 1]
+    thresholds = tuple(Threshold(0, level, f"alert|{tag}|{i}", far) for i, level in enumerate(levels))
+    settled = await store.settle_claiming(call, [actual], thresholds, time.time())
+    assert settled.moved == [(spent, after)]
+    assert settled.claimed == tuple(i for i, level in enumerate(levels) if spent < level <= after)
+    remembered = store.remembered([window], [], 0.0)  # the settlement's spent and reserved after
+    assert remembered is not None and remembered.usage == [(after + other, 0)]
+    assert (await store.snapshot([window], [], 0.0)).usage == [(after, other)]

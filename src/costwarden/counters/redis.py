@@ -421,6 +421,7 @@ class RedisCounterStore:
         self._held.pop(reservation.id, None)
         if not out:
             return None
+        # each figure a decimal string, or an integer where the script had it exactly (below 2**53)
         moved = [(int(out[i]), int(out[i + 1])) for i in range(1, 1 + 3 * count, 3)]
         figures.learn(windows, [after + int(out[3 + 3 * i]) for i, (_, after) in enumerate(moved)])
         return moved, out[1 + 3 * count:]

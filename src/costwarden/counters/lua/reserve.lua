@@ -14,7 +14,7 @@ local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[1], id) == 1 then
   return {'known'}
 end
-local holds = tonumber(ARGV[4])
+local holds = ARGV[4] + 0
 local out = {'ok'}
 local conflict = nil
 local expiries = {}
@@ -24,7 +24,7 @@ for i = 1, holds do
   expiries[i] = x
   out[#out + 1] = spent
   out[#out + 1] = reserved
-  if not conflict and ARGV[a + 3] ~= '' and exceeds({spent, reserved, ARGV[a + 2]}, ARGV[a + 3]) then
+  if not conflict and ARGV[a + 3] ~= '' and exceeded(ARGV[a + 3], spent, reserved, ARGV[a + 2]) then
     conflict = i - 1
   end
 end
