@@ -10,6 +10,7 @@ the variants interleaved:
 
 - ``before``: the text as it was (``RETURNING *``, every batch grouped) on a connection with
   PostgreSQL's default plan cache mode;
+- ``generic``: the text as it was, on a connection set up as the writer process sets its own up;
 - ``texts``: today's texts (``rollups.after_insert_postgres``), default plan cache mode;
 - ``after``: today's texts on a connection set up as the writer process sets its own up.
 
@@ -51,7 +52,7 @@ from costwarden.ledger.queue_items import RowKind, Write  # noqa: E402
 from costwarden.ledger.rows import event_row, inflight_row  # noqa: E402
 from costwarden.ledger.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES  # noqa: E402
 from costwarden.ledger.sqlite_statements import PostgresStatements  # noqa: E402
-from costwarden.ledger.writer_process import GENERIC_PLANS, Statement, parameters  # noqa: E402
+from costwarden.ledger.writer_process import PLANNER_SETTINGS, Statement, parameters  # noqa: E402
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DEPARTMENTS = ("ENGINEERING", "MARKETING", "SALES", "HR", "FINANCE")
@@ -136,7 +137,8 @@ def fill(url: str, events: Events, statements: PostgresStatements, count: int, i
 
 def measure(url: str, rounds: int, events: Events, statements: PostgresStatements, flush: bool) -> None:
     variants: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
-        "before": (before, ()), "texts": (lambda sql: sql, ()), "after": (lambda sql: sql, (GENERIC_PLANS,))}
+        "before": (before, ()), "generic": (before, PLANNER_SETTINGS), "texts": (lambda sql: sql, ()),
+        "after": (lambda sql: sql, PLANNER_SETTINGS)}
     cpu: dict[tuple[str, int], list[int]] = {(v, n): [] for v in variants for n in SIZES}
     wall: dict[tuple[str, int], list[int]] = {(v, n): [] for v in variants for n in SIZES}
     conns: dict[tuple[str, int], tuple[psycopg.Connection[Any], int]] = {}
