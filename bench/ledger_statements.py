@@ -28,31 +28,27 @@ Run: python bench/ledger_statements.py [--events 100000] [--inflight 200] [--rou
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import itertools
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
+from services import postgres
 from sqlalchemy.dialects import postgresql
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.services, run as a script
-
-from bench.services import postgres  # noqa: E402
-from costwarden.core.events import InflightCall, UsageEvent  # noqa: E402
-from costwarden.ledger import Ledger  # noqa: E402
-from costwarden.ledger import rollups  # noqa: E402
-from costwarden.ledger.queue_items import RowKind, Write  # noqa: E402
-from costwarden.ledger.rows import event_row, inflight_row  # noqa: E402
-from costwarden.ledger.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES  # noqa: E402
-from costwarden.ledger.sqlite_statements import PostgresStatements  # noqa: E402
-from costwarden.ledger.writer_process import PLANNER_SETTINGS, Statement, parameters  # noqa: E402
+from costwarden.core.events import InflightCall, UsageEvent
+from costwarden.ledger import Ledger, rollups
+from costwarden.ledger.queue_items import RowKind, Write
+from costwarden.ledger.rows import event_row, inflight_row
+from costwarden.ledger.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
+from costwarden.ledger.sqlite_statements import PostgresStatements
+from costwarden.ledger.writer_process import PLANNER_SETTINGS, Statement, parameters
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DEPARTMENTS = ("ENGINEERING", "MARKETING", "SALES", "HR", "FINANCE")
@@ -119,8 +115,6 @@ def database(url: str | None) -> Iterator[str]:
 
 
 def fill(url: str, events: Events, statements: PostgresStatements, count: int, inflight: int) -> None:
-    import asyncio
-
     async def migrate() -> None:
         await (await Ledger.open(url)).close()
 
