@@ -32,7 +32,7 @@ T0 = datetime(2026, 10, 30, 22, tzinfo=UTC)  # events on both sides of a UTC mid
 RUNS = itertools.count()
 
 # One event: which of a few ids (so that ids repeat), its minute, and the fields rollups group by.
-event_specs = st.builds(
+event_specs: st.SearchStrategy[dict[str, Any]] = st.builds(
     dict, ident=st.integers(0, 7), minute=st.integers(0, 3 * 60), department=st.sampled_from(["HR", "ENG"]),
     team=st.sampled_from([None, "DESK"]), user=st.sampled_from([None, "ana"]),
     tags=st.sampled_from([{}, {"project": "atlas"}]), tokens=st.integers(0, 10**6), cost=st.integers(0, 10**12),
