@@ -166,10 +166,11 @@ class PostgresStatements(SqliteStatements):
         rollups' upsert, which the writer process runs as a transaction of its own (one round trip
         to the server instead of four)."""
         sql, params = self._rows(usage_events, events)
+        one_row = len(events) == 1  # a call's event, the usual batch at low load: a text of its own
         if stale:
-            out.append((rollups.after_insert_postgres(sql, _DELETE_STALE), [[stale, *params]], 1))
+            out.append((rollups.after_insert_postgres(sql, _DELETE_STALE, one_row), [[stale, *params]], 1))
         else:
-            out.append((rollups.after_insert_postgres(sql), [params], 1))
+            out.append((rollups.after_insert_postgres(sql, one_row=one_row), [params], 1))
 
 
 _DELETE_STALE = "DELETE FROM inflight WHERE id = ANY(%s::varchar[])"
