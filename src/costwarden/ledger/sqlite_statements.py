@@ -142,7 +142,6 @@ class PostgresStatements(SqliteStatements):
         super().__init__(dialect)
         self._texts: dict[tuple[str, tuple[str, ...]], tuple[str, JsonRows]] = {}
         self._with_stored: dict[tuple[str, bool], str] = {}  # by insert, and whether it deletes stale rows
-        self._last: dict[str, tuple[dict[str, None], str, JsonRows]] = {}  # by table: the keys last seen
 
     @staticmethod
     def _variables() -> int:
@@ -155,15 +154,12 @@ class PostgresStatements(SqliteStatements):
 
     def _rows(self, table: Table, rows: list[Row]) -> tuple[str, list[Any]]:
         """The insert of ``rows`` into ``table``, and its parameters: the rows as one JSON text."""
-        last = self._last.get(table.name)
-        if last is None or rows[0].keys() != last[0].keys():  # the keys as a set: no tuple to build
-            keys = tuple(rows[0])
-            known = self._texts.get((table.name, keys))
-            if known is None:
-                sql, insert = _from_json(table, keys, self._dialect)
-                known = self._texts[(table.name, keys)] = sql, JsonRows(insert)
-            last = self._last[table.name] = (dict.fromkeys(keys), *known)
-        _, sql, encoder = last
+        keys = tuple(rows[0])
+        known = self._texts.get((table.name, keys))
+        if known is None:
+            sql, insert = _from_json(table, keys, self._dialect)
+            known = self._texts[(table.name, keys)] = sql, JsonRows(insert)
+        sql, encoder = known
         return sql, [encoder.text(rows)]
 
     def _events(self, out: list[Statement], events: list[Row], stale: list[str]) -> None:
@@ -237,8 +233,10 @@ class JsonRows:
             for key in flags:
                 if type(row[key]) is not bool:
                     return False
+        if len(rows) == 1:
+            return True
         keys = rows[0].keys()
-        return len(rows) == 1 or all(row.keys() == keys for row in rows)
+        return all(row.keys() == keys for row in rows)
 
 
 _SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC))
