@@ -101,12 +101,18 @@ def insert_ignoring_duplicates(conn: Connection, table: Table) -> Insert:
 
 def partition(writes: list[Write]) -> tuple[list[Row], list[Row], list[str], list[Row]]:
     """Write-ahead rows to insert, events to insert, write-ahead ids to delete, rejections."""
-    ahead = [w.row for w in writes if w.kind is RowKind.INFLIGHT]
-    events = [w.row for w in writes if w.kind is RowKind.EVENT]
-    refused = [w.row for w in writes if w.kind is RowKind.REJECTION]
+    ahead: list[Row] = []
+    events: list[Row] = []
+    refused: list[Row] = []
+    for write in writes:  # one pass: most batches hold a single row
+        kind = write.kind
+        (events if kind is RowKind.EVENT else ahead if kind is RowKind.INFLIGHT else refused).append(write.row)
+    if not events:
+        return ahead, events, [], refused
     settled = {row["id"] for row in events}
+    if not ahead:
+        return ahead, events, sorted(settled), refused
     # A call that began and ended within one batch needs no write-ahead row at all.
     ahead_ids = {row["id"] for row in ahead}
     ahead = [row for row in ahead if row["id"] not in settled]
-    stale = sorted(settled - ahead_ids) if events else []
-    return ahead, events, stale, refused
+    return ahead, events, sorted(settled - ahead_ids), refused

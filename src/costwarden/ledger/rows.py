@@ -16,6 +16,8 @@ from costwarden.core.events import INTERRUPTED, InflightCall, Rejection, UsageEv
 
 def utc(value: datetime) -> datetime:
     """``value`` in UTC; refuses naive datetimes, whose instant is unknown."""
+    if value.tzinfo is UTC:
+        return value  # the usual case, and what astimezone(UTC) would return
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()}: pass an aware datetime (UTC)")
     return value.astimezone(UTC)

@@ -140,7 +140,8 @@ class PostgresStatements(SqliteStatements):
 
     def __init__(self, dialect: Dialect) -> None:
         super().__init__(dialect)
-        self._texts: dict[tuple[str, tuple[str, ...]], tuple[str, SqliteInsert]] = {}
+        self._texts: dict[tuple[str, tuple[str, ...]], tuple[str, JsonRows]] = {}
+        self._with_stored: dict[tuple[str, bool, bool], str] = {}  # by insert, deleting stale rows, one row
 
     @staticmethod
     def _variables() -> int:
@@ -156,10 +157,10 @@ class PostgresStatements(SqliteStatements):
         keys = tuple(rows[0])
         known = self._texts.get((table.name, keys))
         if known is None:
-            known = self._texts[(table.name, keys)] = _from_json(table, keys, self._dialect)
-        sql, insert = known
-        text = orjson.dumps([dict(zip(keys, insert.values(row), strict=True)) for row in rows]).decode()
-        return sql, [text]
+            sql, insert = _from_json(table, keys, self._dialect)
+            known = self._texts[(table.name, keys)] = sql, JsonRows(insert)
+        sql, encoder = known
+        return sql, [encoder.text(rows)]
 
     def _events(self, out: list[Statement], events: list[Row], stale: list[str]) -> None:
         """One statement: the events' insert, the deletion of their write-ahead rows and the
@@ -168,9 +169,18 @@ class PostgresStatements(SqliteStatements):
         sql, params = self._rows(usage_events, events)
         one_row = len(events) == 1  # a call's event, the usual batch at low load: a text of its own
         if stale:
-            out.append((rollups.after_insert_postgres(sql, _DELETE_STALE, one_row), [[stale, *params]], 1))
+            out.append((self._stored(sql, True, one_row), [[stale, *params]], 1))
         else:
-            out.append((rollups.after_insert_postgres(sql, one_row=one_row), [params], 1))
+            out.append((self._stored(sql, False, one_row), [params], 1))
+
+    def _stored(self, sql: str, deletes: bool, one_row: bool) -> str:
+        """The events' insert ``sql`` with the rollups' upsert, and the deletion of their
+        write-ahead rows if ``deletes``: built once per text rather than per batch."""
+        known = self._with_stored.get((sql, deletes, one_row))
+        if known is None:
+            known = self._with_stored[(sql, deletes, one_row)] = rollups.after_insert_postgres(
+                sql, _DELETE_STALE if deletes else "", one_row)
+        return known
 
 
 _DELETE_STALE = "DELETE FROM inflight WHERE id = ANY(%s::varchar[])"
@@ -186,6 +196,48 @@ def _from_json(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[s
     sql = (f"INSERT INTO {name} ({columns}) SELECT {columns} FROM json_populate_recordset(NULL::{name}, %s::json) "
            "ON CONFLICT DO NOTHING")
     return sql, SqliteInsert(table, keys, dialect)
+
+
+class JsonRows:
+    """Rows of one table and keys as the JSON text ``_from_json``'s statement reads, with the
+    values SQLAlchemy's bind processors would give (``insert``'s). orjson writes an aware UTC
+    time as ``isoformat`` does (RFC 3339, microseconds when there are any, +00:00) and a boolean
+    as JSON's, so a row whose processed columns hold only those is written as it is, without a
+    copy through the processors (most rows: the gateway's rows are built with UTC times); any
+    other row goes through the processors, as does every row when a processor is of another
+    kind or writes other text for the sample values."""
+
+    def __init__(self, insert: SqliteInsert) -> None:
+        self._insert = insert
+        kinds = {insert.keys[index]: _passes(process) for index, process in [*insert.processors, *insert.flags]}
+        self._as_is = None not in kinds.values()
+        self._times = tuple(key for key, kind in kinds.items() if kind is datetime)
+        self._flags = tuple(key for key, kind in kinds.items() if kind is bool)
+
+    def text(self, rows: list[Row]) -> str:
+        """``rows`` (with the same keys) as one JSON array of objects."""
+        if self._as_is and self._plain(rows):
+            return orjson.dumps(rows).decode()
+        keys, values = self._insert.keys, self._insert.values
+        return orjson.dumps([dict(zip(keys, values(row), strict=True)) for row in rows]).decode()
+
+    def _plain(self, rows: list[Row]) -> bool:
+        """Whether ``rows`` go as they are: aware UTC times and booleans in the processed columns,
+        and the first row's keys (this statement's) in every row, which the processors' path
+        would otherwise take from each row, or refuse it for."""
+        times, flags = self._times, self._flags
+        for row in rows:
+            for key in times:
+                value = row[key]
+                if type(value) is not datetime or value.tzinfo is not UTC:
+                    return False
+            for key in flags:
+                if type(row[key]) is not bool:
+                    return False
+        if len(rows) == 1:
+            return True
+        keys = rows[0].keys()
+        return all(row.keys() == keys for row in rows)
 
 
 _SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 1, 2, 3, 4, 5, tzinfo=UTC))
@@ -209,6 +261,18 @@ def _for_wire(process: Callable[[Any], Any] | None, dialect: str) -> Callable[[A
         return value.isoformat() if isinstance(value, datetime) else value
 
     return iso
+
+
+def _passes(process: Callable[[Any], Any]) -> type | None:
+    """The type of values (datetime: aware UTC ones; bool) that orjson writes, as they are, as
+    the text of ``process``'s value for them, by sample values; None for a processor of others."""
+    for kind, samples in ((datetime, _SAMPLES), (bool, (True, False))):
+        try:
+            if all(orjson.dumps(process(sample)) == orjson.dumps(sample) for sample in samples):
+                return kind
+        except Exception:  # not a processor of this kind of values
+            continue
+    return None
 
 
 def _int_flag(process: Callable[[Any], Any]) -> bool:

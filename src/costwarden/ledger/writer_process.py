@@ -67,6 +67,8 @@ Reply = tuple[int, str | None, str]
 
 def parameters(rows: list[list[Any]], size: int) -> list[Any]:
     """The flat parameters of a statement: ``rows``, the last repeated up to ``size`` rows."""
+    if size == len(rows) == 1:
+        return rows[0]  # the usual one on PostgreSQL: no copy
     return [value for row in rows + [rows[-1]] * (size - len(rows)) for value in row]
 
 
@@ -213,7 +215,10 @@ def serve(path: str, busy_timeout_ms: int, source: int = 0, sink: int = 1) -> No
 
 class Postgres:
     """Two held psycopg connections to ``url`` (autocommit): one commits durably, the other,
-    for batches of write-ahead rows only, without waiting for the WAL flush."""
+    for batches of write-ahead rows only, without waiting for the WAL flush. Each has one cursor
+    for every batch, and each statement text goes to it as the same bytes object every time:
+    psycopg then skips its per-text work (encoding, parsing, choosing the parameters' dumpers),
+    which it redoes for a new cursor or a new text object."""
 
     def __init__(self, url: str) -> None:
         import psycopg  # here, not above: the SQLite program imports the standard library only
@@ -221,22 +226,25 @@ class Postgres:
         self._psycopg = psycopg
         self._url = url
         self._conns: dict[bool, Any] = {}  # by whether it commits without waiting for the flush
+        self._cursors: dict[bool, Any] = {}
         self._used: dict[bool, float] = {}
+        self._texts: dict[str, bytes] = {}  # each statement text, encoded once
 
     def commit(self, statements: list[Statement]) -> tuple[str | None, str]:
         """``commit``'s contract, on PostgreSQL. A batch of one statement (the usual one: a
         call's event, or write-ahead rows) is a transaction of its own, one round trip."""
         psycopg = self._psycopg
         try:
-            conn = self._connection(write_ahead_only(statements))
+            unflushed = write_ahead_only(statements)
+            cursor = self._cursor(unflushed)
             # Not in psycopg's pipeline mode: it cost more CPU here than the round trips it saves.
             if len(statements) == 1:
                 sql, rows, size = statements[0]
-                conn.execute(sql, parameters(rows, size))
+                cursor.execute(self._text(sql), parameters(rows, size), prepare=True)
             else:
-                with conn.transaction():
+                with self._conns[unflushed].transaction():
                     for sql, rows, size in statements:
-                        conn.execute(sql, parameters(rows, size))
+                        cursor.execute(self._text(sql), parameters(rows, size), prepare=True)
         except (psycopg.IntegrityError, psycopg.DataError) as exc:
             return ROW_REFUSED, f"{type(exc).__name__}: {exc}"
         except psycopg.Error as exc:
@@ -244,26 +252,33 @@ class Postgres:
             return FAILED, f"{type(exc).__name__}: {exc}"
         return None, ""
 
-    def _connection(self, unflushed: bool) -> Any:
-        conn = self._conns.get(unflushed)
-        if conn is not None and time.monotonic() - self._used[unflushed] > PING_AFTER_IDLE_S:
+    def _text(self, sql: str) -> bytes:
+        text = self._texts.get(sql)
+        if text is None:
+            text = self._texts[sql] = sql.encode()
+        return text
+
+    def _cursor(self, unflushed: bool) -> Any:
+        cursor = self._cursors.get(unflushed)
+        if cursor is not None and time.monotonic() - self._used[unflushed] > PING_AFTER_IDLE_S:
             try:
-                conn.execute("SELECT 1")
+                cursor.execute(b"SELECT 1")
             except self._psycopg.Error:
                 self.close()
-                conn = None
-        if conn is None:
+                cursor = None
+        if cursor is None:
             conn = self._psycopg.connect(self._url, autocommit=True)
             self._conns[unflushed] = conn
+            cursor = self._cursors[unflushed] = conn.cursor()
             for setting in PLANNER_SETTINGS:
-                conn.execute(setting)
+                cursor.execute(setting.encode())
             if unflushed:
-                conn.execute("SET synchronous_commit TO OFF")
+                cursor.execute(b"SET synchronous_commit TO OFF")
         self._used[unflushed] = time.monotonic()
-        return conn
+        return cursor
 
     def close(self) -> None:
-        conns, self._conns = self._conns, {}
+        conns, self._conns, self._cursors = self._conns, {}, {}
         for conn in conns.values():
             with contextlib.suppress(self._psycopg.Error):
                 conn.close()
