@@ -150,13 +150,16 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
     dept = policy.departments[call.caller.department]
     allowed_tiers = active_restriction(plan, flags) if plan.restricting else None
     if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
-            and call.window_tokens <= requested.context_window:
+            and (call.input_tokens if call.input_floor is None else call.input_floor) <= requested.context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
-        # This is what the general loop below concludes for it, without its bookkeeping.
-        bound = _output_bound(requested, call)
+        # This is what the general loop below concludes for it, without its bookkeeping (and
+        # with CallRequest's properties and _output_bound read inline: a frame each).
+        most, bound = requested.max_output, call.output_tokens
+        if bound is None or bound > most:
+            bound = most
         worst_cost = _worst_cost_if_fits(plan, usage, requested, call, bound)
         if worst_cost is not None:
-            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost)
+            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost, bound)
     used = [spent + reserved for spent, reserved in usage]
     shadow: list[str] = []
     new_flags: list[BudgetCheck] = []
@@ -211,7 +214,7 @@ def _worst_cost_if_fits(plan: Plan, usage: Sequence[tuple[int, int]], model: Mod
     """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
     outputs = bound * call.choices
     worst_tokens = call.input_tokens + outputs
-    worst_cost = model.cost(call.input_priced, outputs)
+    worst_cost = model.cost(call.input_tokens if call.priced_input is None else call.priced_input, outputs)
     i = 0  # budgets come first in the usage (counted by hand: enumerate() costs a call of its own)
     for limit, in_tokens, _ in plan.budget_terms:
         spent, reserved = usage[i]
@@ -277,9 +280,9 @@ def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int
 def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec,
            output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
            now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None,
-           estimate: int | None = None) -> Decision:
+           estimate: int | None = None, requested_bound: int | None = None) -> Decision:
     """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``estimate``
-    is its worst-case cost when already known."""
+    is its worst-case cost and ``requested_bound`` its output bound on ``model`` when known."""
     choices = call.choices
     tokens = call.input_tokens + output_tokens * choices
     rate = None
@@ -292,16 +295,25 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
                             shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
     if estimate is None:
         estimate = model.cost(call.input_priced, output_tokens * choices)
-    # One hold per window of the plan, in its order (plan.hold_terms). Here and below, values made
-    # on every admitted call are filled in slot by slot on a bare instance: in CPython 3.11 a
-    # dataclass call goes through type.__call__ into an __init__ frame of its own, several times
-    # the cost (and a keyword call to Decision several times more).
-    holds = []
-    for window, hard, unit in plan.hold_terms:
-        hold = _new(Hold)
-        hold.window, hold.amount, hold.limit, hold.unit = \
-            window, estimate if unit is USD else tokens if unit is TOKENS else 1, hard, unit
-        holds.append(hold)
+    # One hold per window of the plan, in its order (plan.hold_terms), made once per plan and
+    # amounts: a caller's calls of one size within a plan's life (a second at most, with rate
+    # limits) share them (values, never changed). Here and below, values made on every admitted
+    # call are filled in slot by slot on a bare instance: in CPython 3.11 a dataclass call goes
+    # through type.__call__ into an __init__ frame of its own, several times the cost (and a
+    # keyword call to Decision several times more).
+    memo = plan.last_holds
+    last = memo[0]
+    if last[0] == estimate and last[1] == tokens:
+        holds = last[2]
+    else:
+        made = []
+        for window, hard, unit in plan.hold_terms:
+            hold = _new(Hold)
+            hold.window, hold.amount, hold.limit, hold.unit = \
+                window, estimate if unit is USD else tokens if unit is TOKENS else 1, hard, unit
+            made.append(hold)
+        holds = tuple(made)
+        memo[0] = (estimate, tokens, holds)
     remaining: int | None = None
     for i, limit in plan.usd_budgets:  # the least room left in a dollar budget once this call is held
         spent, reserved = usage[i]
@@ -312,7 +324,8 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
         # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
         # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
         remaining -= estimate
-    requested_bound = _output_bound(model, call)
+    if requested_bound is None:
+        requested_bound = _output_bound(model, call)
     decision = _new(Decision)
     decision.requested = requested
     decision.model = model
@@ -320,7 +333,7 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
     decision.estimate_nanos = estimate
     decision.clamped = output_tokens < requested_bound
     decision.downgraded_from = requested if model.id != requested else None
-    decision.holds = tuple(holds)
+    decision.holds = holds
     decision.new_flags = tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else ()
     decision.shadow = tuple(shadow) if shadow else ()
     decision.denial = None

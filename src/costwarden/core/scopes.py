@@ -7,15 +7,20 @@ computation, in the policy's timezone, is the costly part) between callers and r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from costwarden.core.kinds import ScopeKind, Unit
 from costwarden.core.periods import Period, Window
 from costwarden.core.policy import RESTRICT, Budget, Policy, Rules, TagRules
 from costwarden.core.sliding import leaves_at
+
+if TYPE_CHECKING:
+    from costwarden.core.decision import Hold
 
 RATE_PERIOD = Period(text="1m", kind="rolling", seconds=60)
 PLAN_CACHE_SIZE = 100_000  # callers whose plans a Planner keeps (cleared wholesale when full)
@@ -106,6 +111,12 @@ class Plan:
     # enforced, index of its window in ``windows``, its ``limit_resets``)
     rate_terms: tuple[tuple[int, bool, bool, int, tuple[int, int]], ...] = field(
         init=False, repr=False, compare=False)
+    # the holds of the last call admitted on this plan, as (dollars, tokens, holds): calls of one
+    # size share them (core/decision.py's _admit; a memo, the one field ever written)
+    last_holds: list[tuple[int, int, tuple[Hold, ...]]] = field(init=False, repr=False, compare=False)
+    # the amounts a call's holds move, one per hold, from its (dollars, tokens, requests): a
+    # settlement's, picked in one call rather than tested hold by hold
+    hold_amounts: Callable[[tuple[int, int, int]], tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     # what the fields above are derived from besides the checks (made with the caller's skeleton)
     shape: InitVar[_Shape | None] = None
@@ -123,6 +134,8 @@ class Plan:
         object.__setattr__(self, "hold_terms", tuple(
             (window, hard, unit) for window, (hard, unit) in zip(self.windows, shape.holds, strict=True)))
         object.__setattr__(self, "usd_budgets", shape.usd_budgets)
+        object.__setattr__(self, "hold_amounts", shape.hold_amounts)
+        object.__setattr__(self, "last_holds", [(-1, -1, ())])
         width = RATE_PERIOD.bucket_seconds
         resets = tuple((leaves_at(c.window.bucket, c.window.span, width), c.window.bucket * width)
                        for c in self.limits)
@@ -144,6 +157,7 @@ class _Shape:
     holds: tuple[tuple[int | None, Unit], ...]  # Plan.hold_terms less the windows
     usd_budgets: tuple[tuple[int, int], ...]  # as Plan's
     rates: tuple[tuple[int, bool, bool, int], ...]  # Plan.rate_terms less the resets
+    hold_amounts: Callable[[tuple[int, int, int]], tuple[int, ...]]  # as Plan's
 
 
 def _shape(budgets: Sequence[Budget], limits: Sequence[tuple[int, bool, bool]]) -> _Shape:
@@ -159,7 +173,21 @@ def _shape(budgets: Sequence[Budget], limits: Sequence[tuple[int, bool, bool]]) 
         tuple((i, alert_levels(b)) for i, b in enumerate(budgets) if b.alert_at),
         tuple(holds),
         tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms) if not in_tokens),
-        tuple((limit, rpm, enforced, len(terms) + i) for i, (limit, rpm, enforced) in enumerate(limits)))
+        tuple((limit, rpm, enforced, len(terms) + i) for i, (limit, rpm, enforced) in enumerate(limits)),
+        _picker(tuple(_UNIT_RANKS[unit] for _, unit in holds)))
+
+
+_UNIT_RANKS = {Unit.USD: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2}  # the order of Plan.hold_amounts' argument
+
+
+def _picker(ranks: tuple[int, ...]) -> Callable[[tuple[int, int, int]], tuple[int, ...]]:
+    """A function of (dollars, tokens, requests) giving the items at ``ranks``, as a tuple."""
+    if len(ranks) > 1:
+        return itemgetter(*ranks)
+    if ranks:
+        rank = ranks[0]
+        return lambda amounts: (amounts[rank],)  # itemgetter of one item answers the item itself
+    return lambda amounts: ()
 
 
 def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
@@ -17,6 +18,8 @@ from costwarden.counters.base import (
 )
 
 _NO_FLAGS: frozenset[str] = frozenset()
+_figures = attrgetter("spent", "reserved")  # a counter's (spent, reserved)
+_window_of, _amount_of, _limit_of = attrgetter("window"), attrgetter("amount"), attrgetter("limit")
 _new = object.__new__  # a bare instance, its slots filled in one by one (see core/decision.py's _admit)
 BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is
 BOUND_WINDOWS = 10_000  # windows tuples whose counters are kept (forgotten wholesale when full)
@@ -62,7 +65,7 @@ class _Binding:
     """The counters of one tuple of windows (a plan's), found once and kept until a counter moves
     to a new bucket or is dropped: what reading and holding on them needs, by window."""
 
-    __slots__ = ("buckets", "cells", "counters", "distinct", "windows")
+    __slots__ = ("buckets", "cells", "counters", "distinct", "unheld", "windows")
 
     def __init__(self, windows: Sequence[Window], counters: list[_Counter]) -> None:
         self.windows = windows  # kept: the binding is found by the tuple's id, which stays its own
@@ -71,6 +74,7 @@ class _Binding:
         # each window's bucket cell, made when first held on (a read alone makes none)
         self.cells: list[list[int] | None] = [counter.buckets.get(window.bucket)
                                                for counter, window in zip(counters, windows, strict=True)]
+        self.unheld = True  # no hold made through it yet (its cells may be missing)
         self.distinct = len({window.key for window in windows}) == len(windows)  # held on in one pass
 
 
@@ -139,7 +143,7 @@ class MemoryCounterStore:
         bound = self._bound.get(id(windows))
         if bound is None or bound.windows is not windows:
             bound = self._bind(windows)
-        usage = [(counter.spent, counter.reserved) for counter in bound.counters]
+        usage = list(map(_figures, bound.counters))  # in C: no frame, no loop of bytecodes
         self._seen = (bound, usage)
         snapshot = _new(Snapshot)
         snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
@@ -194,22 +198,22 @@ class MemoryCounterStore:
         """Hold on the counters ``remembered`` just read, unchanged since (so ``usage`` is what
         they hold): the admission path. None, with nothing held, unless each hold is on the
         binding's window of the same rank and fits (``_reserve`` then says what does not)."""
-        amounts: list[int] = []
-        cells = bound.cells
-        for hold, window, counter, cell, (spent, reserved) in zip(  # noqa: B905 (equal lengths, checked)
-                holds, bound.windows, bound.counters, cells, usage):
-            amount, limit = hold.amount, hold.limit
-            if hold.window is not window or (limit is not None and spent + reserved + amount > limit):
-                for counter, cell, amount in zip(bound.counters, cells, amounts, strict=False):
-                    assert cell is not None
-                    cell[1] -= amount
-                    counter.reserved -= amount
+        # Two passes, checks first, so that a refusal has nothing to undo; the holds' amounts and
+        # windows are read in C (and the windows compared by identity first).
+        if tuple(map(_window_of, holds)) != bound.windows:
+            return None
+        amounts = list(map(_amount_of, holds))
+        for amount, limit, (spent, reserved) in zip(amounts, map(_limit_of, holds), usage):  # noqa: B905
+            if limit is not None and spent + reserved + amount > limit:
                 return None
-            if cell is None:
-                cell = cells[len(amounts)] = counter.buckets.setdefault(window.bucket, [0, 0])
-            cell[1] += amount
-            counter.reserved = reserved + amount
-            amounts.append(amount)
+        cells = bound.cells
+        if bound.unheld:  # the first hold through this binding: every hold is on all its windows
+            cells = bound.cells = [counter.buckets.setdefault(bucket, [0, 0])
+                                   for counter, bucket in zip(bound.counters, bound.buckets)]  # noqa: B905
+            bound.unheld = False
+        for amount, counter, cell in zip(amounts, bound.counters, cells):  # noqa: B905
+            cell[1] += amount  # type: ignore[index]  # made above
+            counter.reserved += amount
         reservation = _new(Reservation)
         reservation.id, reservation.holds, reservation.expires_at, reservation.owner = \
             reservation_id, tuple(holds), expires_at, self._replica
