@@ -133,7 +133,21 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
     """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``; ``buckets``,
     when given, the non-empty buckets of each rate window of ``plan.limits``, oldest first, as
     (bucket, spent + reserved), from which a rate refusal tells exactly when to retry."""
-    decision = _decide(policy, call, plan, usage, flags, now, buckets)
+    requested = policy.catalog.get(call.model)
+    if requested is not None and (not plan.restricting or active_restriction(plan, flags) is None) \
+            and policy.departments[call.caller.department].may_use(requested.id, requested.tier) \
+            and (call.input_tokens if call.input_floor is None else call.input_floor) <= requested.context_window:
+        # The usual call: the model asked for is allowed and its worst case fits every budget.
+        # This is what the general path concludes for it, without its bookkeeping (and with
+        # CallRequest's properties and _output_bound read inline: a frame each). A refusal
+        # by a rate limit there carries its rate headers already.
+        most, bound = requested.max_output, call.output_tokens
+        if bound is None or bound > most:
+            bound = most
+        worst_cost = _worst_cost_if_fits(plan, usage, requested, call, bound)
+        if worst_cost is not None:
+            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost, bound)
+    decision = _decide(policy, call, plan, usage, flags, now, buckets, requested)
     if decision.denial is not None and decision.rate is None and plan.limit_terms:
         # Every refusal tells the caller's rate limits as they stand (a 429 for a budget too, as
         # OpenAI's insufficient_quota does); the refused call takes no room, so it is not counted.
@@ -143,23 +157,14 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
 
 
 def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],
-            flags: Set[str], now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None) -> Decision:
-    requested = policy.catalog.get(call.model)
+            flags: Set[str], now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None,
+            requested: ModelSpec | None) -> Decision:
+    """The general path of ``decide``: models down the downgrade chain, tier restrictions,
+    clamping, and every kind of refusal."""
     if requested is None:
         return Decision(requested=call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
     dept = policy.departments[call.caller.department]
     allowed_tiers = active_restriction(plan, flags) if plan.restricting else None
-    if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
-            and (call.input_tokens if call.input_floor is None else call.input_floor) <= requested.context_window:
-        # The usual call: the model asked for is allowed and its worst case fits every budget.
-        # This is what the general loop below concludes for it, without its bookkeeping (and
-        # with CallRequest's properties and _output_bound read inline: a frame each).
-        most, bound = requested.max_output, call.output_tokens
-        if bound is None or bound > most:
-            bound = most
-        worst_cost = _worst_cost_if_fits(plan, usage, requested, call, bound)
-        if worst_cost is not None:
-            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost, bound)
     used = [spent + reserved for spent, reserved in usage]
     shadow: list[str] = []
     new_flags: list[BudgetCheck] = []

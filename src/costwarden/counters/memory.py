@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from operator import attrgetter
 
 from costwarden.core.decision import Hold
 from costwarden.core.periods import Window
@@ -18,8 +17,6 @@ from costwarden.counters.base import (
 )
 
 _NO_FLAGS: frozenset[str] = frozenset()
-_figures = attrgetter("spent", "reserved")  # a counter's (spent, reserved)
-_window_of, _amount_of, _limit_of = attrgetter("window"), attrgetter("amount"), attrgetter("limit")
 _new = object.__new__  # a bare instance, its slots filled in one by one (see core/decision.py's _admit)
 BUILT = "memory"  # the marker of a store made empty and consistent, as a fresh one is
 BOUND_WINDOWS = 10_000  # windows tuples whose counters are kept (forgotten wholesale when full)
@@ -143,7 +140,7 @@ class MemoryCounterStore:
         bound = self._bound.get(id(windows))
         if bound is None or bound.windows is not windows:
             bound = self._bind(windows)
-        usage = list(map(_figures, bound.counters))  # in C: no frame, no loop of bytecodes
+        usage = [(counter.spent, counter.reserved) for counter in bound.counters]
         self._seen = (bound, usage)
         snapshot = _new(Snapshot)
         snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
@@ -198,22 +195,23 @@ class MemoryCounterStore:
         """Hold on the counters ``remembered`` just read, unchanged since (so ``usage`` is what
         they hold): the admission path. None, with nothing held, unless each hold is on the
         binding's window of the same rank and fits (``_reserve`` then says what does not)."""
-        # Two passes, checks first, so that a refusal has nothing to undo; the holds' amounts and
-        # windows are read in C (and the windows compared by identity first).
-        if tuple(map(_window_of, holds)) != bound.windows:
-            return None
-        amounts = list(map(_amount_of, holds))
-        for amount, limit, (spent, reserved) in zip(amounts, map(_limit_of, holds), usage):  # noqa: B905
-            if limit is not None and spent + reserved + amount > limit:
-                return None
         cells = bound.cells
         if bound.unheld:  # the first hold through this binding: every hold is on all its windows
             cells = bound.cells = [counter.buckets.setdefault(bucket, [0, 0])
                                    for counter, bucket in zip(bound.counters, bound.buckets)]  # noqa: B905
             bound.unheld = False
-        for amount, counter, cell in zip(amounts, bound.counters, cells):  # noqa: B905
-            cell[1] += amount  # type: ignore[index]  # made above
-            counter.reserved += amount
+        amounts: list[int] = []
+        for hold, window, counter, cell, (spent, reserved) in zip(  # noqa: B905 (equal lengths, checked)
+                holds, bound.windows, bound.counters, cells, usage):
+            amount, limit = hold.amount, hold.limit
+            if hold.window is not window or (limit is not None and spent + reserved + amount > limit):
+                for counter, cell, amount in zip(bound.counters, cells, amounts):  # noqa: B905
+                    cell[1] -= amount  # type: ignore[index]  # made above
+                    counter.reserved -= amount
+                return None
+            cell[1] += amount  # type: ignore[index]
+            counter.reserved = reserved + amount
+            amounts.append(amount)
         reservation = _new(Reservation)
         reservation.id, reservation.holds, reservation.expires_at, reservation.owner = \
             reservation_id, tuple(holds), expires_at, self._replica
@@ -278,13 +276,17 @@ class MemoryCounterStore:
             return Settlement([(0, 0)] * len(reservation.holds), ())
         _, counters, cells, buckets, holding = held
         moved = self._apply(counters, cells, buckets, holding, amounts)
-        claimed: list[int] = []
-        flags = self._flags
-        for index, threshold in enumerate(thresholds):
+        claimed: list[int] | None = None  # made when one is (the usual settlement claims none)
+        index = 0
+        for threshold in thresholds:
+            level = threshold.level
             before, after = moved[threshold.hold]
-            if before < threshold.level <= after and flags.get(threshold.key, 0.0) <= now:
-                flags[threshold.key] = threshold.expires_at
+            if before < level <= after and self._flags.get(threshold.key, 0.0) <= now:
+                self._flags[threshold.key] = threshold.expires_at
+                if claimed is None:
+                    claimed = []
                 claimed.append(index)
+            index += 1  # noqa: SIM113 (enumerate() costs a call and a tuple per item)
         settlement = _new(Settlement)
         settlement.moved, settlement.claimed = moved, tuple(claimed) if claimed else ()
         return settlement

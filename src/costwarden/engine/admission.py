@@ -31,6 +31,7 @@ RESERVATION_TTL_S = 3600.0  # a call still open after this long is settled at it
 MAX_ATTEMPTS = 8  # lost reservation races before refusing (only under extreme contention)
 ALERT_CLAIM_S = 86400.0  # an alert's claim outlives its period by a day
 THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten wholesale when full)
+_ATTEMPTS = range(MAX_ATTEMPTS)  # made once: iterated by every admission
 _new = object.__new__
 
 
@@ -125,7 +126,10 @@ class Admission:
         plan = planner.plan(request.caller, now, stamp)
         store = self.store
         try:
-            flag_keys, breaker = _with_breaker(plan.flag_keys, request.caller, policy)
+            if policy.alerts.breaker and request.caller.key_id is not None:
+                flag_keys, breaker = _with_breaker(plan.flag_keys, request.caller)
+            else:  # no rule may trip a key's breaker (tested here: a call and a tuple fewer)
+                flag_keys, breaker = plan.flag_keys, None
             seen = store.remembered(plan.windows, flag_keys, stamp)
             fresh = seen is None
             if seen is None:
@@ -133,7 +137,7 @@ class Admission:
             usage, flags = seen.usage, seen.flags
             conflict: Conflict | None = None
             decision: Decision | None = None
-            for _ in range(MAX_ATTEMPTS):
+            for _ in _ATTEMPTS:
                 if breaker is not None and breaker in flags:  # the key's breaker is open
                     return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
                 decision = decide(policy, request, plan, usage, flags, now)
@@ -303,11 +307,10 @@ def _crossed(settlement: Settlement, thresholds: Sequence[Threshold],
     return tuple(Crossing(*crossings[i], moved[thresholds[i].hold][1]) for i in settlement.claimed)
 
 
-def _with_breaker(flag_keys: tuple[str, ...], caller: Caller, policy: Policy) -> tuple[tuple[str, ...], str | None]:
-    """The flags to read for a call: its plan's, and its key's breaker when a rule may trip one
-    (read in the same snapshot, so a breaker costs no round trip of its own)."""
-    if not policy.alerts.breaker or caller.key_id is None:
-        return flag_keys, None
+def _with_breaker(flag_keys: tuple[str, ...], caller: Caller) -> tuple[tuple[str, ...], str]:
+    """The flags to read for a call from a key that a rule may trip the breaker of: its plan's
+    and its key's breaker (read in the same snapshot, so a breaker costs no round trip of its own)."""
+    assert caller.key_id is not None
     key = breaker_key(caller.department, caller.key_id)
     return (*flag_keys, key), key
 
