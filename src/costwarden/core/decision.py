@@ -144,9 +144,10 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
         most, bound = requested.max_output, call.output_tokens
         if bound is None or bound > most:
             bound = most
-        worst_cost = _worst_cost_if_fits(plan, usage, requested, call, bound)
-        if worst_cost is not None:
-            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost, bound)
+        fits = _worst_cost_if_fits(plan, usage, requested, call, bound)
+        if fits is not None:
+            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, fits[1],
+                          fits[0], bound)
     decision = _decide(policy, call, plan, usage, flags, now, buckets, requested)
     if decision.denial is not None and decision.rate is None and plan.limit_terms:
         # Every refusal tells the caller's rate limits as they stand (a 429 for a budget too, as
@@ -193,7 +194,8 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
         if fit.move_on is not None:
             last_move = fit.move_on
             continue
-        return _admit(call, plan, usage, model, fit.output_tokens, shadow, new_flags, requested.id, now, buckets)
+        return _admit(call, plan, usage, model, fit.output_tokens, shadow, new_flags, requested.id, now, buckets,
+                      _least_usd_room(plan, usage))
     if last_move is not None and last_move.budget.action.kind == DOWNGRADE:
         denial = budget_denial(last_move, used[plan.budgets.index(last_move)], policy.timezone,
                                " and no cheaper model in its downgrade chain fits")
@@ -215,18 +217,37 @@ def active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
 
 
 def _worst_cost_if_fits(plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec, call: CallRequest,
-                        bound: int) -> int | None:
-    """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
+                        bound: int) -> tuple[int, int | None] | None:
+    """The worst-case cost of ``call`` on ``model`` if it fits in the room of every budget, with
+    the least room of a dollar budget before it (None without one; see ``_least_usd_room``)."""
     outputs = bound * call.choices
     worst_tokens = call.input_tokens + outputs
     worst_cost = model.cost(call.input_tokens if call.priced_input is None else call.priced_input, outputs)
+    least = None
     i = 0  # budgets come first in the usage (counted by hand: enumerate() costs a call of its own)
     for limit, in_tokens, _ in plan.budget_terms:
         spent, reserved = usage[i]
-        if (worst_tokens if in_tokens else worst_cost) > limit - spent - reserved:
+        room = limit - spent - reserved
+        if in_tokens:
+            if worst_tokens > room:
+                return None
+        elif worst_cost > room:
             return None
+        elif least is None or room < least:
+            least = room
         i += 1  # noqa: SIM113
-    return worst_cost
+    return worst_cost, least
+
+
+def _least_usd_room(plan: Plan, usage: Sequence[tuple[int, int]]) -> int | None:
+    """The least room left in a dollar budget of ``plan`` (None: it has none)."""
+    least = None
+    for i, limit in plan.usd_budgets:
+        spent, reserved = usage[i]
+        room = limit - spent - reserved
+        if least is None or room < least:
+            least = room
+    return least
 
 
 def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, policy: Policy) -> _Fit:
@@ -284,10 +305,11 @@ def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int
 
 def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec,
            output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
-           now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None,
+           now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None, usd_room: int | None,
            estimate: int | None = None, requested_bound: int | None = None) -> Decision:
-    """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``estimate``
-    is its worst-case cost and ``requested_bound`` its output bound on ``model`` when known."""
+    """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``usd_room`` is
+    the least room left in a dollar budget before it (``_least_usd_room``), ``estimate`` its
+    worst-case cost and ``requested_bound`` its output bound on ``model`` when known."""
     choices = call.choices
     tokens = call.input_tokens + output_tokens * choices
     rate = None
@@ -319,16 +341,9 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
             made.append(hold)
         holds = tuple(made)
         memo[0] = (estimate, tokens, holds)
-    remaining: int | None = None
-    for i, limit in plan.usd_budgets:  # the least room left in a dollar budget once this call is held
-        spent, reserved = usage[i]
-        room = limit - spent - reserved
-        if remaining is None or room < remaining:
-            remaining = room
-    if remaining is not None:
-        # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
-        # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
-        remaining -= estimate
+    # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
+    # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
+    remaining = None if usd_room is None else usd_room - estimate
     if requested_bound is None:
         requested_bound = _output_bound(model, call)
     decision = _new(Decision)
