@@ -140,7 +140,9 @@ class MemoryCounterStore:
         bound = self._bound.get(id(windows))
         if bound is None or bound.windows is not windows:
             bound = self._bind(windows)
-        usage = [(counter.spent, counter.reserved) for counter in bound.counters]
+        usage = []  # a loop rather than a comprehension: in CPython 3.11 that is a function made and called
+        for counter in bound.counters:
+            usage.append((counter.spent, counter.reserved))
         self._seen = (bound, usage)
         snapshot = _new(Snapshot)
         snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
