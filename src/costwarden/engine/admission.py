@@ -240,7 +240,10 @@ class Admission:
             return priced
         if plan.alerting:
             kept = self._by_plan.get(id(plan))
-            thresholds, crossings = kept[1:] if kept is not None and kept[0] is plan else self._thresholds(plan)
+            if kept is not None and kept[0] is plan:
+                thresholds, crossings = kept[1], kept[2]
+            else:
+                thresholds, crossings = self._thresholds(plan)
         else:
             thresholds, crossings = (), ()
         try:
