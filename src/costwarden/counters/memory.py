@@ -279,12 +279,12 @@ class MemoryCounterStore:
         _, counters, cells, buckets, holding = held
         moved = self._apply(counters, cells, buckets, holding, amounts)
         claimed: list[int] | None = None  # made when one is (the usual settlement claims none)
+        flags = self._flags
         index = 0
         for threshold in thresholds:
-            level = threshold.level
             before, after = moved[threshold.hold]
-            if before < level <= after and self._flags.get(threshold.key, 0.0) <= now:
-                self._flags[threshold.key] = threshold.expires_at
+            if before < threshold.level <= after and flags.get(threshold.key, 0.0) <= now:
+                flags[threshold.key] = threshold.expires_at
                 if claimed is None:
                     claimed = []
                 claimed.append(index)
