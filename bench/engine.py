@@ -2,7 +2,7 @@
 
 A realistic policy: five departments; every call touches three scopes (organization,
 department, and a per-key runaway breaker on a rolling hour) plus department rate limits.
-Run: python bench/engine.py [--calls N]
+Run: python bench/engine.py [--calls N] [--plans ROUNDS]
 """
 
 from __future__ import annotations
@@ -63,10 +63,28 @@ async def run(calls: int) -> tuple[float, int]:
     return time.perf_counter() - start, admitted
 
 
+def plans(rounds: int) -> None:
+    """Only the plans: the bench's 50 callers planned once a second for ``rounds`` seconds, so that
+    every plan is rebuilt (its rate windows moved) and each department's rate checks are shared."""
+    planner = Planner(parse_policy(POLICY))
+    callers = [Caller(f"DEPT{i % 5}", key_id=f"key{i}") for i in range(50)]
+    now = datetime(2026, 11, 10, tzinfo=UTC)
+    for _ in range(rounds):
+        now += timedelta(seconds=1)
+        stamp = now.timestamp()
+        for caller in callers:
+            planner.plan(caller, now, stamp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--plans", type=int, metavar="ROUNDS",
+                        help="only rebuild the 50 callers' plans, a second apart, ROUNDS times (for callgrind)")
     args = parser.parse_args()
+    if args.plans is not None:
+        plans(args.plans)
+        return
     asyncio.run(run(2_000))  # warm up
     elapsed, admitted = asyncio.run(run(args.calls))
     rate = args.calls / elapsed

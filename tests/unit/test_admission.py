@@ -85,3 +85,17 @@ departments:
     stepped_back = planner.plan(caller, earlier, earlier.timestamp())
     assert [w.key for w in stepped_back.windows] == [w.key for w in plan_for(policy, caller, earlier).windows]
     assert [w.bucket for w in stepped_back.windows] == [w.bucket for w in plan_for(policy, caller, earlier).windows]
+
+
+async def test_an_admitted_call_carries_its_instant_in_epoch_seconds_and_settles_once_awaited() -> None:
+    clock = FakeClock()
+    admission = Admission(MemoryCounterStore(), clock)
+    planner = Planner(parse_policy(POLICY))
+    admitted = await admission.admit("c", CallRequest(Caller("HR"), "gpt-4o-mini", 1000, 50), planner)
+    assert isinstance(admitted, Admitted)
+    assert admitted.stamp == admitted.at.timestamp()
+    pending = admission.settle(admitted, 1000, 50)  # priced now, charged when awaited
+    assert admitted.reservation.id in {r.id for r in await admission.store.owned_by("local")}
+    settled = await pending
+    assert settled.cost_nanos == 180_000
+    assert not await admission.store.owned_by("local")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
@@ -285,3 +286,45 @@ def test_an_admitted_call_holds_what_its_plan_checks(scenario: Scenario) -> None
         assert said <= set(resets)
     else:
         assert not scenario.plan.limits
+
+
+SIZES = st.lists(st.tuples(st.sampled_from((0, 100, 2_000)), st.sampled_from((None, 0, 50, 5_000))),
+                 min_size=1, max_size=6)
+
+
+@EXAMPLES
+@given(scenarios(), SIZES)
+def test_calls_of_one_size_share_their_plans_holds_and_hold_what_a_plan_of_their_own_gives(
+        scenario: Scenario, sizes: list[tuple[int, int | None]]) -> None:
+    """A plan keeps the holds of the last call admitted on it and gives them to the next of the
+    same worst case (dollars and tokens): whatever ran on the plan before, each call is decided
+    as on a plan of its own, and a settlement's amounts, picked by unit, follow its holds."""
+    s = scenario
+    last: tuple[int, int, tuple[Hold, ...]] | None = None  # the last call admitted: dollars, tokens, holds
+    for input_tokens, output_tokens in sizes:
+        call = replace(s.call, input_tokens=input_tokens, output_tokens=output_tokens)
+        shared = decide(s.policy, call, s.plan, s.usage, s.flags, s.now)
+        own = decide(s.policy, call, plan_for(s.policy, call.caller, s.now), s.usage, s.flags, s.now)
+        assert shared == own
+        if shared.denial is not None:
+            continue
+        tokens = call.input_tokens + shared.output_tokens * call.choices
+        assert s.plan.hold_amounts((shared.estimate_nanos, tokens, 1)) == tuple(h.amount for h in shared.holds)
+        if last is not None and last[:2] == (shared.estimate_nanos, tokens):
+            assert shared.holds is last[2]  # made once, shared
+        last = shared.estimate_nanos, tokens, shared.holds
+
+
+@pytest.mark.parametrize("windows", [0, 1, 2, 5])
+def test_a_plan_picks_one_amount_per_hold_by_its_unit(windows: int) -> None:
+    """``Plan.hold_amounts`` answers a tuple of one amount per window, whatever the count (one
+    item and none are built apart from the rest)."""
+    now = datetime(2026, 11, 10, tzinfo=UTC)
+    rules = Rules(budgets=tuple(Budget(limit=10**9, period=Period.parse("monthly"), action=Action(ActionKind.REJECT),
+                                       unit=Unit.USD if i % 2 else Unit.TOKENS) for i in range(min(windows, 3))),
+                  limits=RateLimits(tpm=100, rpm=5) if windows == 5 else None)
+    policy = Policy(catalog=Catalog({}), departments={"A": Department(id="A", name="A", rules=rules)})
+    plan = plan_for(policy, Caller("A"), now)
+    assert len(plan.hold_terms) == windows
+    picked = plan.hold_amounts((7, 8, 1))
+    assert picked == tuple(7 if unit == Unit.USD else 8 if unit == Unit.TOKENS else 1 for _, _, unit in plan.hold_terms)

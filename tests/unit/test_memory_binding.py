@@ -14,7 +14,7 @@ from costwarden.core.decision import Hold
 from costwarden.core.kinds import Unit
 from costwarden.core.periods import Window
 from costwarden.counters import MemoryCounterStore
-from costwarden.counters.base import Attempt, Reservation
+from costwarden.counters.base import Attempt, Reservation, Threshold
 
 T = 1_800_000_000.0
 END = datetime.fromtimestamp(T, UTC)
@@ -54,7 +54,10 @@ async def _run(calls: list[tuple[int, list[tuple[int, int | None]], str, bool, b
         seen.append(_answer(attempt))
         if isinstance(attempt.outcome, Reservation):
             if end == "settle":
-                seen.append(await store.settle(attempt.outcome, [amount // 2 for amount, _ in terms]))
+                # an alert level on the calendar counter and one on a rolling one, claimed once
+                thresholds = [Threshold(0, 30, "alert|month", T + 3600), Threshold(2, 10, f"alert|key|{bucket // 2}", T + 3600)]
+                settled = await store.settle_claiming(attempt.outcome, [amount // 2 for amount, _ in terms], thresholds, T)
+                seen.append((settled.moved, settled.claimed))
             elif end == "release":
                 await store.release(attempt.outcome)
         seen.append((await store.snapshot(windows, [], T)).usage)

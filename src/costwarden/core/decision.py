@@ -133,7 +133,22 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
     """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``; ``buckets``,
     when given, the non-empty buckets of each rate window of ``plan.limits``, oldest first, as
     (bucket, spent + reserved), from which a rate refusal tells exactly when to retry."""
-    decision = _decide(policy, call, plan, usage, flags, now, buckets)
+    requested = policy.catalog.get(call.model)
+    if requested is not None and (not plan.restricting or active_restriction(plan, flags) is None) \
+            and policy.departments[call.caller.department].may_use(requested.id, requested.tier) \
+            and (call.input_tokens if call.input_floor is None else call.input_floor) <= requested.context_window:
+        # The usual call: the model asked for is allowed and its worst case fits every budget.
+        # This is what the general path concludes for it, without its bookkeeping (and with
+        # CallRequest's properties and _output_bound read inline: a frame each). A refusal
+        # by a rate limit there carries its rate headers already.
+        most, bound = requested.max_output, call.output_tokens
+        if bound is None or bound > most:
+            bound = most
+        fits = _worst_cost_if_fits(plan, usage, requested, call, bound)
+        if fits is not None:
+            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, fits[1],
+                          fits[0], bound)
+    decision = _decide(policy, call, plan, usage, flags, now, buckets, requested)
     if decision.denial is not None and decision.rate is None and plan.limit_terms:
         # Every refusal tells the caller's rate limits as they stand (a 429 for a budget too, as
         # OpenAI's insufficient_quota does); the refused call takes no room, so it is not counted.
@@ -143,20 +158,14 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
 
 
 def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]],
-            flags: Set[str], now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None) -> Decision:
-    requested = policy.catalog.get(call.model)
+            flags: Set[str], now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None,
+            requested: ModelSpec | None) -> Decision:
+    """The general path of ``decide``: models down the downgrade chain, tier restrictions,
+    clamping, and every kind of refusal."""
     if requested is None:
         return Decision(requested=call.model, denial=Denial(errors.ModelNotFound, _unknown_model(call.model)))
     dept = policy.departments[call.caller.department]
     allowed_tiers = active_restriction(plan, flags) if plan.restricting else None
-    if allowed_tiers is None and dept.may_use(requested.id, requested.tier) \
-            and call.window_tokens <= requested.context_window:
-        # The usual call: the model asked for is allowed and its worst case fits every budget.
-        # This is what the general loop below concludes for it, without its bookkeeping.
-        bound = _output_bound(requested, call)
-        worst_cost = _worst_cost_if_fits(plan, usage, requested, call, bound)
-        if worst_cost is not None:
-            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, worst_cost)
     used = [spent + reserved for spent, reserved in usage]
     shadow: list[str] = []
     new_flags: list[BudgetCheck] = []
@@ -185,7 +194,8 @@ def _decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple
         if fit.move_on is not None:
             last_move = fit.move_on
             continue
-        return _admit(call, plan, usage, model, fit.output_tokens, shadow, new_flags, requested.id, now, buckets)
+        return _admit(call, plan, usage, model, fit.output_tokens, shadow, new_flags, requested.id, now, buckets,
+                      _least_usd_room(plan, usage))
     if last_move is not None and last_move.budget.action.kind == DOWNGRADE:
         denial = budget_denial(last_move, used[plan.budgets.index(last_move)], policy.timezone,
                                " and no cheaper model in its downgrade chain fits")
@@ -207,18 +217,37 @@ def active_restriction(plan: Plan, flags: Set[str]) -> frozenset[int] | None:
 
 
 def _worst_cost_if_fits(plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec, call: CallRequest,
-                        bound: int) -> int | None:
-    """The worst-case cost of ``call`` on ``model``, if it fits in the room of every budget."""
+                        bound: int) -> tuple[int, int | None] | None:
+    """The worst-case cost of ``call`` on ``model`` if it fits in the room of every budget, with
+    the least room of a dollar budget before it (None without one; see ``_least_usd_room``)."""
     outputs = bound * call.choices
     worst_tokens = call.input_tokens + outputs
-    worst_cost = model.cost(call.input_priced, outputs)
+    worst_cost = model.cost(call.input_tokens if call.priced_input is None else call.priced_input, outputs)
+    least = None
     i = 0  # budgets come first in the usage (counted by hand: enumerate() costs a call of its own)
     for limit, in_tokens, _ in plan.budget_terms:
         spent, reserved = usage[i]
-        if (worst_tokens if in_tokens else worst_cost) > limit - spent - reserved:
+        room = limit - spent - reserved
+        if in_tokens:
+            if worst_tokens > room:
+                return None
+        elif worst_cost > room:
             return None
+        elif least is None or room < least:
+            least = room
         i += 1  # noqa: SIM113
-    return worst_cost
+    return worst_cost, least
+
+
+def _least_usd_room(plan: Plan, usage: Sequence[tuple[int, int]]) -> int | None:
+    """The least room left in a dollar budget of ``plan`` (None: it has none)."""
+    least = None
+    for i, limit in plan.usd_budgets:
+        spent, reserved = usage[i]
+        room = limit - spent - reserved
+        if least is None or room < least:
+            least = room
+    return least
 
 
 def _fit_budgets(plan: Plan, used: list[int], model: ModelSpec, call: CallRequest, policy: Policy) -> _Fit:
@@ -276,10 +305,11 @@ def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int
 
 def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec,
            output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
-           now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None,
-           estimate: int | None = None) -> Decision:
-    """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``estimate``
-    is its worst-case cost when already known."""
+           now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None, usd_room: int | None,
+           estimate: int | None = None, requested_bound: int | None = None) -> Decision:
+    """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``usd_room`` is
+    the least room left in a dollar budget before it (``_least_usd_room``), ``estimate`` its
+    worst-case cost and ``requested_bound`` its output bound on ``model`` when known."""
     choices = call.choices
     tokens = call.input_tokens + output_tokens * choices
     rate = None
@@ -292,27 +322,30 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
                             shadow=tuple(shadow), rate=rate, needs_buckets=buckets is None)
     if estimate is None:
         estimate = model.cost(call.input_priced, output_tokens * choices)
-    # One hold per window of the plan, in its order (plan.hold_terms). Here and below, values made
-    # on every admitted call are filled in slot by slot on a bare instance: in CPython 3.11 a
-    # dataclass call goes through type.__call__ into an __init__ frame of its own, several times
-    # the cost (and a keyword call to Decision several times more).
-    holds = []
-    for window, hard, unit in plan.hold_terms:
-        hold = _new(Hold)
-        hold.window, hold.amount, hold.limit, hold.unit = \
-            window, estimate if unit is USD else tokens if unit is TOKENS else 1, hard, unit
-        holds.append(hold)
-    remaining: int | None = None
-    for i, limit in plan.usd_budgets:  # the least room left in a dollar budget once this call is held
-        spent, reserved = usage[i]
-        room = limit - spent - reserved
-        if remaining is None or room < remaining:
-            remaining = room
-    if remaining is not None:
-        # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
-        # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
-        remaining -= estimate
-    requested_bound = _output_bound(model, call)
+    # One hold per window of the plan, in its order (plan.hold_terms), made once per plan and
+    # amounts: a caller's calls of one size within a plan's life (a second at most, with rate
+    # limits) share them (values, never changed). Here and below, values made on every admitted
+    # call are filled in slot by slot on a bare instance: in CPython 3.11 a dataclass call goes
+    # through type.__call__ into an __init__ frame of its own, several times the cost (and a
+    # keyword call to Decision several times more).
+    memo = plan.last_holds
+    last = memo[0]
+    if last[0] == estimate and last[1] == tokens:
+        holds = last[2]
+    else:
+        made = []
+        for window, hard, unit in plan.hold_terms:
+            hold = _new(Hold)
+            hold.window, hold.amount, hold.limit, hold.unit = \
+                window, estimate if unit is USD else tokens if unit is TOKENS else 1, hard, unit
+            made.append(hold)
+        holds = tuple(made)
+        memo[0] = (estimate, tokens, holds)
+    # Kept below zero when the hold overruns a budget that admits it anyway (alert, an allowed
+    # tier of restrict_tiers): the refund at settlement is added to this, then floored at 0.
+    remaining = None if usd_room is None else usd_room - estimate
+    if requested_bound is None:
+        requested_bound = _output_bound(model, call)
     decision = _new(Decision)
     decision.requested = requested
     decision.model = model
@@ -320,7 +353,7 @@ def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], mode
     decision.estimate_nanos = estimate
     decision.clamped = output_tokens < requested_bound
     decision.downgraded_from = requested if model.id != requested else None
-    decision.holds = tuple(holds)
+    decision.holds = holds
     decision.new_flags = tuple((c.flag_key, c.window.end) for c in new_flags) if new_flags else ()
     decision.shadow = tuple(shadow) if shadow else ()
     decision.denial = None

@@ -7,15 +7,20 @@ computation, in the policy's timezone, is the costly part) between callers and r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from costwarden.core.kinds import ScopeKind, Unit
 from costwarden.core.periods import Period, Window
 from costwarden.core.policy import RESTRICT, Budget, Policy, Rules, TagRules
 from costwarden.core.sliding import leaves_at
+
+if TYPE_CHECKING:
+    from costwarden.core.decision import Hold
 
 RATE_PERIOD = Period(text="1m", kind="rolling", seconds=60)
 PLAN_CACHE_SIZE = 100_000  # callers whose plans a Planner keeps (cleared wholesale when full)
@@ -106,29 +111,44 @@ class Plan:
     # enforced, index of its window in ``windows``, its ``limit_resets``)
     rate_terms: tuple[tuple[int, bool, bool, int, tuple[int, int]], ...] = field(
         init=False, repr=False, compare=False)
+    # the holds of the last call admitted on this plan, as (dollars, tokens, holds): calls of one
+    # size share them (core/decision.py's _admit; a memo, the one field ever written)
+    last_holds: list[tuple[int, int, tuple[Hold, ...]]] = field(init=False, repr=False, compare=False)
+    # the amounts a call's holds move, one per hold, from its (dollars, tokens, requests): a
+    # settlement's, picked in one call rather than tested hold by hold
+    hold_amounts: Callable[[tuple[int, int, int]], tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     # what the fields above are derived from besides the checks (made with the caller's skeleton)
     shape: InitVar[_Shape | None] = None
 
     def __post_init__(self, shape: _Shape | None) -> None:
+        # Run each time a caller's rate windows move (each second): loops and zip() rather than
+        # generator expressions, which cost a generator object and its frame each.
         if shape is None:
             shape = _shape([c.budget for c in self.budgets], [(c.limit, c.metric == "rpm", c.enforce) for c in self.limits])
         budgets = self.budgets
-        object.__setattr__(self, "budget_terms", shape.budget_terms)
-        object.__setattr__(self, "limit_terms", shape.limit_terms)
-        object.__setattr__(self, "restricting", tuple(budgets[i] for i in shape.restricting)
-                           if shape.restricting else ())
-        object.__setattr__(self, "alerting", tuple((i, budgets[i], levels) for i, levels in shape.alerting)
-                           if shape.alerting else ())
-        object.__setattr__(self, "hold_terms", tuple(
-            (window, hard, unit) for window, (hard, unit) in zip(self.windows, shape.holds, strict=True)))
-        object.__setattr__(self, "usd_budgets", shape.usd_budgets)
+        _set = object.__setattr__
+        _set(self, "budget_terms", shape.budget_terms)
+        _set(self, "limit_terms", shape.limit_terms)
+        _set(self, "restricting", tuple([budgets[i] for i in shape.restricting]) if shape.restricting else ())
+        _set(self, "alerting", tuple([(i, budgets[i], levels) for i, levels in shape.alerting])
+             if shape.alerting else ())
+        if len(self.windows) != len(shape.hold_units):
+            raise ValueError(f"a plan of {len(shape.hold_units)} checks has {len(self.windows)} windows")
+        _set(self, "hold_terms", tuple(zip(self.windows, shape.hold_limits, shape.hold_units)))  # noqa: B905 (checked)
+        _set(self, "usd_budgets", shape.usd_budgets)
+        _set(self, "hold_amounts", shape.hold_amounts)
+        _set(self, "last_holds", [(-1, -1, ())])
         width = RATE_PERIOD.bucket_seconds
-        resets = tuple((leaves_at(c.window.bucket, c.window.span, width), c.window.bucket * width)
-                       for c in self.limits)
-        object.__setattr__(self, "limit_resets", resets)
-        object.__setattr__(self, "rate_terms", tuple(
-            (*rate, reset) for rate, reset in zip(shape.rates, resets, strict=True)))
+        resets = []
+        rate_terms = []
+        for check, (limit, rpm, enforced, index) in zip(self.limits, shape.rates, strict=True):
+            bucket = check.window.bucket
+            reset = leaves_at(bucket, check.window.span, width), bucket * width
+            resets.append(reset)
+            rate_terms.append((limit, rpm, enforced, index, reset))
+        _set(self, "limit_resets", tuple(resets))
+        _set(self, "rate_terms", tuple(rate_terms))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +161,11 @@ class _Shape:
     restricting: tuple[int, ...]  # the indexes of Plan.restricting's budgets
     flagged: tuple[int, ...]  # the indexes of the restrict_tiers budgets (Plan.flag_keys)
     alerting: tuple[tuple[int, tuple[tuple[int, Decimal], ...]], ...]  # Plan.alerting less the checks
-    holds: tuple[tuple[int | None, Unit], ...]  # Plan.hold_terms less the windows
+    hold_limits: tuple[int | None, ...]  # Plan.hold_terms less the windows: the limits re-checked
+    hold_units: tuple[Unit, ...]  # and the units
     usd_budgets: tuple[tuple[int, int], ...]  # as Plan's
     rates: tuple[tuple[int, bool, bool, int], ...]  # Plan.rate_terms less the resets
+    hold_amounts: Callable[[tuple[int, int, int]], tuple[int, ...]]  # as Plan's
 
 
 def _shape(budgets: Sequence[Budget], limits: Sequence[tuple[int, bool, bool]]) -> _Shape:
@@ -157,9 +179,23 @@ def _shape(budgets: Sequence[Budget], limits: Sequence[tuple[int, bool, bool]]) 
         tuple(i for i, b in enumerate(budgets) if b.action.kind == RESTRICT and b.enforce),
         tuple(i for i, b in enumerate(budgets) if b.action.kind == RESTRICT),
         tuple((i, alert_levels(b)) for i, b in enumerate(budgets) if b.alert_at),
-        tuple(holds),
+        tuple(hard for hard, _ in holds), tuple(unit for _, unit in holds),
         tuple((i, limit) for i, (limit, in_tokens, _) in enumerate(terms) if not in_tokens),
-        tuple((limit, rpm, enforced, len(terms) + i) for i, (limit, rpm, enforced) in enumerate(limits)))
+        tuple((limit, rpm, enforced, len(terms) + i) for i, (limit, rpm, enforced) in enumerate(limits)),
+        _picker(tuple(_UNIT_RANKS[unit] for _, unit in holds)))
+
+
+_UNIT_RANKS = {Unit.USD: 0, Unit.TOKENS: 1, Unit.REQUESTS: 2}  # the order of Plan.hold_amounts' argument
+
+
+def _picker(ranks: tuple[int, ...]) -> Callable[[tuple[int, int, int]], tuple[int, ...]]:
+    """A function of (dollars, tokens, requests) giving the items at ``ranks``, as a tuple."""
+    if len(ranks) > 1:
+        return itemgetter(*ranks)
+    if ranks:
+        rank = ranks[0]
+        return lambda amounts: (amounts[rank],)  # itemgetter of one item answers the item itself
+    return lambda amounts: ()
 
 
 def alert_levels(budget: Budget) -> tuple[tuple[int, Decimal], ...]:
@@ -249,10 +285,12 @@ def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
 
 
 def _plan(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime, shape: _Shape) -> Plan:
-    windows = tuple(c.window for c in budgets) + tuple(c.window for c in limits)
+    windows = [c.window for c in budgets]
+    for limit in limits:
+        windows.append(limit.window)
     flags = tuple(budgets[i].flag_key for i in shape.flagged) if shape.flagged else ()
     stamp = now.timestamp()
-    return Plan(tuple(budgets), tuple(limits), windows, flags, _valid_until(budgets, limits, stamp), stamp, shape)
+    return Plan(tuple(budgets), tuple(limits), tuple(windows), flags, _valid_until(budgets, limits, stamp), stamp, shape)
 
 
 def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:

@@ -62,7 +62,7 @@ class _Binding:
     """The counters of one tuple of windows (a plan's), found once and kept until a counter moves
     to a new bucket or is dropped: what reading and holding on them needs, by window."""
 
-    __slots__ = ("buckets", "cells", "counters", "distinct", "windows")
+    __slots__ = ("buckets", "cells", "counters", "distinct", "unheld", "windows")
 
     def __init__(self, windows: Sequence[Window], counters: list[_Counter]) -> None:
         self.windows = windows  # kept: the binding is found by the tuple's id, which stays its own
@@ -71,6 +71,7 @@ class _Binding:
         # each window's bucket cell, made when first held on (a read alone makes none)
         self.cells: list[list[int] | None] = [counter.buckets.get(window.bucket)
                                                for counter, window in zip(counters, windows, strict=True)]
+        self.unheld = True  # no hold made through it yet (its cells may be missing)
         self.distinct = len({window.key for window in windows}) == len(windows)  # held on in one pass
 
 
@@ -139,7 +140,9 @@ class MemoryCounterStore:
         bound = self._bound.get(id(windows))
         if bound is None or bound.windows is not windows:
             bound = self._bind(windows)
-        usage = [(counter.spent, counter.reserved) for counter in bound.counters]
+        usage = []  # a loop rather than a comprehension: in CPython 3.11 that is a function made and called
+        for counter in bound.counters:
+            usage.append((counter.spent, counter.reserved))
         self._seen = (bound, usage)
         snapshot = _new(Snapshot)
         snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
@@ -194,20 +197,21 @@ class MemoryCounterStore:
         """Hold on the counters ``remembered`` just read, unchanged since (so ``usage`` is what
         they hold): the admission path. None, with nothing held, unless each hold is on the
         binding's window of the same rank and fits (``_reserve`` then says what does not)."""
-        amounts: list[int] = []
         cells = bound.cells
+        if bound.unheld:  # the first hold through this binding: every hold is on all its windows
+            cells = bound.cells = [counter.buckets.setdefault(bucket, [0, 0])
+                                   for counter, bucket in zip(bound.counters, bound.buckets)]  # noqa: B905
+            bound.unheld = False
+        amounts: list[int] = []
         for hold, window, counter, cell, (spent, reserved) in zip(  # noqa: B905 (equal lengths, checked)
                 holds, bound.windows, bound.counters, cells, usage):
             amount, limit = hold.amount, hold.limit
             if hold.window is not window or (limit is not None and spent + reserved + amount > limit):
-                for counter, cell, amount in zip(bound.counters, cells, amounts, strict=False):
-                    assert cell is not None
-                    cell[1] -= amount
+                for counter, cell, amount in zip(bound.counters, cells, amounts):  # noqa: B905
+                    cell[1] -= amount  # type: ignore[index]  # made above
                     counter.reserved -= amount
                 return None
-            if cell is None:
-                cell = cells[len(amounts)] = counter.buckets.setdefault(window.bucket, [0, 0])
-            cell[1] += amount
+            cell[1] += amount  # type: ignore[index]
             counter.reserved = reserved + amount
             amounts.append(amount)
         reservation = _new(Reservation)
@@ -274,13 +278,17 @@ class MemoryCounterStore:
             return Settlement([(0, 0)] * len(reservation.holds), ())
         _, counters, cells, buckets, holding = held
         moved = self._apply(counters, cells, buckets, holding, amounts)
-        claimed: list[int] = []
+        claimed: list[int] | None = None  # made when one is (the usual settlement claims none)
         flags = self._flags
-        for index, threshold in enumerate(thresholds):
+        index = 0
+        for threshold in thresholds:
             before, after = moved[threshold.hold]
             if before < threshold.level <= after and flags.get(threshold.key, 0.0) <= now:
                 flags[threshold.key] = threshold.expires_at
+                if claimed is None:
+                    claimed = []
                 claimed.append(index)
+            index += 1  # noqa: SIM113 (enumerate() costs a call and a tuple per item)
         settlement = _new(Settlement)
         settlement.moved, settlement.claimed = moved, tuple(claimed) if claimed else ()
         return settlement

@@ -8,21 +8,22 @@ thresholds that settled spend crossed (each once per budget, scope and period), 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from costwarden.clock import utc_now
 from costwarden.core.breaker import breaker_denial
-from costwarden.core.decision import TOKENS, USD, CallRequest, Decision, decide, with_buckets
+from costwarden.core.decision import CallRequest, Decision, decide, with_buckets
 from costwarden.core.denials import budget_denial, rate_denial
 from costwarden.core.kinds import StoreFailure
 from costwarden.core.policy import Policy
 from costwarden.core.pricing import ServiceTier, TokenType
 from costwarden.core.scopes import BudgetCheck, Caller, Plan, Planner
 from costwarden.core.watch import breaker_key
-from costwarden.counters.base import Conflict, CounterStore, Reservation, Threshold
+from costwarden.counters.base import Conflict, CounterStore, Reservation, Settlement, Threshold
 from costwarden.engine.settlements import PendingSettlements
 from costwarden.errors import StorageError
 
@@ -30,6 +31,8 @@ RESERVATION_TTL_S = 3600.0  # a call still open after this long is settled at it
 MAX_ATTEMPTS = 8  # lost reservation races before refusing (only under extreme contention)
 ALERT_CLAIM_S = 86400.0  # an alert's claim outlives its period by a day
 THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten wholesale when full)
+_ATTEMPTS = range(MAX_ATTEMPTS)  # made once: iterated by every admission
+_new = object.__new__
 
 
 # Made for every call: plain slotted dataclasses (see core/decision.py); treat them as immutable.
@@ -37,7 +40,8 @@ THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten who
 
 @dataclass(slots=True)
 class Admitted:
-    """A call allowed in: its decision, its reservation and when it was admitted."""
+    """A call allowed in: its decision, its reservation and when it was admitted (``at``, and
+    ``stamp``: the same instant in epoch seconds)."""
 
     id: str
     request: CallRequest
@@ -45,6 +49,17 @@ class Admitted:
     reservation: Reservation
     plan: Plan
     at: datetime
+    stamp: float
+
+
+def _admitted(call_id: str, request: CallRequest, decision: Decision, reservation: Reservation, plan: Plan,
+              at: datetime, stamp: float) -> Admitted:
+    """An ``Admitted``, filled slot by slot (see core/decision.py's ``_admit``: a dataclass
+    call costs several times as much)."""
+    admitted = _new(Admitted)
+    admitted.id, admitted.request, admitted.decision, admitted.reservation = call_id, request, decision, reservation
+    admitted.plan, admitted.at, admitted.stamp = plan, at, stamp
+    return admitted
 
 
 @dataclass(slots=True)
@@ -93,76 +108,80 @@ class Admission:
     async def admit(self, call_id: str, request: CallRequest, planner: Planner) -> Admitted | Decision:
         """An ``Admitted`` call holding its reservation, or the refusing ``Decision``.
 
+        It decides on the figures the store last showed (with what this process sent since: see
+        ``counters/figures.py``) and reserves in one round trip; the store answers with the
+        figures it held. A decision is kept only if made on those (or on figures one round trip
+        old, as any read-then-reserve is); a refusal or a new restriction is only ever decided on
+        figures just read.
+
         When the store fails, a call checked by a hard budget or limit is refused (the
         ``StorageError`` propagates: 503, retry); a soft-only one follows the policy's
         ``on_store_failure`` and, when open, is let through without a reservation.
         """
+        # One coroutine for the whole admission (the store's own aside): each nested one costs
+        # a frame and a coroutine object per call.
         policy = planner.policy
         now = self.clock()
         stamp = now.timestamp()
         plan = planner.plan(request.caller, now, stamp)
+        store = self.store
         try:
-            return await self._admit(call_id, request, plan, policy, now, stamp)
+            if policy.alerts.breaker and request.caller.key_id is not None:
+                flag_keys, breaker = _with_breaker(plan.flag_keys, request.caller)
+            else:  # no rule may trip a key's breaker (tested here: a call and a tuple fewer)
+                flag_keys, breaker = plan.flag_keys, None
+            seen = store.remembered(plan.windows, flag_keys, stamp)
+            fresh = seen is None
+            if seen is None:
+                seen = await store.snapshot(plan.windows, flag_keys, stamp)
+            usage, flags = seen.usage, seen.flags
+            conflict: Conflict | None = None
+            decision: Decision | None = None
+            for _ in _ATTEMPTS:
+                if breaker is not None and breaker in flags:  # the key's breaker is open
+                    return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
+                decision = decide(policy, request, plan, usage, flags, now)
+                # the flags set once this decision is acted on: a restriction it trips is set first
+                expected = flags | {key for key, _ in decision.new_flags} if decision.new_flags else flags
+                if decision.denial is not None or (expected is not flags and expected != flags):
+                    if not fresh:
+                        seen, fresh = await store.snapshot(plan.windows, flag_keys, stamp), True
+                        usage, flags = seen.usage, seen.flags
+                        continue
+                    if expected != flags:
+                        await store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
+                    if decision.denial is not None:
+                        if decision.needs_buckets:
+                            return await self._retry_time(decision, request, plan, usage, now)
+                        return decision
+                attempt = await store.try_reserve(call_id, decision.holds, stamp + self.reservation_ttl_s,
+                                                  flag_keys, stamp)
+                held = attempt.outcome
+                if isinstance(held, Reservation):
+                    if breaker is not None and breaker in attempt.flags:  # opened since the figures were seen
+                        await store.release(held)
+                        return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
+                    answered = attempt.usage
+                    # the usual answer: the figures decided on (None: a retried call whose first
+                    # attempt held it); compared by identity first, as the memory store answers
+                    if answered is None or ((attempt.flags is expected or attempt.flags == expected) and (
+                            answered is usage or answered == usage or _same_use(usage, answered))):
+                        return _admitted(call_id, request, decision, held, plan, now, stamp)
+                    kept = self._kept(decision, answered, attempt.flags, fresh, request, plan, policy, now)
+                    if kept is not None:
+                        return _admitted(call_id, request, kept, held, plan, now, stamp)
+                    await store.release(held)  # decided on figures that had moved: decide again
+                    conflict = None
+                else:
+                    conflict = held
+                assert attempt.usage is not None
+                usage, flags, fresh = attempt.usage, attempt.flags, True
+            assert decision is not None and conflict is not None  # only a first attempt is ever released
+            return _lost_race(decision, plan, conflict, policy)
         except StorageError:
             if hard_checked(plan) or policy.on_store_failure == StoreFailure.CLOSED:
                 raise
             return self._let_through(call_id, request, policy, plan, now)
-
-    async def _admit(self, call_id: str, request: CallRequest, plan: Plan, policy: Policy, now: datetime,
-                     stamp: float) -> Admitted | Decision:
-        """Decide on the figures the store last showed (with what this process sent since: see
-        ``counters/figures.py``) and reserve in one round trip; the store answers with the
-        figures it held. A decision is kept only if made on those (or on figures
-        one round trip old, as any read-then-reserve is); a refusal or a new restriction is only
-        ever decided on figures just read."""
-        store = self.store
-        expires_at = stamp + self.reservation_ttl_s
-        flag_keys, breaker = _with_breaker(plan.flag_keys, request.caller, policy)
-        seen = store.remembered(plan.windows, flag_keys, stamp)
-        fresh = seen is None
-        if seen is None:
-            seen = await store.snapshot(plan.windows, flag_keys, stamp)
-        usage, flags = seen.usage, seen.flags
-        conflict: Conflict | None = None
-        decision: Decision | None = None
-        for _ in range(MAX_ATTEMPTS):
-            if breaker is not None and breaker in flags:  # the key's breaker is open
-                return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
-            decision = decide(policy, request, plan, usage, flags, now)
-            # the flags set once this decision is acted on: a restriction it trips is set first
-            expected = flags | {key for key, _ in decision.new_flags} if decision.new_flags else flags
-            if decision.denial is not None or expected != flags:
-                if not fresh:
-                    seen, fresh = await store.snapshot(plan.windows, flag_keys, stamp), True
-                    usage, flags = seen.usage, seen.flags
-                    continue
-                if expected != flags:
-                    await store.set_flags([(key, end.timestamp()) for key, end in decision.new_flags])
-                if decision.denial is not None:
-                    if decision.needs_buckets:
-                        return await self._retry_time(decision, request, plan, usage, now)
-                    return decision
-            attempt = await store.try_reserve(call_id, decision.holds, expires_at, flag_keys, stamp)
-            held = attempt.outcome
-            if isinstance(held, Reservation):
-                if breaker is not None and breaker in attempt.flags:  # opened since the figures were seen
-                    await store.release(held)
-                    return Decision(requested=request.model, denial=breaker_denial(request.caller, policy.alerts))
-                answered = attempt.usage
-                # the usual answer: the figures decided on (None: a retried call whose first attempt held it)
-                if answered is None or (attempt.flags == expected and (answered == usage or _same_use(usage, answered))):
-                    return Admitted(call_id, request, decision, held, plan, now)
-                kept = self._kept(decision, answered, attempt.flags, fresh, request, plan, policy, now)
-                if kept is not None:
-                    return Admitted(call_id, request, kept, held, plan, now)
-                await store.release(held)  # decided on figures that had moved: decide again
-                conflict = None
-            else:
-                conflict = held
-            assert attempt.usage is not None
-            usage, flags, fresh = attempt.usage, attempt.flags, True
-        assert decision is not None and conflict is not None  # only a first attempt is ever released
-        return _lost_race(decision, plan, conflict, policy)
 
     @staticmethod
     def _kept(decision: Decision, seen: list[tuple[int, int]], flags: frozenset[str], fresh: bool,
@@ -194,46 +213,51 @@ class Admission:
         decision = decide(policy, request, plan, [(0, 0)] * len(plan.windows), frozenset(), now)
         if decision.denial is not None:
             return decision
-        unheld = Reservation(call_id, (), now.timestamp() + self.reservation_ttl_s)
-        return Admitted(call_id, request, decision, unheld, plan, now)
+        stamp = now.timestamp()
+        unheld = Reservation(call_id, (), stamp + self.reservation_ttl_s)
+        return _admitted(call_id, request, decision, unheld, plan, now, stamp)
 
-    async def settle(self, admitted: Admitted, input_tokens: int, output_tokens: int,
-                     cached_input_tokens: int = 0, *, billed: Billed | None = None) -> Settled:
+    def settle(self, admitted: Admitted, input_tokens: int, output_tokens: int,
+               cached_input_tokens: int = 0, *, billed: Billed | None = None) -> Coroutine[Any, Any, Settled]:
         """Charge the actual usage (priced exactly, cached input as cached, and by ``billed``'s
-        token types, service tier and tool calls when given) and free the rest."""
+        token types, service tier and tool calls when given) and free the rest.
+
+        Priced at once, then ``charge``d when awaited: a plain function returning ``charge``'s
+        coroutine, so that a settlement makes one coroutine, not two."""
         priced = self.price(admitted, input_tokens, output_tokens, cached_input_tokens, billed=billed)
-        return await self.charge(admitted, priced, input_tokens + output_tokens)
+        return self.charge(admitted, priced, input_tokens + output_tokens)
 
     async def charge(self, admitted: Admitted, priced: Settled, tokens: int) -> Settled:
         """Settle ``admitted`` at what ``price`` made of its usage (``tokens``: input + output)."""
         reservation = admitted.reservation
-        if not reservation.holds:  # let through while the store was down: add its spend later
-            holds = admitted.decision.holds
-            self.pending.spend(admitted.id, [
-                (h.window, priced.cost_nanos if h.unit == USD else tokens if h.unit == TOKENS else 1) for h in holds])
-            return priced
+        plan = admitted.plan
         cost = priced.cost_nanos
-        amounts = [cost if h.unit is USD else tokens if h.unit is TOKENS else 1 for h in reservation.holds]
-        thresholds, crossings = self._thresholds(admitted.plan)
+        # one amount per hold, by unit: the holds follow plan.hold_terms (core/decision.py's _admit)
+        amounts = plan.hold_amounts((cost, tokens, 1))
+        if not reservation.holds:  # let through while the store was down: add its spend later
+            self.pending.spend(admitted.id, [(h.window, amount) for h, amount in zip(
+                admitted.decision.holds, amounts, strict=True)])
+            return priced
+        if plan.alerting:
+            kept = self._by_plan.get(id(plan))
+            if kept is not None and kept[0] is plan:
+                thresholds, crossings = kept[1], kept[2]
+            else:
+                thresholds, crossings = self._thresholds(plan)
+        else:
+            thresholds, crossings = (), ()
         try:
             # claimed as at admission: an alert flag lasts a day past its period, far longer than a call
-            settlement = await self.store.settle_claiming(reservation, amounts, thresholds, admitted.at.timestamp())
+            settlement = await self.store.settle_claiming(reservation, amounts, thresholds, admitted.stamp)
         except StorageError:
             self.pending.settle(reservation, amounts)  # retried; the event is recorded all the same
             return priced
         if settlement.claimed:
-            moved = settlement.moved
-            found = tuple(Crossing(*crossings[i], moved[thresholds[i].hold][1]) for i in settlement.claimed)
-            return Settled(priced.cost_nanos, priced.overrun_tokens, found)
+            return Settled(cost, priced.overrun_tokens, _crossed(settlement, thresholds, crossings))
         return priced
 
     def _thresholds(self, plan: Plan) -> tuple[tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]:
         """The alert thresholds of ``plan``'s holds, made once per plan."""
-        if not plan.alerting:
-            return (), ()
-        kept = self._by_plan.get(id(plan))
-        if kept is not None and kept[0] is plan:
-            return kept[1], kept[2]
         if len(self._by_plan) >= THRESHOLD_PLANS:
             self._by_plan.clear()
         thresholds: list[Threshold] = []
@@ -256,7 +280,10 @@ class Admission:
             cost = model.cost(input_tokens, output_tokens, cached_input_tokens)
         else:
             cost = model.charge(billed.tokens, billed.tier, billed.tool_calls).nanos
-        return Settled(cost, max(0, input_tokens - admitted.request.input_tokens), ())
+        overrun = input_tokens - admitted.request.input_tokens
+        settled = _new(Settled)  # slot by slot, as Admitted
+        settled.cost_nanos, settled.overrun_tokens, settled.crossings = cost, overrun if overrun > 0 else 0, ()
+        return settled
 
     async def first(self, key: str, until: datetime) -> bool:
         """True for the first caller to claim ``key`` (until a day after ``until``), across every
@@ -275,11 +302,18 @@ class Admission:
         except StorageError:
             self.pending.settle(reservation, [0] * len(reservation.holds))
 
-def _with_breaker(flag_keys: tuple[str, ...], caller: Caller, policy: Policy) -> tuple[tuple[str, ...], str | None]:
-    """The flags to read for a call: its plan's, and its key's breaker when a rule may trip one
-    (read in the same snapshot, so a breaker costs no round trip of its own)."""
-    if not policy.alerts.breaker or caller.key_id is None:
-        return flag_keys, None
+def _crossed(settlement: Settlement, thresholds: Sequence[Threshold],
+             crossings: Sequence[tuple[BudgetCheck, Decimal]]) -> tuple[Crossing, ...]:
+    """The crossings of the thresholds a settlement claimed (apart from ``charge``: a generator
+    there would make closure cells at each of its calls)."""
+    moved = settlement.moved
+    return tuple(Crossing(*crossings[i], moved[thresholds[i].hold][1]) for i in settlement.claimed)
+
+
+def _with_breaker(flag_keys: tuple[str, ...], caller: Caller) -> tuple[tuple[str, ...], str]:
+    """The flags to read for a call from a key that a rule may trip the breaker of: its plan's
+    and its key's breaker (read in the same snapshot, so a breaker costs no round trip of its own)."""
+    assert caller.key_id is not None
     key = breaker_key(caller.department, caller.key_id)
     return (*flag_keys, key), key
 
