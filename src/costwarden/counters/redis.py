@@ -294,7 +294,9 @@ class RedisCounterStore:
         out = await self._run(self._scripts.buckets, [self._key(w) for w in windows], args)
         found = []
         for flat in out:
-            cells = ((int(flat[j]), int(flat[j + 1]) + int(flat[j + 2])) for j in range(0, len(flat), 3))
+            cells = [(int(flat[j]), int(flat[j + 1]) + int(flat[j + 2])) for j in range(3, len(flat), 3)]
+            if flat[0] != "":  # the head's figures: the totals less the other buckets'
+                cells.append((int(flat[0]), int(flat[1]) + int(flat[2]) - sum(used for _, used in cells)))
             found.append(sorted(cell for cell in cells if cell[1]))
         return found
 

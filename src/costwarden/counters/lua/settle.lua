@@ -29,12 +29,11 @@ if redis.call('HDEL', KEYS[1], id) == 0 then
 end
 redis.call('ZREM', KEYS[2], id)
 local holds = ARGV[2] + 0
-local now = now_ms()
 local out = {'settled'}
 for i = 1, holds do
   local a = 4 + (i - 1) * 5
   out[3 * i - 1], out[3 * i], out[3 * i + 1] =
-    apply(KEYS[i + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], now)
+    apply(KEYS[i + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
 end
 local t = 4 + holds * 5
 for i = holds + 3, #KEYS do
@@ -46,7 +45,7 @@ for i = holds + 3, #KEYS do
     local current = redis.call('GET', KEYS[i])
     if not current or tonumber(string.match(current, '^[^|]*')) <= tonumber(ARGV[3]) then
       redis.call('SET', KEYS[i], ARGV[t + 2])
-      keep(KEYS[i], ARGV[t + 3], now)
+      keep(KEYS[i], ARGV[t + 3])
       claimed = 1
     end
   end
