@@ -420,7 +420,9 @@ class RedisCounterStore:
         numbers = self._numbers
         parts = [held + (numbers.get(amount) or _number(numbers, amount))[1] + keep
                  for (held, keep), amount in zip(entry.holds, amounts, strict=True)]
-        keys, args = self._ledgers + entry.keys, f"{entry.id}{_count(count)}{bulk(repr(float(now)))}{''.join(parts)}"
+        # the moment claims are made at, which only thresholds read
+        moment = bulk(repr(float(now))) if thresholds else _NO_MOMENT
+        keys, args = self._ledgers + entry.keys, f"{entry.id}{_count(count)}{moment}{''.join(parts)}"
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
@@ -638,6 +640,7 @@ def _unit(units: dict[int, str], unit: Unit) -> str:
 
 
 _COUNTS = [bulk(str(count)) for count in range(32)]
+_NO_MOMENT = bulk("0")
 
 
 def _count(count: int) -> str:

@@ -2,8 +2,9 @@
 -- and claim the alert thresholds that the settled spend crossed (each flag once per period), so
 -- that a settlement and its alerts take one round trip.
 -- KEYS: reservations hash, deadlines zset, one counter per hold, then one flag per threshold.
--- ARGV: id, number of holds, now (epoch seconds), then per hold: bucket, span, held, actual,
--- keep-until ms; then per threshold: hold number (from 1), level, expires_at, the same in ms.
+-- ARGV: id, number of holds, now (epoch seconds; read by thresholds alone), then per hold:
+-- bucket, span, held, actual, keep-until ms (for a counter that lost the hold); then per
+-- threshold: hold number (from 1), level, expires_at, the same in ms.
 -- Returns {} when the id is not held (settled, released or expired already), else
 -- {'settled', before1, after1, reserved1, ...} (settled spend before and after, reservations
 -- after, per hold: each a decimal string, or an integer when below 2^53) followed by 1 or 0 per
