@@ -7,7 +7,12 @@ a throwaway Redis. Prints, from ``INFO commandstats`` (reset before each run): t
 pairs per second. Server CPU times on a shared machine move by tens of percent from run to run;
 with ``--callgrind`` the server runs under valgrind and the figure is the instructions it ran per
 script and per pair, which does not move (slow: use a few hundred pairs).
-Run: python bench/redis_scripts.py [--pairs N] [--repeat R] [--callgrind]
+With ``--replay N`` it measures the other side, what the store's calls cost the gateway: 200 pairs
+are run against the server and their answers recorded, then N pairs at concurrency 1 are given
+those answers in turn with no server (packing the scripts' arguments, reading their answers, the
+remembered figures, and the admission around them). Run it under callgrind for two values of N:
+the difference of the totals divided by the difference of N is the instructions per pair.
+Run: python bench/redis_scripts.py [--pairs N] [--repeat R] [--callgrind] [--replay N]
 """
 
 from __future__ import annotations
@@ -86,6 +91,54 @@ def callgrind_redis() -> Iterator[tuple[str, Callable[[], None], Callable[[], in
 async def run(url: str, pairs: int, concurrency: int, zero: Callable[[], None] | None = None) -> tuple[float, int]:
     store = RedisCounterStore.from_url(url)
     await store.replace([], "m1")  # the generation marker every script checks
+    try:
+        await drive(store, 1, 1)  # scripts loaded, connections open
+        with redis_client.Redis.from_url(url) as client:
+            client.config_resetstat()
+        if zero is not None:
+            zero()
+        start = time.perf_counter()
+        admitted = await drive(store, pairs, concurrency)
+        return time.perf_counter() - start, admitted
+    finally:
+        await store.close()
+
+
+async def replay(url: str, pairs: int) -> None:
+    """Record the answers of 200 pairs from the server at ``url``, then run ``pairs`` more that are
+    given those answers in turn, without the server (a completed future per script)."""
+    answers: dict[str, list[Any]] = {}
+    store = RedisCounterStore.from_url(url)
+    sent = store._calls.run_packed
+
+    async def recorded(script: Any, command: bytes) -> Any:
+        answer = await sent(script, command)
+        answers.setdefault(script.sha, []).append(answer)
+        return answer
+
+    store._calls.run_packed = recorded  # type: ignore[method-assign]
+    await store.replace([], "m1")
+    await drive(store, 200, 1)
+    await store.close()
+    store = RedisCounterStore.from_url(url)
+    await store.replace([], "m1")
+    turns = dict.fromkeys(answers, 0)
+    loop = asyncio.get_running_loop()
+
+    def answered(script: Any, command: bytes) -> asyncio.Future[Any]:
+        given = answers[script.sha]
+        turn = turns[script.sha] = turns[script.sha] + 1
+        future = loop.create_future()
+        future.set_result(given[turn % len(given)])
+        return future
+
+    store._calls.run_packed = answered  # type: ignore[method-assign]
+    await drive(store, pairs, 1)
+    await store.close()
+
+
+async def drive(store: RedisCounterStore, pairs: int, concurrency: int) -> int:
+    """Admit and settle ``pairs`` calls through ``store``; returns how many were admitted."""
     admission = Admission(store, Clock())
     planner = Planner(parse_policy(POLICY))
     requests = [CallRequest(Caller(f"DEPT{i % 5}", key_id=f"key{i % 50}"), "gpt-4o-mini", 800, 400)
@@ -101,17 +154,8 @@ async def run(url: str, pairs: int, concurrency: int, zero: Callable[[], None] |
                 admitted += 1
                 await admission.settle(outcome, 800, 200)
 
-    try:
-        await admission.admit("warm", requests[0], planner)  # scripts loaded, connections open
-        with redis_client.Redis.from_url(url) as client:
-            client.config_resetstat()
-        if zero is not None:
-            zero()
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - start, admitted
-    finally:
-        await store.close()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return admitted
 
 
 def stats(url: str) -> dict[str, Any]:
@@ -126,7 +170,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--callgrind", action="store_true", help="count the server's instructions")
+    parser.add_argument("--replay", type=int, metavar="N", help="N pairs on recorded answers, no server")
     args = parser.parse_args()
+    if args.replay is not None:
+        with redis() as url:
+            asyncio.run(replay(url, args.replay))
+        return
     if args.callgrind:
         with callgrind_redis() as (url, zero, counted):
             asyncio.run(run(url, 20, 1))  # scripts compiled, keys created, expiries set

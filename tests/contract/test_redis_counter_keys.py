@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from costwarden.core.decision import Hold
 from costwarden.core.kinds import Unit
 from costwarden.core.periods import Window
-from costwarden.counters import Conflict, Reservation, Threshold
+from costwarden.counters import Conflict, MemoryCounterStore, Reservation, Threshold
 from costwarden.counters.redis import RedisCounterStore
 
 pytestmark = pytest.mark.service
@@ -187,3 +187,83 @@ async def test_a_settlement_answers_exact_figures_at_any_size(store: RedisCounte
     remembered = store.remembered([window], [], 0.0)  # the settlement's spent and reserved after
     assert remembered is not None and remembered.usage == [(after + other, 0)]
     assert (await store.snapshot([window], [], 0.0)).usage == [(after, other)]
+
+
+# -- a counter's head: its newest bucket, whose figures are the totals less the other buckets' ----
+
+SIZES_PAST_2_53 = [(0, 999), (2**53 - 500, 2**53 + 500), (2**58, 2**59)]
+Step = tuple[str, int, int]  # what, buckets the clock moves on first (or which open call), amount
+
+
+@st.composite
+def steps(draw: st.DrawFn) -> list[Step]:
+    """Holds, loads and settlements on one rolling counter while its buckets move on by 0, 1, 2
+    or more than a window (span 4) at a time, with figures on both sides of 2**53."""
+    low, high = draw(st.sampled_from(SIZES_PAST_2_53))
+    amount = st.integers(low, high)
+    one = st.one_of(
+        st.tuples(st.just("hold"), st.sampled_from([0, 0, 1, 2, 5]), amount),
+        st.tuples(st.just("load"), st.sampled_from([0, 1, 3]), amount),
+        st.tuples(st.just("settle"), st.integers(0, 9), amount),
+    )
+    return draw(st.lists(one, min_size=1, max_size=12))
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=steps())
+async def test_a_rolling_counter_keeps_every_bucket_exact_as_its_head_moves(store: RedisCounterStore,
+                                                                           script: list[Step]) -> None:
+    """Against the in-process store: totals, each bucket's figures and settlements' answers, as
+    the head moves on (writing out the old head's figures) and buckets leave the window."""
+    model = MemoryCounterStore(replica="one")
+    tag, bucket, far = uuid.uuid4().hex, 1000, time.time() + DAY
+    open_calls: list[tuple[Reservation, Reservation]] = []
+
+    def window(at: int) -> Window:
+        return Window(tag, at, 4, datetime.fromtimestamp((at - 4) * 60, UTC), datetime.fromtimestamp(at * 60, UTC))
+
+    for i, (what, moved, amount) in enumerate(script):
+        if what == "settle":
+            if open_calls:
+                shared, local = open_calls.pop(moved % len(open_calls))
+                assert await store.settle(shared, [amount]) == await model.settle(local, [amount])
+        else:
+            bucket += moved
+            if what == "load":
+                await store.load([(window(bucket), amount)])
+                await model.load([(window(bucket), amount)])
+            else:
+                holds = [Hold(window(bucket), amount, None, Unit.USD)]
+                shared, local = await store.reserve(f"{tag}-{i}", holds, far), await model.reserve(f"{tag}-{i}", holds, far)
+                assert isinstance(shared, Reservation) and isinstance(local, Reservation)
+                open_calls.append((shared, local))
+        now = window(bucket)
+        assert (await store.snapshot([now], [], 0.0)).usage == (await model.snapshot([now], [], 0.0)).usage
+        assert await store.buckets([now]) == await model.buckets([now])
+
+
+async def test_a_counter_written_before_heads_is_read_and_written_as_it_was(store: RedisCounterStore) -> None:
+    """A counter whose every bucket has figures of its own and no head ('lo' naming its oldest
+    bucket instead), as counters were written before heads."""
+    key = "cw:c:legacy"
+    big = 2**60 + 3
+    await store.client.hset(key, mapping={"s:98": "5", "r:98": "0", "s:99": str(big), "r:99": "7", "s:100": "2",
+                                          "r:100": "11", "S": str(big + 7), "R": "18", "lo": "98", "x": "1"})
+    await store.client.pexpireat(key, int((time.time() + DAY) * 1000))
+
+    def window(bucket: int) -> Window:
+        end = datetime.fromtimestamp(bucket * 60, UTC)
+        return Window("legacy", bucket, 3, end - timedelta(minutes=3), end)
+
+    assert (await store.snapshot([window(100)], [], 0.0)).usage == [(big + 7, 18)]
+    assert await store.buckets([window(100)]) == [[(98, 5), (99, big + 7), (100, 13)]]
+    legacy = Reservation("legacy-call", (Hold(window(99), 7, None, Unit.USD),), time.time() + DAY, "one")
+    await store.client.hset("cw:reservations", legacy.id, store._record(legacy))
+    await store.client.zadd("cw:deadlines", {legacy.id: legacy.expires_at})
+    assert await store.settle(legacy, [3]) == [(big + 7, big + 10)]
+    fresh = await reserve(store, window(101), time.time() + DAY, 20)
+    assert isinstance(fresh, Reservation)
+    assert await store.buckets([window(101)]) == [[(99, big + 3), (100, 13), (101, 20)]]  # bucket 98 left
+    assert (await store.snapshot([window(101)], [], 0.0)).usage == [(big + 5, 31)]
+    assert await store.settle(fresh, [4]) == [(big + 5, big + 9)]
+    assert await store.buckets([window(102)]) == [[(100, 13), (101, 4)]]

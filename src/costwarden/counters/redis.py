@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from costwarden.core.decision import Hold
+from costwarden.core.kinds import Unit
 from costwarden.core.periods import Window
 from costwarden.counters.base import (
     Attempt,
@@ -102,6 +103,9 @@ class RedisCounterStore:
         self._owner = _json(self._replica)  # the records' "o"
         self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
         self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
+        # amounts and limits as text and packed (see ``_number``), and units' text by the member's id
+        self._numbers: dict[int, tuple[str, str]] = {}
+        self._units: dict[int, str] = {}
 
     @property
     def replica(self) -> str:
@@ -294,7 +298,9 @@ class RedisCounterStore:
         out = await self._run(self._scripts.buckets, [self._key(w) for w in windows], args)
         found = []
         for flat in out:
-            cells = ((int(flat[j]), int(flat[j + 1]) + int(flat[j + 2])) for j in range(0, len(flat), 3))
+            cells = [(int(flat[j]), int(flat[j + 1]) + int(flat[j + 2])) for j in range(3, len(flat), 3)]
+            if flat[0] != "":  # the head's figures: the totals less the other buckets'
+                cells.append((int(flat[0]), int(flat[1]) + int(flat[2]) - sum(used for _, used in cells)))
             found.append(sorted(cell for cell in cells if cell[1]))
         return found
 
@@ -343,32 +349,39 @@ class RedisCounterStore:
         deadline_ms = _ms(reservation.expires_at)
         deadline = str(deadline_ms)
         at_deadline = f"${len(deadline)}\r\n{deadline}\r\n"
+        by_id, numbers, units = self._by_id, self._numbers, self._units
         keys: list[str] = []
         reserving: list[str] = []
         settling: list[tuple[str, str]] = []
         parts: list[str] = []
+        windows: list[Window] = []
+        amounts: list[int] = []
         for hold in reservation.holds:
-            key, place, until_ms, until, keep, head = self._words(hold.window)
+            window, amount, limit = hold.window, hold.amount, hold.limit
+            known = by_id.get(id(window))  # ``_words``'s first lookup, without a call
+            key, place, until_ms, until, keep, head = (
+                known[1] if known is not None and known[0] is window else self._words(window))
             if until_ms <= deadline_ms:  # kept until the reservation's deadline
                 until, keep = deadline, at_deadline
-            amount, limit = str(hold.amount), hold.limit
-            held = f"{place}${len(amount)}\r\n{amount}\r\n"
+            text, word = numbers.get(amount) or _number(numbers, amount)
+            held = place + word
+            unit = units.get(id(hold.unit)) or _unit(units, hold.unit)
             if limit is None:
                 reserving.append(f"{held}$0\r\n\r\n{keep}")
-                parts.append(f'{head},"a":"{amount}","t":"{until}","l":null,"u":"{hold.unit}"}}')
+                parts.append(f'{head},"a":"{text}","t":"{until}","l":null,"u":"{unit}"}}')
             else:
-                text = str(limit)
-                reserving.append(f"{held}${len(text)}\r\n{text}\r\n{keep}")
-                parts.append(f'{head},"a":"{amount}","t":"{until}","l":"{text}","u":"{hold.unit}"}}')
+                bound, bound_word = numbers.get(limit) or _number(numbers, limit)
+                reserving.append(f"{held}{bound_word}{keep}")
+                parts.append(f'{head},"a":"{text}","t":"{until}","l":"{bound}","u":"{unit}"}}')
             keys.append(key)
             settling.append((held, keep))
+            windows.append(window)
+            amounts.append(amount)
         # the record's JSON as orjson writes the whole of it, made from parts made once per window
         owner = self._owner if reservation.owner == self._replica else _json(reservation.owner)
         score = _json(reservation.expires_at)
         record = f'{{"id":{_json(reservation.id)},"x":{score},"o":{owner},"h":[{",".join(parts)}]}}'
-        holds = reservation.holds
-        entry = _Held(reservation, bulk(reservation.id), "".join(keys), settling,
-                      [h.window for h in holds], [h.amount for h in holds])
+        entry = _Held(reservation, bulk(reservation.id), "".join(keys), settling, windows, amounts)
         return entry, "".join(reserving), record, score
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
@@ -404,9 +417,12 @@ class RedisCounterStore:
         if entry is None or entry.reservation is not reservation:  # not held here: packed anew
             entry = self._pack(reservation)[0]
         count = len(reservation.holds)
-        parts = [f"{held}${len(text)}\r\n{text}\r\n{keep}"
-                 for (held, keep), text in zip(entry.holds, map(str, amounts), strict=True)]
-        keys, args = self._ledgers + entry.keys, f"{entry.id}{_count(count)}{bulk(repr(float(now)))}{''.join(parts)}"
+        numbers = self._numbers
+        parts = [held + (numbers.get(amount) or _number(numbers, amount))[1] + keep
+                 for (held, keep), amount in zip(entry.holds, amounts, strict=True)]
+        # the moment claims are made at, which only thresholds read
+        moment = bulk(repr(float(now))) if thresholds else _NO_MOMENT
+        keys, args = self._ledgers + entry.keys, f"{entry.id}{_count(count)}{moment}{''.join(parts)}"
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
@@ -599,7 +615,32 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
+NUMBERS_KEPT = 10_000  # amounts and limits whose text is remembered (forgotten wholesale when full)
+
+
+def _number(numbers: dict[int, tuple[str, str]], value: int) -> tuple[str, str]:
+    """``value`` as decimal text and packed, remembered in ``numbers``: the same amounts recur
+    (a model's estimate for a size of request, a budget's limit) and ``str`` of an int costs more
+    than finding it."""
+    if len(numbers) >= NUMBERS_KEPT:
+        numbers.clear()
+    text = str(value)
+    found = numbers[value] = text, f"${len(text)}\r\n{text}\r\n"
+    return found
+
+
+def _unit(units: dict[int, str], unit: Unit) -> str:
+    """``unit``'s text, remembered by the member's id: formatting a StrEnum is a Python call, and
+    so is hashing one. Only members are remembered: they live as long as their enum, so no other
+    object takes their id (a record read back gives plain strings)."""
+    if not isinstance(unit, Unit):
+        return str(unit)
+    text = units[id(unit)] = str(unit.value)
+    return text
+
+
 _COUNTS = [bulk(str(count)) for count in range(32)]
+_NO_MOMENT = bulk("0")
 
 
 def _count(count: int) -> str:

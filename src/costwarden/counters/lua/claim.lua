@@ -12,5 +12,5 @@ if current then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[4])
-keep(KEYS[1], ARGV[3], now_ms())
+keep(KEYS[1], ARGV[3])
 return 1

@@ -1,11 +1,19 @@
 -- Helpers prepended to every counter script; each script runs atomically on the server.
 --
--- A counter is one hash: 's:<bucket>' / 'r:<bucket>' hold settled spend and reservations per
--- bucket, 'S' / 'R' their totals over the live buckets, 'lo' the oldest live bucket, 'x' the
--- moment (epoch ms) the key expires, once these scripts set it.
+-- A counter is one hash: 'S' / 'R' hold its settled spend and reservations over the live buckets
+-- of its window; 'h' names its head, the newest bucket written, whose own figures are those totals
+-- less the other live buckets' 's:<bucket>' / 'r:<bucket>' (fields under the head's own name are
+-- stale: a counter written before heads had them; they are ignored, and overwritten when the head
+-- moves on). So writing to the head adds to a total alone: one HINCRBY a figure, where a bucket
+-- of its own took two. The head moves when a newer bucket is read or written: the old head's
+-- figures are written out then, and the buckets that left the window forgotten, once a bucket
+-- rather than once a call. A calendar counter (bucket '0', span '1') has one bucket, always its
+-- head: totals alone, and no 'h'. 'x' is the moment (epoch ms) the key expires, once these
+-- scripts set it.
 -- Money travels as decimal strings and is only added with HINCRBY (exact to 2^63): a Lua number
--- is a double, so the one comparison made here works on 9-digit limbs unless every figure is
--- small enough for a double to hold the sum exactly.
+-- is a double, so the comparisons made here work on 9-digit limbs unless every figure is small
+-- enough for a double to hold the sum exactly, and the rare figure computed here (a head's, when
+-- it moves on) is written from limbs.
 -- Each command a script runs costs the server more than its own work, and so does Lua's own
 -- work: a counter is read with one HMGET, and figures are only parsed where compared. A decimal
 -- string is parsed by arithmetic (`s + 0`), which reads it once where `tonumber` reads it twice,
@@ -103,15 +111,22 @@ local function negate(s)
   return '-' .. s
 end
 
+-- The server's clock (epoch ms), asked at most once a script and only when a key's expiry is to
+-- move: most calls move none.
+local clock = nil
 local function now_ms()
-  local t = redis.call('TIME')
-  local us = t[2] + 0
-  return t[1] * 1000 + (us - us % 1000) / 1000
+  if not clock then
+    local t = redis.call('TIME')
+    local us = t[2] + 0
+    clock = t[1] * 1000 + (us - us % 1000) / 1000
+  end
+  return clock
 end
 
--- MARGIN_MS past the later of `until_ms` (a decimal string) and `now`.
-local function kept_until(until_ms, now)
+-- MARGIN_MS past the later of `until_ms` (a decimal string) and the server's clock.
+local function kept_until(until_ms)
   local at = until_ms + 0
+  local now = now_ms()
   if at < now then
     at = now
   end
@@ -121,10 +136,10 @@ end
 -- Expiry is garbage collection only: every decision uses the times the caller passes, so a key
 -- is kept until at least MARGIN_MS past the later of `until_ms` and the server's clock, never
 -- shortened. A flag (a string key) asks the server for its expiry each time.
-local function keep(key, until_ms, now)
-  local target = kept_until(until_ms, now)
+local function keep(key, until_ms)
+  local target = kept_until(until_ms)
   local ttl = redis.call('PTTL', key)
-  if ttl < 0 or now + ttl < target then
+  if ttl < 0 or now_ms() + ttl < target then
     redis.call('PEXPIREAT', key, string.format('%d', target))
   end
 end
@@ -132,19 +147,24 @@ end
 local EXPIRY_STEP_MS = 60000 -- a counter's expiry moves in whole minutes, so most writes leave it
 local kept = {} -- counter key -> the expiry this script gave it ('x' read before that is stale)
 
--- Keep a counter, whose 'x' field read `x`, until its target. 'x' is written with each
--- PEXPIREAT of a counter, in the same script, so it is the key's expiry when present and the
--- server need not be asked. Without it (a hash written before 'x' existed) the server is asked;
--- a later expiry found there is kept, and a key that does not exist is not created.
-local function keep_counter(key, x, until_ms, now)
+-- Keep a counter, whose 'x' field read `x`, until MARGIN_MS past `until_ms` (and past the
+-- server's clock when the expiry moves: a key that exists has not reached its expiry, so one
+-- kept MARGIN_MS past `until_ms` already is left alone without asking the clock). 'x' is written
+-- with each PEXPIREAT of a counter, in the same script, so it is the key's expiry when present and
+-- the server need not be asked. Without it (a hash written before 'x' existed) the server is
+-- asked; a later expiry found there is kept, and a key that does not exist is not created.
+local function keep_counter(key, x, until_ms)
   x = kept[key] or x
-  local target = kept_until(until_ms, now)
+  if x and x + 0 >= until_ms + MARGIN_MS then
+    return
+  end
+  local target = kept_until(until_ms)
   if x and x + 0 >= target then
     return
   end
   if not x then
     local ttl = redis.call('PTTL', key)
-    if ttl == -2 or (ttl >= 0 and now + ttl >= target) then
+    if ttl == -2 or (ttl >= 0 and now_ms() + ttl >= target) then
       return
     end
   end
@@ -154,63 +174,132 @@ local function keep_counter(key, x, until_ms, now)
   kept[key] = at
 end
 
--- Forget the buckets of `key` before `oldest`; false when the key does not exist (it is not
+-- The decimal string of high * LIMB + low (doubles holding integers exactly).
+local function decimal(high, low)
+  local carry = math.floor(low / LIMB)
+  high, low = high + carry, low - carry * LIMB -- 0 <= low < LIMB
+  if high < 0 and low > 0 then -- the same sign as high: -LIMB < low <= 0
+    high, low = high + 1, low - LIMB
+  end
+  if high == 0 then
+    return string.format('%d', low)
+  end
+  return string.format('%d%09d', high, low < 0 and -low or low)
+end
+
+local CALENDAR = '0' -- a calendar window's bucket (its span is '1'): the counter's only one
+
+-- Make `bucket` the head of counter `key`, whose head was `h` (nil: none, a counter written before
+-- heads, whose totals are the sum of its buckets' own figures): write out the old head's figures
+-- (its totals less the other buckets') when it stays in the window whose oldest bucket is
+-- `oldest`, and forget the buckets before that. False when the key does not exist (it is not
 -- created).
-local function forget(key, oldest)
+local function move(key, h, bucket, oldest)
   local fields = redis.call('HGETALL', key)
   if #fields == 0 then
     return false
   end
+  local spent, reserved = '0', '0'
+  -- limbs of the other buckets' figures: live ones, and those that left the window
+  local ls, lsl, lr, lrl, gs, gsl, gr, grl = 0, 0, 0, 0, 0, 0, 0, 0
+  local gone = {}
   for i = 1, #fields, 2 do
-    local kind, index = string.match(fields[i], '^([sr]):(-?%d+)$')
-    if kind and index + 0 < oldest then
-      redis.call('HDEL', key, fields[i])
-      if fields[i + 1] ~= '0' then
-        redis.call('HINCRBY', key, string.upper(kind), negate(fields[i + 1]))
+    local name, value = fields[i], fields[i + 1]
+    if name == 'S' then
+      spent = value
+    elseif name == 'R' then
+      reserved = value
+    elseif name == 'lo' then -- the oldest live bucket, as counters written before heads kept it
+      gone[#gone + 1] = name
+    else
+      local kind, index = string.match(name, '^([sr]):(-?%d+)$')
+      if kind then
+        local high, low = limbs(value)
+        if index == h or index + 0 < oldest then
+          gone[#gone + 1] = name
+          if index == h then -- a stale figure of the head: not counted
+          elseif kind == 's' then
+            gs, gsl = gs + high, gsl + low
+          else
+            gr, grl = gr + high, grl + low
+          end
+        elseif kind == 's' then
+          ls, lsl = ls + high, lsl + low
+        else
+          lr, lrl = lr + high, lrl + low
+        end
       end
     end
   end
-  redis.call('HSET', key, 'lo', string.format('%d', oldest))
+  local sh, sl = limbs(spent)
+  local rh, rl = limbs(reserved)
+  local set = {'h', bucket}
+  if h and h + 0 >= oldest then -- the old head stays, as a bucket of its own; the totals lose what left
+    set[3], set[4] = 's:' .. h, decimal(sh - ls - gs, sl - lsl - gsl)
+    set[5], set[6] = 'r:' .. h, decimal(rh - lr - gr, rl - lrl - grl)
+    set[7], set[8] = 'S', decimal(sh - gs, sl - gsl)
+    set[9], set[10] = 'R', decimal(rh - gr, rl - grl)
+  elseif h then -- the old head left too: the totals are the live buckets'
+    set[3], set[4] = 'S', decimal(ls, lsl)
+    set[5], set[6] = 'R', decimal(lr, lrl)
+  else
+    set[3], set[4] = 'S', decimal(sh - gs, sl - gsl)
+    set[5], set[6] = 'R', decimal(rh - gr, rl - grl)
+  end
+  if #gone > 0 then
+    redis.call('HDEL', key, unpack(gone))
+  end
+  redis.call('HSET', key, unpack(set))
   return true
 end
 
--- 'lo' is only ever set to an oldest bucket above the 'lo' before it (0 when absent), so it is
--- absent or above 0: a window whose oldest bucket is at or below 0 has nothing to forget. That
--- is every calendar window (bucket 0, span 1), whose 'lo' need not be read.
+local heads = {} -- counter key -> its head as this script last read or wrote it (false: none)
 
--- Forget the buckets that left a rolling window whose newest bucket is `bucket`.
-local function advance(key, bucket, span)
-  local oldest = bucket - span + 1
-  if oldest > 0 and oldest > (redis.call('HGET', key, 'lo') or '0') + 0 then
-    forget(key, oldest)
+-- Counter `key` as of `bucket` (its window `span` buckets long), the head moved there first when
+-- it is newer: settled spend and reserved totals ('0' when absent) and 'x' (false when absent),
+-- in one HMGET.
+local function read(key, bucket, span)
+  if bucket == CALENDAR and span == '1' then
+    local v = redis.call('HMGET', key, 'S', 'R', 'x')
+    heads[key] = bucket
+    return v[1] or '0', v[2] or '0', v[3]
   end
+  local v = redis.call('HMGET', key, 'h', 'S', 'R', 'x')
+  local h = v[1]
+  if h ~= bucket and (not h or bucket + 0 > h + 0) and move(key, h, bucket, bucket - span + 1) then
+    v = redis.call('HMGET', key, 'h', 'S', 'R', 'x')
+  end
+  heads[key] = v[1]
+  return v[2] or '0', v[3] or '0', v[4]
 end
 
--- Counter `key` as of `bucket`, after forgetting the buckets that left its window: spent and
--- reserved totals ('0' when absent), then 'x' and the value of each further field asked for
--- (false when absent), all in one HMGET.
-local function read(key, bucket, span, ...)
-  local oldest = 0 -- a calendar window's, without parsing its figures
-  if span ~= '1' or bucket ~= '0' then
-    oldest = bucket - span + 1
+-- Add settled spend `spend` and reservations `hold` (decimal strings; nil: none) to `bucket` of
+-- counter `key`, read first (`read` or `apply`): to the totals alone when `bucket` is the head, or
+-- becomes it (a counter that had none); an older bucket keeps figures of its own besides. Returns
+-- the totals after as HINCRBY answers them, Lua numbers (see `figure`; nil for one not added).
+local function write(key, bucket, spend, hold)
+  local h = heads[key]
+  if h ~= bucket then
+    if not h then
+      redis.call('HSET', key, 'h', bucket)
+      heads[key] = bucket
+    else
+      if spend then
+        redis.call('HINCRBY', key, 's:' .. bucket, spend)
+      end
+      if hold then
+        redis.call('HINCRBY', key, 'r:' .. bucket, hold)
+      end
+    end
   end
-  local v
-  if oldest <= 0 then
-    v = redis.call('HMGET', key, 'S', 'R', 'x', ...)
-    return v[1] or '0', v[2] or '0', v[3], v[4]
+  local s, r
+  if spend then
+    s = redis.call('HINCRBY', key, 'S', spend)
   end
-  v = redis.call('HMGET', key, 'lo', 'S', 'R', 'x', ...)
-  if (not v[1] or oldest > v[1] + 0) and forget(key, oldest) then -- an absent 'lo' reads as 0
-    v = redis.call('HMGET', key, 'lo', 'S', 'R', 'x', ...)
+  if hold then
+    r = redis.call('HINCRBY', key, 'R', hold)
   end
-  return v[2] or '0', v[3] or '0', v[4], v[5]
-end
-
--- Add `amount` to `field` and to its `total`; returns the total's new value as HINCRBY answers
--- it, a Lua number (see `figure`).
-local function add(key, field, total, amount)
-  redis.call('HINCRBY', key, field, amount)
-  return redis.call('HINCRBY', key, total, amount)
+  return s, r
 end
 
 local EXACT = 2 ^ 53 -- an integer's double is below this in magnitude only when it is the integer
@@ -227,22 +316,35 @@ end
 -- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before (a decimal
 -- string) and after, and reserved after (each a decimal string, or a number that is the figure
 -- exactly: HINCRBY's answer, when below 2^53). A bucket that left its rolling window takes
--- nothing: that spend is outside the window already.
-local function apply(key, bucket, span, held, actual, until_ms, now)
-  local field = 'r:' .. bucket
-  local before, reserved, x, hold = read(key, bucket, span, field)
-  local after
-  if hold then
-    after = figure(add(key, 's:' .. bucket, 'S', actual))
-    reserved = figure(add(key, field, 'R', negate(held)))
-  elseif span == '1' then
-    after = figure(add(key, 's:' .. bucket, 'S', actual)) -- a calendar counter that was lost: keep the spend
+-- nothing: that spend is outside the window already. The counter was kept until `until_ms` when
+-- the hold was added; it is kept here only when it had lost the hold.
+local function apply(key, bucket, span, held, actual, until_ms)
+  local calendar = bucket == CALENDAR and span == '1'
+  local v, live
+  if calendar then
+    v = redis.call('HMGET', key, 'S', 'R')
+    heads[key], live = bucket, v[2]
+  else
+    v = redis.call('HMGET', key, 'h', 'S', 'R', 'r:' .. bucket)
+    heads[key], live = v[1], v[1] == bucket or v[4]
+    v[1], v[2] = v[2], v[3]
+  end
+  local before, reserved = v[1] or '0', v[2] or '0'
+  local s, r
+  if live then
+    s, r = write(key, bucket, actual, negate(held))
+  elseif calendar then -- a calendar counter that was lost: keep the spend
+    s = write(key, bucket, actual, nil)
+    keep_counter(key, nil, until_ms)
   else
     return before, before, reserved
   end
-  keep_counter(key, x, until_ms, now)
+  local after = figure(s)
+  if r then
+    reserved = figure(r)
+  end
   if not (after and reserved) then -- past 2^53: read as decimal strings
-    local v = redis.call('HMGET', key, 'S', 'R')
+    v = redis.call('HMGET', key, 'S', 'R')
     return before, v[1], v[2] or '0'
   end
   return before, after, reserved

@@ -7,7 +7,6 @@ if no then
   return no
 end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local now = now_ms()
 local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)
@@ -15,7 +14,7 @@ for _, id in ipairs(ids) do
   if record then
     redis.call('HDEL', KEYS[1], id)
     for _, hold in ipairs(cjson.decode(record).h) do
-      apply(hold.k, hold.b, hold.n, hold.a, hold.a, hold.t, now)
+      apply(hold.k, hold.b, hold.n, hold.a, hold.a, hold.t)
     end
     out[#out + 1] = record
   end

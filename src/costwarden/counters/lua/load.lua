@@ -4,11 +4,10 @@ local no = refused()
 if no then
   return no
 end
-local now = now_ms()
 for i = 1, #KEYS do
   local a = (i - 1) * 4
   local _, _, x = read(KEYS[i], ARGV[a + 1], ARGV[a + 2])
-  add(KEYS[i], 's:' .. ARGV[a + 1], 'S', ARGV[a + 3])
-  keep_counter(KEYS[i], x, ARGV[a + 4], now)
+  write(KEYS[i], ARGV[a + 1], ARGV[a + 3], nil)
+  keep_counter(KEYS[i], x, ARGV[a + 4])
 end
 return 0

@@ -8,7 +8,6 @@ if ARGV[1] == '1' then
     return no
   end
 end
-local now = now_ms()
 local skipped = 0
 local a = 2
 for i = 1, #KEYS do
@@ -29,9 +28,9 @@ for i = 1, #KEYS do
     for _ = 1, n do
       local _, _, x = read(key, ARGV[a], ARGV[a + 1])
       if ARGV[a + 2] ~= '0' then
-        add(key, 's:' .. ARGV[a], 'S', ARGV[a + 2])
+        write(key, ARGV[a], ARGV[a + 2], nil)
       end
-      keep_counter(key, x, ARGV[a + 3], now)
+      keep_counter(key, x, ARGV[a + 3])
       a = a + 4
     end
   end

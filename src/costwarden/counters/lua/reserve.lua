@@ -36,11 +36,10 @@ if conflict then
   table.insert(out, 2, conflict)
   return out
 end
-local now = now_ms()
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
-  add(KEYS[i + 2], 'r:' .. ARGV[a], 'R', ARGV[a + 2])
-  keep_counter(KEYS[i + 2], expiries[i], ARGV[a + 4], now)
+  write(KEYS[i + 2], ARGV[a], nil, ARGV[a + 2])
+  keep_counter(KEYS[i + 2], expiries[i], ARGV[a + 4])
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], id)

@@ -5,15 +5,14 @@ local no = refused()
 if no then
   return no
 end
-local now = now_ms()
 local restored = 0
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
     for _, hold in ipairs(cjson.decode(ARGV[i + 2]).h) do
       local _, _, x = read(hold.k, hold.b, hold.n)
-      add(hold.k, 'r:' .. hold.b, 'R', hold.a)
-      keep_counter(hold.k, x, hold.t, now)
+      write(hold.k, hold.b, nil, hold.a)
+      keep_counter(hold.k, x, hold.t)
     end
     redis.call('HSET', KEYS[1], id, ARGV[i + 2])
     redis.call('ZADD', KEYS[2], ARGV[i + 1], id)

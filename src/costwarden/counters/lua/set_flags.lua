@@ -4,13 +4,12 @@ local no = refused()
 if no then
   return no
 end
-local now = now_ms()
 for i = 1, #KEYS do
   local at = ARGV[2 * i - 1]
   local current = redis.call('GET', KEYS[i])
   if not current or tonumber(at) > tonumber(string.match(current, '^[^|]*')) then
     redis.call('SET', KEYS[i], at)
-    keep(KEYS[i], ARGV[2 * i], now)
+    keep(KEYS[i], ARGV[2 * i])
   end
 end
 return 0
