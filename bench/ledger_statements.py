@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 import statistics
 import time
@@ -39,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import services
 from services import postgres
 from sqlalchemy.dialects import postgresql
 
@@ -63,8 +65,10 @@ class Events:
         self._random = random.Random(7)
         self._ids = itertools.count()
 
-    def make(self, count: int, days: int = 20) -> list[UsageEvent]:
-        pick = self._random.choice
+    def make(self, count: int, days: int = 20, same: bool = False) -> list[UsageEvent]:
+        """``count`` events over ``days`` days; ``same``: every one of the same rollup group but for
+        its day (as a load generator's calls: one key, one model)."""
+        pick = (lambda choices: choices[0]) if same else self._random.choice
         events = []
         for _ in range(count):
             at = T0 + timedelta(seconds=self._random.randrange(days * 86_400))
@@ -174,6 +178,68 @@ def measure(url: str, rounds: int, events: Events, statements: PostgresStatement
                 conn.close()
 
 
+def server_cpu_s(postmaster: int) -> float:
+    """CPU seconds of every PostgreSQL process: the postmaster's tree (backends, WAL writer,
+    checkpointer, autovacuum) and the children it has reaped (autovacuum workers)."""
+    stat = open(f"/proc/{postmaster}/stat").read()
+    reaped = stat[stat.rindex(")") + 2:].split()[13:15]
+    return services.tree_cpu_seconds(postmaster) + sum(map(int, reaped)) / os.sysconf("SC_CLK_TCK")
+
+
+def writer_connection(url: str, unflushed: bool) -> tuple[psycopg.Connection[Any], int]:
+    """A connection set up as the writer process sets its own up, and its backend's pid."""
+    conn = psycopg.connect(url, autocommit=True)
+    for setting in PLANNER_SETTINGS:
+        conn.execute(setting)
+    if unflushed:
+        conn.execute("SET synchronous_commit TO off")
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return conn, row[0]
+
+
+def calls(url: str, rounds: int, batch: int, events: Events, statements: PostgresStatements, same: bool) -> None:
+    """The writer process's statements at high concurrency, as a stream: each round, a batch of
+    ``batch`` write-ahead rows (committed without waiting for the flush, on a connection of its
+    own), then the events of the calls begun two rounds before (their insert, the deletion of
+    their write-ahead rows and the rollups, committed durably), so that about 2 x ``batch`` calls
+    are in flight. Printed: every PostgreSQL process's CPU per event (the two backends, and the
+    rest: WAL writer, checkpointer, autovacuum), and WAL bytes per event."""
+    (ahead_conn, ahead_pid), (event_conn, event_pid) = writer_connection(url, True), writer_connection(url, False)
+    postmaster = int(open(f"/proc/{event_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    open_calls: list[list[UsageEvent]] = []
+
+    def step() -> None:
+        begun = events.make(batch, days=1, same=same)
+        ahead_conn.execute(*one(statements.batch([Write(RowKind.INFLIGHT, inflight_row(ahead(e))) for e in begun])))
+        open_calls.append(begun)
+        if len(open_calls) > 2:
+            ended = open_calls.pop(0)
+            event_conn.execute(*one(statements.batch([Write(RowKind.EVENT, event_row(e)) for e in ended])))
+
+    try:
+        for _ in range(max(10, rounds // 10)):  # prepared statements, a steady table
+            step()
+        wal = event_conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        total, backends = server_cpu_s(postmaster), (cpu_ns(ahead_pid), cpu_ns(event_pid))
+        started = time.perf_counter()
+        for _ in range(rounds):
+            step()
+        elapsed = time.perf_counter() - started
+        total, ahead_ns, event_ns = server_cpu_s(postmaster) - total, cpu_ns(ahead_pid) - backends[0], \
+            cpu_ns(event_pid) - backends[1]
+        size = event_conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", wal).fetchone()
+    finally:
+        ahead_conn.close()
+        event_conn.close()
+    count = rounds * batch
+    assert size is not None
+    print(f"calls: {rounds} rounds of {batch} ({'one group' if same else 'spread'}): server CPU "
+          f"{total / count * 1e6:.1f} us per event (write-ahead backend {ahead_ns / count / 1000:.1f}, event backend "
+          f"{event_ns / count / 1000:.1f}, other processes {(total - (ahead_ns + event_ns) / 1e9) / count * 1e6:.1f}); "
+          f"WAL {int(size[0]) / count:.0f} bytes per event; {count / elapsed:,.0f} events/s")
+
+
 def report(name: str, size: int, cpu: list[int], wall: list[int], plans: Any) -> None:
     cpu, wall = cpu[10:], wall[10:]  # the first executions are not yet prepared
     low, *_, high = statistics.quantiles(cpu, n=10)
@@ -206,13 +272,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--flush", action="store_true",
                         help="timed commits wait for the WAL flush, as the writer's do (adds the disk's noise)")
+    parser.add_argument("--calls", type=int, default=0, metavar="BATCH",
+                        help="instead: the writer's stream of statements at high concurrency, BATCH calls per batch")
+    parser.add_argument("--same", action="store_true", help="with --calls: every call in one rollup group")
+    parser.add_argument("--sql", action="append", default=[],
+                        help="run this statement after the fill, before measuring (to try a schema change)")
     parser.add_argument("--url", help="an existing, empty PostgreSQL database (default: a throwaway cluster)")
     args = parser.parse_args()
     statements = PostgresStatements(postgresql.dialect())
     events = Events()
     with database(args.url) as url:
         fill(url, events, statements, args.events, args.inflight)
-        measure(url, args.rounds, events, statements, args.flush)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for sql in args.sql:
+                conn.execute(sql.encode())
+        if args.calls:
+            calls(url, args.rounds, args.calls, events, statements, args.same)
+        else:
+            measure(url, args.rounds, events, statements, args.flush)
         check(url)
 
 
