@@ -198,24 +198,51 @@ def writer_connection(url: str, unflushed: bool) -> tuple[psycopg.Connection[Any
     return conn, row[0]
 
 
-def calls(url: str, rounds: int, batch: int, events: Events, statements: PostgresStatements, same: bool) -> None:
+def run(conn: psycopg.Connection[Any], batch: list[Statement]) -> None:
+    """A batch as the writer process commits it: one statement alone, several in a transaction."""
+    if len(batch) == 1:
+        conn.execute(*one(batch), prepare=True)
+        return
+    with conn.transaction():
+        for sql, rows, size in batch:
+            conn.execute(sql, parameters(rows, size), prepare=True)
+
+
+def calls(url: str, rounds: int, batch: int, events: Events, statements: PostgresStatements, same: bool,
+          mixed: bool) -> None:
     """The writer process's statements at high concurrency, as a stream: each round, a batch of
     ``batch`` write-ahead rows (committed without waiting for the flush, on a connection of its
     own), then the events of the calls begun two rounds before (their insert, the deletion of
     their write-ahead rows and the rollups, committed durably), so that about 2 x ``batch`` calls
-    are in flight. Printed: every PostgreSQL process's CPU per event (the two backends, and the
+    are in flight. ``mixed``: the write-ahead rows go in the events' batch instead (as when both
+    were queued while the previous batch was committed). Printed: every PostgreSQL process's CPU per event (the two backends, and the
     rest: WAL writer, checkpointer, autovacuum), and WAL bytes per event."""
     (ahead_conn, ahead_pid), (event_conn, event_pid) = writer_connection(url, True), writer_connection(url, False)
     postmaster = int(open(f"/proc/{event_pid}/stat").read().rsplit(")", 1)[1].split()[1])
     open_calls: list[list[UsageEvent]] = []
+    # with ``mixed``, every other batch as two statements in one transaction (as before the
+    # write-ahead rows went in the events' statement), the CPU of each batch by its form
+    forms: dict[str, list[int]] = {"one statement": [], "two statements": []}
+    clients: dict[str, list[int]] = {"one statement": [], "two statements": []}  # this process's CPU (the writer's)
+    parity = itertools.cycle((False, True))
 
     def step() -> None:
         begun = events.make(batch, days=1, same=same)
-        ahead_conn.execute(*one(statements.batch([Write(RowKind.INFLIGHT, inflight_row(ahead(e))) for e in begun])))
+        writes = [Write(RowKind.INFLIGHT, inflight_row(ahead(e))) for e in begun]
         open_calls.append(begun)
+        if not mixed or len(open_calls) <= 2:
+            run(ahead_conn, statements.batch(writes))
+            writes = []
         if len(open_calls) > 2:
-            ended = open_calls.pop(0)
-            event_conn.execute(*one(statements.batch([Write(RowKind.EVENT, event_row(e)) for e in ended])))
+            ended = [Write(RowKind.EVENT, event_row(e)) for e in open_calls.pop(0)]
+            form = "two statements" if writes and next(parity) else "one statement"
+            sent = statements.batch(writes) + statements.batch(ended) if form == "two statements" \
+                else statements.batch(writes + ended)
+            used, own = cpu_ns(event_pid), time.thread_time_ns()
+            run(event_conn, sent)
+            if writes:
+                forms[form].append(cpu_ns(event_pid) - used)
+                clients[form].append(time.thread_time_ns() - own)
 
     try:
         for _ in range(max(10, rounds // 10)):  # prepared statements, a steady table
@@ -234,10 +261,15 @@ def calls(url: str, rounds: int, batch: int, events: Events, statements: Postgre
         event_conn.close()
     count = rounds * batch
     assert size is not None
-    print(f"calls: {rounds} rounds of {batch} ({'one group' if same else 'spread'}): server CPU "
+    print(f"calls: {rounds} rounds of {batch} ({'one group' if same else 'spread'}{', mixed' * mixed}): server CPU "
           f"{total / count * 1e6:.1f} us per event (write-ahead backend {ahead_ns / count / 1000:.1f}, event backend "
           f"{event_ns / count / 1000:.1f}, other processes {(total - (ahead_ns + event_ns) / 1e9) / count * 1e6:.1f}); "
           f"WAL {int(size[0]) / count:.0f} bytes per event; {count / elapsed:,.0f} events/s")
+    for form, used in forms.items():
+        if used:
+            print(f"  mixed batches as {form}: event backend CPU median {statistics.median(used) / 1000 / batch:.1f} "
+                  f"us per event (p10 {statistics.quantiles(used, n=10)[0] / 1000 / batch:.1f}) over {len(used)} batches; "
+                  f"the client's (the writer process's) {statistics.median(clients[form]) / 1000:.0f} us per batch")
 
 
 def report(name: str, size: int, cpu: list[int], wall: list[int], plans: Any) -> None:
@@ -275,6 +307,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=0, metavar="BATCH",
                         help="instead: the writer's stream of statements at high concurrency, BATCH calls per batch")
     parser.add_argument("--same", action="store_true", help="with --calls: every call in one rollup group")
+    parser.add_argument("--mixed", action="store_true",
+                        help="with --calls: write-ahead rows in the same batch as the events")
     parser.add_argument("--sql", action="append", default=[],
                         help="run this statement after the fill, before measuring (to try a schema change)")
     parser.add_argument("--url", help="an existing, empty PostgreSQL database (default: a throwaway cluster)")
@@ -287,7 +321,7 @@ def main() -> None:
             for sql in args.sql:
                 conn.execute(sql.encode())
         if args.calls:
-            calls(url, args.rounds, args.calls, events, statements, args.same)
+            calls(url, args.rounds, args.calls, events, statements, args.same, args.mixed)
         else:
             measure(url, args.rounds, events, statements, args.flush)
         check(url)
