@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy.engine import Dialect
 
@@ -31,14 +32,21 @@ IN_FLIGHT = 2  # batches sent to the writer process before the first is answered
 Lost = Callable[[list[Write]], None]
 
 
+class Encode(Protocol):
+    """The frame of batch ``number``, which may wait ``wait_s`` in the process for company."""
+
+    def __call__(self, number: int, batch: list[Write], wait_s: float = 0.0, /) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Program:
     """How to start a writer process and what to send it: the command line, the frame of a
-    numbered batch, whether a batch waits for company (``company.py``) before it is sent, and the
-    process's environment (None: this process's)."""
+    numbered batch (and the seconds it may wait in the process for company, see
+    ``writer_process.answer``), whether a batch waits for company (``company.py``) before it is
+    sent, and the process's environment (None: this process's)."""
 
     argv: Sequence[str]
-    encode: Callable[[int, list[Write]], bytes]
+    encode: Encode
     company: bool = False
     env: Mapping[str, str] | None = field(default=None)
 
@@ -48,16 +56,18 @@ def sqlite_program(path: str, dialect: Dialect) -> Program:
     statements = SqliteStatements(dialect)
     # -I -S: no environment, no site packages; the program needs the standard library only
     return Program([sys.executable, "-I", "-S", writer_process.__file__, path, str(SQLITE_BUSY_TIMEOUT_MS)],
-                   lambda number, batch: writer_process.frame((number, statements.batch(batch))))
+                   lambda number, batch, wait_s=0.0: writer_process.frame((number, statements.batch(batch))))
 
 
 def postgres_program(url: str, dialect: Dialect) -> Program:
     """The PostgreSQL writer process, through psycopg. More batches may be in flight than on
-    SQLite: a batch someone waits for is held back to wait for company (``company.py``)."""
+    SQLite: a batch someone waits for is held back to wait for company (``company.py``), and a
+    batch of write-ahead rows alone may wait in the process for the next batch, to share its
+    commit (a commit of its own cost PostgreSQL about a fifth of a call's time at concurrency 64)."""
     statements = PostgresStatements(dialect)
     # -I: no PYTHON* variables nor user site; the site packages stay, for psycopg
     return Program([sys.executable, "-I", writer_process.__file__, "--postgresql"],
-                   lambda number, batch: writer_process.frame((number, statements.batch(batch))),
+                   lambda number, batch, wait_s=0.0: writer_process.frame((number, statements.batch(batch), wait_s)),
                    company=True, env={**os.environ, writer_process.URL_VARIABLE: url})
 
 
@@ -186,6 +196,15 @@ class WriterProcessClient:
         self._release()
         return False
 
+    def _may_wait(self, batch: list[Write]) -> float:
+        """How long ``batch`` may wait in the process for the next batch: a batch of write-ahead
+        rows alone, while other calls' events are due soon (``Company.wait``), as long as an event
+        would wait for company; else not at all."""
+        if self._company is None or any(write.waiter is not None for write in batch):
+            return 0.0
+        wait = self._company.wait()
+        return 0.0 if wait is None else wait[0]
+
     def _hold_over(self) -> None:
         if self._hold is not None:
             self._hold.over = True
@@ -208,7 +227,7 @@ class WriterProcessClient:
                 batch, self._pending = self._pending, []
             self._sent.append(batch)
             self._number += 1
-            self._process.send(self._program.encode(self._number, batch))
+            self._process.send(self._program.encode(self._number, batch, self._may_wait(batch)))
 
     def _on_reply(self, number: int, kind: str | None, message: str) -> None:
         batch = self._sent.popleft() if self._sent else []
