@@ -179,6 +179,30 @@ def test_a_batch_of_write_ahead_rows_that_may_wait_is_committed_with_the_next_ba
         process.end()
 
 
+def test_batches_that_may_wait_gather_until_another_batch_comes() -> None:
+    process = Answering()
+    other: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["b"]], 1)
+    try:
+        process.send(1, [AHEAD], 60.0)
+        process.send(2, [other], 60.0)
+        process.send(3, [EVENT], 60.0)
+        assert process.replies(3) == [(1, None, ""), (2, None, ""), (3, None, "")]
+        assert process.commits == [[AHEAD, other, EVENT]]
+    finally:
+        process.end()
+
+
+def test_gathered_batches_are_committed_together_once_the_first_ones_wait_is_over() -> None:
+    process = Answering()
+    other: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["b"]], 1)
+    try:
+        os.write(process.source, writer_process.frame((1, [AHEAD], 0.01)) + writer_process.frame((2, [other], 60.0)))
+        assert process.replies(2) == [(1, None, ""), (2, None, "")]
+        assert process.commits == [[AHEAD, other]]
+    finally:
+        process.end()
+
+
 def test_a_waiting_batch_is_committed_alone_once_its_wait_is_over() -> None:
     process = Answering()
     try:

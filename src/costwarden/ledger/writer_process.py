@@ -197,32 +197,31 @@ def answer(commit: Commit, source: int, sink: int) -> None:
     """Commit each batch read from ``source`` and answer it on ``sink``, until end of input.
 
     A frame is ``(number, statements)``, or ``(number, statements, wait_s)`` for a batch that may
-    wait up to ``wait_s`` for company: a batch of write-ahead rows alone, sent while many calls
-    are in flight (``company.py``), is held until the next batch comes and committed with it in
-    one transaction (the events due meanwhile carry its commit), or alone once its wait is over.
+    wait up to ``wait_s`` for company: batches of write-ahead rows alone, sent while many calls
+    are in flight (``company.py``), are held until a batch of another kind comes and committed
+    with it in one transaction (the events due meanwhile carry their commit), or together once
+    the first one's wait is over.
     Nobody waits for it, and it is never lost to a parent killed meanwhile: at end of input it is
     committed like the rest. Once the parent is gone (its pipe broken), what is left of the input
     is still committed, unanswered."""
-    held: Batch | None = None
+    held: list[Batch] = []
     deadline = 0.0
     replies: int | None = sink
     while True:
-        if held is not None and not readable(source, deadline - time.monotonic()):
-            replies = settle(commit, replies, [held])
-            held = None
+        if held and not readable(source, deadline - time.monotonic()):
+            replies, held = settle(commit, replies, held), []
             continue
         message = read_message(source)
         if message is None:
             break
         number, statements, *wait = message
-        if held is None and wait and wait[0] > 0 and write_ahead_only(statements):
-            held, deadline = (number, statements), time.monotonic() + wait[0]
+        if wait and wait[0] > 0 and write_ahead_only(statements):
+            deadline = min(deadline, time.monotonic() + wait[0]) if held else time.monotonic() + wait[0]
+            held.append((number, statements))
             continue
-        batches = [(number, statements)] if held is None else [held, (number, statements)]
-        held = None
-        replies = settle(commit, replies, batches)
-    if held is not None:
-        settle(commit, replies, [held])
+        replies, held = settle(commit, replies, [*held, (number, statements)]), []
+    if held:
+        settle(commit, replies, held)
 
 
 def settle(commit: Commit, sink: int | None, batches: list[Batch]) -> int | None:

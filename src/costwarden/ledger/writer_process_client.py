@@ -76,7 +76,8 @@ class WriterProcessClient:
 
     Rows put on the loop are sent as one batch when the loop next runs callbacks; up to
     ``IN_FLIGHT`` batches are sent before the first is answered, so the process never waits for the
-    next one. A row's waiter resolves once the process has committed it; it commits batches
+    next one (batches of write-ahead rows that may wait in the process for the next batch, see
+    ``_may_wait``, are not counted: the process answers them with it). A row's waiter resolves once the process has committed it; it commits batches
     in the order sent. A refused row is found by sending the rows of its batch again one by one
     (a write-ahead row of that batch may then land after its call's event, which only leaves a
     row that recovery drops). Every row is idempotent (INSERT ... ON CONFLICT DO NOTHING,
@@ -97,6 +98,7 @@ class WriterProcessClient:
         self._lost = lost
         self._pending: list[Write] = []
         self._sent: collections.deque[list[Write]] = collections.deque()  # answered in this order
+        self._waits: collections.deque[bool] = collections.deque()  # whether each may wait in the process
         self._singles = 0  # batches to send one write at a time (finding a refused row)
         self._number = 0
         self._scheduled = False
@@ -154,7 +156,7 @@ class WriterProcessClient:
         return bool(self._pending) or bool(self._sent) or self._starting is not None
 
     def _kick(self) -> None:
-        if len(self._sent) >= IN_FLIGHT or not self._pending:
+        if self._in_flight() >= IN_FLIGHT or not self._pending:
             return
         if self._process is None:
             self.start()
@@ -198,12 +200,13 @@ class WriterProcessClient:
 
     def _may_wait(self, batch: list[Write]) -> float:
         """How long ``batch`` may wait in the process for the next batch: a batch of write-ahead
-        rows alone, while other calls' events are due soon (``Company.wait``), as long as an event
-        would wait for company; else not at all."""
-        if self._company is None or any(write.waiter is not None for write in batch):
+        rows alone, while events would wait for company (``Company.wait``), for the longest an
+        event waits (the next batch, held back here for company, then comes in time); else not
+        at all."""
+        company = self._company
+        if company is None or any(write.waiter is not None for write in batch) or company.wait() is None:
             return 0.0
-        wait = self._company.wait()
-        return 0.0 if wait is None else wait[0]
+        return company.window_s
 
     def _hold_over(self) -> None:
         if self._hold is not None:
@@ -217,7 +220,7 @@ class WriterProcessClient:
 
     def _send(self) -> None:
         self._scheduled = False
-        while len(self._sent) < IN_FLIGHT and self._pending and self._process is not None:
+        while self._in_flight() < IN_FLIGHT and self._pending and self._process is not None:
             if self._held():
                 return
             if self._singles:
@@ -225,12 +228,21 @@ class WriterProcessClient:
                 batch, self._pending = self._pending[:1], self._pending[1:]
             else:
                 batch, self._pending = self._pending, []
+            wait_s = self._may_wait(batch)
             self._sent.append(batch)
+            self._waits.append(wait_s > 0)
             self._number += 1
-            self._process.send(self._program.encode(self._number, batch, self._may_wait(batch)))
+            self._process.send(self._program.encode(self._number, batch, wait_s))
+
+    def _in_flight(self) -> int:
+        """Batches sent and not answered, but those that may wait in the process for the next
+        (it answers them with the next)."""
+        return len(self._sent) - sum(self._waits)
 
     def _on_reply(self, number: int, kind: str | None, message: str) -> None:
         batch = self._sent.popleft() if self._sent else []
+        if self._waits:
+            self._waits.popleft()
         self._exits = 0
         if kind is None:
             for write in batch:
@@ -250,6 +262,7 @@ class WriterProcessClient:
         self._process = None
         unanswered = [write for batch in self._sent for write in batch]
         self._sent.clear()
+        self._waits.clear()
         self._pending[:0] = unanswered  # maybe committed, maybe not: idempotent, so again
         self._exits += 1
         if self._exits > MAX_EXITS:
