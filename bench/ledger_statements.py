@@ -208,45 +208,56 @@ def run(conn: psycopg.Connection[Any], batch: list[Statement]) -> None:
             conn.execute(sql, parameters(rows, size), prepare=True)
 
 
+FORMS = ("apart", "one transaction", "one statement")
+
+
 def calls(url: str, rounds: int, batch: int, events: Events, statements: PostgresStatements, same: bool,
           mixed: bool) -> None:
     """The writer process's statements at high concurrency, as a stream: each round, a batch of
     ``batch`` write-ahead rows (committed without waiting for the flush, on a connection of its
     own), then the events of the calls begun two rounds before (their insert, the deletion of
     their write-ahead rows and the rollups, committed durably), so that about 2 x ``batch`` calls
-    are in flight. ``mixed``: the write-ahead rows go in the events' batch instead (as when both
-    were queued while the previous batch was committed). Printed: every PostgreSQL process's CPU per event (the two backends, and the
-    rest: WAL writer, checkpointer, autovacuum), and WAL bytes per event."""
+    are in flight. Printed: every PostgreSQL process's CPU per event (the two backends, and the
+    rest: WAL writer, checkpointer, autovacuum), and WAL bytes per event.
+
+    ``mixed``: the rounds take turns between three forms, and each form's CPU (both backends',
+    and this process's, which does the writer process's work) is printed per event: ``apart``
+    as above; ``one transaction``, the write-ahead rows' statement and the events' in one
+    transaction (the writer process commits a batch of write-ahead rows that waited for the next
+    batch so); ``one statement``, the write-ahead rows in the events' statement (a batch of the
+    gateway's holding both)."""
     (ahead_conn, ahead_pid), (event_conn, event_pid) = writer_connection(url, True), writer_connection(url, False)
     postmaster = int(open(f"/proc/{event_pid}/stat").read().rsplit(")", 1)[1].split()[1])
     open_calls: list[list[UsageEvent]] = []
-    # with ``mixed``, every other batch as two statements in one transaction (as before the
-    # write-ahead rows went in the events' statement), the CPU of each batch by its form
-    forms: dict[str, list[int]] = {"one statement": [], "two statements": []}
-    clients: dict[str, list[int]] = {"one statement": [], "two statements": []}  # this process's CPU (the writer's)
-    parity = itertools.cycle((False, True))
+    servers: dict[str, list[int]] = {form: [] for form in FORMS}
+    clients: dict[str, list[int]] = {form: [] for form in FORMS}
+    turns = itertools.cycle(FORMS if mixed else FORMS[:1])
 
     def step() -> None:
         begun = events.make(batch, days=1, same=same)
         writes = [Write(RowKind.INFLIGHT, inflight_row(ahead(e))) for e in begun]
         open_calls.append(begun)
-        if not mixed or len(open_calls) <= 2:
+        if len(open_calls) <= 2:
             run(ahead_conn, statements.batch(writes))
-            writes = []
-        if len(open_calls) > 2:
-            ended = [Write(RowKind.EVENT, event_row(e)) for e in open_calls.pop(0)]
-            form = "two statements" if writes and next(parity) else "one statement"
-            sent = statements.batch(writes) + statements.batch(ended) if form == "two statements" \
-                else statements.batch(writes + ended)
-            used, own = cpu_ns(event_pid), time.thread_time_ns()
-            run(event_conn, sent)
-            if writes:
-                forms[form].append(cpu_ns(event_pid) - used)
-                clients[form].append(time.thread_time_ns() - own)
+            return
+        ended = [Write(RowKind.EVENT, event_row(e)) for e in open_calls.pop(0)]
+        form = next(turns)
+        used, own = cpu_ns(ahead_pid) + cpu_ns(event_pid), time.thread_time_ns()
+        if form == "apart":
+            run(ahead_conn, statements.batch(writes))
+            run(event_conn, statements.batch(ended))
+        elif form == "one transaction":
+            run(event_conn, statements.batch(writes) + statements.batch(ended))
+        else:
+            run(event_conn, statements.batch(writes + ended))
+        servers[form].append(cpu_ns(ahead_pid) + cpu_ns(event_pid) - used)
+        clients[form].append(time.thread_time_ns() - own)
 
     try:
         for _ in range(max(10, rounds // 10)):  # prepared statements, a steady table
             step()
+        for kept in (*servers.values(), *clients.values()):
+            kept.clear()
         wal = event_conn.execute("SELECT pg_current_wal_lsn()").fetchone()
         total, backends = server_cpu_s(postmaster), (cpu_ns(ahead_pid), cpu_ns(event_pid))
         started = time.perf_counter()
@@ -265,11 +276,11 @@ def calls(url: str, rounds: int, batch: int, events: Events, statements: Postgre
           f"{total / count * 1e6:.1f} us per event (write-ahead backend {ahead_ns / count / 1000:.1f}, event backend "
           f"{event_ns / count / 1000:.1f}, other processes {(total - (ahead_ns + event_ns) / 1e9) / count * 1e6:.1f}); "
           f"WAL {int(size[0]) / count:.0f} bytes per event; {count / elapsed:,.0f} events/s")
-    for form, used in forms.items():
-        if used:
-            print(f"  mixed batches as {form}: event backend CPU median {statistics.median(used) / 1000 / batch:.1f} "
-                  f"us per event (p10 {statistics.quantiles(used, n=10)[0] / 1000 / batch:.1f}) over {len(used)} batches; "
-                  f"the client's (the writer process's) {statistics.median(clients[form]) / 1000:.0f} us per batch")
+    for form in FORMS if mixed else ():
+        used, own = servers[form], clients[form]
+        print(f"  {form:15}: backends' CPU median {statistics.median(used) / 1000 / batch:5.1f} us per event "
+              f"(p10 {statistics.quantiles(used, n=10)[0] / 1000 / batch:5.1f}, {len(used)} rounds); "
+              f"this process's {statistics.median(own) / 1000 / batch:5.1f} us per event")
 
 
 def report(name: str, size: int, cpu: list[int], wall: list[int], plans: Any) -> None:
