@@ -5,7 +5,6 @@ and the write-ahead rows of calls in flight ride in those commits. Counted by Po
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from pathlib import Path
 
@@ -14,13 +13,7 @@ import psycopg
 import pytest
 from spooling_process import call, event
 
-from sqlalchemy.dialects import postgresql
-
 from costwarden.ledger import Ledger
-from costwarden.ledger.company import SIBLINGS, WINDOW_S
-from costwarden.ledger.queue_items import RowKind, Waiter, Write
-from costwarden.ledger.rows import event_row, inflight_row
-from costwarden.ledger.writer_process_client import WriterProcessClient, postgres_program
 from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, policy_text
 from gateway_process import GatewayProcess
 from service_fixtures import free_port
@@ -152,43 +145,3 @@ def _count(conn: psycopg.Connection[tuple[int]], sql: str) -> int:
     row = conn.execute(sql).fetchone()
     assert row is not None
     return int(row[0])
-
-
-async def test_write_ahead_rows_wait_in_the_writer_for_an_events_commit(postgres_database: str) -> None:
-    """A batch of write-ahead rows alone, sent while at least ``SIBLINGS`` calls are in flight,
-    may wait in the writer process for the next batch (the longest an event waits for company),
-    and the event that comes commits it; with fewer calls in flight it goes at once. Either way
-    every row reaches the ledger."""
-    await (await Ledger.open(postgres_database)).close()  # the schema
-    program = postgres_program(postgres_database, postgresql.dialect())
-    waits: list[float] = []
-
-    def encode(number: int, batch: list[Write], wait_s: float = 0.0, /) -> bytes:
-        waits.append(wait_s)
-        return program.encode(number, batch, wait_s)
-
-    def unexpected(*_: object) -> None:
-        raise AssertionError("a row left the writer process")
-
-    client = WriterProcessClient(dataclasses.replace(program, encode=encode), asyncio.get_running_loop(),
-                                 unexpected, unexpected)
-    client.start()
-    try:
-        await asyncio.wait_for(client.drain(), WAIT_S)  # the process has started
-        for n in range(8):
-            client.put(Write(RowKind.INFLIGHT, inflight_row(call(n))))
-            if n < SIBLINGS - 1:
-                await asyncio.wait_for(client.drain(), WAIT_S)  # committed at once
-            else:  # sent at the loop's next turn, although the batches before it wait in the process
-                await asyncio.sleep(0)
-        ended = Write(RowKind.EVENT, event_row(event(0)), Waiter())
-        client.put(ended)
-        assert ended.waiter is not None
-        await asyncio.wait_for(ended.waiter.future, WAIT_S)
-        await asyncio.wait_for(client.drain(), WAIT_S)
-    finally:
-        await client.close()
-    assert waits == [0.0] * (SIBLINGS - 1) + [WINDOW_S] * (9 - SIBLINGS) + [0.0]
-    with psycopg.connect(postgres_database, autocommit=True) as conn:
-        assert _count(conn, "SELECT count(*) FROM inflight") == 7
-        assert _count(conn, "SELECT count(*) FROM usage_events") == 1

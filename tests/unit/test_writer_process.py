@@ -128,128 +128,23 @@ def test_only_batches_of_write_ahead_rows_skip_the_disk_sync() -> None:
     assert not write_ahead_only([event])
 
 
-AHEAD: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["a"]], 1)
-EVENT: Statement = ("INSERT INTO usage_events (id) VALUES (?)", [["e"]], 1)
-REFUSED_EVENT: Statement = ("INSERT INTO usage_events (id) VALUES (?)", [["bad"]], 1)
+def test_what_a_parent_that_is_gone_sent_is_still_committed() -> None:
+    commits: list[list[Statement]] = []
 
+    def commit(statements: list[Statement]) -> tuple[str | None, str]:
+        commits.append(statements)
+        return None, ""
 
-class Answering:
-    """``writer_process.answer`` on a thread, between two pipes, with a commit that records the
-    batches it is given (and refuses any holding ``REFUSED_EVENT``)."""
-
-    def __init__(self) -> None:
-        self.commits: list[list[Statement]] = []
-        self._to_child, self.source = os.pipe()
-        self.sink, self._from_child = os.pipe()
-        self._buffer = bytearray()
-        self.thread = threading.Thread(target=writer_process.answer,
-                                       args=(self._commit, self._to_child, self._from_child))
-        self.thread.start()
-
-    def _commit(self, statements: list[Statement]) -> tuple[str | None, str]:
-        self.commits.append(statements)
-        return (ROW_REFUSED, "refused") if REFUSED_EVENT in statements else (None, "")
-
-    def send(self, *message: object) -> None:
-        os.write(self.source, writer_process.frame(message))
-
-    def replies(self, count: int) -> list[tuple[object, ...]]:
-        got: list[tuple[object, ...]] = []
-        while len(got) < count:  # blocks until the process has answered (the test's timeout bounds it)
-            self._buffer += os.read(self.sink, 4096)
-            got += [tuple(r) for r in writer_process.unframe(self._buffer)]
-        return got
-
-    def end(self) -> None:
-        os.close(self.source)  # end of input
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-        for fd in (self._to_child, self.sink, self._from_child):
-            os.close(fd)
-
-
-def test_a_batch_of_write_ahead_rows_that_may_wait_is_committed_with_the_next_batch() -> None:
-    process = Answering()
+    to_child, source = os.pipe()
+    sink, from_child = os.pipe()
+    os.close(sink)  # the parent is gone: answering it breaks the pipe
+    first: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["a"]], 1)
+    second: Statement = ("INSERT INTO usage_events (id) VALUES (?)", [["a"]], 1)
+    os.write(source, writer_process.frame((1, [first])) + writer_process.frame((2, [second])))
+    os.close(source)  # end of input
     try:
-        process.send(1, [AHEAD], 60.0)
-        process.send(2, [EVENT])
-        assert process.replies(2) == [(1, None, ""), (2, None, "")]
-        assert process.commits == [[AHEAD, EVENT]]
+        writer_process.answer(commit, to_child, from_child)
     finally:
-        process.end()
-
-
-def test_batches_that_may_wait_gather_until_another_batch_comes() -> None:
-    process = Answering()
-    other: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["b"]], 1)
-    try:
-        process.send(1, [AHEAD], 60.0)
-        process.send(2, [other], 60.0)
-        process.send(3, [EVENT], 60.0)
-        assert process.replies(3) == [(1, None, ""), (2, None, ""), (3, None, "")]
-        assert process.commits == [[AHEAD, other, EVENT]]
-    finally:
-        process.end()
-
-
-def test_gathered_batches_are_committed_together_once_the_first_ones_wait_is_over() -> None:
-    process = Answering()
-    other: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["b"]], 1)
-    try:
-        os.write(process.source, writer_process.frame((1, [AHEAD], 0.01)) + writer_process.frame((2, [other], 60.0)))
-        assert process.replies(2) == [(1, None, ""), (2, None, "")]
-        assert process.commits == [[AHEAD, other]]
-    finally:
-        process.end()
-
-
-def test_a_waiting_batch_is_committed_alone_once_its_wait_is_over() -> None:
-    process = Answering()
-    try:
-        process.send(1, [AHEAD], 0.01)
-        assert process.replies(1) == [(1, None, "")]
-        process.send(2, [EVENT])
-        assert process.replies(1) == [(2, None, "")]
-        assert process.commits == [[AHEAD], [EVENT]]
-    finally:
-        process.end()
-
-
-def test_only_write_ahead_rows_wait_and_a_batch_without_a_wait_goes_at_once() -> None:
-    process = Answering()
-    try:
-        process.send(1, [EVENT], 60.0)  # an event never waits in the process
-        assert process.replies(1) == [(1, None, "")]
-        process.send(2, [AHEAD])
-        assert process.replies(1) == [(2, None, "")]
-        assert process.commits == [[EVENT], [AHEAD]]
-    finally:
-        process.end()
-
-
-def test_a_waiting_batch_is_committed_at_end_of_input() -> None:
-    process = Answering()
-    process.send(1, [AHEAD], 60.0)
-    process.end()  # the parent closed its end (or died) while the batch waited
-    assert process.commits == [[AHEAD]]
-
-
-def test_a_refused_joint_commit_is_retried_batch_by_batch() -> None:
-    process = Answering()
-    try:
-        process.send(1, [AHEAD], 60.0)
-        process.send(2, [REFUSED_EVENT])
-        assert process.replies(2) == [(1, None, ""), (2, ROW_REFUSED, "refused")]
-        assert process.commits == [[AHEAD, REFUSED_EVENT], [AHEAD], [REFUSED_EVENT]]
-    finally:
-        process.end()
-
-
-def test_input_left_by_a_parent_that_is_gone_is_still_committed() -> None:
-    process = Answering()
-    os.close(process.sink)  # the parent stopped reading: its answers break the pipe
-    process.sink = os.open(os.devnull, os.O_RDONLY)  # closed by ``end`` in its place
-    process.send(1, [AHEAD])
-    process.send(2, [EVENT])
-    process.end()
-    assert process.commits == [[AHEAD], [EVENT]]
+        os.close(to_child)
+        os.close(from_child)
+    assert commits == [[first], [second]]

@@ -30,11 +30,6 @@ class Company:
         self._last_event: float | None = None
 
     @property
-    def window_s(self) -> float:
-        """The longest a batch waits for company."""
-        return self._window_s
-
-    @property
     def in_flight(self) -> int:
         return len(self._open)
 

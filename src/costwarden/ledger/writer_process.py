@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
-import select
 import sqlite3
 import struct
 import sys
@@ -177,70 +176,24 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-Commit = Callable[[list[Statement]], tuple[str | None, str]]
-Batch = tuple[int, list[Statement]]
-
-
-def read_message(fd: int) -> Any:
-    """The next frame's message from ``fd``, or None at end of input."""
-    head = read_exactly(fd, HEADER.size)
-    body = None if head is None else read_exactly(fd, HEADER.unpack(head)[0])
-    return None if body is None else marshal.loads(body)
-
-
-def readable(fd: int, timeout_s: float) -> bool:
-    """Whether ``fd`` has input (or its end) within ``timeout_s``."""
-    return bool(select.select([fd], [], [], max(0.0, timeout_s))[0])
-
-
-def answer(commit: Commit, source: int, sink: int) -> None:
-    """Commit each batch read from ``source`` and answer it on ``sink``, until end of input.
-
-    A frame is ``(number, statements)``, or ``(number, statements, wait_s)`` for a batch that may
-    wait up to ``wait_s`` for company: batches of write-ahead rows alone, sent while many calls
-    are in flight (``company.py``), are held until a batch of another kind comes and committed
-    with it in one transaction (the events due meanwhile carry their commit), or together once
-    the first one's wait is over.
-    Nobody waits for it, and it is never lost to a parent killed meanwhile: at end of input it is
-    committed like the rest. Once the parent is gone (its pipe broken), what is left of the input
-    is still committed, unanswered."""
-    held: list[Batch] = []
-    deadline = 0.0
+def answer(commit: Callable[[list[Statement]], tuple[str | None, str]], source: int, sink: int) -> None:
+    """Commit each batch read from ``source`` and answer it on ``sink``, until end of input. Once
+    the parent is gone (killed: its end of ``sink`` is closed), what it sent is still committed,
+    unanswered: the rows of the batches it had written to the pipe, write-ahead rows among them."""
     replies: int | None = sink
-    while True:
-        if held and not readable(source, deadline - time.monotonic()):
-            replies, held = settle(commit, replies, held), []
-            continue
-        message = read_message(source)
-        if message is None:
+    while (head := read_exactly(source, HEADER.size)) is not None:
+        body = read_exactly(source, HEADER.unpack(head)[0])
+        if body is None:
             break
-        number, statements, *wait = message
-        if wait and wait[0] > 0 and write_ahead_only(statements):
-            deadline = min(deadline, time.monotonic() + wait[0]) if held else time.monotonic() + wait[0]
-            held.append((number, statements))
+        number, statements = marshal.loads(body)
+        kind, message = commit(statements)
+        reply: Reply = (number, kind, message)
+        if replies is None:
             continue
-        replies, held = settle(commit, replies, [*held, (number, statements)]), []
-    if held:
-        settle(commit, replies, held)
-
-
-def settle(commit: Commit, sink: int | None, batches: list[Batch]) -> int | None:
-    """Commit ``batches`` in one transaction and answer each on ``sink`` (None: the parent is
-    gone); if that fails, each on its own, so that each batch gets its own outcome (a refused row
-    fails its own batch). Returns ``sink``, or None once it is broken."""
-    if len(batches) == 1:
-        replies: list[Reply] = [(batches[0][0], *commit(batches[0][1]))]
-    else:
-        kind, message = commit([statement for _, statements in batches for statement in statements])
-        replies = [(number, kind, message) for number, _ in batches] if kind is None \
-            else [(number, *commit(statements)) for number, statements in batches]
-    if sink is None:
-        return None
-    try:
-        write_all(sink, b"".join(frame(reply) for reply in replies))
-    except BrokenPipeError:  # the parent is gone (killed): commit what it sent, answer nobody
-        return None
-    return sink
+        try:
+            write_all(replies, frame(reply))
+        except BrokenPipeError:  # the parent is gone
+            replies = None
 
 
 def serve(path: str, busy_timeout_ms: int, source: int = 0, sink: int = 1) -> None:

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from sqlalchemy.engine import Dialect
 
@@ -32,21 +31,14 @@ IN_FLIGHT = 2  # batches sent to the writer process before the first is answered
 Lost = Callable[[list[Write]], None]
 
 
-class Encode(Protocol):
-    """The frame of batch ``number``, which may wait ``wait_s`` in the process for company."""
-
-    def __call__(self, number: int, batch: list[Write], wait_s: float = 0.0, /) -> bytes: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Program:
     """How to start a writer process and what to send it: the command line, the frame of a
-    numbered batch (and the seconds it may wait in the process for company, see
-    ``writer_process.answer``), whether a batch waits for company (``company.py``) before it is
-    sent, and the process's environment (None: this process's)."""
+    numbered batch, whether a batch waits for company (``company.py``) before it is sent, and the
+    process's environment (None: this process's)."""
 
     argv: Sequence[str]
-    encode: Encode
+    encode: Callable[[int, list[Write]], bytes]
     company: bool = False
     env: Mapping[str, str] | None = field(default=None)
 
@@ -56,18 +48,16 @@ def sqlite_program(path: str, dialect: Dialect) -> Program:
     statements = SqliteStatements(dialect)
     # -I -S: no environment, no site packages; the program needs the standard library only
     return Program([sys.executable, "-I", "-S", writer_process.__file__, path, str(SQLITE_BUSY_TIMEOUT_MS)],
-                   lambda number, batch, wait_s=0.0: writer_process.frame((number, statements.batch(batch))))
+                   lambda number, batch: writer_process.frame((number, statements.batch(batch))))
 
 
 def postgres_program(url: str, dialect: Dialect) -> Program:
     """The PostgreSQL writer process, through psycopg. More batches may be in flight than on
-    SQLite: a batch someone waits for is held back to wait for company (``company.py``), and a
-    batch of write-ahead rows alone may wait in the process for the next batch, to share its
-    commit (a commit of its own cost PostgreSQL about a fifth of a call's time at concurrency 64)."""
+    SQLite: a batch someone waits for is held back to wait for company (``company.py``)."""
     statements = PostgresStatements(dialect)
     # -I: no PYTHON* variables nor user site; the site packages stay, for psycopg
     return Program([sys.executable, "-I", writer_process.__file__, "--postgresql"],
-                   lambda number, batch, wait_s=0.0: writer_process.frame((number, statements.batch(batch), wait_s)),
+                   lambda number, batch: writer_process.frame((number, statements.batch(batch))),
                    company=True, env={**os.environ, writer_process.URL_VARIABLE: url})
 
 
@@ -76,8 +66,7 @@ class WriterProcessClient:
 
     Rows put on the loop are sent as one batch when the loop next runs callbacks; up to
     ``IN_FLIGHT`` batches are sent before the first is answered, so the process never waits for the
-    next one (batches of write-ahead rows that may wait in the process for the next batch, see
-    ``_may_wait``, are not counted: the process answers them with it). A row's waiter resolves once the process has committed it; it commits batches
+    next one. A row's waiter resolves once the process has committed it; it commits batches
     in the order sent. A refused row is found by sending the rows of its batch again one by one
     (a write-ahead row of that batch may then land after its call's event, which only leaves a
     row that recovery drops). Every row is idempotent (INSERT ... ON CONFLICT DO NOTHING,
@@ -98,7 +87,6 @@ class WriterProcessClient:
         self._lost = lost
         self._pending: list[Write] = []
         self._sent: collections.deque[list[Write]] = collections.deque()  # answered in this order
-        self._waits: collections.deque[bool] = collections.deque()  # whether each may wait in the process
         self._singles = 0  # batches to send one write at a time (finding a refused row)
         self._number = 0
         self._scheduled = False
@@ -156,7 +144,7 @@ class WriterProcessClient:
         return bool(self._pending) or bool(self._sent) or self._starting is not None
 
     def _kick(self) -> None:
-        if self._in_flight() >= IN_FLIGHT or not self._pending:
+        if len(self._sent) >= IN_FLIGHT or not self._pending:
             return
         if self._process is None:
             self.start()
@@ -198,16 +186,6 @@ class WriterProcessClient:
         self._release()
         return False
 
-    def _may_wait(self, batch: list[Write]) -> float:
-        """How long ``batch`` may wait in the process for the next batch: a batch of write-ahead
-        rows alone, while events would wait for company (``Company.wait``), for the longest an
-        event waits (the next batch, held back here for company, then comes in time); else not
-        at all."""
-        company = self._company
-        if company is None or any(write.waiter is not None for write in batch) or company.wait() is None:
-            return 0.0
-        return company.window_s
-
     def _hold_over(self) -> None:
         if self._hold is not None:
             self._hold.over = True
@@ -220,7 +198,7 @@ class WriterProcessClient:
 
     def _send(self) -> None:
         self._scheduled = False
-        while self._in_flight() < IN_FLIGHT and self._pending and self._process is not None:
+        while len(self._sent) < IN_FLIGHT and self._pending and self._process is not None:
             if self._held():
                 return
             if self._singles:
@@ -228,21 +206,12 @@ class WriterProcessClient:
                 batch, self._pending = self._pending[:1], self._pending[1:]
             else:
                 batch, self._pending = self._pending, []
-            wait_s = self._may_wait(batch)
             self._sent.append(batch)
-            self._waits.append(wait_s > 0)
             self._number += 1
-            self._process.send(self._program.encode(self._number, batch, wait_s))
-
-    def _in_flight(self) -> int:
-        """Batches sent and not answered, but those that may wait in the process for the next
-        (it answers them with the next)."""
-        return len(self._sent) - sum(self._waits)
+            self._process.send(self._program.encode(self._number, batch))
 
     def _on_reply(self, number: int, kind: str | None, message: str) -> None:
         batch = self._sent.popleft() if self._sent else []
-        if self._waits:
-            self._waits.popleft()
         self._exits = 0
         if kind is None:
             for write in batch:
@@ -262,7 +231,6 @@ class WriterProcessClient:
         self._process = None
         unanswered = [write for batch in self._sent for write in batch]
         self._sent.clear()
-        self._waits.clear()
         self._pending[:0] = unanswered  # maybe committed, maybe not: idempotent, so again
         self._exits += 1
         if self._exits > MAX_EXITS:
