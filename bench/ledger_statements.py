@@ -22,7 +22,12 @@ client waited (the commit's flush included). Printed: the median, the 10th and 9
 per event, and how often each connection's prepared statement was planned anew (custom plans).
 At the end the rollups are checked against a GROUP BY over usage_events.
 
+With ``--calls BATCH`` it runs instead the writer's stream of statements at high concurrency
+(``calls``): every PostgreSQL process's CPU per event, and with ``--mixed`` the forms a round of
+write-ahead rows and events may take, side by side.
+
 Run: python bench/ledger_statements.py [--events 100000] [--inflight 200] [--rounds 300] [--flush] [--url URL]
+     python bench/ledger_statements.py --calls 16 --same [--mixed] [--rounds 900] [--sql STATEMENT]
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -181,7 +187,7 @@ def measure(url: str, rounds: int, events: Events, statements: PostgresStatement
 def server_cpu_s(postmaster: int) -> float:
     """CPU seconds of every PostgreSQL process: the postmaster's tree (backends, WAL writer,
     checkpointer, autovacuum) and the children it has reaped (autovacuum workers)."""
-    stat = open(f"/proc/{postmaster}/stat").read()
+    stat = Path(f"/proc/{postmaster}/stat").read_text()
     reaped = stat[stat.rindex(")") + 2:].split()[13:15]
     return services.tree_cpu_seconds(postmaster) + sum(map(int, reaped)) / os.sysconf("SC_CLK_TCK")
 
@@ -227,7 +233,7 @@ def calls(url: str, rounds: int, batch: int, events: Events, statements: Postgre
     batch so); ``one statement``, the write-ahead rows in the events' statement (a batch of the
     gateway's holding both)."""
     (ahead_conn, ahead_pid), (event_conn, event_pid) = writer_connection(url, True), writer_connection(url, False)
-    postmaster = int(open(f"/proc/{event_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    postmaster = int(Path(f"/proc/{event_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     open_calls: list[list[UsageEvent]] = []
     servers: dict[str, list[int]] = {form: [] for form in FORMS}
     clients: dict[str, list[int]] = {form: [] for form in FORMS}

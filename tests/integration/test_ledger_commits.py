@@ -13,7 +13,6 @@ import orjson
 import psycopg
 import pytest
 from spooling_process import call, event
-
 from sqlalchemy.dialects import postgresql
 
 from costwarden.ledger import Ledger
