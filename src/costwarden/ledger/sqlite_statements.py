@@ -41,17 +41,20 @@ class SqliteStatements:
     def batch(self, writes: list[Write]) -> list[Statement]:
         ahead, events, stale, refused = partition(writes)
         statements: list[Statement] = []
-        if ahead:
-            self._insert(statements, inflight, ahead)
         if events:
-            self._events(statements, events, stale)
+            self._events(statements, events, stale, ahead)
+        elif ahead:
+            self._insert(statements, inflight, ahead)
         if refused:
             self._insert(statements, rejections, refused)
         return statements
 
-    def _events(self, out: list[Statement], events: list[Row], stale: list[str]) -> None:
-        """Insert usage ``events``, add those stored to the rollups, and delete the write-ahead
-        rows of ids ``stale`` (the events' own)."""
+    def _events(self, out: list[Statement], events: list[Row], stale: list[str], ahead: list[Row]) -> None:
+        """Insert write-ahead rows ``ahead`` (other calls', begun in the batch), insert usage
+        ``events``, add those stored to the rollups, and delete the write-ahead rows of ids
+        ``stale`` (the events' own)."""
+        if ahead:
+            self._insert(out, inflight, ahead)
         self._insert(out, usage_events, events, self._with_rollups)
         for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
             marks = ", ".join("?" * size)
@@ -163,21 +166,7 @@ class PostgresStatements(SqliteStatements):
         sql, encoder = known
         return sql, [encoder.text(rows)]
 
-    def batch(self, writes: list[Write]) -> list[Statement]:
-        """As on SQLite, but the write-ahead rows of a batch with events go in the events'
-        statement: a batch without rejections is one statement, one round trip, one transaction."""
-        ahead, events, stale, refused = partition(writes)
-        statements: list[Statement] = []
-        if events:
-            self._events(statements, events, stale, ahead)
-        elif ahead:
-            self._insert(statements, inflight, ahead)
-        if refused:
-            self._insert(statements, rejections, refused)
-        return statements
-
-    def _events(self, out: list[Statement], events: list[Row], stale: list[str], ahead: list[Row] | None = None
-                ) -> None:
+    def _events(self, out: list[Statement], events: list[Row], stale: list[str], ahead: list[Row]) -> None:
         """One statement: the insert of write-ahead rows ``ahead`` (other calls', begun in the
         batch), the events' insert, the deletion of their write-ahead rows and the rollups'
         upsert, which the writer process runs as a transaction of its own (one round trip to the
