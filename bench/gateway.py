@@ -342,6 +342,7 @@ class Costs:
     redis_commands: int | None
     redis_cpu_s: float | None = None
     redis_requests: int | None = None  # requests Redis read from its clients' sockets
+    pg_cpu_s: float | None = None  # PostgreSQL's processes, when the bench can see them (a local server)
 
 
 @dataclass
@@ -378,8 +379,12 @@ class Probe:
         self._cpu = 0.0
         self._commits = 0
         self._redis_cpu = 0.0
+        self._pg_pid = services.pg_server_pid(config.db_url) if config.db_url.startswith("postgresql") else None
+        self._pg_cpu = 0.0
 
     def start(self) -> None:
+        if self._pg_pid is not None:
+            self._pg_cpu = services.pg_server_cpu_seconds(self._pg_pid)
         if self.config.db_url.startswith("postgresql"):
             # the gateway was idle (the direct run) for about 5 s: at most that much background
             # activity is still unreported, and is counted against this run
@@ -391,6 +396,7 @@ class Probe:
 
     def stop(self) -> Costs:
         cpu = services.tree_cpu_seconds(self.pid) - self._cpu
+        pg_cpu = services.pg_server_cpu_seconds(self._pg_pid) - self._pg_cpu if self._pg_pid is not None else None
         requests = services.redis_client_requests(self.config.redis_url) if self.config.redis_url else None
         commands = services.redis_command_count(self.config.redis_url) if self.config.redis_url else None
         redis_cpu = services.redis_cpu_seconds(self.config.redis_url) - self._redis_cpu if self.config.redis_url else None
@@ -398,7 +404,7 @@ class Probe:
         if self.config.db_url.startswith("postgresql"):
             # after every backend reported this run; less the reading taken by start()
             commits = services.pg_settled_commits(self.config.db_url) - self._commits - 1
-        return Costs(cpu, commits, commands, redis_cpu, requests)
+        return Costs(cpu, commits, commands, redis_cpu, requests, pg_cpu)
 
 
 @dataclass
@@ -475,6 +481,8 @@ def describe(row: Row) -> str:
         parts.append(f"{commands:.1f} Redis commands/call")
     if (redis_cpu := row.per_call(row.costs.redis_cpu_s)) is not None:
         parts.append(f"Redis CPU {redis_cpu * 1e6:.0f} us/call")
+    if (pg_cpu := row.per_call(row.costs.pg_cpu_s)) is not None:
+        parts.append(f"PostgreSQL CPU {pg_cpu * 1e6:.0f} us/call")
     return " (" + ", ".join(parts) + ")"
 
 

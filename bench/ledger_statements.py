@@ -22,7 +22,12 @@ client waited (the commit's flush included). Printed: the median, the 10th and 9
 per event, and how often each connection's prepared statement was planned anew (custom plans).
 At the end the rollups are checked against a GROUP BY over usage_events.
 
+With ``--calls BATCH`` it runs instead the writer's stream of statements at high concurrency
+(``calls``): every PostgreSQL process's CPU per event, and with ``--mixed`` the forms a round of
+write-ahead rows and events may take, side by side.
+
 Run: python bench/ledger_statements.py [--events 100000] [--inflight 200] [--rounds 300] [--flush] [--url URL]
+     python bench/ledger_statements.py --calls 16 --same [--mixed] [--rounds 900] [--sql STATEMENT]
 """
 
 from __future__ import annotations
@@ -31,14 +36,17 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import os
 import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import services
 from services import postgres
 from sqlalchemy.dialects import postgresql
 
@@ -63,8 +71,10 @@ class Events:
         self._random = random.Random(7)
         self._ids = itertools.count()
 
-    def make(self, count: int, days: int = 20) -> list[UsageEvent]:
-        pick = self._random.choice
+    def make(self, count: int, days: int = 20, same: bool = False) -> list[UsageEvent]:
+        """``count`` events over ``days`` days; ``same``: every one of the same rollup group but for
+        its day (as a load generator's calls: one key, one model)."""
+        pick = (lambda choices: choices[0]) if same else self._random.choice
         events = []
         for _ in range(count):
             at = T0 + timedelta(seconds=self._random.randrange(days * 86_400))
@@ -174,6 +184,111 @@ def measure(url: str, rounds: int, events: Events, statements: PostgresStatement
                 conn.close()
 
 
+def server_cpu_s(postmaster: int) -> float:
+    """CPU seconds of every PostgreSQL process: the postmaster's tree (backends, WAL writer,
+    checkpointer, autovacuum) and the children it has reaped (autovacuum workers)."""
+    stat = Path(f"/proc/{postmaster}/stat").read_text()
+    reaped = stat[stat.rindex(")") + 2:].split()[13:15]
+    return services.tree_cpu_seconds(postmaster) + sum(map(int, reaped)) / os.sysconf("SC_CLK_TCK")
+
+
+def writer_connection(url: str, unflushed: bool) -> tuple[psycopg.Connection[Any], int]:
+    """A connection set up as the writer process sets its own up, and its backend's pid."""
+    conn = psycopg.connect(url, autocommit=True)
+    for setting in PLANNER_SETTINGS:
+        conn.execute(setting)
+    if unflushed:
+        conn.execute("SET synchronous_commit TO off")
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return conn, row[0]
+
+
+def run(conn: psycopg.Connection[Any], batch: list[Statement]) -> None:
+    """A batch as the writer process commits it: one statement alone, several in a transaction."""
+    if len(batch) == 1:
+        conn.execute(*one(batch), prepare=True)
+        return
+    with conn.transaction():
+        for sql, rows, size in batch:
+            conn.execute(sql, parameters(rows, size), prepare=True)
+
+
+FORMS = ("apart", "one transaction", "one statement")
+
+
+def calls(url: str, rounds: int, batch: int, events: Events, statements: PostgresStatements, same: bool,
+          mixed: bool) -> None:
+    """The writer process's statements at high concurrency, as a stream: each round, a batch of
+    ``batch`` write-ahead rows (committed without waiting for the flush, on a connection of its
+    own), then the events of the calls begun two rounds before (their insert, the deletion of
+    their write-ahead rows and the rollups, committed durably), so that about 2 x ``batch`` calls
+    are in flight. Printed: every PostgreSQL process's CPU per event (the two backends, and the
+    rest: WAL writer, checkpointer, autovacuum), and WAL bytes per event.
+
+    ``mixed``: the rounds take turns between three forms, and each form's CPU (both backends',
+    and this process's, which does the writer process's work) is printed per event: ``apart``
+    as above; ``one transaction``, the write-ahead rows' statement and the events' in one
+    transaction (the writer process commits a batch of write-ahead rows that waited for the next
+    batch so); ``one statement``, the write-ahead rows in the events' statement (a batch of the
+    gateway's holding both)."""
+    (ahead_conn, ahead_pid), (event_conn, event_pid) = writer_connection(url, True), writer_connection(url, False)
+    postmaster = int(Path(f"/proc/{event_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    open_calls: list[list[UsageEvent]] = []
+    servers: dict[str, list[int]] = {form: [] for form in FORMS}
+    clients: dict[str, list[int]] = {form: [] for form in FORMS}
+    turns = itertools.cycle(FORMS if mixed else FORMS[:1])
+
+    def step() -> None:
+        begun = events.make(batch, days=1, same=same)
+        writes = [Write(RowKind.INFLIGHT, inflight_row(ahead(e))) for e in begun]
+        open_calls.append(begun)
+        if len(open_calls) <= 2:
+            run(ahead_conn, statements.batch(writes))
+            return
+        ended = [Write(RowKind.EVENT, event_row(e)) for e in open_calls.pop(0)]
+        form = next(turns)
+        used, own = cpu_ns(ahead_pid) + cpu_ns(event_pid), time.thread_time_ns()
+        if form == "apart":
+            run(ahead_conn, statements.batch(writes))
+            run(event_conn, statements.batch(ended))
+        elif form == "one transaction":
+            run(event_conn, statements.batch(writes) + statements.batch(ended))
+        else:
+            run(event_conn, statements.batch(writes + ended))
+        servers[form].append(cpu_ns(ahead_pid) + cpu_ns(event_pid) - used)
+        clients[form].append(time.thread_time_ns() - own)
+
+    try:
+        for _ in range(max(10, rounds // 10)):  # prepared statements, a steady table
+            step()
+        for kept in (*servers.values(), *clients.values()):
+            kept.clear()
+        wal = event_conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        total, backends = server_cpu_s(postmaster), (cpu_ns(ahead_pid), cpu_ns(event_pid))
+        started = time.perf_counter()
+        for _ in range(rounds):
+            step()
+        elapsed = time.perf_counter() - started
+        total, ahead_ns, event_ns = server_cpu_s(postmaster) - total, cpu_ns(ahead_pid) - backends[0], \
+            cpu_ns(event_pid) - backends[1]
+        size = event_conn.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", wal).fetchone()
+    finally:
+        ahead_conn.close()
+        event_conn.close()
+    count = rounds * batch
+    assert size is not None
+    print(f"calls: {rounds} rounds of {batch} ({'one group' if same else 'spread'}{', mixed' * mixed}): server CPU "
+          f"{total / count * 1e6:.1f} us per event (write-ahead backend {ahead_ns / count / 1000:.1f}, event backend "
+          f"{event_ns / count / 1000:.1f}, other processes {(total - (ahead_ns + event_ns) / 1e9) / count * 1e6:.1f}); "
+          f"WAL {int(size[0]) / count:.0f} bytes per event; {count / elapsed:,.0f} events/s")
+    for form in FORMS if mixed else ():
+        used, own = servers[form], clients[form]
+        print(f"  {form:15}: backends' CPU median {statistics.median(used) / 1000 / batch:5.1f} us per event "
+              f"(p10 {statistics.quantiles(used, n=10)[0] / 1000 / batch:5.1f}, {len(used)} rounds); "
+              f"this process's {statistics.median(own) / 1000 / batch:5.1f} us per event")
+
+
 def report(name: str, size: int, cpu: list[int], wall: list[int], plans: Any) -> None:
     cpu, wall = cpu[10:], wall[10:]  # the first executions are not yet prepared
     low, *_, high = statistics.quantiles(cpu, n=10)
@@ -206,13 +321,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--flush", action="store_true",
                         help="timed commits wait for the WAL flush, as the writer's do (adds the disk's noise)")
+    parser.add_argument("--calls", type=int, default=0, metavar="BATCH",
+                        help="instead: the writer's stream of statements at high concurrency, BATCH calls per batch")
+    parser.add_argument("--same", action="store_true", help="with --calls: every call in one rollup group")
+    parser.add_argument("--mixed", action="store_true",
+                        help="with --calls: write-ahead rows in the same batch as the events")
+    parser.add_argument("--sql", action="append", default=[],
+                        help="run this statement after the fill, before measuring (to try a schema change)")
     parser.add_argument("--url", help="an existing, empty PostgreSQL database (default: a throwaway cluster)")
     args = parser.parse_args()
     statements = PostgresStatements(postgresql.dialect())
     events = Events()
     with database(args.url) as url:
         fill(url, events, statements, args.events, args.inflight)
-        measure(url, args.rounds, events, statements, args.flush)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for sql in args.sql:
+                conn.execute(sql.encode())
+        if args.calls:
+            calls(url, args.rounds, args.calls, events, statements, args.same, args.mixed)
+        else:
+            measure(url, args.rounds, events, statements, args.flush)
         check(url)
 
 

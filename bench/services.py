@@ -163,6 +163,31 @@ def pg_settled_commits(url: str, quiet_s: float = PG_REPORT_S) -> int:
     return pg_commits(url)
 
 
+def pg_server_pid(url: str) -> int | None:
+    """The postmaster of the server at ``url``, if it runs on this machine (the parent of this
+    connection's backend in ``/proc``), else None."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        try:  # while the backend lives
+            stat = Path(f"/proc/{row[0]}/stat").read_text()
+        except OSError:
+            return None
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def pg_server_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of PostgreSQL's processes: the postmaster's tree (backends,
+    WAL writer, checkpointer, autovacuum) and the children it has reaped (exited backends and
+    autovacuum workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return tree_cpu_seconds(pid) + (int(fields[13]) + int(fields[14])) / tick
+
+
 def create_database(url: str, name: str) -> str:
     """A new, empty database beside the one at ``url``; returns its URL."""
     import psycopg

@@ -5,6 +5,7 @@ and the write-ahead rows of calls in flight ride in those commits. Counted by Po
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
@@ -12,8 +13,12 @@ import orjson
 import psycopg
 import pytest
 from spooling_process import call, event
+from sqlalchemy.dialects import postgresql
 
 from costwarden.ledger import Ledger
+from costwarden.ledger.queue_items import RowKind, Waiter, Write
+from costwarden.ledger.rows import event_row, inflight_row
+from costwarden.ledger.writer_process_client import WriterProcessClient, postgres_program
 from gateway_fixtures import PLAIN_DEPARTMENTS, UPSTREAMS, policy_text
 from gateway_process import GatewayProcess
 from service_fixtures import free_port
@@ -145,3 +150,41 @@ def _count(conn: psycopg.Connection[tuple[int]], sql: str) -> int:
     row = conn.execute(sql).fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def test_write_ahead_rows_alone_go_with_the_batch_after_the_one_being_committed(
+        postgres_database: str) -> None:
+    """Write-ahead rows queued alone while a batch is being committed wait for its answer and go
+    with the next batch (one statement with the events queued meanwhile) rather than as a
+    transaction of their own beside it; they still reach the ledger."""
+    await (await Ledger.open(postgres_database)).close()  # the schema
+    program = postgres_program(postgres_database, postgresql.dialect())
+    batches: list[list[RowKind]] = []
+
+    def encode(number: int, batch: list[Write]) -> bytes:
+        batches.append([write.kind for write in batch])
+        return program.encode(number, batch)
+
+    def unexpected(*_: object) -> None:
+        raise AssertionError("a row left the writer process")
+
+    client = WriterProcessClient(dataclasses.replace(program, encode=encode), asyncio.get_running_loop(),
+                                 unexpected, unexpected)
+    client.start()
+    try:
+        await asyncio.wait_for(client.drain(), WAIT_S)  # the process has started
+        ended = Write(RowKind.EVENT, event_row(event(0)), Waiter())
+        client.put(Write(RowKind.INFLIGHT, inflight_row(call(0))))
+        client.put(ended)  # a lone call's event: sent at once, with its write-ahead row
+        client.put(Write(RowKind.INFLIGHT, inflight_row(call(1))))
+        await asyncio.sleep(0)  # the loop's next turn, before it reads any answer
+        assert batches == [[RowKind.INFLIGHT, RowKind.EVENT]]
+        assert ended.waiter is not None
+        await asyncio.wait_for(ended.waiter.future, WAIT_S)
+        await asyncio.wait_for(client.drain(), WAIT_S)
+    finally:
+        await client.close()
+    assert batches == [[RowKind.INFLIGHT, RowKind.EVENT], [RowKind.INFLIGHT]]
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        assert _count(conn, "SELECT count(*) FROM inflight") == 1
+        assert _count(conn, "SELECT count(*) FROM usage_events") == 1

@@ -114,3 +114,31 @@ def test_rollups_equal_the_stored_events_whatever_the_batches(
         left = conn.execute("SELECT id FROM inflight WHERE id = ANY(%s)", (sorted(stored),)).fetchall()
     assert ids == stored
     assert left == []
+
+
+def test_a_batch_of_events_and_of_other_calls_write_ahead_rows_is_one_idempotent_statement(database: str) -> None:
+    run = next(RUNS)
+    spec = {"minute": 5, "department": "HR", "team": None, "user": None, "tags": {}, "tokens": 100,
+            "cost": 10**9, "ahead": True}
+    ended_before = [event(f"m{run}-a{i}", spec) for i in range(3)]  # write-ahead rows committed earlier
+    ended_within = event(f"m{run}-b", spec)  # begins and ends within the batch
+    still_open = [event(f"m{run}-c{i}", spec) for i in range(4)]  # begin in the batch, end later
+    statements = PostgresStatements(postgresql.dialect())
+    writer = Postgres(database)
+    try:
+        begun = [Write(RowKind.INFLIGHT, inflight_row(ahead(e))) for e in ended_before]
+        assert writer.commit(statements.batch(begun)) == (None, "")
+        writes = [*(Write(RowKind.INFLIGHT, inflight_row(ahead(e))) for e in [*still_open, ended_within]),
+                  *(Write(RowKind.EVENT, event_row(e)) for e in [ended_within, *ended_before])]
+        batch = statements.batch(writes)
+        assert len(batch) == 1
+        assert writer.commit(batch) == (None, "")
+        assert writer.commit(statements.batch(writes)) == (None, "")  # sent again: adds nothing
+    finally:
+        writer.close()
+    with psycopg.connect(database) as conn:
+        pending = {row[0] for row in conn.execute("SELECT id FROM inflight WHERE id LIKE %s", (f"m{run}-%",))}
+        stored = {row[0] for row in conn.execute("SELECT id FROM usage_events WHERE id LIKE %s", (f"m{run}-%",))}
+    assert pending == {e.id for e in still_open}
+    assert stored == {e.id for e in [ended_within, *ended_before]}
+    assert differences(database) == ([], [])

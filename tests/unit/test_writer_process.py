@@ -126,3 +126,25 @@ def test_only_batches_of_write_ahead_rows_skip_the_disk_sync() -> None:
     assert write_ahead_only([ahead, ahead])
     assert not write_ahead_only([ahead, event])
     assert not write_ahead_only([event])
+
+
+def test_what_a_parent_that_is_gone_sent_is_still_committed() -> None:
+    commits: list[list[Statement]] = []
+
+    def commit(statements: list[Statement]) -> tuple[str | None, str]:
+        commits.append(statements)
+        return None, ""
+
+    to_child, source = os.pipe()
+    sink, from_child = os.pipe()
+    os.close(sink)  # the parent is gone: answering it breaks the pipe
+    first: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["a"]], 1)
+    second: Statement = ("INSERT INTO usage_events (id) VALUES (?)", [["a"]], 1)
+    os.write(source, writer_process.frame((1, [first])) + writer_process.frame((2, [second])))
+    os.close(source)  # end of input
+    try:
+        writer_process.answer(commit, to_child, from_child)
+    finally:
+        os.close(to_child)
+        os.close(from_child)
+    assert commits == [[first], [second]]

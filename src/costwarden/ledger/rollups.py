@@ -81,13 +81,14 @@ _GROUPED = f"SELECT {', '.join([*map(_q, KEY), *_SUMS])} FROM stored GROUP BY {_
 _ONE = f"SELECT {', '.join([*map(_q, KEY), '1', *map(_q, ROLLUP_MEASURES)])} FROM stored"
 
 
-def after_insert_postgres(insert: str, before: str = "", one_row: bool = False) -> str:
+def after_insert_postgres(insert: str, before: Sequence[str] = (), one_row: bool = False) -> str:
     """``insert`` (an INSERT into usage_events ... ON CONFLICT DO NOTHING) as one PostgreSQL
-    statement that also adds the rows it stored, which it returns, to the rollups. ``before``: a
-    data-modifying statement run as part of it (a common table expression, which runs whether or
-    not anything reads it). ``one_row``: ``insert`` inserts one row at most (a text of its own,
+    statement that also adds the rows it stored, which it returns, to the rollups. ``before``:
+    data-modifying statements run as part of it, their parameters first (common table
+    expressions, which run whether or not anything reads them, on the statement's one snapshot:
+    none sees another's rows). ``one_row``: ``insert`` inserts one row at most (a text of its own,
     without the grouping that a batch of several needs)."""
-    first = f"done AS ({before}), " if before else ""
+    first = "".join(f"done{i} AS ({sql}), " for i, sql in enumerate(before))
     select = _ONE if one_row else _GROUPED
     return f"WITH {first}stored AS ({insert} RETURNING {_RETURNING}) {_INSERT}{select}{_CONFLICT}"
 

@@ -41,17 +41,20 @@ class SqliteStatements:
     def batch(self, writes: list[Write]) -> list[Statement]:
         ahead, events, stale, refused = partition(writes)
         statements: list[Statement] = []
-        if ahead:
-            self._insert(statements, inflight, ahead)
         if events:
-            self._events(statements, events, stale)
+            self._events(statements, events, stale, ahead)
+        elif ahead:
+            self._insert(statements, inflight, ahead)
         if refused:
             self._insert(statements, rejections, refused)
         return statements
 
-    def _events(self, out: list[Statement], events: list[Row], stale: list[str]) -> None:
-        """Insert usage ``events``, add those stored to the rollups, and delete the write-ahead
-        rows of ids ``stale`` (the events' own)."""
+    def _events(self, out: list[Statement], events: list[Row], stale: list[str], ahead: list[Row]) -> None:
+        """Insert write-ahead rows ``ahead`` (other calls', begun in the batch), insert usage
+        ``events``, add those stored to the rollups, and delete the write-ahead rows of ids
+        ``stale`` (the events' own)."""
+        if ahead:
+            self._insert(out, inflight, ahead)
         self._insert(out, usage_events, events, self._with_rollups)
         for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
             marks = ", ".join("?" * size)
@@ -141,7 +144,8 @@ class PostgresStatements(SqliteStatements):
     def __init__(self, dialect: Dialect) -> None:
         super().__init__(dialect)
         self._texts: dict[tuple[str, tuple[str, ...]], tuple[str, JsonRows]] = {}
-        self._with_stored: dict[tuple[str, bool, bool], str] = {}  # by insert, deleting stale rows, one row
+        # by the events' insert, the write-ahead rows' insert (or ""), deleting stale rows, one event
+        self._with_stored: dict[tuple[str, str, bool, bool], str] = {}
 
     @staticmethod
     def _variables() -> int:
@@ -162,24 +166,27 @@ class PostgresStatements(SqliteStatements):
         sql, encoder = known
         return sql, [encoder.text(rows)]
 
-    def _events(self, out: list[Statement], events: list[Row], stale: list[str]) -> None:
-        """One statement: the events' insert, the deletion of their write-ahead rows and the
-        rollups' upsert, which the writer process runs as a transaction of its own (one round trip
-        to the server instead of four)."""
+    def _events(self, out: list[Statement], events: list[Row], stale: list[str], ahead: list[Row]) -> None:
+        """One statement: the insert of write-ahead rows ``ahead`` (other calls', begun in the
+        batch), the events' insert, the deletion of their write-ahead rows and the rollups'
+        upsert, which the writer process runs as a transaction of its own (one round trip to the
+        server instead of four, or six with write-ahead rows). No write-ahead row of the batch is
+        one the deletion would find: ``partition`` drops those of calls ended in the batch."""
         sql, params = self._rows(usage_events, events)
         one_row = len(events) == 1  # a call's event, the usual batch at low load: a text of its own
-        if stale:
-            out.append((self._stored(sql, True, one_row), [[stale, *params]], 1))
-        else:
-            out.append((self._stored(sql, False, one_row), [params], 1))
+        ahead_sql, ahead_params = self._rows(inflight, ahead) if ahead else ("", [])
+        before = [*ahead_params, *([stale] if stale else [])]
+        out.append((self._stored(sql, ahead_sql, bool(stale), one_row), [[*before, *params]], 1))
 
-    def _stored(self, sql: str, deletes: bool, one_row: bool) -> str:
-        """The events' insert ``sql`` with the rollups' upsert, and the deletion of their
-        write-ahead rows if ``deletes``: built once per text rather than per batch."""
-        known = self._with_stored.get((sql, deletes, one_row))
+    def _stored(self, sql: str, ahead: str, deletes: bool, one_row: bool) -> str:
+        """The events' insert ``sql`` with the rollups' upsert, after the write-ahead rows' insert
+        ``ahead`` if any, and the deletion of their write-ahead rows if ``deletes``: built once per
+        text rather than per batch."""
+        key = (sql, ahead, deletes, one_row)
+        known = self._with_stored.get(key)
         if known is None:
-            known = self._with_stored[(sql, deletes, one_row)] = rollups.after_insert_postgres(
-                sql, _DELETE_STALE if deletes else "", one_row)
+            before = [*([ahead] if ahead else []), *([_DELETE_STALE] if deletes else [])]
+            known = self._with_stored[key] = rollups.after_insert_postgres(sql, before, one_row)
         return known
 
 

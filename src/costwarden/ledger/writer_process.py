@@ -177,7 +177,10 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def answer(commit: Callable[[list[Statement]], tuple[str | None, str]], source: int, sink: int) -> None:
-    """Commit each batch read from ``source`` and answer it on ``sink``, until end of input."""
+    """Commit each batch read from ``source`` and answer it on ``sink``, until end of input. Once
+    the parent is gone (killed: its end of ``sink`` is closed), what it sent is still committed,
+    unanswered: the rows of the batches it had written to the pipe, write-ahead rows among them."""
+    replies: int | None = sink
     while (head := read_exactly(source, HEADER.size)) is not None:
         body = read_exactly(source, HEADER.unpack(head)[0])
         if body is None:
@@ -185,10 +188,12 @@ def answer(commit: Callable[[list[Statement]], tuple[str | None, str]], source: 
         number, statements = marshal.loads(body)
         kind, message = commit(statements)
         reply: Reply = (number, kind, message)
+        if replies is None:
+            continue
         try:
-            write_all(sink, frame(reply))
-        except BrokenPipeError:  # the parent is gone (killed): what it sent is committed
-            break
+            write_all(replies, frame(reply))
+        except BrokenPipeError:  # the parent is gone
+            replies = None
 
 
 def serve(path: str, busy_timeout_ms: int, source: int = 0, sink: int = 1) -> None:

@@ -186,6 +186,15 @@ class WriterProcessClient:
         self._release()
         return False
 
+    def _follows(self) -> bool:
+        """Whether the pending rows, write-ahead rows alone, go with the next batch rather than
+        beside the one being committed (with company, ``Program.company``): they are sent once it
+        is answered, with the events queued meanwhile, as one statement instead of a transaction
+        of their own (measured, ``bench/ledger_statements.py --mixed``, a tenth less of
+        PostgreSQL's time per call). They wait for one commit at most, as rows do whenever
+        ``IN_FLIGHT`` batches are being committed."""
+        return self._company is not None and bool(self._sent) and all(w.waiter is None for w in self._pending)
+
     def _hold_over(self) -> None:
         if self._hold is not None:
             self._hold.over = True
@@ -199,7 +208,7 @@ class WriterProcessClient:
     def _send(self) -> None:
         self._scheduled = False
         while len(self._sent) < IN_FLIGHT and self._pending and self._process is not None:
-            if self._held():
+            if self._held() or self._follows():
                 return
             if self._singles:
                 self._singles -= 1
