@@ -8,6 +8,7 @@ of its response.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -34,7 +35,7 @@ from costwarden.core.kinds import CallStatus, Priority, UpstreamType
 from costwarden.core.money import format_usd
 from costwarden.core.notifications import exhausted_notification, restriction_notification
 from costwarden.core.policy import Plan
-from costwarden.core.pricing import TokenType, service_tier_of
+from costwarden.core.pricing import ServiceTier, TokenType, service_tier_of
 from costwarden.engine.admission import Admission, Admitted, Billed, Settled
 from costwarden.providers import Endpoint, StreamingReply, StreamTap, Usage
 
@@ -93,6 +94,16 @@ class _Call:
     trimmed: int = 0  # input tokens thin context removed (SPEC §12)
     started: float = field(default_factory=time.perf_counter)
     closed: bool = False  # its reservation is settled or released and its event recorded
+    ready: Callable[[Answer], None] | None = None  # told a complete answer before its event is durable
+
+
+@dataclass(slots=True)
+class _Closing:
+    """A call's event handed to the ledger, and what settling its reservation gave."""
+
+    event: UsageEvent
+    settled: Settled | None
+    durable: Awaitable[None]  # completes once the event is durable; must be awaited
 
 
 class GatewayService:
@@ -110,9 +121,12 @@ class GatewayService:
         self._ids = random.Random(os.urandom(32))
 
     async def call(self, generation: Generation, endpoint: Endpoint, payload: dict[str, Any], who: Attribution,
-                   client_headers: Mapping[str, str]) -> Answer | Streaming:
+                   client_headers: Mapping[str, str],
+                   ready: Callable[[Answer], None] | None = None) -> Answer | Streaming:
         """Admit, forward and meter one call under ``generation``; raises a CostwardenError for
-        refusals. ``client_headers``: the upstream client forwards the ones its upstream takes."""
+        refusals. ``client_headers``: the upstream client forwards the ones its upstream takes.
+        ``ready``: told a complete answer while its event is being committed (the HTTP edge
+        renders its response meanwhile); the answer is returned once the event is durable."""
         call_id = f"req_{self._ids.getrandbits(128):032x}"
         policy = generation.policy
         self.observer.on_request(who.caller, payload, generation, policy.alerts.loop)
@@ -156,7 +170,7 @@ class GatewayService:
         if upstream.tpm is not None:
             await self._wait_for_capacity(call_id, endpoint, who, outcome, upstream.name, upstream.tpm, plan)
         call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, endpoint.wants_stream(payload),
-                     str(model_id), decision.label, resolution, trimmed=trimmed, started=started)
+                     str(model_id), decision.label, resolution, trimmed=trimmed, started=started, ready=ready)
         # From here on the call holds a reservation: every failure must reach _close (see _guarded).
         return await self._guarded(call, self._forward(call, payload, request, client_headers))
 
@@ -209,10 +223,16 @@ class GatewayService:
         usage = _trusted(call, _usage_of(call.endpoint, reply.body), ok=reply.status < 300)
         if usage is None and reply.status < 300:
             usage = _estimated(call)  # a 2xx without usage is charged its estimate, never nothing
-        event = await self._close(call, usage, CallStatus.OK if reply.status < 300 else CallStatus.UPSTREAM_ERROR,
-                                  reply.status)
-        return Answer(reply.status, reply.headers.get("content-type", "application/json"), reply.body,
-                      _receipt(call, event))
+        closing = await self._settle(call, usage, CallStatus.OK if reply.status < 300 else CallStatus.UPSTREAM_ERROR,
+                                     reply.status)
+        answer = Answer(reply.status, reply.headers.get("content-type", "application/json"), reply.body,
+                        _receipt(call, closing.event))
+        try:
+            if call.ready is not None:
+                call.ready(answer)  # while the event's commit is in flight
+        finally:
+            await self._recorded(call, closing)
+        return answer
 
     async def _stream(self, call: _Call, body: bytes, wants_usage: bool,
                       forward: Mapping[str, str]) -> Answer | Streaming:
@@ -250,8 +270,16 @@ class GatewayService:
                          _receipt(call, None), reply, tap, finish, resources)
 
     async def _close(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> UsageEvent:
-        """Make the event durable and settle (or release) the reservation, the two at once: the
-        event's price needs nothing from the counter store."""
+        """Make the event durable and settle (or release) the reservation (``_settle``), and
+        return once the event is durable (``_recorded``)."""
+        closing = await self._settle(call, usage, status, http_status)
+        await self._recorded(call, closing)
+        return closing.event
+
+    async def _settle(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> _Closing:
+        """Hand the event to the ledger and settle (or release) the reservation, the two at once:
+        the event's price needs nothing from the counter store. Returns with the event's commit
+        still in flight (``_recorded`` waits for it), unless it fails first."""
         call.closed = True
         admitted = call.admitted
         priced = None if usage is None else self.admission.price(
@@ -269,10 +297,17 @@ class GatewayService:
             # recorded all the same; the store's hold lapses and the counters are put right from
             # the ledger (SPEC §10), so the client is never failed for it.
             log.warning("call %s: could not settle its counters; recording its event", call.id, exc_info=True)
-        finally:
+        except BaseException:
             await durable
-        self.observer.on_event(event, settled, call.generation)
-        return event
+            raise
+        return _Closing(event, settled, durable)
+
+    async def _recorded(self, call: _Call, closing: _Closing) -> None:
+        """Wait until the event is durable. The observer is told just after, once the caller has
+        gone on to answer the client: metrics and alerts are no part of a call's latency."""
+        await closing.durable
+        asyncio.get_running_loop().call_soon(self.observer.on_event, closing.event, closing.settled,
+                                             call.generation)
 
     async def _alert_exhausted(self, decision: Decision, generation: Generation) -> None:
         """A hard budget refused a call: say so once per budget and period (SPEC §13 ``exhausted``)."""
@@ -323,9 +358,16 @@ def _priced_input(spec: ModelSpec, tokens: int, write: TokenType | None) -> int 
     return -(-tokens * per_write // per_input)
 
 
-def billed(usage: Usage) -> Billed:
-    """How the provider bills ``usage``: by token type, service tier and server-side tool calls."""
-    return Billed(usage.by_type(), service_tier_of(usage.service_tier), usage.tool_calls or None)
+def billed(usage: Usage) -> Billed | None:
+    """How the provider bills ``usage``: by token type, service tier and server-side tool calls.
+    None for the usual usage, plain and cached input and output at the standard tier, which
+    ``ModelSpec.cost`` prices to the same nano-dollar without building the breakdown."""
+    tier = service_tier_of(usage.service_tier)
+    if (tier is ServiceTier.STANDARD and not usage.tool_calls and usage.cached_input_tokens <= usage.input_tokens
+            and not (usage.cache_write_5m_tokens or usage.cache_write_1h_tokens or usage.reasoning_tokens
+                     or usage.audio_input_tokens)):
+        return None
+    return Billed(usage.by_type(), tier, usage.tool_calls or None)
 
 
 def _receipt(call: _Call, event: UsageEvent | None) -> Receipt:
