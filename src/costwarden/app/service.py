@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -28,16 +29,17 @@ from costwarden.app.capacity import DEFAULT_QUEUE_S, CapacityQueue, window_for
 from costwarden.app.efficiency import shape
 from costwarden.app.generation import Generation
 from costwarden.app.ports import Observer, UsageLedger
+from costwarden.app.preparation import Preparation
 from costwarden.core.catalog import ModelSpec, Resolution
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus, Priority, UpstreamType
 from costwarden.core.money import format_usd
 from costwarden.core.notifications import exhausted_notification, restriction_notification
-from costwarden.core.policy import Plan
+from costwarden.core.policy import Plan, Policy
 from costwarden.core.pricing import ServiceTier, TokenType, service_tier_of
 from costwarden.engine.admission import Admission, Admitted, Billed, Settled
-from costwarden.providers import Endpoint, StreamingReply, StreamTap, Usage
+from costwarden.providers import Endpoint, Prepared, StreamingReply, StreamTap, Usage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,8 +112,12 @@ class GatewayService:
     """Admits, forwards and meters calls; holds no policy (each call brings its ``Generation``)."""
 
     def __init__(self, admission: Admission, ledger: UsageLedger, observer: Observer,
-                 clock: Callable[[], datetime], capacity: CapacityQueue | None = None) -> None:
+                 clock: Callable[[], datetime], capacity: CapacityQueue | None = None, *,
+                 prepare_while_reserving: bool = False) -> None:
+        """``prepare_while_reserving``: a reservation waits for a server (shared counters), and
+        a call prepares its forwarding meanwhile (``preparation.py``)."""
         self.admission = admission
+        self.prepare_while_reserving = prepare_while_reserving
         self.capacity = capacity or CapacityQueue(window_for(admission.store))
         self.ledger = ledger
         self.observer = observer
@@ -157,7 +163,12 @@ class GatewayService:
                               endpoint.requested_output_tokens(payload), endpoint.output_multiplier(payload),
                               input_floor=estimate.floor, priced_input=priced)
         self.ledger.check_accepting()  # refused here, before anything is reserved or forwarded
-        outcome = await self.admission.admit(call_id, request, generation.planner)
+        stream = endpoint.wants_stream(payload)
+        preparation = Preparation(partial(
+            _forwarding, call_id, endpoint, payload, request, who, resolution, stream, str(model_id), policy,
+            self.admission.store.replica)) if self.prepare_while_reserving else None
+        outcome = await self.admission.admit(call_id, request, generation.planner,
+                                             None if preparation is None else preparation.sending)
         if isinstance(outcome, Decision):
             await self._alert_exhausted(outcome, generation)
             raise await self._refuse(call_id, endpoint, who, outcome)
@@ -169,10 +180,10 @@ class GatewayService:
         started = time.perf_counter()
         if upstream.tpm is not None:
             await self._wait_for_capacity(call_id, endpoint, who, outcome, upstream.name, upstream.tpm, plan)
-        call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, endpoint.wants_stream(payload),
+        call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, stream,
                      str(model_id), decision.label, resolution, trimmed=trimmed, started=started, ready=ready)
         # From here on the call holds a reservation: every failure must reach _close (see _guarded).
-        return await self._guarded(call, self._forward(call, payload, request, client_headers))
+        return await self._guarded(call, self._forward(call, payload, request, client_headers, preparation))
 
     async def _wait_for_capacity(self, call_id: str, endpoint: Endpoint, who: Attribution, admitted: Admitted,
                                  upstream: str, tpm: int, plan: Plan | None) -> None:
@@ -190,12 +201,14 @@ class GatewayService:
             raise
 
     async def _forward(self, call: _Call, payload: dict[str, Any], request: CallRequest,
-                       client_headers: Mapping[str, str]) -> Answer | Streaming:
-        decision = call.admitted.decision
-        assert decision.model is not None
-        self.ledger.begin(_inflight(call, self.admission.store.replica))
-        prepared = call.endpoint.prepare(payload, model=_upstream_model(call.resolution, decision.model),
-                                         output_bound=_bound_to_send(request, decision), stream=call.stream)
+                       client_headers: Mapping[str, str],
+                       preparation: Preparation[tuple[InflightCall, Prepared]] | None) -> Answer | Streaming:
+        admitted = call.admitted
+        made = None if preparation is None else preparation.take(admitted.decision, admitted.at)
+        inflight, prepared = made or _forwarding(
+            call.id, call.endpoint, payload, request, call.who, call.resolution, call.stream, call.sent,
+            call.generation.policy, self.admission.store.replica, admitted.decision, admitted.at)
+        self.ledger.begin(inflight)
         if call.stream:
             return await self._stream(call, prepared.body, prepared.client_wants_usage, client_headers)
         return await self._unary(call, prepared.body, client_headers)
@@ -426,18 +439,24 @@ def _partial(call: _Call, reported: Usage | None, produced: int) -> Usage:
     return Usage(call.admitted.request.input_tokens, 0, produced)
 
 
-def _inflight(call: _Call, replica: str) -> InflightCall:
-    admitted, caller = call.admitted, call.who.caller
-    decision = admitted.decision
-    assert decision.model is not None
-    return InflightCall(
-        id=call.id, admitted_at=admitted.at, department=caller.department, model_requested=decision.requested,
-        model_served=decision.model.id, provider=call.provider, endpoint=call.endpoint.path,
-        estimate_input_tokens=admitted.request.input_tokens,
-        estimate_output_tokens=decision.output_tokens * admitted.request.choices,
-        estimate_nanos=decision.estimate_nanos, price_version=decision.model.price_version, team=caller.team,
-        key_id=caller.key_id, user=caller.user, tags=call.who.tags, decision=call.label, stream=call.stream,
-        replica=replica, model_sent=call.sent, customer=caller.customer or "")
+def _forwarding(call_id: str, endpoint: Endpoint, payload: dict[str, Any], request: CallRequest, who: Attribution,
+                resolution: Resolution | None, stream: bool, sent: str, policy: Policy, replica: str,
+                decision: Decision, at: datetime) -> tuple[InflightCall, Prepared]:
+    """What forwarding a call admitted with ``decision`` at ``at`` takes: its write-ahead record
+    and the request to send upstream (``sent``: the model id as the client sent it)."""
+    model = decision.model
+    assert model is not None
+    caller = who.caller
+    inflight = InflightCall(
+        id=call_id, admitted_at=at, department=caller.department, model_requested=decision.requested,
+        model_served=model.id, provider=policy.upstreams[model.provider].name, endpoint=endpoint.path,
+        estimate_input_tokens=request.input_tokens, estimate_output_tokens=decision.output_tokens * request.choices,
+        estimate_nanos=decision.estimate_nanos, price_version=model.price_version, team=caller.team,
+        key_id=caller.key_id, user=caller.user, tags=who.tags, decision=decision.label, stream=stream,
+        replica=replica, model_sent=sent, customer=caller.customer or "")
+    prepared = endpoint.prepare(payload, model=_upstream_model(resolution, model),
+                                output_bound=_bound_to_send(request, decision), stream=stream)
+    return inflight, prepared
 
 
 def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: CallStatus, http_status: int,

@@ -30,6 +30,7 @@ RESERVATION_TTL_S = 3600.0  # a call still open after this long is settled at it
 MAX_ATTEMPTS = 8  # lost reservation races before refusing (only under extreme contention)
 ALERT_CLAIM_S = 86400.0  # an alert's claim outlives its period by a day
 THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten wholesale when full)
+Sending = Callable[[Decision, datetime], None]  # see ``Admission.admit``
 
 
 # Made for every call: plain slotted dataclasses (see core/decision.py); treat them as immutable.
@@ -90,26 +91,30 @@ class Admission:
         # per plan (by id, checked by identity): its thresholds and the crossing each reports
         self._by_plan: dict[int, tuple[Plan, tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]] = {}
 
-    async def admit(self, call_id: str, request: CallRequest, planner: Planner) -> Admitted | Decision:
+    async def admit(self, call_id: str, request: CallRequest, planner: Planner,
+                    sending: Sending | None = None) -> Admitted | Decision:
         """An ``Admitted`` call holding its reservation, or the refusing ``Decision``.
 
         When the store fails, a call checked by a hard budget or limit is refused (the
         ``StorageError`` propagates: 503, retry); a soft-only one follows the policy's
         ``on_store_failure`` and, when open, is let through without a reservation.
+        ``sending`` is told each decision whose reservation is sent, and the admission time, so
+        that the caller may prepare the call while the store answers; the call may still be
+        refused, or admitted with another decision.
         """
         policy = planner.policy
         now = self.clock()
         stamp = now.timestamp()
         plan = planner.plan(request.caller, now, stamp)
         try:
-            return await self._admit(call_id, request, plan, policy, now, stamp)
+            return await self._admit(call_id, request, plan, policy, now, stamp, sending)
         except StorageError:
             if hard_checked(plan) or policy.on_store_failure == StoreFailure.CLOSED:
                 raise
             return self._let_through(call_id, request, policy, plan, now)
 
     async def _admit(self, call_id: str, request: CallRequest, plan: Plan, policy: Policy, now: datetime,
-                     stamp: float) -> Admitted | Decision:
+                     stamp: float, sending: Sending | None = None) -> Admitted | Decision:
         """Decide on the figures the store last showed (with what this process sent since: see
         ``counters/figures.py``) and reserve in one round trip; the store answers with the
         figures it held. A decision is kept only if made on those (or on figures
@@ -142,6 +147,8 @@ class Admission:
                     if decision.needs_buckets:
                         return await self._retry_time(decision, request, plan, usage, now)
                     return decision
+            if sending is not None:
+                sending(decision, now)
             attempt = await store.try_reserve(call_id, decision.holds, expires_at, flag_keys, stamp)
             held = attempt.outcome
             if isinstance(held, Reservation):
