@@ -131,8 +131,10 @@ class GatewayService:
                    ready: Callable[[Answer], None] | None = None) -> Answer | Streaming:
         """Admit, forward and meter one call under ``generation``; raises a CostwardenError for
         refusals. ``client_headers``: the upstream client forwards the ones its upstream takes.
-        ``ready``: told a complete answer while its event is being committed (the HTTP edge
-        renders its response meanwhile); the answer is returned once the event is durable."""
+        ``ready``: told a complete answer from a loop callback while its event is being committed
+        (the HTTP edge renders its response meanwhile; it may not be told before the answer is
+        returned, if the event was durable at once); the answer is returned once the event is
+        durable."""
         call_id = f"req_{self._ids.getrandbits(128):032x}"
         policy = generation.policy
         self.observer.on_request(who.caller, payload, generation, policy.alerts.loop)
@@ -240,11 +242,11 @@ class GatewayService:
                                      reply.status)
         answer = Answer(reply.status, reply.headers.get("content-type", "application/json"), reply.body,
                         _receipt(call, closing.event))
-        try:
-            if call.ready is not None:
-                call.ready(answer)  # while the event's commit is in flight
-        finally:
-            await self._recorded(call, closing)
+        if call.ready is not None:
+            # Once the loop is free, so after the ledger's writer has sent the event (it sends
+            # from a callback queued as the event was queued): the commit is then in flight.
+            asyncio.get_running_loop().call_soon(call.ready, answer)
+        await self._recorded(call, closing)
         return answer
 
     async def _stream(self, call: _Call, body: bytes, wants_usage: bool,
