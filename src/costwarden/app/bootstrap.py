@@ -123,7 +123,8 @@ async def start_runtime(settings: Settings, policy: Policy | None = None,
         observer = CallObserver(metrics, alerts, LoopWatch(tripwire, shared=settings.redis_url is not None))
         upstreams_for = upstreams_for or pool_factory(settings)
         generation = generation_of(policy, version, upstreams_for)
-        service = GatewayService(admission, ledger, observer, clock)
+        service = GatewayService(admission, ledger, observer, clock,
+                                 prepare_while_reserving=settings.redis_url is not None)
         ledger.start_writer()
         return Runtime(settings, admission, ledger, keys, service, metrics, observer, tokens, generation,
                        endpoints, upstreams_for)

@@ -8,6 +8,7 @@ of its response.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -17,6 +18,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -27,16 +29,17 @@ from costwarden.app.capacity import DEFAULT_QUEUE_S, CapacityQueue, window_for
 from costwarden.app.efficiency import shape
 from costwarden.app.generation import Generation
 from costwarden.app.ports import Observer, UsageLedger
+from costwarden.app.preparation import Preparation
 from costwarden.core.catalog import ModelSpec, Resolution
 from costwarden.core.decision import CallRequest, Decision
 from costwarden.core.events import InflightCall, Rejection, UsageEvent
 from costwarden.core.kinds import CallStatus, Priority, UpstreamType
 from costwarden.core.money import format_usd
 from costwarden.core.notifications import exhausted_notification, restriction_notification
-from costwarden.core.policy import Plan
-from costwarden.core.pricing import TokenType, service_tier_of
+from costwarden.core.policy import Plan, Policy
+from costwarden.core.pricing import ServiceTier, TokenType, service_tier_of
 from costwarden.engine.admission import Admission, Admitted, Billed, Settled
-from costwarden.providers import Endpoint, StreamingReply, StreamTap, Usage
+from costwarden.providers import Endpoint, Prepared, StreamingReply, StreamTap, Usage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,14 +96,28 @@ class _Call:
     trimmed: int = 0  # input tokens thin context removed (SPEC §12)
     started: float = field(default_factory=time.perf_counter)
     closed: bool = False  # its reservation is settled or released and its event recorded
+    ready: Callable[[Answer], None] | None = None  # told a complete answer before its event is durable
+
+
+@dataclass(slots=True)
+class _Closing:
+    """A call's event handed to the ledger, and what settling its reservation gave."""
+
+    event: UsageEvent
+    settled: Settled | None
+    durable: Awaitable[None]  # completes once the event is durable; must be awaited
 
 
 class GatewayService:
     """Admits, forwards and meters calls; holds no policy (each call brings its ``Generation``)."""
 
     def __init__(self, admission: Admission, ledger: UsageLedger, observer: Observer,
-                 clock: Callable[[], datetime], capacity: CapacityQueue | None = None) -> None:
+                 clock: Callable[[], datetime], capacity: CapacityQueue | None = None, *,
+                 prepare_while_reserving: bool = False) -> None:
+        """``prepare_while_reserving``: a reservation waits for a server (shared counters), and
+        a call prepares its forwarding meanwhile (``preparation.py``)."""
         self.admission = admission
+        self.prepare_while_reserving = prepare_while_reserving
         self.capacity = capacity or CapacityQueue(window_for(admission.store))
         self.ledger = ledger
         self.observer = observer
@@ -110,9 +127,14 @@ class GatewayService:
         self._ids = random.Random(os.urandom(32))
 
     async def call(self, generation: Generation, endpoint: Endpoint, payload: dict[str, Any], who: Attribution,
-                   client_headers: Mapping[str, str]) -> Answer | Streaming:
+                   client_headers: Mapping[str, str],
+                   ready: Callable[[Answer], None] | None = None) -> Answer | Streaming:
         """Admit, forward and meter one call under ``generation``; raises a CostwardenError for
-        refusals. ``client_headers``: the upstream client forwards the ones its upstream takes."""
+        refusals. ``client_headers``: the upstream client forwards the ones its upstream takes.
+        ``ready``: told a complete answer from a loop callback while its event is being committed
+        (the HTTP edge renders its response meanwhile; it may not be told before the answer is
+        returned, if the event was durable at once); the answer is returned once the event is
+        durable."""
         call_id = f"req_{self._ids.getrandbits(128):032x}"
         policy = generation.policy
         self.observer.on_request(who.caller, payload, generation, policy.alerts.loop)
@@ -143,7 +165,12 @@ class GatewayService:
                               endpoint.requested_output_tokens(payload), endpoint.output_multiplier(payload),
                               input_floor=estimate.floor, priced_input=priced)
         self.ledger.check_accepting()  # refused here, before anything is reserved or forwarded
-        outcome = await self.admission.admit(call_id, request, generation.planner)
+        stream = endpoint.wants_stream(payload)
+        preparation = Preparation(partial(
+            _forwarding, call_id, endpoint, payload, request, who, resolution, stream, str(model_id), policy,
+            self.admission.store.replica)) if self.prepare_while_reserving else None
+        outcome = await self.admission.admit(call_id, request, generation.planner,
+                                             None if preparation is None else preparation.sending)
         if isinstance(outcome, Decision):
             await self._alert_exhausted(outcome, generation)
             raise await self._refuse(call_id, endpoint, who, outcome)
@@ -155,10 +182,10 @@ class GatewayService:
         started = time.perf_counter()
         if upstream.tpm is not None:
             await self._wait_for_capacity(call_id, endpoint, who, outcome, upstream.name, upstream.tpm, plan)
-        call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, endpoint.wants_stream(payload),
-                     str(model_id), decision.label, resolution, trimmed=trimmed, started=started)
+        call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, stream,
+                     str(model_id), decision.label, resolution, trimmed=trimmed, started=started, ready=ready)
         # From here on the call holds a reservation: every failure must reach _close (see _guarded).
-        return await self._guarded(call, self._forward(call, payload, request, client_headers))
+        return await self._guarded(call, self._forward(call, payload, request, client_headers, preparation))
 
     async def _wait_for_capacity(self, call_id: str, endpoint: Endpoint, who: Attribution, admitted: Admitted,
                                  upstream: str, tpm: int, plan: Plan | None) -> None:
@@ -176,12 +203,14 @@ class GatewayService:
             raise
 
     async def _forward(self, call: _Call, payload: dict[str, Any], request: CallRequest,
-                       client_headers: Mapping[str, str]) -> Answer | Streaming:
-        decision = call.admitted.decision
-        assert decision.model is not None
-        self.ledger.begin(_inflight(call, self.admission.store.replica))
-        prepared = call.endpoint.prepare(payload, model=_upstream_model(call.resolution, decision.model),
-                                         output_bound=_bound_to_send(request, decision), stream=call.stream)
+                       client_headers: Mapping[str, str],
+                       preparation: Preparation[tuple[InflightCall, Prepared]] | None) -> Answer | Streaming:
+        admitted = call.admitted
+        made = None if preparation is None else preparation.take(admitted.decision, admitted.at)
+        inflight, prepared = made or _forwarding(
+            call.id, call.endpoint, payload, request, call.who, call.resolution, call.stream, call.sent,
+            call.generation.policy, self.admission.store.replica, admitted.decision, admitted.at)
+        self.ledger.begin(inflight)
         if call.stream:
             return await self._stream(call, prepared.body, prepared.client_wants_usage, client_headers)
         return await self._unary(call, prepared.body, client_headers)
@@ -209,10 +238,16 @@ class GatewayService:
         usage = _trusted(call, _usage_of(call.endpoint, reply.body), ok=reply.status < 300)
         if usage is None and reply.status < 300:
             usage = _estimated(call)  # a 2xx without usage is charged its estimate, never nothing
-        event = await self._close(call, usage, CallStatus.OK if reply.status < 300 else CallStatus.UPSTREAM_ERROR,
-                                  reply.status)
-        return Answer(reply.status, reply.headers.get("content-type", "application/json"), reply.body,
-                      _receipt(call, event))
+        closing = await self._settle(call, usage, CallStatus.OK if reply.status < 300 else CallStatus.UPSTREAM_ERROR,
+                                     reply.status)
+        answer = Answer(reply.status, reply.headers.get("content-type", "application/json"), reply.body,
+                        _receipt(call, closing.event))
+        if call.ready is not None:
+            # Once the loop is free, so after the ledger's writer has sent the event (it sends
+            # from a callback queued as the event was queued): the commit is then in flight.
+            asyncio.get_running_loop().call_soon(call.ready, answer)
+        await self._recorded(call, closing)
+        return answer
 
     async def _stream(self, call: _Call, body: bytes, wants_usage: bool,
                       forward: Mapping[str, str]) -> Answer | Streaming:
@@ -250,8 +285,16 @@ class GatewayService:
                          _receipt(call, None), reply, tap, finish, resources)
 
     async def _close(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> UsageEvent:
-        """Make the event durable and settle (or release) the reservation, the two at once: the
-        event's price needs nothing from the counter store."""
+        """Make the event durable and settle (or release) the reservation (``_settle``), and
+        return once the event is durable (``_recorded``)."""
+        closing = await self._settle(call, usage, status, http_status)
+        await self._recorded(call, closing)
+        return closing.event
+
+    async def _settle(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> _Closing:
+        """Hand the event to the ledger and settle (or release) the reservation, the two at once:
+        the event's price needs nothing from the counter store. Returns with the event's commit
+        still in flight (``_recorded`` waits for it), unless it fails first."""
         call.closed = True
         admitted = call.admitted
         priced = None if usage is None else self.admission.price(
@@ -269,10 +312,17 @@ class GatewayService:
             # recorded all the same; the store's hold lapses and the counters are put right from
             # the ledger (SPEC §10), so the client is never failed for it.
             log.warning("call %s: could not settle its counters; recording its event", call.id, exc_info=True)
-        finally:
+        except BaseException:
             await durable
-        self.observer.on_event(event, settled, call.generation)
-        return event
+            raise
+        return _Closing(event, settled, durable)
+
+    async def _recorded(self, call: _Call, closing: _Closing) -> None:
+        """Wait until the event is durable. The observer is told just after, once the caller has
+        gone on to answer the client: metrics and alerts are no part of a call's latency."""
+        await closing.durable
+        asyncio.get_running_loop().call_soon(self.observer.on_event, closing.event, closing.settled,
+                                             call.generation)
 
     async def _alert_exhausted(self, decision: Decision, generation: Generation) -> None:
         """A hard budget refused a call: say so once per budget and period (SPEC §13 ``exhausted``)."""
@@ -323,9 +373,16 @@ def _priced_input(spec: ModelSpec, tokens: int, write: TokenType | None) -> int 
     return -(-tokens * per_write // per_input)
 
 
-def billed(usage: Usage) -> Billed:
-    """How the provider bills ``usage``: by token type, service tier and server-side tool calls."""
-    return Billed(usage.by_type(), service_tier_of(usage.service_tier), usage.tool_calls or None)
+def billed(usage: Usage) -> Billed | None:
+    """How the provider bills ``usage``: by token type, service tier and server-side tool calls.
+    None for the usual usage, plain and cached input and output at the standard tier, which
+    ``ModelSpec.cost`` prices to the same nano-dollar without building the breakdown."""
+    tier = service_tier_of(usage.service_tier)
+    if (tier is ServiceTier.STANDARD and not usage.tool_calls and usage.cached_input_tokens <= usage.input_tokens
+            and not (usage.cache_write_5m_tokens or usage.cache_write_1h_tokens or usage.reasoning_tokens
+                     or usage.audio_input_tokens)):
+        return None
+    return Billed(usage.by_type(), tier, usage.tool_calls or None)
 
 
 def _receipt(call: _Call, event: UsageEvent | None) -> Receipt:
@@ -384,18 +441,24 @@ def _partial(call: _Call, reported: Usage | None, produced: int) -> Usage:
     return Usage(call.admitted.request.input_tokens, 0, produced)
 
 
-def _inflight(call: _Call, replica: str) -> InflightCall:
-    admitted, caller = call.admitted, call.who.caller
-    decision = admitted.decision
-    assert decision.model is not None
-    return InflightCall(
-        id=call.id, admitted_at=admitted.at, department=caller.department, model_requested=decision.requested,
-        model_served=decision.model.id, provider=call.provider, endpoint=call.endpoint.path,
-        estimate_input_tokens=admitted.request.input_tokens,
-        estimate_output_tokens=decision.output_tokens * admitted.request.choices,
-        estimate_nanos=decision.estimate_nanos, price_version=decision.model.price_version, team=caller.team,
-        key_id=caller.key_id, user=caller.user, tags=call.who.tags, decision=call.label, stream=call.stream,
-        replica=replica, model_sent=call.sent, customer=caller.customer or "")
+def _forwarding(call_id: str, endpoint: Endpoint, payload: dict[str, Any], request: CallRequest, who: Attribution,
+                resolution: Resolution | None, stream: bool, sent: str, policy: Policy, replica: str,
+                decision: Decision, at: datetime) -> tuple[InflightCall, Prepared]:
+    """What forwarding a call admitted with ``decision`` at ``at`` takes: its write-ahead record
+    and the request to send upstream (``sent``: the model id as the client sent it)."""
+    model = decision.model
+    assert model is not None
+    caller = who.caller
+    inflight = InflightCall(
+        id=call_id, admitted_at=at, department=caller.department, model_requested=decision.requested,
+        model_served=model.id, provider=policy.upstreams[model.provider].name, endpoint=endpoint.path,
+        estimate_input_tokens=request.input_tokens, estimate_output_tokens=decision.output_tokens * request.choices,
+        estimate_nanos=decision.estimate_nanos, price_version=model.price_version, team=caller.team,
+        key_id=caller.key_id, user=caller.user, tags=who.tags, decision=decision.label, stream=stream,
+        replica=replica, model_sent=sent, customer=caller.customer or "")
+    prepared = endpoint.prepare(payload, model=_upstream_model(resolution, model),
+                                output_bound=_bound_to_send(request, decision), stream=stream)
+    return inflight, prepared
 
 
 def _event(call: _Call, usage: Usage | None, settled: Settled | None, status: CallStatus, http_status: int,

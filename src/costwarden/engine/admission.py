@@ -33,6 +33,7 @@ ALERT_CLAIM_S = 86400.0  # an alert's claim outlives its period by a day
 THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten wholesale when full)
 _ATTEMPTS = range(MAX_ATTEMPTS)  # made once: iterated by every admission
 _new = object.__new__
+Sending = Callable[[Decision, datetime], None]  # see ``Admission.admit``
 
 
 # Made for every call: plain slotted dataclasses (see core/decision.py); treat them as immutable.
@@ -105,7 +106,8 @@ class Admission:
         # per plan (by id, checked by identity): its thresholds and the crossing each reports
         self._by_plan: dict[int, tuple[Plan, tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]] = {}
 
-    async def admit(self, call_id: str, request: CallRequest, planner: Planner) -> Admitted | Decision:
+    async def admit(self, call_id: str, request: CallRequest, planner: Planner,
+                    sending: Sending | None = None) -> Admitted | Decision:
         """An ``Admitted`` call holding its reservation, or the refusing ``Decision``.
 
         It decides on the figures the store last showed (with what this process sent since: see
@@ -117,6 +119,9 @@ class Admission:
         When the store fails, a call checked by a hard budget or limit is refused (the
         ``StorageError`` propagates: 503, retry); a soft-only one follows the policy's
         ``on_store_failure`` and, when open, is let through without a reservation.
+        ``sending`` is told each decision whose reservation is sent, and the admission time, so
+        that the caller may prepare the call while the store answers; the call may still be
+        refused, or admitted with another decision.
         """
         # One coroutine for the whole admission (the store's own aside): each nested one costs
         # a frame and a coroutine object per call.
@@ -154,6 +159,8 @@ class Admission:
                         if decision.needs_buckets:
                             return await self._retry_time(decision, request, plan, usage, now)
                         return decision
+                if sending is not None:
+                    sending(decision, now)
                 attempt = await store.try_reserve(call_id, decision.holds, stamp + self.reservation_ttl_s,
                                                   flag_keys, stamp)
                 held = attempt.outcome

@@ -64,9 +64,14 @@ class ProxyHandler:
             payload = parse_json(body)
             endpoint.validate(payload)
             who = attribute(generation.policy, identity, headers, payload)
-            result = await runtime.service.call(generation, endpoint, payload, who, headers)
+            starts: list[dict[str, Any]] = []
+
+            def ready(answer: Answer) -> None:  # its event is being committed meanwhile
+                starts.append(answer_start(answer, anthropic=self.anthropic))
+
+            result = await runtime.service.call(generation, endpoint, payload, who, headers, ready)
             if isinstance(result, Answer):
-                start = answer_start(result, anthropic=self.anthropic)
+                start = starts[0] if starts else answer_start(result, anthropic=self.anthropic)
             else:
                 stream = MeteredStream(result, anthropic=self.anthropic)
         except errors.CostwardenError as exc:
