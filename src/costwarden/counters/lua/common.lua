@@ -313,13 +313,42 @@ local function figure(n)
   return nil
 end
 
--- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before (a decimal
--- string) and after, and reserved after (each a decimal string, or a number that is the figure
--- exactly: HINCRBY's answer, when below 2^53). A bucket that left its rolling window takes
--- nothing: that spend is outside the window already. The counter was kept until `until_ms` when
--- the hold was added; it is kept here only when it had lost the hold.
+-- The decimal string of `a` - `b` (decimal strings).
+local function difference(a, b)
+  local ah, al = limbs(a)
+  local bh, bl = limbs(b)
+  return decimal(ah - bh, al - bl)
+end
+
+-- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before and after,
+-- and reserved after (each a decimal string, or a number that is the figure exactly: from
+-- HINCRBY's answers, when below 2^53). A bucket that left its rolling window takes nothing: that
+-- spend is outside the window already. The counter was kept until `until_ms` when the hold was
+-- added; it is kept here only when it had lost the hold.
+-- The usual hold is in the head (a calendar counter's only bucket), whose figures are the totals:
+-- it is moved there without reading them first (the spend before is the spend after less
+-- `actual`). A counter's reservations include every hold in it, so taking one off leaves them at
+-- 0 or more; less means a calendar counter that lost the hold (its key expired or was evicted, and
+-- may have been made anew since): its reservations are put back and the spend kept. A hold of 0
+-- tells nothing by that test, nor does a bucket other than the head: those are read first.
 local function apply(key, bucket, span, held, actual, until_ms)
   local calendar = bucket == CALENDAR and span == '1'
+  local s, r
+  if held ~= '0' and (calendar or redis.call('HGET', key, 'h') == bucket) then
+    heads[key] = bucket
+    r = redis.call('HINCRBY', key, 'R', negate(held))
+    s = redis.call('HINCRBY', key, 'S', actual)
+    if r < 0 then
+      r = redis.call('HINCRBY', key, 'R', held)
+      keep_counter(key, nil, until_ms)
+    end
+    local after, reserved = figure(s), figure(r)
+    if after and reserved and #actual <= EXACT_DIGITS then
+      return after - actual, after, reserved
+    end
+    local v = redis.call('HMGET', key, 'S', 'R')
+    return difference(v[1], actual), v[1], v[2] or '0'
+  end
   local v, live
   if calendar then
     v = redis.call('HMGET', key, 'S', 'R')
@@ -330,7 +359,6 @@ local function apply(key, bucket, span, held, actual, until_ms)
     v[1], v[2] = v[2], v[3]
   end
   local before, reserved = v[1] or '0', v[2] or '0'
-  local s, r
   if live then
     s, r = write(key, bucket, actual, negate(held))
   elseif calendar then -- a calendar counter that was lost: keep the spend
