@@ -123,7 +123,7 @@ local function now_ms()
   return clock
 end
 
--- MARGIN_MS past the later of `until_ms` (a decimal string) and the server's clock.
+-- MARGIN_MS past the later of `until_ms` (a decimal string or a number) and the server's clock.
 local function kept_until(until_ms)
   local at = until_ms + 0
   local now = now_ms()
@@ -142,6 +142,16 @@ local function keep(key, until_ms)
   if ttl < 0 or now_ms() + ttl < target then
     redis.call('PEXPIREAT', key, string.format('%d', target))
   end
+end
+
+-- The later of `until_ms` (a decimal string) and `deadline` (a number), as a number: a counter
+-- is kept for its window and for the open reservations held in it.
+local function later(until_ms, deadline)
+  local at = until_ms + 0
+  if at < deadline then
+    return deadline
+  end
+  return at
 end
 
 local EXPIRY_STEP_MS = 60000 -- a counter's expiry moves in whole minutes, so most writes leave it

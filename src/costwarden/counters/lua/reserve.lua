@@ -3,7 +3,7 @@
 -- remembered, learns in the same round trip whether they were the current ones.
 -- KEYS: reservations hash, deadlines zset, one counter per hold, then the flags to read.
 -- ARGV: id, expires_at, record, number of holds, then per hold: bucket, span, amount, limit ('' for
--- none), keep-until ms.
+-- none), keep-until ms (the window's: a counter is kept until the reservation's deadline if later).
 -- Returns {'known'} for an id already held (a retried call), else {'ok'} or {'conflict', index}
 -- followed by spent and reserved per hold and the stored value of each flag ('' when unset).
 local no = refused()
@@ -36,10 +36,11 @@ if conflict then
   table.insert(out, 2, conflict)
   return out
 end
+local deadline = math.ceil(ARGV[2] * 1000) -- as the caller's ms of it: the same double, rounded up
 for i = 1, holds do
   local a = 5 + (i - 1) * 5
   write(KEYS[i + 2], ARGV[a], nil, ARGV[a + 2])
-  keep_counter(KEYS[i + 2], expiries[i], ARGV[a + 4])
+  keep_counter(KEYS[i + 2], expiries[i], later(ARGV[a + 4], deadline))
 end
 redis.call('HSET', KEYS[1], id, ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], id)
