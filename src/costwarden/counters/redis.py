@@ -414,29 +414,14 @@ class RedisCounterStore:
 
     async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
                               thresholds: Sequence[Threshold], now: float) -> Settlement:
-        """``settle`` and the claims of the thresholds it crossed, in one script."""
-        if len(amounts) != len(reservation.holds):
-            raise ValueError(f"settle needs {len(reservation.holds)} amounts, got {len(amounts)}")
-        settled = await self._settle(reservation, amounts, thresholds, now)
-        if settled is None:
-            return Settlement([(0, 0)] * len(amounts), ())
-        moved, claims = settled
-        if not thresholds:
-            return Settlement(moved, ())
-        return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
-
-    async def release(self, reservation: Reservation) -> None:
-        """Drop the holds of a call that will not be charged."""
-        await self._settle(reservation, [0] * len(reservation.holds), (), 0.0)
-
-    async def _settle(self, reservation: Reservation, amounts: Sequence[int], thresholds: Sequence[Threshold],
-                      now: float) -> tuple[list[tuple[int, int]], Sequence[Any]] | None:
-        """Settle ``reservation``: settled spend (before, after) per hold and the threshold claims'
-        answers, or None when it was not held (settled, released or expired already)."""
+        """``settle`` and the claims of the thresholds it crossed, in one script (and in one
+        coroutine: ``settle`` and ``release`` are this too)."""
+        count = len(reservation.holds)
+        if len(amounts) != count:
+            raise ValueError(f"settle needs {count} amounts, got {len(amounts)}")
         entry = self._held.get(reservation.id)
         if entry is None or entry.reservation is not reservation:  # not held here: packed anew
             entry = self._pack(reservation)[0]
-        count = len(reservation.holds)
         numbers = self._numbers
         parts = [held + (numbers.get(amount) or _number(numbers, amount))[1] + keep
                  for (held, keep), amount in zip(entry.holds, amounts, strict=True)]
@@ -455,12 +440,24 @@ class RedisCounterStore:
         finally:
             figures.arrived(ticket)
         self._held.pop(reservation.id, None)
-        if not out:
-            return None
-        # each figure a decimal string, or an integer where the script had it exactly (below 2**53)
-        moved = [(int(out[i]), int(out[i + 1])) for i in range(1, 1 + 3 * count, 3)]
-        figures.learn(names, [after + int(out[3 + 3 * i]) for i, (_, after) in enumerate(moved)])
-        return moved, out[1 + 3 * count:]
+        if not out:  # not held: settled, released or expired already
+            return Settlement([(0, 0)] * count, ())
+        # per hold spent before and after, reserved after: each a decimal string, or an integer
+        # where the script had it exactly (below 2**53)
+        moved: list[tuple[int, int]] = []
+        used: list[int] = []
+        for i in range(1, 1 + 3 * count, 3):
+            after = int(out[i + 1])
+            moved.append((int(out[i]), after))
+            used.append(after + int(out[i + 2]))
+        figures.learn(names, used)
+        if not thresholds:
+            return Settlement(moved, ())
+        return Settlement(moved, tuple(i for i, claimed in enumerate(out[1 + 3 * count:]) if int(claimed)))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop the holds of a call that will not be charged."""
+        await self.settle_claiming(reservation, [0] * len(reservation.holds), (), 0.0)
 
     def _threshold_words_of(self, thresholds: Sequence[Threshold]) -> tuple[str, str]:
         """The settle script's keys and arguments for ``thresholds``, packed: made once per tuple of
