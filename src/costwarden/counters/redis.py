@@ -616,15 +616,14 @@ def _reservation(record: str) -> Reservation:
     return Reservation(data["id"], holds, data["x"], data.get("o", ""))
 
 
-def _keep_until_ms(window: Window, deadline: float | None = None) -> int:
+def _keep_until_ms(window: Window) -> int:
     """When a counter's data stops mattering: the window's end, and for a rolling window one
-    window length more (its newest bucket stays live that long); an open reservation's deadline."""
+    window length more (its newest bucket stays live that long). The scripts keep it until an
+    open reservation's deadline when that is later."""
     until = window.end.timestamp()
     if window.span > 1:
         length = (window.end - window.start).total_seconds()
         until += length + length / window.span
-    if deadline is not None:
-        until = max(until, deadline)
     return _ms(until)
 
 
