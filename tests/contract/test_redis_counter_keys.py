@@ -267,3 +267,39 @@ async def test_a_counter_written_before_heads_is_read_and_written_as_it_was(stor
     assert (await store.snapshot([window(101)], [], 0.0)).usage == [(big + 5, 31)]
     assert await store.settle(fresh, [4]) == [(big + 5, big + 9)]
     assert await store.buckets([window(102)]) == [[(100, 13), (101, 4)]]
+
+
+async def test_a_retried_reservation_that_still_fits_changes_no_counter(store: RedisCounterStore) -> None:
+    """A retry whose first attempt held the call is known only once its holds are added (the
+    id is not looked up first): they are taken off again, in the head and in an older bucket."""
+    month, minute = calendar("retried"), rolling("retried-rate")
+    older = Window(minute.key, minute.bucket - 1, minute.span, minute.start, minute.end)
+    holds = [Hold(month, 5, 100, Unit.USD), Hold(minute, 2, None, Unit.REQUESTS)]
+    deadline = time.time() + DAY
+    first = await store.try_reserve("retried", holds, deadline, [], 0.0)
+    assert isinstance(first.outcome, Reservation)
+    again = await store.try_reserve("retried", holds, deadline, [], 0.0)
+    assert again.outcome == first.outcome and again.usage is None
+    late = await store.try_reserve("retried", [Hold(older, 3, None, Unit.REQUESTS)], deadline, [], 0.0)
+    assert late.usage is None
+    assert (await store.snapshot([month, minute], [], 0.0)).usage == [(0, 5), (0, 2)]
+    assert await store.buckets([minute]) == [[(minute.bucket, 2)]]
+    assert await store.settle(first.outcome, [4, 1]) == [(0, 4), (0, 1)]
+    assert (await store.snapshot([month, minute], [], 0.0)).usage == [(4, 0), (1, 0)]
+
+
+@pytest.mark.parametrize("recreated", [False, True])
+async def test_a_settlement_on_a_calendar_counter_that_lost_its_hold_keeps_the_spend(
+        store: RedisCounterStore, recreated: bool) -> None:
+    """The key of a calendar counter gone (expired or evicted) while a call was open, and made
+    anew by a later call or not: the settlement adds its spend and takes no one else's hold off."""
+    window, key = calendar("lost"), "cw:c:lost@2026-01-01"
+    call = await reserve(store, window, time.time() + DAY, 40)
+    assert isinstance(call, Reservation)
+    await store.client.delete(key)
+    if recreated:
+        assert isinstance(await reserve(store, window, time.time() + DAY, 7), Reservation)
+    assert await store.settle(call, [30]) == [(0, 30)]
+    assert (await store.snapshot([window], [], 0.0)).usage == [(30, 7 if recreated else 0)]
+    at, remembered = await expiry(store, window)
+    assert at == remembered and at > time.time() * 1000, "the counter made anew expires"

@@ -13,6 +13,7 @@ from costwarden.counters.figures import Figures
 
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
 WINDOWS = [Window(f"w{i}", 0, 1, START, END) for i in range(3)]
+KEYS = [window.key for window in WINDOWS]  # what commands sent and answers learnt name them by
 
 # a command: the change it makes per window (0 for none), and when it is answered (a later step)
 COMMANDS = st.lists(st.tuples(st.lists(st.integers(-5, 5), min_size=3, max_size=3), st.integers(0, 20)),
@@ -23,12 +24,12 @@ COMMANDS = st.lists(st.tuples(st.lists(st.integers(-5, 5), min_size=3, max_size=
 def test_the_figures_are_the_last_answer_and_the_changes_still_coming(
         commands: list[tuple[list[int], int]], base: list[int]) -> None:
     figures = Figures()
-    figures.learn(WINDOWS, base)
+    figures.learn(KEYS, base)
     pending: dict[int, list[int]] = {}
     tickets: dict[int, int] = {}
     answered = sorted(range(len(commands)), key=lambda i: (commands[i][1], i))
     for i, (changes, recalled) in enumerate(commands):
-        tickets[i] = figures.expect(WINDOWS, changes)
+        tickets[i] = figures.expect(KEYS, changes)
         pending[i] = changes
         if recalled % 2:  # recalled meanwhile, or not: the changes are counted then, or later
             coming = [sum(changes[j] for changes in pending.values()) for j in range(3)]
@@ -46,8 +47,8 @@ def test_the_figures_are_the_last_answer_and_the_changes_still_coming(
 
 def test_a_counter_never_seen_is_not_recalled_though_a_change_to_it_is_coming() -> None:
     figures = Figures()
-    figures.expect(WINDOWS[:1], [5])
+    figures.expect(KEYS[:1], [5])
     assert figures.recall(WINDOWS[:1], ()) is None
-    figures.learn(WINDOWS[:1], [10])
+    figures.learn(KEYS[:1], [10])
     seen = figures.recall(WINDOWS[:1], ())
     assert seen is not None and seen.usage == [(15, 0)]

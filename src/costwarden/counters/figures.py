@@ -32,9 +32,9 @@ class Figures:
     def __init__(self, limit: int = FIGURES_LIMIT) -> None:
         self._used: dict[str, int] = {}
         self._coming: dict[str, int] = {}  # counter key -> the sum of the changes counted, not yet answered
-        # commands not yet answered, by ticket: their windows and changes, counted in ``_coming`` or not yet
-        self._sent: dict[int, tuple[Sequence[Window], Sequence[int]]] = {}
-        self._counted: dict[int, tuple[Sequence[Window], Sequence[int]]] = {}
+        # commands not yet answered, by ticket: their counter keys and changes, counted in ``_coming`` or not yet
+        self._sent: dict[int, tuple[Sequence[str], Sequence[int]]] = {}
+        self._counted: dict[int, tuple[Sequence[str], Sequence[int]]] = {}
         self._tickets = 0
         self._flags: dict[str, bool] = {}
         self._limit = limit
@@ -59,23 +59,23 @@ class Figures:
             return None
         return Snapshot(usage, frozenset(key for key in flag_keys if known[key]))
 
-    def expect(self, windows: Sequence[Window], changes: Sequence[int]) -> int:
-        """A command was sent that will change the use of each of ``windows`` by ``changes``;
+    def expect(self, keys: Sequence[str], changes: Sequence[int]) -> int:
+        """A command was sent that will change the use of each counter of ``keys`` (the windows'
+        keys) by ``changes``;
         returns its ticket for ``arrived``. Added to the figures only when they are recalled while
         it is still coming (alone in flight, as one call at a time is, it costs no more)."""
         self._tickets += 1
-        self._sent[self._tickets] = windows, changes
+        self._sent[self._tickets] = keys, changes
         return self._tickets
 
     def arrived(self, ticket: int) -> None:
         """The command of ``ticket`` was answered (or failed): its changes are no longer coming."""
         if self._sent.pop(ticket, None) is not None:
             return
-        windows, changes = self._counted.pop(ticket)
+        keys, changes = self._counted.pop(ticket)
         coming = self._coming
-        for window, change in zip(windows, changes, strict=True):
+        for key, change in zip(keys, changes, strict=True):
             if change:
-                key = window.key
                 left = coming.get(key, 0) - change  # the changes to it may have summed to 0 meanwhile
                 if left:
                     coming[key] = left
@@ -85,20 +85,20 @@ class Figures:
     def _count(self) -> None:
         """Add the changes of the commands sent since the last recall to what is coming."""
         coming = self._coming
-        for windows, changes in self._sent.values():
-            for window, change in zip(windows, changes, strict=True):
+        for keys, changes in self._sent.values():
+            for key, change in zip(keys, changes, strict=True):
                 if change:  # absent stands for 0
-                    key = window.key
                     coming[key] = coming.get(key, 0) + change
         self._counted.update(self._sent)
         self._sent.clear()
 
-    def learn(self, windows: Sequence[Window], used: Sequence[int],
+    def learn(self, keys: Sequence[str], used: Sequence[int],
               flag_keys: Sequence[str] = (), flags: frozenset[str] = frozenset()) -> None:
-        """Remember the use (spent + reserved) of each of ``windows`` and which of ``flag_keys`` are set."""
+        """Remember the use (spent + reserved) of each counter of ``keys`` (the windows' keys) and
+        which of ``flag_keys`` are set."""
         if len(self._used) + len(self._flags) >= self._limit:
             self._used.clear()  # what is coming stays: its commands are still to be answered
             self._flags.clear()
-        self._used.update(zip([window.key for window in windows], used, strict=True))
+        self._used.update(zip(keys, used, strict=True))
         for key in flag_keys:
             self._flags[key] = key in flags

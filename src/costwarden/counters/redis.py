@@ -54,23 +54,32 @@ WINDOWS_KEPT = 10_000  # windows (and flags, threshold sets) whose script argume
 ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: longer means unavailable
 
 
+HOLDS_KEPT = 4_096  # tuples of holds whose script arguments are remembered (``_pack_holds``)
+
+
 # A window as the scripts take it, packed (``script_calls.bulk``): its counter's key; its bucket and
-# span; until when the counter matters (ms, before any reservation's deadline), as a number, as
+# span; until when the counter matters (ms; the scripts keep it longer for a later deadline), as
 # text and packed; and its part of a reservation's record (JSON, open for the hold's own fields).
-_Words = tuple[str, str, int, str, str, str]
+_Words = tuple[str, str, str, str, str]
+
+# A tuple of holds as the scripts take it, packed once (``_pack_holds``): the tuple itself; its
+# counters' keys; the reserve script's words; the record's holds; per hold the settle script's
+# words before and after the actual amount; the counters' window keys; the amounts held.
+_Packed = tuple[tuple[Hold, ...], str, str, str, list[tuple[str, str]], list[str], list[int]]
 
 
 @dataclass(slots=True)
 class _Held:
     """A reservation this replica holds, and its settlement's arguments that reserving packed
     already: its id, the counters' keys, and per hold the words before and after its actual
-    amount; its holds' windows and amounts. Treat as immutable."""
+    amount; its counters' window keys and the amounts held. Treat as immutable (the lists are
+    shared by the reservations of one tuple of holds)."""
 
     reservation: Reservation
     id: str
     keys: str
     holds: list[tuple[str, str]]
-    windows: list[Window]
+    names: list[str]
     amounts: list[int]
 
 
@@ -100,6 +109,7 @@ class RedisCounterStore:
         self._windows: dict[Window, _Words] = {}  # see ``_words``
         self._by_id: dict[int, tuple[Window, _Words]] = {}  # see ``_words``
         self._rolling: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # see ``_words``
+        self._packed: dict[int, _Packed] = {}  # see ``_pack_holds``
         self._owner = _json(self._replica)  # the records' "o"
         self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
         self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
@@ -158,9 +168,9 @@ class RedisCounterStore:
             words = self._windows.get(window)
             if words is None:
                 key, place, head = self._place(window)
-                until_ms = _keep_until_ms(window)
+                until = str(_keep_until_ms(window))
                 words = self._windows[window] = (
-                    key, place, until_ms, str(until_ms), bulk(str(until_ms)),
+                    key, place, until, bulk(until),
                     f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
         else:  # a rolling window ends when its plan was made: its key, bucket and span outlive it
             where = (window.key, window.bucket, window.span)
@@ -168,8 +178,8 @@ class RedisCounterStore:
             if fixed is None:
                 fixed = self._rolling[where] = self._place(window)
             key, place, head = fixed
-            until_ms = _keep_until_ms(window)
-            words = (key, place, until_ms, str(until_ms), bulk(str(until_ms)),
+            until = str(_keep_until_ms(window))
+            words = (key, place, until, bulk(until),
                      f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
         self._by_id[id(window)] = window, words  # the window kept alive: its id is not reused
         return words
@@ -282,7 +292,8 @@ class RedisCounterStore:
         usage = [(int(out[2 * i]), int(out[2 * i + 1])) for i in range(len(windows))]
         values = out[2 * len(windows):]
         flags = _set_at(flag_keys, values, now)
-        self._figures.learn(windows, [spent + reserved for spent, reserved in usage], flag_keys, flags)
+        self._figures.learn([window.key for window in windows], [spent + reserved for spent, reserved in usage],
+                            flag_keys, flags)
         return Snapshot(usage, flags)
 
     def remembered(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot | None:
@@ -321,8 +332,8 @@ class RedisCounterStore:
         if flag_keys:
             keys += "".join([self._flag_word(key) for key in flag_keys])
         args = f"{entry.id}{bulk(score)}{bulk(record)}{_count(count)}{reserving}"
-        figures, windows, amounts = self._figures, entry.windows, entry.amounts
-        ticket = figures.expect(windows, amounts)
+        figures, names, amounts = self._figures, entry.names, entry.amounts
+        ticket = figures.expect(names, amounts)
         try:
             out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 5 * count, args)
         finally:
@@ -332,12 +343,12 @@ class RedisCounterStore:
             return Attempt(reservation, None, _NO_FLAGS)
         first = 1 if out[0] == "ok" else 2
         usage = [(int(out[i]), int(out[i + 1])) for i in range(first, first + 2 * count, 2)]
-        flags = _set_at(flag_keys, out[first + 2 * count:], now)
+        flags = _set_at(flag_keys, out[first + 2 * count:], now) if flag_keys else _NO_FLAGS
         if first == 2:
-            figures.learn(windows, [spent + reserved for spent, reserved in usage], flag_keys, flags)
+            figures.learn(names, [spent + reserved for spent, reserved in usage], flag_keys, flags)
             index = int(out[1])
             return Attempt(Conflict(index, sum(usage[index])), usage, flags)
-        figures.learn(windows, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
+        figures.learn(names, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
                       flag_keys, flags)
         self._held[reservation_id] = entry
         return Attempt(reservation, usage, flags)
@@ -345,24 +356,33 @@ class RedisCounterStore:
     def _pack(self, reservation: Reservation) -> tuple[_Held, str, str, str]:
         """What the scripts take of ``reservation``, packed: its settlement's words (``_Held``), the
         reserve script's words per hold, its record, and its deadline as the record writes it
-        (the deadlines' score: the same number as ``repr`` writes)."""
-        deadline_ms = _ms(reservation.expires_at)
-        deadline = str(deadline_ms)
-        at_deadline = f"${len(deadline)}\r\n{deadline}\r\n"
-        by_id, numbers, units = self._by_id, self._numbers, self._units
+        (the deadlines' score: the same number as ``repr`` writes). Only the id, the deadline and
+        the owner are packed per reservation; its holds once per tuple of them."""
+        holds = reservation.holds
+        packed = self._packed.get(id(holds))
+        if packed is None or packed[0] is not holds:
+            packed = self._pack_holds(holds)
+        _, keys, reserving, parts, settling, names, amounts = packed
+        # the record's JSON as orjson writes the whole of it
+        owner = self._owner if reservation.owner == self._replica else _json(reservation.owner)
+        score = _json(reservation.expires_at)
+        record = f'{{"id":{_json(reservation.id)},"x":{score},"o":{owner},"h":[{parts}]}}'
+        return _Held(reservation, bulk(reservation.id), keys, settling, names, amounts), reserving, record, score
+
+    def _pack_holds(self, holds: tuple[Hold, ...]) -> _Packed:
+        """What the scripts take of ``holds`` (see ``_Packed``), made from parts made once per
+        window, and remembered by identity: admission hands the calls of one plan and size the
+        same tuple, which is immutable."""
+        numbers, units = self._numbers, self._units
         keys: list[str] = []
         reserving: list[str] = []
         settling: list[tuple[str, str]] = []
         parts: list[str] = []
-        windows: list[Window] = []
+        names: list[str] = []
         amounts: list[int] = []
-        for hold in reservation.holds:
+        for hold in holds:
             window, amount, limit = hold.window, hold.amount, hold.limit
-            known = by_id.get(id(window))  # ``_words``'s first lookup, without a call
-            key, place, until_ms, until, keep, head = (
-                known[1] if known is not None and known[0] is window else self._words(window))
-            if until_ms <= deadline_ms:  # kept until the reservation's deadline
-                until, keep = deadline, at_deadline
+            key, place, until, keep, head = self._words(window)
             text, word = numbers.get(amount) or _number(numbers, amount)
             held = place + word
             unit = units.get(id(hold.unit)) or _unit(units, hold.unit)
@@ -375,14 +395,14 @@ class RedisCounterStore:
                 parts.append(f'{head},"a":"{text}","t":"{until}","l":"{bound}","u":"{unit}"}}')
             keys.append(key)
             settling.append((held, keep))
-            windows.append(window)
+            names.append(window.key)
             amounts.append(amount)
-        # the record's JSON as orjson writes the whole of it, made from parts made once per window
-        owner = self._owner if reservation.owner == self._replica else _json(reservation.owner)
-        score = _json(reservation.expires_at)
-        record = f'{{"id":{_json(reservation.id)},"x":{score},"o":{owner},"h":[{",".join(parts)}]}}'
-        entry = _Held(reservation, bulk(reservation.id), "".join(keys), settling, windows, amounts)
-        return entry, "".join(reserving), record, score
+        packed = holds, "".join(keys), "".join(reserving), ",".join(parts), settling, names, amounts
+        if isinstance(holds, tuple):
+            if len(self._packed) >= HOLDS_KEPT:
+                self._packed.clear()
+            self._packed[id(holds)] = packed
+        return packed
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
         """Replace each hold by its actual amount; returns settled spend (before, after) per hold.
@@ -394,29 +414,14 @@ class RedisCounterStore:
 
     async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
                               thresholds: Sequence[Threshold], now: float) -> Settlement:
-        """``settle`` and the claims of the thresholds it crossed, in one script."""
-        if len(amounts) != len(reservation.holds):
-            raise ValueError(f"settle needs {len(reservation.holds)} amounts, got {len(amounts)}")
-        settled = await self._settle(reservation, amounts, thresholds, now)
-        if settled is None:
-            return Settlement([(0, 0)] * len(amounts), ())
-        moved, claims = settled
-        if not thresholds:
-            return Settlement(moved, ())
-        return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
-
-    async def release(self, reservation: Reservation) -> None:
-        """Drop the holds of a call that will not be charged."""
-        await self._settle(reservation, [0] * len(reservation.holds), (), 0.0)
-
-    async def _settle(self, reservation: Reservation, amounts: Sequence[int], thresholds: Sequence[Threshold],
-                      now: float) -> tuple[list[tuple[int, int]], Sequence[Any]] | None:
-        """Settle ``reservation``: settled spend (before, after) per hold and the threshold claims'
-        answers, or None when it was not held (settled, released or expired already)."""
+        """``settle`` and the claims of the thresholds it crossed, in one script (and in one
+        coroutine: ``settle`` and ``release`` are this too)."""
+        count = len(reservation.holds)
+        if len(amounts) != count:
+            raise ValueError(f"settle needs {count} amounts, got {len(amounts)}")
         entry = self._held.get(reservation.id)
         if entry is None or entry.reservation is not reservation:  # not held here: packed anew
             entry = self._pack(reservation)[0]
-        count = len(reservation.holds)
         numbers = self._numbers
         parts = [held + (numbers.get(amount) or _number(numbers, amount))[1] + keep
                  for (held, keep), amount in zip(entry.holds, amounts, strict=True)]
@@ -426,21 +431,33 @@ class RedisCounterStore:
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
-        figures, windows = self._figures, entry.windows
+        figures, names = self._figures, entry.names
         changes = [amount - held for held, amount in zip(entry.amounts, amounts, strict=True)]
-        ticket = figures.expect(windows, changes)
+        ticket = figures.expect(names, changes)
         try:
             out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
                                    3 + 5 * count + 4 * len(thresholds), args)
         finally:
             figures.arrived(ticket)
         self._held.pop(reservation.id, None)
-        if not out:
-            return None
-        # each figure a decimal string, or an integer where the script had it exactly (below 2**53)
-        moved = [(int(out[i]), int(out[i + 1])) for i in range(1, 1 + 3 * count, 3)]
-        figures.learn(windows, [after + int(out[3 + 3 * i]) for i, (_, after) in enumerate(moved)])
-        return moved, out[1 + 3 * count:]
+        if not out:  # not held: settled, released or expired already
+            return Settlement([(0, 0)] * count, ())
+        # per hold spent before and after, reserved after: each a decimal string, or an integer
+        # where the script had it exactly (below 2**53)
+        moved: list[tuple[int, int]] = []
+        used: list[int] = []
+        for i in range(1, 1 + 3 * count, 3):
+            after = int(out[i + 1])
+            moved.append((int(out[i]), after))
+            used.append(after + int(out[i + 2]))
+        figures.learn(names, used)
+        if not thresholds:
+            return Settlement(moved, ())
+        return Settlement(moved, tuple(i for i, claimed in enumerate(out[1 + 3 * count:]) if int(claimed)))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop the holds of a call that will not be charged."""
+        await self.settle_claiming(reservation, [0] * len(reservation.holds), (), 0.0)
 
     def _threshold_words_of(self, thresholds: Sequence[Threshold]) -> tuple[str, str]:
         """The settle script's keys and arguments for ``thresholds``, packed: made once per tuple of
@@ -599,15 +616,14 @@ def _reservation(record: str) -> Reservation:
     return Reservation(data["id"], holds, data["x"], data.get("o", ""))
 
 
-def _keep_until_ms(window: Window, deadline: float | None = None) -> int:
+def _keep_until_ms(window: Window) -> int:
     """When a counter's data stops mattering: the window's end, and for a rolling window one
-    window length more (its newest bucket stays live that long); an open reservation's deadline."""
+    window length more (its newest bucket stays live that long). The scripts keep it until an
+    open reservation's deadline when that is later."""
     until = window.end.timestamp()
     if window.span > 1:
         length = (window.end - window.start).total_seconds()
         until += length + length / window.span
-    if deadline is not None:
-        until = max(until, deadline)
     return _ms(until)
 
 

@@ -122,8 +122,8 @@ class _Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         outgoing, self._outgoing = self._outgoing, []
-        if self.failure is None and self._transport is not None:
-            self._transport.write(b"".join(outgoing))
+        if self.failure is None and self._transport is not None:  # one command alone is not copied
+            self._transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def _check(self) -> None:
         self._watch = None

@@ -41,29 +41,149 @@ end
 local LIMB = 1000000000
 local MARGIN_MS = 3600000 -- keys outlive the moment their data stops mattering by an hour
 
--- A decimal integer string as (high, low) doubles, both exact, with value = high * LIMB + low.
-local function limbs(s)
-  local sign = 1
-  if string.sub(s, 1, 1) == '-' then
-    sign, s = -1, string.sub(s, 2)
-  end
-  local n = #s
-  if n <= 9 then
-    return 0, sign * s
-  end
-  return sign * string.sub(s, 1, n - 9), sign * string.sub(s, n - 8)
-end
-
 local EXACT_DIGITS = 15 -- a figure of at most 15 characters is below 10^15: three sum to under 2^53
 
--- Adds the decimal string `term` (when given) to the limbs `high`, `low`.
-local function add_limbs(high, low, term)
-  if not term then
-    return high, low
+local clock = nil -- the server's clock (epoch ms), once asked (see `now_ms`)
+
+-- Helpers only rare paths call: figures past what a double holds, a head moving on, an expiry
+-- moving. Each `local function` is a closure made anew at every run of a script, called or not,
+-- so these are made into `slow` by `rare()`, which a path calls before it needs one of them (and
+-- which returns them): a table is one upvalue of the closures that use it, where each local
+-- function would be one more.
+local slow = {}
+local function rare()
+  if slow.limbs then
+    return slow
   end
-  local h, l = limbs(term)
-  return high + h, low + l
+
+  -- A decimal integer string as (high, low) doubles, both exact, with value = high * LIMB + low.
+  function slow.limbs(s)
+    local sign = 1
+    if string.sub(s, 1, 1) == '-' then
+      sign, s = -1, string.sub(s, 2)
+    end
+    local n = #s
+    if n <= 9 then
+      return 0, sign * s
+    end
+    return sign * string.sub(s, 1, n - 9), sign * string.sub(s, n - 8)
+  end
+
+  -- Adds the decimal string `term` (when given) to the limbs `high`, `low`.
+  function slow.add_limbs(high, low, term)
+    if not term then
+      return high, low
+    end
+    local h, l = slow.limbs(term)
+    return high + h, low + l
+  end
+
+  -- The decimal string of high * LIMB + low (doubles holding integers exactly).
+  function slow.decimal(high, low)
+    local carry = math.floor(low / LIMB)
+    high, low = high + carry, low - carry * LIMB -- 0 <= low < LIMB
+    if high < 0 and low > 0 then -- the same sign as high: -LIMB < low <= 0
+      high, low = high + 1, low - LIMB
+    end
+    if high == 0 then
+      return string.format('%d', low)
+    end
+    return string.format('%d%09d', high, low < 0 and -low or low)
+  end
+
+  -- The decimal string of `a` - `b` (decimal strings).
+  function slow.difference(a, b)
+    local ah, al = slow.limbs(a)
+    local bh, bl = slow.limbs(b)
+    return slow.decimal(ah - bh, al - bl)
+  end
+
+  function slow.now_ms()
+    if not clock then
+      local t = redis.call('TIME')
+      local us = t[2] + 0
+      clock = t[1] * 1000 + (us - us % 1000) / 1000
+    end
+    return clock
+  end
+
+  -- MARGIN_MS past the later of `until_ms` (a decimal string or a number) and the server's clock.
+  function slow.kept_until(until_ms)
+    local at = until_ms + 0
+    local now = slow.now_ms()
+    if at < now then
+      at = now
+    end
+    return at + MARGIN_MS
+  end
+
+  -- Make `bucket` the head of counter `key`, whose head was `h` (nil: none, a counter written before
+  -- heads, whose totals are the sum of its buckets' own figures): write out the old head's figures
+  -- (its totals less the other buckets') when it stays in the window whose oldest bucket is
+  -- `oldest`, and forget the buckets before that. False when the key does not exist (it is not
+  -- created).
+  function slow.move(key, h, bucket, oldest)
+    local fields = redis.call('HGETALL', key)
+    if #fields == 0 then
+      return false
+    end
+    local spent, reserved = '0', '0'
+    -- limbs of the other buckets' figures: live ones, and those that left the window
+    local ls, lsl, lr, lrl, gs, gsl, gr, grl = 0, 0, 0, 0, 0, 0, 0, 0
+    local gone = {}
+    for i = 1, #fields, 2 do
+      local name, value = fields[i], fields[i + 1]
+      if name == 'S' then
+        spent = value
+      elseif name == 'R' then
+        reserved = value
+      elseif name == 'lo' then -- the oldest live bucket, as counters written before heads kept it
+        gone[#gone + 1] = name
+      else
+        local kind, index = string.match(name, '^([sr]):(-?%d+)$')
+        if kind then
+          local high, low = slow.limbs(value)
+          if index == h or index + 0 < oldest then
+            gone[#gone + 1] = name
+            if index == h then -- a stale figure of the head: not counted
+            elseif kind == 's' then
+              gs, gsl = gs + high, gsl + low
+            else
+              gr, grl = gr + high, grl + low
+            end
+          elseif kind == 's' then
+            ls, lsl = ls + high, lsl + low
+          else
+            lr, lrl = lr + high, lrl + low
+          end
+        end
+      end
+    end
+    local sh, sl = slow.limbs(spent)
+    local rh, rl = slow.limbs(reserved)
+    local set = {'h', bucket}
+    if h and h + 0 >= oldest then -- the old head stays, as a bucket of its own; the totals lose what left
+      set[3], set[4] = 's:' .. h, slow.decimal(sh - ls - gs, sl - lsl - gsl)
+      set[5], set[6] = 'r:' .. h, slow.decimal(rh - lr - gr, rl - lrl - grl)
+      set[7], set[8] = 'S', slow.decimal(sh - gs, sl - gsl)
+      set[9], set[10] = 'R', slow.decimal(rh - gr, rl - grl)
+    elseif h then -- the old head left too: the totals are the live buckets'
+      set[3], set[4] = 'S', slow.decimal(ls, lsl)
+      set[5], set[6] = 'R', slow.decimal(lr, lrl)
+    else
+      set[3], set[4] = 'S', slow.decimal(sh - gs, sl - gsl)
+      set[5], set[6] = 'R', slow.decimal(rh - gr, rl - grl)
+    end
+    if #gone > 0 then
+      redis.call('HDEL', key, unpack(gone))
+    end
+    redis.call('HSET', key, unpack(set))
+    return true
+  end
+  return slow
 end
+
+
 
 -- Whether the decimal string `limit` is exceeded by the sum of the decimal strings `a`, `b`
 -- and `c` (`b` and `c` may be nil: no term). Lengths settle most checks without parsing a
@@ -91,10 +211,11 @@ local function exceeded(limit, a, b, c)
     end
     return sum > limit + 0
   end
-  local high, low = add_limbs(0, 0, a)
-  high, low = add_limbs(high, low, b)
-  high, low = add_limbs(high, low, c)
-  local h, l = limbs(limit)
+  local slow = rare()
+  local high, low = slow.add_limbs(0, 0, a)
+  high, low = slow.add_limbs(high, low, b)
+  high, low = slow.add_limbs(high, low, c)
+  local h, l = slow.limbs(limit)
   high, low = high - h, low - l
   local carry = math.floor(low / LIMB)
   high, low = high + carry, low - carry * LIMB
@@ -113,35 +234,27 @@ end
 
 -- The server's clock (epoch ms), asked at most once a script and only when a key's expiry is to
 -- move: most calls move none.
-local clock = nil
-local function now_ms()
-  if not clock then
-    local t = redis.call('TIME')
-    local us = t[2] + 0
-    clock = t[1] * 1000 + (us - us % 1000) / 1000
-  end
-  return clock
-end
-
--- MARGIN_MS past the later of `until_ms` (a decimal string) and the server's clock.
-local function kept_until(until_ms)
-  local at = until_ms + 0
-  local now = now_ms()
-  if at < now then
-    at = now
-  end
-  return at + MARGIN_MS
-end
 
 -- Expiry is garbage collection only: every decision uses the times the caller passes, so a key
 -- is kept until at least MARGIN_MS past the later of `until_ms` and the server's clock, never
 -- shortened. A flag (a string key) asks the server for its expiry each time.
 local function keep(key, until_ms)
-  local target = kept_until(until_ms)
+  local slow = rare()
+  local target = slow.kept_until(until_ms)
   local ttl = redis.call('PTTL', key)
-  if ttl < 0 or now_ms() + ttl < target then
+  if ttl < 0 or slow.now_ms() + ttl < target then
     redis.call('PEXPIREAT', key, string.format('%d', target))
   end
+end
+
+-- The later of `until_ms` (a decimal string) and `deadline` (a number), as a number: a counter
+-- is kept for its window and for the open reservations held in it.
+local function later(until_ms, deadline)
+  local at = until_ms + 0
+  if at < deadline then
+    return deadline
+  end
+  return at
 end
 
 local EXPIRY_STEP_MS = 60000 -- a counter's expiry moves in whole minutes, so most writes leave it
@@ -158,13 +271,14 @@ local function keep_counter(key, x, until_ms)
   if x and x + 0 >= until_ms + MARGIN_MS then
     return
   end
-  local target = kept_until(until_ms)
+  local slow = rare()
+  local target = slow.kept_until(until_ms)
   if x and x + 0 >= target then
     return
   end
   if not x then
     local ttl = redis.call('PTTL', key)
-    if ttl == -2 or (ttl >= 0 and now_ms() + ttl >= target) then
+    if ttl == -2 or (ttl >= 0 and slow.now_ms() + ttl >= target) then
       return
     end
   end
@@ -174,84 +288,7 @@ local function keep_counter(key, x, until_ms)
   kept[key] = at
 end
 
--- The decimal string of high * LIMB + low (doubles holding integers exactly).
-local function decimal(high, low)
-  local carry = math.floor(low / LIMB)
-  high, low = high + carry, low - carry * LIMB -- 0 <= low < LIMB
-  if high < 0 and low > 0 then -- the same sign as high: -LIMB < low <= 0
-    high, low = high + 1, low - LIMB
-  end
-  if high == 0 then
-    return string.format('%d', low)
-  end
-  return string.format('%d%09d', high, low < 0 and -low or low)
-end
-
 local CALENDAR = '0' -- a calendar window's bucket (its span is '1'): the counter's only one
-
--- Make `bucket` the head of counter `key`, whose head was `h` (nil: none, a counter written before
--- heads, whose totals are the sum of its buckets' own figures): write out the old head's figures
--- (its totals less the other buckets') when it stays in the window whose oldest bucket is
--- `oldest`, and forget the buckets before that. False when the key does not exist (it is not
--- created).
-local function move(key, h, bucket, oldest)
-  local fields = redis.call('HGETALL', key)
-  if #fields == 0 then
-    return false
-  end
-  local spent, reserved = '0', '0'
-  -- limbs of the other buckets' figures: live ones, and those that left the window
-  local ls, lsl, lr, lrl, gs, gsl, gr, grl = 0, 0, 0, 0, 0, 0, 0, 0
-  local gone = {}
-  for i = 1, #fields, 2 do
-    local name, value = fields[i], fields[i + 1]
-    if name == 'S' then
-      spent = value
-    elseif name == 'R' then
-      reserved = value
-    elseif name == 'lo' then -- the oldest live bucket, as counters written before heads kept it
-      gone[#gone + 1] = name
-    else
-      local kind, index = string.match(name, '^([sr]):(-?%d+)$')
-      if kind then
-        local high, low = limbs(value)
-        if index == h or index + 0 < oldest then
-          gone[#gone + 1] = name
-          if index == h then -- a stale figure of the head: not counted
-          elseif kind == 's' then
-            gs, gsl = gs + high, gsl + low
-          else
-            gr, grl = gr + high, grl + low
-          end
-        elseif kind == 's' then
-          ls, lsl = ls + high, lsl + low
-        else
-          lr, lrl = lr + high, lrl + low
-        end
-      end
-    end
-  end
-  local sh, sl = limbs(spent)
-  local rh, rl = limbs(reserved)
-  local set = {'h', bucket}
-  if h and h + 0 >= oldest then -- the old head stays, as a bucket of its own; the totals lose what left
-    set[3], set[4] = 's:' .. h, decimal(sh - ls - gs, sl - lsl - gsl)
-    set[5], set[6] = 'r:' .. h, decimal(rh - lr - gr, rl - lrl - grl)
-    set[7], set[8] = 'S', decimal(sh - gs, sl - gsl)
-    set[9], set[10] = 'R', decimal(rh - gr, rl - grl)
-  elseif h then -- the old head left too: the totals are the live buckets'
-    set[3], set[4] = 'S', decimal(ls, lsl)
-    set[5], set[6] = 'R', decimal(lr, lrl)
-  else
-    set[3], set[4] = 'S', decimal(sh - gs, sl - gsl)
-    set[5], set[6] = 'R', decimal(rh - gr, rl - grl)
-  end
-  if #gone > 0 then
-    redis.call('HDEL', key, unpack(gone))
-  end
-  redis.call('HSET', key, unpack(set))
-  return true
-end
 
 local heads = {} -- counter key -> its head as this script last read or wrote it (false: none)
 
@@ -266,8 +303,11 @@ local function read(key, bucket, span)
   end
   local v = redis.call('HMGET', key, 'h', 'S', 'R', 'x')
   local h = v[1]
-  if h ~= bucket and (not h or bucket + 0 > h + 0) and move(key, h, bucket, bucket - span + 1) then
-    v = redis.call('HMGET', key, 'h', 'S', 'R', 'x')
+  if h ~= bucket and (not h or bucket + 0 > h + 0) then
+    local slow = rare()
+    if slow.move(key, h, bucket, bucket - span + 1) then
+      v = redis.call('HMGET', key, 'h', 'S', 'R', 'x')
+    end
   end
   heads[key] = v[1]
   return v[2] or '0', v[3] or '0', v[4]
@@ -313,13 +353,36 @@ local function figure(n)
   return nil
 end
 
--- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before (a decimal
--- string) and after, and reserved after (each a decimal string, or a number that is the figure
--- exactly: HINCRBY's answer, when below 2^53). A bucket that left its rolling window takes
--- nothing: that spend is outside the window already. The counter was kept until `until_ms` when
--- the hold was added; it is kept here only when it had lost the hold.
+-- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before and after,
+-- and reserved after (each a decimal string, or a number that is the figure exactly: from
+-- HINCRBY's answers, when below 2^53). A bucket that left its rolling window takes nothing: that
+-- spend is outside the window already. The counter was kept until `until_ms` when the hold was
+-- added; it is kept here only when it had lost the hold.
+-- The usual hold is in the head (a calendar counter's only bucket), whose figures are the totals:
+-- it is moved there without reading them first (the spend before is the spend after less
+-- `actual`). A counter's reservations include every hold in it, so taking one off leaves them at
+-- 0 or more; less means a calendar counter that lost the hold (its key expired or was evicted, and
+-- may have been made anew since): its reservations are put back and the spend kept. A hold of 0
+-- tells nothing by that test, nor does a bucket other than the head: those are read first.
 local function apply(key, bucket, span, held, actual, until_ms)
   local calendar = bucket == CALENDAR and span == '1'
+  local s, r
+  if held ~= '0' and (calendar or redis.call('HGET', key, 'h') == bucket) then
+    heads[key] = bucket
+    r = redis.call('HINCRBY', key, 'R', negate(held))
+    s = redis.call('HINCRBY', key, 'S', actual)
+    if r < 0 then
+      r = redis.call('HINCRBY', key, 'R', held)
+      keep_counter(key, nil, until_ms)
+    end
+    local after, reserved = figure(s), figure(r)
+    if after and reserved and #actual <= EXACT_DIGITS then
+      return after - actual, after, reserved
+    end
+    local v = redis.call('HMGET', key, 'S', 'R')
+    local slow = rare()
+    return slow.difference(v[1], actual), v[1], v[2] or '0'
+  end
   local v, live
   if calendar then
     v = redis.call('HMGET', key, 'S', 'R')
@@ -330,7 +393,6 @@ local function apply(key, bucket, span, held, actual, until_ms)
     v[1], v[2] = v[2], v[3]
   end
   local before, reserved = v[1] or '0', v[2] or '0'
-  local s, r
   if live then
     s, r = write(key, bucket, actual, negate(held))
   elseif calendar then -- a calendar counter that was lost: keep the spend

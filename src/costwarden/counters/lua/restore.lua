@@ -9,10 +9,11 @@ local restored = 0
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
+    local deadline = math.ceil(ARGV[i + 1] * 1000)
     for _, hold in ipairs(cjson.decode(ARGV[i + 2]).h) do
       local _, _, x = read(hold.k, hold.b, hold.n)
       write(hold.k, hold.b, nil, hold.a)
-      keep_counter(hold.k, x, hold.t)
+      keep_counter(hold.k, x, later(hold.t, deadline))
     end
     redis.call('HSET', KEYS[1], id, ARGV[i + 2])
     redis.call('ZADD', KEYS[2], ARGV[i + 1], id)

@@ -38,11 +38,11 @@ for i = 1, holds do
 end
 local t = 4 + holds * 5
 for i = holds + 3, #KEYS do
-  local at = 3 * ARGV[t] - 1 -- where `out` holds the settled spend before (a decimal string), then after
+  local at = 3 * ARGV[t] - 1 -- where `out` holds the settled spend before, then after
   local level = ARGV[t + 1]
   local claimed = 0
   -- crossed: before < level <= after
-  if exceeded(out[at], level) and reaches(out[at + 1], level) then
+  if reaches(out[at + 1], level) and not reaches(out[at], level) then
     local current = redis.call('GET', KEYS[i])
     if not current or tonumber(string.match(current, '^[^|]*')) <= tonumber(ARGV[3]) then
       redis.call('SET', KEYS[i], ARGV[t + 2])
