@@ -146,7 +146,7 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
             bound = most
         fits = _worst_cost_if_fits(plan, usage, requested, call, bound)
         if fits is not None:
-            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, fits[1],
+            return _admit(call, plan, usage, requested, bound, [], (), requested.id, now, buckets, fits[1],
                           fits[0], bound)
     decision = _decide(policy, call, plan, usage, flags, now, buckets, requested)
     if decision.denial is not None and decision.rate is None and plan.limit_terms:
@@ -304,7 +304,7 @@ def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int
 
 
 def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec,
-           output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
+           output_tokens: int, shadow: list[str], new_flags: Sequence[BudgetCheck], requested: str,
            now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None, usd_room: int | None,
            estimate: int | None = None, requested_bound: int | None = None) -> Decision:
     """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``usd_room`` is
@@ -392,20 +392,19 @@ def _check_limits(plan: Plan, usage: Sequence[tuple[int, int]], tokens: int, sha
     info = _new(RateInfo)
     info.limit_requests = rpm_limit
     info.limit_tokens = tpm_limit
-    info.reset_requests_s = info.reset_requests_at = info.reset_tokens_s = info.reset_tokens_at = 0
     if rpm_limit is None:
-        info.remaining_requests = None
+        info.remaining_requests, info.reset_requests_s, info.reset_requests_at = None, 0, 0
     else:
         info.remaining_requests = rpm_left if rpm_left > 0 else 0
         info.reset_requests_s, info.reset_requests_at = _RATE_SECONDS, rpm_reset[0]
     if tpm_limit is None:
-        info.remaining_tokens = None
+        info.remaining_tokens, info.reset_tokens_s, info.reset_tokens_at = None, 0, 0
     else:
         info.remaining_tokens = tpm_left if tpm_left > 0 else 0
         if tpm_left < tpm_limit:
             info.reset_tokens_s, info.reset_tokens_at = _RATE_SECONDS, tpm_reset[0]
         else:  # nothing in the window, not even this call: it is full already
-            info.reset_tokens_at = tpm_reset[1]
+            info.reset_tokens_s, info.reset_tokens_at = 0, tpm_reset[1]
     return info
 
 

@@ -62,22 +62,36 @@ class _Binding:
     """The counters of one tuple of windows (a plan's), found once and kept until a counter moves
     to a new bucket or is dropped: what reading and holding on them needs, by window."""
 
-    __slots__ = ("buckets", "cells", "counters", "distinct", "unheld", "windows")
+    __slots__ = ("buckets", "cells", "counters", "distinct", "holds", "windows")
 
     def __init__(self, windows: Sequence[Window], counters: list[_Counter]) -> None:
         self.windows = windows  # kept: the binding is found by the tuple's id, which stays its own
         self.counters = counters
         self.buckets = [window.bucket for window in windows]
-        # each window's bucket cell, made when first held on (a read alone makes none)
-        self.cells: list[list[int] | None] = [counter.buckets.get(window.bucket)
-                                               for counter, window in zip(counters, windows, strict=True)]
-        self.unheld = True  # no hold made through it yet (its cells may be missing)
+        self.cells: list[list[int]] = []  # each window's bucket cell, made at the first hold (a read makes none)
         self.distinct = len({window.key for window in windows}) == len(windows)  # held on in one pass
+        # The last holds found to be on these windows one to one, in order: an admission's holds
+        # are made once per plan and call size, so the next ones are known by identity alone.
+        self.holds: Sequence[Hold] = ()
+
+    def takes(self, holds: Sequence[Hold]) -> bool:
+        """Whether ``holds`` are on these windows, one per window in order (all distinct)."""
+        windows = self.windows
+        if not self.distinct or len(holds) != len(windows):
+            return False
+        for hold, window in zip(holds, windows):  # noqa: B905 (lengths checked)
+            if hold.window is not window:
+                return False
+        if not self.cells:  # every hold is on all its windows: make their cells once
+            self.cells = [counter.buckets.setdefault(bucket, [0, 0])
+                          for counter, bucket in zip(self.counters, self.buckets)]  # noqa: B905
+        self.holds = holds
+        return True
 
 
-# An open reservation: per hold, its counter, bucket cell, bucket and amount held, so that settling
-# it needs no lookups (the first three shared with the binding it was held through).
-_Held = tuple[Reservation, Sequence[_Counter], Sequence[list[int] | None], Sequence[int], list[int]]
+# An open reservation: its counters, bucket cells and buckets, one per hold, so that settling it
+# needs no lookups (shared with the binding it was held through); the amounts held are its holds'.
+_Held = tuple[Reservation, Sequence[_Counter], Sequence[list[int]], Sequence[int]]
 
 
 class MemoryCounterStore:
@@ -186,38 +200,29 @@ class MemoryCounterStore:
         if held is not None:
             return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
         seen, self._seen = self._seen, None
-        if seen is not None and seen[0].distinct and len(holds) == len(seen[0].windows):
-            attempt = self._reserve_seen(reservation_id, holds, expires_at, flags, seen[0], seen[1])
-            if attempt is not None:
-                return attempt
-        return self._reserve(reservation_id, holds, expires_at, flags)
-
-    def _reserve_seen(self, reservation_id: str, holds: Sequence[Hold], expires_at: float, flags: frozenset[str],
-                      bound: _Binding, usage: list[tuple[int, int]]) -> Attempt | None:
-        """Hold on the counters ``remembered`` just read, unchanged since (so ``usage`` is what
-        they hold): the admission path. None, with nothing held, unless each hold is on the
-        binding's window of the same rank and fits (``_reserve`` then says what does not)."""
-        cells = bound.cells
-        if bound.unheld:  # the first hold through this binding: every hold is on all its windows
-            cells = bound.cells = [counter.buckets.setdefault(bucket, [0, 0])
-                                   for counter, bucket in zip(bound.counters, bound.buckets)]  # noqa: B905
-            bound.unheld = False
-        amounts: list[int] = []
-        for hold, window, counter, cell, (spent, reserved) in zip(  # noqa: B905 (equal lengths, checked)
-                holds, bound.windows, bound.counters, cells, usage):
+        # (the holds' identity tested here first: the usual admission's are those taken last)
+        if seen is None or (holds is not seen[0].holds and not seen[0].takes(holds)):
+            return self._reserve(reservation_id, holds, expires_at, flags)
+        # The admission path: holds on the counters ``remembered`` just read, unchanged since (so
+        # its usage is what they hold), one per window in order. A hold that does not fit undoes
+        # those before it and leaves the answer to ``_reserve``.
+        bound, usage = seen
+        counters, cells = bound.counters, bound.cells
+        for hold, counter, cell, (spent, reserved) in zip(holds, counters, cells, usage):  # noqa: B905 (taken)
             amount, limit = hold.amount, hold.limit
-            if hold.window is not window or (limit is not None and spent + reserved + amount > limit):
-                for counter, cell, amount in zip(bound.counters, cells, amounts):  # noqa: B905
-                    cell[1] -= amount  # type: ignore[index]  # made above
-                    counter.reserved -= amount
-                return None
-            cell[1] += amount  # type: ignore[index]
+            if limit is not None and spent + reserved + amount > limit:
+                for done, counter, cell in zip(holds, counters, cells):  # noqa: B905
+                    if done is hold:
+                        break
+                    cell[1] -= done.amount
+                    counter.reserved -= done.amount
+                return self._reserve(reservation_id, holds, expires_at, flags)
+            cell[1] += amount
             counter.reserved = reserved + amount
-            amounts.append(amount)
         reservation = _new(Reservation)
         reservation.id, reservation.holds, reservation.expires_at, reservation.owner = \
             reservation_id, tuple(holds), expires_at, self._replica
-        self._reservations[reservation_id] = (reservation, bound.counters, cells, bound.buckets, amounts)
+        self._reservations[reservation_id] = (reservation, counters, cells, bound.buckets)
         attempt = _new(Attempt)
         attempt.outcome, attempt.usage, attempt.flags = reservation, usage, flags
         return attempt
@@ -227,9 +232,8 @@ class MemoryCounterStore:
         """Hold on any counters, in one pass, holding as it goes; a hold that does not fit undoes
         those before it, and the rest are only read."""
         counters: list[_Counter] = []
-        cells: list[list[int] | None] = []
+        cells: list[list[int]] = []
         buckets: list[int] = []
-        amounts: list[int] = []
         usage: list[tuple[int, int]] = []
         conflict: Conflict | None = None
         for hold in holds:
@@ -240,7 +244,7 @@ class MemoryCounterStore:
                 continue
             amount, limit, bucket = hold.amount, hold.limit, hold.window.bucket
             if limit is not None and spent + reserved + amount > limit:
-                conflict = Conflict(len(amounts), spent + reserved)
+                conflict = Conflict(len(counters), spent + reserved)
                 continue
             cell = counter.buckets.setdefault(bucket, [0, 0])
             cell[1] += amount
@@ -248,12 +252,11 @@ class MemoryCounterStore:
             counters.append(counter)
             cells.append(cell)
             buckets.append(bucket)
-            amounts.append(amount)
         if conflict is not None:
-            self._apply(counters, cells, buckets, amounts, [0] * len(amounts))
+            self._apply(counters, cells, buckets, holds[:len(counters)], [0] * len(counters))
             return Attempt(conflict, usage, flags)
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        self._reservations[reservation_id] = (reservation, counters, cells, buckets, amounts)
+        self._reservations[reservation_id] = (reservation, counters, cells, buckets)
         return Attempt(reservation, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
@@ -264,8 +267,8 @@ class MemoryCounterStore:
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
-        _, counters, cells, buckets, holding = held
-        return self._apply(counters, cells, buckets, holding, amounts)
+        held_by, counters, cells, buckets = held
+        return self._apply(counters, cells, buckets, held_by.holds, amounts)
 
     async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
                               thresholds: Sequence[Threshold], now: float) -> Settlement:
@@ -276,8 +279,8 @@ class MemoryCounterStore:
         held = self._reservations.pop(reservation.id, None)
         if held is None:
             return Settlement([(0, 0)] * len(reservation.holds), ())
-        _, counters, cells, buckets, holding = held
-        moved = self._apply(counters, cells, buckets, holding, amounts)
+        held_by, counters, cells, buckets = held
+        moved = self._apply(counters, cells, buckets, held_by.holds, amounts)
         claimed: list[int] | None = None  # made when one is (the usual settlement claims none)
         flags = self._flags
         index = 0
@@ -293,12 +296,12 @@ class MemoryCounterStore:
         settlement.moved, settlement.claimed = moved, tuple(claimed) if claimed else ()
         return settlement
 
-    def _apply(self, counters: Sequence[_Counter], cells: Sequence[list[int] | None], buckets: Sequence[int],
-               holding: Sequence[int], amounts: Sequence[int]) -> list[tuple[int, int]]:
-        """Replace each amount held by the amount spent (one per hold: the callers check the count)."""
+    def _apply(self, counters: Sequence[_Counter], cells: Sequence[list[int]], buckets: Sequence[int],
+               holds: Sequence[Hold], amounts: Sequence[int]) -> list[tuple[int, int]]:
+        """Replace the amount of each hold by the amount spent (one per hold: the callers check the count)."""
         self._seen = None
         moved = []
-        for counter, cell, bucket, held, amount in zip(counters, cells, buckets, holding, amounts):  # noqa: B905
+        for counter, cell, bucket, hold, amount in zip(counters, cells, buckets, holds, amounts):  # noqa: B905
             before = counter.spent
             if bucket != counter.top:  # the window moved on since (or a newer one was seen first)
                 if bucket > counter.top:
@@ -306,7 +309,7 @@ class MemoryCounterStore:
                 if bucket <= counter.top - counter.span:  # the bucket left its rolling window
                     moved.append((before, before))
                     continue
-            assert cell is not None  # every cell held on was made
+            held = hold.amount
             cell[0] += amount
             cell[1] -= held
             counter.spent = after = before + amount
@@ -318,8 +321,8 @@ class MemoryCounterStore:
         self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is not None:
-            _, counters, cells, buckets, holding = held
-            self._apply(counters, cells, buckets, holding, [0] * len(holding))
+            reservation, counters, cells, buckets = held
+            self._apply(counters, cells, buckets, reservation.holds, [0] * len(counters))
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         self._check()
@@ -335,9 +338,9 @@ class MemoryCounterStore:
     async def expire(self, now: float) -> list[Reservation]:
         self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
-        for reservation, counters, cells, buckets, holding in stale:
+        for reservation, counters, cells, buckets in stale:
             del self._reservations[reservation.id]
-            self._apply(counters, cells, buckets, holding, holding)
+            self._apply(counters, cells, buckets, reservation.holds, [hold.amount for hold in reservation.holds])
         finished = [k for k, c in self._counters.items() if _finished(c, now)]
         for key in finished:
             del self._counters[key]

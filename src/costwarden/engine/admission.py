@@ -34,6 +34,7 @@ THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten who
 _ATTEMPTS = range(MAX_ATTEMPTS)  # made once: iterated by every admission
 _new = object.__new__
 Sending = Callable[[Decision, datetime], None]  # see ``Admission.admit``
+_Alerting = tuple[tuple[int, BudgetCheck, tuple[tuple[int, Decimal], ...]], ...]  # as Plan.alerting
 
 
 # Made for every call: plain slotted dataclasses (see core/decision.py); treat them as immutable.
@@ -103,8 +104,10 @@ class Admission:
         self.clock = clock
         self.reservation_ttl_s = reservation_ttl_s
         self.pending = PendingSettlements(store)  # settlements the store could not take, retried
-        # per plan (by id, checked by identity): its thresholds and the crossing each reports
-        self._by_plan: dict[int, tuple[Plan, tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]] = {}
+        # per plan's alerting budgets (by the id of ``Plan.alerting``, checked by identity: a plan
+        # made again as its rate windows move keeps its predecessor's), their thresholds and the
+        # crossing each reports
+        self._by_plan: dict[int, tuple[_Alerting, tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]] = {}
 
     async def admit(self, call_id: str, request: CallRequest, planner: Planner,
                     sending: Sending | None = None) -> Admitted | Decision:
@@ -245,9 +248,10 @@ class Admission:
             self.pending.spend(admitted.id, [(h.window, amount) for h, amount in zip(
                 admitted.decision.holds, amounts, strict=True)])
             return priced
-        if plan.alerting:
-            kept = self._by_plan.get(id(plan))
-            if kept is not None and kept[0] is plan:
+        alerting = plan.alerting
+        if alerting:
+            kept = self._by_plan.get(id(alerting))
+            if kept is not None and kept[0] is alerting:
                 thresholds, crossings = kept[1], kept[2]
             else:
                 thresholds, crossings = self._thresholds(plan)
@@ -274,7 +278,7 @@ class Admission:
                 key = f"alert|{check.window.key}|{fraction}"
                 thresholds.append(Threshold(index, level, key, check.window.end.timestamp() + ALERT_CLAIM_S))
                 crossings.append((check, fraction))
-        entry = self._by_plan[id(plan)] = (plan, tuple(thresholds), tuple(crossings))
+        entry = self._by_plan[id(plan.alerting)] = (plan.alerting, tuple(thresholds), tuple(crossings))
         return entry[1], entry[2]
 
     @staticmethod
