@@ -234,7 +234,8 @@ class Admission:
 
         Priced at once, then ``charge``d when awaited: a plain function returning ``charge``'s
         coroutine, so that a settlement makes one coroutine, not two."""
-        priced = self.price(admitted, input_tokens, output_tokens, cached_input_tokens, billed=billed)
+        # ``billed`` passed by position: a keyword argument makes CPython 3.11 call through C, not inline
+        priced = self.price(admitted, input_tokens, output_tokens, cached_input_tokens, billed)
         return self.charge(admitted, priced, input_tokens + output_tokens)
 
     async def charge(self, admitted: Admitted, priced: Settled, tokens: int) -> Settled:
@@ -282,7 +283,7 @@ class Admission:
         return entry[1], entry[2]
 
     @staticmethod
-    def price(admitted: Admitted, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, *,
+    def price(admitted: Admitted, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
               billed: Billed | None = None) -> Settled:
         """What ``settle`` charges, without touching the store (no alert crossings)."""
         model = admitted.decision.model
