@@ -20,6 +20,7 @@ from costwarden.core.policy import RESTRICT, Budget, Policy, Rules, TagRules
 from costwarden.core.sliding import leaves_at
 
 if TYPE_CHECKING:
+    from costwarden.core.catalog import ModelSpec
     from costwarden.core.decision import Hold
 
 RATE_PERIOD = Period(text="1m", kind="rolling", seconds=60)
@@ -121,6 +122,9 @@ class Plan:
     # the holds of the last call admitted on this plan, as (dollars, tokens, holds): calls of one
     # size share them (core/decision.py's _admit; a memo, the one field ever written)
     last_holds: list[tuple[int, int, tuple[Hold, ...]]] = field(init=False, repr=False, compare=False)
+    # by model id, the models its caller may use (core/decision.py's ``decide``), with the policy
+    # that said so: a memo, kept from plan to plan of the same caller
+    usable: dict[str, tuple[Policy, ModelSpec]] = field(init=False, repr=False, compare=False)
     # the amounts a call's holds move, one per hold, from its (dollars, tokens, requests): a
     # settlement's, picked in one call rather than tested hold by hold
     hold_amounts: Callable[[tuple[int, int, int]], tuple[int, ...]] = field(init=False, repr=False, compare=False)
@@ -140,8 +144,9 @@ class Plan:
         self.budget_terms = shape.budget_terms
         self.limit_terms = shape.limit_terms
         if previous is not None and previous.budgets is budgets:
-            self.restricting, self.alerting = previous.restricting, previous.alerting
+            self.restricting, self.alerting, self.usable = previous.restricting, previous.alerting, previous.usable
         else:
+            self.usable = {}
             self.restricting = tuple([budgets[i] for i in shape.restricting]) if shape.restricting else ()
             self.alerting = tuple([(i, budgets[i], levels) for i, levels in shape.alerting]) if shape.alerting else ()
         if len(self.windows) != len(shape.hold_units):

@@ -130,9 +130,11 @@ class MemoryCounterStore:
         self._marker = marker
         self._counters: dict[str, _Counter] = {}
         self._bound: dict[int, _Binding] = {}  # by the id of the windows tuple
-        # The binding and usage the last ``remembered`` read, while no counter has changed since:
-        # a reservation of holds on those windows (as an admission's are) is made on them.
-        self._seen: tuple[_Binding, list[tuple[int, int]]] | None = None
+        # The binding the last ``remembered`` read, while no counter has changed since, and the
+        # usage it read: a reservation of holds on those windows (as an admission's are) is made
+        # on them. Two fields, not a tuple: they are set on every admission.
+        self._seen: _Binding | None = None
+        self._seen_usage: list[tuple[int, int]] = []
         self._reservations: dict[str, _Held] = {}
         self._flags: dict[str, float] = {}
         self._leases: dict[str, float] = {}
@@ -181,7 +183,7 @@ class MemoryCounterStore:
         usage = []  # a loop rather than a comprehension: in CPython 3.11 that is a function made and called
         for counter in bound.counters:
             usage.append((counter.spent, counter.reserved))
-        self._seen = (bound, usage)
+        self._seen, self._seen_usage = bound, usage
         snapshot = _new(Snapshot)
         snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
         return snapshot
@@ -233,25 +235,20 @@ class MemoryCounterStore:
         held = self._reservations.get(reservation_id)
         if held is not None:
             return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
-        seen, self._seen = self._seen, None
+        bound, self._seen = self._seen, None
         # (the holds' identity tested here first: the usual admission's are those taken last)
-        if seen is None or (holds is not seen[0].holds and not seen[0].takes(holds)):
+        if bound is None or (holds is not bound.holds and not bound.takes(holds)):
             return self._reserve(reservation_id, holds, expires_at, flags)
         # The admission path: holds on the counters ``remembered`` just read, unchanged since (so
         # its usage is what they hold), one per window in order. A hold that does not fit undoes
         # those before it and leaves the answer to ``_reserve``.
-        bound, usage = seen
+        usage = self._seen_usage
         counters, cells = bound.counters, bound.cells
         for hold, counter, cell, (spent, reserved) in zip(holds, counters, cells, usage):  # noqa: B905 (taken)
             amount, limit = hold.amount, hold.limit
             holding = reserved + amount  # figures of nano-dollars take CPython's slow integers: added once
             if limit is not None and spent + holding > limit:
-                for done, counter, cell in zip(holds, counters, cells):  # noqa: B905
-                    if done is hold:
-                        break
-                    if cell is not None:
-                        cell[1] -= done.amount
-                    counter.reserved -= done.amount
+                self._undo(counters[:holds.index(hold)], cells, holds)
                 return self._reserve(reservation_id, holds, expires_at, flags)
             if cell is not None:  # a calendar counter's totals are its figures
                 cell[1] += amount
@@ -291,34 +288,45 @@ class MemoryCounterStore:
             cells.append(cell)
             buckets.append(bucket)
         if conflict is not None:
-            self._apply(counters, cells, buckets, holds[:len(counters)], [0] * len(counters))
+            self._undo(counters, cells, holds)
             return Attempt(conflict, usage, flags)
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
         self._reservations[reservation_id] = (reservation, counters, cells, buckets)
         return Attempt(reservation, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
-        if len(amounts) != len(reservation.holds):
-            raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
-        if self._marker is None:
-            self._check()
-        held = self._reservations.pop(reservation.id, None)
-        if held is None:
-            return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
-        held_by, counters, cells, buckets = held
-        return self._apply(counters, cells, buckets, held_by.holds, amounts)
+        return (await self.settle_claiming(reservation, amounts, (), 0.0)).moved
 
     async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
                               thresholds: Sequence[Threshold], now: float) -> Settlement:
+        # Every settlement, release and expiry comes here: the loop is in this coroutine itself,
+        # which runs for each call, rather than in a function of its own (a frame fewer).
         if len(amounts) != len(reservation.holds):
             raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
         if self._marker is None:
             self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is None:
-            return Settlement([(0, 0)] * len(reservation.holds), ())
+            return Settlement([(0, 0)] * len(reservation.holds), ())  # already settled or expired: settle once
         held_by, counters, cells, buckets = held
-        moved = self._apply(counters, cells, buckets, held_by.holds, amounts)
+        self._seen = None
+        # Replace the amount of each hold by the amount spent (one per hold, counted above).
+        moved = []
+        for counter, cell, bucket, hold, amount in zip(counters, cells, buckets, held_by.holds, amounts):  # noqa: B905
+            before = counter.spent
+            if bucket != counter.top:  # the window moved on since (or a newer one was seen first)
+                if bucket > counter.top:
+                    self._advance(counter, bucket)
+                if bucket <= counter.top - counter.span:  # the bucket left its rolling window
+                    moved.append((before, before))
+                    continue
+            held_amount = hold.amount
+            if cell is not None:
+                cell[0] += amount
+                cell[1] -= held_amount
+            counter.spent = after = before + amount
+            counter.reserved -= held_amount
+            moved.append((before, after))
         claimed: list[int] | None = None  # made when one is (the usual settlement claims none)
         flags = self._flags
         index = 0
@@ -334,34 +342,17 @@ class MemoryCounterStore:
         settlement.moved, settlement.claimed = moved, tuple(claimed) if claimed else ()
         return settlement
 
-    def _apply(self, counters: Sequence[_Counter], cells: Sequence[list[int] | None], buckets: Sequence[int],
-               holds: Sequence[Hold], amounts: Sequence[int]) -> list[tuple[int, int]]:
-        """Replace the amount of each hold by the amount spent (one per hold: the callers check the count)."""
-        self._seen = None
-        moved = []
-        for counter, cell, bucket, hold, amount in zip(counters, cells, buckets, holds, amounts):  # noqa: B905
-            before = counter.spent
-            if bucket != counter.top:  # the window moved on since (or a newer one was seen first)
-                if bucket > counter.top:
-                    self._advance(counter, bucket)
-                if bucket <= counter.top - counter.span:  # the bucket left its rolling window
-                    moved.append((before, before))
-                    continue
-            held = hold.amount
+    @staticmethod
+    def _undo(counters: Sequence[_Counter], cells: Sequence[list[int] | None], holds: Sequence[Hold]) -> None:
+        """Take back holds made a moment ago, one per counter given (the first of ``holds``)."""
+        for counter, cell, hold in zip(counters, cells, holds):  # noqa: B905 (the first holds)
             if cell is not None:
-                cell[0] += amount
-                cell[1] -= held
-            counter.spent = after = before + amount
-            counter.reserved -= held
-            moved.append((before, after))
-        return moved
+                cell[1] -= hold.amount
+            counter.reserved -= hold.amount
 
     async def release(self, reservation: Reservation) -> None:
         self._check()
-        held = self._reservations.pop(reservation.id, None)
-        if held is not None:
-            reservation, counters, cells, buckets = held
-            self._apply(counters, cells, buckets, reservation.holds, [0] * len(counters))
+        await self.settle_claiming(reservation, [0] * len(reservation.holds), (), 0.0)
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         self._check()
@@ -377,9 +368,8 @@ class MemoryCounterStore:
     async def expire(self, now: float) -> list[Reservation]:
         self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
-        for reservation, counters, cells, buckets in stale:
-            del self._reservations[reservation.id]
-            self._apply(counters, cells, buckets, reservation.holds, [hold.amount for hold in reservation.holds])
+        for reservation, _, _, _ in stale:
+            await self.settle_claiming(reservation, [hold.amount for hold in reservation.holds], (), 0.0)
         finished = [k for k, c in self._counters.items() if _finished(c, now)]
         for key in finished:
             del self._counters[key]
