@@ -82,9 +82,9 @@ class Plan:
     or a rolling window moves to its next bucket, so callers may reuse it until then. The fields
     after ``valid_until`` are derived from the checks once, for the admission hot path.
 
-    Not frozen, but never changed once made (``last_holds`` aside): each caller's plan is made
-    again every second its rate windows move, and a frozen dataclass sets each of its sixteen
-    fields through ``object.__setattr__``, a C call, where this one stores them directly.
+    Not frozen, but never changed once made (its memos ``last_holds`` and ``usable`` aside): each
+    caller's plan is made again every second its rate windows move, and a frozen dataclass sets
+    each of its fields through ``object.__setattr__``, a C call, where this one stores them directly.
     """
 
     budgets: tuple[BudgetCheck, ...]
@@ -120,7 +120,7 @@ class Plan:
     rate_terms: tuple[tuple[int, bool, bool, int, tuple[int, int]], ...] = field(
         init=False, repr=False, compare=False)
     # the holds of the last call admitted on this plan, as (dollars, tokens, holds): calls of one
-    # size share them (core/decision.py's _admit; a memo, the one field ever written)
+    # size share them (core/decision.py's _admit; a memo, written as calls are admitted)
     last_holds: list[tuple[int, int, tuple[Hold, ...]]] = field(init=False, repr=False, compare=False)
     # by model id, the models its caller may use (core/decision.py's ``decide``), with the policy
     # that said so: a memo, kept from plan to plan of the same caller

@@ -26,8 +26,8 @@ class _Counter:
     """One counter: per-bucket [spent, reserved], with running totals over the live buckets.
 
     A counter of one bucket (a calendar period's, which never leaves its window) keeps its totals
-    alone: they are its bucket's figures, and holding and settling on it moves nothing else (two big-integer
-    additions fewer per hold on a dollar budget, the costliest operations on the hot path).
+    alone: they are its bucket's figures, and holding and settling on it moves nothing else (two
+    big-integer additions fewer per dollar hold, the costliest operations on the hot path).
     """
 
     __slots__ = ("buckets", "end", "reserved", "span", "spent", "top")
@@ -58,7 +58,7 @@ class _Counter:
         self.top = bucket
 
     def cell(self, bucket: int) -> list[int] | None:
-        """The [spent, reserved] of ``bucket``, made if need be; None for a calendar counter."""
+        """The [spent, reserved] of ``bucket``, made if need be; None for a counter of one bucket."""
         if self.span == 1:
             return None
         cell = self.buckets.get(bucket)
