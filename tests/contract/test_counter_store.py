@@ -171,6 +171,23 @@ async def test_rolling_window_forgets_buckets_as_the_index_advances(store: Count
     assert (await store.reserve("c", [hold(rolling("k", 107), 98, 100)], T)) == Conflict(0, 3)
 
 
+async def test_a_window_of_one_bucket_holds_its_bucket_alone(store: CounterStore) -> None:
+    """A counter of one bucket (a calendar period's, or a rolling window as wide as its bucket)
+    holds, settles and reports that bucket's figures, and forgets them when it moves on."""
+    month = monthly("one")
+    await store.load([(month, 5)])
+    settled = await reserved(store, "a", [hold(month, 8, 100), hold(rolling("minute", 100, 1), 8)])
+    open_call = await reserved(store, "b", [hold(rolling("minute", 100, 1), 4, 20)])
+    assert await store.settle(settled, [6, 6]) == [(5, 11), (0, 6)]
+    assert await usage(store, month, rolling("minute", 100, 1)) == [(11, 0), (6, 4)]
+    assert await store.buckets([rolling("minute", 100, 1)]) == [[(100, 10)]]
+    assert await usage(store, rolling("minute", 101, 1)) == [(0, 0)]  # its one bucket left, holds and all
+    assert await store.buckets([rolling("minute", 101, 1)]) == [[]]
+    assert await store.settle(open_call, [3]) == [(0, 0)]  # spend in a bucket outside the window
+    await reserved(store, "c", [hold(rolling("minute", 101, 1), 20, 20)])  # the whole limit is free again
+    assert await usage(store, month, rolling("minute", 101, 1)) == [(11, 0), (0, 20)]
+
+
 async def test_buckets_name_when_each_part_of_a_window_leaves(store: CounterStore) -> None:
     assert await store.buckets([rolling("never", 100), monthly("never")]) == [[], []]
     await store.load([(rolling("k", 100), 5), (rolling("k", 102), 2)])

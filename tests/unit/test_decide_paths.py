@@ -328,3 +328,18 @@ def test_a_plan_picks_one_amount_per_hold_by_its_unit(windows: int) -> None:
     assert len(plan.hold_terms) == windows
     picked = plan.hold_amounts((7, 8, 1))
     assert picked == tuple(7 if unit == Unit.USD else 8 if unit == Unit.TOKENS else 1 for _, _, unit in plan.hold_terms)
+
+
+@EXAMPLES
+@given(scenarios())
+def test_a_plan_keeps_the_models_its_caller_may_use_under_the_policy_that_said_so(scenario: Scenario) -> None:
+    """A plan keeps the models its caller may use (``Plan.usable``) with the policy that allowed
+    them: after another policy's decisions on the same plan let the caller use every model, each
+    call is still decided as on a fresh plan of its own policy."""
+    s = scenario
+    everything = replace(s.policy, departments={dept_id: replace(dept, tiers=frozenset({1, 2, 3}), models=None)
+                                                for dept_id, dept in s.policy.departments.items()})
+    decide(everything, s.call, s.plan, s.usage, s.flags, s.now)  # the caller may use any model there
+    kept = decide(s.policy, s.call, s.plan, s.usage, s.flags, s.now)
+    assert kept == decide(s.policy, s.call, plan_for(s.policy, s.call.caller, s.now), s.usage, s.flags, s.now)
+    assert decide(s.policy, s.call, s.plan, s.usage, s.flags, s.now) == kept  # and again, from what it kept

@@ -133,21 +133,28 @@ def decide(policy: Policy, call: CallRequest, plan: Plan, usage: Sequence[tuple[
     """Decide a call. ``usage`` holds (spent, reserved) per window of ``plan.windows``; ``buckets``,
     when given, the non-empty buckets of each rate window of ``plan.limits``, oldest first, as
     (bucket, spent + reserved), from which a rate refusal tells exactly when to retry."""
-    requested = policy.catalog.get(call.model)
-    if requested is not None and (not plan.restricting or active_restriction(plan, flags) is None) \
-            and policy.departments[call.caller.department].may_use(requested.id, requested.tier) \
-            and (call.input_tokens if call.input_floor is None else call.input_floor) <= requested.context_window:
+    # The model asked for, when the plan's caller may use it, is kept on the plan with the policy
+    # that says so: a look-up and a call each fewer than the catalog's and the department's.
+    known = plan.usable.get(call.model)
+    if known is not None and known[0] is policy:
+        requested: ModelSpec | None = known[1]
+    else:
+        requested, known = policy.catalog.get(call.model), None
+        if requested is not None and policy.departments[call.caller.department].may_use(requested.id, requested.tier):
+            known = plan.usable[call.model] = (policy, requested)
+    if known is not None and (not plan.restricting or active_restriction(plan, flags) is None) \
+            and (call.input_tokens if call.input_floor is None else call.input_floor) <= known[1].context_window:
         # The usual call: the model asked for is allowed and its worst case fits every budget.
         # This is what the general path concludes for it, without its bookkeeping (and with
         # CallRequest's properties and _output_bound read inline: a frame each). A refusal
         # by a rate limit there carries its rate headers already.
-        most, bound = requested.max_output, call.output_tokens
+        spec = known[1]
+        most, bound = spec.max_output, call.output_tokens
         if bound is None or bound > most:
             bound = most
-        fits = _worst_cost_if_fits(plan, usage, requested, call, bound)
+        fits = _worst_cost_if_fits(plan, usage, spec, call, bound)
         if fits is not None:
-            return _admit(call, plan, usage, requested, bound, [], [], requested.id, now, buckets, fits[1],
-                          fits[0], bound)
+            return _admit(call, plan, usage, spec, bound, [], (), spec.id, now, buckets, fits[1], fits[0], bound)
     decision = _decide(policy, call, plan, usage, flags, now, buckets, requested)
     if decision.denial is not None and decision.rate is None and plan.limit_terms:
         # Every refusal tells the caller's rate limits as they stand (a 429 for a budget too, as
@@ -304,7 +311,7 @@ def _output_that_fits(unit: Unit, room: int, model: ModelSpec, input_tokens: int
 
 
 def _admit(call: CallRequest, plan: Plan, usage: Sequence[tuple[int, int]], model: ModelSpec,
-           output_tokens: int, shadow: list[str], new_flags: list[BudgetCheck], requested: str,
+           output_tokens: int, shadow: list[str], new_flags: Sequence[BudgetCheck], requested: str,
            now: datetime, buckets: Sequence[Sequence[tuple[int, int]]] | None, usd_room: int | None,
            estimate: int | None = None, requested_bound: int | None = None) -> Decision:
     """Admit ``call`` on ``model`` with ``output_tokens`` if its rate limits allow; ``usd_room`` is
@@ -392,20 +399,19 @@ def _check_limits(plan: Plan, usage: Sequence[tuple[int, int]], tokens: int, sha
     info = _new(RateInfo)
     info.limit_requests = rpm_limit
     info.limit_tokens = tpm_limit
-    info.reset_requests_s = info.reset_requests_at = info.reset_tokens_s = info.reset_tokens_at = 0
     if rpm_limit is None:
-        info.remaining_requests = None
+        info.remaining_requests, info.reset_requests_s, info.reset_requests_at = None, 0, 0
     else:
         info.remaining_requests = rpm_left if rpm_left > 0 else 0
         info.reset_requests_s, info.reset_requests_at = _RATE_SECONDS, rpm_reset[0]
     if tpm_limit is None:
-        info.remaining_tokens = None
+        info.remaining_tokens, info.reset_tokens_s, info.reset_tokens_at = None, 0, 0
     else:
         info.remaining_tokens = tpm_left if tpm_left > 0 else 0
         if tpm_left < tpm_limit:
             info.reset_tokens_s, info.reset_tokens_at = _RATE_SECONDS, tpm_reset[0]
         else:  # nothing in the window, not even this call: it is full already
-            info.reset_tokens_at = tpm_reset[1]
+            info.reset_tokens_s, info.reset_tokens_at = 0, tpm_reset[1]
     return info
 
 

@@ -20,6 +20,7 @@ from costwarden.core.policy import RESTRICT, Budget, Policy, Rules, TagRules
 from costwarden.core.sliding import leaves_at
 
 if TYPE_CHECKING:
+    from costwarden.core.catalog import ModelSpec
     from costwarden.core.decision import Hold
 
 RATE_PERIOD = Period(text="1m", kind="rolling", seconds=60)
@@ -73,13 +74,17 @@ class LimitCheck:
     window: Window
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
     """Every counter a call touches. ``windows`` orders budgets first, then limits.
 
     A plan holds until ``valid_until`` (epoch seconds): the first instant a calendar window ends
     or a rolling window moves to its next bucket, so callers may reuse it until then. The fields
     after ``valid_until`` are derived from the checks once, for the admission hot path.
+
+    Not frozen, but never changed once made (its memos ``last_holds`` and ``usable`` aside): each
+    caller's plan is made again every second its rate windows move, and a frozen dataclass sets
+    each of its fields through ``object.__setattr__``, a C call, where this one stores them directly.
     """
 
     budgets: tuple[BudgetCheck, ...]
@@ -88,6 +93,9 @@ class Plan:
     flag_keys: tuple[str, ...]
     valid_until: float
     valid_from: float = 0.0  # when it was made: a clock that steps back before it needs a new plan
+    # until when its budget checks hold (``valid_until`` is this or sooner: its rate windows move
+    # each second), so that a plan made again for its rate windows alone may keep them
+    budgets_until: float = field(default=0.0, repr=False, compare=False)
     # per budget: (limit, counted in tokens, limit the store re-checks or None for a soft budget)
     budget_terms: tuple[tuple[int, bool, int | None], ...] = field(init=False, repr=False, compare=False)
     # per limit: (limit, counts requests (rpm), limit the store re-checks or None in shadow mode)
@@ -112,33 +120,41 @@ class Plan:
     rate_terms: tuple[tuple[int, bool, bool, int, tuple[int, int]], ...] = field(
         init=False, repr=False, compare=False)
     # the holds of the last call admitted on this plan, as (dollars, tokens, holds): calls of one
-    # size share them (core/decision.py's _admit; a memo, the one field ever written)
+    # size share them (core/decision.py's _admit; a memo, written as calls are admitted)
     last_holds: list[tuple[int, int, tuple[Hold, ...]]] = field(init=False, repr=False, compare=False)
+    # by model id, the models its caller may use (core/decision.py's ``decide``), with the policy
+    # that said so: a memo, kept from plan to plan of the same caller
+    usable: dict[str, tuple[Policy, ModelSpec]] = field(init=False, repr=False, compare=False)
     # the amounts a call's holds move, one per hold, from its (dollars, tokens, requests): a
     # settlement's, picked in one call rather than tested hold by hold
     hold_amounts: Callable[[tuple[int, int, int]], tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     # what the fields above are derived from besides the checks (made with the caller's skeleton)
     shape: InitVar[_Shape | None] = None
+    # the caller's plan this one replaces: when it has the same budget checks (``budgets`` is its
+    # tuple), what derives from them alone is its own (so ``alerting`` keeps its identity)
+    previous: InitVar[Plan | None] = None
 
-    def __post_init__(self, shape: _Shape | None) -> None:
+    def __post_init__(self, shape: _Shape | None, previous: Plan | None) -> None:
         # Run each time a caller's rate windows move (each second): loops and zip() rather than
         # generator expressions, which cost a generator object and its frame each.
         if shape is None:
             shape = _shape([c.budget for c in self.budgets], [(c.limit, c.metric == "rpm", c.enforce) for c in self.limits])
         budgets = self.budgets
-        _set = object.__setattr__
-        _set(self, "budget_terms", shape.budget_terms)
-        _set(self, "limit_terms", shape.limit_terms)
-        _set(self, "restricting", tuple([budgets[i] for i in shape.restricting]) if shape.restricting else ())
-        _set(self, "alerting", tuple([(i, budgets[i], levels) for i, levels in shape.alerting])
-             if shape.alerting else ())
+        self.budget_terms = shape.budget_terms
+        self.limit_terms = shape.limit_terms
+        if previous is not None and previous.budgets is budgets:
+            self.restricting, self.alerting, self.usable = previous.restricting, previous.alerting, previous.usable
+        else:
+            self.usable = {}
+            self.restricting = tuple([budgets[i] for i in shape.restricting]) if shape.restricting else ()
+            self.alerting = tuple([(i, budgets[i], levels) for i, levels in shape.alerting]) if shape.alerting else ()
         if len(self.windows) != len(shape.hold_units):
             raise ValueError(f"a plan of {len(shape.hold_units)} checks has {len(self.windows)} windows")
-        _set(self, "hold_terms", tuple(zip(self.windows, shape.hold_limits, shape.hold_units)))  # noqa: B905 (checked)
-        _set(self, "usd_budgets", shape.usd_budgets)
-        _set(self, "hold_amounts", shape.hold_amounts)
-        _set(self, "last_holds", [(-1, -1, ())])
+        self.hold_terms = tuple(zip(self.windows, shape.hold_limits, shape.hold_units))  # noqa: B905 (checked)
+        self.usd_budgets = shape.usd_budgets
+        self.hold_amounts = shape.hold_amounts
+        self.last_holds = [(-1, -1, ())]
         width = RATE_PERIOD.bucket_seconds
         resets = []
         rate_terms = []
@@ -147,8 +163,8 @@ class Plan:
             reset = leaves_at(bucket, check.window.span, width), bucket * width
             resets.append(reset)
             rate_terms.append((limit, rpm, enforced, index, reset))
-        _set(self, "limit_resets", tuple(resets))
-        _set(self, "rate_terms", tuple(rate_terms))
+        self.limit_resets = tuple(resets)
+        self.rate_terms = tuple(rate_terms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +300,36 @@ def _skeleton(policy: Policy, caller: Caller) -> _Skeleton:
     return _Skeleton(tuple(budgets), tuple(limits), shape)
 
 
-def _plan(budgets: list[BudgetCheck], limits: list[LimitCheck], now: datetime, shape: _Shape) -> Plan:
+def _plan(budgets: Sequence[BudgetCheck], limits: list[LimitCheck], now: datetime, shape: _Shape,
+          previous: Plan | None = None) -> Plan:
+    """The plan of these checks at ``now``, sharing what it can with ``previous``, the plan of the
+    same caller that it replaces (its budget checks are the same while only rate windows moved;
+    ``budgets`` is its very tuple when the Planner kept them without looking them up)."""
     windows = [c.window for c in budgets]
     for limit in limits:
         windows.append(limit.window)
-    flags = tuple(budgets[i].flag_key for i in shape.flagged) if shape.flagged else ()
     stamp = now.timestamp()
-    return Plan(tuple(budgets), tuple(limits), tuple(windows), flags, _valid_until(budgets, limits, stamp), stamp, shape)
+    if previous is not None and budgets is previous.budgets:
+        checks, flags, budgets_until = previous.budgets, previous.flag_keys, previous.budgets_until
+    elif previous is not None and _same(budgets, previous.budgets):
+        checks, flags, budgets_until = previous.budgets, previous.flag_keys, _budgets_until(budgets, stamp)
+    else:
+        checks = tuple(budgets)
+        flags = tuple(budgets[i].flag_key for i in shape.flagged) if shape.flagged else ()
+        budgets_until = _budgets_until(budgets, stamp)
+        previous = None
+    return Plan(checks, tuple(limits), tuple(windows), flags, _valid_until(budgets_until, limits), stamp,
+                budgets_until, shape, previous)
+
+
+def _same(checks: Sequence[BudgetCheck], kept: tuple[BudgetCheck, ...]) -> bool:
+    """Whether two plans' budget checks are the same objects (the Planner shares them)."""
+    if len(checks) != len(kept):
+        return False
+    for check, other in zip(checks, kept):  # noqa: B905, SIM110 (lengths checked; a loop costs no generator)
+        if check is not other:
+            return False
+    return True
 
 
 def plan_for(policy: Policy, caller: Caller, now: datetime) -> Plan:
@@ -352,6 +391,24 @@ class Planner:
         skeleton = self._skeletons.get(key)
         if skeleton is None:
             skeleton = self._skeletons[key] = _skeleton(self.policy, caller)
+        # Budget checks hold longer than rate windows, which move each second: a plan made again
+        # for those alone keeps its predecessor's budget checks without looking each one up.
+        if plan is not None and plan.valid_from <= stamp < plan.budgets_until:
+            budgets: Sequence[BudgetCheck] = plan.budgets
+        else:
+            budgets = self._budgets(skeleton, now, stamp)
+        limits = []
+        for scope, metric, limit, enforce, base in skeleton.limits:
+            rate = self._rates.get(base)
+            if rate is None or not _current(rate.window, now, stamp, RATE_PERIOD.bucket_seconds):
+                rate = self._rates[base] = LimitCheck(scope, metric, limit, enforce,
+                                                      RATE_PERIOD.window(base, now, self.policy.timezone))
+            limits.append(rate)
+        plan = self._plans[key] = _plan(budgets, limits, now, skeleton.shape, plan)
+        return plan
+
+    def _budgets(self, skeleton: _Skeleton, now: datetime, stamp: float) -> list[BudgetCheck]:
+        """A caller's budget checks at ``now``, shared with every caller of the same scopes."""
         tz = self.policy.timezone
         budgets = []
         for scope, index, budget, base in skeleton.budgets:
@@ -366,14 +423,7 @@ class Planner:
             if check is None or not check.window.start <= now < check.window.end:
                 check = self._calendar[base] = BudgetCheck(scope, index, budget, period.window(base, now, tz))
             budgets.append(check)
-        limits = []
-        for scope, metric, limit, enforce, base in skeleton.limits:
-            rate = self._rates.get(base)
-            if rate is None or not _current(rate.window, now, stamp, RATE_PERIOD.bucket_seconds):
-                rate = self._rates[base] = LimitCheck(scope, metric, limit, enforce, RATE_PERIOD.window(base, now, tz))
-            limits.append(rate)
-        plan = self._plans[key] = _plan(budgets, limits, now, skeleton.shape)
-        return plan
+        return budgets
 
 
 def _current(window: Window, now: datetime, stamp: float, width: int) -> bool:
@@ -382,13 +432,21 @@ def _current(window: Window, now: datetime, stamp: float, width: int) -> bool:
     return window.bucket == int(stamp) // width and window.end <= now
 
 
-def _valid_until(budgets: list[BudgetCheck], limits: list[LimitCheck], now: float) -> float:
+def _budgets_until(budgets: Sequence[BudgetCheck], now: float) -> float:
+    """Until when budget checks made at ``now`` hold: the first calendar window's end or rolling
+    window's next bucket, within the hour."""
     until = now + 3600.0
     for check in budgets:
         period = check.budget.period
         edge = check.window.end.timestamp() if period.is_calendar else (check.window.bucket + 1) * period.bucket_seconds
         if edge < until:
             until = edge
+    return until
+
+
+def _valid_until(budgets_until: float, limits: list[LimitCheck]) -> float:
+    """Until when a plan holds: its budget checks' ``_budgets_until``, or its next rate bucket."""
+    until = budgets_until
     width = RATE_PERIOD.bucket_seconds
     for limit in limits:
         edge = (limit.window.bucket + 1) * width

@@ -23,7 +23,12 @@ BOUND_WINDOWS = 10_000  # windows tuples whose counters are kept (forgotten whol
 
 
 class _Counter:
-    """One counter: per-bucket [spent, reserved], with running totals over the live buckets."""
+    """One counter: per-bucket [spent, reserved], with running totals over the live buckets.
+
+    A counter of one bucket (a calendar period's, which never leaves its window) keeps its totals
+    alone: they are its bucket's figures, and holding and settling on it moves nothing else (two
+    big-integer additions fewer per dollar hold, the costliest operations on the hot path).
+    """
 
     __slots__ = ("buckets", "end", "reserved", "span", "spent", "top")
 
@@ -41,6 +46,10 @@ class _Counter:
         """Forget buckets that have left a rolling window ending at ``bucket``."""
         if bucket <= self.top:
             return
+        if self.span == 1:  # all it held was in its one bucket, which left
+            self.spent = self.reserved = 0
+            self.top = bucket
+            return
         oldest = bucket - self.span + 1
         for b in [b for b in self.buckets if b < oldest]:
             spent, reserved = self.buckets.pop(b)
@@ -48,36 +57,65 @@ class _Counter:
             self.reserved -= reserved
         self.top = bucket
 
-    def add(self, bucket: int, spent: int, reserved: int) -> None:
+    def cell(self, bucket: int) -> list[int] | None:
+        """The [spent, reserved] of ``bucket``, made if need be; None for a counter of one bucket."""
+        if self.span == 1:
+            return None
         cell = self.buckets.get(bucket)
         if cell is None:
             cell = self.buckets[bucket] = [0, 0]
-        cell[0] += spent
-        cell[1] += reserved
+        return cell
+
+    def add(self, bucket: int, spent: int, reserved: int) -> None:
+        cell = self.cell(bucket)
+        if cell is not None:
+            cell[0] += spent
+            cell[1] += reserved
         self.spent += spent
         self.reserved += reserved
+
+    def figures(self) -> list[tuple[int, int]]:
+        """Its non-empty buckets, oldest first, as (bucket, spent + reserved)."""
+        if self.span == 1:
+            return [(self.top, self.spent + self.reserved)] if self.spent + self.reserved else []
+        return sorted((b, spent + reserved) for b, (spent, reserved) in self.buckets.items() if spent + reserved)
 
 
 class _Binding:
     """The counters of one tuple of windows (a plan's), found once and kept until a counter moves
     to a new bucket or is dropped: what reading and holding on them needs, by window."""
 
-    __slots__ = ("buckets", "cells", "counters", "distinct", "unheld", "windows")
+    __slots__ = ("buckets", "cells", "counters", "distinct", "holds", "windows")
 
-    def __init__(self, windows: Sequence[Window], counters: list[_Counter]) -> None:
+    def __init__(self, windows: Sequence[Window], counters: list[_Counter], buckets: list[int]) -> None:
         self.windows = windows  # kept: the binding is found by the tuple's id, which stays its own
         self.counters = counters
-        self.buckets = [window.bucket for window in windows]
-        # each window's bucket cell, made when first held on (a read alone makes none)
-        self.cells: list[list[int] | None] = [counter.buckets.get(window.bucket)
-                                               for counter, window in zip(counters, windows, strict=True)]
-        self.unheld = True  # no hold made through it yet (its cells may be missing)
-        self.distinct = len({window.key for window in windows}) == len(windows)  # held on in one pass
+        self.buckets = buckets
+        # each window's bucket cell (None on a calendar counter), made at the first hold (a read makes none)
+        self.cells: list[list[int] | None] = []
+        self.distinct = len(set(counters)) == len(counters)  # held on in one pass (one counter per key)
+        # The last holds found to be on these windows one to one, in order: an admission's holds
+        # are made once per plan and call size, so the next ones are known by identity alone.
+        self.holds: Sequence[Hold] = ()
+
+    def takes(self, holds: Sequence[Hold]) -> bool:
+        """Whether ``holds`` are on these windows, one per window in order (all distinct)."""
+        windows = self.windows
+        if not self.distinct or len(holds) != len(windows):
+            return False
+        for hold, window in zip(holds, windows):  # noqa: B905 (lengths checked)
+            if hold.window is not window:
+                return False
+        if not self.cells:  # every hold is on all its windows: make their cells once
+            for counter, bucket in zip(self.counters, self.buckets):  # noqa: B905 (made together)
+                self.cells.append(counter.cell(bucket))
+        self.holds = holds
+        return True
 
 
-# An open reservation: per hold, its counter, bucket cell, bucket and amount held, so that settling
-# it needs no lookups (the first three shared with the binding it was held through).
-_Held = tuple[Reservation, Sequence[_Counter], Sequence[list[int] | None], Sequence[int], list[int]]
+# An open reservation: its counters, bucket cells and buckets, one per hold, so that settling it
+# needs no lookups (shared with the binding it was held through); the amounts held are its holds'.
+_Held = tuple[Reservation, Sequence[_Counter], Sequence[list[int] | None], Sequence[int]]
 
 
 class MemoryCounterStore:
@@ -92,9 +130,11 @@ class MemoryCounterStore:
         self._marker = marker
         self._counters: dict[str, _Counter] = {}
         self._bound: dict[int, _Binding] = {}  # by the id of the windows tuple
-        # The binding and usage the last ``remembered`` read, while no counter has changed since:
-        # a reservation of holds on those windows (as an admission's are) is made on them.
-        self._seen: tuple[_Binding, list[tuple[int, int]]] | None = None
+        # The binding the last ``remembered`` read, while no counter has changed since, and the
+        # usage it read: a reservation of holds on those windows (as an admission's are) is made
+        # on them. Two fields, not a tuple: they are set on every admission.
+        self._seen: _Binding | None = None
+        self._seen_usage: list[tuple[int, int]] = []
         self._reservations: dict[str, _Held] = {}
         self._flags: dict[str, float] = {}
         self._leases: dict[str, float] = {}
@@ -143,7 +183,7 @@ class MemoryCounterStore:
         usage = []  # a loop rather than a comprehension: in CPython 3.11 that is a function made and called
         for counter in bound.counters:
             usage.append((counter.spent, counter.reserved))
-        self._seen = (bound, usage)
+        self._seen, self._seen_usage = bound, usage
         snapshot = _new(Snapshot)
         snapshot.usage, snapshot.flags = usage, self._set(flag_keys, now) if flag_keys else _NO_FLAGS
         return snapshot
@@ -154,10 +194,21 @@ class MemoryCounterStore:
         return frozenset(k for k in flag_keys if self._flags.get(k, 0.0) > now)
 
     def _bind(self, windows: Sequence[Window]) -> _Binding:
-        counters = [self._counter(window) for window in windows]  # may clear _bound: add after
+        # Made for every plan (each caller's, each second its rate windows move): one loop, and
+        # the counter found inline when it needs neither making nor moving on.
+        found = self._counters
+        counters = []
+        buckets = []
+        for window in windows:
+            counter = found.get(window.key)
+            bucket = window.bucket
+            if counter is None or bucket > counter.top:
+                counter = self._counter(window)  # may clear _bound: added to after
+            counters.append(counter)
+            buckets.append(bucket)
         if len(self._bound) >= BOUND_WINDOWS:
             self._bound.clear()
-        bound = self._bound[id(windows)] = _Binding(windows, counters)
+        bound = self._bound[id(windows)] = _Binding(windows, counters, buckets)
         return bound
 
     async def buckets(self, windows: Sequence[Window]) -> list[list[tuple[int, int]]]:
@@ -170,8 +221,7 @@ class MemoryCounterStore:
                 continue
             if window.bucket > counter.top:
                 self._advance(counter, window.bucket)
-            out.append(sorted((b, spent + reserved) for b, (spent, reserved) in counter.buckets.items()
-                              if spent + reserved))
+            out.append(counter.figures())
         return out
 
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], expires_at: float) -> Reservation | Conflict:
@@ -185,39 +235,28 @@ class MemoryCounterStore:
         held = self._reservations.get(reservation_id)
         if held is not None:
             return Attempt(held[0], None, flags)  # a retried reserve of an id still held changes nothing
-        seen, self._seen = self._seen, None
-        if seen is not None and seen[0].distinct and len(holds) == len(seen[0].windows):
-            attempt = self._reserve_seen(reservation_id, holds, expires_at, flags, seen[0], seen[1])
-            if attempt is not None:
-                return attempt
-        return self._reserve(reservation_id, holds, expires_at, flags)
-
-    def _reserve_seen(self, reservation_id: str, holds: Sequence[Hold], expires_at: float, flags: frozenset[str],
-                      bound: _Binding, usage: list[tuple[int, int]]) -> Attempt | None:
-        """Hold on the counters ``remembered`` just read, unchanged since (so ``usage`` is what
-        they hold): the admission path. None, with nothing held, unless each hold is on the
-        binding's window of the same rank and fits (``_reserve`` then says what does not)."""
-        cells = bound.cells
-        if bound.unheld:  # the first hold through this binding: every hold is on all its windows
-            cells = bound.cells = [counter.buckets.setdefault(bucket, [0, 0])
-                                   for counter, bucket in zip(bound.counters, bound.buckets)]  # noqa: B905
-            bound.unheld = False
-        amounts: list[int] = []
-        for hold, window, counter, cell, (spent, reserved) in zip(  # noqa: B905 (equal lengths, checked)
-                holds, bound.windows, bound.counters, cells, usage):
+        bound, self._seen = self._seen, None
+        # (the holds' identity tested here first: the usual admission's are those taken last)
+        if bound is None or (holds is not bound.holds and not bound.takes(holds)):
+            return self._reserve(reservation_id, holds, expires_at, flags)
+        # The admission path: holds on the counters ``remembered`` just read, unchanged since (so
+        # its usage is what they hold), one per window in order. A hold that does not fit undoes
+        # those before it and leaves the answer to ``_reserve``.
+        usage = self._seen_usage
+        counters, cells = bound.counters, bound.cells
+        for hold, counter, cell, (spent, reserved) in zip(holds, counters, cells, usage):  # noqa: B905 (taken)
             amount, limit = hold.amount, hold.limit
-            if hold.window is not window or (limit is not None and spent + reserved + amount > limit):
-                for counter, cell, amount in zip(bound.counters, cells, amounts):  # noqa: B905
-                    cell[1] -= amount  # type: ignore[index]  # made above
-                    counter.reserved -= amount
-                return None
-            cell[1] += amount  # type: ignore[index]
-            counter.reserved = reserved + amount
-            amounts.append(amount)
+            holding = reserved + amount  # figures of nano-dollars take CPython's slow integers: added once
+            if limit is not None and spent + holding > limit:
+                self._undo(counters[:holds.index(hold)], cells, holds)
+                return self._reserve(reservation_id, holds, expires_at, flags)
+            if cell is not None:  # a calendar counter's totals are its figures
+                cell[1] += amount
+            counter.reserved = holding
         reservation = _new(Reservation)
         reservation.id, reservation.holds, reservation.expires_at, reservation.owner = \
             reservation_id, tuple(holds), expires_at, self._replica
-        self._reservations[reservation_id] = (reservation, bound.counters, cells, bound.buckets, amounts)
+        self._reservations[reservation_id] = (reservation, counters, cells, bound.buckets)
         attempt = _new(Attempt)
         attempt.outcome, attempt.usage, attempt.flags = reservation, usage, flags
         return attempt
@@ -229,7 +268,6 @@ class MemoryCounterStore:
         counters: list[_Counter] = []
         cells: list[list[int] | None] = []
         buckets: list[int] = []
-        amounts: list[int] = []
         usage: list[tuple[int, int]] = []
         conflict: Conflict | None = None
         for hold in holds:
@@ -240,44 +278,55 @@ class MemoryCounterStore:
                 continue
             amount, limit, bucket = hold.amount, hold.limit, hold.window.bucket
             if limit is not None and spent + reserved + amount > limit:
-                conflict = Conflict(len(amounts), spent + reserved)
+                conflict = Conflict(len(counters), spent + reserved)
                 continue
-            cell = counter.buckets.setdefault(bucket, [0, 0])
-            cell[1] += amount
+            cell = counter.cell(bucket)
+            if cell is not None:
+                cell[1] += amount
             counter.reserved = reserved + amount
             counters.append(counter)
             cells.append(cell)
             buckets.append(bucket)
-            amounts.append(amount)
         if conflict is not None:
-            self._apply(counters, cells, buckets, amounts, [0] * len(amounts))
+            self._undo(counters, cells, holds)
             return Attempt(conflict, usage, flags)
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        self._reservations[reservation_id] = (reservation, counters, cells, buckets, amounts)
+        self._reservations[reservation_id] = (reservation, counters, cells, buckets)
         return Attempt(reservation, usage, flags)
 
     async def settle(self, reservation: Reservation, amounts: Sequence[int]) -> list[tuple[int, int]]:
-        if len(amounts) != len(reservation.holds):
-            raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
-        if self._marker is None:
-            self._check()
-        held = self._reservations.pop(reservation.id, None)
-        if held is None:
-            return [(0, 0)] * len(reservation.holds)  # already settled or expired: settle once
-        _, counters, cells, buckets, holding = held
-        return self._apply(counters, cells, buckets, holding, amounts)
+        return (await self.settle_claiming(reservation, amounts, (), 0.0)).moved
 
     async def settle_claiming(self, reservation: Reservation, amounts: Sequence[int],
                               thresholds: Sequence[Threshold], now: float) -> Settlement:
+        # Every settlement, release and expiry comes here: the loop is in this coroutine itself,
+        # which runs for each call, rather than in a function of its own (a frame fewer).
         if len(amounts) != len(reservation.holds):
             raise ValueError(f"settle needs one amount per hold: {len(reservation.holds)}, got {len(amounts)}")
         if self._marker is None:
             self._check()
         held = self._reservations.pop(reservation.id, None)
         if held is None:
-            return Settlement([(0, 0)] * len(reservation.holds), ())
-        _, counters, cells, buckets, holding = held
-        moved = self._apply(counters, cells, buckets, holding, amounts)
+            return Settlement([(0, 0)] * len(reservation.holds), ())  # already settled or expired: settle once
+        held_by, counters, cells, buckets = held
+        self._seen = None
+        # Replace the amount of each hold by the amount spent (one per hold, counted above).
+        moved = []
+        for counter, cell, bucket, hold, amount in zip(counters, cells, buckets, held_by.holds, amounts):  # noqa: B905
+            before = counter.spent
+            if bucket != counter.top:  # the window moved on since (or a newer one was seen first)
+                if bucket > counter.top:
+                    self._advance(counter, bucket)
+                if bucket <= counter.top - counter.span:  # the bucket left its rolling window
+                    moved.append((before, before))
+                    continue
+            held_amount = hold.amount
+            if cell is not None:
+                cell[0] += amount
+                cell[1] -= held_amount
+            counter.spent = after = before + amount
+            counter.reserved -= held_amount
+            moved.append((before, after))
         claimed: list[int] | None = None  # made when one is (the usual settlement claims none)
         flags = self._flags
         index = 0
@@ -293,33 +342,17 @@ class MemoryCounterStore:
         settlement.moved, settlement.claimed = moved, tuple(claimed) if claimed else ()
         return settlement
 
-    def _apply(self, counters: Sequence[_Counter], cells: Sequence[list[int] | None], buckets: Sequence[int],
-               holding: Sequence[int], amounts: Sequence[int]) -> list[tuple[int, int]]:
-        """Replace each amount held by the amount spent (one per hold: the callers check the count)."""
-        self._seen = None
-        moved = []
-        for counter, cell, bucket, held, amount in zip(counters, cells, buckets, holding, amounts):  # noqa: B905
-            before = counter.spent
-            if bucket != counter.top:  # the window moved on since (or a newer one was seen first)
-                if bucket > counter.top:
-                    self._advance(counter, bucket)
-                if bucket <= counter.top - counter.span:  # the bucket left its rolling window
-                    moved.append((before, before))
-                    continue
-            assert cell is not None  # every cell held on was made
-            cell[0] += amount
-            cell[1] -= held
-            counter.spent = after = before + amount
-            counter.reserved -= held
-            moved.append((before, after))
-        return moved
+    @staticmethod
+    def _undo(counters: Sequence[_Counter], cells: Sequence[list[int] | None], holds: Sequence[Hold]) -> None:
+        """Take back holds made a moment ago, one per counter given (the first of ``holds``)."""
+        for counter, cell, hold in zip(counters, cells, holds):  # noqa: B905 (the first holds)
+            if cell is not None:
+                cell[1] -= hold.amount
+            counter.reserved -= hold.amount
 
     async def release(self, reservation: Reservation) -> None:
         self._check()
-        held = self._reservations.pop(reservation.id, None)
-        if held is not None:
-            _, counters, cells, buckets, holding = held
-            self._apply(counters, cells, buckets, holding, [0] * len(holding))
+        await self.settle_claiming(reservation, [0] * len(reservation.holds), (), 0.0)
 
     async def set_flags(self, flags: Sequence[tuple[str, float]]) -> None:
         self._check()
@@ -335,9 +368,8 @@ class MemoryCounterStore:
     async def expire(self, now: float) -> list[Reservation]:
         self._check()
         stale = [held for held in self._reservations.values() if held[0].expires_at <= now]
-        for reservation, counters, cells, buckets, holding in stale:
-            del self._reservations[reservation.id]
-            self._apply(counters, cells, buckets, holding, holding)
+        for reservation, _, _, _ in stale:
+            await self.settle_claiming(reservation, [hold.amount for hold in reservation.holds], (), 0.0)
         finished = [k for k, c in self._counters.items() if _finished(c, now)]
         for key in finished:
             del self._counters[key]

@@ -34,6 +34,7 @@ THRESHOLD_PLANS = 10_000  # plans whose alert thresholds are kept (forgotten who
 _ATTEMPTS = range(MAX_ATTEMPTS)  # made once: iterated by every admission
 _new = object.__new__
 Sending = Callable[[Decision, datetime], None]  # see ``Admission.admit``
+_Alerting = tuple[tuple[int, BudgetCheck, tuple[tuple[int, Decimal], ...]], ...]  # as Plan.alerting
 
 
 # Made for every call: plain slotted dataclasses (see core/decision.py); treat them as immutable.
@@ -103,8 +104,10 @@ class Admission:
         self.clock = clock
         self.reservation_ttl_s = reservation_ttl_s
         self.pending = PendingSettlements(store)  # settlements the store could not take, retried
-        # per plan (by id, checked by identity): its thresholds and the crossing each reports
-        self._by_plan: dict[int, tuple[Plan, tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]] = {}
+        # per plan's alerting budgets (by the id of ``Plan.alerting``, checked by identity: a plan
+        # made again as its rate windows move keeps its predecessor's), their thresholds and the
+        # crossing each reports
+        self._by_plan: dict[int, tuple[_Alerting, tuple[Threshold, ...], tuple[tuple[BudgetCheck, Decimal], ...]]] = {}
 
     async def admit(self, call_id: str, request: CallRequest, planner: Planner,
                     sending: Sending | None = None) -> Admitted | Decision:
@@ -231,7 +234,8 @@ class Admission:
 
         Priced at once, then ``charge``d when awaited: a plain function returning ``charge``'s
         coroutine, so that a settlement makes one coroutine, not two."""
-        priced = self.price(admitted, input_tokens, output_tokens, cached_input_tokens, billed=billed)
+        # ``billed`` passed by position: a keyword argument makes CPython 3.11 call through C, not inline
+        priced = self.price(admitted, input_tokens, output_tokens, cached_input_tokens, billed)
         return self.charge(admitted, priced, input_tokens + output_tokens)
 
     async def charge(self, admitted: Admitted, priced: Settled, tokens: int) -> Settled:
@@ -245,9 +249,10 @@ class Admission:
             self.pending.spend(admitted.id, [(h.window, amount) for h, amount in zip(
                 admitted.decision.holds, amounts, strict=True)])
             return priced
-        if plan.alerting:
-            kept = self._by_plan.get(id(plan))
-            if kept is not None and kept[0] is plan:
+        alerting = plan.alerting
+        if alerting:
+            kept = self._by_plan.get(id(alerting))
+            if kept is not None and kept[0] is alerting:
                 thresholds, crossings = kept[1], kept[2]
             else:
                 thresholds, crossings = self._thresholds(plan)
@@ -274,11 +279,11 @@ class Admission:
                 key = f"alert|{check.window.key}|{fraction}"
                 thresholds.append(Threshold(index, level, key, check.window.end.timestamp() + ALERT_CLAIM_S))
                 crossings.append((check, fraction))
-        entry = self._by_plan[id(plan)] = (plan, tuple(thresholds), tuple(crossings))
+        entry = self._by_plan[id(plan.alerting)] = (plan.alerting, tuple(thresholds), tuple(crossings))
         return entry[1], entry[2]
 
     @staticmethod
-    def price(admitted: Admitted, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, *,
+    def price(admitted: Admitted, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0,
               billed: Billed | None = None) -> Settled:
         """What ``settle`` charges, without touching the store (no alert crossings)."""
         model = admitted.decision.model
