@@ -328,7 +328,8 @@ def server_options(header_timeout_s: float, body_timeout_s: float, fd_limit: int
     """
     pending = max(32, fd_limit // 4)
     limits = ReadLimits(header_timeout_s, body_timeout_s, pending)
-    return {"http": TimedProtocolFactory(limits), "backlog": BACKLOG, "limit_concurrency": max(64, fd_limit // 2)}
+    return {"http": TimedProtocolFactory(limits), "backlog": BACKLOG, "limit_concurrency": max(64, fd_limit // 2),
+            "proxy_headers": False}  # the app applies X-Forwarded-* where they are read (``GatewayApp``)
 
 
 __all__ = ["BACKLOG", "ReadLimits", "TimedHttpToolsProtocol", "TimedProtocolFactory", "raise_fd_limit",
