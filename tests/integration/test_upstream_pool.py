@@ -256,6 +256,24 @@ async def test_a_slow_answer_is_a_504(echo_app: tuple[EchoApp, int]) -> None:
     assert "slow" in caught.value.message and "0.3 s" in caught.value.message
 
 
+async def test_a_kept_alive_connection_times_out_its_next_call(echo_app: tuple[EchoApp, int]) -> None:
+    # The read timer of a connection outlives an exchange: the next call on it must still be
+    # timed, by its own upstream's timeout even when a longer one's timer is still pending.
+    app, port = echo_app
+    base = f"http://127.0.0.1:{port}/v1"
+    patient, slow = upstream("patient", "openai", base, timeout_s="600"), upstream("slow", "openai", base,
+                                                                                 timeout_s="0.3")
+    async with pool_for(patient, slow) as pool:
+        assert (await pool.post("patient", "/v1/embeddings", b"{}", {})).status == 200  # leaves a 600 s timer
+        with pytest.raises(UpstreamTimeout):
+            # well within the 600 s a timer left as it was would take
+            await asyncio.wait_for(pool.post("slow", "/v1/stall-head", b"{}", {}), 30)
+        assert (await pool.post("slow", "/v1/embeddings", b"{}", {})).status == 200
+        with pytest.raises(UpstreamTimeout):  # and one of the same timeout, on a connection kept alive
+            await asyncio.wait_for(pool.post("slow", "/v1/stall-head", b"{}", {}), 30)
+    assert len(set(app.clients[:2])) == 1 and len(set(app.clients[2:])) == 1  # a timed-out call's is closed
+
+
 async def test_a_stream_that_stalls_is_a_504(echo_app: tuple[EchoApp, int]) -> None:
     _, port = echo_app
     received = b""

@@ -9,9 +9,18 @@ from textwrap import dedent
 import pytest
 
 from costwarden import errors
-from costwarden.app.auth import MAX_ID_CHARS, MAX_TAG_CHARS, MAX_TAGS, Attribution, KeyIdentity, attribute
+from costwarden.app.auth import (
+    MAX_ID_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    Attribution,
+    KeyDirectory,
+    KeyIdentity,
+    attribute,
+)
 from costwarden.core.policy import Policy
 from costwarden.core.scopes import Planner, plan_for
+from costwarden.ledger.credentials import hash_secret
 from costwarden.policy import parse_policy
 
 POLICY = """
@@ -144,3 +153,29 @@ def test_new_user_ids_do_not_fill_the_plan_cache() -> None:
         plan = planner.plan(caller, now, now.timestamp())
         assert plan.budgets[-1].scope.id == f"user:PER-USER/user-{index}"
     assert len(planner._plans) == 11
+
+
+async def test_a_key_the_directory_no_longer_knows_is_refused_at_its_next_call() -> None:
+    # The directory remembers the hashes of the secrets it has seen; a revoked key, gone from the
+    # set it re-reads, must still be refused at once, and a key added must be taken at once.
+    secret, other = "cw-" + "a" * 43, "cw-" + "b" * 43
+    known = {hash_secret(secret): KeyIdentity("key_a", "SALES")}
+
+    async def load() -> dict[str, KeyIdentity]:
+        return dict(known)
+
+    keys = KeyDirectory(load)
+    await keys.start()
+    try:
+        for _ in range(2):  # the second time from the remembered hash
+            assert keys.authenticate({"authorization": f"Bearer {secret}"}).id == "key_a"
+        with pytest.raises(errors.AuthenticationFailed):
+            keys.authenticate({"authorization": f"Bearer {other}"})
+        known = {hash_secret(other): KeyIdentity("key_b", "SALES")}  # revoked one, created the other
+        await keys.stop()  # and start again: it re-reads the keys, as its refresh does every few seconds
+        await keys.start()
+        with pytest.raises(errors.AuthenticationFailed):
+            keys.authenticate({"authorization": f"Bearer {secret}"})
+        assert keys.authenticate({"x-api-key": other}).id == "key_b"
+    finally:
+        await keys.stop()

@@ -26,6 +26,7 @@ from costwarden.core.events import UsageEvent
 from costwarden.http.app import GatewayApp
 from costwarden.http.bodies import header_map
 from costwarden.http.headers import call_headers, rate_headers, rfc3339, usd
+from costwarden.http.timeouts import server_options
 from costwarden.ledger.schema import inflight, usage_events
 from costwarden.ledger.sqlite_statements import SqliteInsert
 from costwarden.providers import tokens
@@ -84,6 +85,30 @@ async def test_an_exception_a_handler_lets_out_is_logged_and_raised(caplog: pyte
     with pytest.raises(RuntimeError, match="boom"):
         await ask(app, "POST", "/v1/boom")
     assert "unexpected failure on POST /v1/boom" in caplog.text
+
+
+async def test_forwarded_headers_of_a_trusted_proxy_apply_to_routed_requests() -> None:
+    # The server leaves X-Forwarded-* to the app, which applies them as uvicorn would to all but
+    # the proxied calls (which read neither the client's address nor the scheme).
+    handler = Recorder()
+    app = app_with(handler)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+    forwarded = {"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.7"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        assert (await client.post("/v1/unknown", headers=forwarded)).status_code == 404
+        assert (await client.post("/v1/chat/completions", headers=forwarded)).text == "direct"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, root_path="/gw", client=("127.0.0.1", 5000)),
+                                 base_url="http://gw") as client:
+        assert (await client.post("/gw/v1/chat/completions", headers=forwarded)).text == "routed"
+    routed = handler.scopes[-1]
+    assert (routed["scheme"], routed["client"]) == ("https", ("203.0.113.7", 0))
+    untrusted = GatewayApp(proxied={}, forwarded_allow_ips="10.0.0.1",
+                           routes=[Route("/v1/other", handler, methods=["POST"])])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=untrusted, client=("127.0.0.1", 5000)),
+                                 base_url="http://gw") as client:
+        await client.post("/v1/other", headers=forwarded)
+    assert (handler.scopes[-1]["scheme"], handler.scopes[-1]["client"]) == ("http", ("127.0.0.1", 5000))
+    assert server_options(10.0, 60.0, 4096)["proxy_headers"] is False
 
 
 # -- usage parsing ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 from costwarden import errors
@@ -20,6 +21,7 @@ MAX_ID_CHARS = 128  # X-User-ID, X-Team-ID, the department header, the body's us
 MAX_TAGS = 32
 MAX_TAG_CHARS = 64  # each tag's name and each value
 _MAX_TAGS_HEADER = MAX_TAGS * (2 * MAX_TAG_CHARS + 8)  # room for MAX_TAGS valid tags, '=', commas and spaces
+HASHES_KEPT = 1024  # secrets whose hashes a directory remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,10 @@ class _Directory(Generic[T]):
         self._refresh_s = refresh_s
         self._known: Mapping[str, T] = {}
         self._task: asyncio.Task[None] | None = None
+        # The hash of each secret seen lately: a key calling again is not hashed again. Only the
+        # hash is remembered per secret, and it is looked up in the known set at every call, so a
+        # revoked key is refused as soon as the set is re-read; bounded, a flood of wrong keys evicts.
+        self._hash = lru_cache(maxsize=HASHES_KEPT)(hash_secret)
 
     async def start(self) -> None:
         self._known = await self._load()
@@ -90,7 +96,7 @@ class _Directory(Generic[T]):
                 log.warning("could not refresh %s (%s); keeping the %d known", self._what, exc, len(self._known))
 
     def _lookup(self, secret: str) -> T | None:
-        return self._known.get(hash_secret(secret))
+        return self._known.get(self._hash(secret))
 
 
 class KeyDirectory(_Directory[KeyIdentity]):

@@ -142,26 +142,29 @@ class GatewayService:
         # A snapshot, alias or prefixed id is admitted, priced and recorded as its catalog entry.
         resolution = policy.catalog.resolution(model_id) if isinstance(model_id, str) else None
         spec = resolution.spec if resolution is not None else None
+        model = spec.id if spec is not None else None  # the catalog entry's id
         if spec is not None:
             _check_wire(endpoint, spec.id, policy.upstreams[spec.provider].type)
-        estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)
+        estimate = endpoint.estimate(payload, model=model)
         plan = policy.plan_of(who.caller.customer)
         trimmed = 0
         if plan is not None:  # the plan's efficiency features shape what is estimated and sent
             try:
-                shaped = shape(plan, endpoint, payload, model=spec.id if spec is not None else None,
-                               customer=who.caller.customer, tokens=estimate.tokens)
+                shaped = shape(plan, endpoint, payload, model=model, customer=who.caller.customer,
+                               tokens=estimate.tokens)
             except errors.ContextLengthExceeded as exc:  # too long for the plan even when trimmed
-                await self._reject(call_id, endpoint, who, spec.id if spec is not None else str(model_id), exc, ())
+                await self._reject(call_id, endpoint, who, model or str(model_id), exc, ())
                 exc.request_id, exc.department = call_id, who.caller.department
                 raise
             if shaped.payload is not payload:
                 payload, trimmed = dict(shaped.payload), shaped.trimmed_tokens
-                estimate = endpoint.estimate(payload, model=spec.id if spec is not None else None)
-        priced = _priced_input(spec, estimate.reserve(spec.context_window), endpoint.cache_write(payload)) \
-            if spec is not None else None
-        request = CallRequest(who.caller, spec.id if spec is not None else model_id,
-                              estimate.tokens if spec is None else estimate.reserve(spec.context_window),
+                estimate = endpoint.estimate(payload, model=model)
+        if spec is None:
+            tokens, priced = estimate.tokens, None
+        else:
+            tokens = estimate.reserve(spec.context_window)
+            priced = _priced_input(spec, tokens, endpoint.cache_write(payload))
+        request = CallRequest(who.caller, model_id if model is None else model, tokens,
                               endpoint.requested_output_tokens(payload), endpoint.output_multiplier(payload),
                               input_floor=estimate.floor, priced_input=priced)
         self.ledger.check_accepting()  # refused here, before anything is reserved or forwarded
@@ -185,7 +188,7 @@ class GatewayService:
         call = _Call(call_id, endpoint, who, outcome, generation, upstream.name, stream,
                      str(model_id), decision.label, resolution, trimmed=trimmed, started=started, ready=ready)
         # From here on the call holds a reservation: every failure must reach _close (see _guarded).
-        return await self._guarded(call, self._forward(call, payload, request, client_headers, preparation))
+        return await self._guarded(call, partial(self._forward, call, payload, request, client_headers, preparation))
 
     async def _wait_for_capacity(self, call_id: str, endpoint: Endpoint, who: Attribution, admitted: Admitted,
                                  upstream: str, tpm: int, plan: Plan | None) -> None:
@@ -202,9 +205,11 @@ class GatewayService:
             exc.request_id, exc.department = call_id, who.caller.department
             raise
 
-    async def _forward(self, call: _Call, payload: dict[str, Any], request: CallRequest,
-                       client_headers: Mapping[str, str],
-                       preparation: Preparation[tuple[InflightCall, Prepared]] | None) -> Answer | Streaming:
+    def _forward(self, call: _Call, payload: dict[str, Any], request: CallRequest, client_headers: Mapping[str, str],
+                 preparation: Preparation[tuple[InflightCall, Prepared]] | None) -> Awaitable[Answer | Streaming]:
+        """Write the call's write-ahead record and start forwarding it. Returns the coroutine that
+        forwards it rather than being one: every resumption of a call passes through each
+        coroutine frame it is awaited through, so this makes one frame fewer."""
         admitted = call.admitted
         made = None if preparation is None else preparation.take(admitted.decision, admitted.at)
         inflight, prepared = made or _forwarding(
@@ -212,13 +217,14 @@ class GatewayService:
             call.generation.policy, self.admission.store.replica, admitted.decision, admitted.at)
         self.ledger.begin(inflight)
         if call.stream:
-            return await self._stream(call, prepared.body, prepared.client_wants_usage, client_headers)
-        return await self._unary(call, prepared.body, client_headers)
+            return self._stream(call, prepared.body, prepared.client_wants_usage, client_headers)
+        return self._unary(call, prepared.body, client_headers)
 
-    async def _guarded(self, call: _Call, work: Awaitable[T]) -> T:
-        """A failure of the gateway itself still frees the call's reservation and records its event."""
+    async def _guarded(self, call: _Call, work: Callable[[], Awaitable[T]]) -> T:
+        """A failure of the gateway itself, in ``work()`` or what it returns, still frees the call's
+        reservation and records its event."""
         try:
-            return await work
+            return await work()
         except errors.CostwardenError:
             raise
         except Exception as exc:  # the service's edge: nothing may leak a reservation or lose an event
@@ -246,7 +252,8 @@ class GatewayService:
             # Once the loop is free, so after the ledger's writer has sent the event (it sends
             # from a callback queued as the event was queued): the commit is then in flight.
             asyncio.get_running_loop().call_soon(call.ready, answer)
-        await self._recorded(call, closing)
+        await closing.durable
+        self._observe(call, closing)
         return answer
 
     async def _stream(self, call: _Call, body: bytes, wants_usage: bool,
@@ -286,15 +293,16 @@ class GatewayService:
 
     async def _close(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> UsageEvent:
         """Make the event durable and settle (or release) the reservation (``_settle``), and
-        return once the event is durable (``_recorded``)."""
+        return once the event is durable."""
         closing = await self._settle(call, usage, status, http_status)
-        await self._recorded(call, closing)
+        await closing.durable
+        self._observe(call, closing)
         return closing.event
 
     async def _settle(self, call: _Call, usage: Usage | None, status: CallStatus, http_status: int) -> _Closing:
         """Hand the event to the ledger and settle (or release) the reservation, the two at once:
         the event's price needs nothing from the counter store. Returns with the event's commit
-        still in flight (``_recorded`` waits for it), unless it fails first."""
+        still in flight (its ``durable`` must be awaited), unless it fails first."""
         call.closed = True
         admitted = call.admitted
         priced = None if usage is None else self.admission.price(
@@ -317,10 +325,10 @@ class GatewayService:
             raise
         return _Closing(event, settled, durable)
 
-    async def _recorded(self, call: _Call, closing: _Closing) -> None:
-        """Wait until the event is durable. The observer is told just after, once the caller has
-        gone on to answer the client: metrics and alerts are no part of a call's latency."""
-        await closing.durable
+    def _observe(self, call: _Call, closing: _Closing) -> None:
+        """Tell the observer of an event made durable, once the caller has gone on to answer the
+        client: metrics and alerts are no part of a call's latency. (Not a coroutine awaiting
+        ``durable`` itself: a frame fewer for the call to be resumed through.)"""
         asyncio.get_running_loop().call_soon(self.observer.on_event, closing.event, closing.settled,
                                              call.generation)
 

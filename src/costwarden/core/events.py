@@ -19,9 +19,12 @@ INTERRUPTED = CallStatus.INTERRUPTED
 GATEWAY_ERROR = CallStatus.GATEWAY_ERROR
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made the
+# UsageEvent every call builds (37 fields) three times as dear, and the InflightCall twice.
+# Neither is changed once made; nothing hashes them (their tags are dicts).
+@dataclass(slots=True)
 class UsageEvent:
-    """One immutable ledger row per admitted call. Money in nano-dollars.
+    """One ledger row per admitted call, never changed once made. Money in nano-dollars.
 
     ``input_tokens`` counts every input token, cached ones included; ``cached_input_tokens`` is
     the cached part (OpenAI's convention; Anthropic usage is normalized to it).
@@ -101,7 +104,7 @@ class Rejection:
     shadow: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see UsageEvent
 class InflightCall:
     """Written ahead of forwarding, so that a crash leaves a trace to settle at the estimate."""
 

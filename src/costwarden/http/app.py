@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from costwarden.app.bootstrap import running
 from costwarden.app.settings import Settings, settings_from_environment
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 # A call allocates a few hundred and frees nearly all of them by reference counting, so at the
 # default the collector ran every few calls and traversed the objects of every call in flight.
 YOUNG_GC_THRESHOLD = 20_000
+# The proxies whose X-Forwarded-* headers are trusted unless FORWARDED_ALLOW_IPS names others
+# (uvicorn's default and variable).
+DEFAULT_FORWARDED_ALLOW_IPS = "127.0.0.1"
 
 
 class GatewayApp(Starlette):
@@ -38,9 +42,14 @@ class GatewayApp(Starlette):
     way, and an exception a handler lets out is logged as Starlette's handler does.
     """
 
-    def __init__(self, *, proxied: Mapping[str, ASGIApp], **kwargs: Any) -> None:
+    def __init__(self, *, proxied: Mapping[str, ASGIApp], forwarded_allow_ips: str = DEFAULT_FORWARDED_ALLOW_IPS,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._proxied = dict(proxied)
+        # uvicorn's rewriting of the client's address and scheme from X-Forwarded-* headers sent
+        # by a trusted proxy, for everything but the proxied calls, which read neither: the server
+        # runs with it off (``server_options``), since a layer of it cost every call a share.
+        self._routed = ProxyHeadersMiddleware(super().__call__, trusted_hosts=forwarded_allow_ips)  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
@@ -53,7 +62,7 @@ class GatewayApp(Starlette):
                     log.error("unexpected failure on POST %s", scope["path"], exc_info=True)
                     raise
                 return
-        await super().__call__(scope, receive, send)
+        await self._routed(scope, receive, send)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings, policy: Policy | None = None,
@@ -78,6 +87,7 @@ def create_app(settings: Settings, policy: Policy | None = None,
 
     proxied = proxy_handlers()
     return GatewayApp(proxied=proxied, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS,
+                      forwarded_allow_ips=settings.environ.get("FORWARDED_ALLOW_IPS", DEFAULT_FORWARDED_ALLOW_IPS),
                       routes=[*gateway_routes(proxied), *health_routes(), admin_mount(), *dashboard_routes()])
 
 

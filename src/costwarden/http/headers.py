@@ -46,8 +46,7 @@ def call_headers(receipt: Receipt, *, anthropic: bool = False) -> Raw:
     if decision.shadow:
         headers.append((b"x-costwarden-shadow", "; ".join(decision.shadow).encode("latin-1")))
     if decision.rate is not None:
-        headers += [(_RAW_NAMES[name], value.encode("latin-1"))
-                    for name, value in _rate_items(decision.rate, anthropic=anthropic)]
+        _add_rate(headers, decision.rate, anthropic)
     return headers
 
 
@@ -59,31 +58,32 @@ def rate_headers(rate: RateInfo, *, anthropic: bool = False) -> dict[str, str]:
     Our token limit counts input and output together, so it is Anthropic's combined ``tokens``
     limit; the input- and output-tokens variants are not sent.
     """
-    return dict(_rate_items(rate, anthropic=anthropic))
+    raw: Raw = []
+    _add_rate(raw, rate, anthropic)
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
 
 
 # The rate-limit header names of each limit: OpenAI's three, then Anthropic's three.
-_RATE_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}", f"x-ratelimit-reset-{kind}",
-                      f"anthropic-ratelimit-{kind}-limit", f"anthropic-ratelimit-{kind}-remaining",
-                      f"anthropic-ratelimit-{kind}-reset") for kind in ("requests", "tokens")}
-_RAW_NAMES = {name: name.encode("latin-1") for names in _RATE_NAMES.values() for name in names}
+_RATE_NAMES = {kind: (b"x-ratelimit-limit-%s" % kind, b"x-ratelimit-remaining-%s" % kind,
+                      b"x-ratelimit-reset-%s" % kind, b"anthropic-ratelimit-%s-limit" % kind,
+                      b"anthropic-ratelimit-%s-remaining" % kind, b"anthropic-ratelimit-%s-reset" % kind)
+               for kind in (b"requests", b"tokens")}
+_REQUESTS, _TOKENS = _RATE_NAMES[b"requests"], _RATE_NAMES[b"tokens"]
 
 
-def _rate_items(rate: RateInfo, *, anthropic: bool) -> list[tuple[str, str]]:
-    """``rate_headers`` as (name, value) pairs, in order."""
-    items: list[tuple[str, str]] = []
+def _add_rate(headers: Raw, rate: RateInfo, anthropic: bool) -> None:
+    """Append ``rate_headers`` to ``headers`` as ASGI pairs, in order; written as bytes directly,
+    since every forwarded call sends them."""
     for names, limit, remaining, reset, reset_at in (
-            (_RATE_NAMES["requests"], rate.limit_requests, rate.remaining_requests, rate.reset_requests_s,
-             rate.reset_requests_at),
-            (_RATE_NAMES["tokens"], rate.limit_tokens, rate.remaining_tokens, rate.reset_tokens_s,
-             rate.reset_tokens_at)):
+            (_REQUESTS, rate.limit_requests, rate.remaining_requests, rate.reset_requests_s, rate.reset_requests_at),
+            (_TOKENS, rate.limit_tokens, rate.remaining_tokens, rate.reset_tokens_s, rate.reset_tokens_at)):
         if limit is None:
             continue
-        limit_text, remaining_text = str(limit), str(remaining)
-        items += ((names[0], limit_text), (names[1], remaining_text), (names[2], f"{reset}s"))
+        limit_text, remaining_text = b"%d" % limit, b"%d" % (remaining or 0)  # remaining is set with its limit
+        headers += ((names[0], limit_text), (names[1], remaining_text), (names[2], b"%ds" % reset))
         if anthropic:
-            items += ((names[3], limit_text), (names[4], remaining_text), (names[5], rfc3339(reset_at)))
-    return items
+            headers += ((names[3], limit_text), (names[4], remaining_text),
+                        (names[5], rfc3339(reset_at).encode("latin-1")))
 
 
 @lru_cache(maxsize=64)  # calls in the same second share their resets' texts

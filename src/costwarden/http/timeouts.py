@@ -45,9 +45,12 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 BACKLOG = 4096  # connections the kernel queues before accept(); it caps this at net.core.somaxconn
-# uvicorn's own checks of a header name and value; each matches one byte, so a search of the
-# names (values) joined finds what a search of each would.
-_BAD_NAME, _BAD_VALUE = HEADER_RE, HEADER_VALUE_RE
+# uvicorn's own checks of a header name and value match one byte each, so they are the bytes
+# they refuse: deleting those from the names (values) joined changes the length exactly when a
+# search of each would find one. bytes.translate does it at a table lookup per byte, where the
+# regular expressions' character classes cost about 2 % of a call's instructions.
+_BAD_NAME, _BAD_VALUE = (bytes(b for b in range(256) if pattern.match(bytes((b,)))) for pattern in (HEADER_RE,
+                                                                                                 HEADER_VALUE_RE))
 # Headers whose presence makes uvicorn's send do more than write them.
 _UVICORN_INTERPRETS = frozenset({b"transfer-encoding", b"connection"})
 
@@ -246,7 +249,7 @@ def _write_whole(cycle: RequestResponseCycle, start: ASGISendEvent, end: ASGISen
     else, which goes through uvicorn's ``send`` (that also raises for what is invalid).
 
     uvicorn checks each header name and value with a regular expression of its own, then builds
-    the head piece by piece; here the names, then the values, are checked in one search each."""
+    the head piece by piece; here the names, then the values, are checked in one pass each."""
     if (cycle.response_started or cycle.disconnected or cycle.flow.write_paused or cycle.access_log
             or cycle.scope["method"] == "HEAD"):
         return False
@@ -271,7 +274,7 @@ def _write_whole(cycle: RequestResponseCycle, start: ASGISendEvent, end: ASGISen
         names.append(name)
         values.append(value)
         content += (name, b": ", value, b"\r\n")
-    if length != len(body) or _BAD_NAME.search(b"".join(names)) or _BAD_VALUE.search(b"".join(values)):
+    if length != len(body) or not _clean(b"".join(names), _BAD_NAME) or not _clean(b"".join(values), _BAD_VALUE):
         return False
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
@@ -286,6 +289,11 @@ def _write_whole(cycle: RequestResponseCycle, start: ASGISendEvent, end: ASGISen
         cycle.transport.close()
     cycle.on_response()
     return True
+
+
+def _clean(data: bytes, refused: bytes) -> bool:
+    """Whether ``data`` holds none of the bytes ``refused``."""
+    return len(data.translate(None, refused)) == len(data)
 
 
 def _declares_length(message: ASGISendEvent) -> bool:
@@ -328,7 +336,8 @@ def server_options(header_timeout_s: float, body_timeout_s: float, fd_limit: int
     """
     pending = max(32, fd_limit // 4)
     limits = ReadLimits(header_timeout_s, body_timeout_s, pending)
-    return {"http": TimedProtocolFactory(limits), "backlog": BACKLOG, "limit_concurrency": max(64, fd_limit // 2)}
+    return {"http": TimedProtocolFactory(limits), "backlog": BACKLOG, "limit_concurrency": max(64, fd_limit // 2),
+            "proxy_headers": False}  # the app applies X-Forwarded-* where they are read (``GatewayApp``)
 
 
 __all__ = ["BACKLOG", "ReadLimits", "TimedHttpToolsProtocol", "TimedProtocolFactory", "raise_fd_limit",

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -252,8 +253,13 @@ _SAMPLES = (datetime(2026, 11, 10, 15, 4, 5, 123456, tzinfo=UTC), datetime(987, 
 
 def utc_text(value: Any) -> Any:
     """An aware UTC datetime as SQLite stores it through SQLAlchemy: naive UTC text."""
-    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (value.year, value.month, value.day, value.hour,  # noqa: UP031
-                                                    value.minute, value.second, value.microsecond)
+    return _up_to_second(value.year, value.month, value.day, value.hour, value.minute, value.second) \
+        + "%06d" % value.microsecond  # noqa: UP031
+
+
+@lru_cache(maxsize=16)  # the rows of a second share it: half the instructions of the whole format
+def _up_to_second(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
+    return "%04d-%02d-%02d %02d:%02d:%02d." % (year, month, day, hour, minute, second)  # noqa: UP031
 
 
 def _for_wire(process: Callable[[Any], Any] | None, dialect: str) -> Callable[[Any], Any] | None:

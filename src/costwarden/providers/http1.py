@@ -148,7 +148,6 @@ class Connection(asyncio.Protocol):
             return
         self._complete = True
         self._keep_alive = self._parser.should_keep_alive()  # only known while the message is current
-        self._cancel_timer()
         # Nothing more belongs to this answer, so nothing more needs holding back; a connection
         # left paused would never read the answer to its next request.
         self._resume()
@@ -163,8 +162,13 @@ class Connection(asyncio.Protocol):
         self._status, self._headers, self._head_done, self._complete, self._keep_alive = 0, [], False, False, False
         self._error = None
         self._timeout = read_timeout
-        self._last_read = self._loop.time()
-        self._timer = self._loop.call_at(self._last_read + read_timeout, self._check_timeout)
+        self._last_read = now = self._loop.time()
+        # The read timer outlives an exchange (it finds the connection idle and lapses) and serves
+        # the next one, which it checks when it fires: a timer made and cancelled per request
+        # cost the loop a heap insertion and removal every call. Re-armed only if it would fire late.
+        if self._timer is None or self._timer.when() > now + read_timeout:
+            self._cancel_timer()
+            self._timer = self._loop.call_at(now + read_timeout, self._check_timeout)
         self.transport.write(request)
 
     async def head(self) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -202,7 +206,6 @@ class Connection(asyncio.Protocol):
     def finish(self) -> bool:
         """End the exchange; True when the connection may carry another request."""
         self._active = False
-        self._cancel_timer()
         if not self._complete or self._chunks or self._error is not None or not self._keep_alive:
             self._break(None)
         return not self.broken

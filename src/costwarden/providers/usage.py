@@ -21,7 +21,9 @@ from costwarden.core.pricing import TokenType, token_breakdown
 NO_TOOLS: Mapping[str, int] = {}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and every call
+# makes one of these (ten fields). Never changed once made; nothing hashes one (tool_calls is a dict).
+@dataclass(slots=True)
 class Usage:
     """What one call consumed, as reported by the upstream.
 
