@@ -177,7 +177,7 @@ async def test_cut_lane_connections_lose_nothing(postgres_database: str, tmp_pat
 
 async def test_a_restarted_database_fails_no_call(postgres_server: PostgresServer, tmp_path: Path) -> None:
     """PostgreSQL stopped as by a crash between lone calls and started again: the calls made
-    meanwhile return (their events spooled), all reach the database, and the lane opens again."""
+    after it return, their events reach the database, and the lane opens again."""
     url = postgres_server.url
     async with opened(url, tmp_path / "spool") as ledger:
         await lone_call(ledger, "restart_0", 0)

@@ -8,11 +8,12 @@ statements are the writer process's (``PostgresStatements``), prepared on the se
 same durability: write-ahead rows on a connection with ``synchronous_commit = off``, events on a
 durable one.
 
-Which rows take it: a write-ahead row or an event while neither the writer process nor the lane
-has a row pending or in flight; and the event of a call whose write-ahead row is still being
-committed on the lane, which waits for that commit (its statement deletes that row, so the row
-must be there first). Under load the writer process is never idle, so the lane is not used and
-its batches and their company (``company.py``) are as before.
+Which rows take it: the write-ahead row and the event of a lone call (no other call in flight,
+as ``company.py`` counts them) while neither the writer process nor the lane has a row pending or
+in flight; and the event of a call whose write-ahead row is still being committed on the lane,
+which waits for that commit (its statement deletes that row, so the row must be there first).
+With calls in flight together the lane is not used, so the writer process's batches and their
+company are as before.
 
 When it fails: a row the lane does not commit (its connection broke or took longer than
 ``TIMEOUT_S``, or the database refused the row) goes on to the writer process with its waiter,
@@ -94,8 +95,9 @@ class DirectLane:
         if not self._closed and self._sessions is None and self._connecting is None:
             self._connecting = self._loop.create_task(self._connect())
 
-    def take(self, write: Write, writer_idle: bool) -> bool:
-        """Put ``write`` on the lane if it is one the lane takes (see the module's docstring)."""
+    def take(self, write: Write, alone: bool) -> bool:
+        """Put ``write`` on the lane if it is one the lane takes (see the module's docstring);
+        ``alone``: it is the row of a lone call, and the writer process has no row."""
         kind = write.kind
         if kind is RowKind.EVENT:
             behind = self._ahead.get(write.row["id"])
@@ -104,7 +106,7 @@ class DirectLane:
                 return True
         elif kind is not RowKind.INFLIGHT:
             return False
-        if not writer_idle or self.busy:
+        if not alone or self.busy:
             return False
         sessions = self._sessions
         if sessions is None:

@@ -1,8 +1,8 @@
 """The gateway's end of a ledger's writer process (``writer_process.py`` for SQLite,
 ``--postgresql`` for PostgreSQL): usage rows put on one event loop are sent to the process
 in batches, and a row's waiter resolves only once the process has committed it (an event is
-durable before its response ends). On PostgreSQL, a lone call's rows, put while the process has
-none pending or in flight, are committed from the event loop instead (``direct_lane.py``).
+durable before its response ends). On PostgreSQL, the rows of a lone call (no other call in
+flight, no row at the process) are committed from the event loop instead (``direct_lane.py``).
 """
 
 from __future__ import annotations
@@ -81,9 +81,8 @@ class WriterProcessClient:
     thread) and this writer is no longer ``usable``. Rows without a waiter (write-ahead rows) that
     fail are handed to ``lost``. With ``Program.company``, a batch whose every row is waited for
     is held back while it waits for company, by the writer thread's rules (``company.py``); a
-    batch with a write-ahead row goes at once. With ``Program.lane``, rows put while no batch is
-    pending or sent may go to the direct lane instead, which hands back those it does not commit;
-    ``drain`` waits for them too. Not thread-safe: everything runs on ``loop``.
+    batch with a write-ahead row goes at once. With ``Program.lane``, a lone call's rows go to the
+    direct lane instead, which hands back those it does not commit; ``drain`` waits for them too. Not thread-safe: everything runs on ``loop``.
     """
 
     def __init__(self, program: Program, loop: asyncio.AbstractEventLoop,
@@ -118,7 +117,7 @@ class WriterProcessClient:
             lone = write.kind is RowKind.EVENT and company.is_open(write.row["id"])
             company.note((write,), time.monotonic())
             lane = self._lane
-            if lane is not None and lane.take(write, not self._pending and not self._sent):
+            if lane is not None and lane.take(write, self._alone(write, company)):
                 return
             self._pending.append(write)
             if lone and not company.in_flight and self._process is not None:
@@ -127,6 +126,12 @@ class WriterProcessClient:
         else:
             self._pending.append(write)
         self._kick()
+
+    def _alone(self, write: Write, company: Company) -> bool:
+        """Whether ``write`` is the row of a lone call, noted by ``company``: no other call is in
+        flight, and the writer process has no row pending or being committed."""
+        others = company.in_flight - (write.kind is RowKind.INFLIGHT)
+        return not others and not self._pending and not self._sent
 
     def _to_process(self, write: Write) -> None:
         """A row the direct lane did not commit: to the writer process after all."""
