@@ -78,12 +78,14 @@ async def until(ready: Callable[[], Awaitable[bool]], what: str) -> None:
 
 @contextlib.asynccontextmanager
 async def opened(url: str, spool: Path) -> AsyncIterator[Ledger]:
-    """A ledger whose writer process has started and whose lane is open."""
+    """A ledger whose writer process has started and whose lane is open, after a lone call (no
+    output tokens): calls come one at a time."""
     ledger = await Ledger.open(url, spool_dir=spool)
     try:
         ledger.start_writer()
         await until(lambda: asyncio.to_thread(lambda: bool(writer_pids())), "the writer process")
         await until(lambda: asyncio.sleep(0, ledger.direct_lane_open), "the lane open")
+        await lone_call(ledger, "first", 0)
         yield ledger
     finally:
         await asyncio.wait_for(ledger.close(), WAIT_S)

@@ -128,10 +128,14 @@ class WriterProcessClient:
         self._kick()
 
     def _alone(self, write: Write, company: Company) -> bool:
-        """Whether ``write`` is the row of a lone call, noted by ``company``: no other call is in
-        flight, and the writer process has no row pending or being committed."""
-        others = company.in_flight - (write.kind is RowKind.INFLIGHT)
-        return not others and not self._pending and not self._sent
+        """Whether ``write``, noted by ``company``, is a lone call's row while the writer process
+        has no row pending or being committed: an event with no other call in flight; a
+        write-ahead row with none either, in a lull (``Company.lull``)."""
+        if write.kind is RowKind.INFLIGHT:
+            alone = company.in_flight == 1 and company.lull
+        else:
+            alone = write.kind is RowKind.EVENT and not company.in_flight
+        return alone and not self._pending and not self._sent
 
     def _to_process(self, write: Write) -> None:
         """A row the direct lane did not commit: to the writer process after all."""
