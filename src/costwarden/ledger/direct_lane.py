@@ -8,12 +8,13 @@ statements are the writer process's (``PostgresStatements``), prepared on the se
 same durability: write-ahead rows on a connection with ``synchronous_commit = off``, events on a
 durable one.
 
-Which rows take it: the write-ahead row and the event of a lone call (no other call in flight,
-as ``company.py`` counts them) while neither the writer process nor the lane has a row pending or
-in flight; and the event of a call whose write-ahead row is still being committed on the lane,
-which waits for that commit (its statement deletes that row, so the row must be there first).
-With calls in flight together the lane is not used, so the writer process's batches and their
-company are as before.
+Which rows take it, as the writer process's client decides (``writer_process_client.py``): the
+event of a lone call (no other call in flight, as ``company.py`` counts them) and, while calls
+come one at a time (``Company.lull``), its write-ahead row, when neither the writer process nor
+the lane has a row pending or in flight; and the event of a call whose write-ahead row is still
+being committed on the lane, which waits for that commit (its statement deletes that row, so the
+row must be there first). With calls in flight together the lane is not used, so the writer
+process's batches and their company are as before.
 
 When it fails: a row the lane does not commit (its connection broke or took longer than
 ``TIMEOUT_S``, or the database refused the row) goes on to the writer process with its waiter,
