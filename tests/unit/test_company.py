@@ -56,3 +56,28 @@ def test_calls_that_ended_elsewhere_no_longer_hold_a_batch() -> None:
     assert company.wait() is not None
     company.forget(["c0", "c1", "never-begun"])  # their events went to the spool
     assert company.in_flight == SIBLINGS - 2 and company.wait() is None
+
+
+def test_calls_one_at_a_time_make_a_lull() -> None:
+    company = Company()
+    assert not company.lull
+    company.note([begin("a")], now=0.0)
+    assert not company.lull  # no call has ended alone yet
+    company.note([end("a")], now=0.001)
+    assert company.lull
+    company.note([begin("b")], now=0.002)
+    assert company.lull
+
+
+def test_calls_side_by_side_end_a_lull() -> None:
+    company = Company()
+    company.note([begin("a"), end("a")], now=0.0)
+    assert company.lull
+    company.note([begin("b"), begin("c")], now=0.001)
+    assert not company.lull
+    company.note([end("b"), end("c")], now=0.002)
+    assert not company.lull  # neither was alone from beginning to end
+    company.note([begin("d")], now=0.003)  # the first call of a pause begins alone
+    assert not company.lull
+    company.note([begin("e"), end("d"), end("e")], now=0.004)
+    assert not company.lull

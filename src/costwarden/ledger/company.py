@@ -6,6 +6,9 @@ someone waits for may wait a little for the events of the other calls in flight,
 ``commit_delay`` waits for other transactions' WAL: only while at least ``SIBLINGS`` calls are in
 flight, until one in eight of them has ended, for at most four times the recent gap between two
 events and never more than ``WINDOW_S``. A lone call never waits.
+
+It also tells whether calls come one at a time (``lull``), for the direct lane of lone calls'
+rows (``direct_lane.py``).
 """
 
 from __future__ import annotations
@@ -28,10 +31,20 @@ class Company:
         self._open: dict[str, None] = {}  # in arrival order, so the oldest are forgotten first
         self._gap = window_s  # moving average of the time between two events
         self._last_event: float | None = None
+        self._alone: str | None = None  # a call begun with none other in flight, none begun since
+        self._lull = False
 
     @property
     def in_flight(self) -> int:
         return len(self._open)
+
+    @property
+    def lull(self) -> bool:
+        """Whether the last call to end was alone from its beginning to its end, and no call has
+        begun beside another since. Under concurrency the first call of a short pause begins
+        alone, but its write-ahead row would ride in the next batch's statement, so that alone
+        does not make a lull."""
+        return self._lull
 
     def is_open(self, ident: str) -> bool:
         """Whether call ``ident`` began here (its write-ahead row) and has not ended yet."""
@@ -42,10 +55,14 @@ class Company:
         events = 0
         for write in writes:
             if write.kind is RowKind.INFLIGHT:
+                self._alone = None if self._open else write.row["id"]
+                self._lull = self._lull and self._alone is not None
                 self._open[write.row["id"]] = None
             elif write.kind is RowKind.EVENT:
                 events += 1
                 self._open.pop(write.row["id"], None)
+                if write.row["id"] == self._alone:
+                    self._alone, self._lull = None, True
                 if self._last_event is not None:
                     self._gap += (min(now - self._last_event, self._window_s) - self._gap) / 8
                 self._last_event = now

@@ -2,9 +2,11 @@
 
 Writes go through the database's single writer thread (see ``writer.py``); the usage rows of the
 hot path go to a writer process instead (``writer_process.py``, with ``--postgresql`` on
-PostgreSQL), one per event loop that writes them, started on first use. Reads run on a small reader pool in worker threads. Every backend exception leaves
-this class as StorageError, except on the hot path: the rows of a call already forwarded that the
-database does not take within ``COMMIT_DEADLINE_S`` go to the local spool (``outage.py``).
+PostgreSQL), one per event loop that writes them, started on first use; on PostgreSQL a lone
+call's rows are committed from the event loop itself (``direct_lane.py``). Reads run on a small
+reader pool in worker threads. Every backend exception leaves this class as StorageError, except
+on the hot path: the rows of a call already forwarded that the database does not take within
+``COMMIT_DEADLINE_S`` go to the local spool (``outage.py``).
 """
 
 from __future__ import annotations
@@ -163,6 +165,13 @@ class Ledger:
             self._outage.mark_down(exc.message)  # refuse new calls now rather than after a failed commit
             return False
         return True
+
+    @property
+    def direct_lane_open(self) -> bool:
+        """Whether the rows of a lone call on this event loop are committed from it, not by the
+        writer process (PostgreSQL, ``direct_lane.py``)."""
+        child = self._child
+        return child is not None and child.loop is _running_loop() and child.lane_open
 
     def start_writer(self) -> None:
         """Start the writer process of the running event loop now (a server, before its first

@@ -1,7 +1,8 @@
 """The gateway's end of a ledger's writer process (``writer_process.py`` for SQLite,
 ``--postgresql`` for PostgreSQL): usage rows put on one event loop are sent to the process
 in batches, and a row's waiter resolves only once the process has committed it (an event is
-durable before its response ends).
+durable before its response ends). On PostgreSQL, the rows of a lone call (no other call in
+flight, no row at the process) are committed from the event loop instead (``direct_lane.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Dialect
 from costwarden.errors import StorageError
 from costwarden.ledger import writer_process
 from costwarden.ledger.company import Company
+from costwarden.ledger.direct_lane import DirectLane, HandOver
 from costwarden.ledger.engine import SQLITE_BUSY_TIMEOUT_MS
 from costwarden.ledger.queue_items import RowKind, RowRefused, Write
 from costwarden.ledger.sqlite_statements import PostgresStatements, SqliteStatements
@@ -29,18 +31,21 @@ log = logging.getLogger(__name__)
 MAX_EXITS = 3  # writer processes that may exit in a row before the thread takes over
 IN_FLIGHT = 2  # batches sent to the writer process before the first is answered
 Lost = Callable[[list[Write]], None]
+Lane = Callable[[asyncio.AbstractEventLoop, HandOver, Callable[[], None]], DirectLane]
 
 
 @dataclass(frozen=True, slots=True)
 class Program:
     """How to start a writer process and what to send it: the command line, the frame of a
-    numbered batch, whether a batch waits for company (``company.py``) before it is sent, and the
-    process's environment (None: this process's)."""
+    numbered batch, whether a batch waits for company (``company.py``) before it is sent, the
+    process's environment (None: this process's), and the direct lane of lone calls' rows, if any
+    (``direct_lane.py``)."""
 
     argv: Sequence[str]
     encode: Callable[[int, list[Write]], bytes]
     company: bool = False
     env: Mapping[str, str] | None = field(default=None)
+    lane: Lane | None = None
 
 
 def sqlite_program(path: str, dialect: Dialect) -> Program:
@@ -58,7 +63,8 @@ def postgres_program(url: str, dialect: Dialect) -> Program:
     # -I: no PYTHON* variables nor user site; the site packages stay, for psycopg
     return Program([sys.executable, "-I", writer_process.__file__, "--postgresql"],
                    lambda number, batch: writer_process.frame((number, statements.batch(batch))),
-                   company=True, env={**os.environ, writer_process.URL_VARIABLE: url})
+                   company=True, env={**os.environ, writer_process.URL_VARIABLE: url},
+                   lane=lambda loop, hand_over, idle: DirectLane(url, statements, loop, hand_over, idle))
 
 
 class WriterProcessClient:
@@ -75,7 +81,8 @@ class WriterProcessClient:
     thread) and this writer is no longer ``usable``. Rows without a waiter (write-ahead rows) that
     fail are handed to ``lost``. With ``Program.company``, a batch whose every row is waited for
     is held back while it waits for company, by the writer thread's rules (``company.py``); a
-    batch with a write-ahead row goes at once. Not thread-safe: everything runs on ``loop``.
+    batch with a write-ahead row goes at once. With ``Program.lane``, a lone call's rows go to the
+    direct lane instead, which hands back those it does not commit; ``drain`` waits for them too. Not thread-safe: everything runs on ``loop``.
     """
 
     def __init__(self, program: Program, loop: asyncio.AbstractEventLoop,
@@ -96,6 +103,7 @@ class WriterProcessClient:
         self._idle: list[asyncio.Future[None]] = []
         self._company = Company() if program.company else None
         self._hold: _Hold | None = None
+        self._lane = None if program.lane is None else program.lane(loop, self._to_process, self._maybe_idle)
 
     def put(self, write: Write) -> None:
         """Queue ``write`` for the next batch. The event of a call begun here, with no other
@@ -104,15 +112,46 @@ class WriterProcessClient:
         if not self.usable:
             self._fallback(write)
             return
-        self._pending.append(write)
         company = self._company
         if company is not None:
             lone = write.kind is RowKind.EVENT and company.is_open(write.row["id"])
             company.note((write,), time.monotonic())
+            lane = self._lane
+            if lane is not None and lane.take(write, self._alone(write, company)):
+                return
+            self._pending.append(write)
             if lone and not company.in_flight and self._process is not None:
                 self._send()
                 return
+        else:
+            self._pending.append(write)
         self._kick()
+
+    def _alone(self, write: Write, company: Company) -> bool:
+        """Whether ``write``, noted by ``company``, is a lone call's row while the writer process
+        has no row pending or being committed: an event with no other call in flight; a
+        write-ahead row with none either, in a lull (``Company.lull``)."""
+        if write.kind is RowKind.INFLIGHT:
+            alone = company.in_flight == 1 and company.lull
+        else:
+            alone = write.kind is RowKind.EVENT and not company.in_flight
+        return alone and not self._pending and not self._sent
+
+    def _to_process(self, write: Write) -> None:
+        """A row the direct lane did not commit: to the writer process after all."""
+        if not self.usable:
+            try:
+                self._fallback(write)
+            except StorageError as exc:
+                self._fail([write], exc)
+            return
+        self._pending.append(write)
+        self._kick()
+
+    @property
+    def lane_open(self) -> bool:
+        """Whether a lone call's rows are committed on the direct lane now."""
+        return self._lane is not None and self._lane.open
 
     def forget(self, writes: Sequence[Write]) -> None:
         """The calls of ``writes`` ended without this writer (their rows went to the spool): no
@@ -121,9 +160,12 @@ class WriterProcessClient:
             self._company.forget(write.row["id"] for write in writes)
 
     def start(self) -> None:
-        """Start the process now rather than for the first row (it takes a moment to start)."""
+        """Start the process now rather than for the first row (it takes a moment to start),
+        and open the direct lane."""
         if self.usable and self._process is None and self._starting is None:
             self._starting = self.loop.create_task(self._start())
+        if self._lane is not None:
+            self._lane.start()
 
     async def drain(self) -> None:
         """Return once every row put so far has been committed (or has failed)."""
@@ -136,12 +178,15 @@ class WriterProcessClient:
         """Write what is queued, then stop the process."""
         await self.drain()
         self.usable = False
+        if self._lane is not None:
+            await self._lane.close()
         if self._process is not None:
             process, self._process = self._process, None
             await process.stop()
 
     def _busy(self) -> bool:
-        return bool(self._pending) or bool(self._sent) or self._starting is not None
+        return (bool(self._pending) or bool(self._sent) or self._starting is not None
+                or (self._lane is not None and self._lane.busy))
 
     def _kick(self) -> None:
         if len(self._sent) >= IN_FLIGHT or not self._pending:
