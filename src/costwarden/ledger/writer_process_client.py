@@ -82,7 +82,8 @@ class WriterProcessClient:
     fail are handed to ``lost``. With ``Program.company``, a batch whose every row is waited for
     is held back while it waits for company, by the writer thread's rules (``company.py``); a
     batch with a write-ahead row goes at once. With ``Program.lane``, a lone call's rows go to the
-    direct lane instead, which hands back those it does not commit; ``drain`` waits for them too. Not thread-safe: everything runs on ``loop``.
+    direct lane instead, which hands back those it does not commit; ``drain`` waits for them too.
+    Not thread-safe: everything runs on ``loop``.
     """
 
     def __init__(self, program: Program, loop: asyncio.AbstractEventLoop,
