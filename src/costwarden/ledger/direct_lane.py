@@ -42,7 +42,7 @@ from psycopg import pq
 
 from costwarden.ledger.queue_items import RowKind, Write
 from costwarden.ledger.sqlite_statements import PostgresStatements
-from costwarden.ledger.writer_process import PLANNER_SETTINGS, Statement, parameters
+from costwarden.ledger.writer_process import Statement, parameters, session_settings
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 1.0  # a row's commit on the lane, before it goes to the writer process instead
@@ -229,10 +229,8 @@ class DirectLane:
         conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                                application_name=APPLICATION_NAME)
         try:
-            for setting in PLANNER_SETTINGS:
-                conn.execute(setting.encode())
-            if unflushed:
-                conn.execute(b"SET synchronous_commit TO OFF")
+            for setting in session_settings(unflushed):
+                conn.execute(setting)
             conn.pgconn.nonblocking = 1
         except BaseException:
             conn.close()

@@ -53,6 +53,7 @@ PING_AFTER_IDLE_S: Final = 1.0
 # (every call inserts a row, its event deletes it): a plan made while it held few rows read it
 # whole, dead rows included, until the next vacuum, when the primary key finds the few ids at once.
 PLANNER_SETTINGS: Final = ("SET plan_cache_mode TO force_generic_plan", "SET enable_seqscan TO off")
+
 # A batch's outcome: None (committed), ROW_REFUSED (a constraint or value; sending its rows one by
 # one finds the row) or FAILED (the database could not take the batch).
 ROW_REFUSED: Final = "row"
@@ -63,6 +64,13 @@ FAILED: Final = "error"
 # flattens them. Only builtin types, so that ``marshal`` carries them.
 Statement = tuple[str, list[list[Any]], int]
 Reply = tuple[int, str | None, str]
+
+
+def session_settings(unflushed: bool) -> list[bytes]:
+    """What a writer's new PostgreSQL connection runs first: ``PLANNER_SETTINGS``, and for one
+    that commits write-ahead rows (``unflushed``), commits that do not wait for the WAL flush."""
+    settings = [setting.encode() for setting in PLANNER_SETTINGS]
+    return [*settings, b"SET synchronous_commit TO OFF"] if unflushed else settings
 
 
 def parameters(rows: list[list[Any]], size: int) -> list[Any]:
@@ -275,10 +283,8 @@ class Postgres:
             conn = self._psycopg.connect(self._url, autocommit=True)
             self._conns[unflushed] = conn
             cursor = self._cursors[unflushed] = conn.cursor()
-            for setting in PLANNER_SETTINGS:
-                cursor.execute(setting.encode())
-            if unflushed:
-                cursor.execute(b"SET synchronous_commit TO OFF")
+            for setting in session_settings(unflushed):
+                cursor.execute(setting)
         self._used[unflushed] = time.monotonic()
         return cursor
 
