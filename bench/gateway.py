@@ -159,11 +159,7 @@ class Result:
     latencies: list[float]  # seconds, successful calls only
     client_cpu: float  # the generator's own CPU seconds
     statuses: list[int]
-    server_cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds of the server process, of its children
-
-    def cpu_per_call(self, which: int = 0) -> float:
-        """The server's (0) or its child processes' (1) CPU seconds per measured call."""
-        return self.server_cpu[which] / self.calls if self.calls else float("nan")
+    answered: int = 0  # every call answered, those of the warm-up included
 
     @property
     def rate(self) -> float:
@@ -177,10 +173,11 @@ class Result:
 
 
 async def load(port: int, request: bytes, concurrency: int, seconds: float, warmup: float = 0.5,
-               total: int | None = None, server: int | None = None) -> Result:
+               total: int | None = None) -> Result:
     """``concurrency`` connections calling back to back for ``warmup + seconds`` (or until
-    ``total`` calls were sent); only calls that start after the warm-up are measured, and so is
-    the CPU time of process ``server`` (and of its children) over the same span."""
+    ``total`` calls were sent); only calls that start after the warm-up are measured (rate,
+    latencies, statuses), but every answered call is counted (``answered``): what a probe reads
+    around the whole run is divided by that."""
     loop = asyncio.get_running_loop()
     connections = []
     for _ in range(concurrency):
@@ -192,6 +189,7 @@ async def load(port: int, request: bytes, concurrency: int, seconds: float, warm
     latencies: list[float] = []
     statuses: list[int] = []
     sent = [0]
+    answered = [0]
 
     async def worker(connection: _Connection) -> None:
         while True:
@@ -200,52 +198,21 @@ async def load(port: int, request: bytes, concurrency: int, seconds: float, warm
                 return
             sent[0] += 1
             status = await connection.call(request)
+            answered[0] += 1
             if began >= measure_from:
                 statuses.append(status)
                 if status == 200:
                     latencies.append(time.perf_counter() - began)
 
-    server_from = [(0.0, 0.0)]
-    if server is not None:
-        loop.call_at(loop.time() + (measure_from - time.perf_counter()),
-                     lambda: server_from.__setitem__(0, process_tree_cpu(server)))
     cpu = time.process_time()
     await asyncio.gather(*(worker(c) for c in connections))
     elapsed = time.perf_counter() - measure_from
     cpu = time.process_time() - cpu
-    server_cpu = (0.0, 0.0)
-    if server is not None:
-        now = process_tree_cpu(server)
-        server_cpu = (now[0] - server_from[0][0], now[1] - server_from[0][1])
     for connection in connections:
         assert connection.transport is not None
         connection.transport.close()
     return Result(len(statuses), sum(1 for s in statuses if s != 200), elapsed, latencies, cpu, statuses,
-                  server_cpu)
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far; 0 once it is gone (Linux)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
-def children(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (Linux)."""
-    found = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
-def process_tree_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of process ``pid`` itself, and of its live children (the ledger's writer process)."""
-    return process_cpu(pid), sum(process_cpu(child) for child in children(pid))
+                  answered[0])
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -337,7 +304,8 @@ class Costs:
     """What the gateway spent on one run: CPU of all its processes, PostgreSQL commits and Redis
     commands (None when the configuration has no such server)."""
 
-    cpu_s: float
+    cpu_s: float  # every process of the gateway
+    cpu_descendants_s: float  # its child processes: the ledger writer, and with several workers the workers
     commits: int | None
     redis_commands: int | None
     redis_cpu_s: float | None = None
@@ -353,7 +321,8 @@ class Row:
     costs: Costs | None = None
 
     def per_call(self, amount: float | None) -> float | None:
-        return None if amount is None or not self.gateway.calls else amount / self.gateway.calls
+        """``amount``, read around the whole gateway run, per call it answered."""
+        return None if amount is None or not self.gateway.answered else amount / self.gateway.answered
 
 
 @dataclass
@@ -376,7 +345,7 @@ class Probe:
 
     def __init__(self, pid: int, config: Config) -> None:
         self.pid, self.config = pid, config
-        self._cpu = 0.0
+        self._cpu = (0.0, 0.0)
         self._commits = 0
         self._redis_cpu = 0.0
         self._pg_pid = services.pg_server_pid(config.db_url) if config.db_url.startswith("postgresql") else None
@@ -392,10 +361,11 @@ class Probe:
         if self.config.redis_url:
             services.reset_redis_stats(self.config.redis_url)
             self._redis_cpu = services.redis_cpu_seconds(self.config.redis_url)
-        self._cpu = services.tree_cpu_seconds(self.pid)
+        self._cpu = services.own_and_descendants_cpu_seconds(self.pid)
 
     def stop(self) -> Costs:
-        cpu = services.tree_cpu_seconds(self.pid) - self._cpu
+        own, descendants = services.own_and_descendants_cpu_seconds(self.pid)
+        own, descendants = own - self._cpu[0], descendants - self._cpu[1]
         pg_cpu = services.pg_server_cpu_seconds(self._pg_pid) - self._pg_cpu if self._pg_pid is not None else None
         requests = services.redis_client_requests(self.config.redis_url) if self.config.redis_url else None
         commands = services.redis_command_count(self.config.redis_url) if self.config.redis_url else None
@@ -404,7 +374,7 @@ class Probe:
         if self.config.db_url.startswith("postgresql"):
             # after every backend reported this run; less the reading taken by start()
             commits = services.pg_settled_commits(self.config.db_url) - self._commits - 1
-        return Costs(cpu, commits, commands, redis_cpu, requests, pg_cpu)
+        return Costs(own + descendants, descendants, commits, commands, redis_cpu, requests, pg_cpu)
 
 
 @dataclass
@@ -436,11 +406,19 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.name:<14}{d.rate:>10,.0f}{g.rate:>11,.0f}{g.rate / d.rate:>7.2f}  "
               f"{ms(d.percentile(50)):>8}{ms(g.percentile(50)):>8}{ms(g.percentile(50) - d.percentile(50)):>8}  "
               f"{ms(d.percentile(99)):>8}{ms(g.percentile(99)):>8}{ms(g.percentile(99) - d.percentile(99)):>8}  "
-              f"{d.errors + g.errors:>6}  {g.client_cpu / g.seconds:>6.0%}  {ms(g.cpu_per_call()):>11}"
-              f"{ms(g.cpu_per_call(1)):>8}")
+              f"{d.errors + g.errors:>6}  {g.client_cpu / g.seconds:>6.0%}  {_cpu_ms(row, own=True):>11}"
+              f"{_cpu_ms(row, own=False):>8}")
     print("(latencies in ms; 'added' = gateway minus direct; 'gen cpu' = the generator's CPU share "
           "during the gateway run; 'gw cpu/call' = the gateway process's CPU (user + system) per call, "
           "'writer' = its child processes': the ledger writer, and with several workers the workers)")
+
+
+def _cpu_ms(row: Row, *, own: bool) -> str:
+    """The gateway process's own CPU per call (``own``), or its child processes', in ms."""
+    if row.costs is None:
+        return "-"
+    return ms(row.per_call(row.costs.cpu_s - row.costs.cpu_descendants_s if own else row.costs.cpu_descendants_s)
+              or float("nan"))
 
 
 def check(label: str, ok: bool, detail: str) -> bool:
@@ -460,7 +438,7 @@ async def measure(args: argparse.Namespace, mock_port: int, gw_port: int, key: s
         if probe is not None:
             await asyncio.to_thread(probe.start)
         gateway = await load(gw_port, http_request(gw_port, "/v1/chat/completions", body, key),
-                             concurrency, args.seconds, server=probe.pid if probe is not None else None)
+                             concurrency, args.seconds)
         costs = await asyncio.to_thread(probe.stop) if probe is not None else None
         rows.append(Row(name, direct, gateway, costs))
         print(f"  {name}: direct {direct.rate:,.0f}/s, gateway {gateway.rate:,.0f}/s{describe(rows[-1])}",
@@ -618,7 +596,7 @@ def report(rows: list[Row], statuses: list[int], events: list[dict[str, object]]
         rate, ratio = c64.gateway.rate, c64.gateway.rate / c64.direct.rate
         check(">= 2,000 calls/s at concurrency 64", rate >= 2000, f"{rate:,.0f} calls/s")
         check(">= 0.18 x direct at concurrency 64", ratio >= 0.18, f"{ratio:.2f} x")
-        cpu = c64.gateway.cpu_per_call() + c64.gateway.cpu_per_call(1)  # every process: workers are children
+        cpu = c64.per_call(c64.costs.cpu_s if c64.costs else None) or float("nan")  # every process
         check("gateway CPU per call <= 0.2 ms at concurrency 64", cpu <= 0.0002, f"{cpu * 1000:.3f} ms")
     admitted = statuses.count(200)
     others = sorted(set(statuses) - {200, 429})

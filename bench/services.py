@@ -252,6 +252,11 @@ def empty_redis(url: str) -> None:
 def tree_cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of process ``pid`` and its living descendants (workers, a
     SQLite writer process), from ``/proc``."""
+    return sum(own_and_descendants_cpu_seconds(pid))
+
+
+def own_and_descendants_cpu_seconds(pid: int) -> tuple[float, float]:
+    """User plus system CPU seconds of process ``pid`` itself, and of its living descendants."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -269,4 +274,4 @@ def tree_cpu_seconds(pid: int) -> float:
         children = [child for child, ppid in parents.items() if ppid == parent and child not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(times.get(member, 0.0) for member in tree)
+    return times.get(pid, 0.0), sum(times.get(member, 0.0) for member in tree - {pid})
