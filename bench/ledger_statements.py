@@ -56,7 +56,7 @@ from costwarden.ledger.queue_items import RowKind, Write
 from costwarden.ledger.rows import event_row, inflight_row
 from costwarden.ledger.schema import ROLLUP_DIMENSIONS, ROLLUP_MEASURES
 from costwarden.ledger.sqlite_statements import PostgresStatements
-from costwarden.ledger.writer_process import PLANNER_SETTINGS, Statement, parameters
+from costwarden.ledger.writer_process import PLANNER_SETTINGS, Statement
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DEPARTMENTS = ("ENGINEERING", "MARKETING", "SALES", "HR", "FINANCE")
@@ -99,8 +99,8 @@ def ahead(event: UsageEvent) -> InflightCall:
 
 
 def one(statements: list[Statement]) -> Built:
-    [(sql, rows, size)] = statements
-    return sql, parameters(rows, size)
+    [(sql, params)] = statements
+    return sql, params
 
 
 def before(sql: str) -> str:
@@ -210,8 +210,8 @@ def run(conn: psycopg.Connection[Any], batch: list[Statement]) -> None:
         conn.execute(*one(batch), prepare=True)
         return
     with conn.transaction():
-        for sql, rows, size in batch:
-            conn.execute(sql, parameters(rows, size), prepare=True)
+        for sql, params in batch:
+            conn.execute(sql, params, prepare=True)
 
 
 FORMS = ("apart", "one transaction", "one statement")

@@ -61,17 +61,17 @@ def test_a_batchs_json_is_the_bind_processors_text(
                 if rows]
     statements = STATEMENTS.batch(writes)
     # one JSON text per table, the write-ahead rows' in the events' statement when there are events
-    assert [p for _, (params,), _ in statements for p in params if isinstance(p, str)] == expected
+    assert [p for _, params in statements for p in params if isinstance(p, str)] == expected
     assert len(statements) == bool(ahead or stored) + bool(refused)
     if stored:  # the events' own write-ahead rows are deleted in their statement
-        (_, (params,), _), = [s for s in statements if "usage_events" in s[0]]
+        (_, params), = [s for s in statements if "usage_events" in s[0]]
         assert [p for p in params if isinstance(p, list)] == [sorted(row["id"] for row in stored)]
 
 
 @given(events, events)
 def test_rows_of_other_keys_go_as_the_statement_takes_them(first: Any, second: Any) -> None:
     rows = [event_row(first), {**event_row(second), "unknown": 1}]
-    ((_, (params,), _),) = STATEMENTS.batch([Write(RowKind.EVENT, row) for row in rows])
+    ((_, params),) = STATEMENTS.batch([Write(RowKind.EVENT, row) for row in rows])
     assert params[-1] == bound(usage_events, rows)  # the extra key is left out, as the statement would
     missing = event_row(second)
     del missing["team"]

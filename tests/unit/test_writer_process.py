@@ -17,6 +17,7 @@ from costwarden.ledger import writer_process
 from costwarden.ledger.writer_process import FAILED, ROW_REFUSED, Statement
 
 INSERT = "INSERT INTO t (id, v) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING"
+INSERT_ONE = "INSERT INTO t (id, v) VALUES (?, ?) ON CONFLICT DO NOTHING"
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def rows(path: str) -> list[tuple[str, int]]:
 
 
 def test_frames_survive_any_split() -> None:
-    messages = [(1, [("SELECT ?", [[1]], 1)]), (2, None, ""), (3, "error", "x" * 300)]
+    messages = [(1, [("SELECT ?", [1])]), (2, None, ""), (3, "error", "x" * 300)]
     data = b"".join(writer_process.frame(m) for m in messages)
     for split in range(len(data) + 1):
         buffer = bytearray(data[:split])
@@ -45,17 +46,13 @@ def test_frames_survive_any_split() -> None:
         assert not buffer
 
 
-def test_parameters_pad_with_the_last_row() -> None:
-    assert writer_process.parameters([["a", 1], ["b", 2]], 4) == ["a", 1, "b", 2, "b", 2, "b", 2]
-
-
 def test_commits_are_durable_and_a_batch_is_one_transaction(db: str) -> None:
     with contextlib.closing(writer_process.connect(db, 1000)) as conn:
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: synced before COMMIT returns
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        statements: list[Statement] = [(INSERT, [["a", 1], ["b", 2]], 2)]
+        statements: list[Statement] = [(INSERT, ["a", 1, "b", 2])]
         assert writer_process.commit(conn, statements) == (None, "")
-        refused: list[Statement] = [(INSERT, [["c", 3]], 2), ("INSERT INTO t (id, v) VALUES (?, ?)", [["d", None]], 1)]
+        refused: list[Statement] = [(INSERT, ["c", 3, "e", 4]), (INSERT_ONE, ["d", None])]
         kind, message = writer_process.commit(conn, refused)
         assert kind == ROW_REFUSED and "IntegrityError" in message
     assert rows(db) == [("a", 1), ("b", 2)]  # "c" rolled back with the refused row
@@ -66,7 +63,7 @@ def test_a_locked_database_fails_the_batch(db: str) -> None:
     holder.execute("BEGIN EXCLUSIVE")
     conn = writer_process.connect(db, 50)
     try:
-        kind, message = writer_process.commit(conn, [(INSERT, [["a", 1]], 2)])
+        kind, message = writer_process.commit(conn, [(INSERT_ONE, ["a", 1])])
         assert kind == FAILED and "locked" in message
         assert not conn.in_transaction
     finally:
@@ -82,8 +79,8 @@ def test_serve_answers_each_batch_once_committed(db: str) -> None:
     server = threading.Thread(target=writer_process.serve, args=(db, 1000, to_child, from_child))
     server.start()
     try:
-        os.write(source, writer_process.frame((7, [(INSERT, [["x", 1]], 2)])))
-        os.write(source, writer_process.frame((8, [(INSERT, [["x", 2], ["y", 3]], 2)])))
+        os.write(source, writer_process.frame((7, [(INSERT_ONE, ["x", 1])])))
+        os.write(source, writer_process.frame((8, [(INSERT, ["x", 2, "y", 3])])))
         buffer = bytearray()
         replies: list[tuple[int, str | None, str]] = []
         while len(replies) < 2:
@@ -108,7 +105,7 @@ def test_the_program_runs_without_the_package(db: str) -> None:
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     child = subprocess.run([sys.executable, "-I", "-S", writer_process.__file__, db, "1000"],
-                           input=writer_process.frame((1, [(INSERT, [["z", 9]], 2)])), capture_output=True,
+                           input=writer_process.frame((1, [(INSERT_ONE, ["z", 9])])), capture_output=True,
                            check=True, timeout=30)
     assert writer_process.unframe(bytearray(child.stdout)) == [(1, None, "")]
     assert rows(db) == [("z", 9)]
@@ -121,8 +118,8 @@ def test_bad_arguments_print_the_usage() -> None:
 def test_only_batches_of_write_ahead_rows_skip_the_disk_sync() -> None:
     from costwarden.ledger.writer_process import write_ahead_only
 
-    ahead = ('INSERT INTO inflight (id) VALUES (?)', [], 1)
-    event = ('INSERT INTO usage_events (id) VALUES (?)', [], 1)
+    ahead: Statement = ('INSERT INTO inflight (id) VALUES (?)', [])
+    event: Statement = ('INSERT INTO usage_events (id) VALUES (?)', [])
     assert write_ahead_only([ahead, ahead])
     assert not write_ahead_only([ahead, event])
     assert not write_ahead_only([event])
@@ -138,8 +135,8 @@ def test_what_a_parent_that_is_gone_sent_is_still_committed() -> None:
     to_child, source = os.pipe()
     sink, from_child = os.pipe()
     os.close(sink)  # the parent is gone: answering it breaks the pipe
-    first: Statement = ("INSERT INTO inflight (id) VALUES (?)", [["a"]], 1)
-    second: Statement = ("INSERT INTO usage_events (id) VALUES (?)", [["a"]], 1)
+    first: Statement = ("INSERT INTO inflight (id) VALUES (?)", ["a"])
+    second: Statement = ("INSERT INTO usage_events (id) VALUES (?)", ["a"])
     os.write(source, writer_process.frame((1, [first])) + writer_process.frame((2, [second])))
     os.close(source)  # end of input
     try:

@@ -42,7 +42,7 @@ from psycopg import pq
 
 from costwarden.ledger.queue_items import RowKind, Write
 from costwarden.ledger.sqlite_statements import PostgresStatements
-from costwarden.ledger.writer_process import Statement, parameters, session_settings
+from costwarden.ledger.writer_process import Statement, session_settings
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 1.0  # a row's commit on the lane, before it goes to the writer process instead
@@ -137,11 +137,11 @@ class DirectLane:
         statements: list[Statement] = self._statements.batch([write])
         if len(statements) != 1:
             return None
-        sql, rows, size = statements[0]
+        sql, values = statements[0]
         text = self._texts.get(sql, b"")
         if text == b"":
             text = self._texts[sql] = _numbered(sql)
-        params = _text_parameters(parameters(rows, size))
+        params = _text_parameters(values)
         if text is None or params is None:
             return None
         return _Item(write, text, params)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from costwarden.errors import StorageError
+from costwarden.ledger.writer_process import STATEMENT_CACHE
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 DEFAULT_URL = "sqlite:///./costwarden.db"
@@ -49,7 +50,8 @@ def create_engines(url: URL) -> tuple[Engine, Engine]:
 def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                      "cached_statements": STATEMENT_CACHE},
         pool_size=1 if writer else 4,
         max_overflow=0 if writer else 4,
     )
@@ -64,6 +66,8 @@ def _sqlite_engine(url: URL, *, writer: bool) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            if writer:  # its statement journals in memory, as the writer process's (writer_process.connect)
+                cursor.execute("PRAGMA temp_store=MEMORY")
         finally:
             cursor.close()
 

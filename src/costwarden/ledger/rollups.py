@@ -26,7 +26,7 @@ KEY = ("day", *ROLLUP_DIMENSIONS)
 COLUMNS = (*KEY, "requests", *ROLLUP_MEASURES)
 NULLABLE = frozenset({"team", "key_id", "user"})  # stored as '' in the rollup: key columns are NOT NULL
 
-Statement = tuple[str, list[list[Any]], int]  # as writer_process.Statement
+Statement = tuple[str, list[Any]]  # as writer_process.Statement
 
 
 def _q(name: str) -> str:
@@ -65,7 +65,7 @@ def from_events(dialect: str, where: str, source: str = usage_events.name) -> st
 # table ``last_insert_rowid()`` speaks of). This statement's own writes change neither value:
 # ``changes()`` is that of the last completed statement, and usage_rollups has no rowid on SQLite.
 SQLITE_AFTER_INSERT: Statement = (
-    from_events("sqlite", "rowid > last_insert_rowid() - changes() AND rowid <= last_insert_rowid()"), [[]], 1)
+    from_events("sqlite", "rowid > last_insert_rowid() - changes() AND rowid <= last_insert_rowid()"), [])
 
 
 # What the INSERT into usage_events returns to the rollups: each stored row's rollup key, computed

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -56,46 +56,39 @@ class SqliteStatements:
         ``stale`` (the events' own)."""
         if ahead:
             self._insert(out, inflight, ahead)
-        self._insert(out, usage_events, events, self._with_rollups)
-        for part, size in _parts([[ident] for ident in stale], self._max_rows(1)):
-            marks = ", ".join("?" * size)
-            out.append((f"DELETE FROM inflight WHERE id IN ({marks})", part, size))
+        self._insert(out, usage_events, events, rollups.SQLITE_AFTER_INSERT)
+        most = self._max_rows(1)
+        for start in range(0, len(stale), most):
+            part = stale[start:start + most]
+            out.append((_delete_stale(len(part)), part))
 
-    @staticmethod
-    def _with_rollups(insert: str) -> list[tuple[str, bool]]:
-        """The statements that insert usage events with ``insert`` and add those it stored to the
-        rollups, each with whether it takes the insert's parameters."""
-        return [(insert, True), (rollups.SQLITE_AFTER_INSERT[0], False)]
-
-    def _insert(self, out: list[Statement], table: Table, rows: list[Row],
-                wrap: Callable[[str], list[tuple[str, bool]]] | None = None) -> None:
-        """Multi-row inserts of ``rows``, through ``wrap`` when given."""
+    def _insert(self, out: list[Statement], table: Table, rows: list[Row], after: Statement | None = None) -> None:
+        """Multi-row inserts of ``rows``, each followed by ``after`` when given. A statement has
+        exactly its rows: the writer's connection keeps a text of every size prepared
+        (``writer_process.STATEMENT_CACHE``), where rows repeated to fill one of a few sizes cost
+        SQLite a bind of each value and a conflict check per copy (two fifths more rows at c=64)."""
         keys = tuple(rows[0])
         insert = self._inserts.get((table.name, keys))
         if insert is None:
             insert = self._inserts[(table.name, keys)] = SqliteInsert(table, keys, self._dialect)
-        values = [insert.values(row) for row in rows]
-        for part, size in _parts(values, self._max_rows(len(keys))):
-            if wrap is None:
-                out.append((insert.sql_for(size), part, size))
-                continue
-            for sql, takes in wrap(insert.sql_for(size)):
-                out.append((sql, part, size) if takes else (sql, [[]], 1))
+        most = self._max_rows(len(keys))
+        for start in range(0, len(rows), most):
+            part = rows[start:start + most]
+            values: list[Any] = []
+            for row in part:
+                values += insert.values(row)
+            out.append((insert.sql_for(len(part)), values))
+            if after is not None:
+                out.append(after)
 
     def _max_rows(self, columns: int) -> int:
         return max(1, min(MAX_ROWS_PER_STATEMENT, self._max_variables // columns))
 
 
-def _parts(rows: list[list[Any]], most: int) -> Iterator[tuple[list[list[Any]], int]]:
-    """``rows`` in consecutive parts of at most ``most``, each to be padded with copies of its
-    last row to a power of two: a handful of statement texts serve every batch (the driver keeps
-    them prepared) and a batch takes one statement per table. The statements using this are
-    idempotent per row (INSERT ... ON CONFLICT DO NOTHING, DELETE ... IN), so the copies change
-    nothing. Each statement step releases and re-takes the interpreter lock."""
-    most = 1 << (most.bit_length() - 1)
-    for start in range(0, len(rows), most):
-        part = rows[start:start + most]
-        yield part, 1 << (len(part) - 1).bit_length()
+@lru_cache(maxsize=MAX_ROWS_PER_STATEMENT)
+def _delete_stale(rows: int) -> str:
+    """The deletion of ``rows`` write-ahead rows by id."""
+    return f"DELETE FROM inflight WHERE id IN ({', '.join('?' * rows)})"
 
 
 class SqliteInsert:
@@ -152,10 +145,8 @@ class PostgresStatements(SqliteStatements):
     def _variables() -> int:
         return 65_535  # parameters of one statement (the protocol's limit)
 
-    def _insert(self, out: list[Statement], table: Table, rows: list[Row],
-                wrap: Callable[[str], list[tuple[str, bool]]] | None = None) -> None:
-        sql, params = self._rows(table, rows)
-        out.append((sql, [params], 1))  # a usage event's rollups are its own statement's (``_events``)
+    def _insert(self, out: list[Statement], table: Table, rows: list[Row], after: Statement | None = None) -> None:
+        out.append(self._rows(table, rows))  # a usage event's rollups are its own statement's (``_events``)
 
     def _rows(self, table: Table, rows: list[Row]) -> tuple[str, list[Any]]:
         """The insert of ``rows`` into ``table``, and its parameters: the rows as one JSON text."""
@@ -177,7 +168,7 @@ class PostgresStatements(SqliteStatements):
         one_row = len(events) == 1  # a call's event, the usual batch at low load: a text of its own
         ahead_sql, ahead_params = self._rows(inflight, ahead) if ahead else ("", [])
         before = [*ahead_params, *([stale] if stale else [])]
-        out.append((self._stored(sql, ahead_sql, bool(stale), one_row), [[*before, *params]], 1))
+        out.append((self._stored(sql, ahead_sql, bool(stale), one_row), [*before, *params]))
 
     def _stored(self, sql: str, ahead: str, deletes: bool, one_row: bool) -> str:
         """The events' insert ``sql`` with the rollups' upsert, after the write-ahead rows' insert

@@ -57,7 +57,6 @@ from costwarden.ledger.queue_items import (
 from costwarden.ledger.rollups import insert_events
 from costwarden.ledger.schema import inflight, rejections
 from costwarden.ledger.sqlite_statements import SqliteStatements
-from costwarden.ledger.writer_process import parameters
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +247,8 @@ class Writer:
         cursor = driver.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
-            for sql, rows, size in statements.batch(writes):
-                cursor.execute(sql, parameters(rows, size))
+            for sql, params in statements.batch(writes):
+                cursor.execute(sql, params)
             cursor.execute("COMMIT")
         except BaseException:
             if driver.in_transaction:
