@@ -248,45 +248,53 @@ class _Collected:
         self.closing = True
 
 
-def _coalesce(cycle: RequestResponseCycle) -> None:
-    """Make ``cycle`` write a complete answer in one piece.
+class _CoalescingCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, writing a complete answer in one piece.
 
     The start of an answer that declares its content-length is held until its body follows in
     one message; then uvicorn's ``send`` runs for both into ``_Collected`` and the bytes go to the
     socket at once. Anything else (a stream, a body in parts) is sent as it comes, a held start
-    first. The task running the application looks ``cycle.send`` up only when it starts, after this.
+    first. The protocol makes its cycles of this class as they are created (``coalesce``): a
+    closure set as a cycle's ``send`` referred to the cycle, a reference cycle that left each
+    call's cycle, scope, body and event for the garbage collector rather than freed at its end.
     """
-    send = cycle.send
-    transport = cycle.transport
-    held: list[ASGISendEvent] = []
 
-    async def coalescing(message: ASGISendEvent) -> None:
-        if not held:
+    _held: ASGISendEvent | None = None
+
+    async def send(self, message: ASGISendEvent) -> None:
+        start = self._held
+        if start is None:
             if message["type"] == "http.response.start" and _declares_length(message):
-                held.append(message)
+                self._held = message
                 return
-            await send(message)
+            await super().send(message)
             return
-        start = held.pop()
+        self._held = None
         if message["type"] != "http.response.body" or message.get("more_body", False):
-            await send(start)
-            await send(message)
+            await super().send(start)
+            await super().send(message)
             return
-        if _write_whole(cycle, start, message):
+        if _write_whole(self, start, message):
             return
+        transport = self.transport
         collected = _Collected()
-        cycle.transport = collected  # type: ignore[assignment]  # write and close are all send uses
+        self.transport = collected  # type: ignore[assignment]  # write and close are all send uses
         try:
-            await send(start)
-            await send(message)
+            await super().send(start)
+            await super().send(message)
         finally:
-            cycle.transport = transport
+            self.transport = transport
             if collected.parts:
                 transport.write(b"".join(collected.parts))
             if collected.closing:
                 transport.close()
 
-    cycle.send = coalescing  # type: ignore[method-assign]
+
+def _coalesce(cycle: RequestResponseCycle) -> None:
+    """Make ``cycle``, just created by uvicorn's protocol, a ``_CoalescingCycle``: it adds a
+    method and an attribute with a default, nothing its construction sets. The task running the
+    application looks ``cycle.send`` up only when it starts, after this."""
+    cycle.__class__ = _CoalescingCycle
 
 
 def _write_whole(cycle: RequestResponseCycle, start: ASGISendEvent, end: ASGISendEvent) -> bool:
