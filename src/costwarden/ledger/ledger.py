@@ -224,7 +224,7 @@ class Ledger:
                 child.forget([write])  # its call, begun there, ended here
             return self._outage.keep([(write.kind, write.row)])
         write.waiter = waiter = Waiter()
-        self._put(write)
+        self._put(write, waiter.loop)  # the running loop, which the waiter has looked up
         return self._committed(write, waiter)
 
     async def _committed(self, write: Write, waiter: Waiter) -> None:
@@ -245,11 +245,13 @@ class Ledger:
         self._outage.mark_down(reason)
         await self._outage.keep([(write.kind, write.row)])
 
-    def _put(self, write: Write) -> None:
-        """Queue a hot-path row: to this loop's writer process, else to the thread."""
+    def _put(self, write: Write, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Queue a hot-path row: to the running loop's writer process (``loop``: that loop, when
+        the caller has it), else to the thread."""
         if self._closed:
             raise StorageError("ledger is closed")
-        loop = _running_loop()
+        if loop is None:
+            loop = _running_loop()
         if loop is not None:
             self._outage.attach(loop)
         child = self._writer_process(loop)
