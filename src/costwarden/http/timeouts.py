@@ -26,8 +26,10 @@ own ``send``, whose writes are collected (``_coalesce``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -248,53 +250,57 @@ class _Collected:
         self.closing = True
 
 
-class _CoalescingCycle(RequestResponseCycle):
-    """uvicorn's request-response cycle, writing a complete answer in one piece.
+def _coalesce(cycle: RequestResponseCycle) -> None:
+    """Make ``cycle`` write a complete answer in one piece.
 
     The start of an answer that declares its content-length is held until its body follows in
     one message; then uvicorn's ``send`` runs for both into ``_Collected`` and the bytes go to the
     socket at once. Anything else (a stream, a body in parts) is sent as it comes, a held start
-    first. The protocol makes its cycles of this class as they are created (``coalesce``): a
-    closure set as a cycle's ``send`` referred to the cycle, a reference cycle that left each
-    call's cycle, scope, body and event for the garbage collector rather than freed at its end.
+    first. The task running the application looks ``cycle.send`` up only when it starts, after this.
+
+    The closure refers to the cycle it is set on: once the answer is complete it is taken off the
+    cycle again, so that the cycle, its scope, body and event are freed at the call's end rather
+    than left to the garbage collector. (Making the cycle an instance of a subclass instead, by
+    assigning its class, made every later attribute access on it slower.)
     """
+    send = cycle.send
+    held: list[ASGISendEvent] = []
 
-    _held: ASGISendEvent | None = None
-
-    async def send(self, message: ASGISendEvent) -> None:
-        start = self._held
-        if start is None:
+    async def coalescing(message: ASGISendEvent) -> None:
+        if not held:
             if message["type"] == "http.response.start" and _declares_length(message):
-                self._held = message
+                held.append(message)
                 return
-            await super().send(message)
-            return
-        self._held = None
-        if message["type"] != "http.response.body" or message.get("more_body", False):
-            await super().send(start)
-            await super().send(message)
-            return
-        if _write_whole(self, start, message):
-            return
-        transport = self.transport
-        collected = _Collected()
-        self.transport = collected  # type: ignore[assignment]  # write and close are all send uses
-        try:
-            await super().send(start)
-            await super().send(message)
-        finally:
-            self.transport = transport
-            if collected.parts:
-                transport.write(b"".join(collected.parts))
-            if collected.closing:
-                transport.close()
+            await send(message)
+        else:
+            start = held.pop()
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                await send(start)
+                await send(message)
+            elif not _write_whole(cycle, start, message):
+                await _send_collected(cycle, send, start, message)
+        if cycle.response_complete:
+            with contextlib.suppress(AttributeError):  # taken off already (a send after the end)
+                del cycle.send
+
+    cycle.send = coalescing  # type: ignore[method-assign]
 
 
-def _coalesce(cycle: RequestResponseCycle) -> None:
-    """Make ``cycle``, just created by uvicorn's protocol, a ``_CoalescingCycle``: it adds a
-    method and an attribute with a default, nothing its construction sets. The task running the
-    application looks ``cycle.send`` up only when it starts, after this."""
-    cycle.__class__ = _CoalescingCycle
+async def _send_collected(cycle: RequestResponseCycle, send: Callable[[ASGISendEvent], Awaitable[None]],
+                          start: ASGISendEvent, end: ASGISendEvent) -> None:
+    """uvicorn's ``send`` of a complete answer, its writes collected into one."""
+    transport = cycle.transport
+    collected = _Collected()
+    cycle.transport = collected  # type: ignore[assignment]  # write and close are all send uses
+    try:
+        await send(start)
+        await send(end)
+    finally:
+        cycle.transport = transport
+        if collected.parts:
+            transport.write(b"".join(collected.parts))
+        if collected.closing:
+            transport.close()
 
 
 def _write_whole(cycle: RequestResponseCycle, start: ASGISendEvent, end: ASGISendEvent) -> bool:
