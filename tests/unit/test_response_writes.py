@@ -4,6 +4,8 @@ uvicorn's own protocol writes in two, and leaves streams as they were."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -68,8 +70,10 @@ async def streamed(scope: Scope, receive: Receive, send: Send) -> None:
     await StreamingResponse(pieces(), media_type="text/event-stream")(scope, receive, send)
 
 
-async def serve_one(app: Any, *, stock: bool = False, request: bytes = REQUEST) -> Socket:
-    """Feed one request to a protocol serving ``app``; the socket once the answer is complete."""
+async def serve_one(app: Any, *, stock: bool = False, request: bytes = REQUEST,
+                    cycles: list[weakref.ref[RequestResponseCycle]] | None = None) -> Socket:
+    """Feed one request to a protocol serving ``app``; the socket once the answer is complete
+    (``cycles``: gets a weak reference to the request's cycle)."""
     config = Config(app=app, lifespan="off", proxy_headers=False, access_log=False)
     config.load()
     state = ServerState()
@@ -81,6 +85,8 @@ async def serve_one(app: Any, *, stock: bool = False, request: bytes = REQUEST) 
     protocol.data_received(request)
     cycle = protocol.cycle
     assert cycle is not None
+    if cycles is not None:
+        cycles.append(weakref.ref(cycle))
     async with asyncio.timeout(5):
         while not cycle.response_complete and not sock.closed:
             await asyncio.sleep(0)  # the answer is written by a task on this loop
@@ -109,6 +115,18 @@ async def test_a_stream_is_written_as_it_comes() -> None:
     ours, stock = await serve_one(streamed), await serve_one(streamed, stock=True)
     assert ours.writes == stock.writes
     assert len(ours.writes) > 2 and ours.writes[0].endswith(b"\r\n\r\n")  # the head goes out first
+
+
+async def test_an_answered_cycle_is_freed_without_the_garbage_collector() -> None:
+    # A reference cycle through it kept each call's cycle, scope, body and event alive until a
+    # collection found them.
+    cycles: list[weakref.ref[RequestResponseCycle]] = []
+    gc.disable()
+    try:
+        await serve_one(whole, cycles=cycles)
+        assert cycles[0]() is None
+    finally:
+        gc.enable()
 
 
 class Sends:

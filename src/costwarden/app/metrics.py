@@ -20,14 +20,22 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 @dataclass(slots=True)
 class _Series:
-    """The label children every event of one kind (department, model, status, decision) moves.
-    Token and cost series are looked up as they are needed, a series exists once it has moved,
-    and kept in ``moved`` by token type ("cost": the cost's)."""
+    """The label children every event of one kind (department, model, status, decision) moves,
+    and what its events added since the last flush. Token and cost series are looked up as they
+    are needed (a series exists once it has moved) and kept in ``moved`` by token type ("cost":
+    the cost's)."""
 
+    place: tuple[str, str]  # department and model
     calls: Any
     decisions: Any
     latency: Any
     moved: dict[str, Any] = field(default_factory=dict)
+    events: int = 0  # held since the last flush
+    input: int = 0
+    cached_input: int = 0
+    output: int = 0
+    cost: float = 0.0
+    latencies: list[float] = field(default_factory=list)
 
 
 class Metrics:
@@ -62,10 +70,10 @@ class Metrics:
                                         registry=self.registry)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._series: dict[tuple[str, str, str, str], _Series] = {}
-        # Increments are held and applied in bulk (prometheus_client takes a lock per increment):
-        # at every render, and every FLUSH_EVERY events so that nothing grows without a scrape.
-        self._counts: dict[Any, float] = {}
-        self._observations: dict[Any, list[float]] = {}
+        # Increments are held on their series and applied in bulk (prometheus_client takes a lock
+        # per increment): at every render, and every FLUSH_EVERY events so that nothing grows
+        # without a scrape. ``_moving``: the series holding some.
+        self._moving: list[_Series] = []
         self._held = 0
 
     def on_event(self, event: UsageEvent, settled: Settled | None) -> None:
@@ -74,49 +82,50 @@ class Metrics:
         series = self._series.get(key)
         if series is None:  # the label children of this kind of event, looked up once
             series = self._series[key] = _Series(
-                self._child(self.calls, dept, model, event.status), self._child(self.decisions, dept, event.decision),
-                self._child(self.latency, dept, model))
-        add, moved = self._add, series.moved
-        add(series.calls, 1)
-        add(series.decisions, 1)
-        for kind, count in (("input", event.input_tokens - event.cached_input_tokens),
-                            ("cached_input", event.cached_input_tokens), ("output", event.output_tokens)):
-            if count:
-                child = moved.get(kind)
-                if child is None:
-                    child = moved[kind] = self._child(self.tokens, dept, model, kind)
-                add(child, count)
-        if event.cost_nanos:
-            cost = event.cost_nanos / 1e9 if event.cost_nanos < 2**53 else float(nanos_to_usd(event.cost_nanos))
-            child = moved.get("cost")
-            if child is None:
-                child = moved["cost"] = self._child(self.cost, dept, model)
-            add(child, cost)  # the same double as float(Decimal)
-        observations = self._observations.get(series.latency)
-        if observations is None:
-            observations = self._observations[series.latency] = []
-        observations.append(event.latency_ms / 1000)
+                (dept, model), self._child(self.calls, dept, model, event.status),
+                self._child(self.decisions, dept, event.decision), self._child(self.latency, dept, model))
+        if not series.events:
+            self._moving.append(series)
+        series.events += 1
+        series.input += event.input_tokens - event.cached_input_tokens
+        series.cached_input += event.cached_input_tokens
+        series.output += event.output_tokens
+        nanos = event.cost_nanos
+        if nanos:
+            series.cost += nanos / 1e9 if nanos < 2**53 else float(nanos_to_usd(nanos))  # float(Decimal)'s double
+        series.latencies.append(event.latency_ms / 1000)
         self._held += 1
         if self._held >= FLUSH_EVERY:
             self.flush()
 
     def flush(self) -> None:
         """Apply the increments held since the last flush (``render`` does it first)."""
-        counts, self._counts = self._counts, {}
-        observations, self._observations = self._observations, {}
+        moving, self._moving = self._moving, []
         self._held = 0
-        for child, amount in counts.items():
-            child.inc(amount)
-        for child, values in observations.items():
-            for value in values:
-                child.observe(value)
+        for series in moving:
+            series.calls.inc(series.events)
+            series.decisions.inc(series.events)
+            for kind in ("input", "cached_input", "output"):
+                count = getattr(series, kind)
+                if count:
+                    self._moved(series, kind, self.tokens, kind).inc(count)
+            if series.cost:
+                self._moved(series, "cost", self.cost).inc(series.cost)
+            for value in series.latencies:
+                series.latency.observe(value)
+            series.events = series.input = series.cached_input = series.output = 0
+            series.cost = 0.0
+            series.latencies = []
 
-    def _add(self, child: Any, amount: float) -> None:
-        self._counts[child] = self._counts.get(child, 0) + amount
+    def _moved(self, series: _Series, name: str, metric: Counter, *label: str) -> Any:
+        """The child of ``metric`` that ``series`` moves by ``name`` (``label``: past department and model)."""
+        child = series.moved.get(name)
+        if child is None:
+            child = series.moved[name] = self._child(metric, *series.place, *label)
+        return child
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
-        """``metric.labels(*labels)``, kept: every call looks up five or six series, and
-        prometheus_client validates and locks on each look-up."""
+        """``metric.labels(*labels)``, kept: prometheus_client validates and locks on each look-up."""
         key = (id(metric), labels)
         child = self._children.get(key)
         if child is None:

@@ -26,8 +26,10 @@ own ``send``, whose writes are collected (``_coalesce``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -111,6 +113,10 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _Phase.IDLE
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_phase = _Phase.IDLE
+        # Keep-alive: when the connection, idle since its last answer, is to be closed (None: not
+        # idle), and the time the one keep-alive timer is armed for (``on_response_complete``).
+        self._idle_until: float | None = None
+        self._keep_alive_armed_for = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -120,6 +126,9 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -146,6 +155,46 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._phase = _Phase.IDLE
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, with its keep-alive timer armed once for many answers: it armed a timer after
+        every answer and cancelled it as the next request arrived, a timer heap insertion and
+        removal per call. Here an answer notes when the connection's idleness would end it, and the
+        timer, when it fires, closes the connection if that time has come, or is armed again for
+        it (it finds a connection busy with a request left as it is: its answer arms it again)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_until = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_until = until = self.loop.time() + self.timeout_keep_alive
+        if self.timeout_keep_alive_task is None:
+            self._arm_keep_alive(until)
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn's cancels the keep-alive timer as data arrives; here the connection is only
+        # no longer idle, and the timer stays for the next idle spell.
+        self._idle_until = None
+
+    def _arm_keep_alive(self, until: float) -> None:
+        self._keep_alive_armed_for = until
+        self.timeout_keep_alive_task = self.loop.call_at(until, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        until = self._idle_until
+        if until is None:
+            return
+        # A timer may fire a fraction of a millisecond before the loop's clock reaches the time
+        # it was armed for (uvloop rounds to whole milliseconds): that time counts as come.
+        if until <= max(self._keep_alive_armed_for, self.loop.time()):
+            self.timeout_keep_alive_handler()
+        else:
+            self._arm_keep_alive(until)
 
     def cut(self) -> None:
         """Close the connection now (over the pending cap, or past its header deadline)."""
@@ -208,9 +257,13 @@ def _coalesce(cycle: RequestResponseCycle) -> None:
     one message; then uvicorn's ``send`` runs for both into ``_Collected`` and the bytes go to the
     socket at once. Anything else (a stream, a body in parts) is sent as it comes, a held start
     first. The task running the application looks ``cycle.send`` up only when it starts, after this.
+
+    The closure refers to the cycle it is set on: once the answer is complete it is taken off the
+    cycle again, so that the cycle, its scope, body and event are freed at the call's end rather
+    than left to the garbage collector. (Making the cycle an instance of a subclass instead, by
+    assigning its class, made every later attribute access on it slower.)
     """
     send = cycle.send
-    transport = cycle.transport
     held: list[ASGISendEvent] = []
 
     async def coalescing(message: ASGISendEvent) -> None:
@@ -219,27 +272,35 @@ def _coalesce(cycle: RequestResponseCycle) -> None:
                 held.append(message)
                 return
             await send(message)
-            return
-        start = held.pop()
-        if message["type"] != "http.response.body" or message.get("more_body", False):
-            await send(start)
-            await send(message)
-            return
-        if _write_whole(cycle, start, message):
-            return
-        collected = _Collected()
-        cycle.transport = collected  # type: ignore[assignment]  # write and close are all send uses
-        try:
-            await send(start)
-            await send(message)
-        finally:
-            cycle.transport = transport
-            if collected.parts:
-                transport.write(b"".join(collected.parts))
-            if collected.closing:
-                transport.close()
+        else:
+            start = held.pop()
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                await send(start)
+                await send(message)
+            elif not _write_whole(cycle, start, message):
+                await _send_collected(cycle, send, start, message)
+        if cycle.response_complete:
+            with contextlib.suppress(AttributeError):  # taken off already (a send after the end)
+                del cycle.send
 
     cycle.send = coalescing  # type: ignore[method-assign]
+
+
+async def _send_collected(cycle: RequestResponseCycle, send: Callable[[ASGISendEvent], Awaitable[None]],
+                          start: ASGISendEvent, end: ASGISendEvent) -> None:
+    """uvicorn's ``send`` of a complete answer, its writes collected into one."""
+    transport = cycle.transport
+    collected = _Collected()
+    cycle.transport = collected  # type: ignore[assignment]  # write and close are all send uses
+    try:
+        await send(start)
+        await send(end)
+    finally:
+        cycle.transport = transport
+        if collected.parts:
+            transport.write(b"".join(collected.parts))
+        if collected.closing:
+            transport.close()
 
 
 def _write_whole(cycle: RequestResponseCycle, start: ASGISendEvent, end: ASGISendEvent) -> bool:

@@ -33,6 +33,7 @@ from costwarden.errors import StorageError
 from costwarden.ledger import audit, audit_log, closings, credentials, department_metadata, queries
 from costwarden.ledger.audit import AlertRecord, PolicyVersion
 from costwarden.ledger.credentials import KeyRecord, TokenRecord
+from costwarden.ledger.deadlines import CommitDeadlines
 from costwarden.ledger.engine import DEFAULT_URL, create_engines, normalize_url, storage_error
 from costwarden.ledger.migrations import migrate
 from costwarden.ledger.outage import Outage, WhenDown, replay
@@ -81,6 +82,7 @@ class Ledger:
         self._child_path = _sqlite_file(writer_engine)
         self._program = _writer_program(writer_engine, self._child_path)
         self._child: WriterProcessClient | None = None
+        self._deadlines: CommitDeadlines | None = None  # of the loop the latest commit was awaited on
         self._closed = False
 
     @classmethod
@@ -176,7 +178,7 @@ class Ledger:
     def start_writer(self) -> None:
         """Start the writer process of the running event loop now (a server, before its first
         call): it takes a moment to start, which the first call would otherwise wait for."""
-        self._writer_process()
+        self._writer_process(_running_loop())
 
     def begin(self, call: InflightCall) -> None:
         """Queue the write-ahead row of a call about to be forwarded; does not wait. It goes with
@@ -222,40 +224,45 @@ class Ledger:
                 child.forget([write])  # its call, begun there, ended here
             return self._outage.keep([(write.kind, write.row)])
         write.waiter = waiter = Waiter()
-        self._put(write)
+        self._put(write, waiter.loop)  # the running loop, which the waiter has looked up
         return self._committed(write, waiter)
 
     async def _committed(self, write: Write, waiter: Waiter) -> None:
-        deadline = waiter.loop.call_later(COMMIT_DEADLINE_S, _overdue, waiter.future)
+        future = waiter.future
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not waiter.loop:
+            deadlines = self._deadlines = CommitDeadlines(waiter.loop, COMMIT_DEADLINE_S, _overdue)
+        deadlines.watch(future)
         try:
-            await waiter.future
+            await future
             return
         except RowRefused:
             raise
         except StorageError as exc:
             reason = exc.message
         finally:
-            deadline.cancel()
+            deadlines.forget(future)
         self._outage.mark_down(reason)
         await self._outage.keep([(write.kind, write.row)])
 
-    def _put(self, write: Write) -> None:
-        """Queue a hot-path row: to this loop's writer process, else to the thread."""
+    def _put(self, write: Write, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Queue a hot-path row: to the running loop's writer process (``loop``: that loop, when
+        the caller has it), else to the thread."""
         if self._closed:
             raise StorageError("ledger is closed")
-        loop = _running_loop()
+        if loop is None:
+            loop = _running_loop()
         if loop is not None:
             self._outage.attach(loop)
-        child = self._writer_process()
+        child = self._writer_process(loop)
         if child is not None and child.usable:
             child.put(write)
             return
         self._writer.put(write)
 
-    def _writer_process(self) -> WriterProcessClient | None:
-        """The writer process of the running event loop, started on first use; None: rows go to
-        the writer thread (no loop, another loop, or a URL the process does not take)."""
-        loop = _running_loop()
+    def _writer_process(self, loop: asyncio.AbstractEventLoop | None) -> WriterProcessClient | None:
+        """The writer process of ``loop`` (the running one), started on first use; None: rows go
+        to the writer thread (no loop, another loop, or a URL the process does not take)."""
         if loop is None or self._program is None:
             return None
         if self._child is None:
@@ -621,9 +628,8 @@ class Ledger:
 
 
 
-def _overdue(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(CommitOverdue(f"a commit took longer than {COMMIT_DEADLINE_S:g} s"))
+def _overdue() -> CommitOverdue:
+    return CommitOverdue(f"a commit took longer than {COMMIT_DEADLINE_S:g} s")
 
 
 def _probe_sqlite(path: str) -> None:

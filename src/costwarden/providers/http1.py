@@ -65,7 +65,7 @@ class Connection(asyncio.Protocol):
     """One keep-alive connection; one request at a time."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop  # the running one (the pool reads its clock through it)
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.broken = False  # closed, failed, or left in a state it cannot be reused from
@@ -91,7 +91,7 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # a stream transport
 
     def data_received(self, data: bytes) -> None:
-        self._last_read = self._loop.time()
+        self._last_read = self.loop.time()
         if not self._active:
             self._break(None)  # bytes nobody asked for: this connection cannot be trusted again
             return
@@ -162,13 +162,13 @@ class Connection(asyncio.Protocol):
         self._status, self._headers, self._head_done, self._complete, self._keep_alive = 0, [], False, False, False
         self._error = None
         self._timeout = read_timeout
-        self._last_read = now = self._loop.time()
+        self._last_read = now = self.loop.time()
         # The read timer outlives an exchange (it finds the connection idle and lapses) and serves
         # the next one, which it checks when it fires: a timer made and cancelled per request
         # cost the loop a heap insertion and removal every call. Re-armed only if it would fire late.
         if self._timer is None or self._timer.when() > now + read_timeout:
             self._cancel_timer()
-            self._timer = self._loop.call_at(now + read_timeout, self._check_timeout)
+            self._timer = self.loop.call_at(now + read_timeout, self._check_timeout)
         self.transport.write(request)
 
     async def head(self) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -218,7 +218,7 @@ class Connection(asyncio.Protocol):
     async def _wait(self) -> None:
         if self._error is not None:
             raise self._error
-        self._waiter = self._loop.create_future()
+        self._waiter = self.loop.create_future()
         try:
             await self._waiter
         finally:
@@ -229,7 +229,7 @@ class Connection(asyncio.Protocol):
     def _resume(self) -> None:
         if self._paused:
             self._paused = False
-            self._last_read = self._loop.time()  # the pause was ours: the upstream's silence starts now
+            self._last_read = self.loop.time()  # the pause was ours: the upstream's silence starts now
             if self.transport is not None:
                 self.transport.resume_reading()
 
@@ -253,11 +253,11 @@ class Connection(asyncio.Protocol):
             return
         due = self._last_read + self._timeout
         if self._paused:  # the consumer is behind, not the upstream: no read is outstanding
-            self._timer = self._loop.call_at(self._loop.time() + self._timeout, self._check_timeout)
-        elif self._loop.time() >= due:
+            self._timer = self.loop.call_at(self.loop.time() + self._timeout, self._check_timeout)
+        elif self.loop.time() >= due:
             self._break(ReadTimeout())
         else:  # data arrived meanwhile: wait for the rest of the interval
-            self._timer = self._loop.call_at(due, self._check_timeout)
+            self._timer = self.loop.call_at(due, self._check_timeout)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -289,7 +289,7 @@ class ConnectionPool:
                 raise ConnectFailed("the connection pool is closed")
             idle = self._idle.get(origin)
             if idle:
-                now = asyncio.get_running_loop().time()
+                now = idle[-1].loop.time()
                 while idle:
                     connection = idle.pop()  # the most recently used: the least likely to be stale
                     if not connection.broken and now - connection.idle_since < self._keepalive_s:
@@ -306,7 +306,7 @@ class ConnectionPool:
         if connection.broken or self._closed:
             self._discard(connection)
             return
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = connection.loop.time()
         self._idle.setdefault(origin, []).append(connection)
         self._wake_one()
 
