@@ -4,18 +4,17 @@ redis-py's client runs each command through a pool checkout, a retry wrapper, a 
 its write and observability hooks; per call of the gateway (one reserve, one settle) that cost
 more of the event loop than the script and its answer. Here the scripts go over one connection of
 this store's own, opened from the client's settings (host and port or socket path, TLS, user and
-password, database): a call queues its EVALSHA as one buffer, the commands queued in one turn of
-the event loop leave in one write, and Redis answers a connection's commands in the order sent,
-so each answer goes to the oldest call still waiting. A call cancelled meanwhile keeps its place:
-its answer is read and dropped, never handed to the next call.
+password, database): a call queues its FCALL (or EVALSHA) as one buffer, the commands queued in
+one turn of the event loop leave in one write, and Redis answers a connection's commands in the
+order sent, so each answer goes to the oldest call still waiting. A call cancelled meanwhile
+keeps its place: its answer is read and dropped, never handed to the next call.
 
 A script or function the server does not know (restarted, flushed) is loaded and sent again; a
 server without functions (Redis 6.2) answers FCALL with ``FunctionsUnavailable``, for the caller
-to send the script instead. A lost
-connection fails the calls waiting on it; each is tried again on a new one, ``RETRIES`` times
-after a short pause, as the client's retry does: the scripts are safe to run again. A server that
-does not answer within the client's socket timeout is not asked again: the connection is closed
-and every call waiting on it fails at once with a timeout.
+to send the script instead. A lost connection fails the calls waiting on it; each is tried again
+on a new one, ``RETRIES`` times after a short pause, as the client's retry does: the scripts are
+safe to run again. A server that does not answer within the client's socket timeout is not asked
+again: the connection is closed and every call waiting on it fails at once with a timeout.
 """
 
 from __future__ import annotations
