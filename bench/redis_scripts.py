@@ -3,8 +3,8 @@
 The policy and callers of ``engine.py`` (five holds per call: organization and department
 monthly, a per-key rolling hour, department TPM and RPM), driven at concurrency 1 and 64 against
 a throwaway Redis. Prints, from ``INFO commandstats`` (reset before each run): the scripts run
-(EVALSHA), the server's CPU per script (usec_per_call), the commands the scripts ran per pair and
-pairs per second. Server CPU times on a shared machine move by tens of percent from run to run;
+(FCALL, or EVALSHA on a store of an earlier version), the server's CPU per script
+(usec_per_call), the commands the scripts ran per pair and pairs per second. Server CPU times on a shared machine move by tens of percent from run to run;
 with ``--callgrind`` the server runs under valgrind and the figure is the instructions it ran per
 script and per pair, which does not move (slow: use a few hundred pairs).
 With ``--replay N`` it measures the other side, what the store's calls cost the gateway: 200 pairs
@@ -12,6 +12,7 @@ are run against the server and their answers recorded, then N pairs at concurren
 those answers in turn with no server (packing the scripts' arguments, reading their answers, the
 remembered figures, and the admission around them). Run it under callgrind for two values of N:
 the difference of the totals divided by the difference of N is the instructions per pair.
+It runs on the store of any version: ``PYTHONPATH`` at another tree's ``src`` compares the two.
 Run: python bench/redis_scripts.py [--pairs N] [--repeat R] [--callgrind] [--replay N]
 """
 
