@@ -8,7 +8,7 @@ held on all its counters atomically. Each one first checks the generation marker
 in-flight reservations again before it goes on. A counter is one hash per window key;
 reservations live in one hash (id -> record) and one sorted set (id by deadline). Decisions use
 the times the caller passes; key expiry only collects garbage, and a reservation asks for it only
-when its replica does not know its counters kept long enough (``_keep_words``). Money crosses the
+when its replica does not know its counters kept long enough (``kept.py``). Money crosses the
 wire as decimal strings, so counters are exact up to 2**63 nano-dollars.
 """
 
@@ -42,6 +42,7 @@ from costwarden.counters.base import (
     Threshold,
 )
 from costwarden.counters.figures import Figures
+from costwarden.counters.kept import KeptCounters, keep_targets
 from costwarden.counters.script_calls import FunctionsUnavailable, ScriptCalls, bulk, script_command
 from costwarden.counters.scripts import Script, Scripts
 from costwarden.errors import StorageError
@@ -56,7 +57,6 @@ ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: 
 
 
 HOLDS_KEPT = 4_096  # tuples of holds whose script arguments are remembered (``_pack_holds``)
-KEEP_SLACK_MS = 600_000  # how much longer than it must a reservation asks its counters to be kept
 
 
 # A window as the scripts take it, packed (``script_calls.bulk``): its counter's key, packed and as
@@ -128,7 +128,7 @@ class RedisCounterStore:
         self._by_id: dict[int, tuple[Window, _Words]] = {}  # see ``_words``
         self._rolling: dict[tuple[str, int, int], tuple[str, str, str, str]] = {}  # see ``_words``
         self._packed: dict[int, _Packed] = {}  # see ``_pack_holds``
-        self._kept: dict[str, int] = {}  # counter key -> a keep-until ms it was kept for (see ``_keep_words``)
+        self._kept = KeptCounters()  # until when this replica had its counters kept (``kept.py``)
         self._owner = _json(self._replica)  # the records' "o"
         self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
         self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
@@ -292,7 +292,7 @@ class RedisCounterStore:
                     await self._restore(marker)
                     self._marker = marker
                     self._mark_words = self._mark_words[0], bulk(marker)
-                    self._kept.clear()  # the counters may have been lost with the old build
+                    self._kept.forget()  # the counters may have been lost with the old build
                     self._packed.clear()  # and with them what the tuples of holds knew of them
                     return
                 except ResponseError as exc:
@@ -400,46 +400,21 @@ class RedisCounterStore:
         figures.learn(names, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
                       flag_keys, flags)
         if targets is not None and build == self._marker:  # kept under the build still current
-            self._kept_for(packed, targets)
+            packed.horizon = self._kept.remember(packed.counters, targets)
         self._held[reservation_id] = entry
         return Attempt(reservation, usage, flags)
 
     def _keep_words(self, packed: _Packed, deadline: int, known: bool = True) -> tuple[str, list[int] | None]:
         """The reserve script's keep-until for ``packed`` and a reservation ending at ``deadline``
-        (ms), packed, and the keep-until ms it gives per hold (None: it gives none).
-
-        Keeping counters (reading each one's expiry, moving it) cost the server more than the rest
-        of a reservation, while most reservations find them kept long enough: so this replica
-        remembers until when it had each counter kept (``_kept``), and says nothing when that
-        covers every counter's window and the deadline (``known``: trusting what it remembers).
-        When it says, it asks for ``KEEP_SLACK_MS`` more than needed, so that the calls of the
-        next minutes need not. A counter only ever expires later, unless it is lost (the script
-        answers 'keep' for a counter it does not find, when told nothing) or the store is emptied
-        (a new build: forgotten then).
-        """
+        (ms), packed, and the keep-until ms it gives per hold (None: it gives none, as the
+        counters are known kept long enough, see ``kept.py``; not ``known``: not trusted)."""
         if known:
-            kept, horizon = self._kept, _FOREVER
-            for counter, until in zip(packed.counters, packed.untils, strict=True):
-                at = kept.get(counter, 0)
-                if at < until:
-                    horizon = 0
-                    break
-                horizon = min(horizon, at)
+            horizon = self._kept.horizon(packed.counters, packed.untils)
             if deadline <= horizon:
                 packed.horizon = horizon
                 return _KEPT, None
-        targets = [(until if until > deadline else deadline) + KEEP_SLACK_MS for until in packed.untils]
+        targets = keep_targets(packed.untils, deadline)
         return bulk(",".join([str(target) for target in targets])), targets
-
-    def _kept_for(self, packed: _Packed, targets: list[int]) -> None:
-        """Remember that ``packed``'s counters were kept until ``targets`` (ms) at least."""
-        kept = self._kept
-        if len(kept) >= WINDOWS_KEPT:
-            kept.clear()  # forgotten: only asked to keep again
-        for counter, target in zip(packed.counters, targets, strict=True):
-            if kept.get(counter, 0) < target:
-                kept[counter] = target
-        packed.horizon = min(targets, default=_FOREVER)
 
     def _pack(self, reservation: Reservation) -> tuple[_Held, str, str]:
         """What the scripts take of ``reservation``, packed: its settlement's words (``_Held``, with
@@ -751,7 +726,6 @@ def _unit(units: dict[int, str], unit: Unit) -> str:
 _COUNTS = [bulk(str(count)) for count in range(32)]
 _NO_MOMENT = bulk("0")
 _KEPT = bulk("")  # the reserve script's keep-until when every counter is kept long enough
-_FOREVER = 2**62  # the horizon of a reservation without counters (ms)
 
 
 def _count(count: int) -> str:
