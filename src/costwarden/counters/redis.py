@@ -493,7 +493,7 @@ class RedisCounterStore:
         parts = [held + (numbers.get(amount) or _number(numbers, amount))[1]
                  for held, amount in zip(packed.settling, amounts, strict=True)]
         # the moment claims are made at, which only thresholds read
-        moment = bulk(repr(float(now))) if thresholds else _NO_MOMENT
+        moment = bulk(_json(float(now))) if thresholds else _NO_MOMENT
         keys = self._ledgers + packed.keys
         args = f"{entry.id}{_count(count)}{moment}{packed.untils_word}{''.join(parts)}"
         if thresholds:
