@@ -3,8 +3,8 @@
 The policy and callers of ``engine.py`` (five holds per call: organization and department
 monthly, a per-key rolling hour, department TPM and RPM), driven at concurrency 1 and 64 against
 a throwaway Redis. Prints, from ``INFO commandstats`` (reset before each run): the scripts run
-(EVALSHA), the server's CPU per script (usec_per_call), the commands the scripts ran per pair and
-pairs per second. Server CPU times on a shared machine move by tens of percent from run to run;
+(FCALL, or EVALSHA on a store of an earlier version), the server's CPU per script
+(usec_per_call), the commands the scripts ran per pair and pairs per second. Server CPU times on a shared machine move by tens of percent from run to run;
 with ``--callgrind`` the server runs under valgrind and the figure is the instructions it ran per
 script and per pair, which does not move (slow: use a few hundred pairs).
 With ``--replay N`` it measures the other side, what the store's calls cost the gateway: 200 pairs
@@ -12,6 +12,7 @@ are run against the server and their answers recorded, then N pairs at concurren
 those answers in turn with no server (packing the scripts' arguments, reading their answers, the
 remembered figures, and the admission around them). Run it under callgrind for two values of N:
 the difference of the totals divided by the difference of N is the instructions per pair.
+It runs on the store of any version: ``PYTHONPATH`` at another tree's ``src`` compares the two.
 Run: python bench/redis_scripts.py [--pairs N] [--repeat R] [--callgrind] [--replay N]
 """
 
@@ -39,6 +40,9 @@ from costwarden.core.scopes import Caller, Planner
 from costwarden.counters.redis import RedisCounterStore
 from costwarden.engine.admission import Admission, Admitted
 from costwarden.policy import parse_policy
+
+SCRIPTS = ("evalsha", "fcall")
+OUTER = ("cmdstat_evalsha", "cmdstat_fcall", "cmdstat_info")  # the commands not run by the scripts
 
 
 class Clock:
@@ -106,14 +110,16 @@ async def run(url: str, pairs: int, concurrency: int, zero: Callable[[], None] |
 
 async def replay(url: str, pairs: int) -> None:
     """Record the answers of 200 pairs from the server at ``url``, then run ``pairs`` more that are
-    given those answers in turn, without the server (a completed future per script)."""
-    answers: dict[str, list[Any]] = {}
+    given those answers in turn, without the server (a completed future per script). Answers are
+    told apart by the first 96 bytes of their command (the function's name or the script's digest,
+    the counts around it, the first keys), so that this runs on the store of any version."""
+    answers: dict[bytes, list[Any]] = {}
     store = RedisCounterStore.from_url(url)
     sent = store._calls.run_packed
 
     async def recorded(script: Any, command: bytes) -> Any:
         answer = await sent(script, command)
-        answers.setdefault(script.sha, []).append(answer)
+        answers.setdefault(command[:96], []).append(answer)
         return answer
 
     store._calls.run_packed = recorded  # type: ignore[method-assign]
@@ -122,19 +128,24 @@ async def replay(url: str, pairs: int) -> None:
     await store.close()
     store = RedisCounterStore.from_url(url)
     await store.replace([], "m1")
-    turns = dict.fromkeys(answers, 0)
+    turns = {shape: [given, 0] for shape, given in answers.items()}
     loop = asyncio.get_running_loop()
 
     def answered(script: Any, command: bytes) -> asyncio.Future[Any]:
-        given = answers[script.sha]
-        turn = turns[script.sha] = turns[script.sha] + 1
+        turn = turns[command[:96]]
+        given, turn[1] = turn[0], turn[1] + 1
         future = loop.create_future()
-        future.set_result(given[turn % len(given)])
+        future.set_result(given[turn[1] % len(given)])
         return future
 
     store._calls.run_packed = answered  # type: ignore[method-assign]
     await drive(store, pairs, 1)
     await store.close()
+
+
+def scripts_run(found: dict[str, Any]) -> int:
+    """The scripts and functions run (EVALSHA, FCALL), from ``INFO commandstats``."""
+    return sum(int(found.get(f"cmdstat_{name}", {"calls": 0})["calls"]) for name in SCRIPTS)
 
 
 async def drive(store: RedisCounterStore, pairs: int, concurrency: int) -> int:
@@ -183,7 +194,7 @@ def main() -> None:
             for concurrency in (1, 64):
                 asyncio.run(run(url, args.pairs, concurrency, zero))
                 instructions = counted()
-                scripts = int(stats(url)["cmdstat_evalsha"]["calls"])
+                scripts = scripts_run(stats(url))
                 print(f"c={concurrency}: {instructions / scripts:,.0f} instructions per script, "
                       f"{instructions / args.pairs:,.0f} per pair ({scripts} scripts)")
         return
@@ -193,11 +204,11 @@ def main() -> None:
             for _ in range(args.repeat):
                 elapsed, admitted = asyncio.run(run(url, args.pairs, concurrency))
                 found = stats(url)
-                script = found.get("cmdstat_evalsha", {"calls": 0, "usec_per_call": 0.0})
-                inner = sum(int(v["calls"]) for k, v in found.items() if k not in ("cmdstat_evalsha", "cmdstat_info"))
-                rows.append((float(script["usec_per_call"]), int(script["calls"]), inner / args.pairs,
-                             args.pairs / elapsed, admitted))
-                print(f"c={concurrency}: evalsha {rows[-1][1]} calls, {rows[-1][0]:.2f} usec_per_call, "
+                run_ = scripts_run(found)
+                used_us = sum(float(found.get(f"cmdstat_{name}", {"usec": 0})["usec"]) for name in SCRIPTS)
+                inner = sum(int(v["calls"]) for k, v in found.items() if k not in OUTER)
+                rows.append((used_us / max(run_, 1), run_, inner / args.pairs, args.pairs / elapsed, admitted))
+                print(f"c={concurrency}: scripts {rows[-1][1]} calls, {rows[-1][0]:.2f} usec_per_call, "
                       f"{rows[-1][2]:.2f} commands per pair, {rows[-1][3]:,.0f} pairs/s ({admitted} admitted)")
             usec = [r[0] for r in rows]
             rate = [r[3] for r in rows]
@@ -207,7 +218,7 @@ def main() -> None:
                 per = sorted(found.items())
                 print("  last run, commands per pair: " + ", ".join(
                     f"{k.removeprefix('cmdstat_')} {int(v['calls']) / args.pairs:.2f}" for k, v in per
-                    if k not in ("cmdstat_evalsha", "cmdstat_info")))
+                    if k not in OUTER))
 
 if __name__ == "__main__":
     main()

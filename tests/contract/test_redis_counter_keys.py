@@ -303,3 +303,38 @@ async def test_a_settlement_on_a_calendar_counter_that_lost_its_hold_keeps_the_s
     assert (await store.snapshot([window], [], 0.0)).usage == [(30, 7 if recreated else 0)]
     at, remembered = await expiry(store, window)
     assert at == remembered and at > time.time() * 1000, "the counter made anew expires"
+
+
+# -- a replica remembers until when it had its counters kept, and says nothing while that covers ---
+
+@pytest.mark.parametrize("make", [calendar, rolling])
+async def test_a_counter_lost_while_known_kept_is_kept_again_when_made_anew(
+        store: RedisCounterStore, make: Callable[[str], Window]) -> None:
+    """The replica had the counter kept (so its next reservation says nothing of expiries); the
+    key is lost (evicted, deleted): the reservation that makes it anew gives it an expiry."""
+    window = make("lost-kept")
+    deadline = time.time() + DAY
+    first = await reserve(store, window, deadline)
+    assert isinstance(first, Reservation)
+    await store.client.delete(f"cw:c:{window.key}")
+    again = await reserve(store, window, deadline + 1, 4)
+    assert isinstance(again, Reservation)
+    at, remembered = await expiry(store, window)
+    assert at == remembered and at >= (deadline + 1) * 1000 + MARGIN_MS
+    assert (await store.snapshot([window], [], 0.0)).usage == [(0, 4)]
+
+
+async def test_a_new_build_forgets_until_when_counters_were_kept(redis_url: str, store: RedisCounterStore) -> None:
+    """Emptied and rebuilt, a counter is kept for its window alone: the next reservation keeps it
+    for its own deadline again, though the replica had it kept for that before."""
+    window = calendar("rebuilt")
+    deadline = time.time() + DAY
+    first = await reserve(store, window, deadline)
+    assert isinstance(first, Reservation)
+    await store.settle(first, [9])
+    await store.client.flushdb()  # a restart without persistence
+    await store.replace([(window, 9)], "build-2")
+    later = deadline + 300  # within what the replica had it kept for
+    assert isinstance(await reserve(store, window, later), Reservation)
+    at, remembered = await expiry(store, window)
+    assert at == remembered and at >= later * 1000 + MARGIN_MS

@@ -1,13 +1,15 @@
 """Shared counters in Redis, for any number of gateway replicas.
 
-Every operation that reads or writes several counters is one Lua script (``lua/``), so a
-reservation is checked and held on all its counters atomically. Each script first checks the
-generation marker (``<prefix>generation``): a missing one means the server lost its data, and the
-operation raises ``StoreEmptied``; a different one means another replica rebuilt the store, and
-this one holds its in-flight reservations again before it goes on. A counter is one hash per window
-key; reservations live in one hash (id -> record) and one sorted set (id by deadline). Decisions
-use the times the caller passes; key expiry only collects garbage. Money crosses the wire as
-decimal strings, so counters are exact up to 2**63 nano-dollars.
+Every operation that reads or writes several counters is one Lua function (``lua/``, loaded as a
+library on Redis 7, run as scripts on Redis 6.2: ``scripts.py``), so a reservation is checked and
+held on all its counters atomically. Each one first checks the generation marker
+(``<prefix>generation``): a missing one means the server lost its data, and the operation raises
+``StoreEmptied``; a different one means another replica rebuilt the store, and this one holds its
+in-flight reservations again before it goes on. A counter is one hash per window key;
+reservations live in one hash (id -> record) and one sorted set (id by deadline). Decisions use
+the times the caller passes; key expiry only collects garbage, and a reservation asks for it only
+when its replica does not know its counters kept long enough (``kept.py``). Money crosses the
+wire as decimal strings, so counters are exact up to 2**63 nano-dollars.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -41,8 +42,9 @@ from costwarden.counters.base import (
     Threshold,
 )
 from costwarden.counters.figures import Figures
-from costwarden.counters.script_calls import ScriptCalls, bulk, evalsha
-from costwarden.counters.scripts import Scripts
+from costwarden.counters.kept import KeptCounters, keep_targets
+from costwarden.counters.script_calls import FunctionsUnavailable, ScriptCalls, bulk, script_command
+from costwarden.counters.scripts import Script, Scripts
 from costwarden.errors import StorageError
 
 T = TypeVar("T")
@@ -57,40 +59,56 @@ ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: 
 HOLDS_KEPT = 4_096  # tuples of holds whose script arguments are remembered (``_pack_holds``)
 
 
-# A window as the scripts take it, packed (``script_calls.bulk``): its counter's key; its bucket and
-# span; until when the counter matters (ms; the scripts keep it longer for a later deadline), as
-# text and packed; and its part of a reservation's record (JSON, open for the hold's own fields).
-_Words = tuple[str, str, str, str, str]
+# A window as the scripts take it, packed (``script_calls.bulk``): its counter's key, packed and as
+# it is; its bucket and span; until when the counter matters (ms; the scripts keep it longer for
+# a later deadline), as a number and as text; and its part of a reservation's record (JSON, open
+# for the hold's own fields).
+_Words = tuple[str, str, str, int, str, str]
 
-# A tuple of holds as the scripts take it, packed once (``_pack_holds``): the tuple itself; its
-# counters' keys; the reserve script's words; the record's holds; per hold the settle script's
-# words before and after the actual amount; the counters' window keys; the amounts held.
-_Packed = tuple[tuple[Hold, ...], str, str, str, list[tuple[str, str]], list[str], list[int]]
+
+@dataclass(slots=True)
+class _Packed:
+    """A tuple of holds as the scripts take it, packed once (``_pack_holds``): the tuple itself;
+    its counters' keys, packed; the reserve script's words; the record's holds; per hold the
+    settle script's words before the actual amount; the counters' window keys; the amounts held;
+    the counters' keys as they are, and until when each matters (ms), also as the settle script
+    takes them; and the latest reservation deadline (ms) for which every counter is known to be
+    kept long enough (0: not known), see ``_keep_words``."""
+
+    holds: tuple[Hold, ...]
+    keys: str
+    reserving: str
+    parts: str
+    settling: list[str]
+    names: list[str]
+    amounts: list[int]
+    counters: list[str]
+    untils: list[int]
+    untils_word: str
+    horizon: int = 0
 
 
 @dataclass(slots=True)
 class _Held:
     """A reservation this replica holds, and its settlement's arguments that reserving packed
-    already: its id, the counters' keys, and per hold the words before and after its actual
-    amount; its counters' window keys and the amounts held. Treat as immutable (the lists are
-    shared by the reservations of one tuple of holds)."""
+    already: its id, and its tuple of holds packed. Treat as immutable."""
 
     reservation: Reservation
     id: str
-    keys: str
-    holds: list[tuple[str, str]]
-    names: list[str]
-    amounts: list[int]
+    packed: _Packed
 
 
 class RedisCounterStore:
-    """The shared CounterStore on Redis (6.2 or later; a standalone server or one hash slot)."""
+    """The shared CounterStore on Redis (7, or 6.2 with scripts alone; a standalone server or
+    one hash slot)."""
 
     def __init__(self, client: Redis, *, key_prefix: str = "cw:", replica: str | None = None) -> None:
         self._client = client
         self._prefix = key_prefix
         self._replica = replica or uuid.uuid4().hex
-        self._scripts = Scripts.register(client)
+        self._scripts = Scripts.make()
+        self._library = self._scripts.library
+        self._functions = True  # called as the library's functions until the server turns out to lack them
         self._calls = ScriptCalls(client)  # the hot path's transport (see ``script_calls.py``)
         self._reservations = f"{key_prefix}reservations"
         self._deadlines = f"{key_prefix}deadlines"
@@ -108,8 +126,9 @@ class RedisCounterStore:
         self._figures = Figures()  # what the counters held when this replica last saw them
         self._windows: dict[Window, _Words] = {}  # see ``_words``
         self._by_id: dict[int, tuple[Window, _Words]] = {}  # see ``_words``
-        self._rolling: dict[tuple[str, int, int], tuple[str, str, str]] = {}  # see ``_words``
+        self._rolling: dict[tuple[str, int, int], tuple[str, str, str, str]] = {}  # see ``_words``
         self._packed: dict[int, _Packed] = {}  # see ``_pack_holds``
+        self._kept = KeptCounters()  # until when this replica had its counters kept (``kept.py``)
         self._owner = _json(self._replica)  # the records' "o"
         self._flag_words: dict[str, str] = {}  # flag key -> its key, packed
         self._threshold_words: dict[int, tuple[Sequence[Threshold], str, str]] = {}  # see ``_settle``
@@ -167,28 +186,29 @@ class RedisCounterStore:
         if window.span == 1:
             words = self._windows.get(window)
             if words is None:
-                key, place, head = self._place(window)
-                until = str(_keep_until_ms(window))
+                key, counter, place, head = self._place(window)
+                until = _keep_until_ms(window)
                 words = self._windows[window] = (
-                    key, place, until, bulk(until),
+                    key, counter, place, until, str(until),
                     f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
         else:  # a rolling window ends when its plan was made: its key, bucket and span outlive it
             where = (window.key, window.bucket, window.span)
             fixed = self._rolling.get(where)
             if fixed is None:
                 fixed = self._rolling[where] = self._place(window)
-            key, place, head = fixed
-            until = str(_keep_until_ms(window))
-            words = (key, place, until, bulk(until),
+            key, counter, place, head = fixed
+            until = _keep_until_ms(window)
+            words = (key, counter, place, until, str(until),
                      f'{head},"s":"{window.start.isoformat()}","e":"{window.end.isoformat()}"')
         self._by_id[id(window)] = window, words  # the window kept alive: its id is not reused
         return words
 
-    def _place(self, window: Window) -> tuple[str, str, str]:
-        """``window``'s counter key, its bucket and span (packed), and its record's fields for them."""
+    def _place(self, window: Window) -> tuple[str, str, str, str]:
+        """``window``'s counter key, packed and as it is, its bucket and span (packed), and its
+        record's fields for them."""
         key, bucket, span = self._key(window), str(window.bucket), str(window.span)
         record = f'{{"k":{_json(key)},"b":"{bucket}","n":"{span}","w":{_json(window.key)}'
-        return bulk(key), bulk(bucket) + bulk(span), record
+        return bulk(key), key, bulk(bucket) + bulk(span), record
 
     def _flag_word(self, key: str) -> str:
         """Flag ``key``'s Redis key, packed (made once per flag)."""
@@ -202,21 +222,23 @@ class RedisCounterStore:
     def _flag(self, key: str) -> str:
         return f"{self._prefix}f:{key}"
 
-    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
+    async def _run(self, script: Script, keys: Sequence[str], args: Sequence[str]) -> Any:
         return await self._send(script, len(keys), "".join([bulk(key) for key in keys]),
                                 len(args), "".join([bulk(arg) for arg in args]))
 
-    async def _send(self, script: AsyncScript, key_count: int, keys: str, arg_count: int, args: str) -> Any:
+    async def _send(self, script: Script, key_count: int, keys: str, arg_count: int, args: str) -> Any:
         """Run ``script`` on keys and arguments packed already (``script_calls.bulk``), under the
         build this store is on, adopting a new one first when the script reports it."""
         for _ in range(3):
             while self._adopting is not None:  # nothing runs under a new build until restored
                 await self._adopting.wait()
             mark_key, marker = self._mark_words
-            command = evalsha(script.sha, key_count + 1, keys + mark_key, arg_count + 1, args + marker)
             self._sent += 1
             try:
-                return await self._calls.run_packed(script, command)
+                return await self._script(script, key_count + 1, keys + mark_key, arg_count + 1, args + marker)
+            except FunctionsUnavailable:
+                self._functions = False  # a server without functions: the scripts from now on
+                continue
             except ResponseError as exc:
                 moved = self._refusal(exc)
             except RedisError as exc:
@@ -227,6 +249,14 @@ class RedisCounterStore:
                     self._answered.set()
             await self._adopt(moved)
         raise StorageError("the counter store (Redis) was rebuilt again and again during one operation")
+
+    def _script(self, script: Script, key_count: int, keys: str, arg_count: int, args: str) -> Awaitable[Any]:
+        """``script``'s call, as a function of the library, or as a script on a server without
+        functions (found out by the first call)."""
+        if self._functions:
+            command = script_command(script.function_head, key_count, keys, arg_count, args)
+            return self._calls.run_packed(self._library, command)
+        return self._calls.run_packed(script, script_command(script.script_head, key_count, keys, arg_count, args))
 
     @staticmethod
     def _refusal(exc: ResponseError) -> str:
@@ -262,6 +292,8 @@ class RedisCounterStore:
                     await self._restore(marker)
                     self._marker = marker
                     self._mark_words = self._mark_words[0], bulk(marker)
+                    self._kept.forget()  # the counters may have been lost with the old build
+                    self._packed.clear()  # and with them what the tuples of holds knew of them
                     return
                 except ResponseError as exc:
                     marker = self._refusal(exc)  # rebuilt again meanwhile
@@ -275,12 +307,17 @@ class RedisCounterStore:
 
     async def _restore(self, marker: str) -> None:
         held = [entry.reservation for entry in self._held.values()]
-        keys = [self._reservations, self._deadlines, self._mark_key]
+        keys = self._ledgers + self._mark_words[0]
         for start in range(0, len(held), RESTORE_BATCH):
             args: list[str] = []
             for reservation in held[start:start + RESTORE_BATCH]:
                 args += [reservation.id, repr(float(reservation.expires_at)), self._record(reservation)]
-            await self._scripts.restore(keys=keys, args=[*args, marker])
+            packed = "".join([bulk(arg) for arg in args]) + bulk(marker)
+            try:
+                await self._script(self._scripts.restore, 3, keys, len(args) + 1, packed)
+            except FunctionsUnavailable:
+                self._functions = False
+                await self._script(self._scripts.restore, 3, keys, len(args) + 1, packed)
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
@@ -326,16 +363,28 @@ class RedisCounterStore:
                           flag_keys: Sequence[str], now: float) -> Attempt:
         """``reserve`` in one script that also reads the holds' counters and ``flag_keys``."""
         reservation = Reservation(reservation_id, tuple(holds), expires_at, self._replica)
-        entry, reserving, record, score = self._pack(reservation)
+        entry, record, score = self._pack(reservation)
+        packed = entry.packed
         count = len(holds)
-        keys = self._ledgers + entry.keys
+        keys = self._ledgers + packed.keys
         if flag_keys:
             keys += "".join([self._flag_word(key) for key in flag_keys])
-        args = f"{entry.id}{bulk(score)}{bulk(record)}{_count(count)}{reserving}"
-        figures, names, amounts = self._figures, entry.names, entry.amounts
+        # the deadline in ms, rounded up, is within the horizon (an integer) if and only if it is
+        if expires_at * 1000 <= packed.horizon:
+            keep, targets = _KEPT, None
+        else:
+            keep, targets = self._keep_words(packed, _ms(expires_at))
+        score_word, record_word, build = bulk(score), bulk(record), self._marker
+        figures, names, amounts = self._figures, packed.names, packed.amounts
         ticket = figures.expect(names, amounts)
         try:
-            out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 5 * count, args)
+            out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 4 * count,
+                                   f"{entry.id}{score_word}{record_word}{keep}{packed.reserving}")
+            if out[0] == "keep":  # a counter made anew since it was last kept: say until when
+                packed.horizon = 0
+                keep, targets = self._keep_words(packed, _ms(expires_at), known=False)
+                out = await self._send(self._scripts.reserve, 2 + count + len(flag_keys), keys, 4 + 4 * count,
+                                       f"{entry.id}{score_word}{record_word}{keep}{packed.reserving}")
         finally:
             figures.arrived(ticket)
         if out[0] == "known":  # a retried call whose first attempt held it
@@ -350,24 +399,37 @@ class RedisCounterStore:
             return Attempt(Conflict(index, sum(usage[index])), usage, flags)
         figures.learn(names, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
                       flag_keys, flags)
+        if targets is not None and build == self._marker:  # kept under the build still current
+            packed.horizon = self._kept.remember(packed.counters, targets)
         self._held[reservation_id] = entry
         return Attempt(reservation, usage, flags)
 
-    def _pack(self, reservation: Reservation) -> tuple[_Held, str, str, str]:
-        """What the scripts take of ``reservation``, packed: its settlement's words (``_Held``), the
-        reserve script's words per hold, its record, and its deadline as the record writes it
-        (the deadlines' score: the same number as ``repr`` writes). Only the id, the deadline and
-        the owner are packed per reservation; its holds once per tuple of them."""
+    def _keep_words(self, packed: _Packed, deadline: int, known: bool = True) -> tuple[str, list[int] | None]:
+        """The reserve script's keep-until for ``packed`` and a reservation ending at ``deadline``
+        (ms), packed, and the keep-until ms it gives per hold (None: it gives none, as the
+        counters are known kept long enough, see ``kept.py``; not ``known``: not trusted)."""
+        if known:
+            horizon = self._kept.horizon(packed.counters, packed.untils)
+            if deadline <= horizon:
+                packed.horizon = horizon
+                return _KEPT, None
+        targets = keep_targets(packed.untils, deadline)
+        return bulk(",".join([str(target) for target in targets])), targets
+
+    def _pack(self, reservation: Reservation) -> tuple[_Held, str, str]:
+        """What the scripts take of ``reservation``, packed: its settlement's words (``_Held``, with
+        its holds packed), its record, and its deadline as the record writes it (the deadlines'
+        score: the same number as ``repr`` writes). Only the id, the deadline and the owner are
+        packed per reservation; its holds once per tuple of them."""
         holds = reservation.holds
         packed = self._packed.get(id(holds))
-        if packed is None or packed[0] is not holds:
+        if packed is None or packed.holds is not holds:
             packed = self._pack_holds(holds)
-        _, keys, reserving, parts, settling, names, amounts = packed
         # the record's JSON as orjson writes the whole of it
         owner = self._owner if reservation.owner == self._replica else _json(reservation.owner)
         score = _json(reservation.expires_at)
-        record = f'{{"id":{_json(reservation.id)},"x":{score},"o":{owner},"h":[{parts}]}}'
-        return _Held(reservation, bulk(reservation.id), keys, settling, names, amounts), reserving, record, score
+        record = f'{{"id":{_json(reservation.id)},"x":{score},"o":{owner},"h":[{packed.parts}]}}'
+        return _Held(reservation, bulk(reservation.id), packed), record, score
 
     def _pack_holds(self, holds: tuple[Hold, ...]) -> _Packed:
         """What the scripts take of ``holds`` (see ``_Packed``), made from parts made once per
@@ -376,28 +438,33 @@ class RedisCounterStore:
         numbers, units = self._numbers, self._units
         keys: list[str] = []
         reserving: list[str] = []
-        settling: list[tuple[str, str]] = []
+        settling: list[str] = []
         parts: list[str] = []
         names: list[str] = []
         amounts: list[int] = []
+        counters: list[str] = []
+        untils: list[int] = []
         for hold in holds:
             window, amount, limit = hold.window, hold.amount, hold.limit
-            key, place, until, keep, head = self._words(window)
+            key, counter, place, until, until_text, head = self._words(window)
             text, word = numbers.get(amount) or _number(numbers, amount)
             held = place + word
             unit = units.get(id(hold.unit)) or _unit(units, hold.unit)
             if limit is None:
-                reserving.append(f"{held}$0\r\n\r\n{keep}")
-                parts.append(f'{head},"a":"{text}","t":"{until}","l":null,"u":"{unit}"}}')
+                reserving.append(f"{held}$0\r\n\r\n")
+                parts.append(f'{head},"a":"{text}","t":"{until_text}","l":null,"u":"{unit}"}}')
             else:
                 bound, bound_word = numbers.get(limit) or _number(numbers, limit)
-                reserving.append(f"{held}{bound_word}{keep}")
-                parts.append(f'{head},"a":"{text}","t":"{until}","l":"{bound}","u":"{unit}"}}')
+                reserving.append(held + bound_word)
+                parts.append(f'{head},"a":"{text}","t":"{until_text}","l":"{bound}","u":"{unit}"}}')
             keys.append(key)
-            settling.append((held, keep))
+            settling.append(held)
             names.append(window.key)
             amounts.append(amount)
-        packed = holds, "".join(keys), "".join(reserving), ",".join(parts), settling, names, amounts
+            counters.append(counter)
+            untils.append(until)
+        packed = _Packed(holds, "".join(keys), "".join(reserving), ",".join(parts), settling, names, amounts,
+                         counters, untils, bulk(",".join([str(until) for until in untils])))
         if isinstance(holds, tuple):
             if len(self._packed) >= HOLDS_KEPT:
                 self._packed.clear()
@@ -422,21 +489,22 @@ class RedisCounterStore:
         entry = self._held.get(reservation.id)
         if entry is None or entry.reservation is not reservation:  # not held here: packed anew
             entry = self._pack(reservation)[0]
-        numbers = self._numbers
-        parts = [held + (numbers.get(amount) or _number(numbers, amount))[1] + keep
-                 for (held, keep), amount in zip(entry.holds, amounts, strict=True)]
+        packed, numbers = entry.packed, self._numbers
+        parts = [held + (numbers.get(amount) or _number(numbers, amount))[1]
+                 for held, amount in zip(packed.settling, amounts, strict=True)]
         # the moment claims are made at, which only thresholds read
-        moment = bulk(repr(float(now))) if thresholds else _NO_MOMENT
-        keys, args = self._ledgers + entry.keys, f"{entry.id}{_count(count)}{moment}{''.join(parts)}"
+        moment = bulk(_json(float(now))) if thresholds else _NO_MOMENT
+        keys = self._ledgers + packed.keys
+        args = f"{entry.id}{_count(count)}{moment}{packed.untils_word}{''.join(parts)}"
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
-        figures, names = self._figures, entry.names
-        changes = [amount - held for held, amount in zip(entry.amounts, amounts, strict=True)]
+        figures, names = self._figures, packed.names
+        changes = [amount - held for held, amount in zip(packed.amounts, amounts, strict=True)]
         ticket = figures.expect(names, changes)
         try:
             out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
-                                   3 + 5 * count + 4 * len(thresholds), args)
+                                   4 + 4 * count + 3 * len(thresholds), args)
         finally:
             figures.arrived(ticket)
         self._held.pop(reservation.id, None)
@@ -467,7 +535,7 @@ class RedisCounterStore:
             return kept[1], kept[2]
         keys = "".join([self._flag_word(t.key) for t in thresholds])
         args = "".join([bulk(str(t.hold + 1)) + bulk(str(t.level)) + bulk(repr(float(t.expires_at)))
-                        + bulk(str(_ms(t.expires_at))) for t in thresholds])
+                        for t in thresholds])
         if isinstance(thresholds, tuple):  # immutable: safe to know by identity while kept here
             if len(self._threshold_words) >= WINDOWS_KEPT:
                 self._threshold_words.clear()
@@ -601,7 +669,7 @@ class RedisCounterStore:
     def _record(self, reservation: Reservation) -> str:
         """The reservation as stored: counter fields for the expire script (strings, so that
         amounts stay exact in Lua) and the whole hold, to hand back from ``expire``."""
-        return self._pack(reservation)[2]
+        return self._pack(reservation)[1]
 
 
 def _reservation(record: str) -> Reservation:
@@ -657,6 +725,7 @@ def _unit(units: dict[int, str], unit: Unit) -> str:
 
 _COUNTS = [bulk(str(count)) for count in range(32)]
 _NO_MOMENT = bulk("0")
+_KEPT = bulk("")  # the reserve script's keep-until when every counter is kept long enough
 
 
 def _count(count: int) -> str:

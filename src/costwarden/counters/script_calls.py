@@ -4,16 +4,17 @@ redis-py's client runs each command through a pool checkout, a retry wrapper, a 
 its write and observability hooks; per call of the gateway (one reserve, one settle) that cost
 more of the event loop than the script and its answer. Here the scripts go over one connection of
 this store's own, opened from the client's settings (host and port or socket path, TLS, user and
-password, database): a call queues its EVALSHA as one buffer, the commands queued in one turn of
-the event loop leave in one write, and Redis answers a connection's commands in the order sent,
-so each answer goes to the oldest call still waiting. A call cancelled meanwhile keeps its place:
-its answer is read and dropped, never handed to the next call.
+password, database): a call queues its FCALL (or EVALSHA) as one buffer, the commands queued in
+one turn of the event loop leave in one write, and Redis answers a connection's commands in the
+order sent, so each answer goes to the oldest call still waiting. A call cancelled meanwhile
+keeps its place: its answer is read and dropped, never handed to the next call.
 
-A script the server does not know (restarted, flushed) is loaded and sent again. A lost
-connection fails the calls waiting on it; each is tried again on a new one, ``RETRIES`` times
-after a short pause, as the client's retry does: the scripts are safe to run again. A server that
-does not answer within the client's socket timeout is not asked again: the connection is closed
-and every call waiting on it fails at once with a timeout.
+A script or function the server does not know (restarted, flushed) is loaded and sent again; a
+server without functions (Redis 6.2) answers FCALL with ``FunctionsUnavailable``, for the caller
+to send the script instead. A lost connection fails the calls waiting on it; each is tried again
+on a new one, ``RETRIES`` times after a short pause, as the client's retry does: the scripts are
+safe to run again. A server that does not answer within the client's socket timeout is not asked
+again: the connection is closed and every call waiting on it fails at once with a timeout.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import hiredis
 from redis.asyncio import Redis
@@ -43,12 +45,35 @@ def bulk(word: str) -> str:
     return f"${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n"
 
 
-def evalsha(sha: str, key_count: int, keys: str, arg_count: int, args: str) -> bytes:
-    """EVALSHA of script ``sha`` on ``key_count`` keys and ``arg_count`` arguments, each part
-    already a run of ``bulk`` strings: the hot path packs the parts that do not change once."""
+def script_command(head: str, key_count: int, keys: str, arg_count: int, args: str) -> bytes:
+    """A script's call (``head``: EVALSHA and the digest, or FCALL and the function's name) on
+    ``key_count`` keys and ``arg_count`` arguments, each part already a run of ``bulk`` strings:
+    the hot path packs the parts that do not change once."""
     count = str(key_count)
-    return (f"*{3 + key_count + arg_count}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n"
-            f"${len(count)}\r\n{count}\r\n{keys}{args}").encode()
+    return f"*{3 + key_count + arg_count}\r\n{head}${len(count)}\r\n{count}\r\n{keys}{args}".encode()
+
+
+class FunctionsUnavailable(ResponseError):
+    """The server has no functions for this client (FCALL is unknown, or not allowed to its user,
+    or loading a library is not): send the operation as a script."""
+
+
+class Loadable(Protocol):
+    """What a call runs: something the server may have to be given first."""
+
+    async def load(self, client: Redis) -> None:
+        """Give it to the server (after the server said it did not know it)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Eval:
+    """A script registered on the client, loaded by SCRIPT LOAD."""
+
+    script: AsyncScript
+
+    async def load(self, client: Redis) -> None:
+        await client.script_load(self.script.script)
 
 
 def pack_command(words: Sequence[str]) -> bytes:
@@ -61,7 +86,13 @@ def _error(reply: ResponseError) -> RedisError:
     the kinds a script call handles apart as their own classes."""
     code, _, rest = str(reply).partition(" ")
     if code == "ERR":
+        if rest == "Function not found":  # a server restarted or flushed since the library was loaded
+            return NoScriptError(rest)
+        if rest.startswith("unknown command") and "fcall" in rest[:24].lower():  # Redis 6.2
+            return FunctionsUnavailable(rest)
         return ResponseError(rest)
+    if code == "NOPERM" and "'fcall'" in rest:  # a user allowed scripts and not functions
+        return FunctionsUnavailable(rest)
     if code == "NOSCRIPT":
         return NoScriptError(rest)
     if code == "LOADING":  # a restarted server reading its data: try again shortly
@@ -167,16 +198,16 @@ class ScriptCalls:
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run ``script`` on ``keys`` and ``args``; raises the client's RedisError subclasses."""
-        return await self.run_packed(script, pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args)))
+        return await self.run_packed(_Eval(script), pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args)))
 
-    async def run_packed(self, script: AsyncScript, command: bytes) -> Any:
-        """Run ``command``, an EVALSHA of ``script`` packed already (``evalsha``)."""
+    async def run_packed(self, script: Loadable, command: bytes) -> Any:
+        """Run ``command``, a call of ``script`` packed already (``script_command``)."""
         try:
             return await self._first_try(script, command)
         except (NoScriptError, RedisConnectionError) as exc:
             return await self._recover(script, command, exc)
 
-    def _first_try(self, script: AsyncScript, command: bytes) -> Awaitable[Any]:
+    def _first_try(self, script: Loadable, command: bytes) -> Awaitable[Any]:
         """On the open connection, the answer's future itself: the usual call costs no coroutine
         of its own."""
         conn = self._conn
@@ -184,13 +215,13 @@ class ScriptCalls:
             return conn.send(command)
         return self._recover(script, command, None)
 
-    async def _recover(self, script: AsyncScript, command: bytes, failure: RedisError | None) -> Any:
+    async def _recover(self, script: Loadable, command: bytes, failure: RedisError | None) -> Any:
         """Run ``command`` after ``failure`` (None: no connection was open yet): a script the
         server forgot is loaded again, a lost connection tried again ``RETRIES`` times."""
         attempt = 0
         while True:
             if isinstance(failure, NoScriptError):
-                await self._client.script_load(script.script)
+                await script.load(self._client)
             elif failure is not None:  # a RedisConnectionError; BusyLoadingError is one too
                 if attempt == RETRIES:
                     raise failure

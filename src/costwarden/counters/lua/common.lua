@@ -1,4 +1,6 @@
--- Helpers prepended to every counter script; each script runs atomically on the server.
+-- Helpers of every counter operation: made once when the library of operations loads (Redis 7,
+-- `FUNCTION LOAD`), or on a server without functions at each run of a script, which is this file
+-- followed by the operation's. Each operation runs atomically on the server.
 --
 -- A counter is one hash: 'S' / 'R' hold its settled spend and reservations over the live buckets
 -- of its window; 'h' names its head, the newest bucket written, whose own figures are those totals
@@ -19,16 +21,31 @@
 -- string is parsed by arithmetic (`s + 0`), which reads it once where `tonumber` reads it twice,
 -- and without a call.
 
--- Every script gets the generation marker's key as its last key and the marker the caller
--- expects as its last argument; they are taken off here, so each body sees only its own.
-local MARK_KEY, MARK = KEYS[#KEYS], ARGV[#ARGV]
-KEYS[#KEYS], ARGV[#ARGV] = nil, nil
+-- redis.call, string.byte and string.sub: found once a call rather than at each use (a library is
+-- loaded without them, so not once for good)
+local call, byte, sub
+
+local MARK_KEY, MARK -- the generation marker's key, and the marker the caller expects
+local clock -- the server's clock (epoch ms), asked at most once a call, when an expiry moves (`now_ms`)
+local heads -- counter key -> its head as this call last read or wrote it (false: none)
+local kept -- counter key -> the expiry this call gave it ('x' read before that is stale); nil: none
+
+-- Every call gets the generation marker's key as its last key and the marker the caller expects
+-- as its last argument; they are taken off here, so each body sees only its own. Each call starts
+-- its own state: helpers live as long as the library, their state one call.
+local function begin(KEYS, ARGV)
+  local k, a = #KEYS, #ARGV
+  MARK_KEY, MARK = KEYS[k], ARGV[a]
+  KEYS[k], ARGV[a] = nil, nil
+  clock, heads, kept = nil, {}, nil
+  call, byte, sub = redis.call, string.byte, string.sub
+end
 
 -- The error to return when the counters are not those of build MARK, else nil: the marker is
 -- missing when the store was emptied (restarted without persistence, flushed, failed over), and
 -- different when another replica rebuilt it since this one last looked.
 local function refused()
-  local current = redis.call('GET', MARK_KEY)
+  local current = call('GET', MARK_KEY)
   if not current then
     return redis.error_reply('COSTWARDEN_EMPTIED')
   end
@@ -43,13 +60,12 @@ local MARGIN_MS = 3600000 -- keys outlive the moment their data stops mattering 
 
 local EXACT_DIGITS = 15 -- a figure of at most 15 characters is below 10^15: three sum to under 2^53
 
-local clock = nil -- the server's clock (epoch ms), once asked (see `now_ms`)
 
 -- Helpers only rare paths call: figures past what a double holds, a head moving on, an expiry
--- moving. Each `local function` is a closure made anew at every run of a script, called or not,
--- so these are made into `slow` by `rare()`, which a path calls before it needs one of them (and
--- which returns them): a table is one upvalue of the closures that use it, where each local
--- function would be one more.
+-- moving. Run as a script, each `local function` is a closure made anew at every run, called or
+-- not, so these are made into `slow` by `rare()`, which a path calls before it needs one of them
+-- (and which returns them): a table is one upvalue of the closures that use it, where each local
+-- function would be one more. In the library they are made once, at their first use.
 local slow = {}
 local function rare()
   if slow.limbs then
@@ -100,7 +116,7 @@ local function rare()
 
   function slow.now_ms()
     if not clock then
-      local t = redis.call('TIME')
+      local t = call('TIME')
       local us = t[2] + 0
       clock = t[1] * 1000 + (us - us % 1000) / 1000
     end
@@ -123,7 +139,7 @@ local function rare()
   -- `oldest`, and forget the buckets before that. False when the key does not exist (it is not
   -- created).
   function slow.move(key, h, bucket, oldest)
-    local fields = redis.call('HGETALL', key)
+    local fields = call('HGETALL', key)
     if #fields == 0 then
       return false
     end
@@ -175,9 +191,9 @@ local function rare()
       set[5], set[6] = 'R', slow.decimal(rh - gr, rl - grl)
     end
     if #gone > 0 then
-      redis.call('HDEL', key, unpack(gone))
+      call('HDEL', key, unpack(gone))
     end
-    redis.call('HSET', key, unpack(set))
+    call('HSET', key, unpack(set))
     return true
   end
   return slow
@@ -197,7 +213,7 @@ local function exceeded(limit, a, b, c)
   if c and #c > longest then
     longest = #c
   end
-  local first = string.byte(limit)
+  local first = byte(limit)
   if #limit >= longest + 2 and first ~= 45 and first ~= 48 then -- neither '-' nor '0'
     return false
   end
@@ -226,14 +242,11 @@ local function negate(s)
   if s == '0' then
     return s
   end
-  if string.sub(s, 1, 1) == '-' then
-    return string.sub(s, 2)
+  if byte(s) == 45 then -- '-'
+    return sub(s, 2)
   end
   return '-' .. s
 end
-
--- The server's clock (epoch ms), asked at most once a script and only when a key's expiry is to
--- move: most calls move none.
 
 -- Expiry is garbage collection only: every decision uses the times the caller passes, so a key
 -- is kept until at least MARGIN_MS past the later of `until_ms` and the server's clock, never
@@ -241,14 +254,24 @@ end
 local function keep(key, until_ms)
   local slow = rare()
   local target = slow.kept_until(until_ms)
-  local ttl = redis.call('PTTL', key)
+  local ttl = call('PTTL', key)
   if ttl < 0 or slow.now_ms() + ttl < target then
-    redis.call('PEXPIREAT', key, string.format('%d', target))
+    call('PEXPIREAT', key, string.format('%d', target))
   end
 end
 
--- The later of `until_ms` (a decimal string) and `deadline` (a number), as a number: a counter
--- is kept for its window and for the open reservations held in it.
+-- The numbers of a comma-separated list, in order (the keep-until ms of a call's holds).
+local function numbers(list)
+  local found, n = {}, 0
+  for figure in string.gmatch(list, '[^,]+') do
+    n = n + 1
+    found[n] = figure + 0
+  end
+  return found
+end
+
+-- The later of `until_ms` (a decimal string or a number) and `deadline` (a number), as a number: a
+-- counter is kept for its window and for the open reservations held in it.
 local function later(until_ms, deadline)
   local at = until_ms + 0
   if at < deadline then
@@ -258,7 +281,6 @@ local function later(until_ms, deadline)
 end
 
 local EXPIRY_STEP_MS = 60000 -- a counter's expiry moves in whole minutes, so most writes leave it
-local kept = {} -- counter key -> the expiry this script gave it ('x' read before that is stale)
 
 -- Keep a counter, whose 'x' field read `x`, until MARGIN_MS past `until_ms` (and past the
 -- server's clock when the expiry moves: a key that exists has not reached its expiry, so one
@@ -267,7 +289,9 @@ local kept = {} -- counter key -> the expiry this script gave it ('x' read befor
 -- the server need not be asked. Without it (a hash written before 'x' existed) the server is
 -- asked; a later expiry found there is kept, and a key that does not exist is not created.
 local function keep_counter(key, x, until_ms)
-  x = kept[key] or x
+  if kept then
+    x = kept[key] or x
+  end
   if x and x + 0 >= until_ms + MARGIN_MS then
     return
   end
@@ -277,40 +301,55 @@ local function keep_counter(key, x, until_ms)
     return
   end
   if not x then
-    local ttl = redis.call('PTTL', key)
+    local ttl = call('PTTL', key)
     if ttl == -2 or (ttl >= 0 and slow.now_ms() + ttl >= target) then
       return
     end
   end
   local at = string.format('%d', math.ceil(target / EXPIRY_STEP_MS) * EXPIRY_STEP_MS)
-  redis.call('HSET', key, 'x', at)
-  redis.call('PEXPIREAT', key, at)
+  call('HSET', key, 'x', at)
+  call('PEXPIREAT', key, at)
+  if not kept then
+    kept = {}
+  end
   kept[key] = at
 end
 
 local CALENDAR = '0' -- a calendar window's bucket (its span is '1'): the counter's only one
 
-local heads = {} -- counter key -> its head as this script last read or wrote it (false: none)
 
 -- Counter `key` as of `bucket` (its window `span` buckets long), the head moved there first when
--- it is newer: settled spend and reserved totals ('0' when absent) and 'x' (false when absent),
--- in one HMGET.
-local function read(key, bucket, span)
+-- it is newer, in one HMGET: settled spend and reserved totals ('0' when absent), then with
+-- `expiry` its 'x' (nil when absent), and whether the counter exists.
+local function read(key, bucket, span, expiry)
+  local v
   if bucket == CALENDAR and span == '1' then
-    local v = redis.call('HMGET', key, 'S', 'R', 'x')
+    if expiry then
+      v = call('HMGET', key, 'S', 'R', 'x')
+    else
+      v = call('HMGET', key, 'S', 'R')
+    end
     heads[key] = bucket
-    return v[1] or '0', v[2] or '0', v[3]
+    return v[1] or '0', v[2] or '0', v[3], v[1] or v[2]
   end
-  local v = redis.call('HMGET', key, 'h', 'S', 'R', 'x')
+  if expiry then
+    v = call('HMGET', key, 'h', 'S', 'R', 'x')
+  else
+    v = call('HMGET', key, 'h', 'S', 'R')
+  end
   local h = v[1]
   if h ~= bucket and (not h or bucket + 0 > h + 0) then
     local slow = rare()
     if slow.move(key, h, bucket, bucket - span + 1) then
-      v = redis.call('HMGET', key, 'h', 'S', 'R', 'x')
+      if expiry then
+        v = call('HMGET', key, 'h', 'S', 'R', 'x')
+      else
+        v = call('HMGET', key, 'h', 'S', 'R')
+      end
     end
   end
   heads[key] = v[1]
-  return v[2] or '0', v[3] or '0', v[4]
+  return v[2] or '0', v[3] or '0', v[4], v[2] or v[3]
 end
 
 -- Add settled spend `spend` and reservations `hold` (decimal strings; nil: none) to `bucket` of
@@ -321,23 +360,23 @@ local function write(key, bucket, spend, hold)
   local h = heads[key]
   if h ~= bucket then
     if not h then
-      redis.call('HSET', key, 'h', bucket)
+      call('HSET', key, 'h', bucket)
       heads[key] = bucket
     else
       if spend then
-        redis.call('HINCRBY', key, 's:' .. bucket, spend)
+        call('HINCRBY', key, 's:' .. bucket, spend)
       end
       if hold then
-        redis.call('HINCRBY', key, 'r:' .. bucket, hold)
+        call('HINCRBY', key, 'r:' .. bucket, hold)
       end
     end
   end
   local s, r
   if spend then
-    s = redis.call('HINCRBY', key, 'S', spend)
+    s = call('HINCRBY', key, 'S', spend)
   end
   if hold then
-    r = redis.call('HINCRBY', key, 'R', hold)
+    r = call('HINCRBY', key, 'R', hold)
   end
   return s, r
 end
@@ -355,40 +394,40 @@ end
 
 -- Replace the hold `held` in `bucket` by settled spend `actual`; returns spent before and after,
 -- and reserved after (each a decimal string, or a number that is the figure exactly: from
--- HINCRBY's answers, when below 2^53). A bucket that left its rolling window takes nothing: that
--- spend is outside the window already. The counter was kept until `until_ms` when the hold was
--- added; it is kept here only when it had lost the hold.
+-- HINCRBY's answers, when below 2^53), and true when the counter had lost the hold (the caller
+-- keeps it then: the reservation kept it until its window's end when the hold was added). A
+-- bucket that left its rolling window takes nothing: that spend is outside the window already.
 -- The usual hold is in the head (a calendar counter's only bucket), whose figures are the totals:
 -- it is moved there without reading them first (the spend before is the spend after less
 -- `actual`). A counter's reservations include every hold in it, so taking one off leaves them at
 -- 0 or more; less means a calendar counter that lost the hold (its key expired or was evicted, and
 -- may have been made anew since): its reservations are put back and the spend kept. A hold of 0
 -- tells nothing by that test, nor does a bucket other than the head: those are read first.
-local function apply(key, bucket, span, held, actual, until_ms)
+local function apply(key, bucket, span, held, actual)
   local calendar = bucket == CALENDAR and span == '1'
   local s, r
-  if held ~= '0' and (calendar or redis.call('HGET', key, 'h') == bucket) then
+  if held ~= '0' and (calendar or call('HGET', key, 'h') == bucket) then
     heads[key] = bucket
-    r = redis.call('HINCRBY', key, 'R', negate(held))
-    s = redis.call('HINCRBY', key, 'S', actual)
-    if r < 0 then
-      r = redis.call('HINCRBY', key, 'R', held)
-      keep_counter(key, nil, until_ms)
+    r = call('HINCRBY', key, 'R', negate(held))
+    s = call('HINCRBY', key, 'S', actual)
+    local lost = r < 0
+    if lost then
+      r = call('HINCRBY', key, 'R', held)
     end
     local after, reserved = figure(s), figure(r)
     if after and reserved and #actual <= EXACT_DIGITS then
-      return after - actual, after, reserved
+      return after - actual, after, reserved, lost
     end
-    local v = redis.call('HMGET', key, 'S', 'R')
+    local v = call('HMGET', key, 'S', 'R')
     local slow = rare()
-    return slow.difference(v[1], actual), v[1], v[2] or '0'
+    return slow.difference(v[1], actual), v[1], v[2] or '0', lost
   end
   local v, live
   if calendar then
-    v = redis.call('HMGET', key, 'S', 'R')
+    v = call('HMGET', key, 'S', 'R')
     heads[key], live = bucket, v[2]
   else
-    v = redis.call('HMGET', key, 'h', 'S', 'R', 'r:' .. bucket)
+    v = call('HMGET', key, 'h', 'S', 'R', 'r:' .. bucket)
     heads[key], live = v[1], v[1] == bucket or v[4]
     v[1], v[2] = v[2], v[3]
   end
@@ -397,17 +436,16 @@ local function apply(key, bucket, span, held, actual, until_ms)
     s, r = write(key, bucket, actual, negate(held))
   elseif calendar then -- a calendar counter that was lost: keep the spend
     s = write(key, bucket, actual, nil)
-    keep_counter(key, nil, until_ms)
   else
-    return before, before, reserved
+    return before, before, reserved, false
   end
   local after = figure(s)
   if r then
     reserved = figure(r)
   end
   if not (after and reserved) then -- past 2^53: read as decimal strings
-    v = redis.call('HMGET', key, 'S', 'R')
-    return before, v[1], v[2] or '0'
+    v = call('HMGET', key, 'S', 'R')
+    return before, v[1], v[2] or '0', not live
   end
-  return before, after, reserved
+  return before, after, reserved, not live
 end

@@ -1,15 +1,18 @@
 -- Set flags, keeping the later expiry when a flag is set already.
 -- KEYS: flag keys. ARGV per flag: expires_at (epoch seconds), the same in milliseconds.
-local no = refused()
-if no then
-  return no
-end
-for i = 1, #KEYS do
-  local at = ARGV[2 * i - 1]
-  local current = redis.call('GET', KEYS[i])
-  if not current or tonumber(at) > tonumber(string.match(current, '^[^|]*')) then
-    redis.call('SET', KEYS[i], at)
-    keep(KEYS[i], ARGV[2 * i])
+local function set_flags(KEYS, ARGV)
+  begin(KEYS, ARGV)
+  local no = refused()
+  if no then
+    return no
   end
+  for i = 1, #KEYS do
+    local at = ARGV[2 * i - 1]
+    local current = call('GET', KEYS[i])
+    if not current or tonumber(at) > tonumber(string.match(current, '^[^|]*')) then
+      call('SET', KEYS[i], at)
+      keep(KEYS[i], ARGV[2 * i])
+    end
+  end
+  return 0
 end
-return 0
