@@ -29,7 +29,7 @@ from costwarden.ledger.sqlite_statements import PostgresStatements, SqliteStatem
 
 log = logging.getLogger(__name__)
 MAX_EXITS = 3  # writer processes that may exit in a row before the thread takes over
-IN_FLIGHT = 2  # batches sent to the writer process before the first is answered
+IN_FLIGHT = 2  # batches sent to the writer process before the first is answered (see Program.in_flight)
 Lost = Callable[[list[Write]], None]
 Lane = Callable[[asyncio.AbstractEventLoop, HandOver, Callable[[], None]], DirectLane]
 
@@ -38,14 +38,15 @@ Lane = Callable[[asyncio.AbstractEventLoop, HandOver, Callable[[], None]], Direc
 class Program:
     """How to start a writer process and what to send it: the command line, the frame of a
     numbered batch, whether a batch waits for company (``company.py``) before it is sent, the
-    process's environment (None: this process's), and the direct lane of lone calls' rows, if any
-    (``direct_lane.py``)."""
+    process's environment (None: this process's), the direct lane of lone calls' rows, if any
+    (``direct_lane.py``), and how many batches may be sent before the first is answered."""
 
     argv: Sequence[str]
     encode: Callable[[int, list[Write]], bytes]
     company: bool = False
     env: Mapping[str, str] | None = field(default=None)
     lane: Lane | None = None
+    in_flight: int = IN_FLIGHT
 
 
 def sqlite_program(path: str, dialect: Dialect) -> Program:
@@ -57,23 +58,29 @@ def sqlite_program(path: str, dialect: Dialect) -> Program:
 
 
 def postgres_program(url: str, dialect: Dialect) -> Program:
-    """The PostgreSQL writer process, through psycopg. More batches may be in flight than on
-    SQLite: a batch someone waits for is held back to wait for company (``company.py``)."""
+    """The PostgreSQL writer process, through psycopg. A batch someone waits for is held back to
+    wait for company (``company.py``), and one batch is in flight at a time: the rows queued while
+    it commits go together in the next one. A statement costs PostgreSQL about 350 us whatever it
+    holds, and 33 us more per call; with one batch in flight rather than two, its CPU per call
+    fell by a fifth at c=16 and c=64 (fewer, bigger commits) and the added latency did not grow
+    (``bench/gateway.py --store redis``, interleaved runs, ``docs/scaling.md``). Lone calls do not
+    wait for it: they go by the direct lane."""
     statements = PostgresStatements(dialect)
     # -I: no PYTHON* variables nor user site; the site packages stay, for psycopg
     return Program([sys.executable, "-I", writer_process.__file__, "--postgresql"],
                    lambda number, batch: writer_process.frame((number, statements.batch(batch))),
                    company=True, env={**os.environ, writer_process.URL_VARIABLE: url},
-                   lane=lambda loop, hand_over, idle: DirectLane(url, statements, loop, hand_over, idle))
+                   lane=lambda loop, hand_over, idle: DirectLane(url, statements, loop, hand_over, idle),
+                   in_flight=1)
 
 
 class WriterProcessClient:
     """Usage rows of one ledger for one event loop, written by a writer process.
 
     Rows put on the loop are sent as one batch when the loop next runs callbacks; up to
-    ``IN_FLIGHT`` batches are sent before the first is answered, so the process never waits for the
-    next one. A row's waiter resolves once the process has committed it; it commits batches
-    in the order sent. A refused row is found by sending the rows of its batch again one by one
+    ``Program.in_flight`` batches are sent before the first is answered (with two, the process
+    never waits for the next one). A row's waiter resolves once the process has committed it; it
+    commits batches in the order sent. A refused row is found by sending the rows of its batch again one by one
     (a write-ahead row of that batch may then land after its call's event, which only leaves a
     row that recovery drops). Every row is idempotent (INSERT ... ON CONFLICT DO NOTHING,
     DELETE), so if the process exits, the batches it had not answered are sent again to a new one;
@@ -190,7 +197,7 @@ class WriterProcessClient:
                 or (self._lane is not None and self._lane.busy))
 
     def _kick(self) -> None:
-        if len(self._sent) >= IN_FLIGHT or not self._pending:
+        if len(self._sent) >= self._program.in_flight or not self._pending:
             return
         if self._process is None:
             self.start()
@@ -238,7 +245,7 @@ class WriterProcessClient:
         is answered, with the events queued meanwhile, as one statement instead of a transaction
         of their own (measured, ``bench/ledger_statements.py --mixed``, a tenth less of
         PostgreSQL's time per call). They wait for one commit at most, as rows do whenever
-        ``IN_FLIGHT`` batches are being committed."""
+        ``Program.in_flight`` batches are being committed."""
         return self._company is not None and bool(self._sent) and all(w.waiter is None for w in self._pending)
 
     def _hold_over(self) -> None:
@@ -253,7 +260,7 @@ class WriterProcessClient:
 
     def _send(self) -> None:
         self._scheduled = False
-        while len(self._sent) < IN_FLIGHT and self._pending and self._process is not None:
+        while len(self._sent) < self._program.in_flight and self._pending and self._process is not None:
             if self._held() or self._follows():
                 return
             if self._singles:
