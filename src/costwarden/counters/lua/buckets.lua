@@ -3,12 +3,7 @@
 -- strings; the caller finds the head's as the totals less the others', exactly: a Lua number
 -- would round amounts past 2^53). A counter without a head ('' for it) has no other bucket.
 -- KEYS: counters. ARGV: bucket and span per counter. Reads create no key.
-local function buckets(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local buckets = checked(function(KEYS, ARGV)
   local out = {}
   for i = 1, #KEYS do
     local key = KEYS[i]
@@ -39,4 +34,4 @@ local function buckets(KEYS, ARGV)
     out[i] = flat
   end
   return out
-end
+end)

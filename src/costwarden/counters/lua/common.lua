@@ -55,6 +55,19 @@ local function refused()
   return nil
 end
 
+-- `operation` as an operation on the counters of build MARK: the call begun, then refused
+-- (`refused`'s error returned) when the counters are not that build's.
+local function checked(operation)
+  return function(KEYS, ARGV)
+    begin(KEYS, ARGV)
+    local no = refused()
+    if no then
+      return no
+    end
+    return operation(KEYS, ARGV)
+  end
+end
+
 local LIMB = 1000000000
 local MARGIN_MS = 3600000 -- keys outlive the moment their data stops mattering by an hour
 

@@ -2,12 +2,7 @@
 -- KEYS: reservations hash, deadlines zset. ARGV: now (epoch seconds), most to settle.
 -- Returns the records of the reservations settled. Counter keys come from the records, so this
 -- script needs every key on one server (a standalone Redis, or one hash slot).
-local function expire(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local expire = checked(function(KEYS, ARGV)
   local ids = call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
   local out = {}
   for _, id in ipairs(ids) do
@@ -25,4 +20,4 @@ local function expire(KEYS, ARGV)
     end
   end
   return out
-end
+end)

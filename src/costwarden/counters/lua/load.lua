@@ -1,11 +1,6 @@
 -- Add settled spend to the bucket each window names.
 -- KEYS: one counter per entry. ARGV per entry: bucket, span, amount, keep-until ms.
-local function load(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local load = checked(function(KEYS, ARGV)
   for i = 1, #KEYS do
     local a = (i - 1) * 4
     local _, _, x = read(KEYS[i], ARGV[a + 1], ARGV[a + 2], true)
@@ -13,4 +8,4 @@ local function load(KEYS, ARGV)
     keep_counter(KEYS[i], x, ARGV[a + 4])
   end
   return 0
-end
+end)

@@ -14,12 +14,7 @@
 -- record is added only if absent, and a retried call's holds are taken off again when it was
 -- there (or found before its own hold can refuse it).
 
-local function reserve(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local reserve = checked(function(KEYS, ARGV)
   local id = ARGV[1]
   local holds = (#ARGV - 4) / 4
   local keeping = ARGV[4] ~= '' -- the expiries are this call's to keep (and 'x' to read)
@@ -73,4 +68,4 @@ local function reserve(KEYS, ARGV)
   end
   call('ZADD', KEYS[2], ARGV[2], id)
   return out
-end
+end)

@@ -1,12 +1,7 @@
 -- Hold again, without a limit check, reservations of calls still in flight that an emptied store
 -- lost (they were admitted already); ids held already are left alone.
 -- KEYS: reservations hash, deadlines zset. ARGV per reservation: id, expires_at, record.
-local function restore(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local restore = checked(function(KEYS, ARGV)
   local restored = 0
   for i = 1, #ARGV, 3 do
     local id = ARGV[i]
@@ -23,4 +18,4 @@ local function restore(KEYS, ARGV)
     end
   end
   return restored
-end
+end)

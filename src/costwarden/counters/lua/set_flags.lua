@@ -1,11 +1,6 @@
 -- Set flags, keeping the later expiry when a flag is set already.
 -- KEYS: flag keys. ARGV per flag: expires_at (epoch seconds), the same in milliseconds.
-local function set_flags(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local set_flags = checked(function(KEYS, ARGV)
   for i = 1, #KEYS do
     local at = ARGV[2 * i - 1]
     local current = call('GET', KEYS[i])
@@ -15,4 +10,4 @@ local function set_flags(KEYS, ARGV)
     end
   end
   return 0
-end
+end)

@@ -20,12 +20,7 @@ local function reaches(spent, level)
   return not exceeded(spent, level)
 end
 
-local function settle(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local settle = checked(function(KEYS, ARGV)
   local id = ARGV[1]
   if call('HDEL', KEYS[1], id) == 0 then
     return {}
@@ -61,4 +56,4 @@ local function settle(KEYS, ARGV)
     t = t + 3
   end
   return out
-end
+end)

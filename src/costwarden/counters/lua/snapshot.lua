@@ -1,11 +1,6 @@
 -- Spent and reserved totals per counter, and the stored value of each flag.
 -- KEYS: n counters, then the flags. ARGV: n, then bucket and span per counter.
-local function snapshot(KEYS, ARGV)
-  begin(KEYS, ARGV)
-  local no = refused()
-  if no then
-    return no
-  end
+local snapshot = checked(function(KEYS, ARGV)
   local n = tonumber(ARGV[1])
   local out = {}
   for i = 1, n do
@@ -17,4 +12,4 @@ local function snapshot(KEYS, ARGV)
     out[#out + 1] = call('GET', KEYS[i]) or ''
   end
   return out
-end
+end)
