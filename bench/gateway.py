@@ -16,8 +16,14 @@ commandstats``, those run inside scripts included). Redis and PostgreSQL are sta
 unless ``--redis`` and ``--db`` name servers the bench may use (it empties that Redis database and
 creates, then drops, databases beside the one named).
 
+With ``--gateway-cores N`` each gateway (with its writer and worker processes) runs on the first N
+cores only, and this script (the load generator), the mock upstream, Redis and PostgreSQL on the
+others: what one replica does when the servers it uses are not taking its cores, as when they run
+on machines of their own. Without it everything shares every core, and a configuration with
+Redis and PostgreSQL on the same machine pays for their CPU in its own rate.
+
 Run: python bench/gateway.py [--seconds 5] [--levels 1,16,64] [--stream-level 16]
-     python bench/gateway.py --store redis [--redis redis://...] [--db postgresql://...]
+     python bench/gateway.py --store redis [--redis redis://...] [--db postgresql://...] [--gateway-cores 1]
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -235,9 +242,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeou
 
 
 @contextlib.contextmanager
-def process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def process(args: list[str], log: Path, env: dict[str, str],
+            cores: set[int] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` for the block, on ``cores`` only if given (set before it starts, so every
+    process it starts inherits them)."""
+    pin = None if cores is None else functools.partial(os.sched_setaffinity, 0, cores)
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=pin)
         try:
             yield proc
         finally:
@@ -488,7 +499,11 @@ def main() -> None:
                                      "(default: start a cluster in a temp dir, with PostgreSQL's durable defaults)")
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                         help="worker counts of the scale-out runs (default 1,2)")
+    parser.add_argument("--gateway-cores", type=int, default=0, metavar="N",
+                        help="run each gateway on the first N cores and everything else (this generator, "
+                             "the mock, Redis, PostgreSQL) on the others (default 0: all share every core)")
     args = parser.parse_args()
+    args.cores = split_cores(args.gateway_cores)
     if uvloop is not None:
         uvloop.install()
 
@@ -506,12 +521,28 @@ def main() -> None:
         run(args, Path(tmp), configs)
 
 
+def split_cores(gateway_cores: int) -> set[int] | None:
+    """The gateway's cores, with this process (and so whatever it starts from now on) moved to
+    the rest; None when nothing is pinned."""
+    if not gateway_cores:
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if not 0 < gateway_cores < len(cores):
+        raise SystemExit(f"--gateway-cores must leave at least one of this machine's {len(cores)} cores "
+                         "to the generator, the mock and the servers")
+    os.sched_setaffinity(0, cores[gateway_cores:])
+    return set(cores[:gateway_cores])
+
+
 def run(args: argparse.Namespace, tmp: Path, configs: list[Config]) -> None:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-ant-bench"}
     mock_port, null_port = free_port(), free_port()
     policy = tmp / "policy.yaml"
     policy.write_text(POLICY.format(mock=f"http://127.0.0.1:{mock_port}", cap=CAP_LIMIT_USD))
     print(f"gateway bench: {os.cpu_count()} cores, load average {load_avg()}, {args.seconds:g} s per run")
+    if args.cores is not None:
+        print(f"the gateway on cores {sorted(args.cores)}; the generator, the mock and the servers on "
+              f"{sorted(os.sched_getaffinity(0))}")
 
     with process([sys.executable, "-c", NULL_SERVER, str(null_port)], tmp / "null.log", env) as null:
         wait_for_port(null_port, null, "null server")
@@ -547,7 +578,7 @@ def run_config(args: argparse.Namespace, tmp: Path, policy: Path, mock_port: int
     keys = {dept: create_key(config.db_url, policy, dept, env) for dept in ("BENCH", "CAP")}
     serve = cli("serve", "--policy", str(policy), "--db", config.db_url, "--port", str(gw_port),
                 "--spool", str(tmp / "spool"), *config.serve_args())
-    with process(serve, tmp / "gateway.log", env) as gateway:
+    with process(serve, tmp / "gateway.log", env, args.cores) as gateway:
         wait_for_port(gw_port, gateway, "gateway")
         print(f"mock upstream on :{mock_port}; gateway pid {gateway.pid} on :{gw_port}", flush=True)
         rows = asyncio.run(measure(args, mock_port, gw_port, keys["BENCH"], Probe(gateway.pid, config),
@@ -560,21 +591,24 @@ def run_config(args: argparse.Namespace, tmp: Path, policy: Path, mock_port: int
 def print_side_by_side(outcomes: list[Outcome]) -> None:
     """The headline figures of every configuration, one line each."""
     print("\nside by side (req/s through the gateway; added p50 at c=1 over direct; per call at the highest level)")
-    print(f"{'configuration':<32}{'req/s by level':>24}{'added p50':>11}{'CPU/call':>10}"
+    print(f"{'configuration':<32}{'req/s by level':>24}{'x embedded':>12}{'added p50':>11}{'CPU/call':>10}"
           f"{'commits/call':>16}{'Redis reads/call':>18}")
+    embedded_rate = [row for row in outcomes[0].rows if row.name.startswith("unary")][-1].gateway.rate
     for outcome in outcomes:
         unary = [row for row in outcome.rows if row.name.startswith("unary")]
         rates = " / ".join(f"{row.gateway.rate:,.0f}" for row in unary)
         first, last = unary[0], unary[-1]
+        share = f"{last.gateway.rate / embedded_rate:.2f}" if embedded_rate else "-"
         added = first.gateway.percentile(50) - first.direct.percentile(50)
         cpu = _figure(last.per_call(last.costs.cpu_s * 1000 if last.costs else None), ".2f") + " ms"
         commits = " / ".join(_figure(row.per_call(row.costs.commits if row.costs else None), ".2f")
                              for row in (first, last))
         commands = " / ".join(_figure(row.per_call(row.costs.redis_requests if row.costs else None), ".2f")
                               for row in (first, last))
-        print(f"{outcome.config.name:<32}{rates:>24}{added * 1000:>8.2f} ms{cpu:>10}{commits:>16}{commands:>18}")
+        print(f"{outcome.config.name:<32}{rates:>24}{share:>12}{added * 1000:>8.2f} ms{cpu:>10}{commits:>16}"
+              f"{commands:>18}")
     levels = [row.name.split("=")[1] for row in outcomes[0].rows if row.name.startswith("unary")]
-    print(f"(levels c={'/'.join(levels)}; commits and Redis reads at the lowest / highest level, measured with "
+    print(f"(levels c={'/'.join(levels)}; 'x embedded': req/s at the highest level over the embedded one's; commits and Redis reads at the lowest / highest level, measured with "
           "pg_stat_database and INFO stats, background work included: at c=1 a read is a round trip, above it "
           "the scripts of calls sent together share one; CPU: every process of the gateway)")
 
