@@ -123,6 +123,10 @@ def test_litellm_as_a_client(gw: Gateway) -> None:
 
     reply = litellm.completion(model="openai/gpt-4o-mini", api_base=f"{gw.url}/v1", api_key=gw.keys["SALES"],
                                messages=[{"role": "user", "content": "hello from litellm"}], max_retries=0)
+    # LiteLLM keeps the SDK client it made in a process-wide cache, open until the interpreter exits
+    for client in litellm.in_memory_llm_clients_cache.cache_dict.values():
+        if isinstance(client, openai.OpenAI):
+            gw.track(client)
     usage = reply.usage  # type: ignore[union-attr]
     assert usage.completion_tokens > 0
     [event] = [e for e in events_by_id(gw).values() if e.input_tokens == usage.prompt_tokens
