@@ -43,7 +43,13 @@ from costwarden.counters.base import (
 )
 from costwarden.counters.figures import Figures
 from costwarden.counters.kept import KeptCounters, keep_targets
-from costwarden.counters.script_calls import FunctionsUnavailable, ScriptCalls, bulk, script_command
+from costwarden.counters.script_calls import (
+    FunctionsUnavailable,
+    ScriptCalls,
+    bulk,
+    count_word,
+    script_command,
+)
 from costwarden.counters.scripts import Script, Scripts
 from costwarden.errors import StorageError
 
@@ -69,7 +75,8 @@ _Words = tuple[str, str, str, int, str, str]
 @dataclass(slots=True)
 class _Packed:
     """A tuple of holds as the scripts take it, packed once (``_pack_holds``): the tuple itself;
-    its counters' keys, packed; the reserve script's words; the record's holds; per hold the
+    the keys reserve and settle take (the reservations' hash and deadlines' set, then the
+    counters'), packed; the reserve script's words; the record's holds; per hold the
     settle script's words before the actual amount; the counters' window keys; the amounts held;
     the counters' keys as they are, and until when each matters (ms), also as the settle script
     takes them; and the latest reservation deadline (ms) for which every counter is known to be
@@ -235,7 +242,7 @@ class RedisCounterStore:
             mark_key, marker = self._mark_words
             self._sent += 1
             try:
-                return await self._script(script, key_count + 1, keys + mark_key, arg_count + 1, args + marker)
+                return await self._script(script, key_count + 1, arg_count + 1, keys, mark_key, args, marker)
             except FunctionsUnavailable:
                 self._functions = False  # a server without functions: the scripts from now on
                 continue
@@ -250,13 +257,13 @@ class RedisCounterStore:
             await self._adopt(moved)
         raise StorageError("the counter store (Redis) was rebuilt again and again during one operation")
 
-    def _script(self, script: Script, key_count: int, keys: str, arg_count: int, args: str) -> Awaitable[Any]:
-        """``script``'s call, as a function of the library, or as a script on a server without
-        functions (found out by the first call)."""
+    def _script(self, script: Script, key_count: int, arg_count: int, *parts: str) -> Awaitable[Any]:
+        """``script``'s call on ``parts`` (``script_command``), as a function of the library, or as a
+        script on a server without functions (found out by the first call)."""
         if self._functions:
-            command = script_command(script.function_head, key_count, keys, arg_count, args)
-            return self._calls.run_packed(self._library, command)
-        return self._calls.run_packed(script, script_command(script.script_head, key_count, keys, arg_count, args))
+            return self._calls.run_packed(self._library, script_command(script.function_head, key_count, arg_count,
+                                                                        *parts))
+        return self._calls.run_packed(script, script_command(script.script_head, key_count, arg_count, *parts))
 
     @staticmethod
     def _refusal(exc: ResponseError) -> str:
@@ -307,17 +314,17 @@ class RedisCounterStore:
 
     async def _restore(self, marker: str) -> None:
         held = [entry.reservation for entry in self._held.values()]
-        keys = self._ledgers + self._mark_words[0]
+        keys, restore = self._ledgers + self._mark_words[0], self._scripts.restore
         for start in range(0, len(held), RESTORE_BATCH):
             args: list[str] = []
             for reservation in held[start:start + RESTORE_BATCH]:
                 args += [reservation.id, repr(float(reservation.expires_at)), self._record(reservation)]
-            packed = "".join([bulk(arg) for arg in args]) + bulk(marker)
+            packed = "".join([bulk(arg) for arg in args])
             try:
-                await self._script(self._scripts.restore, 3, keys, len(args) + 1, packed)
+                await self._script(restore, 3, len(args) + 1, keys, packed, bulk(marker))
             except FunctionsUnavailable:
                 self._functions = False
-                await self._script(self._scripts.restore, 3, keys, len(args) + 1, packed)
+                await self._script(restore, 3, len(args) + 1, keys, packed, bulk(marker))
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
@@ -366,7 +373,7 @@ class RedisCounterStore:
         entry, record, score = self._pack(reservation)
         packed = entry.packed
         count = len(holds)
-        keys = self._ledgers + packed.keys
+        keys = packed.keys
         if flag_keys:
             keys += "".join([self._flag_word(key) for key in flag_keys])
         # the deadline in ms, rounded up, is within the horizon (an integer) if and only if it is
@@ -463,8 +470,8 @@ class RedisCounterStore:
             amounts.append(amount)
             counters.append(counter)
             untils.append(until)
-        packed = _Packed(holds, "".join(keys), "".join(reserving), ",".join(parts), settling, names, amounts,
-                         counters, untils, bulk(",".join([str(until) for until in untils])))
+        packed = _Packed(holds, self._ledgers + "".join(keys), "".join(reserving), ",".join(parts), settling, names,
+                         amounts, counters, untils, bulk(",".join([str(until) for until in untils])))
         if isinstance(holds, tuple):
             if len(self._packed) >= HOLDS_KEPT:
                 self._packed.clear()
@@ -492,10 +499,11 @@ class RedisCounterStore:
         packed, numbers = entry.packed, self._numbers
         parts = [held + (numbers.get(amount) or _number(numbers, amount))[1]
                  for held, amount in zip(packed.settling, amounts, strict=True)]
-        # the moment claims are made at, which only thresholds read
-        moment = bulk(_json(float(now))) if thresholds else _NO_MOMENT
-        keys = self._ledgers + packed.keys
-        args = f"{entry.id}{_count(count)}{moment}{packed.untils_word}{''.join(parts)}"
+        # the moment claims are made at, which only thresholds read (``repr``: the shortest text
+        # that reads back as the same double, for Lua's ``tonumber`` as for Python)
+        moment = bulk(repr(float(now))) if thresholds else _NO_MOMENT
+        keys = packed.keys
+        args = f"{entry.id}{count_word(count)}{moment}{packed.untils_word}{''.join(parts)}"
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
@@ -519,9 +527,10 @@ class RedisCounterStore:
             moved.append((int(out[i]), after))
             used.append(after + int(out[i + 2]))
         figures.learn(names, used)
-        if not thresholds:
+        claims = out[1 + 3 * count:]
+        if 1 not in claims:  # the usual answer: nothing claimed (or no thresholds)
             return Settlement(moved, ())
-        return Settlement(moved, tuple(i for i, claimed in enumerate(out[1 + 3 * count:]) if int(claimed)))
+        return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
 
     async def release(self, reservation: Reservation) -> None:
         """Drop the holds of a call that will not be charged."""
@@ -723,14 +732,8 @@ def _unit(units: dict[int, str], unit: Unit) -> str:
     return text
 
 
-_COUNTS = [bulk(str(count)) for count in range(32)]
 _NO_MOMENT = bulk("0")
 _KEPT = bulk("")  # the reserve script's keep-until when every counter is kept long enough
-
-
-def _count(count: int) -> str:
-    """A count of holds, packed."""
-    return _COUNTS[count] if count < 32 else bulk(str(count))
 
 
 def _json(value: str | float) -> str:

@@ -45,12 +45,20 @@ def bulk(word: str) -> str:
     return f"${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n"
 
 
-def script_command(head: str, key_count: int, keys: str, arg_count: int, args: str) -> bytes:
+_COUNTS = [bulk(str(count)) for count in range(64)]
+
+
+def count_word(count: int) -> str:
+    """``bulk(str(count))``, made once for the small counts every call sends."""
+    return _COUNTS[count] if count < 64 else bulk(str(count))
+
+
+def script_command(head: str, key_count: int, arg_count: int, *parts: str) -> bytes:
     """A script's call (``head``: EVALSHA and the digest, or FCALL and the function's name) on
-    ``key_count`` keys and ``arg_count`` arguments, each part already a run of ``bulk`` strings:
-    the hot path packs the parts that do not change once."""
-    count = str(key_count)
-    return f"*{3 + key_count + arg_count}\r\n{head}${len(count)}\r\n{count}\r\n{keys}{args}".encode()
+    ``key_count`` keys and ``arg_count`` arguments, given as ``parts``: the keys, then the
+    arguments, in runs of ``bulk`` strings (a long one may be split across parts). The hot path
+    packs the parts that do not change once, and they are copied once, into the command."""
+    return f"*{3 + key_count + arg_count}\r\n{head}{count_word(key_count)}{''.join(parts)}".encode()
 
 
 class FunctionsUnavailable(ResponseError):
