@@ -398,14 +398,20 @@ class RedisCounterStore:
             self._held[reservation_id] = entry
             return Attempt(reservation, None, _NO_FLAGS)
         first = 1 if out[0] == "ok" else 2
-        usage = [(int(out[i]), int(out[i + 1])) for i in range(first, first + 2 * count, 2)]
+        # per hold spent and reserved just before, and the use the counter has now: one pass (a
+        # comprehension per list costs a function call and a zip each)
+        usage: list[tuple[int, int]] = []
+        used: list[int] = []
+        for i, amount in zip(range(first, first + 2 * count, 2), amounts, strict=True):
+            spent, reserved = int(out[i]), int(out[i + 1])
+            usage.append((spent, reserved))
+            used.append(spent + reserved + amount)
         flags = _set_at(flag_keys, out[first + 2 * count:], now) if flag_keys else _NO_FLAGS
-        if first == 2:
-            figures.learn(names, [spent + reserved for spent, reserved in usage], flag_keys, flags)
+        if first == 2:  # nothing held: the use is what was there
+            figures.learn(names, [use - amount for use, amount in zip(used, amounts, strict=True)], flag_keys, flags)
             index = int(out[1])
             return Attempt(Conflict(index, sum(usage[index])), usage, flags)
-        figures.learn(names, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
-                      flag_keys, flags)
+        figures.learn(names, used, flag_keys, flags)
         if targets is not None and build == self._marker:  # kept under the build still current
             packed.horizon = self._kept.remember(packed.counters, targets)
         self._held[reservation_id] = entry
@@ -497,8 +503,12 @@ class RedisCounterStore:
         if entry is None or entry.reservation is not reservation:  # not held here: packed anew
             entry = self._pack(reservation)[0]
         packed, numbers = entry.packed, self._numbers
-        parts = [held + (numbers.get(amount) or _number(numbers, amount))[1]
-                 for held, amount in zip(packed.settling, amounts, strict=True)]
+        # per hold the script's words and the change to the counter's use, in one pass
+        parts: list[str] = []
+        changes: list[int] = []
+        for words, held, amount in zip(packed.settling, packed.amounts, amounts, strict=True):
+            parts.append(words + (numbers.get(amount) or _number(numbers, amount))[1])
+            changes.append(amount - held)
         # the moment claims are made at, which only thresholds read (``repr``: the shortest text
         # that reads back as the same double, for Lua's ``tonumber`` as for Python)
         moment = bulk(repr(float(now))) if thresholds else _NO_MOMENT
@@ -508,7 +518,6 @@ class RedisCounterStore:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
         figures, names = self._figures, packed.names
-        changes = [amount - held for held, amount in zip(packed.amounts, amounts, strict=True)]
         ticket = figures.expect(names, changes)
         try:
             out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
