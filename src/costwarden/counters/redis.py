@@ -399,10 +399,11 @@ class RedisCounterStore:
             return Attempt(reservation, None, _NO_FLAGS)
         first = 1 if out[0] == "ok" else 2
         # per hold spent and reserved just before, and the use the counter has now: one pass (a
-        # comprehension per list costs a function call and a zip each)
+        # comprehension per list costs a function call and a zip each; ``strict``, a keyword
+        # argument, costs as much as the zip)
         usage: list[tuple[int, int]] = []
         used: list[int] = []
-        for i, amount in zip(range(first, first + 2 * count, 2), amounts, strict=True):
+        for i, amount in zip(range(first, first + 2 * count, 2), amounts):  # noqa: B905 (both count long)
             spent, reserved = int(out[i]), int(out[i + 1])
             usage.append((spent, reserved))
             used.append(spent + reserved + amount)
@@ -506,7 +507,7 @@ class RedisCounterStore:
         # per hold the script's words and the change to the counter's use, in one pass
         parts: list[str] = []
         changes: list[int] = []
-        for words, held, amount in zip(packed.settling, packed.amounts, amounts, strict=True):
+        for words, held, amount in zip(packed.settling, packed.amounts, amounts):  # noqa: B905 (lengths checked)
             parts.append(words + (numbers.get(amount) or _number(numbers, amount))[1])
             changes.append(amount - held)
         # the moment claims are made at, which only thresholds read (``repr``: the shortest text
@@ -528,13 +529,14 @@ class RedisCounterStore:
         if not out:  # not held: settled, released or expired already
             return Settlement([(0, 0)] * count, ())
         # per hold spent before and after, reserved after: each a decimal string, or an integer
-        # where the script had it exactly (below 2**53)
+        # where the script had it exactly (below 2**53); read by ``map``, which calls ``int``
+        # from C, and taken three at a time
         moved: list[tuple[int, int]] = []
         used: list[int] = []
-        for i in range(1, 1 + 3 * count, 3):
-            after = int(out[i + 1])
-            moved.append((int(out[i]), after))
-            used.append(after + int(out[i + 2]))
+        readings = map(int, out[1:1 + 3 * count])
+        for before, after, reserved in zip(readings, readings, readings):  # noqa: B905 (one iterator, in threes)
+            moved.append((before, after))
+            used.append(after + reserved)
         figures.learn(names, used)
         claims = out[1 + 3 * count:]
         if 1 not in claims:  # the usual answer: nothing claimed (or no thresholds)
