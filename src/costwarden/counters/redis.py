@@ -45,10 +45,10 @@ from costwarden.counters.figures import Figures
 from costwarden.counters.kept import KeptCounters, keep_targets
 from costwarden.counters.script_calls import (
     FunctionsUnavailable,
+    Loadable,
     ScriptCalls,
     bulk,
     count_word,
-    script_command,
 )
 from costwarden.counters.scripts import Script, Scripts
 from costwarden.errors import StorageError
@@ -63,6 +63,7 @@ ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: 
 
 
 HOLDS_KEPT = 4_096  # tuples of holds whose script arguments are remembered (``_pack_holds``)
+_BUILDS_TRIED = range(3)  # builds an operation is sent under before it fails (made once: iterated by every one)
 
 
 # A window as the scripts take it, packed (``script_calls.bulk``): its counter's key, packed and as
@@ -236,7 +237,7 @@ class RedisCounterStore:
     async def _send(self, script: Script, key_count: int, keys: str, arg_count: int, args: str) -> Any:
         """Run ``script`` on keys and arguments packed already (``script_calls.bulk``), under the
         build this store is on, adopting a new one first when the script reports it."""
-        for _ in range(3):
+        for _ in _BUILDS_TRIED:
             while self._adopting is not None:  # nothing runs under a new build until restored
                 await self._adopting.wait()
             mark_key, marker = self._mark_words
@@ -258,12 +259,17 @@ class RedisCounterStore:
         raise StorageError("the counter store (Redis) was rebuilt again and again during one operation")
 
     def _script(self, script: Script, key_count: int, arg_count: int, *parts: str) -> Awaitable[Any]:
-        """``script``'s call on ``parts`` (``script_command``), as a function of the library, or as a
-        script on a server without functions (found out by the first call)."""
+        """``script``'s call on ``key_count`` keys and ``arg_count`` arguments, given as ``parts``:
+        the keys, then the arguments, in runs of ``bulk`` strings, packed once per operation or
+        tuple of holds and copied once, into the command. It runs as a function of the library,
+        or as a script on a server without functions (found out by the first call)."""
+        loadable: Loadable
         if self._functions:
-            return self._calls.run_packed(self._library, script_command(script.function_head, key_count, arg_count,
-                                                                        *parts))
-        return self._calls.run_packed(script, script_command(script.script_head, key_count, arg_count, *parts))
+            head, loadable = script.function_head, self._library
+        else:
+            head, loadable = script.script_head, script
+        command = f"*{3 + key_count + arg_count}\r\n{head}{count_word(key_count)}{''.join(parts)}"
+        return self._calls.run_packed(loadable, command.encode())
 
     @staticmethod
     def _refusal(exc: ResponseError) -> str:

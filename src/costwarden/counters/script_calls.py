@@ -53,14 +53,6 @@ def count_word(count: int) -> str:
     return _COUNTS[count] if count < 64 else bulk(str(count))
 
 
-def script_command(head: str, key_count: int, arg_count: int, *parts: str) -> bytes:
-    """A script's call (``head``: EVALSHA and the digest, or FCALL and the function's name) on
-    ``key_count`` keys and ``arg_count`` arguments, given as ``parts``: the keys, then the
-    arguments, in runs of ``bulk`` strings (a long one may be split across parts). The hot path
-    packs the parts that do not change once, and they are copied once, into the command."""
-    return f"*{3 + key_count + arg_count}\r\n{head}{count_word(key_count)}{''.join(parts)}".encode()
-
-
 class FunctionsUnavailable(ResponseError):
     """The server has no functions for this client (FCALL is unknown, or not allowed to its user,
     or loading a library is not): send the operation as a script."""
@@ -209,7 +201,7 @@ class ScriptCalls:
         return await self.run_packed(_Eval(script), pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args)))
 
     async def run_packed(self, script: Loadable, command: bytes) -> Any:
-        """Run ``command``, a call of ``script`` packed already (``script_command``)."""
+        """Run ``command``, a call of ``script`` packed already (FCALL or EVALSHA, one buffer)."""
         try:
             return await self._first_try(script, command)
         except (NoScriptError, RedisConnectionError) as exc:
