@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,3 +53,10 @@ def test_a_counter_never_seen_is_not_recalled_though_a_change_to_it_is_coming() 
     figures.learn(KEYS[:1], [10])
     seen = figures.recall(WINDOWS[:1], ())
     assert seen is not None and seen.usage == [(15, 0)]
+
+
+def test_figures_for_other_counters_than_named_are_refused_and_nothing_is_learnt() -> None:
+    figures = Figures()
+    with pytest.raises(ValueError, match="3 counters and 2 figures"):
+        figures.learn(KEYS, [1, 2])
+    assert figures.recall(WINDOWS[:1], ()) is None

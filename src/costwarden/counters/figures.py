@@ -99,6 +99,10 @@ class Figures:
         if len(self._used) + len(self._flags) >= self._limit:
             self._used.clear()  # what is coming stays: its commands are still to be answered
             self._flags.clear()
-        self._used.update(zip(keys, used, strict=True))
+        if len(keys) != len(used):
+            raise ValueError(f"{len(keys)} counters and {len(used)} figures")
+        figures = self._used
+        for key, use in zip(keys, used):  # noqa: B905 (lengths checked; faster than ``update`` of the pairs)
+            figures[key] = use
         for key in flag_keys:
             self._flags[key] = key in flags

@@ -43,7 +43,13 @@ from costwarden.counters.base import (
 )
 from costwarden.counters.figures import Figures
 from costwarden.counters.kept import KeptCounters, keep_targets
-from costwarden.counters.script_calls import FunctionsUnavailable, ScriptCalls, bulk, script_command
+from costwarden.counters.script_calls import (
+    FunctionsUnavailable,
+    Loadable,
+    ScriptCalls,
+    bulk,
+    count_word,
+)
 from costwarden.counters.scripts import Script, Scripts
 from costwarden.errors import StorageError
 
@@ -57,6 +63,7 @@ ANSWER_TIMEOUT_S = 2.0  # a connection, a free pooled connection, or an answer: 
 
 
 HOLDS_KEPT = 4_096  # tuples of holds whose script arguments are remembered (``_pack_holds``)
+_BUILDS_TRIED = range(3)  # builds an operation is sent under before it fails (made once: iterated by every one)
 
 
 # A window as the scripts take it, packed (``script_calls.bulk``): its counter's key, packed and as
@@ -69,7 +76,8 @@ _Words = tuple[str, str, str, int, str, str]
 @dataclass(slots=True)
 class _Packed:
     """A tuple of holds as the scripts take it, packed once (``_pack_holds``): the tuple itself;
-    its counters' keys, packed; the reserve script's words; the record's holds; per hold the
+    the keys reserve and settle take (the reservations' hash and deadlines' set, then the
+    counters'), packed; the reserve script's words; the record's holds; per hold the
     settle script's words before the actual amount; the counters' window keys; the amounts held;
     the counters' keys as they are, and until when each matters (ms), also as the settle script
     takes them; and the latest reservation deadline (ms) for which every counter is known to be
@@ -229,13 +237,13 @@ class RedisCounterStore:
     async def _send(self, script: Script, key_count: int, keys: str, arg_count: int, args: str) -> Any:
         """Run ``script`` on keys and arguments packed already (``script_calls.bulk``), under the
         build this store is on, adopting a new one first when the script reports it."""
-        for _ in range(3):
+        for _ in _BUILDS_TRIED:
             while self._adopting is not None:  # nothing runs under a new build until restored
                 await self._adopting.wait()
             mark_key, marker = self._mark_words
             self._sent += 1
             try:
-                return await self._script(script, key_count + 1, keys + mark_key, arg_count + 1, args + marker)
+                return await self._script(script, key_count + 1, arg_count + 1, keys, mark_key, args, marker)
             except FunctionsUnavailable:
                 self._functions = False  # a server without functions: the scripts from now on
                 continue
@@ -250,13 +258,18 @@ class RedisCounterStore:
             await self._adopt(moved)
         raise StorageError("the counter store (Redis) was rebuilt again and again during one operation")
 
-    def _script(self, script: Script, key_count: int, keys: str, arg_count: int, args: str) -> Awaitable[Any]:
-        """``script``'s call, as a function of the library, or as a script on a server without
-        functions (found out by the first call)."""
+    def _script(self, script: Script, key_count: int, arg_count: int, *parts: str) -> Awaitable[Any]:
+        """``script``'s call on ``key_count`` keys and ``arg_count`` arguments, given as ``parts``:
+        the keys, then the arguments, in runs of ``bulk`` strings, packed once per operation or
+        tuple of holds and copied once, into the command. It runs as a function of the library,
+        or as a script on a server without functions (found out by the first call)."""
+        loadable: Loadable
         if self._functions:
-            command = script_command(script.function_head, key_count, keys, arg_count, args)
-            return self._calls.run_packed(self._library, command)
-        return self._calls.run_packed(script, script_command(script.script_head, key_count, keys, arg_count, args))
+            head, loadable = script.function_head, self._library
+        else:
+            head, loadable = script.script_head, script
+        command = f"*{3 + key_count + arg_count}\r\n{head}{count_word(key_count)}{''.join(parts)}"
+        return self._calls.run_packed(loadable, command.encode())
 
     @staticmethod
     def _refusal(exc: ResponseError) -> str:
@@ -307,17 +320,17 @@ class RedisCounterStore:
 
     async def _restore(self, marker: str) -> None:
         held = [entry.reservation for entry in self._held.values()]
-        keys = self._ledgers + self._mark_words[0]
+        keys, restore = self._ledgers + self._mark_words[0], self._scripts.restore
         for start in range(0, len(held), RESTORE_BATCH):
             args: list[str] = []
             for reservation in held[start:start + RESTORE_BATCH]:
                 args += [reservation.id, repr(float(reservation.expires_at)), self._record(reservation)]
-            packed = "".join([bulk(arg) for arg in args]) + bulk(marker)
+            packed = "".join([bulk(arg) for arg in args])
             try:
-                await self._script(self._scripts.restore, 3, keys, len(args) + 1, packed)
+                await self._script(restore, 3, len(args) + 1, keys, packed, bulk(marker))
             except FunctionsUnavailable:
                 self._functions = False
-                await self._script(self._scripts.restore, 3, keys, len(args) + 1, packed)
+                await self._script(restore, 3, len(args) + 1, keys, packed, bulk(marker))
 
     async def snapshot(self, windows: Sequence[Window], flag_keys: Sequence[str], now: float) -> Snapshot:
         """Spent and reserved per window, and which of ``flag_keys`` are set at ``now``."""
@@ -366,7 +379,7 @@ class RedisCounterStore:
         entry, record, score = self._pack(reservation)
         packed = entry.packed
         count = len(holds)
-        keys = self._ledgers + packed.keys
+        keys = packed.keys
         if flag_keys:
             keys += "".join([self._flag_word(key) for key in flag_keys])
         # the deadline in ms, rounded up, is within the horizon (an integer) if and only if it is
@@ -391,14 +404,21 @@ class RedisCounterStore:
             self._held[reservation_id] = entry
             return Attempt(reservation, None, _NO_FLAGS)
         first = 1 if out[0] == "ok" else 2
-        usage = [(int(out[i]), int(out[i + 1])) for i in range(first, first + 2 * count, 2)]
+        # per hold spent and reserved just before, and the use the counter has now: one pass (a
+        # comprehension per list costs a function call and a zip each; ``strict``, a keyword
+        # argument, costs as much as the zip)
+        usage: list[tuple[int, int]] = []
+        used: list[int] = []
+        for i, amount in zip(range(first, first + 2 * count, 2), amounts):  # noqa: B905 (both count long)
+            spent, reserved = int(out[i]), int(out[i + 1])
+            usage.append((spent, reserved))
+            used.append(spent + reserved + amount)
         flags = _set_at(flag_keys, out[first + 2 * count:], now) if flag_keys else _NO_FLAGS
-        if first == 2:
-            figures.learn(names, [spent + reserved for spent, reserved in usage], flag_keys, flags)
+        if first == 2:  # nothing held: the use is what was there
+            figures.learn(names, [use - amount for use, amount in zip(used, amounts, strict=True)], flag_keys, flags)
             index = int(out[1])
             return Attempt(Conflict(index, sum(usage[index])), usage, flags)
-        figures.learn(names, [s + r + amount for (s, r), amount in zip(usage, amounts, strict=True)],
-                      flag_keys, flags)
+        figures.learn(names, used, flag_keys, flags)
         if targets is not None and build == self._marker:  # kept under the build still current
             packed.horizon = self._kept.remember(packed.counters, targets)
         self._held[reservation_id] = entry
@@ -463,8 +483,8 @@ class RedisCounterStore:
             amounts.append(amount)
             counters.append(counter)
             untils.append(until)
-        packed = _Packed(holds, "".join(keys), "".join(reserving), ",".join(parts), settling, names, amounts,
-                         counters, untils, bulk(",".join([str(until) for until in untils])))
+        packed = _Packed(holds, self._ledgers + "".join(keys), "".join(reserving), ",".join(parts), settling, names,
+                         amounts, counters, untils, bulk(",".join([str(until) for until in untils])))
         if isinstance(holds, tuple):
             if len(self._packed) >= HOLDS_KEPT:
                 self._packed.clear()
@@ -490,17 +510,21 @@ class RedisCounterStore:
         if entry is None or entry.reservation is not reservation:  # not held here: packed anew
             entry = self._pack(reservation)[0]
         packed, numbers = entry.packed, self._numbers
-        parts = [held + (numbers.get(amount) or _number(numbers, amount))[1]
-                 for held, amount in zip(packed.settling, amounts, strict=True)]
-        # the moment claims are made at, which only thresholds read
-        moment = bulk(_json(float(now))) if thresholds else _NO_MOMENT
-        keys = self._ledgers + packed.keys
-        args = f"{entry.id}{_count(count)}{moment}{packed.untils_word}{''.join(parts)}"
+        # per hold the script's words and the change to the counter's use, in one pass
+        parts: list[str] = []
+        changes: list[int] = []
+        for words, held, amount in zip(packed.settling, packed.amounts, amounts):  # noqa: B905 (lengths checked)
+            parts.append(words + (numbers.get(amount) or _number(numbers, amount))[1])
+            changes.append(amount - held)
+        # the moment claims are made at, which only thresholds read (``repr``: the shortest text
+        # that reads back as the same double, for Lua's ``tonumber`` as for Python)
+        moment = bulk(repr(float(now))) if thresholds else _NO_MOMENT
+        keys = packed.keys
+        args = f"{entry.id}{count_word(count)}{moment}{packed.untils_word}{''.join(parts)}"
         if thresholds:
             claim_keys, claim_args = self._threshold_words_of(thresholds)
             keys, args = keys + claim_keys, args + claim_args
         figures, names = self._figures, packed.names
-        changes = [amount - held for held, amount in zip(packed.amounts, amounts, strict=True)]
         ticket = figures.expect(names, changes)
         try:
             out = await self._send(self._scripts.settle, 2 + count + len(thresholds), keys,
@@ -511,17 +535,19 @@ class RedisCounterStore:
         if not out:  # not held: settled, released or expired already
             return Settlement([(0, 0)] * count, ())
         # per hold spent before and after, reserved after: each a decimal string, or an integer
-        # where the script had it exactly (below 2**53)
+        # where the script had it exactly (below 2**53); read by ``map``, which calls ``int``
+        # from C, and taken three at a time
         moved: list[tuple[int, int]] = []
         used: list[int] = []
-        for i in range(1, 1 + 3 * count, 3):
-            after = int(out[i + 1])
-            moved.append((int(out[i]), after))
-            used.append(after + int(out[i + 2]))
+        readings = map(int, out[1:1 + 3 * count])
+        for before, after, reserved in zip(readings, readings, readings):  # noqa: B905 (one iterator, in threes)
+            moved.append((before, after))
+            used.append(after + reserved)
         figures.learn(names, used)
-        if not thresholds:
+        claims = out[1 + 3 * count:]
+        if 1 not in claims:  # the usual answer: nothing claimed (or no thresholds)
             return Settlement(moved, ())
-        return Settlement(moved, tuple(i for i, claimed in enumerate(out[1 + 3 * count:]) if int(claimed)))
+        return Settlement(moved, tuple(i for i, claimed in enumerate(claims) if int(claimed)))
 
     async def release(self, reservation: Reservation) -> None:
         """Drop the holds of a call that will not be charged."""
@@ -723,14 +749,8 @@ def _unit(units: dict[int, str], unit: Unit) -> str:
     return text
 
 
-_COUNTS = [bulk(str(count)) for count in range(32)]
 _NO_MOMENT = bulk("0")
 _KEPT = bulk("")  # the reserve script's keep-until when every counter is kept long enough
-
-
-def _count(count: int) -> str:
-    """A count of holds, packed."""
-    return _COUNTS[count] if count < 32 else bulk(str(count))
 
 
 def _json(value: str | float) -> str:

@@ -45,12 +45,12 @@ def bulk(word: str) -> str:
     return f"${len(word) if word.isascii() else len(word.encode())}\r\n{word}\r\n"
 
 
-def script_command(head: str, key_count: int, keys: str, arg_count: int, args: str) -> bytes:
-    """A script's call (``head``: EVALSHA and the digest, or FCALL and the function's name) on
-    ``key_count`` keys and ``arg_count`` arguments, each part already a run of ``bulk`` strings:
-    the hot path packs the parts that do not change once."""
-    count = str(key_count)
-    return f"*{3 + key_count + arg_count}\r\n{head}${len(count)}\r\n{count}\r\n{keys}{args}".encode()
+_COUNTS = [bulk(str(count)) for count in range(64)]
+
+
+def count_word(count: int) -> str:
+    """``bulk(str(count))``, made once for the small counts every call sends."""
+    return _COUNTS[count] if count < 64 else bulk(str(count))
 
 
 class FunctionsUnavailable(ResponseError):
@@ -201,7 +201,7 @@ class ScriptCalls:
         return await self.run_packed(_Eval(script), pack_command(("EVALSHA", script.sha, str(len(keys)), *keys, *args)))
 
     async def run_packed(self, script: Loadable, command: bytes) -> Any:
-        """Run ``command``, a call of ``script`` packed already (``script_command``)."""
+        """Run ``command``, a call of ``script`` packed already (FCALL or EVALSHA, one buffer)."""
         try:
             return await self._first_try(script, command)
         except (NoScriptError, RedisConnectionError) as exc:
