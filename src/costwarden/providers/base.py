@@ -18,7 +18,9 @@ from costwarden.providers.tokens import InputEstimate, InputTally, TokenEstimato
 from costwarden.providers.usage import Usage
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every call makes one, and a frozen dataclass sets each field through
+# object.__setattr__ (see core/events.py). Never changed once made; nothing hashes one.
+@dataclass(slots=True)
 class Prepared:
     """The body to forward, and whether the client itself asked for usage in its stream."""
 
