@@ -343,3 +343,9 @@ def test_a_plan_keeps_the_models_its_caller_may_use_under_the_policy_that_said_s
     kept = decide(s.policy, s.call, s.plan, s.usage, s.flags, s.now)
     assert kept == decide(s.policy, s.call, plan_for(s.policy, s.call.caller, s.now), s.usage, s.flags, s.now)
     assert decide(s.policy, s.call, s.plan, s.usage, s.flags, s.now) == kept  # and again, from what it kept
+
+
+@pytest.mark.parametrize(("clamped", "downgraded_from", "label"), [
+    (False, None, "allow"), (True, None, "clamp"), (False, "gpt-4o", "downgrade"), (True, "gpt-4o", "clamp,downgrade")])
+def test_a_decisions_label_names_what_was_changed(clamped: bool, downgraded_from: str | None, label: str) -> None:
+    assert Decision(requested="gpt-4o", clamped=clamped, downgraded_from=downgraded_from).label == label

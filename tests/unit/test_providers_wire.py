@@ -98,6 +98,8 @@ def test_requested_output_tokens() -> None:
     assert CHAT.requested_output_tokens({"max_tokens": 50}) == 50
     assert CHAT.requested_output_tokens({"max_completion_tokens": 70}) == 70
     assert CHAT.requested_output_tokens({"max_tokens": 50, "max_completion_tokens": 70}) == 70
+    assert CHAT.requested_output_tokens({"max_tokens": 80, "max_completion_tokens": 70}) == 80
+    assert CHAT.requested_output_tokens({"max_tokens": True, "max_completion_tokens": "9"}) is None
     assert CHAT.requested_output_tokens({"messages": USER}) is None
     assert COMPLETIONS.requested_output_tokens({"max_tokens": 9}) == 9
     assert RESPONSES.requested_output_tokens({"max_output_tokens": 99}) == 99

@@ -36,8 +36,12 @@ class KeyIdentity:
     customer: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every call makes one, and a frozen dataclass sets each field through
+# object.__setattr__ (see core/events.py). Never changed once made; nothing hashes one (its tags are a dict).
+@dataclass(slots=True)
 class Attribution:
+    """Who a call is attributed to, and its tags (those of ``caller.tags``, as a dict)."""
+
     caller: Caller
     tags: Mapping[str, str] = field(default_factory=dict)
 

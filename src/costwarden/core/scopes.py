@@ -29,7 +29,10 @@ PLAN_CACHE_SIZE = 100_000  # callers whose plans a Planner keeps (cleared wholes
 _PlanKey = tuple[str, str | None, str | None, str | None, str | None, tuple[tuple[str, str], ...]]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every call makes one, and a frozen dataclass sets each field through
+# object.__setattr__ (six calls here; see core/events.py). Never changed once made; hashed by its
+# fields as a frozen one is (unsafe_hash), so that it can still key a dict.
+@dataclass(slots=True, unsafe_hash=True)
 class Caller:
     """Who a call is attributed to."""
 

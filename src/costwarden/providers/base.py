@@ -18,7 +18,9 @@ from costwarden.providers.tokens import InputEstimate, InputTally, TokenEstimato
 from costwarden.providers.usage import Usage
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every call makes one, and a frozen dataclass sets each field through
+# object.__setattr__ (see core/events.py). Never changed once made; nothing hashes one.
+@dataclass(slots=True)
 class Prepared:
     """The body to forward, and whether the client itself asked for usage in its stream."""
 
@@ -84,9 +86,14 @@ class Endpoint:
 
     def requested_output_tokens(self, body: Mapping[str, Any]) -> int | None:
         """The output bound the client gave, per choice; the largest if it gave several."""
-        given = [value for field in self.output_fields
-                 if isinstance(value := body.get(field), int) and not isinstance(value, bool)]
-        return max(given) if given else None
+        # A loop, not max() over a comprehension: every call asks, and in CPython 3.11 a
+        # comprehension is a frame of its own.
+        most = None
+        for field in self.output_fields:
+            value = body.get(field)
+            if isinstance(value, int) and not isinstance(value, bool) and (most is None or value > most):
+                most = value
+        return most
 
     def output_multiplier(self, body: Mapping[str, Any]) -> int:
         """How many outputs one call produces (``n`` choices); the worst case is this times the bound."""

@@ -39,7 +39,9 @@ FORWARDED = {"openai": ("openai-beta",), "anthropic": ("anthropic-version", "ant
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length"})
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every call makes one, and a frozen dataclass sets each field through
+# object.__setattr__ (see core/events.py). Never changed once made; nothing hashes one (its headers are a dict).
+@dataclass(slots=True)
 class Reply:
     """A complete upstream answer. Header names are lower-case."""
 
@@ -48,7 +50,7 @@ class Reply:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see Reply
 class StreamingReply:
     """An upstream answer whose body is still arriving."""
 

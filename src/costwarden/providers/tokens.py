@@ -102,7 +102,9 @@ def _bindings() -> Any:
         return importlib.import_module("bpe_openai._bindings")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every call makes one, and a frozen dataclass sets each field through
+# object.__setattr__ (see core/events.py). Never changed once made; nothing hashes one.
+@dataclass(slots=True)
 class InputEstimate:
     """What admission knows of a call's input before it is sent."""
 
