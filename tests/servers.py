@@ -10,6 +10,11 @@ from typing import Any
 
 import uvicorn
 
+# A server asked to stop cancels what still runs after this long (a request its client abandoned
+# mid-response), then shuts its app down; a thread alive well after that is a hung shutdown.
+GRACE_S = 5.0
+STOP_S = 30.0
+
 
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -20,9 +25,12 @@ def bound_socket() -> socket.socket:
 
 @contextmanager
 def serving(app: Any, **config: Any) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL once it accepts connections."""
+    """Serve ``app`` until the block ends; yields its base URL once it accepts connections. Fails
+    if the server has not stopped ``STOP_S`` after it was asked to, rather than leaving it running
+    (its background work would go on against servers the tests have stopped)."""
     sock = bound_socket()
     port = sock.getsockname()[1]
+    config.setdefault("timeout_graceful_shutdown", GRACE_S)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **config))
     started = threading.Event()
     failure: list[BaseException] = []
@@ -46,5 +54,10 @@ def serving(app: Any, **config: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=STOP_S)
         sock.close()
+        if thread.is_alive():
+            server.force_exit = True  # let the thread end with the process, then say so
+            raise RuntimeError(f"the server on port {port} did not stop within {STOP_S:g} s of being asked to")
+        if failure:
+            raise RuntimeError(f"the server on port {port} failed: {failure[0]!r}") from failure[0]
