@@ -322,6 +322,8 @@ class Costs:
     redis_cpu_s: float | None = None
     redis_requests: int | None = None  # requests Redis read from its clients' sockets
     pg_cpu_s: float | None = None  # PostgreSQL's processes, when the bench can see them (a local server)
+    machine_busy_s: float = 0.0  # every process on the machine, this bench's included
+    machine_busy: float = 0.0  # the share of all cores that was busy
 
 
 @dataclass
@@ -361,6 +363,7 @@ class Probe:
         self._redis_cpu = 0.0
         self._pg_pid = services.pg_server_pid(config.db_url) if config.db_url.startswith("postgresql") else None
         self._pg_cpu = 0.0
+        self._machine = (0.0, 0.0)
 
     def start(self) -> None:
         if self._pg_pid is not None:
@@ -373,8 +376,10 @@ class Probe:
             services.reset_redis_stats(self.config.redis_url)
             self._redis_cpu = services.redis_cpu_seconds(self.config.redis_url)
         self._cpu = services.own_and_descendants_cpu_seconds(self.pid)
+        self._machine = services.machine_cpu_seconds()
 
     def stop(self) -> Costs:
+        busy, total = (now - then for now, then in zip(services.machine_cpu_seconds(), self._machine, strict=True))
         own, descendants = services.own_and_descendants_cpu_seconds(self.pid)
         own, descendants = own - self._cpu[0], descendants - self._cpu[1]
         pg_cpu = services.pg_server_cpu_seconds(self._pg_pid) - self._pg_cpu if self._pg_pid is not None else None
@@ -385,7 +390,8 @@ class Probe:
         if self.config.db_url.startswith("postgresql"):
             # after every backend reported this run; less the reading taken by start()
             commits = services.pg_settled_commits(self.config.db_url) - self._commits - 1
-        return Costs(own + descendants, descendants, commits, commands, redis_cpu, requests, pg_cpu)
+        return Costs(own + descendants, descendants, commits, commands, redis_cpu, requests, pg_cpu, busy,
+                     busy / total if total else 0.0)
 
 
 @dataclass
@@ -472,6 +478,8 @@ def describe(row: Row) -> str:
         parts.append(f"Redis CPU {redis_cpu * 1e6:.0f} us/call")
     if (pg_cpu := row.per_call(row.costs.pg_cpu_s)) is not None:
         parts.append(f"PostgreSQL CPU {pg_cpu * 1e6:.0f} us/call")
+    parts.append(f"machine {row.costs.machine_busy:.0%} busy, "
+                 f"{_figure(row.per_call(row.costs.machine_busy_s * 1000), '.2f')} ms/call")
     return " (" + ", ".join(parts) + ")"
 
 
@@ -592,7 +600,7 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
     """The headline figures of every configuration, one line each."""
     print("\nside by side (req/s through the gateway; added p50 at c=1 over direct; per call at the highest level)")
     print(f"{'configuration':<32}{'req/s by level':>24}{'x embedded':>12}{'added p50':>11}{'CPU/call':>10}"
-          f"{'commits/call':>16}{'Redis reads/call':>18}")
+          f"{'commits/call':>16}{'Redis reads/call':>18}{'busy':>6}{'machine/call':>14}")
     embedded_rate = [row for row in outcomes[0].rows if row.name.startswith("unary")][-1].gateway.rate
     for outcome in outcomes:
         unary = [row for row in outcome.rows if row.name.startswith("unary")]
@@ -605,12 +613,15 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
                              for row in (first, last))
         commands = " / ".join(_figure(row.per_call(row.costs.redis_requests if row.costs else None), ".2f")
                               for row in (first, last))
+        busy = f"{last.costs.machine_busy:.0%}" if last.costs else "-"
+        machine = _figure(last.per_call(last.costs.machine_busy_s * 1000 if last.costs else None), ".2f") + " ms"
         print(f"{outcome.config.name:<32}{rates:>24}{share:>12}{added * 1000:>8.2f} ms{cpu:>10}{commits:>16}"
-              f"{commands:>18}")
+              f"{commands:>18}{busy:>6}{machine:>14}")
     levels = [row.name.split("=")[1] for row in outcomes[0].rows if row.name.startswith("unary")]
     print(f"(levels c={'/'.join(levels)}; 'x embedded': req/s at the highest level over the embedded one's; commits and Redis reads at the lowest / highest level, measured with "
           "pg_stat_database and INFO stats, background work included: at c=1 a read is a round trip, above it "
-          "the scripts of calls sent together share one; CPU: every process of the gateway)")
+          "the scripts of calls sent together share one; CPU: every process of the gateway; 'busy': the share of "
+          "all the machine's cores in use during the run, and 'machine/call' that CPU, every process's, per call)")
 
 
 def _figure(value: float | None, spec: str) -> str:

@@ -255,6 +255,15 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(own_and_descendants_cpu_seconds(pid))
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """Busy and total CPU seconds of the whole machine since boot, every core together, from
+    ``/proc/stat`` (idle and I/O wait are not busy; steal is, as time this machine could not use)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(fields)
+    return (total - fields[3] - fields[4]) / tick, total / tick
+
+
 def own_and_descendants_cpu_seconds(pid: int) -> tuple[float, float]:
     """User plus system CPU seconds of process ``pid`` itself, and of its living descendants."""
     parents: dict[int, int] = {}
