@@ -478,8 +478,7 @@ def describe(row: Row) -> str:
         parts.append(f"Redis CPU {redis_cpu * 1e6:.0f} us/call")
     if (pg_cpu := row.per_call(row.costs.pg_cpu_s)) is not None:
         parts.append(f"PostgreSQL CPU {pg_cpu * 1e6:.0f} us/call")
-    parts.append(f"machine {row.costs.machine_busy:.0%} busy, "
-                 f"{_figure(row.per_call(row.costs.machine_busy_s * 1000), '.2f')} ms/call")
+    parts.append(f"machine {_busy(row)} busy, {_machine_ms(row)} ms/call")
     return " (" + ", ".join(parts) + ")"
 
 
@@ -613,8 +612,7 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
                              for row in (first, last))
         commands = " / ".join(_figure(row.per_call(row.costs.redis_requests if row.costs else None), ".2f")
                               for row in (first, last))
-        busy = f"{last.costs.machine_busy:.0%}" if last.costs else "-"
-        machine = _figure(last.per_call(last.costs.machine_busy_s * 1000 if last.costs else None), ".2f") + " ms"
+        busy, machine = _busy(last), _machine_ms(last) + " ms"
         print(f"{outcome.config.name:<32}{rates:>24}{share:>12}{added * 1000:>8.2f} ms{cpu:>10}{commits:>16}"
               f"{commands:>18}{busy:>6}{machine:>14}")
     levels = [row.name.split("=")[1] for row in outcomes[0].rows if row.name.startswith("unary")]
@@ -622,6 +620,16 @@ def print_side_by_side(outcomes: list[Outcome]) -> None:
           "pg_stat_database and INFO stats, background work included: at c=1 a read is a round trip, above it "
           "the scripts of calls sent together share one; CPU: every process of the gateway; 'busy': the share of "
           "all the machine's cores in use during the run, and 'machine/call' that CPU, every process's, per call)")
+
+
+def _busy(row: Row) -> str:
+    """The share of the machine's cores busy during the gateway run."""
+    return "-" if row.costs is None else f"{row.costs.machine_busy:.0%}"
+
+
+def _machine_ms(row: Row) -> str:
+    """The machine's busy CPU, every process's, per call, in ms."""
+    return _figure(row.per_call(row.costs.machine_busy_s * 1000 if row.costs else None), ".2f")
 
 
 def _figure(value: float | None, spec: str) -> str:
